@@ -1,0 +1,211 @@
+//! Configuration of the verifier and the layer, with the reference's names where it has
+//! them, validated as a whole before anything starts.
+
+use crate::crypto::DEFAULT_ADDRESS_PREFIX;
+use serde::Deserialize;
+use std::fmt;
+
+/// Whether a request without a passport may pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// No passport headers: the request passes untouched (the reference's behaviour).
+    #[default]
+    Optional,
+    /// No passport headers: 401 `passport_required`.
+    Required,
+}
+
+/// The `agent_envelope` block. Every field has the reference's default; see
+/// [`Config::validate`] for the accepted ranges.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Master switch; off by default, and off means every request passes untouched.
+    pub enabled: bool,
+    /// The chain this gateway serves; passports for any other chain are refused.
+    pub chain_id: String,
+    /// Bech32 prefix of account addresses.
+    pub address_prefix: String,
+    /// Longest accepted `expires_at - issued_at`, in seconds.
+    pub max_ttl_seconds: u64,
+    /// How far in the future `issued_at` may be, in seconds.
+    pub clock_skew_seconds: u64,
+    /// Largest request body read when a passport is present, in bytes.
+    pub max_body_size: u64,
+    /// Capacity of the attribution queue; a full queue drops events and counts them.
+    pub attribution_queue_cap: usize,
+    /// How many verified envelopes are kept so that reuse skips the secp256k1 check.
+    pub envelope_cache_capacity: u64,
+    /// `optional` (default) or `required`.
+    pub mode: Mode,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: false,
+            chain_id: String::new(),
+            address_prefix: DEFAULT_ADDRESS_PREFIX.to_owned(),
+            max_ttl_seconds: 3600,
+            clock_skew_seconds: 30,
+            max_body_size: 10 * 1024 * 1024,
+            attribution_queue_cap: 1024,
+            envelope_cache_capacity: 100_000,
+            mode: Mode::Optional,
+        }
+    }
+}
+
+/// A setting that is out of range, named by its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The configuration key, as written in the file.
+    pub key: &'static str,
+    /// What is wrong with it and what is accepted.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Largest accepted `max_ttl_seconds`: seven days.
+pub const MAX_TTL_LIMIT: u64 = 7 * 24 * 3600;
+/// Largest accepted `clock_skew_seconds`.
+pub const MAX_CLOCK_SKEW: u64 = 300;
+/// Largest accepted `max_body_size` (the signing payload length prefix is 32 bits, and
+/// a gateway that buffers more than this per request is a denial-of-service target).
+pub const MAX_BODY_LIMIT: u64 = 1 << 30;
+
+fn range(key: &'static str, value: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            key,
+            message: format!("{value} is out of range; accepted: {lo} to {hi}"),
+        })
+    }
+}
+
+impl Config {
+    /// An enabled configuration for `chain_id` with every other value at its default.
+    pub fn for_chain(chain_id: impl Into<String>) -> Config {
+        Config {
+            enabled: true,
+            chain_id: chain_id.into(),
+            ..Config::default()
+        }
+    }
+
+    /// Checks every setting, returning all errors (one per key) rather than the first,
+    /// so an operator fixes a file in one pass. Out-of-range values are errors, never
+    /// silently replaced by defaults.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        if self.enabled && self.chain_id.is_empty() {
+            errors.push(ConfigError {
+                key: "chain_id",
+                message: "must be set when enabled is true".into(),
+            });
+        }
+        if self.chain_id.len() > 128 || self.chain_id.chars().any(|c| c.is_control()) {
+            errors.push(ConfigError {
+                key: "chain_id",
+                message: "must be at most 128 bytes with no control characters".into(),
+            });
+        }
+        if let Err(e) = crate::crypto::derive_address(&self.address_prefix, &[2u8; 33]) {
+            errors.push(ConfigError {
+                key: "address_prefix",
+                message: e.to_string(),
+            });
+        }
+        let checks = [
+            range("max_ttl_seconds", self.max_ttl_seconds, 1, MAX_TTL_LIMIT),
+            range(
+                "clock_skew_seconds",
+                self.clock_skew_seconds,
+                0,
+                MAX_CLOCK_SKEW,
+            ),
+            range("max_body_size", self.max_body_size, 1, MAX_BODY_LIMIT),
+            range(
+                "attribution_queue_cap",
+                self.attribution_queue_cap as u64,
+                1,
+                1 << 20,
+            ),
+            range(
+                "envelope_cache_capacity",
+                self.envelope_cache_capacity,
+                1,
+                10_000_000,
+            ),
+        ];
+        errors.extend(checks.into_iter().filter_map(Result::err));
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_reference_defaults_and_disabled() {
+        let c = Config::default();
+        assert!(!c.enabled);
+        assert_eq!(c.max_ttl_seconds, 3600);
+        assert_eq!(c.max_body_size, 10 * 1024 * 1024);
+        assert_eq!(c.attribution_queue_cap, 1024);
+        assert_eq!(c.mode, Mode::Optional);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn enabled_without_chain_id_refuses_to_start() {
+        let c = Config {
+            enabled: true,
+            ..Config::default()
+        };
+        let errs = c.validate().unwrap_err();
+        assert_eq!(errs[0].key, "chain_id");
+    }
+
+    #[test]
+    fn out_of_range_values_are_named_by_key() {
+        let c = Config {
+            max_ttl_seconds: 0,
+            max_body_size: 0,
+            clock_skew_seconds: 3600,
+            address_prefix: "Bad".into(),
+            ..Config::for_chain("gonka-mainnet")
+        };
+        let keys: Vec<_> = c.validate().unwrap_err().iter().map(|e| e.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "address_prefix",
+                "max_ttl_seconds",
+                "clock_skew_seconds",
+                "max_body_size"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let r: Result<Config, _> = serde_json::from_str(r#"{"enabled":true,"chain_idd":"x"}"#);
+        assert!(r.is_err());
+    }
+}

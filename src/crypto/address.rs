@@ -1,0 +1,111 @@
+//! Cosmos account addresses: `bech32(prefix, RIPEMD160(SHA256(compressed key)))`.
+
+use bech32::primitives::decode::CheckedHrpstring;
+use bech32::{Bech32, Hrp};
+use ripemd::Ripemd160;
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// The address prefix on Gonka.
+pub const DEFAULT_ADDRESS_PREFIX: &str = "gonka";
+
+/// The prefix cannot be used as a bech32 human-readable part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressError(pub String);
+
+impl fmt::Display for AddressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AddressError {}
+
+fn checked_prefix(prefix: &str) -> Result<Hrp, AddressError> {
+    if prefix.is_empty()
+        || prefix
+            .bytes()
+            .any(|b| !b.is_ascii_lowercase() && !b.is_ascii_digit())
+    {
+        return Err(AddressError(format!(
+            "address prefix {prefix:?} must be non-empty lowercase letters and digits"
+        )));
+    }
+    Hrp::parse(prefix).map_err(|e| AddressError(format!("address prefix {prefix:?}: {e}")))
+}
+
+/// The account address of a 33-byte compressed secp256k1 key: lowercase bech32 (not
+/// bech32m) with the given prefix.
+pub fn derive_address(prefix: &str, compressed_key: &[u8; 33]) -> Result<String, AddressError> {
+    let hrp = checked_prefix(prefix)?;
+    let hash = Ripemd160::digest(Sha256::digest(compressed_key));
+    bech32::encode_lower::<Bech32>(hrp, &hash)
+        .map_err(|e| AddressError(format!("cannot encode address: {e}")))
+}
+
+/// Whether `address` is a canonical account address with this prefix: lowercase, a
+/// bech32 (not bech32m) checksum, and a 20-byte payload. Mixed or upper case, and the
+/// bech32m checksum, are refused so that one account has exactly one spelling.
+pub fn is_canonical_address(prefix: &str, address: &str) -> bool {
+    if address.bytes().any(|b| b.is_ascii_uppercase()) {
+        return false;
+    }
+    let Ok(parsed) = CheckedHrpstring::new::<Bech32>(address) else {
+        return false;
+    };
+    parsed.hrp().as_str() == prefix && parsed.byte_iter().len() == 20
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::decode_base64;
+
+    fn key(b64: &str) -> [u8; 33] {
+        decode_base64(b64).unwrap().try_into().unwrap()
+    }
+
+    #[test]
+    fn cosmjs_vector_derives_its_address() {
+        let k = key("AtQaCqFnshaZQp6rIkvAPyzThvCvXSDO+9AzbxVErqJP");
+        assert_eq!(
+            derive_address("cosmos", &k).unwrap(),
+            "cosmos1h806c7khnvmjlywdrkdgk2vrayy2mmvf9rxk2r"
+        );
+    }
+
+    #[test]
+    fn gonka_config_vector_derives_its_address() {
+        let k = key("Au5ZQav3E36PZpGta2xUa8r9xEEo9Biph3fG5i3qaeSG");
+        let a = derive_address("gonka", &k).unwrap();
+        assert_eq!(a, "gonka1jwrv4q8hpxc354pr87pt0pkulaep67e9s4z0ym");
+        assert!(is_canonical_address("gonka", &a));
+    }
+
+    #[test]
+    fn bech32m_checksum_is_refused() {
+        assert!(!is_canonical_address(
+            "gonka",
+            "gonka1jwrv4q8hpxc354pr87pt0pkulaep67e99fjrpe"
+        ));
+    }
+
+    #[test]
+    fn uppercase_and_foreign_prefixes_are_refused() {
+        assert!(!is_canonical_address(
+            "gonka",
+            "GONKA1JWRV4Q8HPXC354PR87PT0PKULAEP67E9S4Z0YM"
+        ));
+        assert!(!is_canonical_address(
+            "cosmos",
+            "gonka1jwrv4q8hpxc354pr87pt0pkulaep67e9s4z0ym"
+        ));
+    }
+
+    #[test]
+    fn bad_prefixes_are_configuration_errors() {
+        let k = key("Au5ZQav3E36PZpGta2xUa8r9xEEo9Biph3fG5i3qaeSG");
+        assert!(derive_address("", &k).is_err());
+        assert!(derive_address("Gonka", &k).is_err());
+    }
+}

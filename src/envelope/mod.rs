@@ -1,0 +1,355 @@
+//! The `aps-agent-envelope-v1` passport: its members, its strict parser and its canonical
+//! forms.
+//!
+//! The parser keeps the bytes it was given. Every hash and every canonical form is derived
+//! from what the agent sent, never from a re-serialisation of [`Envelope`], so that a
+//! member we do not model can never slip past a signature.
+
+mod json;
+
+pub(crate) use json::parse_strict;
+
+use crate::time::Timestamp;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// The only version this crate speaks.
+pub const VERSION: &str = "aps-agent-envelope-v1";
+/// The only audience defined by the spec.
+pub const AUDIENCE: &str = "gonka";
+/// The key type an agent key must carry.
+pub const AGENT_KEY_TYPE: &str = "ed25519";
+/// The key type a principal key must carry.
+pub const PRINCIPAL_KEY_TYPE: &str = "secp256k1";
+/// The longest beneficiary, in bytes of UTF-8.
+pub const MAX_BENEFICIARY_BYTES: usize = 255;
+
+/// A public key member: `{"type": ..., "public_key": <base64>}`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyMember {
+    /// The key type as sent (`ed25519`, `secp256k1`).
+    #[serde(rename = "type")]
+    pub key_type: String,
+    /// Standard base64 of the key bytes, as sent.
+    pub public_key: String,
+}
+
+/// What the principal allowed the agent to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    /// `None`: every model; `Some(empty)`: no model; otherwise the exact model names.
+    pub allowed_models: Option<Vec<String>>,
+    /// The end of the validity window.
+    pub expires_at: Timestamp,
+    /// The start of the validity window, when one was set.
+    pub not_before: Option<Timestamp>,
+    /// `expires_at` exactly as sent.
+    pub expires_at_text: String,
+}
+
+/// A parsed passport with the bytes it came from and its canonical forms.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// `v`.
+    pub version: String,
+    /// `audience`.
+    pub audience: String,
+    /// `chain_id`.
+    pub chain_id: String,
+    /// `agent_id`.
+    pub agent_id: String,
+    /// `agent_pubkey`.
+    pub agent_pubkey: KeyMember,
+    /// `principal_address`.
+    pub principal_address: String,
+    /// `principal_pubkey`.
+    pub principal_pubkey: KeyMember,
+    /// `scope`.
+    pub scope: Scope,
+    /// `beneficiary`; an empty string counts as absent, as in the reference.
+    pub beneficiary: Option<String>,
+    /// `issued_at`.
+    pub issued_at: Timestamp,
+    /// `principal_sig`, base64 as sent.
+    pub principal_sig: String,
+    raw: Vec<u8>,
+    sha256: [u8; 32],
+    jcs: Vec<u8>,
+    signing_document: Vec<u8>,
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("agent_id", &self.agent_id)
+            .field("principal_address", &self.principal_address)
+            .field("chain_id", &self.chain_id)
+            .field("sha256", &hex::encode(self.sha256))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why bytes are not a well-formed envelope. The text is for operators and tools; HTTP
+/// answers carry only the code `envelope_malformed`, never this text, because it can quote
+/// request bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvelopeError(pub String);
+
+impl fmt::Display for EnvelopeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EnvelopeError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireEnvelope {
+    v: String,
+    audience: String,
+    chain_id: String,
+    agent_id: String,
+    agent_pubkey: KeyMember,
+    principal_address: String,
+    principal_pubkey: KeyMember,
+    scope: WireScope,
+    #[serde(default)]
+    beneficiary: Option<String>,
+    issued_at: String,
+    principal_sig: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireScope {
+    // `null` must not mean "absent": the reference reads it as absent, which widens the
+    // scope to every model. Deserializing into a plain Vec makes `null` a type error.
+    #[serde(default, deserialize_with = "present_list")]
+    allowed_models: Option<Vec<String>>,
+    expires_at: String,
+    #[serde(default)]
+    not_before: Option<String>,
+}
+
+fn present_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    Vec::<String>::deserialize(d).map(Some)
+}
+
+fn required<'a>(name: &str, value: &'a str) -> Result<&'a str, EnvelopeError> {
+    if value.is_empty() {
+        Err(EnvelopeError(format!("member {name} is empty")))
+    } else {
+        Ok(value)
+    }
+}
+
+fn timestamp(name: &str, value: &str) -> Result<Timestamp, EnvelopeError> {
+    Timestamp::parse(required(name, value)?)
+        .map_err(|e| EnvelopeError(format!("member {name}: {e}")))
+}
+
+impl Envelope {
+    /// Parses the decoded `X-Agent-Passport` bytes.
+    ///
+    /// Rejects: anything but one JSON object; duplicate member names at any depth
+    /// (compared after unescaping); unknown members at any depth; a member of the wrong
+    /// JSON type, including `allowed_models: null`; a missing or empty required member; a
+    /// timestamp outside the strict RFC 3339 profile. Member names are case-sensitive.
+    pub fn parse(raw: &[u8]) -> Result<Envelope, EnvelopeError> {
+        let value = parse_strict(raw).map_err(|e| EnvelopeError(format!("invalid JSON: {e}")))?;
+        let wire = WireEnvelope::deserialize(&value)
+            .map_err(|e| EnvelopeError(format!("invalid envelope: {e}")))?;
+
+        for (name, v) in [
+            ("v", &wire.v),
+            ("audience", &wire.audience),
+            ("chain_id", &wire.chain_id),
+            ("agent_id", &wire.agent_id),
+            ("agent_pubkey.type", &wire.agent_pubkey.key_type),
+            ("agent_pubkey.public_key", &wire.agent_pubkey.public_key),
+            ("principal_address", &wire.principal_address),
+            ("principal_pubkey.type", &wire.principal_pubkey.key_type),
+            (
+                "principal_pubkey.public_key",
+                &wire.principal_pubkey.public_key,
+            ),
+            ("principal_sig", &wire.principal_sig),
+        ] {
+            required(name, v)?;
+        }
+        let issued_at = timestamp("issued_at", &wire.issued_at)?;
+        let expires_at = timestamp("scope.expires_at", &wire.scope.expires_at)?;
+        let not_before = match wire.scope.not_before.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(timestamp("scope.not_before", s)?),
+        };
+
+        let jcs = canonical(&value)?;
+        let mut unsigned = value;
+        if let Some(obj) = unsigned.as_object_mut() {
+            obj.insert("principal_sig".into(), Value::String(String::new()));
+        }
+        let signing_document = canonical(&unsigned)?;
+
+        Ok(Envelope {
+            version: wire.v,
+            audience: wire.audience,
+            chain_id: wire.chain_id,
+            agent_id: wire.agent_id,
+            agent_pubkey: wire.agent_pubkey,
+            principal_address: wire.principal_address,
+            principal_pubkey: wire.principal_pubkey,
+            scope: Scope {
+                allowed_models: wire.scope.allowed_models,
+                expires_at,
+                not_before,
+                expires_at_text: wire.scope.expires_at,
+            },
+            beneficiary: wire.beneficiary.filter(|b| !b.is_empty()),
+            issued_at,
+            principal_sig: wire.principal_sig,
+            sha256: Sha256::digest(raw).into(),
+            raw: raw.to_vec(),
+            jcs,
+            signing_document,
+        })
+    }
+
+    /// The decoded header bytes exactly as received.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// SHA-256 of the decoded header bytes (not of the canonical form).
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+
+    /// RFC 8785 form of the whole envelope as received: what the agent signs.
+    pub fn jcs(&self) -> &[u8] {
+        &self.jcs
+    }
+
+    /// RFC 8785 form with `principal_sig` set to the empty string: what the principal
+    /// signs (wrapped in ADR-036).
+    pub fn signing_document(&self) -> &[u8] {
+        &self.signing_document
+    }
+}
+
+/// RFC 8785 canonical form of a value we parsed ourselves with duplicates refused.
+pub(crate) fn canonical(value: &Value) -> Result<Vec<u8>, EnvelopeError> {
+    serde_jcs::to_vec(value).map_err(|e| EnvelopeError(format!("cannot canonicalize: {e}")))
+}
+
+/// Checks the beneficiary rule: at most 255 bytes of UTF-8 and no C0 or C1 control
+/// character (U+0000-001F, U+007F-009F), so that the value can be logged and shown
+/// without hiding or forging lines in an audit trail.
+pub fn beneficiary_is_valid(b: &str) -> bool {
+    b.len() <= MAX_BENEFICIARY_BYTES
+        && !b
+            .chars()
+            .any(|c| matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Value {
+        serde_json::json!({
+            "v": VERSION,
+            "audience": AUDIENCE,
+            "chain_id": "gonka-mainnet",
+            "agent_id": "urn:aps:agent:a1",
+            "agent_pubkey": {"type": "ed25519", "public_key": "AAAA"},
+            "principal_address": "gonka1xyz",
+            "principal_pubkey": {"type": "secp256k1", "public_key": "AAAA"},
+            "scope": {"expires_at": "2026-05-21T13:00:00Z"},
+            "issued_at": "2026-05-21T12:00:00Z",
+            "principal_sig": "c2ln"
+        })
+    }
+
+    fn parse_value(v: &Value) -> Result<Envelope, EnvelopeError> {
+        Envelope::parse(&serde_json::to_vec(v).unwrap())
+    }
+
+    #[test]
+    fn a_complete_envelope_parses() {
+        let e = parse_value(&sample()).unwrap();
+        assert_eq!(e.agent_id, "urn:aps:agent:a1");
+        assert_eq!(e.scope.allowed_models, None);
+        assert_eq!(e.beneficiary, None);
+    }
+
+    #[test]
+    fn unknown_members_are_refused_at_every_depth() {
+        let mut v = sample();
+        v["extra"] = "x".into();
+        assert!(parse_value(&v).is_err());
+        let mut v = sample();
+        v["scope"]["max_tokens"] = 5.into();
+        assert!(parse_value(&v).is_err());
+        let mut v = sample();
+        v["agent_pubkey"]["kid"] = "1".into();
+        assert!(parse_value(&v).is_err());
+    }
+
+    #[test]
+    fn member_names_are_case_sensitive() {
+        let mut v = sample();
+        let obj = v.as_object_mut().unwrap();
+        let id = obj.remove("agent_id").unwrap();
+        obj.insert("Agent_Id".into(), id);
+        assert!(parse_value(&v).is_err());
+    }
+
+    #[test]
+    fn allowed_models_null_is_refused_but_empty_and_absent_differ() {
+        let mut v = sample();
+        v["scope"]["allowed_models"] = Value::Null;
+        assert!(parse_value(&v).is_err());
+        v["scope"]["allowed_models"] = serde_json::json!([]);
+        assert_eq!(
+            parse_value(&v).unwrap().scope.allowed_models,
+            Some(Vec::new())
+        );
+    }
+
+    #[test]
+    fn required_members_must_be_present_and_non_empty() {
+        for name in ["v", "agent_id", "principal_sig", "issued_at", "chain_id"] {
+            let mut v = sample();
+            v.as_object_mut().unwrap().remove(name);
+            assert!(parse_value(&v).is_err(), "missing {name}");
+            let mut v = sample();
+            v[name] = "".into();
+            assert!(parse_value(&v).is_err(), "empty {name}");
+        }
+    }
+
+    #[test]
+    fn signing_document_blanks_the_principal_signature() {
+        let e = parse_value(&sample()).unwrap();
+        let doc = String::from_utf8(e.signing_document().to_vec()).unwrap();
+        assert!(doc.contains(r#""principal_sig":"""#));
+        let full = String::from_utf8(e.jcs().to_vec()).unwrap();
+        assert!(full.contains(r#""principal_sig":"c2ln""#));
+    }
+
+    #[test]
+    fn beneficiary_rule() {
+        assert!(beneficiary_is_valid("acme corp, cost centre 7 – ünï"));
+        assert!(beneficiary_is_valid(&"x".repeat(255)));
+        assert!(!beneficiary_is_valid(&"x".repeat(256)));
+        assert!(!beneficiary_is_valid("a\nb"));
+        assert!(!beneficiary_is_valid("a\u{7f}"));
+        assert!(!beneficiary_is_valid("a\u{85}"));
+        assert!(beneficiary_is_valid("a\u{a0}"));
+    }
+}

@@ -1,0 +1,461 @@
+//! Requester binding: is the principal the requester, or has it granted the requester an
+//! x/authz authorization for `MsgStartInference`? Answers come from a [`GrantSource`]
+//! (a static list, or a chain node's REST API) through the [`GrantCache`].
+
+mod lcd;
+
+pub use lcd::LcdGrantSource;
+
+use crate::time::Timestamp;
+use moka::future::Cache;
+use moka::Expiry;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The message type a principal must have granted for inference.
+pub const START_INFERENCE_MSG: &str = "/inference.inference.MsgStartInference";
+
+/// One x/authz grant.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct Grant {
+    /// Who granted.
+    pub granter: String,
+    /// Who may act.
+    pub grantee: String,
+    /// For which message type.
+    pub msg_type_url: String,
+    /// When the grant ends, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<Timestamp>,
+}
+
+/// A grant query that did not produce an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantQueryError(pub String);
+
+impl fmt::Display for GrantQueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GrantQueryError {}
+
+/// What a grant source returns.
+pub type GrantFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Grant>, GrantQueryError>> + Send + 'a>>;
+
+/// Where grants come from. An empty list means "no grant"; an error means the source
+/// could not be asked, and is never taken as "no grant".
+pub trait GrantSource: Send + Sync + 'static {
+    /// The grants from `granter` to `grantee` for `msg_type_url`.
+    fn grants<'a>(
+        &'a self,
+        granter: &'a str,
+        grantee: &'a str,
+        msg_type_url: &'a str,
+    ) -> GrantFuture<'a>;
+}
+
+/// A fixed list of grants, from configuration or a test vector.
+#[derive(Clone, Debug, Default)]
+pub struct StaticGrants(pub Vec<Grant>);
+
+impl GrantSource for StaticGrants {
+    fn grants<'a>(
+        &'a self,
+        granter: &'a str,
+        grantee: &'a str,
+        msg_type_url: &'a str,
+    ) -> GrantFuture<'a> {
+        let found = self
+            .0
+            .iter()
+            .filter(|g| {
+                g.granter == granter && g.grantee == grantee && g.msg_type_url == msg_type_url
+            })
+            .cloned()
+            .collect();
+        Box::pin(std::future::ready(Ok(found)))
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Decision {
+    Granted { expiration: Option<Timestamp> },
+    NotGranted,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    decision: Decision,
+    ttl: Duration,
+}
+
+struct EntryTtl;
+
+impl Expiry<(String, String, String), Entry> for EntryTtl {
+    fn expire_after_create(
+        &self,
+        _: &(String, String, String),
+        e: &Entry,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(e.ttl)
+    }
+}
+
+/// How the grant cache behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrantCacheSettings {
+    /// How long a found grant is trusted (the reference keeps grants 2 minutes).
+    pub ttl: Duration,
+    /// How long "no grant" is remembered; shorter, so a new grant takes effect quickly.
+    pub negative_ttl: Duration,
+    /// The longest a query may take before it counts as failed.
+    pub query_timeout: Duration,
+    /// How many (granter, grantee, message type) answers are kept.
+    pub capacity: u64,
+}
+
+impl Default for GrantCacheSettings {
+    fn default() -> Self {
+        GrantCacheSettings {
+            ttl: Duration::from_secs(120),
+            negative_ttl: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(15),
+            capacity: 100_000,
+        }
+    }
+}
+
+/// Outcome counts of the grant cache, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GrantLookup {
+    /// The answer came from the cache.
+    pub hit: bool,
+}
+
+/// Cached answers to "may `grantee` act for `granter`?". Concurrent misses for one key
+/// wait on a single query; failed queries are not cached.
+#[derive(Clone)]
+pub struct GrantCache {
+    source: Arc<dyn GrantSource>,
+    cache: Cache<(String, String, String), Entry>,
+    settings: GrantCacheSettings,
+}
+
+impl fmt::Debug for GrantCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrantCache")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrantCache {
+    /// A cache in front of `source`.
+    pub fn new(source: Arc<dyn GrantSource>, settings: GrantCacheSettings) -> GrantCache {
+        GrantCache {
+            source,
+            cache: Cache::builder()
+                .max_capacity(settings.capacity)
+                .expire_after(EntryTtl)
+                .build(),
+            settings,
+        }
+    }
+
+    /// Whether `principal` is `requester`, or has granted `requester` `msg_type_url`
+    /// with a grant that has not expired at `now`. The second value says whether the
+    /// answer came from the cache.
+    pub async fn is_authorized(
+        &self,
+        principal: &str,
+        requester: &str,
+        msg_type_url: &str,
+        now: Timestamp,
+    ) -> Result<(bool, GrantLookup), GrantQueryError> {
+        if principal == requester {
+            return Ok((true, GrantLookup { hit: true }));
+        }
+        let key = (
+            principal.to_owned(),
+            requester.to_owned(),
+            msg_type_url.to_owned(),
+        );
+        let mut loaded = false;
+        let entry = self
+            .cache
+            .try_get_with(key, async {
+                loaded = true;
+                self.load(principal, requester, msg_type_url, now).await
+            })
+            .await
+            .map_err(|e: Arc<GrantQueryError>| (*e).clone())?;
+        let granted = match entry.decision {
+            Decision::Granted { expiration } => expiration.is_none_or(|t| now < t),
+            Decision::NotGranted => false,
+        };
+        Ok((granted, GrantLookup { hit: !loaded }))
+    }
+
+    async fn load(
+        &self,
+        granter: &str,
+        grantee: &str,
+        msg: &str,
+        now: Timestamp,
+    ) -> Result<Entry, GrantQueryError> {
+        let grants = tokio::time::timeout(
+            self.settings.query_timeout,
+            self.source.grants(granter, grantee, msg),
+        )
+        .await
+        .map_err(|_| {
+            GrantQueryError(format!(
+                "grant query timed out after {:?}",
+                self.settings.query_timeout
+            ))
+        })??;
+        // Among live matching grants, one without expiry wins, else the latest expiry.
+        let live: Vec<Option<Timestamp>> = grants
+            .iter()
+            .filter(|g| g.granter == granter && g.grantee == grantee && g.msg_type_url == msg)
+            .map(|g| g.expiration)
+            .filter(|e| e.is_none_or(|t| now < t))
+            .collect();
+        let best = if live.contains(&None) {
+            Some(None)
+        } else {
+            live.into_iter().max()
+        };
+        Ok(match best {
+            Some(expiration) => {
+                let until_expiry = expiration
+                    .map(|t| {
+                        Duration::from_secs(
+                            u64::try_from(t.unix_seconds() - now.unix_seconds()).unwrap_or(0),
+                        )
+                    })
+                    .unwrap_or(self.settings.ttl);
+                Entry {
+                    decision: Decision::Granted { expiration },
+                    ttl: self
+                        .settings
+                        .ttl
+                        .min(until_expiry)
+                        .max(Duration::from_secs(1)),
+                }
+            }
+            None => Entry {
+                decision: Decision::NotGranted,
+                ttl: self.settings.negative_ttl,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counting {
+        calls: AtomicUsize,
+        inner: StaticGrants,
+        fail: bool,
+        delay: Duration,
+    }
+
+    impl GrantSource for Counting {
+        fn grants<'a>(&'a self, a: &'a str, b: &'a str, m: &'a str) -> GrantFuture<'a> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                tokio::time::sleep(self.delay).await;
+                if self.fail {
+                    Err(GrantQueryError("down".into()))
+                } else {
+                    self.inner.grants(a, b, m).await
+                }
+            })
+        }
+    }
+
+    fn grant(expiration: Option<Timestamp>) -> Grant {
+        Grant {
+            granter: "gonka1p".into(),
+            grantee: "gonka1r".into(),
+            msg_type_url: START_INFERENCE_MSG.into(),
+            expiration,
+        }
+    }
+
+    fn counting(grants: Vec<Grant>, fail: bool, delay: Duration) -> Arc<Counting> {
+        Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            inner: StaticGrants(grants),
+            fail,
+            delay,
+        })
+    }
+
+    const NOW: Timestamp = Timestamp::from_unix_seconds(1_779_364_800);
+
+    #[tokio::test]
+    async fn the_principal_itself_needs_no_grant() {
+        let src = counting(vec![], false, Duration::ZERO);
+        let cache = GrantCache::new(src.clone(), GrantCacheSettings::default());
+        assert!(
+            cache
+                .is_authorized("gonka1p", "gonka1p", START_INFERENCE_MSG, NOW)
+                .await
+                .unwrap()
+                .0
+        );
+        assert_eq!(src.calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn an_exact_grant_authorizes_and_is_cached() {
+        let src = counting(vec![grant(None)], false, Duration::ZERO);
+        let cache = GrantCache::new(src.clone(), GrantCacheSettings::default());
+        let (ok, lookup) = cache
+            .is_authorized("gonka1p", "gonka1r", START_INFERENCE_MSG, NOW)
+            .await
+            .unwrap();
+        assert!(ok && !lookup.hit);
+        let (ok, lookup) = cache
+            .is_authorized("gonka1p", "gonka1r", START_INFERENCE_MSG, NOW)
+            .await
+            .unwrap();
+        assert!(ok && lookup.hit);
+        assert_eq!(src.calls.load(Ordering::SeqCst), 1);
+        assert!(
+            !cache
+                .is_authorized("gonka1p", "gonka1r", "/other.Msg", NOW)
+                .await
+                .unwrap()
+                .0
+        );
+        assert!(
+            !cache
+                .is_authorized("gonka1x", "gonka1r", START_INFERENCE_MSG, NOW)
+                .await
+                .unwrap()
+                .0
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_grant_does_not_authorize() {
+        let src = counting(
+            vec![grant(Some(NOW.plus_seconds(-1)))],
+            false,
+            Duration::ZERO,
+        );
+        let cache = GrantCache::new(src, GrantCacheSettings::default());
+        assert!(
+            !cache
+                .is_authorized("gonka1p", "gonka1r", START_INFERENCE_MSG, NOW)
+                .await
+                .unwrap()
+                .0
+        );
+        let src = counting(
+            vec![grant(Some(NOW.plus_seconds(60)))],
+            false,
+            Duration::ZERO,
+        );
+        let cache = GrantCache::new(src, GrantCacheSettings::default());
+        assert!(
+            cache
+                .is_authorized("gonka1p", "gonka1r", START_INFERENCE_MSG, NOW)
+                .await
+                .unwrap()
+                .0
+        );
+        assert!(
+            !cache
+                .is_authorized(
+                    "gonka1p",
+                    "gonka1r",
+                    START_INFERENCE_MSG,
+                    NOW.plus_seconds(61)
+                )
+                .await
+                .unwrap()
+                .0
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_query() {
+        let src = counting(vec![grant(None)], false, Duration::from_millis(50));
+        let cache = GrantCache::new(src.clone(), GrantCacheSettings::default());
+        let lookups =
+            (0..16).map(|_| cache.is_authorized("gonka1p", "gonka1r", START_INFERENCE_MSG, NOW));
+        for r in futures_join_all(lookups).await {
+            assert!(r.unwrap().0);
+        }
+        assert_eq!(src.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn failures_and_timeouts_are_errors_and_not_cached() {
+        let src = counting(vec![grant(None)], true, Duration::ZERO);
+        let cache = GrantCache::new(src.clone(), GrantCacheSettings::default());
+        assert!(cache
+            .is_authorized("gonka1p", "gonka1r", START_INFERENCE_MSG, NOW)
+            .await
+            .is_err());
+        assert!(cache
+            .is_authorized("gonka1p", "gonka1r", START_INFERENCE_MSG, NOW)
+            .await
+            .is_err());
+        assert_eq!(src.calls.load(Ordering::SeqCst), 2);
+
+        let slow = counting(vec![grant(None)], false, Duration::from_secs(5));
+        let settings = GrantCacheSettings {
+            query_timeout: Duration::from_millis(50),
+            ..GrantCacheSettings::default()
+        };
+        let cache = GrantCache::new(slow, settings);
+        let err = cache
+            .is_authorized("gonka1p", "gonka1r", START_INFERENCE_MSG, NOW)
+            .await
+            .unwrap_err();
+        assert!(err.0.contains("timed out"));
+    }
+
+    async fn futures_join_all<F: Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+        let handles: Vec<_> = futs.map(Box::pin).collect();
+        let mut out = Vec::new();
+        let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
+        // Poll all futures together so that their cache misses overlap.
+        std::future::poll_fn(|cx| {
+            let mut all_done = true;
+            for slot in pending.iter_mut() {
+                if let Some(f) = slot {
+                    match f.as_mut().poll(cx) {
+                        std::task::Poll::Ready(v) => {
+                            out.push(v);
+                            *slot = None;
+                        }
+                        std::task::Poll::Pending => all_done = false,
+                    }
+                }
+            }
+            if all_done {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        out
+    }
+}

@@ -1,0 +1,158 @@
+//! Key files for the agent-builder tools: JSON with the secret in hex and the public key
+//! in base64, or a file holding only the 64-hex-digit secret.
+
+use crate::crypto::{AgentSecret, PrincipalSecret};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::Path;
+
+/// Which kind of key a file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyKind {
+    /// A principal's secp256k1 key.
+    Principal,
+    /// An agent's Ed25519 key.
+    Agent,
+}
+
+/// The JSON key file written by `passport-gate keygen`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    /// What the key is for.
+    pub kind: KeyKind,
+    /// `secp256k1` or `ed25519`.
+    pub key_type: String,
+    /// The 32-byte secret, hex.
+    pub secret_key: String,
+    /// The public key, standard base64 (33 bytes compressed for secp256k1).
+    pub public_key: String,
+    /// The account address, for a principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// A key file that cannot be used.
+#[derive(Debug)]
+pub struct KeyFileError(pub String);
+
+impl fmt::Display for KeyFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KeyFileError {}
+
+impl KeyFile {
+    /// The key file for a principal key, with its address under `prefix`.
+    pub fn principal(secret: &PrincipalSecret, prefix: &str) -> Result<KeyFile, KeyFileError> {
+        let public = secret.public_key();
+        Ok(KeyFile {
+            kind: KeyKind::Principal,
+            key_type: "secp256k1".into(),
+            secret_key: hex::encode(secret.to_bytes()),
+            public_key: public.to_base64(),
+            address: Some(
+                public
+                    .address(prefix)
+                    .map_err(|e| KeyFileError(e.to_string()))?,
+            ),
+        })
+    }
+
+    /// The key file for an agent key.
+    pub fn agent(secret: &AgentSecret) -> KeyFile {
+        KeyFile {
+            kind: KeyKind::Agent,
+            key_type: "ed25519".into(),
+            secret_key: hex::encode(secret.to_bytes()),
+            public_key: secret.public_key().to_base64(),
+            address: None,
+        }
+    }
+}
+
+/// Reads the 32-byte secret from a key file of `kind`, or from a bare 64-hex-digit secret.
+fn read_secret(path: &Path, kind: KeyKind) -> Result<[u8; 32], KeyFileError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| KeyFileError(format!("cannot read key file {}: {e}", path.display())))?;
+    let trimmed = text.trim();
+    let hex_secret = if trimmed.starts_with('{') {
+        let file: KeyFile = serde_json::from_str(trimmed)
+            .map_err(|e| KeyFileError(format!("{} is not a key file: {e}", path.display())))?;
+        if file.kind != kind {
+            return Err(KeyFileError(format!(
+                "{} holds a {:?} key, not a {:?} key",
+                path.display(),
+                file.kind,
+                kind
+            )));
+        }
+        file.secret_key
+    } else {
+        trimmed.to_owned()
+    };
+    let mut secret = [0u8; 32];
+    hex::decode_to_slice(&hex_secret, &mut secret).map_err(|_| {
+        KeyFileError(format!(
+            "{}: the secret must be exactly 64 hex digits",
+            path.display()
+        ))
+    })?;
+    Ok(secret)
+}
+
+/// Loads a principal secret key.
+pub fn load_principal_secret(path: &Path) -> Result<PrincipalSecret, KeyFileError> {
+    let bytes = read_secret(path, KeyKind::Principal)?;
+    PrincipalSecret::from_bytes(&bytes).ok_or_else(|| {
+        KeyFileError(format!(
+            "{}: not a valid secp256k1 secret key",
+            path.display()
+        ))
+    })
+}
+
+/// Loads an agent secret key.
+pub fn load_agent_secret(path: &Path) -> Result<AgentSecret, KeyFileError> {
+    read_secret(path, KeyKind::Agent).map(|b| AgentSecret::from_bytes(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str, contents: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("pg-keyfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+
+    #[test]
+    fn key_files_round_trip_and_bare_hex_is_accepted() {
+        let secret = PrincipalSecret::from_bytes(&[1u8; 32]).unwrap();
+        let file = KeyFile::principal(&secret, "gonka").unwrap();
+        let p = temp("p.json", &serde_json::to_string(&file).unwrap());
+        assert_eq!(load_principal_secret(&p).unwrap().to_bytes(), [1u8; 32]);
+        let bare = temp("p.hex", &format!("{}\n", hex::encode([1u8; 32])));
+        assert_eq!(load_principal_secret(&bare).unwrap().to_bytes(), [1u8; 32]);
+    }
+
+    #[test]
+    fn the_wrong_kind_and_bad_hex_are_clear_errors() {
+        let file = KeyFile::agent(&AgentSecret::from_bytes(&[2u8; 32]));
+        let p = temp("a.json", &serde_json::to_string(&file).unwrap());
+        let err = load_principal_secret(&p).unwrap_err().to_string();
+        assert!(err.contains("not a Principal key"), "{err}");
+        let bad = temp("bad.hex", "abc");
+        assert!(load_agent_secret(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("64 hex digits"));
+        assert!(load_agent_secret(Path::new("/nonexistent/key")).is_err());
+    }
+}

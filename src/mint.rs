@@ -1,0 +1,323 @@
+//! Agent-builder tools as a library: mint a passport, complete one signed by a wallet,
+//! sign a request. The `passport-gate` CLI is a thin layer over these functions.
+
+use crate::crypto::{
+    decode_base64, encode_base64, AgentKey, AgentSecret, PrincipalKey, PrincipalSecret,
+};
+use crate::envelope::{
+    beneficiary_is_valid, canonical, parse_strict, Envelope, AGENT_KEY_TYPE, AUDIENCE,
+    PRINCIPAL_KEY_TYPE, VERSION,
+};
+use crate::time::Timestamp;
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt;
+
+/// Why a passport could not be minted or a request signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MintError(pub String);
+
+impl fmt::Display for MintError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MintError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, MintError> {
+    Err(MintError(msg.into()))
+}
+
+/// Everything a principal decides when it issues a passport.
+#[derive(Clone, Debug)]
+pub struct PassportSpec {
+    /// The chain the passport is valid on.
+    pub chain_id: String,
+    /// The agent's identifier, e.g. `urn:aps:agent:<id>`.
+    pub agent_id: String,
+    /// The agent's Ed25519 key.
+    pub agent_key: AgentKey,
+    /// The principal's secp256k1 key.
+    pub principal_key: PrincipalKey,
+    /// Bech32 prefix for the principal address.
+    pub address_prefix: String,
+    /// When the passport is issued.
+    pub issued_at: Timestamp,
+    /// When it expires.
+    pub expires_at: Timestamp,
+    /// When it starts to be valid, if later than issue.
+    pub not_before: Option<Timestamp>,
+    /// `None`: every model; `Some(vec![])`: none; otherwise these exact names.
+    pub allowed_models: Option<Vec<String>>,
+    /// Who the work is for, if not the principal.
+    pub beneficiary: Option<String>,
+}
+
+/// A passport waiting for the principal's signature (the wallet flow).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsignedPassport {
+    /// The envelope JSON with `principal_sig` set to `""`.
+    pub envelope_json: Vec<u8>,
+    /// The bytes the wallet must sign as ADR-036 `data` (the JCS form of the envelope).
+    pub data: Vec<u8>,
+    /// The ADR-036 signer: the principal address.
+    pub signer: String,
+}
+
+#[derive(Serialize)]
+struct KeyOut<'a> {
+    #[serde(rename = "type")]
+    key_type: &'a str,
+    public_key: String,
+}
+
+#[derive(Serialize)]
+struct ScopeOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_models: Option<&'a [String]>,
+    expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_before: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a> {
+    v: &'a str,
+    audience: &'a str,
+    chain_id: &'a str,
+    agent_id: &'a str,
+    agent_pubkey: KeyOut<'a>,
+    principal_address: String,
+    principal_pubkey: KeyOut<'a>,
+    scope: ScopeOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    beneficiary: Option<&'a str>,
+    issued_at: String,
+    principal_sig: &'a str,
+}
+
+impl PassportSpec {
+    /// Refuses what a verifier with `max_ttl_seconds` would reject whatever the time:
+    /// an empty chain or agent id, expiry not after issue, a lifetime over the maximum,
+    /// `not_before` at or after expiry, an invalid beneficiary.
+    pub fn check(&self, max_ttl_seconds: u64) -> Result<(), MintError> {
+        if self.chain_id.is_empty() {
+            return err("the chain id must not be empty");
+        }
+        if self.agent_id.is_empty() {
+            return err("the agent id must not be empty");
+        }
+        let lifetime = self.expires_at.nanos_since(self.issued_at);
+        if lifetime <= 0 {
+            return err(format!(
+                "expires_at ({}) must be after issued_at ({})",
+                self.expires_at, self.issued_at
+            ));
+        }
+        if lifetime > i128::from(max_ttl_seconds) * 1_000_000_000 {
+            return err(format!(
+                "the passport would live {} s, more than the {max_ttl_seconds} s a verifier accepts (raise --max-ttl-seconds only if the gateway's max_ttl_seconds is raised too)",
+                lifetime / 1_000_000_000
+            ));
+        }
+        if self.not_before.is_some_and(|nb| nb >= self.expires_at) {
+            return err("not_before must be before expires_at, or the passport is never valid");
+        }
+        if let Some(b) = &self.beneficiary {
+            if !beneficiary_is_valid(b) {
+                return err("the beneficiary must be at most 255 bytes with no control characters");
+            }
+        }
+        Ok(())
+    }
+
+    fn envelope_json(&self, principal_sig: &str) -> Result<Vec<u8>, MintError> {
+        let address = self
+            .principal_key
+            .address(&self.address_prefix)
+            .map_err(|e| MintError(e.to_string()))?;
+        let out = EnvelopeOut {
+            v: VERSION,
+            audience: AUDIENCE,
+            chain_id: &self.chain_id,
+            agent_id: &self.agent_id,
+            agent_pubkey: KeyOut {
+                key_type: AGENT_KEY_TYPE,
+                public_key: self.agent_key.to_base64(),
+            },
+            principal_address: address,
+            principal_pubkey: KeyOut {
+                key_type: PRINCIPAL_KEY_TYPE,
+                public_key: self.principal_key.to_base64(),
+            },
+            scope: ScopeOut {
+                allowed_models: self.allowed_models.as_deref(),
+                expires_at: self.expires_at.to_rfc3339(),
+                not_before: self.not_before.map(Timestamp::to_rfc3339),
+            },
+            beneficiary: self.beneficiary.as_deref(),
+            issued_at: self.issued_at.to_rfc3339(),
+            principal_sig,
+        };
+        serde_json::to_vec(&out).map_err(|e| MintError(e.to_string()))
+    }
+
+    /// The envelope and the exact ADR-036 `data` and signer for a wallet to sign.
+    pub fn unsigned(&self, max_ttl_seconds: u64) -> Result<UnsignedPassport, MintError> {
+        self.check(max_ttl_seconds)?;
+        let envelope_json = self.envelope_json("")?;
+        let value = parse_strict(&envelope_json).map_err(|e| MintError(e.to_string()))?;
+        Ok(UnsignedPassport {
+            data: canonical(&value).map_err(|e| MintError(e.to_string()))?,
+            signer: self
+                .principal_key
+                .address(&self.address_prefix)
+                .map_err(|e| MintError(e.to_string()))?,
+            envelope_json,
+        })
+    }
+
+    /// Mints the passport with the principal's secret key and returns the
+    /// `X-Agent-Passport` header value.
+    pub fn mint(
+        &self,
+        secret: &PrincipalSecret,
+        max_ttl_seconds: u64,
+    ) -> Result<String, MintError> {
+        if secret.public_key() != self.principal_key {
+            return err("the principal secret key does not match the principal public key");
+        }
+        let unsigned = self.unsigned(max_ttl_seconds)?;
+        let sig = secret.sign_adr036(&unsigned.signer, &unsigned.data);
+        let json = self.envelope_json(&encode_base64(&sig))?;
+        Ok(encode_base64(&json))
+    }
+}
+
+/// Completes an unsigned envelope (with `principal_sig: ""`) with a wallet's ADR-036
+/// signature, checks that signature and the address, and returns the header value.
+pub fn attach_signature(
+    unsigned_json: &[u8],
+    signature_b64: &str,
+    address_prefix: &str,
+) -> Result<String, MintError> {
+    let mut value = parse_strict(unsigned_json)
+        .map_err(|e| MintError(format!("the envelope is not valid JSON: {e}")))?;
+    let Some(obj) = value.as_object_mut() else {
+        return err("the envelope must be a JSON object");
+    };
+    if obj.get("principal_sig") != Some(&Value::String(String::new())) {
+        return err("the envelope must carry \"principal_sig\": \"\" before signing");
+    }
+    let sig = decode_base64(signature_b64.trim())
+        .ok_or_else(|| MintError("the signature is not strict standard base64".into()))?;
+    obj.insert("principal_sig".into(), Value::String(encode_base64(&sig)));
+    let json = serde_json::to_vec(&value).map_err(|e| MintError(e.to_string()))?;
+    let envelope = Envelope::parse(&json).map_err(|e| MintError(e.to_string()))?;
+    let key = decode_base64(&envelope.principal_pubkey.public_key)
+        .and_then(|b| PrincipalKey::from_compressed(&b))
+        .ok_or_else(|| MintError("principal_pubkey is not a compressed secp256k1 key".into()))?;
+    let derived = key
+        .address(address_prefix)
+        .map_err(|e| MintError(e.to_string()))?;
+    if derived != envelope.principal_address {
+        return err(format!(
+            "principal_address {} is not the address of principal_pubkey ({derived})",
+            envelope.principal_address
+        ));
+    }
+    if !key.verify_adr036(
+        &envelope.principal_address,
+        envelope.signing_document(),
+        &sig,
+    ) {
+        return err("the signature does not verify: sign exactly the data printed by `mint --unsigned`, as the principal address");
+    }
+    Ok(encode_base64(&json))
+}
+
+/// Signs a request for `passport_b64` and returns the `X-Agent-Sig` header value.
+pub fn sign_request(
+    secret: &AgentSecret,
+    passport_b64: &str,
+    chain_id: &str,
+    method: &str,
+    uri: &str,
+    body: &[u8],
+) -> Result<String, MintError> {
+    let raw = decode_base64(passport_b64.trim())
+        .ok_or_else(|| MintError("the passport is not strict standard base64".into()))?;
+    let envelope =
+        Envelope::parse(&raw).map_err(|e| MintError(format!("the passport is malformed: {e}")))?;
+    let agent_b64 = secret.public_key().to_base64();
+    if envelope.agent_pubkey.public_key != agent_b64 {
+        return err("the agent key does not match the passport's agent_pubkey");
+    }
+    let sig = secret
+        .sign_request(chain_id, method, uri, envelope.jcs(), body)
+        .ok_or_else(|| MintError("a request field is longer than 4 GiB".into()))?;
+    Ok(encode_base64(&sig))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> (PassportSpec, PrincipalSecret, AgentSecret) {
+        let principal = PrincipalSecret::from_bytes(&[11u8; 32]).unwrap();
+        let agent = AgentSecret::from_bytes(&[12u8; 32]);
+        let t = Timestamp::parse("2026-05-21T12:00:00Z").unwrap();
+        (
+            PassportSpec {
+                chain_id: "gonka-mainnet".into(),
+                agent_id: "urn:aps:agent:t".into(),
+                agent_key: agent.public_key(),
+                principal_key: principal.public_key(),
+                address_prefix: "gonka".into(),
+                issued_at: t,
+                expires_at: t.plus_seconds(3600),
+                not_before: None,
+                allowed_models: None,
+                beneficiary: None,
+            },
+            principal,
+            agent,
+        )
+    }
+
+    #[test]
+    fn minting_refuses_what_a_default_verifier_rejects() {
+        let (mut s, p, _) = spec();
+        s.expires_at = s.issued_at.plus_seconds(3601);
+        assert!(s.mint(&p, 3600).unwrap_err().0.contains("3600"));
+        assert!(s.mint(&p, 7200).is_ok());
+        s.expires_at = s.issued_at;
+        assert!(s.mint(&p, 3600).is_err());
+        let (mut s, p, _) = spec();
+        s.beneficiary = Some("a\nb".into());
+        assert!(s.mint(&p, 3600).is_err());
+    }
+
+    #[test]
+    fn wallet_flow_attaches_a_checked_signature() {
+        let (s, p, _) = spec();
+        let unsigned = s.unsigned(3600).unwrap();
+        let sig = p.sign_adr036(&unsigned.signer, &unsigned.data);
+        let header =
+            attach_signature(&unsigned.envelope_json, &encode_base64(&sig), "gonka").unwrap();
+        assert!(Envelope::parse(&decode_base64(&header).unwrap()).is_ok());
+        let other = PrincipalSecret::from_bytes(&[13u8; 32]).unwrap();
+        let bad = other.sign_adr036(&unsigned.signer, &unsigned.data);
+        assert!(attach_signature(&unsigned.envelope_json, &encode_base64(&bad), "gonka").is_err());
+    }
+
+    #[test]
+    fn signing_refuses_a_foreign_agent_key() {
+        let (s, p, a) = spec();
+        let passport = s.mint(&p, 3600).unwrap();
+        assert!(sign_request(&a, &passport, "gonka-mainnet", "POST", "/v1", b"{}").is_ok());
+        let other = AgentSecret::from_bytes(&[14u8; 32]);
+        assert!(sign_request(&other, &passport, "gonka-mainnet", "POST", "/v1", b"{}").is_err());
+    }
+}

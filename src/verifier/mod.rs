@@ -1,0 +1,410 @@
+//! The transport-agnostic verifier: decoded passport bytes, the agent signature, the
+//! request's method, URI, body and model, and a clock in; a [`VerifiedAgent`] or a
+//! [`Rejection`] out.
+//!
+//! The order of checks is the reference's (spec section "Verification order"), so that
+//! a request failing two checks gets the same code from both implementations.
+
+mod cache;
+mod rejection;
+mod request;
+
+pub use cache::EnvelopeCache;
+pub use rejection::Rejection;
+pub use request::{
+    has_passport_headers, requested_model, PassportHeaders, PASSPORT_HEADER, SIGNATURE_HEADER,
+};
+
+use crate::config::{Config, ConfigError};
+use crate::crypto::{decode_base64, AgentKey, PrincipalKey};
+use crate::envelope::{
+    beneficiary_is_valid, Envelope, AGENT_KEY_TYPE, AUDIENCE, PRINCIPAL_KEY_TYPE, VERSION,
+};
+use crate::time::{Clock, SystemClock, Timestamp};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An envelope whose time-independent checks and principal signature passed. This is
+/// what the envelope cache holds.
+#[derive(Debug)]
+pub struct VerifiedEnvelope {
+    /// The parsed envelope.
+    pub envelope: Envelope,
+    /// The decoded agent key.
+    pub agent_key: AgentKey,
+    /// The decoded principal key.
+    pub principal_key: PrincipalKey,
+}
+
+/// A request whose passport verified: the identity handed to handlers.
+#[derive(Clone, Debug)]
+pub struct VerifiedAgent {
+    verified: Arc<VerifiedEnvelope>,
+    model: String,
+    body_sha256: [u8; 32],
+    verified_at: Timestamp,
+}
+
+impl VerifiedAgent {
+    /// `agent_id` from the passport.
+    pub fn agent_id(&self) -> &str {
+        &self.verified.envelope.agent_id
+    }
+    /// The agent's Ed25519 key.
+    pub fn agent_key(&self) -> &AgentKey {
+        &self.verified.agent_key
+    }
+    /// The principal's account address (verified against its key).
+    pub fn principal_address(&self) -> &str {
+        &self.verified.envelope.principal_address
+    }
+    /// The principal's secp256k1 key.
+    pub fn principal_key(&self) -> &PrincipalKey {
+        &self.verified.principal_key
+    }
+    /// The beneficiary, when the passport names one.
+    pub fn beneficiary(&self) -> Option<&str> {
+        self.verified.envelope.beneficiary.as_deref()
+    }
+    /// The models the passport allows (`None`: every model).
+    pub fn allowed_models(&self) -> Option<&[String]> {
+        self.verified.envelope.scope.allowed_models.as_deref()
+    }
+    /// The end of the passport's validity.
+    pub fn expires_at(&self) -> Timestamp {
+        self.verified.envelope.scope.expires_at
+    }
+    /// The start of the passport's validity, when set.
+    pub fn not_before(&self) -> Option<Timestamp> {
+        self.verified.envelope.scope.not_before
+    }
+    /// When the principal issued the passport.
+    pub fn issued_at(&self) -> Timestamp {
+        self.verified.envelope.issued_at
+    }
+    /// The chain the passport was issued for.
+    pub fn chain_id(&self) -> &str {
+        &self.verified.envelope.chain_id
+    }
+    /// The model the request asked for.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+    /// SHA-256 of the decoded `X-Agent-Passport` bytes.
+    pub fn envelope_sha256(&self) -> [u8; 32] {
+        self.verified.envelope.sha256()
+    }
+    /// SHA-256 of the raw request body.
+    pub fn body_sha256(&self) -> [u8; 32] {
+        self.body_sha256
+    }
+    /// When the verifier accepted the request.
+    pub fn verified_at(&self) -> Timestamp {
+        self.verified_at
+    }
+    /// The whole verified envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.verified.envelope
+    }
+}
+
+/// One request to judge, after its headers were decoded.
+#[derive(Clone, Copy, Debug)]
+pub struct PassportRequest<'a> {
+    /// The decoded `X-Agent-Passport` bytes.
+    pub passport: &'a [u8],
+    /// The decoded `X-Agent-Sig`.
+    pub signature: &'a [u8; 64],
+    /// The HTTP method as sent, e.g. `POST`.
+    pub method: &'a str,
+    /// The path plus `?query` when present, as sent.
+    pub uri: &'a str,
+    /// The raw request body.
+    pub body: &'a [u8],
+    /// The body's top-level `"model"`.
+    pub model: &'a str,
+}
+
+/// Cache hit and miss counts since the verifier was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Requests whose envelope was found verified in the cache.
+    pub hits: u64,
+    /// Requests whose envelope had to be parsed and checked.
+    pub misses: u64,
+}
+
+/// The verifier. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct Verifier {
+    chain_id: String,
+    address_prefix: String,
+    max_ttl_nanos: i128,
+    clock_skew_seconds: i64,
+    max_body_size: u64,
+    cache: EnvelopeCache,
+    clock: Arc<dyn Clock>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("chain_id", &self.chain_id)
+            .field("address_prefix", &self.address_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// A verifier for `config`, reading the system clock. Fails when the configuration
+    /// does not validate or names no chain.
+    pub fn new(config: &Config) -> Result<Verifier, Vec<ConfigError>> {
+        Verifier::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A verifier reading `clock` for "now".
+    pub fn with_clock(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Verifier, Vec<ConfigError>> {
+        config.validate()?;
+        if config.chain_id.is_empty() {
+            return Err(vec![ConfigError {
+                key: "chain_id",
+                message: "a verifier needs the chain id it serves".into(),
+            }]);
+        }
+        Ok(Verifier {
+            chain_id: config.chain_id.clone(),
+            address_prefix: config.address_prefix.clone(),
+            max_ttl_nanos: i128::from(config.max_ttl_seconds) * 1_000_000_000,
+            clock_skew_seconds: config.clock_skew_seconds as i64,
+            max_body_size: config.max_body_size,
+            cache: EnvelopeCache::new(config.envelope_cache_capacity),
+            clock,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    /// The chain this verifier serves.
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// The largest body accepted, in bytes.
+    pub fn max_body_size(&self) -> u64 {
+        self.max_body_size
+    }
+
+    /// The current time on this verifier's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The verified-envelope cache.
+    pub fn cache(&self) -> &EnvelopeCache {
+        &self.cache
+    }
+
+    /// Cache hits and misses so far.
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Steps 2 to 11 for a request whose headers were decoded: the body limit, the
+    /// model, then [`Verifier::verify`].
+    pub fn verify_request(
+        &self,
+        headers: &PassportHeaders,
+        method: &str,
+        uri: &str,
+        body: &[u8],
+    ) -> Result<VerifiedAgent, Rejection> {
+        if body.len() as u64 > self.max_body_size {
+            return Err(Rejection::BodyTooLarge);
+        }
+        let model = requested_model(body)?;
+        self.verify(&PassportRequest {
+            passport: &headers.passport,
+            signature: &headers.signature,
+            method,
+            uri,
+            body,
+            model: &model,
+        })
+    }
+
+    /// Steps 3 to 11 (requester binding, step 12, needs the grant cache and belongs to
+    /// the layer).
+    pub fn verify(&self, req: &PassportRequest<'_>) -> Result<VerifiedAgent, Rejection> {
+        let now = self.clock.now();
+        let key: [u8; 32] = Sha256::digest(req.passport).into();
+        let verified = match self.cache.get(&key) {
+            Some(v) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.check_time_window(&v.envelope, now)?;
+                v
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                let v = Arc::new(self.verify_envelope(req.passport, now)?);
+                let left = v.envelope.scope.expires_at.nanos_since(now);
+                let ttl = Duration::from_nanos(u64::try_from(left.max(0)).unwrap_or(u64::MAX));
+                self.cache.insert(key, Arc::clone(&v), ttl);
+                v
+            }
+        };
+        if !verified.agent_key.verify_request(
+            req.signature,
+            &self.chain_id,
+            req.method,
+            req.uri,
+            verified.envelope.jcs(),
+            req.body,
+        ) {
+            return Err(Rejection::AgentSigInvalid);
+        }
+        check_model_scope(&verified.envelope, req.model)?;
+        Ok(VerifiedAgent {
+            verified,
+            model: req.model.to_owned(),
+            body_sha256: Sha256::digest(req.body).into(),
+            verified_at: now,
+        })
+    }
+
+    /// Steps 3 to 10a on a cache miss, in the reference's order.
+    fn verify_envelope(&self, raw: &[u8], now: Timestamp) -> Result<VerifiedEnvelope, Rejection> {
+        let envelope = Envelope::parse(raw).map_err(|_| Rejection::EnvelopeMalformed)?;
+        self.check_identity(&envelope)?;
+        self.check_lifetime(&envelope)?;
+        self.check_time_window(&envelope, now)?;
+        let principal_key = self.check_principal_key(&envelope)?;
+        let agent_key = check_agent_key(&envelope)?;
+        check_beneficiary(&envelope)?;
+        check_principal_signature(&envelope, &principal_key)?;
+        Ok(VerifiedEnvelope {
+            envelope,
+            agent_key,
+            principal_key,
+        })
+    }
+
+    /// Step 4. Rejects another version, another audience, and a passport for another
+    /// chain: a passport must not be replayable against a chain its principal did not
+    /// name.
+    fn check_identity(&self, e: &Envelope) -> Result<(), Rejection> {
+        if e.version != VERSION {
+            return Err(Rejection::VersionUnknown);
+        }
+        if e.audience != AUDIENCE {
+            return Err(Rejection::AudienceMismatch);
+        }
+        if e.chain_id != self.chain_id {
+            return Err(Rejection::ChainIdMismatch);
+        }
+        Ok(())
+    }
+
+    /// Step 5. Rejects an expiry not after the issue time (malformed), and a lifetime
+    /// over `max_ttl_seconds`: a long-lived passport is a long-lived bearer credential
+    /// for whoever steals the agent key.
+    fn check_lifetime(&self, e: &Envelope) -> Result<(), Rejection> {
+        let lifetime = e.scope.expires_at.nanos_since(e.issued_at);
+        if lifetime <= 0 {
+            return Err(Rejection::EnvelopeMalformed);
+        }
+        if lifetime > self.max_ttl_nanos {
+            return Err(Rejection::TtlTooLong);
+        }
+        Ok(())
+    }
+
+    /// Step 6, run on every request, cached or not. Rejects `issued_at` more than the
+    /// skew in the future and `now` before `not_before` (not yet valid), and `now` after
+    /// `expires_at` (expired). The skew forgives clock drift on `issued_at` only: the
+    /// principal chose `not_before` and `expires_at` deliberately.
+    fn check_time_window(&self, e: &Envelope, now: Timestamp) -> Result<(), Rejection> {
+        if e.issued_at > now.plus_seconds(self.clock_skew_seconds) {
+            return Err(Rejection::EnvelopeNotYetValid);
+        }
+        if e.scope.not_before.is_some_and(|nb| now < nb) {
+            return Err(Rejection::EnvelopeNotYetValid);
+        }
+        if now > e.scope.expires_at {
+            return Err(Rejection::EnvelopeExpired);
+        }
+        Ok(())
+    }
+
+    /// Step 7. Rejects multisig keys (no ADR-036 signature can be checked against one),
+    /// any type but `secp256k1`, a key that is not a compressed point, and an address
+    /// that is not the one derived from the key: the address is what grants and audit
+    /// records name, so it must be bound to the key that signed.
+    fn check_principal_key(&self, e: &Envelope) -> Result<PrincipalKey, Rejection> {
+        let key_type = &e.principal_pubkey.key_type;
+        if key_type.to_ascii_lowercase().contains("multisig") {
+            return Err(Rejection::PrincipalMultisigUnsupported);
+        }
+        if key_type != PRINCIPAL_KEY_TYPE {
+            return Err(Rejection::PrincipalPubkeyTypeInvalid);
+        }
+        let key = decode_base64(&e.principal_pubkey.public_key)
+            .and_then(|b| PrincipalKey::from_compressed(&b))
+            .ok_or(Rejection::PrincipalPubkeyMalformed)?;
+        match key.address(&self.address_prefix) {
+            Ok(derived) if derived == e.principal_address => Ok(key),
+            _ => Err(Rejection::PrincipalAddressMismatch),
+        }
+    }
+}
+
+/// Step 8. Rejects any type but `ed25519` and a key that is not a valid point outside
+/// the small-order subgroup.
+fn check_agent_key(e: &Envelope) -> Result<AgentKey, Rejection> {
+    if e.agent_pubkey.key_type != AGENT_KEY_TYPE {
+        return Err(Rejection::AgentPubkeyTypeInvalid);
+    }
+    decode_base64(&e.agent_pubkey.public_key)
+        .and_then(|b| AgentKey::from_bytes(&b))
+        .ok_or(Rejection::AgentPubkeyMalformed)
+}
+
+/// Step 9 (see [`beneficiary_is_valid`]).
+fn check_beneficiary(e: &Envelope) -> Result<(), Rejection> {
+    match &e.beneficiary {
+        Some(b) if !beneficiary_is_valid(b) => Err(Rejection::BeneficiaryInvalid),
+        _ => Ok(()),
+    }
+}
+
+/// Step 10a. Rejects a principal signature that is not strict base64 of 64 bytes, is
+/// high-S, or does not verify over the ADR-036 wrapping of the envelope's signing
+/// document with the principal address as signer.
+fn check_principal_signature(e: &Envelope, key: &PrincipalKey) -> Result<(), Rejection> {
+    let sig = decode_base64(&e.principal_sig).ok_or(Rejection::PrincipalSigInvalid)?;
+    if key.verify_adr036(&e.principal_address, e.signing_document(), &sig) {
+        Ok(())
+    } else {
+        Err(Rejection::PrincipalSigInvalid)
+    }
+}
+
+/// Step 11. `allowed_models` absent allows every model; `[]` allows none; otherwise the
+/// model must match one entry exactly, case-sensitively (model names are identifiers,
+/// and folding case could map one name onto another model).
+fn check_model_scope(e: &Envelope, model: &str) -> Result<(), Rejection> {
+    match &e.scope.allowed_models {
+        None => Ok(()),
+        Some(list) if list.is_empty() => Err(Rejection::AllowedModelsEmpty),
+        Some(list) if list.iter().any(|m| m == model) => Ok(()),
+        Some(_) => Err(Rejection::ModelNotAllowed),
+    }
+}

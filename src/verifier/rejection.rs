@@ -1,0 +1,271 @@
+//! Every reason a request with a passport can be refused, with its stable code, HTTP
+//! status and one-line message. This is the only place that maps a reason to those.
+
+use http::StatusCode;
+use std::fmt;
+
+/// Why a request was refused. One variant per reason; see spec section "Errors".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// Exactly one of `X-Agent-Passport` and `X-Agent-Sig` was sent.
+    SigHeaderMismatch,
+    /// A header is repeated, not visible ASCII, not strict base64, or the signature is
+    /// not 64 bytes.
+    HeaderMalformed,
+    /// The body is larger than the configured limit.
+    BodyTooLarge,
+    /// The envelope or the request body is not what the spec requires.
+    EnvelopeMalformed,
+    /// `v` is not `aps-agent-envelope-v1`.
+    VersionUnknown,
+    /// `audience` is not `gonka`.
+    AudienceMismatch,
+    /// `chain_id` is not the verifier's chain.
+    ChainIdMismatch,
+    /// The passport lives longer than `max_ttl_seconds`.
+    TtlTooLong,
+    /// `issued_at` is in the future beyond the skew, or `not_before` has not come.
+    EnvelopeNotYetValid,
+    /// `expires_at` has passed.
+    EnvelopeExpired,
+    /// The principal key is a multisig key.
+    PrincipalMultisigUnsupported,
+    /// The principal key type is not `secp256k1`.
+    PrincipalPubkeyTypeInvalid,
+    /// The principal key is not a valid compressed secp256k1 point.
+    PrincipalPubkeyMalformed,
+    /// `principal_address` is not the address of `principal_pubkey`.
+    PrincipalAddressMismatch,
+    /// The agent key type is not `ed25519`.
+    AgentPubkeyTypeInvalid,
+    /// The agent key is not a valid, non-small-order Ed25519 point.
+    AgentPubkeyMalformed,
+    /// The beneficiary is too long or holds control characters.
+    BeneficiaryInvalid,
+    /// The principal's ADR-036 signature does not verify.
+    PrincipalSigInvalid,
+    /// The agent's request signature does not verify.
+    AgentSigInvalid,
+    /// `allowed_models` is `[]`: the passport allows no model.
+    AllowedModelsEmpty,
+    /// The requested model is not in `allowed_models`.
+    ModelNotAllowed,
+    /// The principal is neither the requester nor a granter to it.
+    PrincipalMismatch,
+    /// The chain could not be asked about grants; retry later.
+    ChainQueryFailed,
+    /// The gateway requires a passport and none was sent.
+    PassportRequired,
+}
+
+impl Rejection {
+    /// Every variant, in verification order.
+    pub const ALL: [Rejection; 24] = [
+        Rejection::SigHeaderMismatch,
+        Rejection::HeaderMalformed,
+        Rejection::BodyTooLarge,
+        Rejection::EnvelopeMalformed,
+        Rejection::VersionUnknown,
+        Rejection::AudienceMismatch,
+        Rejection::ChainIdMismatch,
+        Rejection::TtlTooLong,
+        Rejection::EnvelopeNotYetValid,
+        Rejection::EnvelopeExpired,
+        Rejection::PrincipalMultisigUnsupported,
+        Rejection::PrincipalPubkeyTypeInvalid,
+        Rejection::PrincipalPubkeyMalformed,
+        Rejection::PrincipalAddressMismatch,
+        Rejection::AgentPubkeyTypeInvalid,
+        Rejection::AgentPubkeyMalformed,
+        Rejection::BeneficiaryInvalid,
+        Rejection::PrincipalSigInvalid,
+        Rejection::AgentSigInvalid,
+        Rejection::AllowedModelsEmpty,
+        Rejection::ModelNotAllowed,
+        Rejection::PrincipalMismatch,
+        Rejection::ChainQueryFailed,
+        Rejection::PassportRequired,
+    ];
+
+    /// The stable snake_case code.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Rejection::SigHeaderMismatch => "sig_header_mismatch",
+            Rejection::HeaderMalformed => "header_malformed",
+            Rejection::BodyTooLarge => "body_too_large",
+            Rejection::EnvelopeMalformed => "envelope_malformed",
+            Rejection::VersionUnknown => "version_unknown",
+            Rejection::AudienceMismatch => "audience_mismatch",
+            Rejection::ChainIdMismatch => "chain_id_mismatch",
+            Rejection::TtlTooLong => "ttl_too_long",
+            Rejection::EnvelopeNotYetValid => "envelope_not_yet_valid",
+            Rejection::EnvelopeExpired => "envelope_expired",
+            Rejection::PrincipalMultisigUnsupported => "principal_multisig_unsupported",
+            Rejection::PrincipalPubkeyTypeInvalid => "principal_pubkey_type_invalid",
+            Rejection::PrincipalPubkeyMalformed => "principal_pubkey_malformed",
+            Rejection::PrincipalAddressMismatch => "principal_address_mismatch",
+            Rejection::AgentPubkeyTypeInvalid => "agent_pubkey_type_invalid",
+            Rejection::AgentPubkeyMalformed => "agent_pubkey_malformed",
+            Rejection::BeneficiaryInvalid => "beneficiary_invalid",
+            Rejection::PrincipalSigInvalid => "principal_sig_invalid",
+            Rejection::AgentSigInvalid => "agent_sig_invalid",
+            Rejection::AllowedModelsEmpty => "allowed_models_empty",
+            Rejection::ModelNotAllowed => "model_not_allowed",
+            Rejection::PrincipalMismatch => "principal_mismatch",
+            Rejection::ChainQueryFailed => "chain_query_failed",
+            Rejection::PassportRequired => "passport_required",
+        }
+    }
+
+    /// The HTTP status the rejection is answered with.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Rejection::SigHeaderMismatch
+            | Rejection::HeaderMalformed
+            | Rejection::EnvelopeMalformed => StatusCode::BAD_REQUEST,
+            Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::TtlTooLong
+            | Rejection::EnvelopeNotYetValid
+            | Rejection::EnvelopeExpired
+            | Rejection::AllowedModelsEmpty
+            | Rejection::ModelNotAllowed
+            | Rejection::PrincipalMismatch => StatusCode::FORBIDDEN,
+            Rejection::ChainQueryFailed => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::VersionUnknown
+            | Rejection::AudienceMismatch
+            | Rejection::ChainIdMismatch
+            | Rejection::PrincipalMultisigUnsupported
+            | Rejection::PrincipalPubkeyTypeInvalid
+            | Rejection::PrincipalPubkeyMalformed
+            | Rejection::PrincipalAddressMismatch
+            | Rejection::AgentPubkeyTypeInvalid
+            | Rejection::AgentPubkeyMalformed
+            | Rejection::BeneficiaryInvalid
+            | Rejection::PrincipalSigInvalid
+            | Rejection::AgentSigInvalid
+            | Rejection::PassportRequired => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// A one-line message for people. It never quotes request bytes.
+    pub const fn message(self) -> &'static str {
+        match self {
+            Rejection::SigHeaderMismatch => {
+                "X-Agent-Passport and X-Agent-Sig must be sent together"
+            }
+            Rejection::HeaderMalformed => {
+                "a passport header is repeated or is not strict standard base64 of the right length"
+            }
+            Rejection::BodyTooLarge => "the request body is larger than this gateway accepts",
+            Rejection::EnvelopeMalformed => {
+                "the passport or the request body does not have the required form"
+            }
+            Rejection::VersionUnknown => "the passport version is not aps-agent-envelope-v1",
+            Rejection::AudienceMismatch => "the passport audience is not gonka",
+            Rejection::ChainIdMismatch => "the passport was issued for another chain",
+            Rejection::TtlTooLong => {
+                "the passport lifetime exceeds the maximum this gateway accepts"
+            }
+            Rejection::EnvelopeNotYetValid => "the passport is not valid yet",
+            Rejection::EnvelopeExpired => "the passport has expired",
+            Rejection::PrincipalMultisigUnsupported => "multisig principal keys are not supported",
+            Rejection::PrincipalPubkeyTypeInvalid => "the principal key type must be secp256k1",
+            Rejection::PrincipalPubkeyMalformed => {
+                "the principal key is not a 33-byte compressed secp256k1 point"
+            }
+            Rejection::PrincipalAddressMismatch => {
+                "the principal address is not derived from the principal key"
+            }
+            Rejection::AgentPubkeyTypeInvalid => "the agent key type must be ed25519",
+            Rejection::AgentPubkeyMalformed => "the agent key is not a valid Ed25519 public key",
+            Rejection::BeneficiaryInvalid => {
+                "the beneficiary is longer than 255 bytes or contains control characters"
+            }
+            Rejection::PrincipalSigInvalid => "the principal signature does not verify",
+            Rejection::AgentSigInvalid => "the agent signature does not verify for this request",
+            Rejection::AllowedModelsEmpty => "the passport allows no model",
+            Rejection::ModelNotAllowed => "the passport does not allow the requested model",
+            Rejection::PrincipalMismatch => {
+                "the principal is not the requester and has granted it no authorization"
+            }
+            Rejection::ChainQueryFailed => "the chain could not be queried for grants; retry later",
+            Rejection::PassportRequired => "this endpoint requires an agent passport",
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for transient failures.
+    pub const fn retry_after_seconds(self) -> Option<u32> {
+        match self {
+            Rejection::ChainQueryFailed => Some(5),
+            _ => None,
+        }
+    }
+
+    /// The RFC 9457 problem document for this rejection, with `error` equal to the code
+    /// for clients of the reference, which answers `{"error": code}`.
+    pub fn problem_json(self) -> String {
+        serde_json::json!({
+            "type": format!("urn:passport-gate:error:{}", self.code()),
+            "title": self.message(),
+            "status": self.status().as_u16(),
+            "detail": self.message(),
+            "code": self.code(),
+            "error": self.code(),
+        })
+        .to_string()
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code(),
+            self.status().as_u16(),
+            self.message()
+        )
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_snake_case() {
+        let codes: HashSet<_> = Rejection::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes.len(), Rejection::ALL.len());
+        for c in codes {
+            assert!(
+                c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{c}"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_reference_table() {
+        assert_eq!(Rejection::SigHeaderMismatch.status(), 400);
+        assert_eq!(Rejection::BodyTooLarge.status(), 413);
+        assert_eq!(Rejection::VersionUnknown.status(), 401);
+        assert_eq!(Rejection::TtlTooLong.status(), 403);
+        assert_eq!(Rejection::ModelNotAllowed.status(), 403);
+        assert_eq!(Rejection::PrincipalMismatch.status(), 403);
+        assert_eq!(Rejection::ChainQueryFailed.status(), 503);
+        assert_eq!(Rejection::ChainQueryFailed.retry_after_seconds(), Some(5));
+    }
+
+    #[test]
+    fn problem_body_carries_code_and_error() {
+        let v: serde_json::Value =
+            serde_json::from_str(&Rejection::AgentSigInvalid.problem_json()).unwrap();
+        assert_eq!(v["code"], "agent_sig_invalid");
+        assert_eq!(v["error"], "agent_sig_invalid");
+        assert_eq!(v["status"], 401);
+    }
+}
