@@ -16,4 +16,9 @@ pub mod verifier;
 
 pub use config::{Config, ConfigError, Mode};
 pub use verifier::{Rejection, VerifiedAgent, Verifier};
+pub mod attribution;
 pub mod grants;
+pub mod layer;
+pub mod metrics;
+
+pub use layer::{Binding, PassportLayer};

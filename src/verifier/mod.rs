@@ -21,8 +21,8 @@ use crate::envelope::{
     beneficiary_is_valid, Envelope, AGENT_KEY_TYPE, AUDIENCE, PRINCIPAL_KEY_TYPE, VERSION,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
+use prometheus::IntCounter;
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,8 +145,8 @@ pub struct Verifier {
     max_body_size: u64,
     cache: EnvelopeCache,
     clock: Arc<dyn Clock>,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    hits: IntCounter,
+    misses: IntCounter,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -185,8 +185,8 @@ impl Verifier {
             max_body_size: config.max_body_size,
             cache: EnvelopeCache::new(config.envelope_cache_capacity),
             clock,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            hits: IntCounter::new("envelope_cache_hits", "hits").map_err(counter_error)?,
+            misses: IntCounter::new("envelope_cache_misses", "misses").map_err(counter_error)?,
         })
     }
 
@@ -213,9 +213,15 @@ impl Verifier {
     /// Cache hits and misses so far.
     pub fn cache_stats(&self) -> CacheStats {
         CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+            hits: self.hits.get(),
+            misses: self.misses.get(),
         }
+    }
+
+    /// Counts cache hits and misses on these counters (the layer passes its metrics').
+    pub fn count_cache_on(&mut self, hits: IntCounter, misses: IntCounter) {
+        self.hits = hits;
+        self.misses = misses;
     }
 
     /// Steps 2 to 11 for a request whose headers were decoded: the body limit, the
@@ -248,12 +254,12 @@ impl Verifier {
         let key: [u8; 32] = Sha256::digest(req.passport).into();
         let verified = match self.cache.get(&key) {
             Some(v) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.hits.inc();
                 self.check_time_window(&v.envelope, now)?;
                 v
             }
             None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
+                self.misses.inc();
                 let v = Arc::new(self.verify_envelope(req.passport, now)?);
                 let left = v.envelope.scope.expires_at.nanos_since(now);
                 let ttl = Duration::from_nanos(u64::try_from(left.max(0)).unwrap_or(u64::MAX));
@@ -364,6 +370,13 @@ impl Verifier {
             _ => Err(Rejection::PrincipalAddressMismatch),
         }
     }
+}
+
+fn counter_error(e: prometheus::Error) -> Vec<ConfigError> {
+    vec![ConfigError {
+        key: "metrics",
+        message: e.to_string(),
+    }]
 }
 
 /// Step 8. Rejects any type but `ed25519` and a key that is not a valid point outside

@@ -15,6 +15,8 @@ pub enum Rejection {
     HeaderMalformed,
     /// The body is larger than the configured limit.
     BodyTooLarge,
+    /// The body could not be read to its end (the client stopped sending or reset).
+    BodyReadFailed,
     /// The envelope or the request body is not what the spec requires.
     EnvelopeMalformed,
     /// `v` is not `aps-agent-envelope-v1`.
@@ -61,10 +63,11 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every variant, in verification order.
-    pub const ALL: [Rejection; 24] = [
+    pub const ALL: [Rejection; 25] = [
         Rejection::SigHeaderMismatch,
         Rejection::HeaderMalformed,
         Rejection::BodyTooLarge,
+        Rejection::BodyReadFailed,
         Rejection::EnvelopeMalformed,
         Rejection::VersionUnknown,
         Rejection::AudienceMismatch,
@@ -94,6 +97,7 @@ impl Rejection {
             Rejection::SigHeaderMismatch => "sig_header_mismatch",
             Rejection::HeaderMalformed => "header_malformed",
             Rejection::BodyTooLarge => "body_too_large",
+            Rejection::BodyReadFailed => "body_read_failed",
             Rejection::EnvelopeMalformed => "envelope_malformed",
             Rejection::VersionUnknown => "version_unknown",
             Rejection::AudienceMismatch => "audience_mismatch",
@@ -123,6 +127,7 @@ impl Rejection {
         match self {
             Rejection::SigHeaderMismatch
             | Rejection::HeaderMalformed
+            | Rejection::BodyReadFailed
             | Rejection::EnvelopeMalformed => StatusCode::BAD_REQUEST,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::TtlTooLong
@@ -158,6 +163,7 @@ impl Rejection {
                 "a passport header is repeated or is not strict standard base64 of the right length"
             }
             Rejection::BodyTooLarge => "the request body is larger than this gateway accepts",
+            Rejection::BodyReadFailed => "the request body could not be read to its end",
             Rejection::EnvelopeMalformed => {
                 "the passport or the request body does not have the required form"
             }
@@ -200,6 +206,33 @@ impl Rejection {
             Rejection::ChainQueryFailed => Some(5),
             _ => None,
         }
+    }
+
+    /// The complete HTTP answer: the status, `Content-Type: application/problem+json`,
+    /// `WWW-Authenticate` on 401 and `Retry-After` on 503.
+    pub fn http_response(self) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+        let mut resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+            self.problem_json(),
+        )));
+        *resp.status_mut() = self.status();
+        let headers = resp.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status() == StatusCode::UNAUTHORIZED {
+            let challenge = format!(
+                "AgentPassport realm=\"passport-gate\", error=\"{}\"",
+                self.code()
+            );
+            if let Ok(v) = http::HeaderValue::from_str(&challenge) {
+                headers.insert(http::header::WWW_AUTHENTICATE, v);
+            }
+        }
+        if let Some(secs) = self.retry_after_seconds() {
+            headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
+        resp
     }
 
     /// The RFC 9457 problem document for this rejection, with `error` equal to the code

@@ -1,0 +1,188 @@
+//! [`PassportLayer`] and its builder.
+
+use super::PassportService;
+use crate::attribution::AttributionSender;
+use crate::config::{Config, ConfigError, Mode};
+use crate::grants::{GrantCache, START_INFERENCE_MSG};
+use crate::metrics::Metrics;
+use crate::time::{Clock, SystemClock};
+use crate::verifier::Verifier;
+use http::HeaderName;
+use std::sync::Arc;
+use tower::Layer;
+
+/// Requester binding (step 12): the header naming the requester, and the grants.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    /// The header carrying the requester's account address (Gonka:
+    /// `X-Requester-Address`).
+    pub requester_header: HeaderName,
+    /// Where grants are looked up.
+    pub grants: GrantCache,
+    /// The message type the grant must cover.
+    pub msg_type_url: String,
+}
+
+impl Binding {
+    /// Binding on `requester_header` with grants for `MsgStartInference`.
+    pub fn new(requester_header: HeaderName, grants: GrantCache) -> Binding {
+        Binding {
+            requester_header,
+            grants,
+            msg_type_url: START_INFERENCE_MSG.to_owned(),
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) mode: Mode,
+    /// `None` when the layer is disabled.
+    pub(crate) verifier: Option<Verifier>,
+    pub(crate) binding: Option<Binding>,
+    pub(crate) attribution: Option<AttributionSender>,
+    pub(crate) inference_id_header: Option<HeaderName>,
+    pub(crate) metrics: Metrics,
+}
+
+/// Verifies agent passports in front of an inner service. Cheap to clone.
+///
+/// Disabled (the default), it forwards every request untouched. Enabled, a request
+/// without passport headers passes untouched too (unless `mode = required`); a request
+/// with them is verified and either reaches the inner service with a
+/// [`VerifiedAgent`](crate::VerifiedAgent) in its extensions, or is answered with a
+/// problem+json rejection without reaching it.
+#[derive(Clone)]
+pub struct PassportLayer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PassportLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassportLayer")
+            .field("enabled", &self.shared.verifier.is_some())
+            .field("mode", &self.shared.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`PassportLayer`].
+pub struct PassportLayerBuilder {
+    config: Config,
+    clock: Arc<dyn Clock>,
+    binding: Option<Binding>,
+    attribution: Option<AttributionSender>,
+    inference_id_header: Option<HeaderName>,
+    metrics: Option<Metrics>,
+}
+
+impl PassportLayer {
+    /// Starts a builder from `config`.
+    pub fn builder(config: Config) -> PassportLayerBuilder {
+        PassportLayerBuilder {
+            config,
+            clock: Arc::new(SystemClock),
+            binding: None,
+            attribution: None,
+            inference_id_header: None,
+            metrics: None,
+        }
+    }
+
+    /// A layer for `config` with no binding, attribution or registered metrics.
+    pub fn new(config: Config) -> Result<PassportLayer, Vec<ConfigError>> {
+        PassportLayer::builder(config).build()
+    }
+
+    /// A layer that forwards everything untouched.
+    pub fn disabled() -> PassportLayer {
+        PassportLayer {
+            shared: Arc::new(Shared {
+                mode: Mode::Optional,
+                verifier: None,
+                binding: None,
+                attribution: None,
+                inference_id_header: None,
+                metrics: Metrics::new(),
+            }),
+        }
+    }
+
+    /// The verifier, when the layer is enabled.
+    pub fn verifier(&self) -> Option<&Verifier> {
+        self.shared.verifier.as_ref()
+    }
+
+    /// The layer's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+}
+
+impl PassportLayerBuilder {
+    /// Reads "now" from `clock` instead of the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Enables requester binding.
+    pub fn binding(mut self, binding: Binding) -> Self {
+        self.binding = Some(binding);
+        self
+    }
+
+    /// Sends an attribution event for every accepted request.
+    pub fn attribution(mut self, sender: AttributionSender) -> Self {
+        self.attribution = Some(sender);
+        self
+    }
+
+    /// Takes the attribution event's `inference_id` from this response header.
+    pub fn inference_id_header(mut self, name: HeaderName) -> Self {
+        self.inference_id_header = Some(name);
+        self
+    }
+
+    /// Records metrics on `metrics` (register them with [`Metrics::register`]).
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Validates the configuration and builds the layer.
+    pub fn build(self) -> Result<PassportLayer, Vec<ConfigError>> {
+        self.config.validate()?;
+        let metrics = self.metrics.unwrap_or_default();
+        let verifier = if self.config.enabled {
+            let mut v = Verifier::with_clock(&self.config, self.clock)?;
+            v.count_cache_on(
+                metrics.envelope_cache_hits.clone(),
+                metrics.envelope_cache_misses.clone(),
+            );
+            Some(v)
+        } else {
+            None
+        };
+        Ok(PassportLayer {
+            shared: Arc::new(Shared {
+                mode: self.config.mode,
+                verifier,
+                binding: self.binding,
+                attribution: self.attribution,
+                inference_id_header: self.inference_id_header,
+                metrics,
+            }),
+        })
+    }
+}
+
+impl<S> Layer<S> for PassportLayer {
+    type Service = PassportService<S>;
+
+    fn layer(&self, inner: S) -> PassportService<S> {
+        PassportService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}

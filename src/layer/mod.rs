@@ -1,0 +1,38 @@
+//! The tower layer: off by default, a no-op without a passport, full enforcement with
+//! one.
+//!
+//! ```no_run
+//! use axum::{routing::post, Router};
+//! use passport_gate::{Config, PassportLayer, VerifiedAgent};
+//!
+//! async fn chat(agent: VerifiedAgent) -> String {
+//!     format!("{} acting for {}", agent.agent_id(), agent.principal_address())
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let layer = PassportLayer::new(Config::for_chain("gonka-mainnet"))
+//!     .map_err(|errors| format!("bad configuration: {errors:?}"))?;
+//! let app = Router::new()
+//!     .route("/v1/chat/completions", post(chat))
+//!     .layer(layer);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The layer reads a request body only when passport headers are present; otherwise
+//! the body is forwarded frame by frame as it arrives. With a passport, the body is read
+//! up to `max_body_size`, verified, and forwarded byte for byte.
+
+mod body;
+mod extract;
+mod future;
+#[allow(clippy::module_inception)]
+mod layer;
+mod service;
+
+pub use body::{PassportBody, ResponseBody};
+pub use future::ResponseFuture;
+pub use layer::{Binding, PassportLayer, PassportLayerBuilder};
+pub use service::PassportService;

@@ -1,0 +1,225 @@
+//! Prometheus metrics. Label values come from fixed sets (outcomes, rejection codes,
+//! sink names chosen by the operator), never from agent ids, addresses or paths, so the
+//! number of series is bounded whatever clients send.
+
+use crate::verifier::Rejection;
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
+};
+
+/// Every metric passport-gate exports. Cheap to clone (each handle is an `Arc`).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    requests: IntCounterVec,
+    passthrough: IntCounter,
+    accepted: IntCounter,
+    /// Seconds spent verifying a passport (body read excluded).
+    pub verify_seconds: Histogram,
+    /// Envelope cache hits.
+    pub envelope_cache_hits: IntCounter,
+    /// Envelope cache misses.
+    pub envelope_cache_misses: IntCounter,
+    /// Grant cache hits.
+    pub grant_cache_hits: IntCounter,
+    /// Grant cache misses.
+    pub grant_cache_misses: IntCounter,
+    /// Grant queries that failed or timed out.
+    pub chain_query_errors: IntCounter,
+    /// Seconds spent on grant lookups that missed the cache.
+    pub chain_query_seconds: Histogram,
+    /// Attribution events queued.
+    pub attribution_emitted: IntCounter,
+    /// Attribution events dropped because the queue was full.
+    pub attribution_dropped: IntCounter,
+    /// Attribution sink writes that failed.
+    pub attribution_failed: IntCounter,
+    /// Attribution events waiting in the queue.
+    pub attribution_queue_depth: IntGauge,
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).expect(BUILT_IN)
+}
+
+// Metric names and help texts are constants that satisfy Prometheus' naming rules, so
+// constructing them cannot fail at run time.
+const BUILT_IN: &str = "built-in metric definitions are valid";
+
+impl Metrics {
+    /// Creates the metrics without registering them.
+    pub fn new() -> Metrics {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "passport_gate_requests_total",
+                "Requests seen by the passport layer, by outcome and rejection code",
+            ),
+            &["outcome", "code"],
+        )
+        .expect(BUILT_IN);
+        let passthrough = requests.with_label_values(&["passthrough", ""]);
+        let accepted = requests.with_label_values(&["accepted", ""]);
+        for r in Rejection::ALL {
+            requests.with_label_values(&["rejected", r.code()]);
+        }
+        let histogram = |name: &str, help: &str, start: f64| {
+            Histogram::with_opts(
+                HistogramOpts::new(name, help)
+                    .buckets(exponential_buckets(start, 2.0, 16).unwrap_or_default()),
+            )
+            .expect(BUILT_IN)
+        };
+        Metrics {
+            requests,
+            passthrough,
+            accepted,
+            verify_seconds: histogram(
+                "passport_gate_verify_duration_seconds",
+                "Time to verify a passport, body read excluded",
+                0.000_005,
+            ),
+            envelope_cache_hits: counter(
+                "passport_gate_envelope_cache_hits_total",
+                "Passports found already verified in the envelope cache",
+            ),
+            envelope_cache_misses: counter(
+                "passport_gate_envelope_cache_misses_total",
+                "Passports parsed and checked in full",
+            ),
+            grant_cache_hits: counter(
+                "passport_gate_grant_cache_hits_total",
+                "Requester binding answers found in the grant cache",
+            ),
+            grant_cache_misses: counter(
+                "passport_gate_grant_cache_misses_total",
+                "Requester binding answers that needed a chain query",
+            ),
+            chain_query_errors: counter(
+                "passport_gate_chain_query_errors_total",
+                "Grant queries that failed or timed out",
+            ),
+            chain_query_seconds: histogram(
+                "passport_gate_chain_query_duration_seconds",
+                "Time of grant lookups that missed the cache",
+                0.000_1,
+            ),
+            attribution_emitted: counter(
+                "passport_gate_attribution_events_emitted_total",
+                "Attribution events queued",
+            ),
+            attribution_dropped: counter(
+                "passport_gate_attribution_events_dropped_total",
+                "Attribution events dropped because the queue was full",
+            ),
+            attribution_failed: counter(
+                "passport_gate_attribution_events_failed_total",
+                "Attribution sink writes that failed",
+            ),
+            attribution_queue_depth: IntGauge::new(
+                "passport_gate_attribution_queue_depth",
+                "Attribution events waiting to be written",
+            )
+            .expect(BUILT_IN),
+        }
+    }
+
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> Result<Metrics, prometheus::Error> {
+        let m = Metrics::new();
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.verify_seconds.clone()))?;
+        for c in [
+            &m.envelope_cache_hits,
+            &m.envelope_cache_misses,
+            &m.grant_cache_hits,
+            &m.grant_cache_misses,
+            &m.chain_query_errors,
+            &m.attribution_emitted,
+            &m.attribution_dropped,
+            &m.attribution_failed,
+        ] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        registry.register(Box::new(m.chain_query_seconds.clone()))?;
+        registry.register(Box::new(m.attribution_queue_depth.clone()))?;
+        Ok(m)
+    }
+
+    /// Counts a request that carried no passport and passed untouched.
+    pub fn passthrough(&self) {
+        self.passthrough.inc();
+    }
+
+    /// Counts a request whose passport was accepted.
+    pub fn accepted(&self) {
+        self.accepted.inc();
+    }
+
+    /// Counts a rejected request under its code.
+    pub fn rejected(&self, r: Rejection) {
+        self.requests
+            .with_label_values(&["rejected", r.code()])
+            .inc();
+    }
+
+    /// How many requests were rejected with `r` so far.
+    pub fn rejected_count(&self, r: Rejection) -> u64 {
+        self.requests
+            .with_label_values(&["rejected", r.code()])
+            .get()
+    }
+
+    /// How many requests passed through without a passport so far.
+    pub fn passthrough_count(&self) -> u64 {
+        self.passthrough.get()
+    }
+
+    /// How many passports were accepted so far.
+    pub fn accepted_count(&self) -> u64 {
+        self.accepted.get()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The Prometheus text exposition of `registry`.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    let encoder = prometheus::TextEncoder::new();
+    if encoder.encode_utf8(&registry.gather(), &mut out).is_err() {
+        out.clear();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_metrics_render_with_documented_names() {
+        let registry = Registry::new();
+        let m = Metrics::register(&registry).unwrap();
+        m.passthrough();
+        m.rejected(Rejection::AgentSigInvalid);
+        let text = render(&registry);
+        assert!(text.contains(r#"passport_gate_requests_total{code="",outcome="passthrough"} 1"#));
+        assert!(text.contains(
+            r#"passport_gate_requests_total{code="agent_sig_invalid",outcome="rejected"} 1"#
+        ));
+        for name in [
+            "passport_gate_verify_duration_seconds",
+            "passport_gate_envelope_cache_hits_total",
+            "passport_gate_grant_cache_misses_total",
+            "passport_gate_chain_query_errors_total",
+            "passport_gate_attribution_events_dropped_total",
+            "passport_gate_attribution_queue_depth",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+    }
+}
