@@ -13,16 +13,15 @@ pin_project! {
     /// The request body handed to the inner service.
     #[project = PassportBodyProj]
     #[derive(Debug)]
+    #[allow(missing_docs)]
     pub enum PassportBody<B> {
         /// The original body, untouched (no passport, or the layer is off).
         Passthrough {
-            /// The original body.
             #[pin]
             body: B,
         },
         /// The verified body, read once and forwarded byte for byte.
         Verified {
-            /// The verified bytes.
             #[pin]
             body: Full<Bytes>,
         },
@@ -83,16 +82,15 @@ pin_project! {
     /// The response body: the inner service's, or a rejection document.
     #[project = ResponseBodyProj]
     #[derive(Debug)]
+    #[allow(missing_docs)]
     pub enum ResponseBody<B> {
         /// What the inner service answered.
         Inner {
-            /// The inner service's body.
             #[pin]
             body: B,
         },
         /// A problem+json rejection.
         Rejection {
-            /// The problem document.
             #[pin]
             body: Full<Bytes>,
         },
