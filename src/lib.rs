@@ -22,3 +22,4 @@ pub mod layer;
 pub mod metrics;
 
 pub use layer::{Binding, PassportLayer};
+pub mod conformance;

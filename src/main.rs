@@ -1,1 +1,567 @@
-fn main() {}
+//! The `passport-gate` command: argument parsing and printing over the library.
+
+use clap::{Args, Parser, Subcommand};
+use passport_gate::conformance::{generate, run_paths};
+use passport_gate::crypto::{decode_base64, AgentKey, AgentSecret, PrincipalKey, PrincipalSecret};
+use passport_gate::envelope::Envelope;
+use passport_gate::keyfile::{load_agent_secret, load_principal_secret, KeyFile};
+use passport_gate::mint::{attach_signature, sign_request, PassportSpec};
+use passport_gate::time::{FixedClock, SystemClock, Timestamp};
+use passport_gate::verifier::PassportHeaders;
+use passport_gate::{Config, Verifier};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "passport-gate",
+    version,
+    about = "Signed agent passports (aps-agent-envelope-v1) for inference gateways"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a principal (secp256k1) or agent (Ed25519) key file.
+    Keygen(KeygenArgs),
+    /// Mint a passport: print the X-Agent-Passport value.
+    Mint(Box<MintArgs>),
+    /// Sign a request: print the X-Agent-Sig value (or both headers).
+    Sign(SignArgs),
+    /// Show a passport's contents, derived address and validity window.
+    Inspect(InspectArgs),
+    /// Verify one request and print a JSON verdict (exit 0 accepted, 1 rejected).
+    Verify(VerifyArgs),
+    /// Run conformance vectors (files or directories), or write them with --generate.
+    Conformance(ConformanceArgs),
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct KeyKindArg {
+    /// A principal key (secp256k1, with its account address).
+    #[arg(long)]
+    principal: bool,
+    /// An agent key (Ed25519).
+    #[arg(long)]
+    agent: bool,
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    #[command(flatten)]
+    kind: KeyKindArg,
+    /// Write the key file here (created with mode 0600) instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Bech32 prefix of the principal address.
+    #[arg(long, default_value = "gonka")]
+    prefix: String,
+}
+
+#[derive(Args)]
+struct MintArgs {
+    /// The principal's key file (or a file holding the 64-hex-digit secret).
+    #[arg(long, required_unless_present_any = ["unsigned", "attach_sig"])]
+    principal_key: Option<PathBuf>,
+    /// The principal's public key, base64 (with --unsigned, instead of --principal-key).
+    #[arg(long, conflicts_with = "principal_key")]
+    principal_pubkey: Option<String>,
+    /// The agent's key file.
+    #[arg(long, conflicts_with = "agent_pubkey")]
+    agent_key: Option<PathBuf>,
+    /// The agent's public key, base64.
+    #[arg(long)]
+    agent_pubkey: Option<String>,
+    /// The agent id, e.g. urn:aps:agent:<id>.
+    #[arg(long)]
+    agent_id: Option<String>,
+    /// The chain the passport is valid on.
+    #[arg(long)]
+    chain_id: Option<String>,
+    /// Lifetime from issue: 90s, 30m, 1h, or plain seconds.
+    #[arg(long, conflicts_with = "expires_at")]
+    ttl: Option<String>,
+    /// Absolute expiry, RFC 3339.
+    #[arg(long)]
+    expires_at: Option<String>,
+    /// Start of validity, RFC 3339.
+    #[arg(long)]
+    not_before: Option<String>,
+    /// Issue time, RFC 3339 (default: now).
+    #[arg(long)]
+    issued_at: Option<String>,
+    /// An allowed model (repeat for more). Without any, every model is allowed.
+    #[arg(long = "model")]
+    models: Vec<String>,
+    /// Allow no model at all (allowed_models: []).
+    #[arg(long, conflicts_with = "models")]
+    no_models: bool,
+    /// Who the work is for.
+    #[arg(long)]
+    beneficiary: Option<String>,
+    /// Bech32 prefix of the principal address.
+    #[arg(long, default_value = "gonka")]
+    prefix: String,
+    /// The largest lifetime the target gateway accepts.
+    #[arg(long, default_value_t = 3600)]
+    max_ttl_seconds: u64,
+    /// Print the envelope and the ADR-036 data to sign in a wallet, instead of signing.
+    #[arg(long, conflicts_with = "attach_sig")]
+    unsigned: bool,
+    /// Complete an unsigned envelope (--envelope FILE) with a wallet's signature.
+    #[arg(long, requires = "envelope")]
+    attach_sig: Option<String>,
+    /// The unsigned envelope file printed by --unsigned.
+    #[arg(long)]
+    envelope: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct BodyArg {
+    /// Read the body from this file.
+    #[arg(long)]
+    body_file: Option<PathBuf>,
+    /// The body as a string.
+    #[arg(long)]
+    body: Option<String>,
+}
+
+impl BodyArg {
+    fn read(&self) -> Result<Vec<u8>, String> {
+        match (&self.body_file, &self.body) {
+            (Some(p), _) => {
+                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            }
+            (None, Some(s)) => Ok(s.clone().into_bytes()),
+            (None, None) => Err("give --body or --body-file".into()),
+        }
+    }
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// The agent's key file.
+    #[arg(long)]
+    agent_key: PathBuf,
+    /// The X-Agent-Passport value.
+    #[arg(long)]
+    passport: String,
+    /// The gateway's chain id.
+    #[arg(long)]
+    chain_id: String,
+    /// The HTTP method.
+    #[arg(long)]
+    method: String,
+    /// The path plus ?query, exactly as it will be sent.
+    #[arg(long)]
+    uri: String,
+    #[command(flatten)]
+    body: BodyArg,
+    /// Print both headers as `Name: value` lines.
+    #[arg(long)]
+    headers: bool,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The X-Agent-Passport value.
+    passport: String,
+    /// Bech32 prefix for the derived address.
+    #[arg(long, default_value = "gonka")]
+    prefix: String,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The gateway's chain id.
+    #[arg(long)]
+    chain_id: String,
+    /// Verify as of this instant (RFC 3339) instead of now.
+    #[arg(long)]
+    now: Option<String>,
+    /// The largest accepted passport lifetime.
+    #[arg(long, default_value_t = 3600)]
+    max_ttl_seconds: u64,
+    /// Bech32 prefix of addresses.
+    #[arg(long, default_value = "gonka")]
+    prefix: String,
+    /// The HTTP method.
+    #[arg(long)]
+    method: String,
+    /// The path plus ?query, as sent.
+    #[arg(long)]
+    uri: String,
+    /// The X-Agent-Passport value.
+    #[arg(long)]
+    passport: String,
+    /// The X-Agent-Sig value.
+    #[arg(long)]
+    sig: String,
+    #[command(flatten)]
+    body: BodyArg,
+}
+
+#[derive(Args)]
+struct ConformanceArgs {
+    /// Vector files or directories.
+    #[arg(required_unless_present = "generate")]
+    paths: Vec<PathBuf>,
+    /// Write the generated vectors into this directory instead of running.
+    #[arg(long, conflicts_with = "paths")]
+    generate: Option<PathBuf>,
+}
+
+/// A failure to report: the message and the exit code.
+struct Failure(String, u8);
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure(s, 2)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen(a) => keygen(&a),
+        Command::Mint(a) => mint(&a),
+        Command::Sign(a) => sign(&a),
+        Command::Inspect(a) => inspect(&a),
+        Command::Verify(a) => verify(&a),
+        Command::Conformance(a) => conformance(&a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure(msg, code)) => {
+            eprintln!("passport-gate: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn write_secret_file(path: &Path, contents: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path).map_err(|e| {
+        format!(
+            "cannot create {} (it must not exist yet): {e}",
+            path.display()
+        )
+    })?;
+    f.write_all(contents.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn keygen(a: &KeygenArgs) -> Result<u8, Failure> {
+    let file = if a.kind.principal {
+        let secret = PrincipalSecret::generate().map_err(|e| format!("no randomness: {e}"))?;
+        KeyFile::principal(&secret, &a.prefix).map_err(|e| e.to_string())?
+    } else {
+        KeyFile::agent(&AgentSecret::generate().map_err(|e| format!("no randomness: {e}"))?)
+    };
+    let json = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())? + "\n";
+    match &a.out {
+        Some(path) => {
+            write_secret_file(path, &json)?;
+            eprintln!("wrote {}", path.display());
+            if let Some(addr) = &file.address {
+                eprintln!("principal address: {addr}");
+            }
+            eprintln!("public key: {}", file.public_key);
+        }
+        None => print!("{json}"),
+    }
+    Ok(0)
+}
+
+fn parse_time(name: &str, s: &str) -> Result<Timestamp, String> {
+    Timestamp::parse(s).map_err(|e| format!("--{name}: {e}"))
+}
+
+fn parse_duration_seconds(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("--ttl {s:?}: expected a number with an optional unit s, m or h"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("--ttl {s:?}: the unit must be s, m or h")),
+    };
+    n.checked_mul(factor)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("--ttl {s:?}: must be positive and not absurdly large"))
+}
+
+fn agent_public(a: &MintArgs) -> Result<AgentKey, String> {
+    match (&a.agent_key, &a.agent_pubkey) {
+        (Some(p), _) => Ok(load_agent_secret(p)
+            .map_err(|e| e.to_string())?
+            .public_key()),
+        (None, Some(b64)) => decode_base64(b64)
+            .and_then(|b| AgentKey::from_bytes(&b))
+            .ok_or_else(|| "--agent-pubkey is not base64 of a valid Ed25519 key".into()),
+        (None, None) => Err("give --agent-key or --agent-pubkey".into()),
+    }
+}
+
+fn mint(a: &MintArgs) -> Result<u8, Failure> {
+    if let Some(sig) = &a.attach_sig {
+        let path = a
+            .envelope
+            .as_ref()
+            .ok_or("--attach-sig needs --envelope FILE".to_string())?;
+        let json =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let header = attach_signature(&json, sig, &a.prefix).map_err(|e| e.to_string())?;
+        println!("{header}");
+        return Ok(0);
+    }
+    let need =
+        |v: &Option<String>, flag: &str| v.clone().ok_or_else(|| format!("{flag} is required"));
+    let (principal_secret, principal_key) = match (&a.principal_key, &a.principal_pubkey) {
+        (Some(p), _) => {
+            let s = load_principal_secret(p).map_err(|e| e.to_string())?;
+            let k = s.public_key();
+            (Some(s), k)
+        }
+        (None, Some(b64)) => (
+            None,
+            decode_base64(b64)
+                .and_then(|b| PrincipalKey::from_compressed(&b))
+                .ok_or(
+                    "--principal-pubkey is not base64 of a compressed secp256k1 key".to_string(),
+                )?,
+        ),
+        (None, None) => {
+            return Err(
+                "give --principal-key (or --principal-pubkey with --unsigned)"
+                    .to_string()
+                    .into(),
+            )
+        }
+    };
+    let issued_at = match &a.issued_at {
+        Some(t) => parse_time("issued-at", t)?,
+        None => Timestamp::from_unix_seconds(Timestamp::now().unix_seconds()),
+    };
+    let expires_at = match (&a.ttl, &a.expires_at) {
+        (Some(ttl), _) => issued_at.plus_seconds(parse_duration_seconds(ttl)?),
+        (None, Some(t)) => parse_time("expires-at", t)?,
+        (None, None) => return Err("give --ttl or --expires-at".to_string().into()),
+    };
+    let spec = PassportSpec {
+        chain_id: need(&a.chain_id, "--chain-id")?,
+        agent_id: need(&a.agent_id, "--agent-id")?,
+        agent_key: agent_public(a)?,
+        principal_key,
+        address_prefix: a.prefix.clone(),
+        issued_at,
+        expires_at,
+        not_before: a
+            .not_before
+            .as_deref()
+            .map(|t| parse_time("not-before", t))
+            .transpose()?,
+        allowed_models: if a.no_models {
+            Some(Vec::new())
+        } else if a.models.is_empty() {
+            None
+        } else {
+            Some(a.models.clone())
+        },
+        beneficiary: a.beneficiary.clone(),
+    };
+    if a.unsigned {
+        let u = spec
+            .unsigned(a.max_ttl_seconds)
+            .map_err(|e| e.to_string())?;
+        let out = serde_json::json!({
+            "envelope": serde_json::from_slice::<serde_json::Value>(&u.envelope_json).map_err(|e| e.to_string())?,
+            "sign_arbitrary": {
+                "signer": u.signer,
+                "data": String::from_utf8_lossy(&u.data),
+            },
+            "next": "save .envelope to a file, have the wallet signArbitrary(chain_id, signer, data), then run: passport-gate mint --attach-sig <signature> --envelope <file>"
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
+        );
+        return Ok(0);
+    }
+    let secret =
+        principal_secret.ok_or("minting needs --principal-key (or use --unsigned)".to_string())?;
+    println!(
+        "{}",
+        spec.mint(&secret, a.max_ttl_seconds)
+            .map_err(|e| e.to_string())?
+    );
+    Ok(0)
+}
+
+fn sign(a: &SignArgs) -> Result<u8, Failure> {
+    let secret = load_agent_secret(&a.agent_key).map_err(|e| e.to_string())?;
+    let body = a.body.read()?;
+    let sig = sign_request(&secret, &a.passport, &a.chain_id, &a.method, &a.uri, &body)
+        .map_err(|e| e.to_string())?;
+    if a.headers {
+        println!("X-Agent-Passport: {}", a.passport.trim());
+        println!("X-Agent-Sig: {sig}");
+    } else {
+        println!("{sig}");
+    }
+    Ok(0)
+}
+
+fn both_times(t: Timestamp) -> String {
+    use chrono::TimeZone;
+    let local = chrono::Local
+        .timestamp_opt(
+            t.unix_seconds(),
+            (t.unix_nanos().rem_euclid(1_000_000_000)) as u32,
+        )
+        .single()
+        .map(|l| l.format("%Y-%m-%d %H:%M:%S %:z").to_string())
+        .unwrap_or_else(|| "?".into());
+    format!("{t} (local {local})")
+}
+
+fn inspect(a: &InspectArgs) -> Result<u8, Failure> {
+    let raw = decode_base64(a.passport.trim())
+        .ok_or("the passport is not strict standard base64".to_string())?;
+    let pretty = serde_json::from_slice::<serde_json::Value>(&raw)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .map_err(|e| format!("the passport is not JSON: {e}"))?;
+    println!("{pretty}");
+    let e = Envelope::parse(&raw).map_err(|e| Failure(format!("malformed envelope: {e}"), 1))?;
+    let derived = decode_base64(&e.principal_pubkey.public_key)
+        .and_then(|b| PrincipalKey::from_compressed(&b))
+        .map(|k| k.address(&a.prefix));
+    println!();
+    println!("envelope sha256:   {}", hex::encode(e.sha256()));
+    match derived {
+        Some(Ok(addr)) => {
+            let verdict = if addr == e.principal_address {
+                "matches"
+            } else {
+                "DOES NOT MATCH principal_address"
+            };
+            println!("derived address:   {addr} ({verdict})");
+        }
+        Some(Err(err)) => println!("derived address:   cannot derive: {err}"),
+        None => println!("derived address:   principal_pubkey is not a compressed secp256k1 key"),
+    }
+    println!("issued at:         {}", both_times(e.issued_at));
+    if let Some(nb) = e.scope.not_before {
+        println!("not before:        {}", both_times(nb));
+    }
+    println!("expires at:        {}", both_times(e.scope.expires_at));
+    let now = Timestamp::now();
+    let state = if now > e.scope.expires_at {
+        "expired"
+    } else if e.scope.not_before.is_some_and(|nb| now < nb) {
+        "not yet valid"
+    } else {
+        "inside its validity window"
+    };
+    println!("now:               {} ({state})", both_times(now));
+    println!("signatures:        not checked here; use `passport-gate verify`");
+    Ok(0)
+}
+
+fn verify(a: &VerifyArgs) -> Result<u8, Failure> {
+    let config = Config {
+        max_ttl_seconds: a.max_ttl_seconds,
+        address_prefix: a.prefix.clone(),
+        ..Config::for_chain(a.chain_id.clone())
+    };
+    let verifier = match &a.now {
+        Some(t) => Verifier::with_clock(&config, Arc::new(FixedClock::new(parse_time("now", t)?))),
+        None => Verifier::with_clock(&config, Arc::new(SystemClock)),
+    }
+    .map_err(|errs| {
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let body = a.body.read()?;
+    let verdict = PassportHeaders::decode(a.passport.trim(), a.sig.trim())
+        .and_then(|h| verifier.verify_request(&h, &a.method, &a.uri, &body));
+    let (json, code) = match verdict {
+        Ok(agent) => (
+            serde_json::json!({
+                "ok": true,
+                "agent_id": agent.agent_id(),
+                "agent_pubkey": agent.agent_key().to_base64(),
+                "principal_address": agent.principal_address(),
+                "model": agent.model(),
+                "beneficiary": agent.beneficiary(),
+                "allowed_models": agent.allowed_models(),
+                "expires_at": agent.expires_at().to_rfc3339(),
+                "envelope_sha256": hex::encode(agent.envelope_sha256()),
+                "request_body_sha256": hex::encode(agent.body_sha256()),
+            }),
+            0,
+        ),
+        Err(r) => (
+            serde_json::json!({"ok": false, "status": r.status().as_u16(), "code": r.code(), "message": r.message()}),
+            1,
+        ),
+    };
+    println!("{json}");
+    Ok(code)
+}
+
+fn conformance(a: &ConformanceArgs) -> Result<u8, Failure> {
+    if let Some(dir) = &a.generate {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let vectors = generate();
+        for v in &vectors {
+            let path = dir.join(format!("{}.json", v.name));
+            let text = serde_json::to_string_pretty(v).map_err(|e| e.to_string())? + "\n";
+            std::fs::write(&path, text)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        eprintln!("wrote {} vectors to {}", vectors.len(), dir.display());
+        return Ok(0);
+    }
+    let report = run_paths(&a.paths);
+    for (name, why) in &report.failed {
+        println!("FAIL {name}: {why}");
+    }
+    for (file, why) in &report.invalid {
+        println!("INVALID {}: {why}", file.display());
+    }
+    println!(
+        "{} passed, {} failed",
+        report.passed,
+        report.failed.len() + report.invalid.len()
+    );
+    Ok(if !report.invalid.is_empty() {
+        2
+    } else if !report.failed.is_empty() {
+        1
+    } else {
+        0
+    })
+}

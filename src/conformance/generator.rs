@@ -1,0 +1,1186 @@
+//! Writes the conformance vectors from fixed keys and a fixed clock.
+//!
+//! Expectations here are written by hand from the spec (the status table below and the
+//! rule each case breaks); the generator never asks the verifier what it thinks. The
+//! signatures are deterministic (RFC 8032 Ed25519, RFC 6979 ECDSA), so anyone can
+//! regenerate identical files with `passport-gate conformance --generate DIR`.
+
+use super::{Expect, ExpectVerified, Step, StepRequest, Vector, VectorBinding, VectorConfig};
+use crate::crypto::{derive_address, encode_base64, AgentSecret, PrincipalSecret};
+use crate::envelope::{canonical, parse_strict};
+use crate::grants::{Grant, START_INFERENCE_MSG};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const NOW: &str = "2026-05-21T12:00:00Z";
+const ISSUED: &str = "2026-05-21T11:59:00Z";
+const EXPIRES: &str = "2026-05-21T12:29:00Z";
+const CHAIN: &str = "gonka-mainnet";
+const URI: &str = "/v1/chat/completions";
+const MODEL: &str = "qwen/qwen3-32b";
+
+/// The status each code is answered with, from the spec's error table.
+fn status_of(code: &str) -> u16 {
+    match code {
+        "sig_header_mismatch" | "header_malformed" | "envelope_malformed" => 400,
+        "body_too_large" => 413,
+        "ttl_too_long"
+        | "envelope_not_yet_valid"
+        | "envelope_expired"
+        | "allowed_models_empty"
+        | "model_not_allowed"
+        | "principal_mismatch" => 403,
+        "chain_query_failed" => 503,
+        _ => 401,
+    }
+}
+
+struct Keys {
+    principal: PrincipalSecret,
+    other_principal: PrincipalSecret,
+    agent: AgentSecret,
+    other_agent: AgentSecret,
+}
+
+impl Keys {
+    fn fixed() -> Keys {
+        let scalar = |b: u8| {
+            PrincipalSecret::from_bytes(&[b; 32]).expect("a constant below the group order")
+        };
+        Keys {
+            principal: scalar(0x11),
+            other_principal: scalar(0x22),
+            agent: AgentSecret::from_bytes(&[0x33; 32]),
+            other_agent: AgentSecret::from_bytes(&[0x44; 32]),
+        }
+    }
+
+    fn address(secret: &PrincipalSecret) -> String {
+        derive_address("gonka", secret.public_key().compressed()).expect("gonka is a valid prefix")
+    }
+}
+
+fn body(model: &str) -> Vec<u8> {
+    format!(
+        r#"{{"model":"{model}","messages":[{{"role":"user","content":"Say hello."}}],"max_tokens":16}}"#
+    )
+    .into_bytes()
+}
+
+/// A complete envelope with `principal_sig` blank.
+fn envelope(k: &Keys) -> Value {
+    json!({
+        "v": "aps-agent-envelope-v1",
+        "audience": "gonka",
+        "chain_id": CHAIN,
+        "agent_id": "urn:aps:agent:conformance-1",
+        "agent_pubkey": {"type": "ed25519", "public_key": k.agent.public_key().to_base64()},
+        "principal_address": Keys::address(&k.principal),
+        "principal_pubkey": {"type": "secp256k1", "public_key": k.principal.public_key().to_base64()},
+        "scope": {"expires_at": EXPIRES},
+        "issued_at": ISSUED,
+        "principal_sig": ""
+    })
+}
+
+/// The ADR-036 signature of `value` (with `principal_sig` blanked) by `secret`.
+fn principal_sig(value: &Value, secret: &PrincipalSecret) -> String {
+    let mut doc = value.clone();
+    doc["principal_sig"] = Value::String(String::new());
+    let data = canonical(&doc).expect("generated envelopes canonicalize");
+    let signer = value["principal_address"].as_str().unwrap_or_default();
+    encode_base64(&secret.sign_adr036(signer, &data))
+}
+
+/// Signs `value` with `secret` and returns the envelope bytes.
+fn seal(mut value: Value, secret: &PrincipalSecret) -> Vec<u8> {
+    value["principal_sig"] = Value::String(principal_sig(&value, secret));
+    serde_json::to_vec(&value).expect("a JSON value serializes")
+}
+
+fn agent_sig(
+    agent: &AgentSecret,
+    chain: &str,
+    method: &str,
+    uri: &str,
+    envelope_jcs: &[u8],
+    body: &[u8],
+) -> String {
+    encode_base64(
+        &agent
+            .sign_request(chain, method, uri, envelope_jcs, body)
+            .expect("small fields"),
+    )
+}
+
+fn jcs_of(raw: &[u8]) -> Vec<u8> {
+    parse_strict(raw)
+        .ok()
+        .and_then(|v| canonical(&v).ok())
+        .unwrap_or_else(|| raw.to_vec())
+}
+
+fn request(method: &str, uri: &str, headers: Vec<(&str, String)>, body: &[u8]) -> StepRequest {
+    StepRequest {
+        method: method.into(),
+        uri: uri.into(),
+        headers: headers
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v))
+            .collect(),
+        body_base64: encode_base64(body),
+    }
+}
+
+/// A request carrying `raw` as passport, signed correctly by the fixture agent.
+fn signed(k: &Keys, raw: &[u8], uri: &str, body: &[u8]) -> StepRequest {
+    let sig = agent_sig(&k.agent, CHAIN, "POST", uri, &jcs_of(raw), body);
+    request(
+        "POST",
+        uri,
+        vec![
+            ("X-Agent-Passport", encode_base64(raw)),
+            ("X-Agent-Sig", sig),
+        ],
+        body,
+    )
+}
+
+fn accepted(
+    raw: &[u8],
+    agent_id: &str,
+    principal: &str,
+    model: &str,
+    beneficiary: Option<&str>,
+    body: &[u8],
+) -> Expect {
+    Expect {
+        status: 200,
+        code: None,
+        verified: Some(ExpectVerified {
+            agent_id: agent_id.into(),
+            principal_address: principal.into(),
+            model: model.into(),
+            beneficiary: beneficiary.map(str::to_owned),
+            envelope_sha256: hex::encode(Sha256::digest(raw)),
+            request_body_sha256: hex::encode(Sha256::digest(body)),
+        }),
+    }
+}
+
+fn rejected(code: &str) -> Expect {
+    Expect {
+        status: status_of(code),
+        code: Some(code.into()),
+        verified: None,
+    }
+}
+
+fn config() -> VectorConfig {
+    VectorConfig {
+        chain_id: CHAIN.into(),
+        now: NOW.into(),
+        max_ttl_seconds: None,
+        max_body_size: None,
+        address_prefix: None,
+        binding: None,
+        replay_protection: None,
+    }
+}
+
+fn step(request: StepRequest, expect: Expect) -> Step {
+    Step {
+        now: None,
+        request,
+        expect,
+    }
+}
+
+fn vector(name: &str, description: &str, config: VectorConfig, steps: Vec<Step>) -> Vector {
+    Vector {
+        name: name.into(),
+        description: description.into(),
+        config,
+        steps,
+    }
+}
+
+/// Builds every vector.
+pub fn generate() -> Vec<Vector> {
+    let k = Keys::fixed();
+    let p_addr = Keys::address(&k.principal);
+    let agent_id = "urn:aps:agent:conformance-1";
+    let b = body(MODEL);
+    let mut out = Vec::new();
+
+    // A vector with one request whose passport is `mutate(envelope)` sealed by the
+    // fixture principal and signed by the fixture agent, expected to fail with `code`.
+    let mut reject_envelope =
+        |name: &str, description: &str, code: &str, mutate: &dyn Fn(&mut Value)| {
+            let mut v = envelope(&k);
+            mutate(&mut v);
+            let raw = seal(v, &k.principal);
+            out.push(vector(
+                name,
+                description,
+                config(),
+                vec![step(signed(&k, &raw, URI, &b), rejected(code))],
+            ));
+        };
+
+    reject_envelope(
+        "version-unknown",
+        "v must be aps-agent-envelope-v1",
+        "version_unknown",
+        &|v| v["v"] = json!("aps-agent-envelope-v2"),
+    );
+    reject_envelope(
+        "audience-mismatch",
+        "audience must be gonka",
+        "audience_mismatch",
+        &|v| v["audience"] = json!("openai"),
+    );
+    reject_envelope(
+        "chain-id-mismatch",
+        "a passport for gonka-testnet is refused by a gonka-mainnet verifier",
+        "chain_id_mismatch",
+        &|v| v["chain_id"] = json!("gonka-testnet"),
+    );
+    reject_envelope(
+        "envelope-unknown-member",
+        "an unknown top-level member is refused even though it is signed",
+        "envelope_malformed",
+        &|v| v["max_spend"] = json!("100"),
+    );
+    reject_envelope(
+        "envelope-unknown-scope-member",
+        "an unknown member inside scope is refused",
+        "envelope_malformed",
+        &|v| v["scope"]["max_tokens"] = json!("10"),
+    );
+    reject_envelope(
+        "envelope-allowed-models-null",
+        "allowed_models null is refused (the reference reads it as absent, which widens scope)",
+        "envelope_malformed",
+        &|v| v["scope"]["allowed_models"] = Value::Null,
+    );
+    reject_envelope(
+        "envelope-member-wrong-case",
+        "member names are case-sensitive: Agent_id is unknown and agent_id is missing",
+        "envelope_malformed",
+        &|v| {
+            let obj = v.as_object_mut().expect("object");
+            let id = obj.remove("agent_id").expect("present");
+            obj.insert("Agent_id".into(), id);
+        },
+    );
+    reject_envelope(
+        "envelope-empty-agent-id",
+        "required members must be non-empty",
+        "envelope_malformed",
+        &|v| v["agent_id"] = json!(""),
+    );
+    reject_envelope(
+        "envelope-bad-timestamp",
+        "issued_at must be RFC 3339 with T and an offset",
+        "envelope_malformed",
+        &|v| v["issued_at"] = json!("2026-05-21 11:59:00"),
+    );
+    reject_envelope(
+        "envelope-expiry-not-after-issue",
+        "expires_at equal to issued_at is malformed",
+        "envelope_malformed",
+        &|v| v["scope"]["expires_at"] = json!(ISSUED),
+    );
+    reject_envelope(
+        "ttl-one-second-over",
+        "expires_at - issued_at = 3601 s exceeds the default max_ttl_seconds of 3600",
+        "ttl_too_long",
+        &|v| {
+            v["issued_at"] = json!("2026-05-21T11:30:00Z");
+            v["scope"]["expires_at"] = json!("2026-05-21T12:30:01Z");
+        },
+    );
+    reject_envelope(
+        "issued-at-beyond-skew",
+        "issued_at 31 s in the future is outside the 30 s skew",
+        "envelope_not_yet_valid",
+        &|v| {
+            v["issued_at"] = json!("2026-05-21T12:00:31Z");
+            v["scope"]["expires_at"] = json!("2026-05-21T12:30:00Z");
+        },
+    );
+    reject_envelope(
+        "not-before-in-future",
+        "now is before not_before; the skew does not apply to not_before",
+        "envelope_not_yet_valid",
+        &|v| v["scope"]["not_before"] = json!("2026-05-21T12:00:01Z"),
+    );
+    reject_envelope(
+        "expired",
+        "expires_at is one second before now",
+        "envelope_expired",
+        &|v| {
+            v["issued_at"] = json!("2026-05-21T11:30:00Z");
+            v["scope"]["expires_at"] = json!("2026-05-21T11:59:59Z");
+        },
+    );
+    reject_envelope(
+        "principal-multisig",
+        "a multisig principal key type is unsupported",
+        "principal_multisig_unsupported",
+        &|v| v["principal_pubkey"]["type"] = json!("tendermint/PubKeyMultisigThreshold"),
+    );
+    reject_envelope(
+        "principal-multisig-any-case",
+        "the multisig test ignores case",
+        "principal_multisig_unsupported",
+        &|v| v["principal_pubkey"]["type"] = json!("/cosmos.crypto.MultiSig.LegacyAminoPubKey"),
+    );
+    reject_envelope(
+        "principal-pubkey-type-invalid",
+        "the principal key type must be exactly secp256k1",
+        "principal_pubkey_type_invalid",
+        &|v| v["principal_pubkey"]["type"] = json!("ed25519"),
+    );
+    reject_envelope(
+        "principal-pubkey-type-wrong-case",
+        "Secp256k1 is not secp256k1",
+        "principal_pubkey_type_invalid",
+        &|v| v["principal_pubkey"]["type"] = json!("Secp256k1"),
+    );
+    {
+        let uncompressed = {
+            // 0x04 || X || Y of an arbitrary valid point is 65 bytes: not a compressed key.
+            let mut b = vec![0x04u8];
+            b.extend_from_slice(&[
+                0x79, 0xbe, 0x66, 0x7e, 0xf9, 0xdc, 0xbb, 0xac, 0x55, 0xa0, 0x62, 0x95, 0xce, 0x87,
+                0x0b, 0x07, 0x02, 0x9b, 0xfc, 0xdb, 0x2d, 0xce, 0x28, 0xd9, 0x59, 0xf2, 0x81, 0x5b,
+                0x16, 0xf8, 0x17, 0x98,
+            ]);
+            b.extend_from_slice(&[
+                0x48, 0x3a, 0xda, 0x77, 0x26, 0xa3, 0xc4, 0x65, 0x5d, 0xa4, 0xfb, 0xfc, 0x0e, 0x11,
+                0x08, 0xa8, 0xfd, 0x17, 0xb4, 0x48, 0xa6, 0x85, 0x54, 0x19, 0x9c, 0x47, 0xd0, 0x8f,
+                0xfb, 0x10, 0xd4, 0xb8,
+            ]);
+            encode_base64(&b)
+        };
+        let not_on_curve = {
+            // x = 2^256 - 1 exceeds the field prime, so no point has it.
+            let mut b = vec![0x02u8];
+            b.extend_from_slice(&[0xff; 32]);
+            encode_base64(&b)
+        };
+        for (name, key, why) in [
+            (
+                "principal-pubkey-32-bytes",
+                encode_base64(&[0x02; 32]),
+                "a 32-byte key is not a compressed point",
+            ),
+            (
+                "principal-pubkey-uncompressed",
+                uncompressed,
+                "the 65-byte uncompressed form is refused",
+            ),
+            (
+                "principal-pubkey-not-on-curve",
+                not_on_curve,
+                "an x coordinate beyond the field has no point",
+            ),
+        ] {
+            reject_envelope(name, why, "principal_pubkey_malformed", &|v| {
+                v["principal_pubkey"]["public_key"] = json!(key)
+            });
+        }
+    }
+    {
+        let other = Keys::address(&k.other_principal);
+        reject_envelope(
+            "principal-address-of-another-key",
+            "principal_address must be derived from principal_pubkey",
+            "principal_address_mismatch",
+            &|v| v["principal_address"] = json!(other),
+        );
+        let upper = p_addr.to_uppercase();
+        reject_envelope(
+            "principal-address-uppercase",
+            "the uppercase spelling of the right address is refused: one account, one spelling",
+            "principal_address_mismatch",
+            &|v| v["principal_address"] = json!(upper),
+        );
+    }
+    reject_envelope(
+        "agent-pubkey-type-invalid",
+        "the agent key type must be exactly ed25519",
+        "agent_pubkey_type_invalid",
+        &|v| v["agent_pubkey"]["type"] = json!("Ed25519"),
+    );
+    {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let identity = encode_base64(&identity);
+        reject_envelope(
+            "agent-pubkey-small-order",
+            "the identity point (small order) is refused as an agent key",
+            "agent_pubkey_malformed",
+            &|v| v["agent_pubkey"]["public_key"] = json!(identity),
+        );
+        reject_envelope(
+            "agent-pubkey-31-bytes",
+            "an Ed25519 key is 32 bytes",
+            "agent_pubkey_malformed",
+            &|v| v["agent_pubkey"]["public_key"] = json!(encode_base64(&[7u8; 31])),
+        );
+    }
+    for (name, value, why) in [
+        (
+            "beneficiary-newline",
+            "acme\ncorp".to_owned(),
+            "a C0 control character is refused",
+        ),
+        (
+            "beneficiary-delete",
+            "acme\u{7f}".to_owned(),
+            "U+007F is refused",
+        ),
+        (
+            "beneficiary-c1",
+            "acme\u{85}corp".to_owned(),
+            "a C1 control character (U+0085) is refused",
+        ),
+        (
+            "beneficiary-256-bytes",
+            "b".repeat(256),
+            "more than 255 bytes is refused",
+        ),
+    ] {
+        reject_envelope(name, why, "beneficiary_invalid", &|v| {
+            v["beneficiary"] = json!(value)
+        });
+    }
+    {
+        let mut v = envelope(&k);
+        v["principal_sig"] = json!("not base64!");
+        let raw = serde_json::to_vec(&v).expect("serializes");
+        out.push(vector(
+            "principal-sig-not-base64",
+            "principal_sig must be base64 of 64 bytes",
+            config(),
+            vec![step(
+                signed(&k, &raw, URI, &b),
+                rejected("principal_sig_invalid"),
+            )],
+        ));
+    }
+
+    // Accepted shapes.
+    let accept = |name: &str, description: &str, v: Value, uri: &str, beneficiary: Option<&str>| {
+        let raw = seal(v, &k.principal);
+        vector(
+            name,
+            description,
+            config(),
+            vec![step(
+                signed(&k, &raw, uri, &b),
+                accepted(&raw, agent_id, &p_addr, MODEL, beneficiary, &b),
+            )],
+        )
+    };
+    out.push(accept(
+        "accept-models-omitted",
+        "allowed_models absent allows every model",
+        envelope(&k),
+        URI,
+        None,
+    ));
+    {
+        let mut v = envelope(&k);
+        v["scope"]["allowed_models"] = json!(["llama-3.1-8b", MODEL]);
+        out.push(accept(
+            "accept-models-listed",
+            "the model is in allowed_models",
+            v,
+            URI,
+            None,
+        ));
+    }
+    {
+        let mut v = envelope(&k);
+        v["beneficiary"] = json!("acme-corp/cost-centre-7");
+        out.push(accept(
+            "accept-beneficiary",
+            "a beneficiary is carried to the verified identity",
+            v,
+            URI,
+            Some("acme-corp/cost-centre-7"),
+        ));
+    }
+    {
+        let name = "b".repeat(255);
+        let mut v = envelope(&k);
+        v["beneficiary"] = json!(name);
+        out.push(accept(
+            "accept-beneficiary-255-bytes",
+            "exactly 255 bytes is allowed",
+            v,
+            URI,
+            Some(&name),
+        ));
+    }
+    {
+        let mut v = envelope(&k);
+        v["scope"]["not_before"] = json!("2026-05-21T12:00:00Z");
+        out.push(accept(
+            "accept-not-before-now",
+            "now equal to not_before is valid",
+            v,
+            URI,
+            None,
+        ));
+    }
+    out.push(accept(
+        "accept-query-string",
+        "the signed URI includes the query string exactly as sent",
+        envelope(&k),
+        "/v1/chat/completions?api-version=2024-10-21&stream=false",
+        None,
+    ));
+    {
+        let mut v = envelope(&k);
+        v["issued_at"] = json!("2026-05-21T11:30:00Z");
+        v["scope"]["expires_at"] = json!("2026-05-21T12:30:00Z");
+        out.push(accept(
+            "accept-ttl-exactly-max",
+            "expires_at - issued_at = 3600 s is allowed",
+            v,
+            URI,
+            None,
+        ));
+    }
+    {
+        let mut v = envelope(&k);
+        v["issued_at"] = json!("2026-05-21T12:00:30Z");
+        v["scope"]["expires_at"] = json!("2026-05-21T12:30:00Z");
+        out.push(accept(
+            "accept-issued-at-within-skew",
+            "issued_at 30 s in the future is within the skew",
+            v,
+            URI,
+            None,
+        ));
+    }
+    {
+        let mut v = envelope(&k);
+        v["issued_at"] = json!("2026-05-21T13:59:00+02:00");
+        v["scope"]["expires_at"] = json!("2026-05-21T07:29:00.5-05:00");
+        out.push(accept(
+            "accept-offsets-and-fractions",
+            "numeric offsets and fractional seconds name the same instants as UTC",
+            v,
+            URI,
+            None,
+        ));
+    }
+    {
+        let mut c = config();
+        c.max_ttl_seconds = Some(7200);
+        let mut v = envelope(&k);
+        v["issued_at"] = json!("2026-05-21T11:30:00Z");
+        v["scope"]["expires_at"] = json!("2026-05-21T12:30:01Z");
+        let raw = seal(v, &k.principal);
+        out.push(vector(
+            "accept-ttl-under-raised-max",
+            "with max_ttl_seconds 7200, a 3601 s passport is allowed",
+            c,
+            vec![step(
+                signed(&k, &raw, URI, &b),
+                accepted(&raw, agent_id, &p_addr, MODEL, None, &b),
+            )],
+        ));
+    }
+
+    // A hand-written envelope: white space, escapes, reordered members, non-ASCII text.
+    {
+        let agent_key = k.agent.public_key().to_base64();
+        let principal_key = k.principal.public_key().to_base64();
+        let template = format!(
+            "{{\n  \"scope\" : {{ \"expires_at\" : \"{EXPIRES}\", \"allowed_models\" : [ \"qwen\\/qwen3-32b\" ] }},\n  \"issued_at\":\"{ISSUED}\",\t\"v\":\"aps-agent-envelope-v1\",\n  \"agent_id\" : \"urn:aps:agent:\\u00e9t\\u00e9-7\",\n  \"beneficiary\" : \"Soci\u{e9}t\u{e9} \\\"Nord\\\" \\u2013 \u{6771}\u{4eac}\",\n  \"principal_pubkey\" : {{\"public_key\":\"{principal_key}\",\"type\":\"secp256k1\"}},\n  \"audience\" : \"gonka\", \"chain_id\" : \"{CHAIN}\",\n  \"agent_pubkey\":{{\"type\":\"ed25519\",\"public_key\":\"{agent_key}\"}},\n  \"principal_address\" : \"{p_addr}\",\n  \"principal_sig\" : \"\"\n}}\n"
+        );
+        // The RFC 8785 form, written out by hand: members sorted, no white space, `\/`
+        // and `\u` escapes replaced by the characters, `"` still escaped.
+        let expected_doc = format!(
+            "{{\"agent_id\":\"urn:aps:agent:\u{e9}t\u{e9}-7\",\"agent_pubkey\":{{\"public_key\":\"{agent_key}\",\"type\":\"ed25519\"}},\"audience\":\"gonka\",\"beneficiary\":\"Soci\u{e9}t\u{e9} \\\"Nord\\\" \u{2013} \u{6771}\u{4eac}\",\"chain_id\":\"{CHAIN}\",\"issued_at\":\"{ISSUED}\",\"principal_address\":\"{p_addr}\",\"principal_pubkey\":{{\"public_key\":\"{principal_key}\",\"type\":\"secp256k1\"}},\"principal_sig\":\"\",\"scope\":{{\"allowed_models\":[\"qwen/qwen3-32b\"],\"expires_at\":\"{EXPIRES}\"}},\"v\":\"aps-agent-envelope-v1\"}}"
+        );
+        let parsed = parse_strict(template.as_bytes()).expect("the template is JSON");
+        let doc = canonical(&parsed).expect("canonicalizes");
+        assert_eq!(
+            String::from_utf8_lossy(&doc),
+            expected_doc,
+            "JCS disagrees with the hand-written form"
+        );
+        let sig = encode_base64(&k.principal.sign_adr036(&p_addr, &doc));
+        let raw = template
+            .replace(
+                "\"principal_sig\" : \"\"",
+                &format!("\"principal_sig\" : \"{sig}\""),
+            )
+            .into_bytes();
+        let beneficiary = "Soci\u{e9}t\u{e9} \"Nord\" \u{2013} \u{6771}\u{4eac}";
+        out.push(vector(
+            "accept-raw-json-canonicalized",
+            "white space, escapes, reordered members and non-ASCII text: both signatures are over the RFC 8785 form, not the bytes sent",
+            config(),
+            vec![step(
+                signed(&k, &raw, URI, &b),
+                accepted(&raw, "urn:aps:agent:\u{e9}t\u{e9}-7", &p_addr, MODEL, Some(beneficiary), &b),
+            )],
+        ));
+        // The same envelope with the agent signing the raw bytes instead of the JCS form.
+        let wrong = agent_sig(&k.agent, CHAIN, "POST", URI, &raw, &b);
+        out.push(vector(
+            "agent-sig-over-raw-envelope",
+            "the agent must sign the JCS form of the envelope, not the bytes sent",
+            config(),
+            vec![step(
+                request(
+                    "POST",
+                    URI,
+                    vec![
+                        ("X-Agent-Passport", encode_base64(&raw)),
+                        ("X-Agent-Sig", wrong),
+                    ],
+                    &b,
+                ),
+                rejected("agent_sig_invalid"),
+            )],
+        ));
+        // A duplicate member, written by hand since no serializer produces one.
+        let dup = template.replacen(
+            "\"v\":\"aps-agent-envelope-v1\",",
+            "\"v\":\"aps-agent-envelope-v1\",\"\\u0076\":\"aps-agent-envelope-v1\",",
+            1,
+        );
+        out.push(vector(
+            "envelope-duplicate-member-escaped",
+            "\"v\" and \"\\u0076\" are the same member name: a duplicate is refused",
+            config(),
+            vec![step(
+                signed(&k, dup.as_bytes(), URI, &b),
+                rejected("envelope_malformed"),
+            )],
+        ));
+        let trailing = format!("{}{{}}", template.trim_end());
+        out.push(vector(
+            "envelope-trailing-bytes",
+            "bytes after the envelope object are refused",
+            config(),
+            vec![step(
+                signed(&k, trailing.as_bytes(), URI, &b),
+                rejected("envelope_malformed"),
+            )],
+        ));
+    }
+
+    let valid = seal(envelope(&k), &k.principal);
+    let passport = encode_base64(&valid);
+    let good_sig = agent_sig(&k.agent, CHAIN, "POST", URI, &jcs_of(&valid), &b);
+
+    // Agent signature forgeries.
+    for (name, description, chain, method, uri, signer, signed_body) in [
+        (
+            "agent-sig-other-body",
+            "signed over another body with the same model",
+            CHAIN,
+            "POST",
+            URI,
+            &k.agent,
+            body(MODEL)
+                .into_iter()
+                .chain(b" ".iter().copied())
+                .collect::<Vec<u8>>(),
+        ),
+        (
+            "agent-sig-other-uri",
+            "signed for /v1/completions, sent to /v1/chat/completions",
+            CHAIN,
+            "POST",
+            "/v1/completions",
+            &k.agent,
+            b.clone(),
+        ),
+        (
+            "agent-sig-other-method",
+            "signed for PUT, sent as POST",
+            CHAIN,
+            "PUT",
+            URI,
+            &k.agent,
+            b.clone(),
+        ),
+        (
+            "agent-sig-other-chain",
+            "signed with gonka-testnet in the payload",
+            "gonka-testnet",
+            "POST",
+            URI,
+            &k.agent,
+            b.clone(),
+        ),
+        (
+            "agent-sig-other-key",
+            "signed by a key other than agent_pubkey",
+            CHAIN,
+            "POST",
+            URI,
+            &k.other_agent,
+            b.clone(),
+        ),
+        (
+            "agent-sig-query-dropped",
+            "signed without the query string that was sent",
+            CHAIN,
+            "POST",
+            URI,
+            &k.agent,
+            b.clone(),
+        ),
+    ] {
+        let sent_uri = if name == "agent-sig-query-dropped" {
+            "/v1/chat/completions?x=1"
+        } else {
+            URI
+        };
+        let sig = agent_sig(signer, chain, method, uri, &jcs_of(&valid), &signed_body);
+        out.push(vector(
+            name,
+            description,
+            config(),
+            vec![step(
+                request(
+                    "POST",
+                    sent_uri,
+                    vec![("X-Agent-Passport", passport.clone()), ("X-Agent-Sig", sig)],
+                    &b,
+                ),
+                rejected("agent_sig_invalid"),
+            )],
+        ));
+    }
+
+    // Principal signature forgeries.
+    {
+        let mut v = envelope(&k);
+        v["principal_sig"] = json!(principal_sig(&v, &k.other_principal));
+        let raw = serde_json::to_vec(&v).expect("serializes");
+        out.push(vector(
+            "principal-sig-other-key",
+            "signed by another secp256k1 key than principal_pubkey",
+            config(),
+            vec![step(
+                signed(&k, &raw, URI, &b),
+                rejected("principal_sig_invalid"),
+            )],
+        ));
+
+        let mut v = envelope(&k);
+        v["scope"]["allowed_models"] = json!([MODEL]);
+        let sig = principal_sig(&v, &k.principal);
+        v["principal_sig"] = json!(sig);
+        v["scope"]
+            .as_object_mut()
+            .expect("object")
+            .remove("allowed_models");
+        let raw = serde_json::to_vec(&v).expect("serializes");
+        out.push(vector(
+            "principal-sig-scope-widened",
+            "allowed_models removed after signing, widening the scope to every model",
+            config(),
+            vec![step(
+                signed(&k, &raw, URI, &b),
+                rejected("principal_sig_invalid"),
+            )],
+        ));
+
+        let mut v = envelope(&k);
+        let low = crate::crypto::decode_base64(&principal_sig(&v, &k.principal)).expect("base64");
+        v["principal_sig"] = json!(encode_base64(&high_s_twin(&low)));
+        let raw = serde_json::to_vec(&v).expect("serializes");
+        out.push(vector(
+            "principal-sig-high-s",
+            "(r, n - s) verifies mathematically but high-S signatures are refused",
+            config(),
+            vec![step(
+                signed(&k, &raw, URI, &b),
+                rejected("principal_sig_invalid"),
+            )],
+        ));
+
+        let mut v = envelope(&k);
+        let mut removed = v.clone();
+        removed
+            .as_object_mut()
+            .expect("object")
+            .remove("principal_sig");
+        let data = canonical(&removed).expect("canonicalizes");
+        v["principal_sig"] = json!(encode_base64(&k.principal.sign_adr036(&p_addr, &data)));
+        let raw = serde_json::to_vec(&v).expect("serializes");
+        out.push(vector(
+            "principal-sig-member-removed-not-blanked",
+            "the principal signs the envelope with principal_sig set to \"\", not removed",
+            config(),
+            vec![step(
+                signed(&k, &raw, URI, &b),
+                rejected("principal_sig_invalid"),
+            )],
+        ));
+    }
+
+    // Model scope.
+    for (name, description, models, code) in [
+        (
+            "allowed-models-empty",
+            "allowed_models [] allows no model",
+            json!([]),
+            "allowed_models_empty",
+        ),
+        (
+            "model-not-allowed",
+            "the model is not listed",
+            json!(["llama-3.1-8b"]),
+            "model_not_allowed",
+        ),
+        (
+            "model-case-differs",
+            "matching is case-sensitive",
+            json!(["Qwen/Qwen3-32B"]),
+            "model_not_allowed",
+        ),
+    ] {
+        let mut v = envelope(&k);
+        v["scope"]["allowed_models"] = models;
+        let raw = seal(v, &k.principal);
+        out.push(vector(
+            name,
+            description,
+            config(),
+            vec![step(signed(&k, &raw, URI, &b), rejected(code))],
+        ));
+    }
+
+    // Headers.
+    out.push(vector(
+        "passthrough-no-headers",
+        "a request without passport headers reaches the inner service untouched",
+        config(),
+        vec![step(
+            request("POST", URI, vec![("Authorization", "Bearer x".into())], &b),
+            Expect {
+                status: 200,
+                code: None,
+                verified: None,
+            },
+        )],
+    ));
+    out.push(vector(
+        "sig-header-mismatch-passport-only",
+        "X-Agent-Passport without X-Agent-Sig",
+        config(),
+        vec![step(
+            request(
+                "POST",
+                URI,
+                vec![("X-Agent-Passport", passport.clone())],
+                &b,
+            ),
+            rejected("sig_header_mismatch"),
+        )],
+    ));
+    out.push(vector(
+        "sig-header-mismatch-sig-only",
+        "X-Agent-Sig without X-Agent-Passport",
+        config(),
+        vec![step(
+            request("POST", URI, vec![("X-Agent-Sig", good_sig.clone())], &b),
+            rejected("sig_header_mismatch"),
+        )],
+    ));
+    for (name, description, headers) in [
+        (
+            "header-repeated-passport",
+            "two X-Agent-Passport headers",
+            vec![
+                ("X-Agent-Passport", passport.clone()),
+                ("X-Agent-Passport", passport.clone()),
+                ("X-Agent-Sig", good_sig.clone()),
+            ],
+        ),
+        (
+            "header-repeated-sig",
+            "two X-Agent-Sig headers",
+            vec![
+                ("X-Agent-Passport", passport.clone()),
+                ("X-Agent-Sig", good_sig.clone()),
+                ("X-Agent-Sig", good_sig.clone()),
+            ],
+        ),
+        (
+            "header-passport-not-base64",
+            "the passport is not base64",
+            vec![
+                ("X-Agent-Passport", "{not base64}".into()),
+                ("X-Agent-Sig", good_sig.clone()),
+            ],
+        ),
+        (
+            "header-passport-unpadded",
+            "base64 without padding is refused",
+            vec![
+                (
+                    "X-Agent-Passport",
+                    passport.trim_end_matches('=').to_owned()
+                        + if passport.ends_with('=') { "" } else { "A" },
+                ),
+                ("X-Agent-Sig", good_sig.clone()),
+            ],
+        ),
+        (
+            "header-sig-63-bytes",
+            "the signature must be 64 bytes",
+            vec![
+                ("X-Agent-Passport", passport.clone()),
+                ("X-Agent-Sig", encode_base64(&[1u8; 63])),
+            ],
+        ),
+    ] {
+        out.push(vector(
+            name,
+            description,
+            config(),
+            vec![step(
+                request("POST", URI, headers, &b),
+                rejected("header_malformed"),
+            )],
+        ));
+    }
+
+    // Body.
+    {
+        let mut c = config();
+        c.max_body_size = Some(64);
+        let sig = agent_sig(&k.agent, CHAIN, "POST", URI, &jcs_of(&valid), &b);
+        out.push(vector(
+            "body-too-large",
+            "a body over max_body_size (64 bytes here) is refused",
+            c,
+            vec![step(
+                request(
+                    "POST",
+                    URI,
+                    vec![("X-Agent-Passport", passport.clone()), ("X-Agent-Sig", sig)],
+                    &b,
+                ),
+                rejected("body_too_large"),
+            )],
+        ));
+    }
+    for (name, description, bad) in [
+        (
+            "body-not-json",
+            "the body must be JSON",
+            b"model=qwen".to_vec(),
+        ),
+        (
+            "body-without-model",
+            "the body must have a model",
+            br#"{"messages":[]}"#.to_vec(),
+        ),
+        (
+            "body-model-empty",
+            "the model must be non-empty",
+            br#"{"model":""}"#.to_vec(),
+        ),
+        (
+            "body-model-not-string",
+            "the model must be a string",
+            br#"{"model":7}"#.to_vec(),
+        ),
+        (
+            "body-model-twice",
+            "a body with two model members is refused",
+            br#"{"model":"llama-3.1-8b","model":"qwen/qwen3-32b"}"#.to_vec(),
+        ),
+    ] {
+        out.push(vector(
+            name,
+            description,
+            config(),
+            vec![step(
+                signed(&k, &valid, URI, &bad),
+                rejected("envelope_malformed"),
+            )],
+        ));
+    }
+
+    // Time boundaries across one layer instance (the second and third steps hit the cache).
+    {
+        let at = |t: &str, expect: Expect| Step {
+            now: Some(t.into()),
+            request: signed(&k, &valid, URI, &b),
+            expect,
+        };
+        out.push(vector(
+            "expiry-boundaries",
+            "valid one second before and exactly at expires_at, expired one second after; the cached passport is re-checked against the clock",
+            config(),
+            vec![
+                at("2026-05-21T12:28:59Z", accepted(&valid, agent_id, &p_addr, MODEL, None, &b)),
+                at(EXPIRES, accepted(&valid, agent_id, &p_addr, MODEL, None, &b)),
+                at("2026-05-21T12:29:01Z", rejected("envelope_expired")),
+            ],
+        ));
+    }
+
+    // Caching must not weaken anything.
+    {
+        let forged = agent_sig(&k.other_agent, CHAIN, "POST", URI, &jcs_of(&valid), &b);
+        let other_body = body("llama-3.1-8b");
+        out.push(vector(
+            "cache-reuse-checks-every-request",
+            "a passport reused with a new body is accepted; a forged agent signature on the cached passport is still refused",
+            config(),
+            vec![
+                step(signed(&k, &valid, URI, &b), accepted(&valid, agent_id, &p_addr, MODEL, None, &b)),
+                step(
+                    signed(&k, &valid, URI, &other_body),
+                    accepted(&valid, agent_id, &p_addr, "llama-3.1-8b", None, &other_body),
+                ),
+                step(
+                    request("POST", URI, vec![("X-Agent-Passport", passport.clone()), ("X-Agent-Sig", forged)], &b),
+                    rejected("agent_sig_invalid"),
+                ),
+            ],
+        ));
+        let mut v = envelope(&k);
+        v["principal_sig"] = json!(principal_sig(&v, &k.other_principal));
+        let forged_raw = serde_json::to_vec(&v).expect("serializes");
+        out.push(vector(
+            "cache-forged-envelope-never-cached",
+            "a passport whose principal signature failed is refused again on reuse",
+            config(),
+            vec![
+                step(
+                    signed(&k, &forged_raw, URI, &b),
+                    rejected("principal_sig_invalid"),
+                ),
+                step(
+                    signed(&k, &forged_raw, URI, &b),
+                    rejected("principal_sig_invalid"),
+                ),
+            ],
+        ));
+    }
+
+    // Requester binding with a static grant list.
+    {
+        let requester = Keys::address(&k.other_principal);
+        let grant = |msg: &str, expiration: Option<&str>| Grant {
+            granter: p_addr.clone(),
+            grantee: requester.clone(),
+            msg_type_url: msg.into(),
+            expiration: expiration.and_then(|t| crate::time::Timestamp::parse(t).ok()),
+        };
+        let bound = |grants: Vec<Grant>| {
+            let mut c = config();
+            c.binding = Some(VectorBinding {
+                requester_header: "X-Requester-Address".into(),
+                grants,
+            });
+            c
+        };
+        let with_requester = |who: &str| {
+            let mut r = signed(&k, &valid, URI, &b);
+            r.headers.push(("X-Requester-Address".into(), who.into()));
+            r
+        };
+        let ok = accepted(&valid, agent_id, &p_addr, MODEL, None, &b);
+        for (name, description, grants, who, expect) in [
+            (
+                "binding-requester-is-principal",
+                "the principal itself needs no grant",
+                vec![],
+                p_addr.clone(),
+                ok.clone(),
+            ),
+            (
+                "binding-grant-authorizes",
+                "a MsgStartInference grant from the principal to the requester",
+                vec![grant(START_INFERENCE_MSG, None)],
+                requester.clone(),
+                ok.clone(),
+            ),
+            (
+                "binding-grant-unexpired",
+                "a grant expiring after now authorizes",
+                vec![grant(START_INFERENCE_MSG, Some("2026-05-21T12:00:01Z"))],
+                requester.clone(),
+                ok.clone(),
+            ),
+            (
+                "binding-no-grant",
+                "no grant from the principal to the requester",
+                vec![],
+                requester.clone(),
+                rejected("principal_mismatch"),
+            ),
+            (
+                "binding-grant-other-message",
+                "a grant for another message type does not count",
+                vec![grant("/cosmos.bank.v1beta1.MsgSend", None)],
+                requester.clone(),
+                rejected("principal_mismatch"),
+            ),
+            (
+                "binding-grant-expired",
+                "an expired grant does not count",
+                vec![grant(START_INFERENCE_MSG, Some("2026-05-21T11:00:00Z"))],
+                requester.clone(),
+                rejected("principal_mismatch"),
+            ),
+        ] {
+            out.push(vector(
+                name,
+                description,
+                bound(grants),
+                vec![step(with_requester(&who), expect)],
+            ));
+        }
+        out.push(vector(
+            "binding-requester-header-missing",
+            "with binding on, a request that names no requester is refused",
+            bound(vec![grant(START_INFERENCE_MSG, None)]),
+            vec![step(
+                signed(&k, &valid, URI, &b),
+                rejected("principal_mismatch"),
+            )],
+        ));
+    }
+
+    out
+}
+
+/// `(r, n - s)` for a 64-byte `r || s` secp256k1 signature, by schoolbook subtraction.
+fn high_s_twin(sig: &[u8]) -> Vec<u8> {
+    const N: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xfe, 0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36,
+        0x41, 0x41,
+    ];
+    let mut out = sig.to_vec();
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = i16::from(N[i]) - i16::from(sig[32 + i]) - borrow;
+        out[32 + i] = d.rem_euclid(256) as u8;
+        borrow = i16::from(d < 0);
+    }
+    out
+}

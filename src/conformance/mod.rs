@@ -1,0 +1,123 @@
+//! The conformance suite: the vector format, the runner that drives the production
+//! layer with each vector, and the generator that writes `conformance/vectors/`.
+//!
+//! The format is shared with other implementations; see `conformance/README.md`.
+
+mod generator;
+mod runner;
+
+pub use generator::generate;
+pub use runner::{run_paths, run_vector, RunReport, VectorOutcome};
+
+use crate::grants::Grant;
+use serde::{Deserialize, Serialize};
+
+/// One conformance vector: a configuration and the requests to send, in order, to one
+/// layer instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vector {
+    /// Unique name.
+    pub name: String,
+    /// What the case checks, and why the expectation is what it is.
+    pub description: String,
+    /// The layer's configuration.
+    pub config: VectorConfig,
+    /// The requests, sent in order.
+    pub steps: Vec<Step>,
+}
+
+/// The configuration block of a vector.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorConfig {
+    /// The verifier's chain id.
+    pub chain_id: String,
+    /// The clock, RFC 3339.
+    pub now: String,
+    /// Default 3600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ttl_seconds: Option<u64>,
+    /// Default 10 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_size: Option<u64>,
+    /// Default `gonka`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_prefix: Option<String>,
+    /// Requester binding with a static grant list; absent means no binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<VectorBinding>,
+    /// Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_protection: Option<bool>,
+}
+
+/// Requester binding in a vector.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorBinding {
+    /// The header naming the requester.
+    pub requester_header: String,
+    /// The grants the static source knows.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+}
+
+/// One request and what must happen to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Overrides `config.now` for this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<String>,
+    /// The request.
+    pub request: StepRequest,
+    /// The expected outcome.
+    pub expect: Expect,
+}
+
+/// A request of a step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Headers in order; a name may repeat.
+    pub headers: Vec<(String, String)>,
+    /// The body, standard base64.
+    pub body_base64: String,
+}
+
+/// The expected outcome of a step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// 200 means forwarded to the inner service.
+    pub status: u16,
+    /// The rejection code, when `status` is not 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The identity the inner service must see, when a passport was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<ExpectVerified>,
+}
+
+/// The identity an accepted passport must produce.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectVerified {
+    /// `agent_id`.
+    pub agent_id: String,
+    /// `principal_address`.
+    pub principal_address: String,
+    /// The body's model.
+    pub model: String,
+    /// The beneficiary, or null.
+    pub beneficiary: Option<String>,
+    /// Hex SHA-256 of the decoded passport header.
+    pub envelope_sha256: String,
+    /// Hex SHA-256 of the body.
+    pub request_body_sha256: String,
+}
