@@ -7,7 +7,7 @@ mod generator;
 mod runner;
 
 pub use generator::generate;
-pub use runner::{run_paths, run_vector, RunReport, VectorOutcome};
+pub use runner::{layer_for, run_paths, run_vector, RunReport, VectorOutcome};
 
 use crate::grants::Grant;
 use serde::{Deserialize, Serialize};

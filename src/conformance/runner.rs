@@ -77,7 +77,8 @@ pub struct RunReport {
     pub invalid: Vec<(PathBuf, String)>,
 }
 
-fn build_layer(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, String> {
+/// The layer a vector describes, as the runner builds it (also used by the HTTP tests).
+pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, String> {
     let defaults = Config::default();
     let config = Config {
         enabled: true,
@@ -168,7 +169,7 @@ fn check_step(
         return Ok(());
     }
     let reached = reached.ok_or("the request was accepted but never reached the inner service")?;
-    if &reached.body != sent_body {
+    if reached.body != sent_body {
         return Err("the forwarded body differs from the body sent".into());
     }
     match (&expect.verified, &reached.agent) {
@@ -213,7 +214,7 @@ pub async fn run_vector(vector: &Vector) -> Result<VectorOutcome, String> {
     }
     let start = Timestamp::parse(&vector.config.now).map_err(|e| format!("config.now: {e}"))?;
     let clock = FixedClock::new(start);
-    let layer = build_layer(vector, clock.clone())?;
+    let layer = layer_for(vector, clock.clone())?;
     let recorder = Recorder::default();
     let mut service = layer.layer(recorder.clone());
     for (i, step) in vector.steps.iter().enumerate() {

@@ -1,0 +1,298 @@
+//! The agent-builder CLI end to end: keygen, mint, sign, verify, inspect and the wallet
+//! flow, through the real binary.
+
+use passport_gate::crypto::PrincipalSecret;
+use passport_gate::keyfile::load_principal_secret;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn workdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pg-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn keys(dir: &Path) -> (String, String) {
+    let p = dir.join("principal.json");
+    let a = dir.join("agent.json");
+    run(&["keygen", "--principal", "--out", p.to_str().unwrap()]);
+    run(&["keygen", "--agent", "--out", a.to_str().unwrap()]);
+    (p.to_str().unwrap().into(), a.to_str().unwrap().into())
+}
+
+const BODY: &str = r#"{"model":"qwen/qwen3-32b","messages":[]}"#;
+
+#[test]
+fn keygen_mint_sign_verify_round_trip() {
+    let dir = workdir("round");
+    let (p, a) = keys(&dir);
+    let passport = stdout(&run(&[
+        "mint",
+        "--principal-key",
+        &p,
+        "--agent-key",
+        &a,
+        "--agent-id",
+        "urn:aps:agent:cli",
+        "--chain-id",
+        "gonka-mainnet",
+        "--ttl",
+        "30m",
+        "--model",
+        "qwen/qwen3-32b",
+        "--beneficiary",
+        "team-a",
+    ]));
+    let sig = stdout(&run(&[
+        "sign",
+        "--agent-key",
+        &a,
+        "--passport",
+        &passport,
+        "--chain-id",
+        "gonka-mainnet",
+        "--method",
+        "POST",
+        "--uri",
+        "/v1/chat/completions",
+        "--body",
+        BODY,
+    ]));
+    let verdict = run(&[
+        "verify",
+        "--chain-id",
+        "gonka-mainnet",
+        "--method",
+        "POST",
+        "--uri",
+        "/v1/chat/completions",
+        "--passport",
+        &passport,
+        "--sig",
+        &sig,
+        "--body",
+        BODY,
+    ]);
+    assert_eq!(verdict.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&verdict.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["agent_id"], "urn:aps:agent:cli");
+    assert_eq!(v["beneficiary"], "team-a");
+    let principal = load_principal_secret(Path::new(&p)).unwrap();
+    assert_eq!(
+        v["principal_address"],
+        principal.public_key().address("gonka").unwrap()
+    );
+
+    let tampered = run(&[
+        "verify",
+        "--chain-id",
+        "gonka-mainnet",
+        "--method",
+        "POST",
+        "--uri",
+        "/v1/chat/completions",
+        "--passport",
+        &passport,
+        "--sig",
+        &sig,
+        "--body",
+        r#"{"model":"qwen/qwen3-32b","messages":[1]}"#,
+    ]);
+    assert_eq!(tampered.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&tampered.stdout).unwrap();
+    assert_eq!(v["code"], "agent_sig_invalid");
+    assert_eq!(v["status"], 401);
+
+    let headers = stdout(&run(&[
+        "sign",
+        "--agent-key",
+        &a,
+        "--passport",
+        &passport,
+        "--chain-id",
+        "gonka-mainnet",
+        "--method",
+        "POST",
+        "--uri",
+        "/v1/chat/completions",
+        "--body",
+        BODY,
+        "--headers",
+    ]));
+    assert!(headers.starts_with("X-Agent-Passport: "));
+    assert!(headers.contains(&format!("X-Agent-Sig: {sig}")));
+}
+
+#[test]
+fn verify_usage_errors_exit_2() {
+    let o = run(&["verify", "--chain-id", "gonka-mainnet"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn mint_refuses_what_a_default_verifier_rejects() {
+    let dir = workdir("refuse");
+    let (p, a) = keys(&dir);
+    let base = [
+        "mint",
+        "--principal-key",
+        &p,
+        "--agent-key",
+        &a,
+        "--agent-id",
+        "x",
+        "--chain-id",
+        "c",
+    ];
+    let too_long = run(&[&base[..], &["--ttl", "2h"]].concat());
+    assert_eq!(too_long.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&too_long.stderr).contains("3600"));
+    let raised = run(&[&base[..], &["--ttl", "2h", "--max-ttl-seconds", "7200"]].concat());
+    assert!(raised.status.success());
+    let bad_beneficiary = run(&[&base[..], &["--ttl", "1h", "--beneficiary", "a\tb"]].concat());
+    assert_eq!(bad_beneficiary.status.code(), Some(2));
+    let backwards = run(&[
+        &base[..],
+        &[
+            "--issued-at",
+            "2026-05-21T12:00:00Z",
+            "--expires-at",
+            "2026-05-21T11:00:00Z",
+        ],
+    ]
+    .concat());
+    assert_eq!(backwards.status.code(), Some(2));
+}
+
+#[test]
+fn no_models_writes_an_empty_list_and_inspect_shows_it() {
+    let dir = workdir("inspect");
+    let (p, a) = keys(&dir);
+    let passport = stdout(&run(&[
+        "mint",
+        "--principal-key",
+        &p,
+        "--agent-key",
+        &a,
+        "--agent-id",
+        "x",
+        "--chain-id",
+        "c",
+        "--ttl",
+        "10m",
+        "--no-models",
+    ]));
+    let shown = stdout(&run(&["inspect", &passport]));
+    assert!(shown.contains("\"allowed_models\": []"), "{shown}");
+    assert!(shown.contains("(matches)"), "{shown}");
+    assert!(shown.contains("inside its validity window"), "{shown}");
+}
+
+#[test]
+fn bare_hex_secrets_are_accepted_as_key_files() {
+    let dir = workdir("hex");
+    let secret = dir.join("p.hex");
+    std::fs::write(&secret, format!("{}\n", "11".repeat(32))).unwrap();
+    let (_, a) = keys(&dir);
+    let o = run(&[
+        "mint",
+        "--principal-key",
+        secret.to_str().unwrap(),
+        "--agent-key",
+        &a,
+        "--agent-id",
+        "x",
+        "--chain-id",
+        "c",
+        "--ttl",
+        "60",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn wallet_flow_unsigned_then_attach() {
+    let dir = workdir("wallet");
+    let (p, a) = keys(&dir);
+    let principal = load_principal_secret(Path::new(&p)).unwrap();
+    let pubkey = principal.public_key().to_base64();
+    let out = stdout(&run(&[
+        "mint",
+        "--unsigned",
+        "--principal-pubkey",
+        &pubkey,
+        "--agent-key",
+        &a,
+        "--agent-id",
+        "x",
+        "--chain-id",
+        "gonka-mainnet",
+        "--ttl",
+        "5m",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let envelope_file = dir.join("unsigned.json");
+    std::fs::write(&envelope_file, v["envelope"].to_string()).unwrap();
+    // The wallet signs the printed data as the printed signer (ADR-036 signArbitrary).
+    let signer = v["sign_arbitrary"]["signer"].as_str().unwrap();
+    let data = v["sign_arbitrary"]["data"].as_str().unwrap();
+    let sig = passport_gate::crypto::encode_base64(&principal.sign_adr036(signer, data.as_bytes()));
+    let passport = stdout(&run(&[
+        "mint",
+        "--attach-sig",
+        &sig,
+        "--envelope",
+        envelope_file.to_str().unwrap(),
+    ]));
+    let shown = stdout(&run(&["inspect", &passport]));
+    assert!(shown.contains("(matches)"));
+
+    let wrong = PrincipalSecret::from_bytes(&[9u8; 32]).unwrap();
+    let bad = passport_gate::crypto::encode_base64(&wrong.sign_adr036(signer, data.as_bytes()));
+    let o = run(&[
+        "mint",
+        "--attach-sig",
+        &bad,
+        "--envelope",
+        envelope_file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not verify"));
+}
+
+#[test]
+fn conformance_command_reports_and_exits_by_outcome() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conformance/vectors");
+    let o = run(&["conformance", dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.trim_end().ends_with(" passed, 0 failed"), "{text}");
+
+    let bad = workdir("conf").join("bad.json");
+    std::fs::write(&bad, "{}").unwrap();
+    let o = run(&["conformance", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("INVALID"));
+}
