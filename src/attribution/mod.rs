@@ -422,6 +422,10 @@ mod tests {
         }
         // The drain is stuck in the sink on event 0 when the zero deadline is given; the
         // sink opens only afterwards, so events 1 to 3 are left behind.
+        let start = Instant::now();
+        while q.depth() != 3 && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let opener = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
             drop(release);

@@ -334,6 +334,14 @@ mod tests {
     }
 
     #[test]
+    fn unpaired_surrogate_escapes_are_refused() {
+        let text = serde_json::to_string(&sample()).unwrap();
+        let bad = text.replace("urn:aps:agent:a1", "urn:aps:agent:\\ud800");
+        assert!(bad.contains("\\ud800"));
+        assert!(Envelope::parse(bad.as_bytes()).is_err());
+    }
+
+    #[test]
     fn signing_document_blanks_the_principal_signature() {
         let e = parse_value(&sample()).unwrap();
         let doc = String::from_utf8(e.signing_document().to_vec()).unwrap();
