@@ -9,8 +9,6 @@ use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use k256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
-use passport_gate::crypto::{AgentSecret, PrincipalSecret};
-use passport_gate::mint::{sign_request, PassportSpec};
 use passport_gate::time::{FixedClock, Timestamp};
 use passport_gate::verifier::{PassportHeaders, PassportRequest};
 use passport_gate::{Config, PassportLayer, Verifier};
@@ -21,6 +19,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::{Layer, Service, ServiceExt};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 const SIZES: [(usize, &str); 2] = [(1024, "1KiB"), (64 * 1024, "64KiB")];
 const URI: &str = "/v1/chat/completions";
@@ -40,26 +41,14 @@ struct Request1 {
 }
 
 fn signed(size: usize) -> Request1 {
-    let principal = PrincipalSecret::from_bytes(&[0x71; 32]).unwrap();
-    let agent = AgentSecret::from_bytes(&[0x72; 32]);
-    let t = Timestamp::parse("2026-05-21T11:59:00Z").unwrap();
-    let spec = PassportSpec {
-        chain_id: "gonka-mainnet".into(),
-        agent_id: "urn:aps:agent:bench".into(),
-        agent_key: agent.public_key(),
-        principal_key: principal.public_key(),
-        address_prefix: "gonka".into(),
-        issued_at: t,
-        expires_at: t.plus_seconds(1800),
-        not_before: None,
-        allowed_models: Some(vec!["qwen/qwen3-32b".into()]),
-        beneficiary: Some("bench".into()),
-    };
-    let passport = spec.mint(&principal, 3600).unwrap();
+    let f = support::fixture(
+        "urn:aps:agent:bench",
+        Some(vec!["qwen/qwen3-32b".into()]),
+        Some("bench"),
+    );
     let body = body_of(size);
-    let sig = sign_request(&agent, &passport, "gonka-mainnet", "POST", URI, &body).unwrap();
     Request1 {
-        headers: PassportHeaders::decode(&passport, &sig).unwrap(),
+        headers: PassportHeaders::decode(&f.passport, &f.sign(URI, &body)).unwrap(),
         body,
     }
 }

@@ -11,12 +11,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use passport_gate::attribution::{AttributionEvent, AttributionQueue, Sink};
 use passport_gate::conformance::{generate, layer_for, Step};
-use passport_gate::crypto::{decode_base64, AgentSecret, PrincipalSecret};
+use passport_gate::crypto::{decode_base64, PrincipalSecret};
 use passport_gate::grants::{
     GrantCache, GrantCacheSettings, LcdGrantSource, StaticGrants, START_INFERENCE_MSG,
 };
 use passport_gate::metrics::{render, Metrics};
-use passport_gate::mint::{sign_request, PassportSpec};
 use passport_gate::time::{FixedClock, Timestamp};
 use passport_gate::{Binding, Config, Mode, PassportLayer, VerifiedAgent};
 use std::convert::Infallible;
@@ -27,6 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+
+mod support;
 
 type HttpClient<B> = Client<hyper_util::client::legacy::connect::HttpConnector, B>;
 
@@ -94,51 +95,8 @@ async fn send(
 
 const NOW: &str = "2026-05-21T12:00:00Z";
 
-struct Fixture {
-    passport: String,
-    agent: AgentSecret,
-    principal_address: String,
-}
-
-fn fixture(models: Option<Vec<String>>) -> Fixture {
-    let principal = PrincipalSecret::from_bytes(&[0x61; 32]).unwrap();
-    let agent = AgentSecret::from_bytes(&[0x62; 32]);
-    let t = Timestamp::parse("2026-05-21T11:59:00Z").unwrap();
-    let spec = PassportSpec {
-        chain_id: "gonka-mainnet".into(),
-        agent_id: "urn:aps:agent:http".into(),
-        agent_key: agent.public_key(),
-        principal_key: principal.public_key(),
-        address_prefix: "gonka".into(),
-        issued_at: t,
-        expires_at: t.plus_seconds(1800),
-        not_before: None,
-        allowed_models: models,
-        beneficiary: None,
-    };
-    Fixture {
-        passport: spec.mint(&principal, 3600).unwrap(),
-        agent,
-        principal_address: principal.public_key().address("gonka").unwrap(),
-    }
-}
-
-impl Fixture {
-    fn headers(&self, uri: &str, body: &[u8]) -> Vec<(String, String)> {
-        let sig = sign_request(
-            &self.agent,
-            &self.passport,
-            "gonka-mainnet",
-            "POST",
-            uri,
-            body,
-        )
-        .unwrap();
-        vec![
-            ("x-agent-passport".into(), self.passport.clone()),
-            ("x-agent-sig".into(), sig),
-        ]
-    }
+fn fixture(models: Option<Vec<String>>) -> support::Fixture {
+    support::fixture("urn:aps:agent:http", models, None)
 }
 
 fn fixed_clock() -> Arc<FixedClock> {

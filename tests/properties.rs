@@ -1,13 +1,13 @@
 //! No input panics the verifier, and no single flipped byte of a valid request is
 //! accepted.
 
-use passport_gate::crypto::{AgentSecret, PrincipalSecret};
-use passport_gate::mint::{sign_request, PassportSpec};
 use passport_gate::time::{FixedClock, Timestamp};
 use passport_gate::verifier::{requested_model, PassportHeaders, PassportRequest};
 use passport_gate::{Config, Verifier};
 use proptest::prelude::*;
 use std::sync::Arc;
+
+mod support;
 
 const NOW: &str = "2026-05-21T12:00:00Z";
 const BODY: &[u8] = br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"hi"}]}"#;
@@ -23,24 +23,12 @@ fn verifier() -> Verifier {
 
 /// A valid (passport, signature) pair for BODY, as raw bytes.
 fn valid() -> (Vec<u8>, [u8; 64]) {
-    let principal = PrincipalSecret::from_bytes(&[0x51; 32]).unwrap();
-    let agent = AgentSecret::from_bytes(&[0x52; 32]);
-    let t = Timestamp::parse("2026-05-21T11:59:00Z").unwrap();
-    let spec = PassportSpec {
-        chain_id: "gonka-mainnet".into(),
-        agent_id: "urn:aps:agent:prop".into(),
-        agent_key: agent.public_key(),
-        principal_key: principal.public_key(),
-        address_prefix: "gonka".into(),
-        issued_at: t,
-        expires_at: t.plus_seconds(1800),
-        not_before: None,
-        allowed_models: Some(vec!["qwen/qwen3-32b".into()]),
-        beneficiary: Some("prop".into()),
-    };
-    let passport = spec.mint(&principal, 3600).unwrap();
-    let sig = sign_request(&agent, &passport, "gonka-mainnet", "POST", URI, BODY).unwrap();
-    let h = PassportHeaders::decode(&passport, &sig).unwrap();
+    let f = support::fixture(
+        "urn:aps:agent:prop",
+        Some(vec!["qwen/qwen3-32b".into()]),
+        Some("prop"),
+    );
+    let h = PassportHeaders::decode(&f.passport, &f.sign(URI, BODY)).unwrap();
     (h.passport, h.signature)
 }
 

@@ -1,5 +1,7 @@
-//! The request and response body types of the layer: thin enums that forward frames
-//! unchanged, so a request without a passport streams exactly as it arrived.
+//! The body type of the layer, for requests and responses alike: either the original
+//! body, whose frames are forwarded unchanged (so a request without a passport streams
+//! exactly as it arrived), or bytes the layer holds (a verified request body, or a
+//! rejection document).
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -10,35 +12,38 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pin_project! {
-    /// The request body handed to the inner service.
+    /// The body handed to the inner service, and the body of the layer's responses.
     #[project = PassportBodyProj]
     #[derive(Debug)]
     #[allow(missing_docs)]
     pub enum PassportBody<B> {
-        /// The original body, untouched (no passport, or the layer is off).
-        Passthrough {
-            #[pin]
-            body: B,
-        },
-        /// The verified body, read once and forwarded byte for byte.
-        Verified {
-            #[pin]
-            body: Full<Bytes>,
-        },
+        /// The original body, untouched: a request without a passport (or with the layer
+        /// off), or the inner service's response.
+        Original { #[pin] body: B },
+        /// Bytes the layer holds: the verified request body, read once and forwarded
+        /// byte for byte, or a problem+json rejection.
+        Held { #[pin] body: Full<Bytes> },
     }
 }
 
+/// The layer's response body: the inner service's body, or a rejection document.
+pub type ResponseBody<B> = PassportBody<B>;
+
 impl<B> PassportBody<B> {
     /// Wraps the original body without reading it.
-    pub fn passthrough(body: B) -> Self {
-        PassportBody::Passthrough { body }
+    pub fn original(body: B) -> Self {
+        PassportBody::Original { body }
     }
 
-    /// A body holding the bytes that were verified.
-    pub fn verified(bytes: Bytes) -> Self {
-        PassportBody::Verified {
+    /// A body holding `bytes`.
+    pub fn held(bytes: Bytes) -> Self {
+        PassportBody::Held {
             body: Full::new(bytes),
         }
+    }
+
+    pub(crate) fn from_full(body: Full<Bytes>) -> Self {
+        PassportBody::Held { body }
     }
 }
 
@@ -58,84 +63,22 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project() {
-            PassportBodyProj::Passthrough { body } => body.poll_frame(cx),
-            PassportBodyProj::Verified { body } => body.poll_frame(cx).map_err(never),
+            PassportBodyProj::Original { body } => body.poll_frame(cx),
+            PassportBodyProj::Held { body } => body.poll_frame(cx).map_err(never),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            PassportBody::Passthrough { body } => body.is_end_stream(),
-            PassportBody::Verified { body } => body.is_end_stream(),
+            PassportBody::Original { body } => body.is_end_stream(),
+            PassportBody::Held { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            PassportBody::Passthrough { body } => body.size_hint(),
-            PassportBody::Verified { body } => body.size_hint(),
-        }
-    }
-}
-
-pin_project! {
-    /// The response body: the inner service's, or a rejection document.
-    #[project = ResponseBodyProj]
-    #[derive(Debug)]
-    #[allow(missing_docs)]
-    pub enum ResponseBody<B> {
-        /// What the inner service answered.
-        Inner {
-            #[pin]
-            body: B,
-        },
-        /// A problem+json rejection.
-        Rejection {
-            #[pin]
-            body: Full<Bytes>,
-        },
-    }
-}
-
-impl<B> ResponseBody<B> {
-    /// Wraps the inner service's body.
-    pub fn inner(body: B) -> Self {
-        ResponseBody::Inner { body }
-    }
-
-    pub(crate) fn rejection(body: Full<Bytes>) -> Self {
-        ResponseBody::Rejection { body }
-    }
-}
-
-impl<B> Body for ResponseBody<B>
-where
-    B: Body<Data = Bytes>,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match self.project() {
-            ResponseBodyProj::Inner { body } => body.poll_frame(cx),
-            ResponseBodyProj::Rejection { body } => body.poll_frame(cx).map_err(never),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Inner { body } => body.is_end_stream(),
-            ResponseBody::Rejection { body } => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Inner { body } => body.size_hint(),
-            ResponseBody::Rejection { body } => body.size_hint(),
+            PassportBody::Original { body } => body.size_hint(),
+            PassportBody::Held { body } => body.size_hint(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The layer's response future. The pass-through arm polls the inner future in place:
 //! no box and no allocation for requests without a passport.
 
-use super::body::ResponseBody;
+use super::body::{PassportBody, ResponseBody};
 use http::Response;
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -62,7 +62,7 @@ where
         match self.project().kind.project() {
             KindProj::Passthrough { inner } => {
                 let resp = ready!(inner.poll(cx))?;
-                Poll::Ready(Ok(resp.map(ResponseBody::inner)))
+                Poll::Ready(Ok(resp.map(PassportBody::original)))
             }
             KindProj::Verifying { future } => future.as_mut().poll(cx),
             KindProj::Rejected { response } => match response.take() {

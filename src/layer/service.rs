@@ -55,18 +55,14 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         if self.shared.verifier.is_none() {
-            return ResponseFuture::passthrough(
-                self.inner.call(req.map(PassportBody::passthrough)),
-            );
+            return ResponseFuture::passthrough(self.inner.call(req.map(PassportBody::original)));
         }
         if !has_passport_headers(req.headers()) {
             if self.shared.mode == Mode::Required {
                 return ResponseFuture::rejected(reject(&self.shared, Rejection::PassportRequired));
             }
             self.shared.metrics.passthrough();
-            return ResponseFuture::passthrough(
-                self.inner.call(req.map(PassportBody::passthrough)),
-            );
+            return ResponseFuture::passthrough(self.inner.call(req.map(PassportBody::original)));
         }
         // The inner service was driven to readiness; take that instance and leave a
         // fresh clone behind (tower's documented pattern for moving into a future).
@@ -83,7 +79,7 @@ where
 fn reject<B>(shared: &Shared, r: Rejection) -> Response<ResponseBody<B>> {
     shared.metrics.rejected(r);
     tracing::debug!(code = r.code(), "passport rejected");
-    r.http_response().map(ResponseBody::rejection)
+    r.http_response().map(PassportBody::from_full)
 }
 
 async fn verify_then_call<S, ReqB, ResB>(
@@ -110,7 +106,7 @@ where
     let method = parts.method.clone();
     let path = parts.uri.path().to_owned();
     parts.extensions.insert(accepted.agent.clone());
-    let request = Request::from_parts(parts, PassportBody::verified(accepted.body));
+    let request = Request::from_parts(parts, PassportBody::held(accepted.body));
     let response = inner.call(request).instrument(span).await?;
     if let Some(sender) = &shared.attribution {
         let event_id = new_event_id();
@@ -142,7 +138,7 @@ where
             latency_ms: started.elapsed().as_millis() as u64,
         });
     }
-    Ok(response.map(ResponseBody::inner))
+    Ok(response.map(PassportBody::original))
 }
 
 /// Steps 1 to 12 for a request that carries passport headers.

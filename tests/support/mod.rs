@@ -1,0 +1,53 @@
+//! A signed passport for tests and benches: fixed keys, issued 2026-05-21T11:59:00Z,
+//! valid 30 minutes, on gonka-mainnet.
+#![allow(dead_code)]
+
+use passport_gate::crypto::{AgentSecret, PrincipalSecret};
+use passport_gate::mint::{sign_request, PassportSpec};
+use passport_gate::time::Timestamp;
+
+pub const CHAIN: &str = "gonka-mainnet";
+
+pub struct Fixture {
+    pub passport: String,
+    pub agent: AgentSecret,
+    pub principal_address: String,
+}
+
+pub fn fixture(agent_id: &str, models: Option<Vec<String>>, beneficiary: Option<&str>) -> Fixture {
+    let principal = PrincipalSecret::from_bytes(&[0x61; 32]).unwrap();
+    let agent = AgentSecret::from_bytes(&[0x62; 32]);
+    let t = Timestamp::parse("2026-05-21T11:59:00Z").unwrap();
+    let spec = PassportSpec {
+        chain_id: CHAIN.into(),
+        agent_id: agent_id.into(),
+        agent_key: agent.public_key(),
+        principal_key: principal.public_key(),
+        address_prefix: "gonka".into(),
+        issued_at: t,
+        expires_at: t.plus_seconds(1800),
+        not_before: None,
+        allowed_models: models,
+        beneficiary: beneficiary.map(str::to_owned),
+    };
+    Fixture {
+        passport: spec.mint(&principal, 3600).unwrap(),
+        agent,
+        principal_address: principal.public_key().address("gonka").unwrap(),
+    }
+}
+
+impl Fixture {
+    /// The `X-Agent-Sig` value for a POST of `body` to `uri`.
+    pub fn sign(&self, uri: &str, body: &[u8]) -> String {
+        sign_request(&self.agent, &self.passport, CHAIN, "POST", uri, body).unwrap()
+    }
+
+    /// Both passport headers for a POST of `body` to `uri`.
+    pub fn headers(&self, uri: &str, body: &[u8]) -> Vec<(String, String)> {
+        vec![
+            ("x-agent-passport".into(), self.passport.clone()),
+            ("x-agent-sig".into(), self.sign(uri, body)),
+        ]
+    }
+}
