@@ -8,7 +8,10 @@
 
 pub mod config;
 pub mod crypto;
+pub mod demo;
+pub mod echo;
 pub mod envelope;
+pub mod gateway;
 pub mod keyfile;
 pub mod mint;
 pub mod time;
@@ -17,9 +20,11 @@ pub mod verifier;
 pub use config::{Config, ConfigError, Mode};
 pub use verifier::{Rejection, VerifiedAgent, Verifier};
 pub mod attribution;
+pub mod client;
 pub mod grants;
 pub mod layer;
 pub mod metrics;
+pub mod problem;
 
 pub use layer::{Binding, PassportLayer};
 pub mod conformance;

@@ -38,6 +38,63 @@ enum Command {
     Verify(VerifyArgs),
     /// Run conformance vectors (files or directories), or write them with --generate.
     Conformance(ConformanceArgs),
+    /// Run the gateway: a reverse proxy enforcing passports in front of an upstream.
+    Serve(ServeArgs),
+    /// Sign and send one request with an agent key and a passport (curl for agents).
+    Request(RequestArgs),
+    /// Start an echo upstream, the gateway and fresh keys, and walk through scenarios.
+    Demo,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The TOML configuration file (see passport-gate.example.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Proxy address (overrides server.listen and PASSPORT_GATE_LISTEN).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Admin address (overrides server.admin_listen).
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Upstream URL (overrides server.upstream).
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Chain id (overrides agent_envelope.chain_id).
+    #[arg(long)]
+    chain_id: Option<String>,
+    /// Enable passport checks (overrides agent_envelope.enabled).
+    #[arg(long)]
+    enabled: bool,
+    /// Chain node REST URL for requester binding (overrides binding.chain_node).
+    #[arg(long)]
+    chain_node: Option<String>,
+}
+
+#[derive(Args)]
+struct RequestArgs {
+    /// The URL, e.g. http://127.0.0.1:8080/v1/chat/completions.
+    url: String,
+    /// The agent's key file.
+    #[arg(long)]
+    agent_key: PathBuf,
+    /// The X-Agent-Passport value.
+    #[arg(long, required_unless_present = "passport_file")]
+    passport: Option<String>,
+    /// A file holding the X-Agent-Passport value.
+    #[arg(long, conflicts_with = "passport")]
+    passport_file: Option<PathBuf>,
+    /// The gateway's chain id.
+    #[arg(long)]
+    chain_id: String,
+    /// The HTTP method.
+    #[arg(long, default_value = "POST")]
+    method: String,
+    /// Extra header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    #[command(flatten)]
+    body: BodyArg,
 }
 
 #[derive(Args)]
@@ -226,6 +283,28 @@ impl From<String> for Failure {
     }
 }
 
+fn init_logging() {
+    let level = match std::env::var("PASSPORT_GATE_LOG").as_deref() {
+        Ok("trace") => tracing::Level::TRACE,
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("warn") => tracing::Level::WARN,
+        Ok("error") => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -235,6 +314,9 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect(&a),
         Command::Verify(a) => verify(&a),
         Command::Conformance(a) => conformance(&a),
+        Command::Serve(a) => serve(&a),
+        Command::Request(a) => request(&a),
+        Command::Demo => demo(),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -564,4 +646,118 @@ fn conformance(a: &ConformanceArgs) -> Result<u8, Failure> {
     } else {
         0
     })
+}
+
+fn serve(a: &ServeArgs) -> Result<u8, Failure> {
+    use passport_gate::gateway::{self, GatewayConfig, Overrides};
+    let mut config = match &a.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure(format!("cannot read {}: {e}", path.display()), 2))?;
+            GatewayConfig::from_toml(&text).map_err(|e| Failure(format!("{}: {e}", path.display()), 2))?
+        }
+        None => GatewayConfig::default(),
+    };
+    let flags = Overrides {
+        listen: a.listen.clone(),
+        admin_listen: a.admin_listen.clone(),
+        upstream: a.upstream.clone(),
+        chain_id: a.chain_id.clone(),
+        enabled: a.enabled.then_some(true),
+        chain_node: a.chain_node.clone(),
+    };
+    let env = Overrides::from_env().map_err(|e| Failure(e, 2))?;
+    config.apply(flags.over(env));
+    let validated = config.validate().map_err(|errors| {
+        Failure(
+            format!("invalid configuration:\n{}", errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")),
+            2,
+        )
+    })?;
+    init_logging();
+    let envelope = &validated.raw.agent_envelope;
+    let describe = if envelope.enabled {
+        format!("passports enabled for chain {} ({:?} mode)", envelope.chain_id, envelope.mode)
+    } else {
+        "passports DISABLED: every request passes untouched".to_owned()
+    };
+    let upstream = validated.raw.server.upstream.clone();
+    let report = runtime()?
+        .block_on(gateway::run(validated, gateway::shutdown_signal(), |b| {
+            eprintln!(
+                "passport-gate listening on http://{} (admin http://{}), upstream {upstream}, {describe}",
+                b.listen, b.admin
+            );
+        }))
+        .map_err(|e| Failure(e, 1))?;
+    eprintln!(
+        "passport-gate stopped: {} connection(s) cut at the grace deadline",
+        report.connections_cut
+    );
+    if let Some(a) = report.attribution {
+        eprintln!(
+            "attribution: {} written, {} dropped (queue full), {} lost at shutdown, {} sink failures",
+            a.written, a.dropped, a.lost_at_shutdown, a.sink_failures
+        );
+    }
+    Ok(0)
+}
+
+fn request(a: &RequestArgs) -> Result<u8, Failure> {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use passport_gate::client::SignerLayer;
+    use passport_gate::mint::AgentSigner;
+    use std::io::Write;
+    use tower::{Layer, ServiceExt};
+
+    let agent = load_agent_secret(&a.agent_key).map_err(|e| e.to_string())?;
+    let passport = match (&a.passport, &a.passport_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?,
+        (None, None) => return Err("give --passport or --passport-file".to_string().into()),
+    };
+    let signer = AgentSigner::new(agent, &passport, &a.chain_id).map_err(|e| e.to_string())?;
+    let body = a.body.read()?;
+    let mut req = http::Request::builder().method(a.method.as_str()).uri(a.url.as_str());
+    let mut has_content_type = false;
+    for h in &a.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("-H {h:?}: expected `Name: value`"))?;
+        has_content_type |= name.trim().eq_ignore_ascii_case("content-type");
+        req = req.header(name.trim(), value.trim());
+    }
+    if !has_content_type {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Full::new(Bytes::from(body))).map_err(|e| format!("bad request: {e}"))?;
+    runtime()?.block_on(async move {
+        let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let resp = SignerLayer::new(signer)
+            .layer(client)
+            .oneshot(req)
+            .await
+            .map_err(|e| Failure(format!("request failed: {e}"), 1))?;
+        eprintln!("{:?} {}", resp.version(), resp.status());
+        for (name, value) in resp.headers() {
+            eprintln!("{name}: {}", value.to_str().unwrap_or("<binary>"));
+        }
+        eprintln!();
+        let ok = resp.status().is_success();
+        let mut body = resp.into_body();
+        let mut out = std::io::stdout();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Failure(format!("reading the response: {e}"), 1))?;
+            if let Some(data) = frame.data_ref() {
+                out.write_all(data).and_then(|()| out.flush()).map_err(|e| Failure(e.to_string(), 1))?;
+            }
+        }
+        Ok(if ok { 0 } else { 1 })
+    })
+}
+
+fn demo() -> Result<u8, Failure> {
+    runtime()?.block_on(passport_gate::demo::run()).map_err(|e| Failure(e, 1))
 }

@@ -237,7 +237,52 @@ pub fn attach_signature(
     Ok(encode_base64(&json))
 }
 
-/// Signs a request for `passport_b64` and returns the `X-Agent-Sig` header value.
+/// An agent's key bound to one passport, ready to sign many requests: the passport is
+/// parsed and canonicalized once.
+#[derive(Clone, Debug)]
+pub struct AgentSigner {
+    agent: AgentSecret,
+    passport: String,
+    envelope_jcs: Vec<u8>,
+    chain_id: String,
+}
+
+impl AgentSigner {
+    /// Binds `agent` to `passport_b64` for requests to a gateway on `chain_id`. Refuses a
+    /// passport that does not parse or names another agent key.
+    pub fn new(agent: AgentSecret, passport_b64: &str, chain_id: &str) -> Result<AgentSigner, MintError> {
+        let passport = passport_b64.trim().to_owned();
+        let raw = decode_base64(&passport)
+            .ok_or_else(|| MintError("the passport is not strict standard base64".into()))?;
+        let envelope =
+            Envelope::parse(&raw).map_err(|e| MintError(format!("the passport is malformed: {e}")))?;
+        if envelope.agent_pubkey.public_key != agent.public_key().to_base64() {
+            return err("the agent key does not match the passport's agent_pubkey");
+        }
+        Ok(AgentSigner {
+            agent,
+            envelope_jcs: envelope.jcs().to_vec(),
+            passport,
+            chain_id: chain_id.to_owned(),
+        })
+    }
+
+    /// The `X-Agent-Passport` value.
+    pub fn passport(&self) -> &str {
+        &self.passport
+    }
+
+    /// The `X-Agent-Sig` value for `method`, `uri` (path and query as sent) and `body`.
+    pub fn sign(&self, method: &str, uri: &str, body: &[u8]) -> Result<String, MintError> {
+        let sig = self
+            .agent
+            .sign_request(&self.chain_id, method, uri, &self.envelope_jcs, body)
+            .ok_or_else(|| MintError("a request field is longer than 4 GiB".into()))?;
+        Ok(encode_base64(&sig))
+    }
+}
+
+/// Signs one request for `passport_b64` and returns the `X-Agent-Sig` header value.
 pub fn sign_request(
     secret: &AgentSecret,
     passport_b64: &str,
@@ -246,18 +291,7 @@ pub fn sign_request(
     uri: &str,
     body: &[u8],
 ) -> Result<String, MintError> {
-    let raw = decode_base64(passport_b64.trim())
-        .ok_or_else(|| MintError("the passport is not strict standard base64".into()))?;
-    let envelope =
-        Envelope::parse(&raw).map_err(|e| MintError(format!("the passport is malformed: {e}")))?;
-    let agent_b64 = secret.public_key().to_base64();
-    if envelope.agent_pubkey.public_key != agent_b64 {
-        return err("the agent key does not match the passport's agent_pubkey");
-    }
-    let sig = secret
-        .sign_request(chain_id, method, uri, envelope.jcs(), body)
-        .ok_or_else(|| MintError("a request field is longer than 4 GiB".into()))?;
-    Ok(encode_base64(&sig))
+    AgentSigner::new(secret.clone(), passport_b64, chain_id)?.sign(method, uri, body)
 }
 
 #[cfg(test)]

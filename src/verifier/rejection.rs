@@ -211,20 +211,10 @@ impl Rejection {
     /// The complete HTTP answer: the status, `Content-Type: application/problem+json`,
     /// `WWW-Authenticate` on 401 and `Retry-After` on 503.
     pub fn http_response(self) -> http::Response<http_body_util::Full<bytes::Bytes>> {
-        let mut resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
-            self.problem_json(),
-        )));
-        *resp.status_mut() = self.status();
+        let mut resp = crate::problem::problem_response(self.status(), self.code(), self.message());
         let headers = resp.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/problem+json"),
-        );
         if self.status() == StatusCode::UNAUTHORIZED {
-            let challenge = format!(
-                "AgentPassport realm=\"passport-gate\", error=\"{}\"",
-                self.code()
-            );
+            let challenge = format!("AgentPassport realm=\"passport-gate\", error=\"{}\"", self.code());
             if let Ok(v) = http::HeaderValue::from_str(&challenge) {
                 headers.insert(http::header::WWW_AUTHENTICATE, v);
             }
@@ -233,20 +223,6 @@ impl Rejection {
             headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
         }
         resp
-    }
-
-    /// The RFC 9457 problem document for this rejection, with `error` equal to the code
-    /// for clients of the reference, which answers `{"error": code}`.
-    pub fn problem_json(self) -> String {
-        serde_json::json!({
-            "type": format!("urn:passport-gate:error:{}", self.code()),
-            "title": self.message(),
-            "status": self.status().as_u16(),
-            "detail": self.message(),
-            "code": self.code(),
-            "error": self.code(),
-        })
-        .to_string()
     }
 }
 
@@ -295,10 +271,18 @@ mod tests {
 
     #[test]
     fn problem_body_carries_code_and_error() {
-        let v: serde_json::Value =
-            serde_json::from_str(&Rejection::AgentSigInvalid.problem_json()).unwrap();
+        use http_body_util::BodyExt;
+        let resp = Rejection::AgentSigInvalid.http_response();
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        assert!(resp.headers()["www-authenticate"].to_str().unwrap().contains("agent_sig_invalid"));
+        let body = futures_lite_block_on(resp.into_body().collect()).unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["code"], "agent_sig_invalid");
         assert_eq!(v["error"], "agent_sig_invalid");
         assert_eq!(v["status"], 401);
+    }
+
+    fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
     }
 }

@@ -1,0 +1,82 @@
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process answers)
+//! and `/readyz` (listening and, when a chain node is configured, the node answered).
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus::Registry;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r
+}
+
+fn answer(req: &Request<Incoming>, registry: &Registry, ready: &AtomicBool) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/metrics" => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            crate::metrics::render(registry),
+        ),
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" if ready.load(Ordering::Relaxed) => text(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "waiting for the chain node\n".into(),
+        ),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+/// Serves the admin endpoints until the task is aborted.
+pub(super) async fn serve(listener: TcpListener, registry: Registry, ready: Arc<AtomicBool>) {
+    let registry = Arc::new(registry);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let registry = Arc::clone(&registry);
+        let ready = Arc::clone(&ready);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let resp = answer(&req, &registry, &ready);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Asks the chain node for its node info once a second until it answers at all, then
+/// marks the gateway ready.
+pub(super) async fn probe_chain_node(base: String, ready: Arc<AtomicBool>) {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let url = format!("{}/cosmos/base/tendermint/v1beta1/node_info", base.trim_end_matches('/'));
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return;
+    };
+    loop {
+        let probe = tokio::time::timeout(Duration::from_secs(5), client.get(uri.clone())).await;
+        if let Ok(Ok(_)) = probe {
+            ready.store(true, Ordering::Relaxed);
+            tracing::info!("chain node answered; ready");
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,252 @@
+//! `passport-gate serve`: a reverse proxy that puts the passport layer in front of an
+//! OpenAI-compatible upstream, with an admin listener and graceful shutdown.
+
+mod admin;
+pub mod config;
+mod proxy;
+
+pub use config::{GatewayConfig, Overrides, Validated};
+pub use proxy::{strip_hop_by_hop, GatewayError, Proxy};
+
+use crate::attribution::{AttributionQueue, DrainReport, JsonLinesSink, Sink};
+use crate::grants::{GrantCache, GrantCacheSettings, GrantSource, LcdGrantSource, StaticGrants};
+use crate::layer::{Binding, PassportBody, PassportLayer, PassportService};
+use crate::metrics::Metrics;
+use config::{Route, Unguarded};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use prometheus::Registry;
+use proxy::ProxyBody;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower::{Layer, Service};
+
+/// The response body of the gateway.
+pub type GatewayBody = PassportBody<ProxyBody>;
+
+/// Per-connection service: guarded routes through the layer, others forwarded or
+/// refused.
+#[derive(Clone)]
+struct Dispatch {
+    guarded: PassportService<Proxy<Incoming>>,
+    plain: Proxy<Incoming>,
+    routes: Arc<[Route]>,
+    unguarded: Unguarded,
+}
+
+type DispatchFuture = Pin<Box<dyn Future<Output = Result<http::Response<GatewayBody>, Infallible>> + Send>>;
+
+impl Service<http::Request<Incoming>> for Dispatch {
+    type Response = http::Response<GatewayBody>;
+    type Error = Infallible;
+    type Future = DispatchFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Incoming>) -> DispatchFuture {
+        let guarded = self
+            .routes
+            .iter()
+            .any(|r| r.method == req.method() && r.path == req.uri().path());
+        if guarded {
+            return Box::pin(self.guarded.call(req));
+        }
+        match self.unguarded {
+            Unguarded::Refuse => {
+                let resp = GatewayError::RouteNotAllowed.http_response();
+                Box::pin(std::future::ready(Ok(resp)))
+            }
+            Unguarded::Forward => {
+                let fut = self.plain.call(req.map(PassportBody::original));
+                Box::pin(async move { fut.await.map(|r| r.map(PassportBody::original)) })
+            }
+        }
+    }
+}
+
+/// What happened at shutdown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections still open when the grace period ended (they were cut).
+    pub connections_cut: usize,
+    /// The attribution queue's report, when attribution was on.
+    pub attribution: Option<DrainReport>,
+}
+
+/// A running gateway's addresses, known once it listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    /// The proxy's address.
+    pub listen: SocketAddr,
+    /// The admin listener's address.
+    pub admin: SocketAddr,
+}
+
+fn sinks(config: &config::AttributionSection) -> Result<Vec<Box<dyn Sink>>, String> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if config.stdout {
+        sinks.push(Box::new(JsonLinesSink::stdout()));
+    }
+    if let Some(path) = &config.file {
+        let sink = JsonLinesSink::create_file(path)
+            .map_err(|e| format!("attribution.file: cannot open {}: {e}", path.display()))?;
+        sinks.push(Box::new(sink));
+    }
+    Ok(sinks)
+}
+
+/// Runs the gateway until `shutdown` completes, then stops accepting, lets in-flight
+/// requests finish within the grace period, drains the attribution queue and reports.
+/// `on_bound` is called once both listeners are bound.
+pub async fn run(
+    config: Validated,
+    shutdown: impl Future<Output = ()>,
+    on_bound: impl FnOnce(Bound),
+) -> Result<ShutdownReport, String> {
+    let raw = &config.raw;
+    let registry = Registry::new();
+    let metrics = Metrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
+
+    let sinks = sinks(&raw.attribution)?;
+    let queue = if sinks.is_empty() {
+        None
+    } else {
+        Some(
+            AttributionQueue::start(raw.agent_envelope.attribution_queue_cap, sinks, metrics.clone())
+                .map_err(|e| format!("cannot start the attribution thread: {e}"))?,
+        )
+    };
+
+    let mut builder = PassportLayer::builder(raw.agent_envelope.clone()).metrics(metrics.clone());
+    let mut chain_node = None;
+    if let Some(b) = &raw.binding {
+        let source: Arc<dyn GrantSource> = match &b.chain_node {
+            Some(url) => {
+                chain_node = Some(url.clone());
+                Arc::new(LcdGrantSource::new(url).map_err(|e| format!("binding.chain_node: {e}"))?)
+            }
+            None => Arc::new(StaticGrants(b.grants.clone())),
+        };
+        let settings = GrantCacheSettings {
+            ttl: Duration::from_secs(b.grant_ttl_seconds),
+            negative_ttl: Duration::from_secs(b.no_grant_ttl_seconds),
+            query_timeout: Duration::from_millis(b.query_timeout_ms),
+            ..GrantCacheSettings::default()
+        };
+        let header = http::HeaderName::try_from(b.requester_header.as_str())
+            .map_err(|e| format!("binding.requester_header: {e}"))?;
+        builder = builder.binding(Binding::new(header, GrantCache::new(source, settings)));
+    }
+    if let Some(q) = &queue {
+        builder = builder.attribution(q.sender());
+    }
+    if let Some(h) = &raw.server.inference_id_header {
+        let name = http::HeaderName::try_from(h.as_str()).map_err(|e| format!("server.inference_id_header: {e}"))?;
+        builder = builder.inference_id_header(name);
+    }
+    let layer = builder.build().map_err(|errors| {
+        errors.iter().map(|e| format!("agent_envelope.{e}")).collect::<Vec<_>>().join("\n")
+    })?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("server.listen: cannot listen on {}: {e}", config.listen))?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(|e| format!("server.admin_listen: cannot listen on {}: {e}", config.admin_listen))?;
+    let bound = Bound {
+        listen: listener.local_addr().map_err(|e| e.to_string())?,
+        admin: admin_listener.local_addr().map_err(|e| e.to_string())?,
+    };
+
+    let ready = Arc::new(AtomicBool::new(chain_node.is_none()));
+    if let Some(url) = chain_node {
+        tokio::spawn(admin::probe_chain_node(url, Arc::clone(&ready)));
+    }
+    let admin_task = tokio::spawn(admin::serve(admin_listener, registry, Arc::clone(&ready)));
+
+    let proxy = Proxy::new(config.upstream.clone(), config.connect_timeout, config.response_timeout);
+    let routes: Arc<[Route]> = config.routes.clone().into();
+    let graceful = GracefulShutdown::new();
+    on_bound(bound);
+    tracing::info!(listen = %bound.listen, admin = %bound.admin, "gateway listening");
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let plain = proxy.for_peer(peer);
+                let service = Dispatch {
+                    guarded: layer.layer(plain.clone()),
+                    plain,
+                    routes: Arc::clone(&routes),
+                    unguarded: raw.routes.unguarded,
+                };
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections, waiting for in-flight requests");
+    let open = graceful.count();
+    let connections_cut = match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {
+        Ok(()) => 0,
+        Err(_) => open,
+    };
+    admin_task.abort();
+    let attribution = queue.map(|q| q.shutdown(Duration::from_millis(raw.attribution.drain_deadline_ms)));
+    Ok(ShutdownReport {
+        connections_cut,
+        attribution,
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
