@@ -115,13 +115,23 @@ where
         let signer = Arc::clone(&self.signer);
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            let bytes = body.collect().await.map_err(|e| SignError::Body(e.into()))?.to_bytes();
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| SignError::Body(e.into()))?
+                .to_bytes();
             let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            let sig = signer.sign(parts.method.as_str(), uri, &bytes).map_err(SignError::Sign)?;
-            let passport = HeaderValue::from_str(signer.passport())
-                .map_err(|_| SignError::Sign(MintError("the passport is not a valid header value".into())))?;
-            let sig = HeaderValue::from_str(&sig)
-                .map_err(|_| SignError::Sign(MintError("the signature is not a valid header value".into())))?;
+            let sig = signer
+                .sign(parts.method.as_str(), uri, &bytes)
+                .map_err(SignError::Sign)?;
+            let passport = HeaderValue::from_str(signer.passport()).map_err(|_| {
+                SignError::Sign(MintError("the passport is not a valid header value".into()))
+            })?;
+            let sig = HeaderValue::from_str(&sig).map_err(|_| {
+                SignError::Sign(MintError(
+                    "the signature is not a valid header value".into(),
+                ))
+            })?;
             parts.headers.insert(PASSPORT_HEADER, passport);
             parts.headers.insert(SIGNATURE_HEADER, sig);
             inner

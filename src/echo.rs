@@ -34,7 +34,9 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
     }
 }
 
@@ -86,10 +88,14 @@ impl EchoUpstream {
 }
 
 fn json_response(status: StatusCode, id: u64, v: &Value) -> Response<EchoBody> {
-    let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::from(v.to_string()))));
+    let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::from(
+        v.to_string(),
+    ))));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = http::HeaderValue::from_str(&format!("echo-{id}")) {
         r.headers_mut().insert("x-inference-id", v);
     }
@@ -97,10 +103,18 @@ fn json_response(status: StatusCode, id: u64, v: &Value) -> Response<EchoBody> {
 }
 
 fn error(status: StatusCode, id: u64, message: &str) -> Response<EchoBody> {
-    json_response(status, id, &json!({"error": {"message": message, "type": "invalid_request_error"}}))
+    json_response(
+        status,
+        id,
+        &json!({"error": {"message": message, "type": "invalid_request_error"}}),
+    )
 }
 
-async fn answer(req: Request<Incoming>, id: u64, chunk_delay: Duration) -> Result<Response<EchoBody>, Infallible> {
+async fn answer(
+    req: Request<Incoming>,
+    id: u64,
+    chunk_delay: Duration,
+) -> Result<Response<EchoBody>, Infallible> {
     let path = req.uri().path().to_owned();
     if req.method() == http::Method::GET && path == "/v1/models" {
         return Ok(json_response(
@@ -109,11 +123,17 @@ async fn answer(req: Request<Incoming>, id: u64, chunk_delay: Duration) -> Resul
             &json!({"object": "list", "data": [{"id": "echo-1", "object": "model", "owned_by": "passport-gate"}]}),
         ));
     }
-    if req.method() != http::Method::POST || (path != "/v1/chat/completions" && path != "/v1/completions") {
+    if req.method() != http::Method::POST
+        || (path != "/v1/chat/completions" && path != "/v1/completions")
+    {
         return Ok(error(StatusCode::NOT_FOUND, id, "no such route"));
     }
     let Ok(body) = req.into_body().collect().await.map(|c| c.to_bytes()) else {
-        return Ok(error(StatusCode::BAD_REQUEST, id, "the body could not be read"));
+        return Ok(error(
+            StatusCode::BAD_REQUEST,
+            id,
+            "the body could not be read",
+        ));
     };
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return Ok(error(StatusCode::BAD_REQUEST, id, "the body is not JSON"));
@@ -157,7 +177,11 @@ fn stream(id: u64, model: String, reply: String, delay: Duration) -> Response<Ec
                 "model": model,
                 "choices": [{"index": 0, "delta": {"content": word}}]
             });
-            if tx.send(Bytes::from(format!("data: {chunk}\n\n"))).await.is_err() {
+            if tx
+                .send(Bytes::from(format!("data: {chunk}\n\n")))
+                .await
+                .is_err()
+            {
                 return;
             }
             tokio::time::sleep(delay).await;
@@ -165,8 +189,10 @@ fn stream(id: u64, model: String, reply: String, delay: Duration) -> Response<Ec
         let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
     });
     let mut r = Response::new(http_body_util::Either::Right(ChannelBody(rx)));
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
     if let Ok(v) = http::HeaderValue::from_str(&format!("echo-{id}")) {
         r.headers_mut().insert("x-inference-id", v);
     }

@@ -654,7 +654,8 @@ fn serve(a: &ServeArgs) -> Result<u8, Failure> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Failure(format!("cannot read {}: {e}", path.display()), 2))?;
-            GatewayConfig::from_toml(&text).map_err(|e| Failure(format!("{}: {e}", path.display()), 2))?
+            GatewayConfig::from_toml(&text)
+                .map_err(|e| Failure(format!("{}: {e}", path.display()), 2))?
         }
         None => GatewayConfig::default(),
     };
@@ -670,14 +671,24 @@ fn serve(a: &ServeArgs) -> Result<u8, Failure> {
     config.apply(flags.over(env));
     let validated = config.validate().map_err(|errors| {
         Failure(
-            format!("invalid configuration:\n{}", errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")),
+            format!(
+                "invalid configuration:\n{}",
+                errors
+                    .iter()
+                    .map(|e| format!("  {e}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
             2,
         )
     })?;
     init_logging();
     let envelope = &validated.raw.agent_envelope;
     let describe = if envelope.enabled {
-        format!("passports enabled for chain {} ({:?} mode)", envelope.chain_id, envelope.mode)
+        format!(
+            "passports enabled for chain {} ({:?} mode)",
+            envelope.chain_id, envelope.mode
+        )
     } else {
         "passports DISABLED: every request passes untouched".to_owned()
     };
@@ -714,12 +725,16 @@ fn request(a: &RequestArgs) -> Result<u8, Failure> {
     let agent = load_agent_secret(&a.agent_key).map_err(|e| e.to_string())?;
     let passport = match (&a.passport, &a.passport_file) {
         (Some(p), _) => p.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?,
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?
+        }
         (None, None) => return Err("give --passport or --passport-file".to_string().into()),
     };
     let signer = AgentSigner::new(agent, &passport, &a.chain_id).map_err(|e| e.to_string())?;
     let body = a.body.read()?;
-    let mut req = http::Request::builder().method(a.method.as_str()).uri(a.url.as_str());
+    let mut req = http::Request::builder()
+        .method(a.method.as_str())
+        .uri(a.url.as_str());
     let mut has_content_type = false;
     for h in &a.headers {
         let (name, value) = h
@@ -731,10 +746,13 @@ fn request(a: &RequestArgs) -> Result<u8, Failure> {
     if !has_content_type {
         req = req.header("content-type", "application/json");
     }
-    let req = req.body(Full::new(Bytes::from(body))).map_err(|e| format!("bad request: {e}"))?;
+    let req = req
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("bad request: {e}"))?;
     runtime()?.block_on(async move {
         let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
         let resp = SignerLayer::new(signer)
             .layer(client)
             .oneshot(req)
@@ -751,7 +769,9 @@ fn request(a: &RequestArgs) -> Result<u8, Failure> {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| Failure(format!("reading the response: {e}"), 1))?;
             if let Some(data) = frame.data_ref() {
-                out.write_all(data).and_then(|()| out.flush()).map_err(|e| Failure(e.to_string(), 1))?;
+                out.write_all(data)
+                    .and_then(|()| out.flush())
+                    .map_err(|e| Failure(e.to_string(), 1))?;
             }
         }
         Ok(if ok { 0 } else { 1 })
@@ -759,5 +779,7 @@ fn request(a: &RequestArgs) -> Result<u8, Failure> {
 }
 
 fn demo() -> Result<u8, Failure> {
-    runtime()?.block_on(passport_gate::demo::run()).map_err(|e| Failure(e, 1))
+    runtime()?
+        .block_on(passport_gate::demo::run())
+        .map_err(|e| Failure(e, 1))
 }

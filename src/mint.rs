@@ -250,12 +250,16 @@ pub struct AgentSigner {
 impl AgentSigner {
     /// Binds `agent` to `passport_b64` for requests to a gateway on `chain_id`. Refuses a
     /// passport that does not parse or names another agent key.
-    pub fn new(agent: AgentSecret, passport_b64: &str, chain_id: &str) -> Result<AgentSigner, MintError> {
+    pub fn new(
+        agent: AgentSecret,
+        passport_b64: &str,
+        chain_id: &str,
+    ) -> Result<AgentSigner, MintError> {
         let passport = passport_b64.trim().to_owned();
         let raw = decode_base64(&passport)
             .ok_or_else(|| MintError("the passport is not strict standard base64".into()))?;
-        let envelope =
-            Envelope::parse(&raw).map_err(|e| MintError(format!("the passport is malformed: {e}")))?;
+        let envelope = Envelope::parse(&raw)
+            .map_err(|e| MintError(format!("the passport is malformed: {e}")))?;
         if envelope.agent_pubkey.public_key != agent.public_key().to_base64() {
             return err("the agent key does not match the passport's agent_pubkey");
         }

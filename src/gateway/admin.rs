@@ -17,12 +17,18 @@ use tokio::net::TcpListener;
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
     r
 }
 
-fn answer(req: &Request<Incoming>, registry: &Registry, ready: &AtomicBool) -> Response<Full<Bytes>> {
+fn answer(
+    req: &Request<Incoming>,
+    registry: &Registry,
+    ready: &AtomicBool,
+) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => text(
             StatusCode::OK,
@@ -30,7 +36,9 @@ fn answer(req: &Request<Incoming>, registry: &Registry, ready: &AtomicBool) -> R
             crate::metrics::render(registry),
         ),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" if ready.load(Ordering::Relaxed) => text(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/readyz" if ready.load(Ordering::Relaxed) => {
+            text(StatusCode::OK, "text/plain", "ready\n".into())
+        }
         "/readyz" => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
@@ -66,7 +74,10 @@ pub(super) async fn serve(listener: TcpListener, registry: Registry, ready: Arc<
 /// marks the gateway ready.
 pub(super) async fn probe_chain_node(base: String, ready: Arc<AtomicBool>) {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let url = format!("{}/cosmos/base/tendermint/v1beta1/node_info", base.trim_end_matches('/'));
+    let url = format!(
+        "{}/cosmos/base/tendermint/v1beta1/node_info",
+        base.trim_end_matches('/')
+    );
     let Ok(uri) = url.parse::<http::Uri>() else {
         return;
     };

@@ -215,7 +215,11 @@ impl Overrides {
             None => None,
             Some("true") => Some(true),
             Some("false") => Some(false),
-            Some(other) => return Err(format!("PASSPORT_GATE_ENABLED: {other:?} is not true or false")),
+            Some(other) => {
+                return Err(format!(
+                    "PASSPORT_GATE_ENABLED: {other:?} is not true or false"
+                ))
+            }
         };
         Ok(Overrides {
             listen: var("LISTEN"),
@@ -264,7 +268,9 @@ impl GatewayConfig {
             self.agent_envelope.enabled = v;
         }
         if let Some(v) = o.chain_node {
-            self.binding.get_or_insert_with(BindingSection::default).chain_node = Some(v);
+            self.binding
+                .get_or_insert_with(BindingSection::default)
+                .chain_node = Some(v);
         }
     }
 
@@ -274,7 +280,9 @@ impl GatewayConfig {
         let addr = |key: &str, v: &str, errors: &mut Vec<String>| match v.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
-                errors.push(format!("server.{key}: {v:?} is not an address like 127.0.0.1:8080"));
+                errors.push(format!(
+                    "server.{key}: {v:?} is not an address like 127.0.0.1:8080"
+                ));
                 None
             }
         };
@@ -283,13 +291,17 @@ impl GatewayConfig {
         if listen.is_some_and(|l| l.port() != 0) && listen == admin_listen {
             errors.push("server.admin_listen: must differ from server.listen".into());
         }
-        let upstream = parse_upstream(&self.server.upstream).map_err(|e| errors.push(format!("server.upstream: {e}"))).ok();
+        let upstream = parse_upstream(&self.server.upstream)
+            .map_err(|e| errors.push(format!("server.upstream: {e}")))
+            .ok();
         for (key, v) in [
             ("connect_timeout_ms", self.server.connect_timeout_ms),
             ("response_timeout_ms", self.server.response_timeout_ms),
         ] {
             if v == 0 || v > 3_600_000 {
-                errors.push(format!("server.{key}: {v} is out of range; accepted: 1 to 3600000"));
+                errors.push(format!(
+                    "server.{key}: {v} is out of range; accepted: 1 to 3600000"
+                ));
             }
         }
         if self.server.shutdown_grace_seconds > 3600 {
@@ -300,7 +312,9 @@ impl GatewayConfig {
         }
         if let Some(h) = &self.server.inference_id_header {
             if http::HeaderName::try_from(h.as_str()).is_err() {
-                errors.push(format!("server.inference_id_header: {h:?} is not a header name"));
+                errors.push(format!(
+                    "server.inference_id_header: {h:?} is not a header name"
+                ));
             }
         }
         let mut routes = Vec::new();
@@ -315,7 +329,10 @@ impl GatewayConfig {
         }
         if let Some(b) = &self.binding {
             if http::HeaderName::try_from(b.requester_header.as_str()).is_err() {
-                errors.push(format!("binding.requester_header: {:?} is not a header name", b.requester_header));
+                errors.push(format!(
+                    "binding.requester_header: {:?} is not a header name",
+                    b.requester_header
+                ));
             }
             if b.chain_node.is_some() && !b.grants.is_empty() {
                 errors.push("binding: set chain_node or grants, not both".into());
@@ -331,7 +348,9 @@ impl GatewayConfig {
                 ("query_timeout_ms", b.query_timeout_ms, 120_000),
             ] {
                 if v == 0 || v > hi {
-                    errors.push(format!("binding.{key}: {v} is out of range; accepted: 1 to {hi}"));
+                    errors.push(format!(
+                        "binding.{key}: {v} is out of range; accepted: 1 to {hi}"
+                    ));
                 }
             }
         }
@@ -342,16 +361,18 @@ impl GatewayConfig {
             ));
         }
         match (listen, admin_listen, upstream) {
-            (Some(listen), Some(admin_listen), Some(upstream)) if errors.is_empty() => Ok(Validated {
-                listen,
-                admin_listen,
-                upstream,
-                routes,
-                connect_timeout: Duration::from_millis(self.server.connect_timeout_ms),
-                response_timeout: Duration::from_millis(self.server.response_timeout_ms),
-                shutdown_grace: Duration::from_secs(self.server.shutdown_grace_seconds),
-                raw: self,
-            }),
+            (Some(listen), Some(admin_listen), Some(upstream)) if errors.is_empty() => {
+                Ok(Validated {
+                    listen,
+                    admin_listen,
+                    upstream,
+                    routes,
+                    connect_timeout: Duration::from_millis(self.server.connect_timeout_ms),
+                    response_timeout: Duration::from_millis(self.server.response_timeout_ms),
+                    shutdown_grace: Duration::from_secs(self.server.shutdown_grace_seconds),
+                    raw: self,
+                })
+            }
             _ => Err(errors),
         }
     }
@@ -363,12 +384,17 @@ fn parse_upstream(s: &str) -> Result<Upstream, String> {
     }
     let uri: http::Uri = s.parse().map_err(|_| format!("{s:?} is not a URL"))?;
     if uri.scheme_str() != Some("http") {
-        return Err(format!("{s:?}: only http:// upstreams are supported; terminate TLS in front of the upstream"));
+        return Err(format!(
+            "{s:?}: only http:// upstreams are supported; terminate TLS in front of the upstream"
+        ));
     }
     if uri.query().is_some() {
         return Err(format!("{s:?}: must not have a query"));
     }
-    let authority = uri.authority().cloned().ok_or_else(|| format!("{s:?} has no host"))?;
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{s:?} has no host"))?;
     Ok(Upstream {
         authority,
         base_path: uri.path().trim_end_matches('/').to_owned(),
@@ -381,7 +407,9 @@ fn parse_route(s: &str) -> Result<Route, String> {
         .ok_or_else(|| format!("{s:?} must look like \"POST /v1/chat/completions\""))?;
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| format!("{s:?}: bad method"))?;
     if !path.starts_with('/') || path.contains(['?', ' ']) {
-        return Err(format!("{s:?}: the path must start with / and have no query"));
+        return Err(format!(
+            "{s:?}: the path must start with / and have no query"
+        ));
     }
     Ok(Route {
         method,
@@ -395,7 +423,8 @@ mod tests {
 
     #[test]
     fn a_minimal_file_validates_with_the_reference_defaults() {
-        let c = GatewayConfig::from_toml("[server]\nupstream = \"http://127.0.0.1:8000\"\n").unwrap();
+        let c =
+            GatewayConfig::from_toml("[server]\nupstream = \"http://127.0.0.1:8000\"\n").unwrap();
         let v = c.validate().unwrap();
         assert_eq!(v.routes.len(), 2);
         assert!(!v.raw.agent_envelope.enabled);
@@ -418,7 +447,10 @@ guarded = ["POST"]
 requester_header = "bad header"
 chain_node = "ftp://x"
 "#;
-        let errors = GatewayConfig::from_toml(text).unwrap().validate().unwrap_err();
+        let errors = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
         for key in [
             "server.listen",
             "server.upstream",
@@ -429,8 +461,30 @@ chain_node = "ftp://x"
             "binding.requester_header",
             "binding.chain_node",
         ] {
-            assert!(errors.iter().any(|e| e.starts_with(key)), "{key} missing from {errors:#?}");
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "{key} missing from {errors:#?}"
+            );
         }
+    }
+
+    #[test]
+    fn the_annotated_example_file_is_valid() {
+        let text = include_str!("../../passport-gate.example.toml");
+        let v = GatewayConfig::from_toml(text).unwrap().validate().unwrap();
+        assert!(v.raw.agent_envelope.enabled);
+        assert_eq!(
+            v.raw.agent_envelope,
+            Config {
+                enabled: true,
+                chain_id: "gonka-mainnet".into(),
+                ..Config::default()
+            }
+        );
+        assert_eq!(
+            v.raw.binding.unwrap().chain_node.as_deref(),
+            Some("http://127.0.0.1:1317")
+        );
     }
 
     #[test]
@@ -441,7 +495,8 @@ chain_node = "ftp://x"
 
     #[test]
     fn overrides_win_over_the_file() {
-        let mut c = GatewayConfig::from_toml("[server]\nupstream = \"http://127.0.0.1:1\"\n").unwrap();
+        let mut c =
+            GatewayConfig::from_toml("[server]\nupstream = \"http://127.0.0.1:1\"\n").unwrap();
         let flags = Overrides {
             upstream: Some("http://127.0.0.1:2".into()),
             ..Overrides::default()

@@ -43,7 +43,8 @@ struct Dispatch {
     unguarded: Unguarded,
 }
 
-type DispatchFuture = Pin<Box<dyn Future<Output = Result<http::Response<GatewayBody>, Infallible>> + Send>>;
+type DispatchFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<GatewayBody>, Infallible>> + Send>>;
 
 impl Service<http::Request<Incoming>> for Dispatch {
     type Response = http::Response<GatewayBody>;
@@ -123,8 +124,12 @@ pub async fn run(
         None
     } else {
         Some(
-            AttributionQueue::start(raw.agent_envelope.attribution_queue_cap, sinks, metrics.clone())
-                .map_err(|e| format!("cannot start the attribution thread: {e}"))?,
+            AttributionQueue::start(
+                raw.agent_envelope.attribution_queue_cap,
+                sinks,
+                metrics.clone(),
+            )
+            .map_err(|e| format!("cannot start the attribution thread: {e}"))?,
         )
     };
 
@@ -152,19 +157,27 @@ pub async fn run(
         builder = builder.attribution(q.sender());
     }
     if let Some(h) = &raw.server.inference_id_header {
-        let name = http::HeaderName::try_from(h.as_str()).map_err(|e| format!("server.inference_id_header: {e}"))?;
+        let name = http::HeaderName::try_from(h.as_str())
+            .map_err(|e| format!("server.inference_id_header: {e}"))?;
         builder = builder.inference_id_header(name);
     }
     let layer = builder.build().map_err(|errors| {
-        errors.iter().map(|e| format!("agent_envelope.{e}")).collect::<Vec<_>>().join("\n")
+        errors
+            .iter()
+            .map(|e| format!("agent_envelope.{e}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     })?;
 
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("server.listen: cannot listen on {}: {e}", config.listen))?;
-    let admin_listener = TcpListener::bind(config.admin_listen)
-        .await
-        .map_err(|e| format!("server.admin_listen: cannot listen on {}: {e}", config.admin_listen))?;
+    let admin_listener = TcpListener::bind(config.admin_listen).await.map_err(|e| {
+        format!(
+            "server.admin_listen: cannot listen on {}: {e}",
+            config.admin_listen
+        )
+    })?;
     let bound = Bound {
         listen: listener.local_addr().map_err(|e| e.to_string())?,
         admin: admin_listener.local_addr().map_err(|e| e.to_string())?,
@@ -176,7 +189,11 @@ pub async fn run(
     }
     let admin_task = tokio::spawn(admin::serve(admin_listener, registry, Arc::clone(&ready)));
 
-    let proxy = Proxy::new(config.upstream.clone(), config.connect_timeout, config.response_timeout);
+    let proxy = Proxy::new(
+        config.upstream.clone(),
+        config.connect_timeout,
+        config.response_timeout,
+    );
     let routes: Arc<[Route]> = config.routes.clone().into();
     let graceful = GracefulShutdown::new();
     on_bound(bound);
@@ -217,12 +234,14 @@ pub async fn run(
     drop(listener);
     tracing::info!("shutting down: no new connections, waiting for in-flight requests");
     let open = graceful.count();
-    let connections_cut = match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {
-        Ok(()) => 0,
-        Err(_) => open,
-    };
+    let connections_cut =
+        match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {
+            Ok(()) => 0,
+            Err(_) => open,
+        };
     admin_task.abort();
-    let attribution = queue.map(|q| q.shutdown(Duration::from_millis(raw.attribution.drain_deadline_ms)));
+    let attribution =
+        queue.map(|q| q.shutdown(Duration::from_millis(raw.attribution.drain_deadline_ms)));
     Ok(ShutdownReport {
         connections_cut,
         attribution,

@@ -101,7 +101,11 @@ fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&Header
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert("x-forwarded-for", v);
     }
-    let node = if peer.is_ipv6() { format!("\"[{ip}]\"") } else { ip };
+    let node = if peer.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip
+    };
     let mut element = format!("for={node};proto=http");
     if let Some(h) = host.and_then(|h| h.to_str().ok()) {
         if !h.contains(['"', '\\']) {
@@ -145,7 +149,11 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     /// A proxy to `upstream` with a pooled client.
-    pub fn new(upstream: Upstream, connect_timeout: Duration, response_timeout: Duration) -> Proxy<B> {
+    pub fn new(
+        upstream: Upstream,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Proxy<B> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
@@ -234,10 +242,16 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
@@ -248,9 +262,16 @@ mod tests {
     fn forwarded_headers_are_appended() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarded(&mut h, "127.0.0.2:5000".parse().unwrap(), Some(&HeaderValue::from_static("gw.local")));
+        add_forwarded(
+            &mut h,
+            "127.0.0.2:5000".parse().unwrap(),
+            Some(&HeaderValue::from_static("gw.local")),
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
-        assert_eq!(h[header::FORWARDED], "for=127.0.0.2;proto=http;host=\"gw.local\"");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=127.0.0.2;proto=http;host=\"gw.local\""
+        );
         let mut h = HeaderMap::new();
         add_forwarded(&mut h, "[::1]:5000".parse().unwrap(), None);
         assert_eq!(h[header::FORWARDED], "for=\"[::1]\";proto=http");

@@ -214,7 +214,10 @@ impl Rejection {
         let mut resp = crate::problem::problem_response(self.status(), self.code(), self.message());
         let headers = resp.headers_mut();
         if self.status() == StatusCode::UNAUTHORIZED {
-            let challenge = format!("AgentPassport realm=\"passport-gate\", error=\"{}\"", self.code());
+            let challenge = format!(
+                "AgentPassport realm=\"passport-gate\", error=\"{}\"",
+                self.code()
+            );
             if let Ok(v) = http::HeaderValue::from_str(&challenge) {
                 headers.insert(http::header::WWW_AUTHENTICATE, v);
             }
@@ -274,8 +277,13 @@ mod tests {
         use http_body_util::BodyExt;
         let resp = Rejection::AgentSigInvalid.http_response();
         assert_eq!(resp.headers()["content-type"], "application/problem+json");
-        assert!(resp.headers()["www-authenticate"].to_str().unwrap().contains("agent_sig_invalid"));
-        let body = futures_lite_block_on(resp.into_body().collect()).unwrap().to_bytes();
+        assert!(resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("agent_sig_invalid"));
+        let body = futures_lite_block_on(resp.into_body().collect())
+            .unwrap()
+            .to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["code"], "agent_sig_invalid");
         assert_eq!(v["error"], "agent_sig_invalid");
@@ -283,6 +291,9 @@ mod tests {
     }
 
     fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 }

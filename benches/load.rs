@@ -1,0 +1,279 @@
+//! `cargo bench --bench load`: requests per second and p50/p99 latency through the real
+//! `passport-gate serve` binary, in one run, with the layer disabled, enabled without
+//! passports, and enabled with passports (cycling through many pre-signed requests), in
+//! front of the embedded echo upstream. Also reports the gateway's resident memory at
+//! the start and the end of each phase.
+//!
+//! Settings (environment): `LOAD_SECONDS` per phase (default 10), `LOAD_CONNECTIONS`
+//! (default 32), `LOAD_PASSPORTS` distinct passports (default 64), `LOAD_REQUESTS`
+//! distinct signed requests (default 1024).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use passport_gate::crypto::{AgentSecret, PrincipalSecret};
+use passport_gate::echo::EchoUpstream;
+use passport_gate::mint::{AgentSigner, PassportSpec};
+use passport_gate::time::Timestamp;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CHAIN: &str = "gonka-mainnet";
+const PATH: &str = "/v1/chat/completions";
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Gateway {
+    child: Child,
+    listen: SocketAddr,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_gateway(upstream: SocketAddr, enabled: bool) -> Gateway {
+    let dir = std::env::temp_dir().join(format!("pg-load-{}-{enabled}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"\n\n[agent_envelope]\nenabled = {enabled}\nchain_id = \"{CHAIN}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("PASSPORT_GATE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let listen = loop {
+        let line = lines
+            .next()
+            .expect("the gateway printed its listening line")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("passport-gate listening on http://") {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Gateway { child, listen }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// One prepared request: body and headers.
+struct Prepared {
+    body: Bytes,
+    headers: Vec<(&'static str, String)>,
+}
+
+fn prepare(signed: bool, passports: usize, requests: usize) -> Vec<Prepared> {
+    let principal = PrincipalSecret::from_bytes(&[0x91; 32]).unwrap();
+    let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
+    let signers: Vec<AgentSigner> = (0..passports)
+        .map(|i| {
+            let mut seed = [0x92u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let agent = AgentSecret::from_bytes(&seed);
+            let passport = PassportSpec {
+                chain_id: CHAIN.into(),
+                agent_id: format!("urn:aps:agent:load-{i}"),
+                agent_key: agent.public_key(),
+                principal_key: principal.public_key(),
+                address_prefix: "gonka".into(),
+                issued_at: now,
+                expires_at: now.plus_seconds(3600),
+                not_before: None,
+                allowed_models: Some(vec!["echo-1".into()]),
+                beneficiary: None,
+            }
+            .mint(&principal, 3600)
+            .unwrap();
+            AgentSigner::new(agent, &passport, CHAIN).unwrap()
+        })
+        .collect();
+    (0..requests)
+        .map(|i| {
+            let body = Bytes::from(format!(
+                r#"{{"model":"echo-1","messages":[{{"role":"user","content":"request number {i}: say something short"}}]}}"#
+            ));
+            let mut headers = vec![("content-type", "application/json".to_owned())];
+            if signed {
+                let s = &signers[i % signers.len()];
+                headers.push(("x-agent-passport", s.passport().to_owned()));
+                headers.push(("x-agent-sig", s.sign("POST", PATH, &body).unwrap()));
+            }
+            Prepared { body, headers }
+        })
+        .collect()
+}
+
+struct Figures {
+    requests: usize,
+    errors: usize,
+    seconds: f64,
+    p50_us: u128,
+    p99_us: u128,
+    rss_start_kib: u64,
+    rss_end_kib: u64,
+}
+
+async fn drive(
+    gateway: &Gateway,
+    prepared: Arc<Vec<Prepared>>,
+    connections: usize,
+    seconds: u64,
+) -> Figures {
+    let url: http::Uri = format!("http://{}{PATH}", gateway.listen).parse().unwrap();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(connections)
+        .build_http();
+    // Warm up: one pass over a few requests (fills the envelope cache as real traffic would).
+    for p in prepared.iter().take(64) {
+        let mut req = http::Request::post(url.clone());
+        for (n, v) in &p.headers {
+            req = req.header(*n, v);
+        }
+        let resp = client
+            .request(req.body(Full::new(p.body.clone())).unwrap())
+            .await
+            .unwrap();
+        let _ = resp.into_body().collect().await;
+    }
+    let rss_start_kib = rss_kib(gateway.child.id());
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let client = client.clone();
+            let prepared = Arc::clone(&prepared);
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0usize;
+                let mut i = c;
+                while Instant::now() < deadline {
+                    let p = &prepared[i % prepared.len()];
+                    i += connections;
+                    let mut req = http::Request::post(url.clone());
+                    for (n, v) in &p.headers {
+                        req = req.header(*n, v);
+                    }
+                    let t = Instant::now();
+                    match client
+                        .request(req.body(Full::new(p.body.clone())).unwrap())
+                        .await
+                    {
+                        Ok(resp) => {
+                            let ok = resp.status() == 200;
+                            let body = resp.into_body().collect().await;
+                            if ok && body.is_ok() {
+                                latencies.push(t.elapsed().as_micros());
+                            } else {
+                                errors += 1;
+                            }
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    Figures {
+        requests: all.len(),
+        errors,
+        seconds,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        rss_start_kib,
+        rss_end_kib: rss_kib(gateway.child.id()),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let seconds = env_num("LOAD_SECONDS", 10);
+    let connections = env_num("LOAD_CONNECTIONS", 32) as usize;
+    let passports = env_num("LOAD_PASSPORTS", 64) as usize;
+    let requests = env_num("LOAD_REQUESTS", 1024) as usize;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let upstream = EchoUpstream::start("127.0.0.1:0".parse().unwrap(), Duration::from_millis(1)).await.unwrap();
+        println!(
+            "load: {seconds} s per phase, {connections} connections, {requests} distinct requests, {passports} passports, echo upstream at {}",
+            upstream.addr()
+        );
+        println!("{:<28} {:>10} {:>9} {:>9} {:>7} {:>11} {:>11}", "phase", "req/s", "p50 ms", "p99 ms", "errors", "RSS start", "RSS end");
+        for (name, enabled, signed) in [
+            ("layer disabled", false, false),
+            ("enabled, no passport", true, false),
+            ("enabled, with passports", true, true),
+        ] {
+            let prepared = Arc::new(prepare(signed, passports, requests));
+            let gateway = start_gateway(upstream.addr(), enabled);
+            let f = drive(&gateway, prepared, connections, seconds).await;
+            println!(
+                "{:<28} {:>10.0} {:>9.2} {:>9.2} {:>7} {:>8} KiB {:>7} KiB",
+                name,
+                f.requests as f64 / f.seconds,
+                f.p50_us as f64 / 1000.0,
+                f.p99_us as f64 / 1000.0,
+                f.errors,
+                f.rss_start_kib,
+                f.rss_end_kib
+            );
+        }
+    });
+}

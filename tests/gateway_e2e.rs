@@ -1,0 +1,521 @@
+//! The real `passport-gate serve` binary against a local upstream.
+
+use axum::body::Body as AxumBody;
+use axum::extract::Request as AxumRequest;
+use axum::routing::{any, post};
+use axum::Router;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+const CHAIN: &str = "gonka-mainnet";
+const BODY: &[u8] =
+    br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+
+/// The test upstream: `/v1/chat/completions` streams two SSE chunks, the second only
+/// once the test says so; every other route echoes what it received as JSON.
+struct Upstream {
+    addr: SocketAddr,
+    calls: Arc<AtomicUsize>,
+    release_last_chunk: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+async fn upstream() -> Upstream {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (release_tx, release_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release_rx = Arc::new(tokio::sync::Mutex::new(release_rx));
+    let c1 = calls.clone();
+    let c2 = calls.clone();
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(move |body: Bytes| {
+                let release = release_rx.clone();
+                c1.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+                    tokio::spawn(async move {
+                        let first = format!("data: {{\"received_bytes\":{}}}\n\n", body.len());
+                        let _ = tx.send(Ok(Bytes::from(first))).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(10), release.lock().await.recv()).await;
+                        let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+                    });
+                    let stream = ReceiverStream(rx);
+                    http::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .header("x-inference-id", "up-1")
+                        .body(AxumBody::from_stream(stream))
+                        .unwrap()
+                }
+            }),
+        )
+        .fallback(any(move |req: AxumRequest| {
+            c2.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let headers: serde_json::Map<String, serde_json::Value> = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                    .collect();
+                let uri = req.uri().to_string();
+                let method = req.method().to_string();
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                serde_json::json!({"uri": uri, "method": method, "headers": headers, "body": String::from_utf8_lossy(&body)})
+                    .to_string()
+            }
+        }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Upstream {
+        addr,
+        calls,
+        release_last_chunk: release_tx,
+    }
+}
+
+struct ReceiverStream(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl futures_core::Stream for ReceiverStream {
+    type Item = Result<Bytes, std::io::Error>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// A running `passport-gate serve` and the lines it printed on stderr.
+struct Gateway {
+    child: Child,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn workdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pg-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn spawn(name: &str, toml: &str, extra: &[&str]) -> (Child, mpsc::Receiver<String>, PathBuf) {
+    let dir = workdir(name);
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx, dir)
+}
+
+fn start(name: &str, toml: &str) -> Gateway {
+    let (child, lines, _dir) = spawn(name, toml, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the gateway printed its listening line");
+        if let Some(rest) = line.strip_prefix("passport-gate listening on http://") {
+            let listen = rest.split_whitespace().next().unwrap().parse().unwrap();
+            let admin = rest
+                .split("(admin http://")
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            return Gateway {
+                child,
+                listen,
+                admin,
+                lines,
+            };
+        }
+    }
+}
+
+fn config(upstream: SocketAddr, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"\nresponse_timeout_ms = 3000\nshutdown_grace_seconds = 10\ninference_id_header = \"x-inference-id\"\n\n[agent_envelope]\nenabled = true\nchain_id = \"{CHAIN}\"\nclock_skew_seconds = 300\nmax_ttl_seconds = 604800\n{extra}"
+    )
+}
+
+/// A passport valid now (the fixture is dated 2026-05-21, so mint a fresh one).
+fn live_fixture() -> (String, passport_gate::mint::AgentSigner) {
+    use passport_gate::crypto::{AgentSecret, PrincipalSecret};
+    use passport_gate::mint::{AgentSigner, PassportSpec};
+    use passport_gate::time::Timestamp;
+    let principal = PrincipalSecret::from_bytes(&[0x81; 32]).unwrap();
+    let agent = AgentSecret::from_bytes(&[0x82; 32]);
+    let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
+    let passport = PassportSpec {
+        chain_id: CHAIN.into(),
+        agent_id: "urn:aps:agent:e2e".into(),
+        agent_key: agent.public_key(),
+        principal_key: principal.public_key(),
+        address_prefix: "gonka".into(),
+        issued_at: now,
+        expires_at: now.plus_seconds(1800),
+        not_before: None,
+        allowed_models: None,
+        beneficiary: None,
+    }
+    .mint(&principal, 3600)
+    .unwrap();
+    let signer = AgentSigner::new(agent, &passport, CHAIN).unwrap();
+    (passport, signer)
+}
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> http::Response<hyper::body::Incoming> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>()
+        .request(req.body(Full::new(Bytes::copy_from_slice(body))).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn text(resp: http::Response<hyper::body::Incoming>) -> String {
+    String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_drops_hop_by_hop_headers_and_adds_forwarded() {
+    let up = upstream().await;
+    let gw = start("forward", &config(up.addr, ""));
+    let resp = send(
+        gw.listen,
+        "GET",
+        "/v1/models?limit=5&after=x",
+        &[
+            ("connection", "x-hop-secret"),
+            ("x-hop-secret", "1"),
+            ("proxy-authorization", "Basic Zm9v"),
+            ("authorization", "Bearer upstream-token"),
+            ("x-forwarded-for", "192.0.2.7"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let seen: serde_json::Value = serde_json::from_str(&text(resp).await).unwrap();
+    assert_eq!(seen["uri"], "/v1/models?limit=5&after=x");
+    assert_eq!(seen["method"], "GET");
+    let h = &seen["headers"];
+    assert!(h.get("x-hop-secret").is_none(), "{h}");
+    assert!(h.get("proxy-authorization").is_none(), "{h}");
+    assert_eq!(h["authorization"], "Bearer upstream-token");
+    assert_eq!(h["x-forwarded-for"], "192.0.2.7, 127.0.0.1");
+    assert!(
+        h["forwarded"]
+            .as_str()
+            .unwrap()
+            .starts_with("for=127.0.0.1;proto=http"),
+        "{h}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guarded_routes_verify_before_forwarding_and_stream_the_answer() {
+    let up = upstream().await;
+    let gw = start("guarded", &config(up.addr, ""));
+    let (passport, signer) = live_fixture();
+    let path = "/v1/chat/completions";
+
+    // A tampered body never reaches the upstream.
+    let sig = signer
+        .sign("POST", path, b"{\"model\":\"qwen/qwen3-32b\"}")
+        .unwrap();
+    let resp = send(
+        gw.listen,
+        "POST",
+        path,
+        &[("x-agent-passport", &passport), ("x-agent-sig", &sig)],
+        BODY,
+    )
+    .await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    assert!(text(resp).await.contains("agent_sig_invalid"));
+    assert_eq!(up.calls.load(Ordering::SeqCst), 0);
+
+    // An accepted streaming call: the first SSE chunk arrives while the upstream still
+    // holds back its last one.
+    let sig = signer.sign("POST", path, BODY).unwrap();
+    let resp = send(
+        gw.listen,
+        "POST",
+        path,
+        &[("x-agent-passport", &passport), ("x-agent-sig", &sig)],
+        BODY,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-inference-id"], "up-1");
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("the first chunk arrived before the stream ended")
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert_eq!(
+        first,
+        format!("data: {{\"received_bytes\":{}}}\n\n", BODY.len())
+    );
+    up.release_last_chunk.send(()).unwrap();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, Bytes::from_static(b"data: [DONE]\n\n"));
+    assert_eq!(up.calls.load(Ordering::SeqCst), 1);
+
+    // No passport on a guarded route: passes (optional mode), unbuffered.
+    up.release_last_chunk.send(()).unwrap();
+    let resp = send(gw.listen, "POST", path, &[], BODY).await;
+    assert_eq!(resp.status(), 200);
+    let _ = text(resp).await;
+
+    let metrics = text(send(gw.admin, "GET", "/metrics", &[], b"").await).await;
+    assert!(
+        metrics.contains(
+            "passport_gate_requests_total{code=\"agent_sig_invalid\",outcome=\"rejected\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("passport_gate_requests_total{code=\"\",outcome=\"accepted\"} 1"));
+    assert!(metrics.contains("passport_gate_requests_total{code=\"\",outcome=\"passthrough\"} 1"));
+    assert_eq!(
+        text(send(gw.admin, "GET", "/healthz", &[], b"").await).await,
+        "ok\n"
+    );
+    assert_eq!(
+        send(gw.admin, "GET", "/readyz", &[], b"").await.status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_rules_guard_forward_or_refuse() {
+    let up = upstream().await;
+    let extra = "\n[routes]\nguarded = [\"POST /v1/embeddings\"]\nunguarded = \"refuse\"\n";
+    let gw = start("routes", &config(up.addr, extra));
+    // Not guarded and refused.
+    let resp = send(gw.listen, "POST", "/v1/chat/completions", &[], BODY).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert!(text(resp).await.contains("route_not_allowed"));
+    // Guarded: a malformed passport is judged, a request without one passes.
+    let resp = send(
+        gw.listen,
+        "POST",
+        "/v1/embeddings",
+        &[("x-agent-passport", "e30=")],
+        BODY,
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    assert!(text(resp).await.contains("sig_header_mismatch"));
+    let resp = send(gw.listen, "POST", "/v1/embeddings", &[], b"{}").await;
+    assert_eq!(resp.status(), 200);
+    // Another method on a guarded path is a different route: refused here.
+    let resp = send(gw.listen, "GET", "/v1/embeddings", &[], b"").await;
+    assert_eq!(resp.status(), 404);
+
+    let forward = start(
+        "routes-forward",
+        &config(up.addr, "\n[routes]\nguarded = [\"POST /v1/embeddings\"]\n"),
+    );
+    // Not guarded and forwarded: passport headers are not even looked at.
+    let resp = send(
+        forward.listen,
+        "POST",
+        "/v1/other",
+        &[("x-agent-passport", "e30=")],
+        b"{}",
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let seen: serde_json::Value = serde_json::from_str(&text(resp).await).unwrap();
+    assert_eq!(seen["uri"], "/v1/other");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_upstream_is_a_502_problem() {
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = start("dead", &config(dead, ""));
+    let resp = send(gw.listen, "GET", "/v1/models", &[], b"").await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    assert!(text(resp).await.contains("upstream_unavailable"));
+}
+
+#[test]
+fn each_bad_setting_is_a_clear_startup_error() {
+    let cases = [
+        ("[server]\nupstream = \"ftp://x\"\n", "server.upstream"),
+        (
+            "[server]\nupstream = \"http://127.0.0.1:1\"\nlisten = \"here\"\n",
+            "server.listen",
+        ),
+        (
+            "[server]\nupstream = \"http://127.0.0.1:1\"\n[agent_envelope]\nenabled = true\n",
+            "agent_envelope.chain_id",
+        ),
+        (
+            "[server]\nupstream = \"http://127.0.0.1:1\"\n[agent_envelope]\nmax_body_size = 0\n",
+            "agent_envelope.max_body_size",
+        ),
+        (
+            "[server]\nupstream = \"http://127.0.0.1:1\"\n[routes]\nguarded = [\"/v1\"]\n",
+            "routes.guarded",
+        ),
+        (
+            "[server]\nupstream = \"http://127.0.0.1:1\"\n[binding]\nchain_node = \"node:1317\"\n",
+            "binding.chain_node",
+        ),
+        (
+            "[server]\nupstream = \"http://127.0.0.1:1\"\ntypo = 1\n",
+            "unknown field `typo`",
+        ),
+        ("[server]\n", "server.upstream"),
+    ];
+    for (i, (toml, expected)) in cases.iter().enumerate() {
+        let (mut child, lines, _dir) = spawn(&format!("bad{i}"), toml, &[]);
+        let status = child.wait().unwrap();
+        let stderr: Vec<String> = lines.iter().collect();
+        assert_eq!(status.code(), Some(2), "case {i}: {stderr:?}");
+        assert!(
+            stderr.iter().any(|l| l.contains(expected)),
+            "case {i}: expected {expected:?} in {stderr:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_and_loses_no_event() {
+    let up = upstream().await;
+    let dir = workdir("shutdown-events");
+    let events = dir.join("events.jsonl");
+    let extra = format!(
+        "\n[attribution]\nfile = {:?}\n",
+        events.display().to_string()
+    );
+    let mut gw = start("shutdown", &config(up.addr, &extra));
+    let (passport, signer) = live_fixture();
+    let path = "/v1/chat/completions";
+    let sig = signer.sign("POST", path, BODY).unwrap();
+    for _ in 0..20 {
+        up.release_last_chunk.send(()).unwrap();
+        let resp = send(
+            gw.listen,
+            "POST",
+            path,
+            &[("x-agent-passport", &passport), ("x-agent-sig", &sig)],
+            BODY,
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        let _ = text(resp).await;
+    }
+    // One more, held open by the upstream while the gateway is told to stop.
+    let resp = send(
+        gw.listen,
+        "POST",
+        path,
+        &[("x-agent-passport", &passport), ("x-agent-sig", &sig)],
+        BODY,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let _first = body.frame().await.unwrap().unwrap();
+    let kill = Command::new("kill")
+        .arg("-TERM")
+        .arg(gw.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    up.release_last_chunk.send(()).unwrap();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(
+        rest,
+        Bytes::from_static(b"data: [DONE]\n\n"),
+        "the in-flight stream finished"
+    );
+    let status = gw.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let stderr: Vec<String> = gw.lines.try_iter().collect();
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("21 written, 0 dropped (queue full), 0 lost at shutdown")),
+        "{stderr:?}"
+    );
+    let written = std::fs::read_to_string(&events).unwrap();
+    assert_eq!(written.lines().count(), 21);
+    for line in written.lines() {
+        let e: passport_gate::attribution::AttributionEvent = serde_json::from_str(line).unwrap();
+        assert_eq!(e.inference_id, "up-1");
+        assert_eq!(e.agent_id, "urn:aps:agent:e2e");
+    }
+}
