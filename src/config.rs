@@ -39,6 +39,11 @@ pub struct Config {
     pub envelope_cache_capacity: u64,
     /// `optional` (default) or `required`.
     pub mode: Mode,
+    /// Refuse an exact replay of an accepted signed request (off by default, as in the
+    /// reference).
+    pub replay_protection: bool,
+    /// Live records the in-process replay store holds before refusing new requests.
+    pub replay_cache_capacity: u64,
 }
 
 impl Default for Config {
@@ -53,6 +58,8 @@ impl Default for Config {
             attribution_queue_cap: 1024,
             envelope_cache_capacity: 100_000,
             mode: Mode::Optional,
+            replay_protection: false,
+            replay_cache_capacity: 1_000_000,
         }
     }
 }
@@ -146,6 +153,12 @@ impl Config {
                 self.envelope_cache_capacity,
                 1,
                 10_000_000,
+            ),
+            range(
+                "replay_cache_capacity",
+                self.replay_cache_capacity,
+                1,
+                100_000_000,
             ),
         ];
         errors.extend(checks.into_iter().filter_map(Result::err));

@@ -25,6 +25,9 @@ pub mod grants;
 pub mod layer;
 pub mod metrics;
 pub mod problem;
+pub mod redis;
+pub mod replay;
+pub mod revocation;
 
 pub use layer::{Binding, PassportLayer};
 pub mod conformance;

@@ -36,6 +36,10 @@ pub struct Metrics {
     pub attribution_failed: IntCounter,
     /// Attribution events waiting in the queue.
     pub attribution_queue_depth: IntGauge,
+    /// Requests judged while the replay store was unreachable, by what was done.
+    replay_store_failures: IntCounterVec,
+    /// Requests refused as replays.
+    pub replays_refused: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -69,7 +73,23 @@ impl Metrics {
             )
             .expect(BUILT_IN)
         };
+        let replay_store_failures = IntCounterVec::new(
+            Opts::new(
+                "passport_gate_replay_store_failures_total",
+                "Requests judged while the replay store was unreachable, by action (fail_closed or fail_open)",
+            ),
+            &["action"],
+        )
+        .expect(BUILT_IN);
+        for action in ["fail_closed", "fail_open"] {
+            replay_store_failures.with_label_values(&[action]);
+        }
         Metrics {
+            replay_store_failures,
+            replays_refused: counter(
+                "passport_gate_replays_refused_total",
+                "Requests refused because the same signed request was accepted before",
+            ),
             requests,
             passthrough,
             accepted,
@@ -142,6 +162,8 @@ impl Metrics {
         }
         registry.register(Box::new(m.chain_query_seconds.clone()))?;
         registry.register(Box::new(m.attribution_queue_depth.clone()))?;
+        registry.register(Box::new(m.replay_store_failures.clone()))?;
+        registry.register(Box::new(m.replays_refused.clone()))?;
         Ok(m)
     }
 
@@ -166,6 +188,30 @@ impl Metrics {
     pub fn rejected_count(&self, r: Rejection) -> u64 {
         self.requests
             .with_label_values(&["rejected", r.code()])
+            .get()
+    }
+
+    /// Counts a request judged while the replay store was unreachable.
+    pub fn replay_store_failure(&self, failed_open: bool) {
+        let action = if failed_open {
+            "fail_open"
+        } else {
+            "fail_closed"
+        };
+        self.replay_store_failures
+            .with_label_values(&[action])
+            .inc();
+    }
+
+    /// How many requests were judged with the replay store unreachable, by action.
+    pub fn replay_store_failure_count(&self, failed_open: bool) -> u64 {
+        let action = if failed_open {
+            "fail_open"
+        } else {
+            "fail_closed"
+        };
+        self.replay_store_failures
+            .with_label_values(&[action])
             .get()
     }
 

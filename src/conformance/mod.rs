@@ -50,6 +50,9 @@ pub struct VectorConfig {
     /// Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_protection: Option<bool>,
+    /// Revoked identities; absent means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<crate::revocation::Revoked>,
 }
 
 /// Requester binding in a vector.

@@ -96,9 +96,15 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
             .config
             .max_body_size
             .unwrap_or(defaults.max_body_size),
+        replay_protection: vector.config.replay_protection.unwrap_or(false),
         ..defaults
     };
     let mut builder = PassportLayer::builder(config).clock(Arc::new(clock));
+    if let Some(revoked) = &vector.config.revoked {
+        builder = builder.revocations(Arc::new(crate::revocation::RevocationList::new(
+            revoked.clone(),
+        )));
+    }
     if let Some(b) = &vector.config.binding {
         let header = HeaderName::try_from(b.requester_header.as_str())
             .map_err(|e| format!("binding.requester_header: {e}"))?;
@@ -207,11 +213,6 @@ fn check_step(
 
 /// Runs one vector. `Err` means the vector itself cannot be run (invalid).
 pub async fn run_vector(vector: &Vector) -> Result<VectorOutcome, String> {
-    if vector.config.replay_protection == Some(true) {
-        return Ok(VectorOutcome::Failed(
-            "replay_protection is not supported by this build".into(),
-        ));
-    }
     let start = Timestamp::parse(&vector.config.now).map_err(|e| format!("config.now: {e}"))?;
     let clock = FixedClock::new(start);
     let layer = layer_for(vector, clock.clone())?;

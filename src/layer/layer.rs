@@ -5,6 +5,8 @@ use crate::attribution::AttributionSender;
 use crate::config::{Config, ConfigError, Mode};
 use crate::grants::{GrantCache, START_INFERENCE_MSG};
 use crate::metrics::Metrics;
+use crate::replay::{MemoryReplayStore, ReplayStore};
+use crate::revocation::RevocationList;
 use crate::time::{Clock, SystemClock};
 use crate::verifier::Verifier;
 use http::HeaderName;
@@ -34,8 +36,17 @@ impl Binding {
     }
 }
 
+/// Replay protection as the layer applies it.
+pub(crate) struct ReplayGuard {
+    pub(crate) store: Arc<dyn ReplayStore>,
+    pub(crate) fail_open: bool,
+    pub(crate) clock_skew_seconds: i64,
+}
+
 pub(crate) struct Shared {
     pub(crate) mode: Mode,
+    pub(crate) replay: Option<ReplayGuard>,
+    pub(crate) revocations: Option<Arc<RevocationList>>,
     /// `None` when the layer is disabled.
     pub(crate) verifier: Option<Verifier>,
     pub(crate) binding: Option<Binding>,
@@ -73,6 +84,9 @@ pub struct PassportLayerBuilder {
     attribution: Option<AttributionSender>,
     inference_id_header: Option<HeaderName>,
     metrics: Option<Metrics>,
+    replay_store: Option<Arc<dyn ReplayStore>>,
+    replay_fail_open: bool,
+    revocations: Option<Arc<RevocationList>>,
 }
 
 impl PassportLayer {
@@ -85,6 +99,9 @@ impl PassportLayer {
             attribution: None,
             inference_id_header: None,
             metrics: None,
+            replay_store: None,
+            replay_fail_open: false,
+            revocations: None,
         }
     }
 
@@ -98,6 +115,8 @@ impl PassportLayer {
         PassportLayer {
             shared: Arc::new(Shared {
                 mode: Mode::Optional,
+                replay: None,
+                revocations: None,
                 verifier: None,
                 binding: None,
                 attribution: None,
@@ -149,6 +168,26 @@ impl PassportLayerBuilder {
         self
     }
 
+    /// Keeps replay records in `store` (for example Redis, shared by every replica)
+    /// instead of the in-process store. Used only with `replay_protection = true`.
+    pub fn replay_store(mut self, store: Arc<dyn ReplayStore>) -> Self {
+        self.replay_store = Some(store);
+        self
+    }
+
+    /// When the replay store is unreachable, accept (true) instead of answering 503
+    /// `replay_store_unavailable` (false, the default). Either way a metric counts it.
+    pub fn replay_fail_open(mut self, fail_open: bool) -> Self {
+        self.replay_fail_open = fail_open;
+        self
+    }
+
+    /// Refuses passports on this revocation list with `passport_revoked`.
+    pub fn revocations(mut self, list: Arc<RevocationList>) -> Self {
+        self.revocations = Some(list);
+        self
+    }
+
     /// Validates the configuration and builds the layer.
     pub fn build(self) -> Result<PassportLayer, Vec<ConfigError>> {
         self.config.validate()?;
@@ -163,9 +202,20 @@ impl PassportLayerBuilder {
         } else {
             None
         };
+        let replay = self.config.replay_protection.then(|| ReplayGuard {
+            store: self.replay_store.unwrap_or_else(|| {
+                Arc::new(MemoryReplayStore::new(
+                    self.config.replay_cache_capacity as usize,
+                ))
+            }),
+            fail_open: self.replay_fail_open,
+            clock_skew_seconds: self.config.clock_skew_seconds as i64,
+        });
         Ok(PassportLayer {
             shared: Arc::new(Shared {
                 mode: self.config.mode,
+                replay,
+                revocations: self.revocations,
                 verifier,
                 binding: self.binding,
                 attribution: self.attribution,

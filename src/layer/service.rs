@@ -161,6 +161,13 @@ where
         .verify_seconds
         .observe(started.elapsed().as_secs_f64());
     let agent = verdict?;
+    if shared
+        .revocations
+        .as_ref()
+        .is_some_and(|l| l.revokes(&agent))
+    {
+        return Err(Rejection::PassportRevoked);
+    }
     let requester = match &shared.binding {
         None => None,
         Some(binding) => {
@@ -199,11 +206,47 @@ where
             Some(requester.to_owned())
         }
     };
+    if let Some(guard) = &shared.replay {
+        check_replay(shared, guard, &headers.signature, &agent, verifier.now()).await?;
+    }
     Ok(Accepted {
         agent,
         requester,
         body,
     })
+}
+
+/// Step 13: refuses an exact replay. It runs after every other check, so a forged or
+/// otherwise refused request never occupies the store.
+async fn check_replay(
+    shared: &Shared,
+    guard: &super::layer::ReplayGuard,
+    signature: &[u8; 64],
+    agent: &VerifiedAgent,
+    now: crate::time::Timestamp,
+) -> Result<(), Rejection> {
+    use crate::replay::{ReplayError, ReplayVerdict};
+    use sha2::Digest;
+    let key: [u8; 32] = sha2::Sha256::digest(signature).into();
+    let until = agent.expires_at().plus_seconds(guard.clock_skew_seconds);
+    match guard.store.check_and_record(&key, now, until).await {
+        Ok(ReplayVerdict::Fresh) => Ok(()),
+        Ok(ReplayVerdict::Replayed) => {
+            shared.metrics.replays_refused.inc();
+            Err(Rejection::RequestReplayed)
+        }
+        Err(ReplayError::Full) => Err(Rejection::ReplayStoreFull),
+        Err(ReplayError::Unavailable(e)) => {
+            shared.metrics.replay_store_failure(guard.fail_open);
+            if guard.fail_open {
+                tracing::warn!(error = %e, "replay store unavailable; accepting (fail-open)");
+                Ok(())
+            } else {
+                tracing::warn!(error = %e, "replay store unavailable; refusing (fail-closed)");
+                Err(Rejection::ReplayStoreUnavailable)
+            }
+        }
+    }
 }
 
 /// Reads the body, refusing a declared `Content-Length` over `limit` before reading a

@@ -59,11 +59,19 @@ pub enum Rejection {
     ChainQueryFailed,
     /// The gateway requires a passport and none was sent.
     PassportRequired,
+    /// The passport is on the revocation list.
+    PassportRevoked,
+    /// This exact signed request was already accepted while its passport is valid.
+    RequestReplayed,
+    /// The replay store could not be asked; retry later.
+    ReplayStoreUnavailable,
+    /// The in-process replay store is full of live records; retry later.
+    ReplayStoreFull,
 }
 
 impl Rejection {
     /// Every variant, in verification order.
-    pub const ALL: [Rejection; 25] = [
+    pub const ALL: [Rejection; 29] = [
         Rejection::SigHeaderMismatch,
         Rejection::HeaderMalformed,
         Rejection::BodyTooLarge,
@@ -89,6 +97,10 @@ impl Rejection {
         Rejection::PrincipalMismatch,
         Rejection::ChainQueryFailed,
         Rejection::PassportRequired,
+        Rejection::PassportRevoked,
+        Rejection::RequestReplayed,
+        Rejection::ReplayStoreUnavailable,
+        Rejection::ReplayStoreFull,
     ];
 
     /// The stable snake_case code.
@@ -119,6 +131,10 @@ impl Rejection {
             Rejection::PrincipalMismatch => "principal_mismatch",
             Rejection::ChainQueryFailed => "chain_query_failed",
             Rejection::PassportRequired => "passport_required",
+            Rejection::PassportRevoked => "passport_revoked",
+            Rejection::RequestReplayed => "request_replayed",
+            Rejection::ReplayStoreUnavailable => "replay_store_unavailable",
+            Rejection::ReplayStoreFull => "replay_store_full",
         }
     }
 
@@ -136,7 +152,9 @@ impl Rejection {
             | Rejection::AllowedModelsEmpty
             | Rejection::ModelNotAllowed
             | Rejection::PrincipalMismatch => StatusCode::FORBIDDEN,
-            Rejection::ChainQueryFailed => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::ChainQueryFailed
+            | Rejection::ReplayStoreUnavailable
+            | Rejection::ReplayStoreFull => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::VersionUnknown
             | Rejection::AudienceMismatch
             | Rejection::ChainIdMismatch
@@ -149,7 +167,9 @@ impl Rejection {
             | Rejection::BeneficiaryInvalid
             | Rejection::PrincipalSigInvalid
             | Rejection::AgentSigInvalid
-            | Rejection::PassportRequired => StatusCode::UNAUTHORIZED,
+            | Rejection::PassportRequired
+            | Rejection::PassportRevoked
+            | Rejection::RequestReplayed => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -197,13 +217,23 @@ impl Rejection {
             }
             Rejection::ChainQueryFailed => "the chain could not be queried for grants; retry later",
             Rejection::PassportRequired => "this endpoint requires an agent passport",
+            Rejection::PassportRevoked => "the passport has been revoked",
+            Rejection::RequestReplayed => {
+                "this signed request was already accepted; sign a new one"
+            }
+            Rejection::ReplayStoreUnavailable => {
+                "the replay store could not be reached; retry later"
+            }
+            Rejection::ReplayStoreFull => "the replay store is full; retry later",
         }
     }
 
     /// Seconds a client should wait before retrying, for transient failures.
     pub const fn retry_after_seconds(self) -> Option<u32> {
         match self {
-            Rejection::ChainQueryFailed => Some(5),
+            Rejection::ChainQueryFailed
+            | Rejection::ReplayStoreUnavailable
+            | Rejection::ReplayStoreFull => Some(5),
             _ => None,
         }
     }
