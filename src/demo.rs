@@ -60,7 +60,7 @@ pub async fn run() -> Result<u8, String> {
         std::env::temp_dir().join(format!("passport-gate-demo-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&events);
     let toml = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{}\"\ninference_id_header = \"x-inference-id\"\nshutdown_grace_seconds = 5\n\n[agent_envelope]\nenabled = true\nchain_id = \"{CHAIN}\"\n\n[attribution]\nfile = {:?}\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{}\"\ninference_id_header = \"x-inference-id\"\nshutdown_grace_seconds = 5\n\n[agent_envelope]\nenabled = true\nchain_id = \"{CHAIN}\"\nreplay_protection = true\n\n[attribution]\nfile = {:?}\n",
         upstream.addr(),
         events.display().to_string()
     );
@@ -164,6 +164,20 @@ pub async fn run() -> Result<u8, String> {
         .unwrap_or_default();
     let note = format!("reply {reply:?}");
     record("accepted call", 200, "", (r.0, r.1, r.2), note);
+
+    // The exact request of the accepted call, sent again.
+    let hello = chat("hello", MODEL, false);
+    let sig = AgentSigner::new(agent.clone(), &valid, CHAIN)
+        .and_then(|s| s.sign("POST", PATH, &hello))
+        .map_err(|e| e.to_string())?;
+    let r = send_raw(&client, &base, Some((&valid, &sig)), hello).await?;
+    record(
+        "replayed request",
+        401,
+        "request_replayed",
+        (r.0, r.1, r.2),
+        "the accepted call, sent again".into(),
+    );
 
     let r = send_signed(valid.clone(), chat("stream three words", MODEL, true)).await?;
     let chunks = r.3.matches("data: ").count();

@@ -44,6 +44,72 @@ enum Command {
     Request(RequestArgs),
     /// Start an echo upstream, the gateway and fresh keys, and walk through scenarios.
     Demo,
+    /// Check or summarise hash-chained audit files.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Revoke an agent, an agent key, a principal or one passport.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain across FILEs (oldest first) and name the first broken line.
+    Verify {
+        /// Audit files in chain order (rotated files first: audit.jsonl.1, .2, ..., audit.jsonl).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The head hash kept elsewhere; lines removed from the end are detected against it.
+        #[arg(long)]
+        head: Option<String>,
+    },
+    /// Summarise calls by day, principal, agent and model.
+    Report {
+        /// Audit or JSON-lines event files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+#[group(id = "target", required = true, multiple = false)]
+struct RevokeTarget {
+    /// Revoke every passport naming this agent id.
+    #[arg(long)]
+    agent_id: Option<String>,
+    /// Revoke every passport naming this agent key (base64).
+    #[arg(long)]
+    agent_pubkey: Option<String>,
+    /// Revoke every passport issued by this principal.
+    #[arg(long)]
+    principal: Option<String>,
+    /// Revoke one passport by the hex SHA-256 of its decoded header bytes.
+    #[arg(long)]
+    envelope: Option<String>,
+}
+
+#[derive(Args)]
+#[group(id = "store", required = true, multiple = true)]
+struct RevokeStore {
+    /// The revocation file the gateways watch.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// The Redis server the gateways poll, redis://host:port.
+    #[arg(long)]
+    redis: Option<String>,
+}
+
+#[derive(Args)]
+struct RevokeArgs {
+    #[command(flatten)]
+    target: RevokeTarget,
+    #[command(flatten)]
+    store: RevokeStore,
+    /// The Redis key prefix the gateways use (the set is <prefix>revoked).
+    #[arg(long, default_value = "aps:")]
+    key_prefix: String,
 }
 
 #[derive(Args)]
@@ -317,6 +383,8 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve(&a),
         Command::Request(a) => request(&a),
         Command::Demo => demo(),
+        Command::Audit(a) => audit(&a),
+        Command::Revoke(a) => revoke(&a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -782,4 +850,93 @@ fn demo() -> Result<u8, Failure> {
     runtime()?
         .block_on(passport_gate::demo::run())
         .map_err(|e| Failure(e, 1))
+}
+
+fn audit(a: &AuditCommand) -> Result<u8, Failure> {
+    use passport_gate::attribution::audit::{read_events, summarize, verify_files};
+    match a {
+        AuditCommand::Verify { files, head } => {
+            let r = verify_files(files).map_err(|e| Failure(format!("cannot read: {e}"), 2))?;
+            if r.starts_mid_chain {
+                println!("note: the first line continues an earlier file; give every file from the first to check the whole chain");
+            }
+            if let Some(broken) = &r.broken {
+                println!("BROKEN at {broken}");
+                println!("{} line(s) verified before it", r.lines);
+                return Ok(1);
+            }
+            if r.incomplete_tail {
+                println!("note: the last line is incomplete (an interrupted write); it is not part of the chain");
+            }
+            println!("ok: {} line(s) verified", r.lines);
+            println!("head hash: {}", r.head);
+            println!(
+                "lines removed from the end cannot be detected from the files alone: keep the head hash elsewhere and check it with --head"
+            );
+            if let Some(h) = head {
+                if !h.eq_ignore_ascii_case(&r.head) {
+                    println!("HEAD MISMATCH: expected {h}; lines were removed from the end or the files are not the ones that hash was taken from");
+                    return Ok(1);
+                }
+                println!("head matches the expected hash");
+            }
+            Ok(0)
+        }
+        AuditCommand::Report { files, json } => {
+            let events = read_events(files).map_err(|e| Failure(format!("cannot read: {e}"), 2))?;
+            let rows = summarize(&events);
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
+                );
+                return Ok(0);
+            }
+            println!(
+                "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}",
+                "day", "principal", "agent", "model", "calls"
+            );
+            for r in &rows {
+                println!(
+                    "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}",
+                    r.day, r.principal_address, r.agent_id, r.model, r.calls
+                );
+            }
+            println!("{} call(s) in {} event file(s)", events.len(), files.len());
+            Ok(0)
+        }
+    }
+}
+
+fn revoke(a: &RevokeArgs) -> Result<u8, Failure> {
+    use passport_gate::revocation::{append_to_file, Entry};
+    let t = &a.target;
+    let line = match (&t.agent_id, &t.agent_pubkey, &t.principal, &t.envelope) {
+        (Some(v), _, _, _) => format!("agent_id {v}"),
+        (_, Some(v), _, _) => format!("agent_pubkey {v}"),
+        (_, _, Some(v), _) => format!("principal {v}"),
+        (_, _, _, Some(v)) => format!("envelope {v}"),
+        _ => {
+            return Err(
+                "give one of --agent-id, --agent-pubkey, --principal, --envelope"
+                    .to_string()
+                    .into(),
+            )
+        }
+    };
+    let entry = Entry::parse(&line)?;
+    if let Some(file) = &a.store.file {
+        append_to_file(file, &entry)?;
+        eprintln!("added `{entry}` to {}", file.display());
+    }
+    if let Some(url) = &a.store.redis {
+        let config =
+            passport_gate::redis::RedisConfig::from_url(url, std::time::Duration::from_secs(5))?;
+        let key = format!("{}revoked", a.key_prefix);
+        runtime()?
+            .block_on(passport_gate::redis::Redis::new(config).sadd(&key, &entry.to_string()))
+            .map_err(|e| Failure(e.to_string(), 1))?;
+        eprintln!("added `{entry}` to the Redis set {key}");
+    }
+    Ok(0)
 }

@@ -6,9 +6,11 @@
 //! writes to the sinks. A failing sink is counted and logged and never stops the drain
 //! or the other sinks.
 
+pub mod audit;
 mod sink;
 
-pub use sink::{JsonLinesSink, Sink};
+pub use audit::{AuditFileSink, FsyncPolicy};
+pub use sink::{JsonLinesSink, RedisStreamSink, Sink};
 
 use crate::metrics::Metrics;
 use crate::time::Timestamp;

@@ -55,3 +55,49 @@ impl Sink for JsonLinesSink {
         self.out.flush()
     }
 }
+
+/// Appends events to a Redis stream (`XADD key MAXLEN ~ n * event <json>`), so every
+/// replica feeds one stream. Runs its own small runtime on the drain thread.
+pub struct RedisStreamSink {
+    name: String,
+    runtime: tokio::runtime::Runtime,
+    redis: crate::redis::Redis,
+    key: String,
+    maxlen: u64,
+}
+
+impl RedisStreamSink {
+    /// A sink writing to stream `key`, trimmed to about `maxlen` entries.
+    pub fn new(
+        config: crate::redis::RedisConfig,
+        key: &str,
+        maxlen: u64,
+    ) -> io::Result<RedisStreamSink> {
+        Ok(RedisStreamSink {
+            name: format!("redis-stream:{key}"),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            redis: crate::redis::Redis::new(config),
+            key: key.to_owned(),
+            maxlen,
+        })
+    }
+}
+
+impl Sink for RedisStreamSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn write(&mut self, event: &AttributionEvent) -> io::Result<()> {
+        let json = serde_json::to_vec(event)?;
+        self.runtime
+            .block_on(self.redis.xadd(&self.key, self.maxlen, "event", &json))
+            .map_err(io::Error::other)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

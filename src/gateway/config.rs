@@ -28,6 +28,83 @@ pub struct GatewayConfig {
     /// Where attribution events go.
     #[serde(default)]
     pub attribution: AttributionSection,
+    /// A Redis server shared by every replica; absent means none.
+    #[serde(default)]
+    pub redis: Option<RedisSection>,
+    /// Where replay records are kept (with `agent_envelope.replay_protection = true`).
+    #[serde(default)]
+    pub replay: ReplaySection,
+    /// Where revocations come from.
+    #[serde(default)]
+    pub revocation: RevocationSection,
+}
+
+/// `[redis]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSection {
+    /// `redis://host:port`.
+    pub url: String,
+    /// Prefix of every key passport-gate writes.
+    pub key_prefix: String,
+    /// Time allowed for connecting and for each command.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        RedisSection {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "aps:".into(),
+            timeout_ms: 500,
+        }
+    }
+}
+
+/// Which replay store to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayStoreKind {
+    /// In-process, per replica (bounded by `agent_envelope.replay_cache_capacity`).
+    #[default]
+    Memory,
+    /// Redis, shared by every replica.
+    Redis,
+}
+
+/// `[replay]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplaySection {
+    /// `memory` (default) or `redis`.
+    pub store: ReplayStoreKind,
+    /// When Redis is unreachable: accept (true) or refuse with 503 (false, default).
+    pub fail_open: bool,
+}
+
+/// `[revocation]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationSection {
+    /// A revocation file, reloaded when it changes.
+    pub file: Option<PathBuf>,
+    /// How often the file is checked for changes.
+    pub reload_ms: u64,
+    /// Also poll the Redis set `<key_prefix>revoked`.
+    pub redis: bool,
+    /// How often the Redis set is polled.
+    pub redis_poll_ms: u64,
+}
+
+impl Default for RevocationSection {
+    fn default() -> Self {
+        RevocationSection {
+            file: None,
+            reload_ms: 1_000,
+            redis: false,
+            redis_poll_ms: 1_000,
+        }
+    }
 }
 
 /// `[server]`.
@@ -138,6 +215,16 @@ pub struct AttributionSection {
     pub file: Option<PathBuf>,
     /// At shutdown, how long the queue may take to drain.
     pub drain_deadline_ms: u64,
+    /// Append events to this Redis stream (needs `[redis]`).
+    pub redis_stream: Option<String>,
+    /// Approximate length the stream is trimmed to.
+    pub redis_stream_maxlen: u64,
+    /// A hash-chained audit file (see `passport-gate audit verify`).
+    pub audit_file: Option<PathBuf>,
+    /// `always`, `batch` (default) or `never`.
+    pub audit_fsync: crate::attribution::FsyncPolicy,
+    /// Rotate the audit file when it reaches this size; 0 never rotates.
+    pub audit_max_bytes: u64,
 }
 
 impl Default for AttributionSection {
@@ -146,6 +233,11 @@ impl Default for AttributionSection {
             stdout: false,
             file: None,
             drain_deadline_ms: 5_000,
+            redis_stream: None,
+            redis_stream_maxlen: 1_000_000,
+            audit_file: None,
+            audit_fsync: crate::attribution::FsyncPolicy::Batch,
+            audit_max_bytes: 0,
         }
     }
 }
@@ -359,6 +451,42 @@ impl GatewayConfig {
                 "attribution.drain_deadline_ms: {} is out of range; accepted: 0 to 600000",
                 self.attribution.drain_deadline_ms
             ));
+        }
+        match &self.redis {
+            Some(r) => {
+                if let Err(e) =
+                    crate::redis::RedisConfig::from_url(&r.url, Duration::from_millis(r.timeout_ms))
+                {
+                    errors.push(format!("redis.url: {e}"));
+                }
+                if r.timeout_ms == 0 || r.timeout_ms > 60_000 {
+                    errors.push(format!(
+                        "redis.timeout_ms: {} is out of range; accepted: 1 to 60000",
+                        r.timeout_ms
+                    ));
+                }
+            }
+            None => {
+                if self.replay.store == ReplayStoreKind::Redis {
+                    errors.push("replay.store: \"redis\" needs a [redis] section".into());
+                }
+                if self.revocation.redis {
+                    errors.push("revocation.redis: needs a [redis] section".into());
+                }
+                if self.attribution.redis_stream.is_some() {
+                    errors.push("attribution.redis_stream: needs a [redis] section".into());
+                }
+            }
+        }
+        for (key, v) in [
+            ("revocation.reload_ms", self.revocation.reload_ms),
+            ("revocation.redis_poll_ms", self.revocation.redis_poll_ms),
+        ] {
+            if !(10..=3_600_000).contains(&v) {
+                errors.push(format!(
+                    "{key}: {v} is out of range; accepted: 10 to 3600000"
+                ));
+            }
         }
         match (listen, admin_listen, upstream) {
             (Some(listen), Some(admin_listen), Some(upstream)) if errors.is_empty() => {

@@ -8,10 +8,15 @@ mod proxy;
 pub use config::{GatewayConfig, Overrides, Validated};
 pub use proxy::{strip_hop_by_hop, GatewayError, Proxy};
 
-use crate::attribution::{AttributionQueue, DrainReport, JsonLinesSink, Sink};
+use crate::attribution::{
+    AttributionQueue, AuditFileSink, DrainReport, JsonLinesSink, RedisStreamSink, Sink,
+};
 use crate::grants::{GrantCache, GrantCacheSettings, GrantSource, LcdGrantSource, StaticGrants};
 use crate::layer::{Binding, PassportBody, PassportLayer, PassportService};
 use crate::metrics::Metrics;
+use crate::redis::{Redis, RedisConfig};
+use crate::replay::RedisReplayStore;
+use crate::revocation::RevocationList;
 use config::{Route, Unguarded};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -94,8 +99,26 @@ pub struct Bound {
     pub admin: SocketAddr,
 }
 
-fn sinks(config: &config::AttributionSection) -> Result<Vec<Box<dyn Sink>>, String> {
+fn sinks(
+    config: &config::AttributionSection,
+    redis: Option<&RedisConfig>,
+) -> Result<Vec<Box<dyn Sink>>, String> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(path) = &config.audit_file {
+        let max = (config.audit_max_bytes > 0).then_some(config.audit_max_bytes);
+        let sink = AuditFileSink::open(path, config.audit_fsync, max).map_err(|e| {
+            format!(
+                "attribution.audit_file: cannot open {}: {e}",
+                path.display()
+            )
+        })?;
+        sinks.push(Box::new(sink));
+    }
+    if let (Some(key), Some(redis)) = (&config.redis_stream, redis) {
+        let sink = RedisStreamSink::new(redis.clone(), key, config.redis_stream_maxlen)
+            .map_err(|e| format!("attribution.redis_stream: {e}"))?;
+        sinks.push(Box::new(sink));
+    }
     if config.stdout {
         sinks.push(Box::new(JsonLinesSink::stdout()));
     }
@@ -119,7 +142,20 @@ pub async fn run(
     let registry = Registry::new();
     let metrics = Metrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
 
-    let sinks = sinks(&raw.attribution)?;
+    let redis_config = match &raw.redis {
+        Some(r) => Some(
+            RedisConfig::from_url(&r.url, Duration::from_millis(r.timeout_ms))
+                .map_err(|e| format!("redis.url: {e}"))?,
+        ),
+        None => None,
+    };
+    let redis = redis_config.clone().map(|c| Arc::new(Redis::new(c)));
+    let key_prefix = raw
+        .redis
+        .as_ref()
+        .map(|r| r.key_prefix.clone())
+        .unwrap_or_default();
+    let sinks = sinks(&raw.attribution, redis_config.as_ref())?;
     let queue = if sinks.is_empty() {
         None
     } else {
@@ -155,6 +191,28 @@ pub async fn run(
     }
     if let Some(q) = &queue {
         builder = builder.attribution(q.sender());
+    }
+    if let (config::ReplayStoreKind::Redis, Some(r)) = (raw.replay.store, &redis) {
+        builder = builder.replay_store(Arc::new(RedisReplayStore::new(Arc::clone(r), &key_prefix)));
+    }
+    builder = builder.replay_fail_open(raw.replay.fail_open);
+    if raw.revocation.file.is_some() || raw.revocation.redis {
+        let list = Arc::new(RevocationList::default());
+        if let Some(path) = &raw.revocation.file {
+            list.watch_file(
+                path.clone(),
+                Duration::from_millis(raw.revocation.reload_ms),
+            )
+            .map_err(|e| format!("revocation.file: {e}"))?;
+        }
+        if let (true, Some(r)) = (raw.revocation.redis, &redis) {
+            list.watch_redis(
+                Arc::clone(r),
+                format!("{key_prefix}revoked"),
+                Duration::from_millis(raw.revocation.redis_poll_ms),
+            );
+        }
+        builder = builder.revocations(list);
     }
     if let Some(h) = &raw.server.inference_id_header {
         let name = http::HeaderName::try_from(h.as_str())

@@ -1,0 +1,515 @@
+//! Several replicas on one real `redis-server` (started here on loopback; `.ci/run`
+//! installs it): shared replay records, fail-closed when Redis dies, revocation by file
+//! and by shared set, one attribution stream, and an audit file that survives `kill -9`.
+
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use passport_gate::attribution::{AttributionQueue, RedisStreamSink};
+use passport_gate::metrics::Metrics;
+use passport_gate::redis::{Redis, RedisConfig, Reply};
+use passport_gate::replay::RedisReplayStore;
+use passport_gate::revocation::RevocationList;
+use passport_gate::time::{FixedClock, Timestamp};
+use passport_gate::{Config, PassportLayer};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+mod support;
+
+const BODY: &[u8] = br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"hi"}]}"#;
+const URI: &str = "/v1/chat/completions";
+
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server; .ci/run does it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer { child, port }
+    }
+
+    fn config(&self) -> RedisConfig {
+        RedisConfig {
+            address: format!("127.0.0.1:{}", self.port),
+            timeout: Duration::from_millis(500),
+        }
+    }
+
+    fn client(&self) -> Arc<Redis> {
+        Arc::new(Redis::new(self.config()))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+fn clock() -> Arc<FixedClock> {
+    Arc::new(FixedClock::new(
+        Timestamp::parse("2026-05-21T12:00:00Z").unwrap(),
+    ))
+}
+
+fn replaying() -> Config {
+    Config {
+        replay_protection: true,
+        ..Config::for_chain("gonka-mainnet")
+    }
+}
+
+async fn serve(layer: PassportLayer) -> SocketAddr {
+    let app = Router::new()
+        .route(URI, post(|| async { "ok" }))
+        .layer(layer);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+async fn send(addr: SocketAddr, headers: &[(String, String)], body: &[u8]) -> (u16, String) {
+    let mut req = Request::post(format!("http://{addr}{URI}"));
+    for (n, v) in headers {
+        req = req.header(n, v);
+    }
+    let resp = Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>()
+        .request(req.body(Full::new(Bytes::copy_from_slice(body))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    (status, text)
+}
+
+fn code(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_refused_across_two_replicas_sharing_redis() {
+    let redis = RedisServer::start();
+    let replica = |redis: Arc<Redis>| {
+        PassportLayer::builder(replaying())
+            .clock(clock())
+            .replay_store(Arc::new(RedisReplayStore::new(redis, "test:")))
+            .build()
+            .unwrap()
+    };
+    let a = serve(replica(redis.client())).await;
+    let b = serve(replica(redis.client())).await;
+    let f = support::fixture("urn:aps:agent:replay", None, None);
+    let headers = f.headers(URI, BODY);
+    assert_eq!(send(a, &headers, BODY).await.0, 200);
+    let (status, text) = send(b, &headers, BODY).await;
+    assert_eq!((status, code(&text).as_str()), (401, "request_replayed"));
+    let (status, text) = send(a, &headers, BODY).await;
+    assert_eq!((status, code(&text).as_str()), (401, "request_replayed"));
+    // The same passport with another body is another request.
+    let other = br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"again"}]}"#;
+    assert_eq!(send(b, &f.headers(URI, other), other).await.0, 200);
+    // The record expires with the passport (plus the skew), not before.
+    let keys = redis
+        .client()
+        .command(&[b"KEYS", b"test:replay:*"])
+        .await
+        .unwrap();
+    let Reply::Array(Some(keys)) = keys else {
+        panic!("{keys:?}")
+    };
+    assert_eq!(keys.len(), 2);
+    let Reply::Bulk(Some(key)) = &keys[0] else {
+        panic!()
+    };
+    let Reply::Integer(ttl_ms) = redis.client().command(&[b"PTTL", key]).await.unwrap() else {
+        panic!()
+    };
+    // Passport expires 12:29:00, clock 12:00:00, skew 30 s: 1770 s.
+    assert!((1_769_000..=1_770_000).contains(&ttl_ms), "{ttl_ms}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_dying_mid_run_fails_closed_unless_told_to_fail_open() {
+    let redis = RedisServer::start();
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::register(&registry).unwrap();
+    let closed = PassportLayer::builder(replaying())
+        .clock(clock())
+        .metrics(metrics.clone())
+        .replay_store(Arc::new(RedisReplayStore::new(redis.client(), "t:")))
+        .build()
+        .unwrap();
+    let open_metrics = Metrics::new();
+    let open = PassportLayer::builder(replaying())
+        .clock(clock())
+        .metrics(open_metrics.clone())
+        .replay_fail_open(true)
+        .replay_store(Arc::new(RedisReplayStore::new(redis.client(), "t:")))
+        .build()
+        .unwrap();
+    let closed_addr = serve(closed).await;
+    let open_addr = serve(open).await;
+    let f = support::fixture("urn:aps:agent:down", None, None);
+    assert_eq!(send(closed_addr, &f.headers(URI, BODY), BODY).await.0, 200);
+
+    drop(redis);
+    let body2 = br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"2"}]}"#;
+    let started = Instant::now();
+    let (status, text) = send(closed_addr, &f.headers(URI, body2), body2).await;
+    assert_eq!(
+        (status, code(&text).as_str()),
+        (503, "replay_store_unavailable")
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(metrics.replay_store_failure_count(false), 1);
+    assert!(passport_gate::metrics::render(&registry)
+        .contains("passport_gate_replay_store_failures_total{action=\"fail_closed\"} 1"));
+
+    let body3 = br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"3"}]}"#;
+    assert_eq!(send(open_addr, &f.headers(URI, body3), body3).await.0, 200);
+    assert_eq!(open_metrics.replay_store_failure_count(true), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_takes_effect_on_file_change_and_across_replicas() {
+    let redis = RedisServer::start();
+    let f = support::fixture("urn:aps:agent:revoke", None, None);
+    let dir = std::env::temp_dir().join(format!("pg-revoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("revoked.txt");
+    std::fs::write(&file, "# nothing yet\n").unwrap();
+
+    let replica = |with_file: bool| {
+        let list = Arc::new(RevocationList::default());
+        if with_file {
+            list.watch_file(file.clone(), Duration::from_millis(20))
+                .unwrap();
+        }
+        list.watch_redis(
+            redis.client(),
+            "aps:revoked".into(),
+            Duration::from_millis(50),
+        );
+        PassportLayer::builder(Config::for_chain("gonka-mainnet"))
+            .clock(clock())
+            .revocations(list)
+            .build()
+            .unwrap()
+    };
+    let a = serve(replica(true)).await;
+    let b = serve(replica(false)).await;
+    let headers = f.headers(URI, BODY);
+    assert_eq!(send(a, &headers, BODY).await.0, 200);
+    assert_eq!(send(b, &headers, BODY).await.0, 200);
+
+    // A file entry, added with the CLI, reaches replica A without a restart.
+    let out = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .args(["revoke", "--agent-id", "urn:aps:agent:revoke", "--file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, text) = send(a, &headers, BODY).await;
+        if status == 401 {
+            assert_eq!(code(&text), "passport_revoked");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the file change never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        send(b, &headers, BODY).await.0,
+        200,
+        "replica B does not watch the file"
+    );
+
+    // A shared entry, added to Redis with the CLI, reaches both replicas.
+    let principal = f.principal_address.clone();
+    let out = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .args(["revoke", "--principal", &principal, "--redis", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, text) = send(b, &headers, BODY).await;
+        if status == 401 {
+            assert_eq!(code(&text), "passport_revoked");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shared revocation never reached replica B"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Editing the file back does not undo the shared entry.
+    std::fs::write(&file, "").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(send(a, &headers, BODY).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_two_replicas_land_in_one_stream() {
+    let redis = RedisServer::start();
+    let replica = |agent: &'static str| {
+        let queue = AttributionQueue::start(
+            64,
+            vec![Box::new(
+                RedisStreamSink::new(redis.config(), "aps:attribution", 1000).unwrap(),
+            )],
+            Metrics::new(),
+        )
+        .unwrap();
+        let layer = PassportLayer::builder(Config::for_chain("gonka-mainnet"))
+            .clock(clock())
+            .attribution(queue.sender())
+            .build()
+            .unwrap();
+        (queue, layer, support::fixture(agent, None, None))
+    };
+    let (qa, la, fa) = replica("urn:aps:agent:replica-a");
+    let (qb, lb, fb) = replica("urn:aps:agent:replica-b");
+    let a = serve(la).await;
+    let b = serve(lb).await;
+    for i in 0..3 {
+        let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{i}"}}]}}"#);
+        assert_eq!(
+            send(a, &fa.headers(URI, body.as_bytes()), body.as_bytes())
+                .await
+                .0,
+            200
+        );
+        assert_eq!(
+            send(b, &fb.headers(URI, body.as_bytes()), body.as_bytes())
+                .await
+                .0,
+            200
+        );
+    }
+    let ra = qa.shutdown(Duration::from_secs(5));
+    let rb = qb.shutdown(Duration::from_secs(5));
+    assert_eq!(
+        (ra.written, ra.sink_failures, rb.written, rb.sink_failures),
+        (3, 0, 3, 0)
+    );
+    let client = redis.client();
+    assert_eq!(
+        client
+            .command(&[b"XLEN", b"aps:attribution"])
+            .await
+            .unwrap(),
+        Reply::Integer(6)
+    );
+    let Reply::Array(Some(entries)) = client
+        .command(&[b"XRANGE", b"aps:attribution", b"-", b"+"])
+        .await
+        .unwrap()
+    else {
+        panic!("XRANGE")
+    };
+    let mut agents: Vec<String> = entries
+        .iter()
+        .map(|entry| {
+            let Reply::Array(Some(parts)) = entry else {
+                panic!()
+            };
+            let Reply::Array(Some(fields)) = &parts[1] else {
+                panic!()
+            };
+            let Reply::Bulk(Some(json)) = &fields[1] else {
+                panic!()
+            };
+            let e: passport_gate::attribution::AttributionEvent =
+                serde_json::from_slice(json).unwrap();
+            e.agent_id
+        })
+        .collect();
+    agents.sort();
+    agents.dedup();
+    assert_eq!(
+        agents,
+        ["urn:aps:agent:replica-a", "urn:aps:agent:replica-b"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_file_written_during_kill_9_verifies_up_to_its_last_complete_line() {
+    use passport_gate::echo::EchoUpstream;
+    let upstream = EchoUpstream::start("127.0.0.1:0".parse().unwrap(), Duration::from_millis(1))
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("pg-kill9-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let audit = dir.join("audit.jsonl");
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[agent_envelope]\nenabled = true\nchain_id = \"gonka-mainnet\"\n[attribution]\naudit_file = {:?}\naudit_fsync = \"never\"\n",
+            upstream.addr(),
+            audit.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let listen: SocketAddr = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        loop {
+            let line = lines.next().unwrap().unwrap();
+            if let Some(rest) = line.strip_prefix("passport-gate listening on http://") {
+                std::thread::spawn(move || for _ in lines {});
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        }
+    };
+    // A passport valid now, and a stream of accepted requests while the gateway is killed.
+    let principal = passport_gate::crypto::PrincipalSecret::from_bytes(&[0xa1; 32]).unwrap();
+    let agent = passport_gate::crypto::AgentSecret::from_bytes(&[0xa2; 32]);
+    let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
+    let passport = passport_gate::mint::PassportSpec {
+        chain_id: "gonka-mainnet".into(),
+        agent_id: "urn:aps:agent:kill9".into(),
+        agent_key: agent.public_key(),
+        principal_key: principal.public_key(),
+        address_prefix: "gonka".into(),
+        issued_at: now,
+        expires_at: now.plus_seconds(600),
+        not_before: None,
+        allowed_models: None,
+        beneficiary: None,
+    }
+    .mint(&principal, 3600)
+    .unwrap();
+    let signer = passport_gate::mint::AgentSigner::new(agent, &passport, "gonka-mainnet").unwrap();
+    let mut accepted = 0;
+    let load = async {
+        for i in 0.. {
+            let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{i}"}}]}}"#);
+            let headers = vec![
+                ("x-agent-passport".to_owned(), passport.clone()),
+                (
+                    "x-agent-sig".to_owned(),
+                    signer.sign("POST", URI, body.as_bytes()).unwrap(),
+                ),
+            ];
+            let mut req = Request::post(format!("http://{listen}{URI}"));
+            for (n, v) in &headers {
+                req = req.header(n, v);
+            }
+            match Client::builder(TokioExecutor::new())
+                .build_http::<Full<Bytes>>()
+                .request(req.body(Full::new(Bytes::from(body))).unwrap())
+                .await
+            {
+                Ok(r) if r.status() == 200 => accepted += 1,
+                _ => break,
+            }
+        }
+    };
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Command::new("kill")
+            .arg("-9")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+    };
+    tokio::join!(load, killer);
+    let _ = child.wait();
+    assert!(accepted > 10, "only {accepted} requests before the kill");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .args(["audit", "verify"])
+        .arg(&audit)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let verified: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("ok: ")
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap();
+    assert!(
+        verified > 0 && verified <= accepted,
+        "{verified} of {accepted}: {text}"
+    );
+}
