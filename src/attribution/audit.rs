@@ -544,7 +544,7 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"{\"prev_hash\":\"00").unwrap();
         drop(f);
-        let r = verify_files(&[p.clone()]).unwrap();
+        let r = verify_files(std::slice::from_ref(&p)).unwrap();
         assert_eq!((r.lines, r.incomplete_tail, r.broken), (3, true, None));
         write(&p, 3..5, None);
         let r = verify_files(&[p]).unwrap();
