@@ -1,11 +1,14 @@
-//! `cargo bench --bench verify`: the verifier cold (cache miss) and warm (cache hit),
-//! the enabled layer without a passport against no layer, and the floors they are judged
-//! against, in one run. Prints the ratios at the end.
+//! `cargo bench --bench verify`: in one run, the verifier cold (cache miss) and warm
+//! (cache hit), the whole layer with a passport over an in-memory inner service, the
+//! floors they are judged against (one k256 verify, one ed25519-dalek strict verify,
+//! SHA-256 of the body) for bodies of 256 B, 4 KiB, 64 KiB and 1 MiB, the parts of a
+//! cold verify, and the enabled layer without a passport against no layer. Prints the
+//! ratios at the end.
 
 use bytes::Bytes;
 use criterion::{black_box, BatchSize, BenchmarkId, Criterion};
 use ed25519_dalek::{Signer, SigningKey};
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use k256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
@@ -23,7 +26,12 @@ use tower::{Layer, Service, ServiceExt};
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-const SIZES: [(usize, &str); 2] = [(1024, "1KiB"), (64 * 1024, "64KiB")];
+const SIZES: [(usize, &str); 4] = [
+    (256, "256B"),
+    (4 * 1024, "4KiB"),
+    (64 * 1024, "64KiB"),
+    (1024 * 1024, "1MiB"),
+];
 const URI: &str = "/v1/chat/completions";
 
 fn body_of(size: usize) -> Vec<u8> {
@@ -77,6 +85,7 @@ fn verify_once(v: &Verifier, r: &Request1) {
 }
 
 fn bench_verifier(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut g = c.benchmark_group("verify");
     for (size, label) in SIZES {
         let r = signed(size);
@@ -87,6 +96,28 @@ fn bench_verifier(c: &mut Criterion) {
         verify_once(&warm, &r);
         g.bench_with_input(BenchmarkId::new("warm", label), &r, |b, r| {
             b.iter(|| verify_once(&warm, r))
+        });
+
+        // The whole layer, cache warm: headers, body read, model, verify, forward.
+        let layer = PassportLayer::builder(Config::for_chain("gonka-mainnet"))
+            .clock(Arc::new(FixedClock::new(Timestamp::parse("2026-05-21T12:00:00Z").unwrap())))
+            .build()
+            .unwrap();
+        let svc = layer.layer(Drain);
+        let passport = HeaderValue::from_str(&passport_gate::crypto::encode_base64(&r.headers.passport)).unwrap();
+        let sig = HeaderValue::from_str(&passport_gate::crypto::encode_base64(&r.headers.signature)).unwrap();
+        let body = Bytes::from(r.body.clone());
+        let request = || {
+            Request::post(URI)
+                .header("x-agent-passport", passport.clone())
+                .header("x-agent-sig", sig.clone())
+                .body(http_body_util::Full::new(body.clone()))
+                .unwrap()
+        };
+        let status = rt.block_on(svc.clone().oneshot(request())).unwrap().status();
+        assert_eq!(status, 200);
+        g.bench_function(BenchmarkId::new("layer", label), |b| {
+            b.iter(|| rt.block_on(svc.clone().oneshot(request())).unwrap())
         });
 
         // Floors: what any correct verifier must do at least once per request.
@@ -114,6 +145,28 @@ fn bench_verifier(c: &mut Criterion) {
     let vk = *sk.verifying_key();
     g.bench_function("floor_k256_verify", |b| {
         b.iter(|| assert!(vk.verify_prehash(black_box(&digest), &sig).is_ok()))
+    });
+    g.finish();
+
+    // The parts of a cold verify beyond the floors.
+    let mut g = c.benchmark_group("cold_parts");
+    let r = signed(256);
+    let envelope = passport_gate::envelope::Envelope::parse(&r.headers.passport).unwrap();
+    let pk = passport_gate::crypto::decode_base64(&envelope.principal_pubkey.public_key).unwrap();
+    let ak = passport_gate::crypto::decode_base64(&envelope.agent_pubkey.public_key).unwrap();
+    g.bench_function("envelope_parse_and_jcs", |b| {
+        b.iter(|| passport_gate::envelope::Envelope::parse(black_box(&r.headers.passport)).unwrap())
+    });
+    g.bench_function("principal_key_decode", |b| {
+        b.iter(|| passport_gate::crypto::PrincipalKey::from_compressed(black_box(&pk)).unwrap())
+    });
+    g.bench_function("agent_key_decode", |b| {
+        b.iter(|| passport_gate::crypto::AgentKey::from_bytes(black_box(&ak)).unwrap())
+    });
+    g.bench_function("adr036_sign_bytes", |b| {
+        b.iter(|| {
+            passport_gate::crypto::adr036_sign_bytes(black_box(&envelope.principal_address), envelope.signing_document())
+        })
     });
     g.finish();
 }
@@ -236,7 +289,11 @@ fn print_ratios() {
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args();
+    let mut c = Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3))
+        .sample_size(40)
+        .configure_from_args();
     bench_verifier(&mut c);
     bench_layer(&mut c);
     c.final_summary();

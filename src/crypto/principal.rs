@@ -2,6 +2,7 @@
 //! (`signArbitrary`, as Keplr and cosmjs produce it).
 
 use super::{derive_address, encode_base64, random_bytes, AddressError};
+use crate::envelope::write_json_string;
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use k256::ecdsa::signature::DigestSigner;
 use k256::ecdsa::{Signature, SigningKey, VerifyingKey};
@@ -24,22 +25,19 @@ impl fmt::Debug for PrincipalKey {
 
 /// The ADR-036 sign bytes for `data` signed by `signer`: the canonical (RFC 8785) JSON of
 /// a zero-fee amino `StdSignDoc` with one `sign/MsgSignData` message. `data` appears as
-/// standard base64, as wallets encode it.
+/// standard base64, as wallets encode it. The document's shape is fixed, so it is
+/// written directly, members in sorted order; the public Keplr and Cosmos SDK vectors
+/// in the tests pin every byte.
 pub fn adr036_sign_bytes(signer: &str, data: &[u8]) -> Vec<u8> {
-    let doc = serde_json::json!({
-        "account_number": "0",
-        "chain_id": "",
-        "fee": {"amount": [], "gas": "0"},
-        "memo": "",
-        "msgs": [{
-            "type": "sign/MsgSignData",
-            "value": {"data": encode_base64(data), "signer": signer}
-        }],
-        "sequence": "0"
-    });
-    // A tree of strings, arrays and objects always canonicalizes; the fallback keeps the
-    // function total without a panic path.
-    serde_jcs::to_vec(&doc).unwrap_or_default()
+    let mut out = Vec::with_capacity(200 + data.len() * 4 / 3 + signer.len());
+    out.extend_from_slice(
+        br#"{"account_number":"0","chain_id":"","fee":{"amount":[],"gas":"0"},"memo":"","msgs":[{"type":"sign/MsgSignData","value":{"data":"#,
+    );
+    write_json_string(&encode_base64(data), &mut out);
+    out.extend_from_slice(br#","signer":"#);
+    write_json_string(signer, &mut out);
+    out.extend_from_slice(br#"}}],"sequence":"0"}"#);
+    out
 }
 
 impl PrincipalKey {
@@ -186,6 +184,18 @@ mod tests {
         let sig = hex::decode("043485aac9cd7de64da9548b72635c061e07b20063488c0d3affc3c843b33c0458f799ac6592b6260c5ce326be4996d95ee8cfbea4ae76b820f2a7a01ad3a5cc").unwrap();
         assert!(key.verify_adr036(signer, &data, &sig));
         assert!(!key.verify_adr036("cosmos1other", &data, &sig));
+    }
+
+    #[test]
+    fn sign_bytes_are_the_canonical_form_of_the_amino_document() {
+        let signer = "gonka1\"odd\\signer\u{1}";
+        let data = b"any bytes \x00\xff";
+        let doc = serde_json::json!({
+            "account_number": "0", "chain_id": "", "fee": {"amount": [], "gas": "0"}, "memo": "",
+            "msgs": [{"type": "sign/MsgSignData", "value": {"data": encode_base64(data), "signer": signer}}],
+            "sequence": "0"
+        });
+        assert_eq!(adr036_sign_bytes(signer, data), serde_jcs::to_vec(&doc).unwrap());
     }
 
     #[test]

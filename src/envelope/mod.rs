@@ -5,8 +5,10 @@
 //! from what the agent sent, never from a re-serialisation of [`Envelope`], so that a
 //! member we do not model can never slip past a signature.
 
+mod jcs;
 mod json;
 
+pub(crate) use jcs::write_string as write_json_string;
 pub(crate) use json::parse_strict;
 
 use crate::time::Timestamp;
@@ -106,6 +108,8 @@ impl fmt::Display for EnvelopeError {
 
 impl std::error::Error for EnvelopeError {}
 
+// Deserialized straight from the received bytes: serde's derive refuses duplicate and
+// unknown member names (compared after unescaping, case-sensitively) at every depth.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WireEnvelope {
@@ -117,7 +121,7 @@ struct WireEnvelope {
     principal_address: String,
     principal_pubkey: KeyMember,
     scope: WireScope,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     beneficiary: Option<String>,
     issued_at: String,
     principal_sig: String,
@@ -128,15 +132,17 @@ struct WireEnvelope {
 struct WireScope {
     // `null` must not mean "absent": the reference reads it as absent, which widens the
     // scope to every model. Deserializing into a plain Vec makes `null` a type error.
-    #[serde(default, deserialize_with = "present_list")]
+    #[serde(default, deserialize_with = "present")]
     allowed_models: Option<Vec<String>>,
     expires_at: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     not_before: Option<String>,
 }
 
-fn present_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    Vec::<String>::deserialize(d).map(Some)
+/// An optional member that, when present, must have its type: `null` is refused rather
+/// than read as absent (the same rule for every optional member).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 fn required<'a>(name: &str, value: &'a str) -> Result<&'a str, EnvelopeError> {
@@ -160,8 +166,13 @@ impl Envelope {
     /// JSON type, including `allowed_models: null`; a missing or empty required member; a
     /// timestamp outside the strict RFC 3339 profile. Member names are case-sensitive.
     pub fn parse(raw: &[u8]) -> Result<Envelope, EnvelopeError> {
-        let value = parse_strict(raw).map_err(|e| EnvelopeError(format!("invalid JSON: {e}")))?;
-        let wire = WireEnvelope::deserialize(&value)
+        Envelope::parse_hashed(raw, Sha256::digest(raw).into())
+    }
+
+    /// [`Envelope::parse`] for bytes whose SHA-256 the caller already computed (the
+    /// verifier hashes them once, for its cache key).
+    pub(crate) fn parse_hashed(raw: &[u8], sha256: [u8; 32]) -> Result<Envelope, EnvelopeError> {
+        let wire: WireEnvelope = serde_json::from_slice(raw)
             .map_err(|e| EnvelopeError(format!("invalid envelope: {e}")))?;
 
         for (name, v) in [
@@ -188,12 +199,10 @@ impl Envelope {
             Some(s) => Some(timestamp("scope.not_before", s)?),
         };
 
-        let jcs = canonical(&value)?;
-        let mut unsigned = value;
-        if let Some(obj) = unsigned.as_object_mut() {
-            obj.insert("principal_sig".into(), Value::String(String::new()));
-        }
-        let signing_document = canonical(&unsigned)?;
+        let mut jcs = Vec::with_capacity(raw.len());
+        jcs::write_envelope(&wire, &wire.principal_sig, &mut jcs);
+        let mut signing_document = Vec::with_capacity(raw.len());
+        jcs::write_envelope(&wire, "", &mut signing_document);
 
         Ok(Envelope {
             version: wire.v,
@@ -212,7 +221,7 @@ impl Envelope {
             beneficiary: wire.beneficiary.filter(|b| !b.is_empty()),
             issued_at,
             principal_sig: wire.principal_sig,
-            sha256: Sha256::digest(raw).into(),
+            sha256,
             raw: raw.to_vec(),
             jcs,
             signing_document,

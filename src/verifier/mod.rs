@@ -260,7 +260,7 @@ impl Verifier {
             }
             None => {
                 self.misses.inc();
-                let v = Arc::new(self.verify_envelope(req.passport, now)?);
+                let v = Arc::new(self.verify_envelope(req.passport, key, now)?);
                 let left = v.envelope.scope.expires_at.nanos_since(now);
                 let ttl = Duration::from_nanos(u64::try_from(left.max(0)).unwrap_or(u64::MAX));
                 self.cache.insert(key, Arc::clone(&v), ttl);
@@ -287,8 +287,8 @@ impl Verifier {
     }
 
     /// Steps 3 to 10a on a cache miss, in the reference's order.
-    fn verify_envelope(&self, raw: &[u8], now: Timestamp) -> Result<VerifiedEnvelope, Rejection> {
-        let envelope = Envelope::parse(raw).map_err(|_| Rejection::EnvelopeMalformed)?;
+    fn verify_envelope(&self, raw: &[u8], sha256: [u8; 32], now: Timestamp) -> Result<VerifiedEnvelope, Rejection> {
+        let envelope = Envelope::parse_hashed(raw, sha256).map_err(|_| Rejection::EnvelopeMalformed)?;
         self.check_identity(&envelope)?;
         self.check_lifetime(&envelope)?;
         self.check_time_window(&envelope, now)?;
