@@ -85,7 +85,9 @@ fn verify_once(v: &Verifier, r: &Request1) {
 }
 
 fn bench_verifier(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let mut g = c.benchmark_group("verify");
     for (size, label) in SIZES {
         let r = signed(size);
@@ -100,12 +102,18 @@ fn bench_verifier(c: &mut Criterion) {
 
         // The whole layer, cache warm: headers, body read, model, verify, forward.
         let layer = PassportLayer::builder(Config::for_chain("gonka-mainnet"))
-            .clock(Arc::new(FixedClock::new(Timestamp::parse("2026-05-21T12:00:00Z").unwrap())))
+            .clock(Arc::new(FixedClock::new(
+                Timestamp::parse("2026-05-21T12:00:00Z").unwrap(),
+            )))
             .build()
             .unwrap();
         let svc = layer.layer(Drain);
-        let passport = HeaderValue::from_str(&passport_gate::crypto::encode_base64(&r.headers.passport)).unwrap();
-        let sig = HeaderValue::from_str(&passport_gate::crypto::encode_base64(&r.headers.signature)).unwrap();
+        let passport =
+            HeaderValue::from_str(&passport_gate::crypto::encode_base64(&r.headers.passport))
+                .unwrap();
+        let sig =
+            HeaderValue::from_str(&passport_gate::crypto::encode_base64(&r.headers.signature))
+                .unwrap();
         let body = Bytes::from(r.body.clone());
         let request = || {
             Request::post(URI)
@@ -114,7 +122,10 @@ fn bench_verifier(c: &mut Criterion) {
                 .body(http_body_util::Full::new(body.clone()))
                 .unwrap()
         };
-        let status = rt.block_on(svc.clone().oneshot(request())).unwrap().status();
+        let status = rt
+            .block_on(svc.clone().oneshot(request()))
+            .unwrap()
+            .status();
         assert_eq!(status, 200);
         g.bench_function(BenchmarkId::new("layer", label), |b| {
             b.iter(|| rt.block_on(svc.clone().oneshot(request())).unwrap())
@@ -165,7 +176,10 @@ fn bench_verifier(c: &mut Criterion) {
     });
     g.bench_function("adr036_sign_bytes", |b| {
         b.iter(|| {
-            passport_gate::crypto::adr036_sign_bytes(black_box(&envelope.principal_address), envelope.signing_document())
+            passport_gate::crypto::adr036_sign_bytes(
+                black_box(&envelope.principal_address),
+                envelope.signing_document(),
+            )
         })
     });
     g.finish();
@@ -260,22 +274,38 @@ fn print_ratios() {
     let k256 = estimate_ns("verify", "floor_k256_verify");
     for (_, label) in SIZES {
         let get = |id: &str| estimate_ns("verify", &format!("{id}/{label}"));
-        if let (Some(cold), Some(warm), Some(ed), Some(sha), Some(k)) = (
+        if let (Some(cold), Some(warm), Some(layer), Some(ed), Some(sha), Some(k)) = (
             get("cold"),
             get("warm"),
+            get("layer"),
             get("floor_ed25519_strict"),
             get("floor_sha256_body"),
             k256,
         ) {
             println!(
-                "  {label}: warm {:.1} us = {:.3} x (ed25519 + sha256 = {:.1} us); cold {:.1} us = {:.3} x (k256 + ed25519 + sha256 = {:.1} us)",
+                "  {label}: warm {:.1} us = {:.3} x (ed25519 + sha256 = {:.1} us); cold {:.1} us = {:.3} x (k256 + ed25519 + sha256 = {:.1} us); whole layer {:.1} us = {:.3} x warm",
                 warm / 1e3,
                 warm / (ed + sha),
                 (ed + sha) / 1e3,
                 cold / 1e3,
                 cold / (k + ed + sha),
-                (k + ed + sha) / 1e3
+                (k + ed + sha) / 1e3,
+                layer / 1e3,
+                layer / warm
             );
+        }
+    }
+    if let Some(k) = k256 {
+        println!("  floor k256 verify: {:.1} us", k / 1e3);
+    }
+    for part in [
+        "envelope_parse_and_jcs",
+        "principal_key_decode",
+        "agent_key_decode",
+        "adr036_sign_bytes",
+    ] {
+        if let Some(ns) = estimate_ns("cold_parts", part) {
+            println!("  cold part {part}: {:.2} us", ns / 1e3);
         }
     }
     for label in ["empty", "64KiB"] {

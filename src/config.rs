@@ -35,8 +35,12 @@ pub struct Config {
     pub max_body_size: u64,
     /// Capacity of the attribution queue; a full queue drops events and counts them.
     pub attribution_queue_cap: usize,
-    /// How many verified envelopes are kept so that reuse skips the secp256k1 check.
+    /// How many verified envelopes are kept so that reuse skips the secp256k1 check;
+    /// 0 turns the cache off (every request pays the full verification).
     pub envelope_cache_capacity: u64,
+    /// How long reading a request body (with a passport) may take before 408
+    /// `body_read_timeout`: a client that stalls must not hold a buffer forever.
+    pub body_read_timeout_ms: u64,
     /// `optional` (default) or `required`.
     pub mode: Mode,
     /// Refuse an exact replay of an accepted signed request (off by default, as in the
@@ -57,6 +61,7 @@ impl Default for Config {
             max_body_size: 10 * 1024 * 1024,
             attribution_queue_cap: 1024,
             envelope_cache_capacity: 100_000,
+            body_read_timeout_ms: 30_000,
             mode: Mode::Optional,
             replay_protection: false,
             replay_cache_capacity: 1_000_000,
@@ -151,8 +156,14 @@ impl Config {
             range(
                 "envelope_cache_capacity",
                 self.envelope_cache_capacity,
-                1,
+                0,
                 10_000_000,
+            ),
+            range(
+                "body_read_timeout_ms",
+                self.body_read_timeout_ms,
+                1,
+                600_000,
             ),
             range(
                 "replay_cache_capacity",

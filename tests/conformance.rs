@@ -60,12 +60,13 @@ fn every_expressible_rejection_code_has_a_vector() {
         .flat_map(|v| v.steps.iter().filter_map(|s| s.expect.code.clone()))
         .collect();
     // Not expressible in the shared format: a failing chain (the static grant source
-    // cannot fail), `mode = required`, a body that breaks off mid-stream, and a replay
-    // store that is down or full. The layer's HTTP and Redis tests cover those.
+    // cannot fail), `mode = required`, a body that breaks off or stalls mid-stream, and a
+    // replay store that is down or full. The HTTP, fault and Redis tests cover those.
     let inexpressible = [
         Rejection::ChainQueryFailed,
         Rejection::PassportRequired,
         Rejection::BodyReadFailed,
+        Rejection::BodyReadTimeout,
         Rejection::ReplayStoreUnavailable,
         Rejection::ReplayStoreFull,
     ];

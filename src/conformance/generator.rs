@@ -266,6 +266,12 @@ pub fn generate() -> Vec<Vector> {
         &|v| v["scope"]["allowed_models"] = Value::Null,
     );
     reject_envelope(
+        "envelope-beneficiary-null",
+        "null is never a member value: beneficiary null is refused, not read as absent",
+        "envelope_malformed",
+        &|v| v["beneficiary"] = Value::Null,
+    );
+    reject_envelope(
         "envelope-member-wrong-case",
         "member names are case-sensitive: Agent_id is unknown and agent_id is missing",
         "envelope_malformed",

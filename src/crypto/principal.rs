@@ -195,7 +195,10 @@ mod tests {
             "msgs": [{"type": "sign/MsgSignData", "value": {"data": encode_base64(data), "signer": signer}}],
             "sequence": "0"
         });
-        assert_eq!(adr036_sign_bytes(signer, data), serde_jcs::to_vec(&doc).unwrap());
+        assert_eq!(
+            adr036_sign_bytes(signer, data),
+            serde_jcs::to_vec(&doc).unwrap()
+        );
     }
 
     #[test]

@@ -310,6 +310,22 @@ mod tests {
     }
 
     #[test]
+    fn null_is_never_a_member_value() {
+        for (outer, inner) in [
+            ("beneficiary", None),
+            ("scope", Some("not_before")),
+            ("scope", Some("allowed_models")),
+        ] {
+            let mut v = sample();
+            match inner {
+                None => v[outer] = Value::Null,
+                Some(i) => v[outer][i] = Value::Null,
+            }
+            assert!(parse_value(&v).is_err(), "{outer}.{inner:?} null");
+        }
+    }
+
+    #[test]
     fn member_names_are_case_sensitive() {
         let mut v = sample();
         let obj = v.as_object_mut().unwrap();

@@ -45,6 +45,7 @@ pub(crate) struct ReplayGuard {
 
 pub(crate) struct Shared {
     pub(crate) mode: Mode,
+    pub(crate) body_read_timeout: std::time::Duration,
     pub(crate) replay: Option<ReplayGuard>,
     pub(crate) revocations: Option<Arc<RevocationList>>,
     /// `None` when the layer is disabled.
@@ -115,6 +116,9 @@ impl PassportLayer {
         PassportLayer {
             shared: Arc::new(Shared {
                 mode: Mode::Optional,
+                body_read_timeout: std::time::Duration::from_millis(
+                    Config::default().body_read_timeout_ms,
+                ),
                 replay: None,
                 revocations: None,
                 verifier: None,
@@ -214,6 +218,9 @@ impl PassportLayerBuilder {
         Ok(PassportLayer {
             shared: Arc::new(Shared {
                 mode: self.config.mode,
+                body_read_timeout: std::time::Duration::from_millis(
+                    self.config.body_read_timeout_ms,
+                ),
                 replay,
                 revocations: self.revocations,
                 verifier,

@@ -152,7 +152,12 @@ where
         .ok_or(Rejection::PassportRequired)?;
     let headers =
         PassportHeaders::from_headers(&parts.headers)?.ok_or(Rejection::SigHeaderMismatch)?;
-    let body = read_limited(&parts.headers, body, verifier.max_body_size()).await?;
+    let body = tokio::time::timeout(
+        shared.body_read_timeout,
+        read_limited(&parts.headers, body, verifier.max_body_size()),
+    )
+    .await
+    .map_err(|_| Rejection::BodyReadTimeout)??;
     let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let started = Instant::now();
     let verdict = verifier.verify_request(&headers, parts.method.as_str(), uri, &body);

@@ -26,36 +26,41 @@ impl Expiry<[u8; 32], Entry> for UntilExpiry {
 /// `expires_at`.
 #[derive(Clone)]
 pub struct EnvelopeCache {
-    inner: Cache<[u8; 32], Entry>,
+    /// `None` when the cache is turned off (capacity 0).
+    inner: Option<Cache<[u8; 32], Entry>>,
 }
 
 impl EnvelopeCache {
-    /// A cache holding at most `capacity` envelopes.
+    /// A cache holding at most `capacity` envelopes; 0 turns it off.
     pub fn new(capacity: u64) -> EnvelopeCache {
         EnvelopeCache {
-            inner: Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(UntilExpiry)
-                .build(),
+            inner: (capacity > 0).then(|| {
+                Cache::builder()
+                    .max_capacity(capacity)
+                    .expire_after(UntilExpiry)
+                    .build()
+            }),
         }
     }
 
     pub(crate) fn get(&self, key: &[u8; 32]) -> Option<Arc<VerifiedEnvelope>> {
-        self.inner.get(key).map(|e| e.envelope)
+        self.inner.as_ref()?.get(key).map(|e| e.envelope)
     }
 
     /// Remembers `envelope` for `ttl` (the time left until it expires). A zero `ttl` is
     /// not stored.
     pub(crate) fn insert(&self, key: [u8; 32], envelope: Arc<VerifiedEnvelope>, ttl: Duration) {
-        if !ttl.is_zero() {
-            self.inner.insert(key, Entry { envelope, ttl });
+        if let (Some(cache), false) = (&self.inner, ttl.is_zero()) {
+            cache.insert(key, Entry { envelope, ttl });
         }
     }
 
     /// How many envelopes are held (approximate while evictions are pending).
     pub fn len(&self) -> u64 {
-        self.inner.run_pending_tasks();
-        self.inner.entry_count()
+        self.inner.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.entry_count()
+        })
     }
 
     /// Whether the cache holds nothing.

@@ -287,8 +287,14 @@ impl Verifier {
     }
 
     /// Steps 3 to 10a on a cache miss, in the reference's order.
-    fn verify_envelope(&self, raw: &[u8], sha256: [u8; 32], now: Timestamp) -> Result<VerifiedEnvelope, Rejection> {
-        let envelope = Envelope::parse_hashed(raw, sha256).map_err(|_| Rejection::EnvelopeMalformed)?;
+    fn verify_envelope(
+        &self,
+        raw: &[u8],
+        sha256: [u8; 32],
+        now: Timestamp,
+    ) -> Result<VerifiedEnvelope, Rejection> {
+        let envelope =
+            Envelope::parse_hashed(raw, sha256).map_err(|_| Rejection::EnvelopeMalformed)?;
         self.check_identity(&envelope)?;
         self.check_lifetime(&envelope)?;
         self.check_time_window(&envelope, now)?;

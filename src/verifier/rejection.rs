@@ -17,6 +17,8 @@ pub enum Rejection {
     BodyTooLarge,
     /// The body could not be read to its end (the client stopped sending or reset).
     BodyReadFailed,
+    /// The body did not arrive within `body_read_timeout_ms`.
+    BodyReadTimeout,
     /// The envelope or the request body is not what the spec requires.
     EnvelopeMalformed,
     /// `v` is not `aps-agent-envelope-v1`.
@@ -71,11 +73,12 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every variant, in verification order.
-    pub const ALL: [Rejection; 29] = [
+    pub const ALL: [Rejection; 30] = [
         Rejection::SigHeaderMismatch,
         Rejection::HeaderMalformed,
         Rejection::BodyTooLarge,
         Rejection::BodyReadFailed,
+        Rejection::BodyReadTimeout,
         Rejection::EnvelopeMalformed,
         Rejection::VersionUnknown,
         Rejection::AudienceMismatch,
@@ -110,6 +113,7 @@ impl Rejection {
             Rejection::HeaderMalformed => "header_malformed",
             Rejection::BodyTooLarge => "body_too_large",
             Rejection::BodyReadFailed => "body_read_failed",
+            Rejection::BodyReadTimeout => "body_read_timeout",
             Rejection::EnvelopeMalformed => "envelope_malformed",
             Rejection::VersionUnknown => "version_unknown",
             Rejection::AudienceMismatch => "audience_mismatch",
@@ -146,6 +150,7 @@ impl Rejection {
             | Rejection::BodyReadFailed
             | Rejection::EnvelopeMalformed => StatusCode::BAD_REQUEST,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::TtlTooLong
             | Rejection::EnvelopeNotYetValid
             | Rejection::EnvelopeExpired
@@ -184,6 +189,7 @@ impl Rejection {
             }
             Rejection::BodyTooLarge => "the request body is larger than this gateway accepts",
             Rejection::BodyReadFailed => "the request body could not be read to its end",
+            Rejection::BodyReadTimeout => "the request body did not arrive in time",
             Rejection::EnvelopeMalformed => {
                 "the passport or the request body does not have the required form"
             }
