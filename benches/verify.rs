@@ -86,6 +86,7 @@ fn verify_once(v: &Verifier, r: &Request1) {
 
 fn bench_verifier(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
     let mut g = c.benchmark_group("verify");
@@ -233,6 +234,7 @@ impl<B: Body<Data = Bytes> + Send + 'static> Service<Request<B>> for Drain {
 
 fn bench_layer(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
     let mut g = c.benchmark_group("layer");

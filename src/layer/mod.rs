@@ -23,7 +23,12 @@
 //!
 //! The layer reads a request body only when passport headers are present; otherwise
 //! the body is forwarded frame by frame as it arrives. With a passport, the body is read
-//! up to `max_body_size`, verified, and forwarded byte for byte.
+//! up to `max_body_size` within `body_read_timeout_ms`, verified, and forwarded byte for
+//! byte.
+//!
+//! Like tower's own timeout middleware, the layer runs on Tokio and needs its timers for
+//! requests that carry a passport (body read and grant query deadlines): build the
+//! runtime with `enable_all()` (as `#[tokio::main]` does).
 
 mod body;
 mod extract;
