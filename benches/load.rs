@@ -3,8 +3,8 @@
 //! passports, enabled with passports (cycling through many pre-signed requests), and,
 //! for comparison, a naive configuration that verifies the secp256k1 signature on every
 //! request (`envelope_cache_capacity = 0`), all in front of the embedded echo upstream.
-//! Also reports the gateway's resident memory after warm-up and at the end of each
-//! phase, and counts every answer that is not 200 as an error.
+//! Also reports the gateway's resident memory after a 5 s warm-up at full concurrency and
+//! at the end of each phase, and counts every answer that is not 200 as an error.
 //!
 //! Settings (environment): `LOAD_SECONDS` per phase (default 10), `LOAD_CONNECTIONS`
 //! (default 32), `LOAD_PASSPORTS` distinct passports (default 64), `LOAD_REQUESTS`
@@ -152,35 +152,20 @@ struct Figures {
     rss_end_kib: u64,
 }
 
-async fn drive(
-    gateway: &Gateway,
-    prepared: Arc<Vec<Prepared>>,
+/// Runs `connections` client loops for `seconds`, returning the latencies of 200s and
+/// the count of anything else.
+async fn run_for(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    url: &http::Uri,
+    prepared: &Arc<Vec<Prepared>>,
     connections: usize,
-    seconds: u64,
-) -> Figures {
-    let url: http::Uri = format!("http://{}{PATH}", gateway.listen).parse().unwrap();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(connections)
-        .build_http();
-    // Warm up: one pass over a few requests (fills the envelope cache as real traffic would).
-    for p in prepared.iter().take(64) {
-        let mut req = http::Request::post(url.clone());
-        for (n, v) in &p.headers {
-            req = req.header(*n, v);
-        }
-        let resp = client
-            .request(req.body(Full::new(p.body.clone())).unwrap())
-            .await
-            .unwrap();
-        let _ = resp.into_body().collect().await;
-    }
-    let rss_start_kib = rss_kib(gateway.child.id());
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
+    seconds: f64,
+) -> (Vec<u128>, usize) {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let tasks: Vec<_> = (0..connections)
         .map(|c| {
             let client = client.clone();
-            let prepared = Arc::clone(&prepared);
+            let prepared = Arc::clone(prepared);
             let url = url.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
@@ -194,10 +179,7 @@ async fn drive(
                         req = req.header(*n, v);
                     }
                     let t = Instant::now();
-                    match client
-                        .request(req.body(Full::new(p.body.clone())).unwrap())
-                        .await
-                    {
+                    match client.request(req.body(Full::new(p.body.clone())).unwrap()).await {
                         Ok(resp) => {
                             let ok = resp.status() == 200;
                             let body = resp.into_body().collect().await;
@@ -221,13 +203,24 @@ async fn drive(
         all.extend(l);
         errors += e;
     }
+    (all, errors)
+}
+
+async fn drive(gateway: &Gateway, prepared: Arc<Vec<Prepared>>, connections: usize, seconds: u64) -> Figures {
+    let url: http::Uri = format!("http://{}{PATH}", gateway.listen).parse().unwrap();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(connections)
+        .build_http();
+    // Warm-up at full concurrency (not measured): connections, buffers and the
+    // envelope cache reach their working size before memory is first read.
+    let (_, warmup_errors) = run_for(&client, &url, &prepared, connections, 5.0).await;
+    assert_eq!(warmup_errors, 0, "errors during warm-up");
+    let rss_start_kib = rss_kib(gateway.child.id());
+    let started = Instant::now();
+    let (mut all, errors) = run_for(&client, &url, &prepared, connections, seconds as f64).await;
     let seconds = started.elapsed().as_secs_f64();
     all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
+    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
     Figures {
         requests: all.len(),
         errors,
