@@ -179,7 +179,10 @@ async fn run_for(
                         req = req.header(*n, v);
                     }
                     let t = Instant::now();
-                    match client.request(req.body(Full::new(p.body.clone())).unwrap()).await {
+                    match client
+                        .request(req.body(Full::new(p.body.clone())).unwrap())
+                        .await
+                    {
                         Ok(resp) => {
                             let ok = resp.status() == 200;
                             let body = resp.into_body().collect().await;
@@ -206,7 +209,12 @@ async fn run_for(
     (all, errors)
 }
 
-async fn drive(gateway: &Gateway, prepared: Arc<Vec<Prepared>>, connections: usize, seconds: u64) -> Figures {
+async fn drive(
+    gateway: &Gateway,
+    prepared: Arc<Vec<Prepared>>,
+    connections: usize,
+    seconds: u64,
+) -> Figures {
     let url: http::Uri = format!("http://{}{PATH}", gateway.listen).parse().unwrap();
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(connections)
@@ -220,7 +228,11 @@ async fn drive(gateway: &Gateway, prepared: Arc<Vec<Prepared>>, connections: usi
     let (mut all, errors) = run_for(&client, &url, &prepared, connections, seconds as f64).await;
     let seconds = started.elapsed().as_secs_f64();
     all.sort_unstable();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     Figures {
         requests: all.len(),
         errors,

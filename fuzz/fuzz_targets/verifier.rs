@@ -34,7 +34,13 @@ fuzz_target!(|data: &[u8]| {
     let judge = || {
         PassportHeaders::decode(&passport, &signature)
             .and_then(|h| verifier().verify_request(&h, &method, &uri, &body))
-            .map(|agent| (agent.agent_id().to_owned(), agent.envelope_sha256(), agent.body_sha256()))
+            .map(|agent| {
+                (
+                    agent.agent_id().to_owned(),
+                    agent.envelope_sha256(),
+                    agent.body_sha256(),
+                )
+            })
     };
     let first = judge();
     let second = judge();
