@@ -5,11 +5,6 @@
 
 use axum::routing::post;
 use axum::Router;
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use passport_gate::crypto::{encode_base64, PrincipalSecret};
 use passport_gate::time::{FixedClock, Timestamp};
 use passport_gate::{Config, PassportLayer, Rejection};
@@ -51,18 +46,7 @@ fn layer(config: Config) -> PassportLayer {
 }
 
 async fn send(addr: SocketAddr, headers: &[(String, String)], body: &[u8]) -> u16 {
-    let mut req = Request::post(format!("http://{addr}{URI}"));
-    for (n, v) in headers {
-        req = req.header(n, v);
-    }
-    let resp = Client::builder(TokioExecutor::new())
-        .build_http::<Full<Bytes>>()
-        .request(req.body(Full::new(Bytes::copy_from_slice(body))).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await;
-    status
+    support::post(addr, URI, headers, body).await.0
 }
 
 /// Writes a request head with passport headers and part of its body, then stalls.

@@ -6,7 +6,7 @@ use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use passport_gate::attribution::{AttributionQueue, RedisStreamSink};
@@ -109,26 +109,7 @@ async fn serve(layer: PassportLayer) -> SocketAddr {
 }
 
 async fn send(addr: SocketAddr, headers: &[(String, String)], body: &[u8]) -> (u16, String) {
-    let mut req = Request::post(format!("http://{addr}{URI}"));
-    for (n, v) in headers {
-        req = req.header(n, v);
-    }
-    let resp = Client::builder(TokioExecutor::new())
-        .build_http::<Full<Bytes>>()
-        .request(req.body(Full::new(Bytes::copy_from_slice(body))).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let text = String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
-    (status, text)
+    support::post(addr, URI, headers, body).await
 }
 
 fn code(text: &str) -> String {
@@ -222,6 +203,34 @@ async fn redis_dying_mid_run_fails_closed_unless_told_to_fail_open() {
     assert_eq!(open_metrics.replay_store_failure_count(true), 1);
 }
 
+/// Runs `passport-gate revoke ARGS`.
+fn revoke_cli(args: &[&std::ffi::OsStr]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .arg("revoke")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sends the request until it is refused as revoked (within 5 s).
+async fn until_revoked(addr: SocketAddr, headers: &[(String, String)], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, text) = send(addr, headers, BODY).await;
+        if status == 401 {
+            assert_eq!(code(&text), "passport_revoked");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} never took effect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_takes_effect_on_file_change_and_across_replicas() {
     let redis = RedisServer::start();
@@ -255,29 +264,13 @@ async fn revocation_takes_effect_on_file_change_and_across_replicas() {
     assert_eq!(send(b, &headers, BODY).await.0, 200);
 
     // A file entry, added with the CLI, reaches replica A without a restart.
-    let out = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
-        .args(["revoke", "--agent-id", "urn:aps:agent:revoke", "--file"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (status, text) = send(a, &headers, BODY).await;
-        if status == 401 {
-            assert_eq!(code(&text), "passport_revoked");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the file change never took effect"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    revoke_cli(&[
+        "--agent-id".as_ref(),
+        "urn:aps:agent:revoke".as_ref(),
+        "--file".as_ref(),
+        file.as_os_str(),
+    ]);
+    until_revoked(a, &headers, "the file change").await;
     assert_eq!(
         send(b, &headers, BODY).await.0,
         200,
@@ -285,29 +278,14 @@ async fn revocation_takes_effect_on_file_change_and_across_replicas() {
     );
 
     // A shared entry, added to Redis with the CLI, reaches both replicas.
-    let principal = f.principal_address.clone();
-    let out = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
-        .args(["revoke", "--principal", &principal, "--redis", &redis.url()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (status, text) = send(b, &headers, BODY).await;
-        if status == 401 {
-            assert_eq!(code(&text), "passport_revoked");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the shared revocation never reached replica B"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let url = redis.url();
+    revoke_cli(&[
+        "--principal".as_ref(),
+        f.principal_address.as_ref(),
+        "--redis".as_ref(),
+        url.as_ref(),
+    ]);
+    until_revoked(b, &headers, "the shared revocation").await;
     // Editing the file back does not undo the shared entry.
     std::fs::write(&file, "").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
