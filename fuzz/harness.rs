@@ -1,5 +1,6 @@
 //! The properties the fuzz targets check, shared with `tests/fuzz_corpus.rs`, which
 //! replays the committed corpora under `cargo test`.
+#![allow(dead_code)]
 
 use passport_gate::envelope::Envelope;
 use passport_gate::verifier::PassportHeaders;
