@@ -193,25 +193,15 @@ impl Metrics {
 
     /// Counts a request judged while the replay store was unreachable.
     pub fn replay_store_failure(&self, failed_open: bool) {
-        let action = if failed_open {
-            "fail_open"
-        } else {
-            "fail_closed"
-        };
         self.replay_store_failures
-            .with_label_values(&[action])
+            .with_label_values(&[action(failed_open)])
             .inc();
     }
 
     /// How many requests were judged with the replay store unreachable, by action.
     pub fn replay_store_failure_count(&self, failed_open: bool) -> u64 {
-        let action = if failed_open {
-            "fail_open"
-        } else {
-            "fail_closed"
-        };
         self.replay_store_failures
-            .with_label_values(&[action])
+            .with_label_values(&[action(failed_open)])
             .get()
     }
 
@@ -229,6 +219,15 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// The `action` label of a replay store failure.
+fn action(failed_open: bool) -> &'static str {
+    if failed_open {
+        "fail_open"
+    } else {
+        "fail_closed"
     }
 }
 

@@ -188,7 +188,7 @@ where
                     agent.principal_address(),
                     requester,
                     &binding.msg_type_url,
-                    verifier.now(),
+                    agent.verified_at(),
                 )
                 .await;
             let (granted, how) = lookup.map_err(|e| {
@@ -212,7 +212,14 @@ where
         }
     };
     if let Some(guard) = &shared.replay {
-        check_replay(shared, guard, &headers.signature, &agent, verifier.now()).await?;
+        check_replay(
+            shared,
+            guard,
+            &headers.signature,
+            &agent,
+            agent.verified_at(),
+        )
+        .await?;
     }
     Ok(Accepted {
         agent,
