@@ -296,3 +296,90 @@ fn conformance_command_reports_and_exits_by_outcome() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stdout).contains("INVALID"));
 }
+
+fn audit_event(
+    n: u64,
+    principal: &str,
+    model: &str,
+) -> passport_gate::attribution::AttributionEvent {
+    passport_gate::attribution::AttributionEvent {
+        v: "aps-attribution-v1".into(),
+        event_id: format!("{n:032x}"),
+        inference_id: format!("inf-{n}"),
+        chain_id: "gonka-mainnet".into(),
+        model: model.into(),
+        agent_id: "urn:aps:agent:a".into(),
+        principal_address: principal.into(),
+        beneficiary: None,
+        requester_address: None,
+        request_body_sha256: "00".repeat(32),
+        envelope_sha256: "11".repeat(32),
+        passport_expires_at: "2026-05-21T13:00:00Z".into(),
+        verified_at: "2026-05-21T12:00:00Z".into(),
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        status: 200,
+        latency_ms: 1,
+    }
+}
+
+#[test]
+fn audit_verify_names_tampering_and_report_summarises() {
+    use passport_gate::attribution::{AuditFileSink, FsyncPolicy, Sink};
+    let dir = workdir("audit");
+    let path = dir.join("audit.jsonl");
+    let mut sink = AuditFileSink::open(&path, FsyncPolicy::Always, None).unwrap();
+    for n in 0..5 {
+        let principal = if n < 3 { "gonka1alice" } else { "gonka1bob" };
+        sink.write(&audit_event(n, principal, "qwen/qwen3-32b"))
+            .unwrap();
+    }
+    let head = hex::encode(sink.head());
+    drop(sink);
+    let p = path.to_str().unwrap();
+
+    let ok = run(&["audit", "verify", p, "--head", &head]);
+    let text = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert_eq!(ok.status.code(), Some(0), "{text}");
+    assert!(text.contains("ok: 5 line(s) verified"), "{text}");
+    assert!(text.contains(&format!("head hash: {head}")), "{text}");
+    assert!(
+        text.contains("lines removed from the end cannot be detected"),
+        "{text}"
+    );
+
+    let report = run(&["audit", "report", p, "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    assert_eq!(rows[0]["principal_address"], "gonka1alice");
+    assert_eq!(rows[0]["calls"], 3);
+    assert_eq!(rows[1]["calls"], 2);
+    let table = stdout(&run(&["audit", "report", p]));
+    assert!(
+        table.contains("2026-05-21") && table.contains("gonka1bob"),
+        "{table}"
+    );
+    assert!(table.ends_with("5 call(s) in 1 event file(s)"), "{table}");
+
+    // Drop the last line: the chain still verifies, but not against the kept head.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&path, lines[..4].join("\n") + "\n").unwrap();
+    let cut = run(&["audit", "verify", p, "--head", &head]);
+    assert_eq!(cut.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&cut.stdout).contains("HEAD MISMATCH"));
+
+    // Edit a line: named by number.
+    let edited = lines[..4]
+        .join("\n")
+        .replacen("gonka1alice", "gonka1mallory", 1)
+        + "\n";
+    std::fs::write(&path, edited).unwrap();
+    let broken = run(&["audit", "verify", p]);
+    assert_eq!(broken.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&broken.stdout).into_owned();
+    assert!(
+        text.contains("BROKEN at") && text.contains("audit.jsonl:1:"),
+        "{text}"
+    );
+}
