@@ -519,3 +519,101 @@ async fn sigterm_finishes_in_flight_requests_and_loses_no_event() {
         assert_eq!(e.agent_id, "urn:aps:agent:e2e");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_command_signs_sends_and_streams_through_the_gateway() {
+    use passport_gate::echo::EchoUpstream;
+    let upstream = EchoUpstream::start("127.0.0.1:0".parse().unwrap(), Duration::from_millis(5))
+        .await
+        .unwrap();
+    let gw = start("request-cli", &config(upstream.addr(), ""));
+    let dir = workdir("request-cli-keys");
+    let principal = dir.join("principal.json");
+    let agent = dir.join("agent.json");
+    let pg = env!("CARGO_BIN_EXE_passport-gate");
+    for (flag, path) in [("--principal", &principal), ("--agent", &agent)] {
+        assert!(Command::new(pg)
+            .args(["keygen", flag, "--out"])
+            .arg(path)
+            .status()
+            .unwrap()
+            .success());
+    }
+    let minted = Command::new(pg)
+        .args(["mint", "--principal-key"])
+        .arg(&principal)
+        .arg("--agent-key")
+        .arg(&agent)
+        .args([
+            "--agent-id",
+            "urn:aps:agent:cli-request",
+            "--chain-id",
+            CHAIN,
+            "--ttl",
+            "10m",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let passport_file = dir.join("passport.txt");
+    std::fs::write(&passport_file, &minted.stdout).unwrap();
+    let url = format!("http://{}/v1/chat/completions", gw.listen);
+    let request = |body: &str| {
+        Command::new(pg)
+            .arg("request")
+            .arg(&url)
+            .arg("--agent-key")
+            .arg(&agent)
+            .arg("--passport-file")
+            .arg(&passport_file)
+            .args(["--chain-id", CHAIN, "--body", body])
+            .output()
+            .unwrap()
+    };
+    let plain =
+        request(r#"{"model":"echo-1","messages":[{"role":"user","content":"hello there"}]}"#);
+    assert_eq!(
+        plain.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "echo: hello there"
+    );
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("200 OK"));
+
+    let streamed = request(
+        r#"{"model":"echo-1","stream":true,"messages":[{"role":"user","content":"a b c"}]}"#,
+    );
+    assert_eq!(streamed.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&streamed.stdout);
+    // "echo: a b c" in four word chunks, then [DONE].
+    assert_eq!(text.matches("data: ").count(), 5, "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+
+    // A passport for another chain is refused by the gateway; the command says so.
+    let wrong = Command::new(pg)
+        .arg("request")
+        .arg(&url)
+        .arg("--agent-key")
+        .arg(&agent)
+        .arg("--passport-file")
+        .arg(&passport_file)
+        .args([
+            "--chain-id",
+            "gonka-testnet",
+            "--body",
+            r#"{"model":"echo-1"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stdout).contains("agent_sig_invalid"));
+}
