@@ -23,8 +23,17 @@ use tokio::task::JoinHandle;
 /// The response body of the echo upstream.
 type EchoBody = http_body_util::Either<Full<Bytes>, ChannelBody>;
 
-/// A body whose chunks come from a channel, as a generating model produces them.
+/// A body whose chunks come from a channel, as a generating model produces them (and as
+/// a slow client sends them, in the tests).
+#[derive(Debug)]
 pub struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl ChannelBody {
+    /// A body that yields what `rx` receives and ends when its sender is dropped.
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> ChannelBody {
+        ChannelBody(rx)
+    }
+}
 
 impl http_body::Body for ChannelBody {
     type Data = Bytes;

@@ -5,7 +5,7 @@ use crate::crypto::{
     decode_base64, encode_base64, AgentKey, AgentSecret, PrincipalKey, PrincipalSecret,
 };
 use crate::envelope::{
-    beneficiary_is_valid, canonical, parse_strict, Envelope, AGENT_KEY_TYPE, AUDIENCE,
+    beneficiary_is_valid, parse_strict, signing_document_of, Envelope, AGENT_KEY_TYPE, AUDIENCE,
     PRINCIPAL_KEY_TYPE, VERSION,
 };
 use crate::time::Timestamp;
@@ -167,9 +167,8 @@ impl PassportSpec {
     pub fn unsigned(&self, max_ttl_seconds: u64) -> Result<UnsignedPassport, MintError> {
         self.check(max_ttl_seconds)?;
         let envelope_json = self.envelope_json("")?;
-        let value = parse_strict(&envelope_json).map_err(|e| MintError(e.to_string()))?;
         Ok(UnsignedPassport {
-            data: canonical(&value).map_err(|e| MintError(e.to_string()))?,
+            data: signing_document_of(&envelope_json).map_err(|e| MintError(e.to_string()))?,
             signer: self
                 .principal_key
                 .address(&self.address_prefix)

@@ -18,6 +18,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
+mod support;
+
 const CHAIN: &str = "gonka-mainnet";
 const BODY: &[u8] =
     br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
@@ -177,30 +179,21 @@ fn config(upstream: SocketAddr, extra: &str) -> String {
     )
 }
 
-/// A passport valid now (the fixture is dated 2026-05-21, so mint a fresh one).
-fn live_fixture() -> (String, passport_gate::mint::AgentSigner) {
-    use passport_gate::crypto::{AgentSecret, PrincipalSecret};
-    use passport_gate::mint::{AgentSigner, PassportSpec};
-    use passport_gate::time::Timestamp;
-    let principal = PrincipalSecret::from_bytes(&[0x81; 32]).unwrap();
-    let agent = AgentSecret::from_bytes(&[0x82; 32]);
-    let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
-    let passport = PassportSpec {
-        chain_id: CHAIN.into(),
-        agent_id: "urn:aps:agent:e2e".into(),
-        agent_key: agent.public_key(),
-        principal_key: principal.public_key(),
-        address_prefix: "gonka".into(),
-        issued_at: now,
-        expires_at: now.plus_seconds(1800),
-        not_before: None,
-        allowed_models: None,
-        beneficiary: None,
-    }
-    .mint(&principal, 3600)
-    .unwrap();
-    let signer = AgentSigner::new(agent, &passport, CHAIN).unwrap();
-    (passport, signer)
+/// POSTs `BODY` to `path` with the given passport and signature headers.
+async fn post_with(
+    addr: SocketAddr,
+    path: &str,
+    passport: &str,
+    sig: &str,
+) -> http::Response<hyper::body::Incoming> {
+    send(
+        addr,
+        "POST",
+        path,
+        &[("x-agent-passport", passport), ("x-agent-sig", sig)],
+        BODY,
+    )
+    .await
 }
 
 async fn send(
@@ -275,21 +268,12 @@ async fn forwards_drops_hop_by_hop_headers_and_adds_forwarded() {
 async fn guarded_routes_verify_before_forwarding_and_stream_the_answer() {
     let up = upstream().await;
     let gw = start("guarded", &config(up.addr, ""));
-    let (passport, signer) = live_fixture();
+    let f = support::live("urn:aps:agent:e2e");
     let path = "/v1/chat/completions";
 
     // A tampered body never reaches the upstream.
-    let sig = signer
-        .sign("POST", path, b"{\"model\":\"qwen/qwen3-32b\"}")
-        .unwrap();
-    let resp = send(
-        gw.listen,
-        "POST",
-        path,
-        &[("x-agent-passport", &passport), ("x-agent-sig", &sig)],
-        BODY,
-    )
-    .await;
+    let sig = f.sign(path, b"{\"model\":\"qwen/qwen3-32b\"}");
+    let resp = post_with(gw.listen, path, &f.passport, &sig).await;
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
     assert!(text(resp).await.contains("agent_sig_invalid"));
@@ -297,15 +281,8 @@ async fn guarded_routes_verify_before_forwarding_and_stream_the_answer() {
 
     // An accepted streaming call: the first SSE chunk arrives while the upstream still
     // holds back its last one.
-    let sig = signer.sign("POST", path, BODY).unwrap();
-    let resp = send(
-        gw.listen,
-        "POST",
-        path,
-        &[("x-agent-passport", &passport), ("x-agent-sig", &sig)],
-        BODY,
-    )
-    .await;
+    let sig = f.sign(path, BODY);
+    let resp = post_with(gw.listen, path, &f.passport, &sig).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-inference-id"], "up-1");
     let mut body = resp.into_body();
@@ -460,31 +437,17 @@ async fn sigterm_finishes_in_flight_requests_and_loses_no_event() {
         events.display().to_string()
     );
     let mut gw = start("shutdown", &config(up.addr, &extra));
-    let (passport, signer) = live_fixture();
+    let f = support::live("urn:aps:agent:e2e");
     let path = "/v1/chat/completions";
-    let sig = signer.sign("POST", path, BODY).unwrap();
+    let sig = f.sign(path, BODY);
     for _ in 0..20 {
         up.release_last_chunk.send(()).unwrap();
-        let resp = send(
-            gw.listen,
-            "POST",
-            path,
-            &[("x-agent-passport", &passport), ("x-agent-sig", &sig)],
-            BODY,
-        )
-        .await;
+        let resp = post_with(gw.listen, path, &f.passport, &sig).await;
         assert_eq!(resp.status(), 200);
         let _ = text(resp).await;
     }
     // One more, held open by the upstream while the gateway is told to stop.
-    let resp = send(
-        gw.listen,
-        "POST",
-        path,
-        &[("x-agent-passport", &passport), ("x-agent-sig", &sig)],
-        BODY,
-    )
-    .await;
+    let resp = post_with(gw.listen, path, &f.passport, &sig).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let _first = body.frame().await.unwrap().unwrap();

@@ -12,6 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use passport_gate::attribution::{AttributionEvent, AttributionQueue, Sink};
 use passport_gate::conformance::{generate, layer_for, Step};
 use passport_gate::crypto::{decode_base64, PrincipalSecret};
+use passport_gate::echo::ChannelBody;
 use passport_gate::grants::{
     GrantCache, GrantCacheSettings, LcdGrantSource, StaticGrants, START_INFERENCE_MSG,
 };
@@ -175,20 +176,6 @@ async fn every_conformance_step_behaves_the_same_over_http() {
     assert!(codes.len() >= 21, "{codes:?}");
 }
 
-/// A request body fed by the test, chunk by chunk.
-struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
-    }
-}
-
 /// A server whose handler reports each body chunk as it arrives.
 async fn chunk_reporting_server(
     layer: PassportLayer,
@@ -220,7 +207,7 @@ async fn streams_chunk_by_chunk(layer: PassportLayer) {
     let (addr, mut seen) = chunk_reporting_server(layer).await;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let req = Request::post(format!("http://{addr}/v1/chat/completions"))
-        .body(ChannelBody(rx))
+        .body(ChannelBody::new(rx))
         .unwrap();
     let response = tokio::spawn(client::<ChannelBody>().request(req));
     let chunks: Vec<Bytes> = (0..5)
@@ -304,25 +291,39 @@ async fn required_mode_refuses_requests_without_a_passport() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
-async fn an_oversized_declared_body_is_refused_before_it_is_sent() {
-    let f = fixture(None);
-    let mut config = Config::for_chain("gonka-mainnet");
-    config.max_body_size = 1024;
-    let addr = serve(app(PassportLayer::builder(config)
+/// A layer that accepts bodies up to 1 KiB.
+fn small_body_layer() -> PassportLayer {
+    let config = Config {
+        max_body_size: 1024,
+        ..Config::for_chain("gonka-mainnet")
+    };
+    PassportLayer::builder(config)
         .clock(fixed_clock())
         .build()
-        .unwrap()))
-    .await;
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let mut req = Request::post(format!("http://{addr}/v1/chat/completions"))
-        .header("content-length", "104857600")
-        .body(ChannelBody(rx))
-        .unwrap();
-    for (n, v) in f.headers("/v1/chat/completions", BODY) {
-        req.headers_mut()
-            .insert(http::HeaderName::try_from(n).unwrap(), v.parse().unwrap());
+        .unwrap()
+}
+
+/// A request with valid passport headers (signed for `BODY`) whose body is fed by `rx`.
+fn passport_request(
+    addr: SocketAddr,
+    content_length: Option<&str>,
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+) -> Request<ChannelBody> {
+    let mut req = Request::post(format!("http://{addr}/v1/chat/completions"));
+    if let Some(len) = content_length {
+        req = req.header("content-length", len);
     }
+    for (n, v) in fixture(None).headers("/v1/chat/completions", BODY) {
+        req = req.header(n, v);
+    }
+    req.body(ChannelBody::new(rx)).unwrap()
+}
+
+#[tokio::test]
+async fn an_oversized_declared_body_is_refused_before_it_is_sent() {
+    let addr = serve(app(small_body_layer())).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let req = passport_request(addr, Some("104857600"), rx);
     tx.send(Bytes::from_static(b"{\"model\":")).await.unwrap();
     // The rest of the 100 MiB is never sent; the answer must come anyway.
     let resp = tokio::time::timeout(Duration::from_secs(5), client::<ChannelBody>().request(req))
@@ -335,22 +336,9 @@ async fn an_oversized_declared_body_is_refused_before_it_is_sent() {
 
 #[tokio::test]
 async fn an_oversized_streamed_body_is_refused_once_the_limit_is_crossed() {
-    let f = fixture(None);
-    let mut config = Config::for_chain("gonka-mainnet");
-    config.max_body_size = 1024;
-    let addr = serve(app(PassportLayer::builder(config)
-        .clock(fixed_clock())
-        .build()
-        .unwrap()))
-    .await;
+    let addr = serve(app(small_body_layer())).await;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let mut req = Request::post(format!("http://{addr}/v1/chat/completions"))
-        .body(ChannelBody(rx))
-        .unwrap();
-    for (n, v) in f.headers("/v1/chat/completions", BODY) {
-        req.headers_mut()
-            .insert(http::HeaderName::try_from(n).unwrap(), v.parse().unwrap());
-    }
+    let req = passport_request(addr, None, rx);
     let pending = tokio::spawn(client::<ChannelBody>().request(req));
     for _ in 0..3 {
         tx.send(Bytes::from(vec![b' '; 512])).await.unwrap();

@@ -447,34 +447,14 @@ async fn an_audit_file_written_during_kill_9_verifies_up_to_its_last_complete_li
         }
     };
     // A passport valid now, and a stream of accepted requests while the gateway is killed.
-    let principal = passport_gate::crypto::PrincipalSecret::from_bytes(&[0xa1; 32]).unwrap();
-    let agent = passport_gate::crypto::AgentSecret::from_bytes(&[0xa2; 32]);
-    let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
-    let passport = passport_gate::mint::PassportSpec {
-        chain_id: "gonka-mainnet".into(),
-        agent_id: "urn:aps:agent:kill9".into(),
-        agent_key: agent.public_key(),
-        principal_key: principal.public_key(),
-        address_prefix: "gonka".into(),
-        issued_at: now,
-        expires_at: now.plus_seconds(600),
-        not_before: None,
-        allowed_models: None,
-        beneficiary: None,
-    }
-    .mint(&principal, 3600)
-    .unwrap();
-    let signer = passport_gate::mint::AgentSigner::new(agent, &passport, "gonka-mainnet").unwrap();
+    let f = support::live("urn:aps:agent:kill9");
     let mut accepted = 0;
     let load = async {
         for i in 0.. {
             let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{i}"}}]}}"#);
             let headers = vec![
-                ("x-agent-passport".to_owned(), passport.clone()),
-                (
-                    "x-agent-sig".to_owned(),
-                    signer.sign("POST", URI, body.as_bytes()).unwrap(),
-                ),
+                ("x-agent-passport".to_owned(), f.passport.clone()),
+                ("x-agent-sig".to_owned(), f.sign(URI, body.as_bytes())),
             ];
             let mut req = Request::post(format!("http://{listen}{URI}"));
             for (n, v) in &headers {

@@ -552,41 +552,31 @@ pub fn generate() -> Vec<Vector> {
         "/v1/chat/completions?api-version=2024-10-21&stream=false",
         None,
     ));
-    {
-        let mut v = envelope(&k);
-        v["issued_at"] = json!("2026-05-21T11:30:00Z");
-        v["scope"]["expires_at"] = json!("2026-05-21T12:30:00Z");
-        out.push(accept(
+    // Accepted validity windows: (name, description, issued_at, expires_at).
+    for (name, description, issued, expires) in [
+        (
             "accept-ttl-exactly-max",
             "expires_at - issued_at = 3600 s is allowed",
-            v,
-            URI,
-            None,
-        ));
-    }
-    {
-        let mut v = envelope(&k);
-        v["issued_at"] = json!("2026-05-21T12:00:30Z");
-        v["scope"]["expires_at"] = json!("2026-05-21T12:30:00Z");
-        out.push(accept(
+            "2026-05-21T11:30:00Z",
+            "2026-05-21T12:30:00Z",
+        ),
+        (
             "accept-issued-at-within-skew",
             "issued_at 30 s in the future is within the skew",
-            v,
-            URI,
-            None,
-        ));
-    }
-    {
-        let mut v = envelope(&k);
-        v["issued_at"] = json!("2026-05-21T13:59:00+02:00");
-        v["scope"]["expires_at"] = json!("2026-05-21T07:29:00.5-05:00");
-        out.push(accept(
+            "2026-05-21T12:00:30Z",
+            "2026-05-21T12:30:00Z",
+        ),
+        (
             "accept-offsets-and-fractions",
             "numeric offsets and fractional seconds name the same instants as UTC",
-            v,
-            URI,
-            None,
-        ));
+            "2026-05-21T13:59:00+02:00",
+            "2026-05-21T07:29:00.5-05:00",
+        ),
+    ] {
+        let mut v = envelope(&k);
+        v["issued_at"] = json!(issued);
+        v["scope"]["expires_at"] = json!(expires);
+        out.push(accept(name, description, v, URI, None));
     }
     {
         let mut c = config();

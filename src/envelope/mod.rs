@@ -250,6 +250,17 @@ impl Envelope {
     }
 }
 
+/// The principal's signing document for envelope JSON that is not signed yet (its
+/// `principal_sig` may be empty): the same canonical writer the verifier uses, so a
+/// minting tool and the verifier cannot disagree about what the principal signs.
+pub(crate) fn signing_document_of(json: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+    let wire: WireEnvelope = serde_json::from_slice(json)
+        .map_err(|e| EnvelopeError(format!("invalid envelope: {e}")))?;
+    let mut out = Vec::with_capacity(json.len());
+    jcs::write_envelope(&wire, "", &mut out);
+    Ok(out)
+}
+
 /// RFC 8785 canonical form of a value we parsed ourselves with duplicates refused.
 pub(crate) fn canonical(value: &Value) -> Result<Vec<u8>, EnvelopeError> {
     serde_jcs::to_vec(value).map_err(|e| EnvelopeError(format!("cannot canonicalize: {e}")))

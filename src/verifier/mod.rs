@@ -48,6 +48,15 @@ pub struct VerifiedAgent {
 }
 
 impl VerifiedAgent {
+    fn new(verified: Arc<VerifiedEnvelope>, model: String, body: &[u8], now: Timestamp) -> Self {
+        VerifiedAgent {
+            verified,
+            model,
+            body_sha256: Sha256::digest(body).into(),
+            verified_at: now,
+        }
+    }
+
     /// `agent_id` from the passport.
     pub fn agent_id(&self) -> &str {
         &self.verified.envelope.agent_id
@@ -237,19 +246,36 @@ impl Verifier {
             return Err(Rejection::BodyTooLarge);
         }
         let model = requested_model(body)?;
-        self.verify(&PassportRequest {
+        let req = PassportRequest {
             passport: &headers.passport,
             signature: &headers.signature,
             method,
             uri,
             body,
             model: &model,
-        })
+        };
+        let (verified, now) = self.judge(&req)?;
+        Ok(VerifiedAgent::new(verified, model, body, now))
     }
 
     /// Steps 3 to 11 (requester binding, step 12, needs the grant cache and belongs to
     /// the layer).
     pub fn verify(&self, req: &PassportRequest<'_>) -> Result<VerifiedAgent, Rejection> {
+        let (verified, now) = self.judge(req)?;
+        Ok(VerifiedAgent::new(
+            verified,
+            req.model.to_owned(),
+            req.body,
+            now,
+        ))
+    }
+
+    /// Steps 3 to 11 without building the identity: the verified envelope and the
+    /// instant of the verdict.
+    fn judge(
+        &self,
+        req: &PassportRequest<'_>,
+    ) -> Result<(Arc<VerifiedEnvelope>, Timestamp), Rejection> {
         let now = self.clock.now();
         let key: [u8; 32] = Sha256::digest(req.passport).into();
         let verified = match self.cache.get(&key) {
@@ -278,12 +304,7 @@ impl Verifier {
             return Err(Rejection::AgentSigInvalid);
         }
         check_model_scope(&verified.envelope, req.model)?;
-        Ok(VerifiedAgent {
-            verified,
-            model: req.model.to_owned(),
-            body_sha256: Sha256::digest(req.body).into(),
-            verified_at: now,
-        })
+        Ok((verified, now))
     }
 
     /// Steps 3 to 10a on a cache miss, in the reference's order.

@@ -1,5 +1,5 @@
-//! A signed passport for tests and benches: fixed keys, issued 2026-05-21T11:59:00Z,
-//! valid 30 minutes, on gonka-mainnet.
+//! A signed passport for tests and benches: fixed keys, issued 2026-05-21T11:59:00Z (or
+//! now, with `live`), valid 30 minutes, on gonka-mainnet.
 #![allow(dead_code)]
 
 use passport_gate::crypto::{AgentSecret, PrincipalSecret};
@@ -15,9 +15,33 @@ pub struct Fixture {
 }
 
 pub fn fixture(agent_id: &str, models: Option<Vec<String>>, beneficiary: Option<&str>) -> Fixture {
+    fixture_at(
+        agent_id,
+        models,
+        beneficiary,
+        Timestamp::parse("2026-05-21T11:59:00Z").unwrap(),
+    )
+}
+
+/// The same passport, issued now (for tests that run the real clock).
+pub fn live(agent_id: &str) -> Fixture {
+    fixture_at(
+        agent_id,
+        None,
+        None,
+        Timestamp::from_unix_seconds(Timestamp::now().unix_seconds()),
+    )
+}
+
+/// The fixture passport issued at `t`, valid 30 minutes.
+pub fn fixture_at(
+    agent_id: &str,
+    models: Option<Vec<String>>,
+    beneficiary: Option<&str>,
+    t: Timestamp,
+) -> Fixture {
     let principal = PrincipalSecret::from_bytes(&[0x61; 32]).unwrap();
     let agent = AgentSecret::from_bytes(&[0x62; 32]);
-    let t = Timestamp::parse("2026-05-21T11:59:00Z").unwrap();
     let spec = PassportSpec {
         chain_id: CHAIN.into(),
         agent_id: agent_id.into(),
