@@ -525,7 +525,7 @@ async fn the_request_command_signs_sends_and_streams_through_the_gateway() {
     let passport_file = dir.join("passport.txt");
     std::fs::write(&passport_file, &minted.stdout).unwrap();
     let url = format!("http://{}/v1/chat/completions", gw.listen);
-    let request = |body: &str| {
+    let request = |chain: &str, body: &str| {
         Command::new(pg)
             .arg("request")
             .arg(&url)
@@ -533,12 +533,14 @@ async fn the_request_command_signs_sends_and_streams_through_the_gateway() {
             .arg(&agent)
             .arg("--passport-file")
             .arg(&passport_file)
-            .args(["--chain-id", CHAIN, "--body", body])
+            .args(["--chain-id", chain, "--body", body])
             .output()
             .unwrap()
     };
-    let plain =
-        request(r#"{"model":"echo-1","messages":[{"role":"user","content":"hello there"}]}"#);
+    let plain = request(
+        CHAIN,
+        r#"{"model":"echo-1","messages":[{"role":"user","content":"hello there"}]}"#,
+    );
     assert_eq!(
         plain.status.code(),
         Some(0),
@@ -553,6 +555,7 @@ async fn the_request_command_signs_sends_and_streams_through_the_gateway() {
     assert!(String::from_utf8_lossy(&plain.stderr).contains("200 OK"));
 
     let streamed = request(
+        CHAIN,
         r#"{"model":"echo-1","stream":true,"messages":[{"role":"user","content":"a b c"}]}"#,
     );
     assert_eq!(streamed.status.code(), Some(0));
@@ -562,21 +565,7 @@ async fn the_request_command_signs_sends_and_streams_through_the_gateway() {
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 
     // A passport for another chain is refused by the gateway; the command says so.
-    let wrong = Command::new(pg)
-        .arg("request")
-        .arg(&url)
-        .arg("--agent-key")
-        .arg(&agent)
-        .arg("--passport-file")
-        .arg(&passport_file)
-        .args([
-            "--chain-id",
-            "gonka-testnet",
-            "--body",
-            r#"{"model":"echo-1"}"#,
-        ])
-        .output()
-        .unwrap();
+    let wrong = request("gonka-testnet", r#"{"model":"echo-1"}"#);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stdout).contains("agent_sig_invalid"));
 }
