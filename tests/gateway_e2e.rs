@@ -1,183 +1,20 @@
 //! The real `passport-gate serve` binary against a local upstream.
 
-use axum::body::Body as AxumBody;
-use axum::extract::Request as AxumRequest;
-use axum::routing::{any, post};
-use axum::Router;
 use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use std::io::{BufRead, BufReader};
+use http::StatusCode;
+use http_body_util::BodyExt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 mod support;
 
-const CHAIN: &str = "gonka-mainnet";
+use support::serve::{config, send, spawn, start, text, upstream, workdir, CHAIN};
+
 const BODY: &[u8] =
     br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
-
-/// The test upstream: `/v1/chat/completions` streams two SSE chunks, the second only
-/// once the test says so; every other route echoes what it received as JSON.
-struct Upstream {
-    addr: SocketAddr,
-    calls: Arc<AtomicUsize>,
-    release_last_chunk: tokio::sync::mpsc::UnboundedSender<()>,
-}
-
-async fn upstream() -> Upstream {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let (release_tx, release_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let release_rx = Arc::new(tokio::sync::Mutex::new(release_rx));
-    let c1 = calls.clone();
-    let c2 = calls.clone();
-    let app = Router::new()
-        .route(
-            "/v1/chat/completions",
-            post(move |body: Bytes| {
-                let release = release_rx.clone();
-                c1.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
-                    tokio::spawn(async move {
-                        let first = format!("data: {{\"received_bytes\":{}}}\n\n", body.len());
-                        let _ = tx.send(Ok(Bytes::from(first))).await;
-                        let _ = tokio::time::timeout(Duration::from_secs(10), release.lock().await.recv()).await;
-                        let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
-                    });
-                    let stream = ReceiverStream(rx);
-                    http::Response::builder()
-                        .header("content-type", "text/event-stream")
-                        .header("x-inference-id", "up-1")
-                        .body(AxumBody::from_stream(stream))
-                        .unwrap()
-                }
-            }),
-        )
-        .fallback(any(move |req: AxumRequest| {
-            c2.fetch_add(1, Ordering::SeqCst);
-            async move {
-                let headers: serde_json::Map<String, serde_json::Value> = req
-                    .headers()
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
-                    .collect();
-                let uri = req.uri().to_string();
-                let method = req.method().to_string();
-                let body = req.into_body().collect().await.unwrap().to_bytes();
-                serde_json::json!({"uri": uri, "method": method, "headers": headers, "body": String::from_utf8_lossy(&body)})
-                    .to_string()
-            }
-        }));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Upstream {
-        addr,
-        calls,
-        release_last_chunk: release_tx,
-    }
-}
-
-struct ReceiverStream(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
-
-impl futures_core::Stream for ReceiverStream {
-    type Item = Result<Bytes, std::io::Error>;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
-    }
-}
-
-/// A running `passport-gate serve` and the lines it printed on stderr.
-struct Gateway {
-    child: Child,
-    listen: SocketAddr,
-    admin: SocketAddr,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn workdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pg-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn spawn(name: &str, toml: &str, extra: &[&str]) -> (Child, mpsc::Receiver<String>, PathBuf) {
-    let dir = workdir(name);
-    let config = dir.join("gateway.toml");
-    std::fs::write(&config, toml).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx, dir)
-}
-
-fn start(name: &str, toml: &str) -> Gateway {
-    let (child, lines, _dir) = spawn(name, toml, &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the gateway printed its listening line");
-        if let Some(rest) = line.strip_prefix("passport-gate listening on http://") {
-            let listen = rest.split_whitespace().next().unwrap().parse().unwrap();
-            let admin = rest
-                .split("(admin http://")
-                .nth(1)
-                .unwrap()
-                .split(')')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            return Gateway {
-                child,
-                listen,
-                admin,
-                lines,
-            };
-        }
-    }
-}
-
-fn config(upstream: SocketAddr, extra: &str) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"\nresponse_timeout_ms = 3000\nshutdown_grace_seconds = 10\ninference_id_header = \"x-inference-id\"\n\n[agent_envelope]\nenabled = true\nchain_id = \"{CHAIN}\"\nclock_skew_seconds = 300\nmax_ttl_seconds = 604800\n{extra}"
-    )
-}
 
 /// POSTs `BODY` to `path` with the given passport and signature headers.
 async fn post_with(
@@ -194,38 +31,6 @@ async fn post_with(
         BODY,
     )
     .await
-}
-
-async fn send(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> http::Response<hyper::body::Incoming> {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
-    for (n, v) in headers {
-        req = req.header(*n, *v);
-    }
-    Client::builder(TokioExecutor::new())
-        .build_http::<Full<Bytes>>()
-        .request(req.body(Full::new(Bytes::copy_from_slice(body))).unwrap())
-        .await
-        .unwrap()
-}
-
-async fn text(resp: http::Response<hyper::body::Incoming>) -> String {
-    String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

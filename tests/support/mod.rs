@@ -103,3 +103,4 @@ pub async fn post(
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
+pub mod serve;

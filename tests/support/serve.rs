@@ -1,0 +1,302 @@
+//! The real `passport-gate serve` binary, a recording upstream, raw-socket requests and
+//! process measurements, for tests that attack the gateway from outside.
+#![allow(dead_code)]
+
+use axum::body::Body as AxumBody;
+use axum::extract::Request as AxumRequest;
+use axum::routing::{any, post};
+use axum::Router;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+pub const CHAIN: &str = "gonka-mainnet";
+
+/// What the upstream saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// The test upstream: `/v1/chat/completions` streams two SSE chunks, the second only
+/// once the test says so; every other route echoes what it received as JSON. Every
+/// request is recorded.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub calls: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub release_last_chunk: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl Upstream {
+    /// Every request the upstream received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+pub async fn upstream() -> Upstream {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let (release_tx, release_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release_rx = Arc::new(tokio::sync::Mutex::new(release_rx));
+    let (c1, c2) = (calls.clone(), calls.clone());
+    let (s1, s2) = (seen.clone(), seen.clone());
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(move |req: AxumRequest| {
+                let release = release_rx.clone();
+                c1.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                    s1.lock().unwrap().push(Seen {
+                        method: parts.method.to_string(),
+                        uri: parts.uri.to_string(),
+                        headers: parts.headers.clone(),
+                        body: body.clone(),
+                    });
+                    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+                    tokio::spawn(async move {
+                        let first = format!("data: {{\"received_bytes\":{}}}\n\n", body.len());
+                        let _ = tx.send(Ok(Bytes::from(first))).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(10), release.lock().await.recv()).await;
+                        let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+                    });
+                    http::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .header("x-inference-id", "up-1")
+                        .body(AxumBody::from_stream(ReceiverStream(rx)))
+                        .unwrap()
+                }
+            }),
+        )
+        .fallback(any(move |req: AxumRequest| {
+            c2.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                s2.lock().unwrap().push(Seen {
+                    method: parts.method.to_string(),
+                    uri: parts.uri.to_string(),
+                    headers: parts.headers.clone(),
+                    body: body.clone(),
+                });
+                let headers: serde_json::Map<String, serde_json::Value> = parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                    .collect();
+                serde_json::json!({"uri": parts.uri.to_string(), "method": parts.method.to_string(), "headers": headers, "body": String::from_utf8_lossy(&body)})
+                    .to_string()
+            }
+        }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Upstream {
+        addr,
+        calls,
+        seen,
+        release_last_chunk: release_tx,
+    }
+}
+
+pub struct ReceiverStream(pub tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl futures_core::Stream for ReceiverStream {
+    type Item = Result<Bytes, std::io::Error>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// A running `passport-gate serve` and the lines it printed on stderr.
+pub struct Gateway {
+    pub child: Child,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub lines: mpsc::Receiver<String>,
+    pub dir: PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    /// The process's resident set size, in KiB (Linux `/proc`).
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id())
+    }
+
+    /// The value of one Prometheus sample (`name` with its labels, as printed), or 0.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let resp = send(self.admin, "GET", "/metrics", &[], b"").await;
+        let text = text(resp).await;
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                (name == sample).then(|| value.parse().ok())?
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Everything the gateway printed on stderr so far.
+    pub fn drain_lines(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+/// The resident set size of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn workdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pg-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Starts `serve` with `toml` written to a fresh directory; does not wait for it.
+pub fn spawn(name: &str, toml: &str, extra: &[&str]) -> (Child, mpsc::Receiver<String>, PathBuf) {
+    let dir = workdir(name);
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx, dir)
+}
+
+/// Starts `serve` and waits for its listening line.
+pub fn start(name: &str, toml: &str) -> Gateway {
+    let (child, lines, dir) = spawn(name, toml, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the gateway printed its listening line");
+        if let Some(rest) = line.strip_prefix("passport-gate listening on http://") {
+            let listen = rest.split_whitespace().next().unwrap().parse().unwrap();
+            let admin = rest
+                .split("(admin http://")
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            return Gateway {
+                child,
+                listen,
+                admin,
+                lines,
+                dir,
+            };
+        }
+    }
+}
+
+/// A configuration with passports enabled in front of `upstream`, plus `extra` TOML
+/// (which may continue the `[agent_envelope]` table or open new ones).
+pub fn config(upstream: SocketAddr, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"\nresponse_timeout_ms = 3000\nshutdown_grace_seconds = 10\ninference_id_header = \"x-inference-id\"\n\n[agent_envelope]\nenabled = true\nchain_id = \"{CHAIN}\"\nclock_skew_seconds = 300\nmax_ttl_seconds = 604800\n{extra}"
+    )
+}
+
+/// Sends one request through hyper's client.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> http::Response<hyper::body::Incoming> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>()
+        .request(req.body(Full::new(Bytes::copy_from_slice(body))).unwrap())
+        .await
+        .unwrap()
+}
+
+pub async fn text(resp: http::Response<hyper::body::Incoming>) -> String {
+    String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned()
+}
+
+/// Writes `bytes` on a fresh connection and reads until the peer closes or `wait`
+/// passes; returns what was read (for framing attacks the client must control).
+pub fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in `raw` output, or 0.
+pub fn status_of(raw: &str) -> u16 {
+    raw.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
