@@ -79,6 +79,7 @@ pub struct Envelope {
     pub principal_sig: String,
     raw: Vec<u8>,
     sha256: [u8; 32],
+    passport_id: [u8; 32],
     jcs: Vec<u8>,
     signing_document: Vec<u8>,
 }
@@ -203,6 +204,7 @@ impl Envelope {
         jcs::write_envelope(&wire, &wire.principal_sig, &mut jcs);
         let mut signing_document = Vec::with_capacity(raw.len());
         jcs::write_envelope(&wire, "", &mut signing_document);
+        let passport_id = Sha256::digest(&jcs).into();
 
         Ok(Envelope {
             version: wire.v,
@@ -222,6 +224,7 @@ impl Envelope {
             issued_at,
             principal_sig: wire.principal_sig,
             sha256,
+            passport_id,
             raw: raw.to_vec(),
             jcs,
             signing_document,
@@ -236,6 +239,14 @@ impl Envelope {
     /// SHA-256 of the decoded header bytes (not of the canonical form).
     pub fn sha256(&self) -> [u8; 32] {
         self.sha256
+    }
+
+    /// The passport's identity: SHA-256 of its RFC 8785 form. Both signatures cover the
+    /// canonical form, so every serialization of one passport (white space, member
+    /// order, escapes) verifies alike; every decision about "this passport" (cache,
+    /// revocation) must therefore key on this, never on the received bytes.
+    pub fn passport_id(&self) -> [u8; 32] {
+        self.passport_id
     }
 
     /// RFC 8785 form of the whole envelope as received: what the agent signs.

@@ -105,6 +105,11 @@ impl VerifiedAgent {
     pub fn envelope_sha256(&self) -> [u8; 32] {
         self.verified.envelope.sha256()
     }
+    /// The passport's identity: SHA-256 of its RFC 8785 form (see
+    /// [`Envelope::passport_id`]).
+    pub fn passport_id(&self) -> [u8; 32] {
+        self.verified.envelope.passport_id()
+    }
     /// SHA-256 of the raw request body.
     pub fn body_sha256(&self) -> [u8; 32] {
         self.body_sha256
