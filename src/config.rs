@@ -35,9 +35,19 @@ pub struct Config {
     pub max_body_size: u64,
     /// Capacity of the attribution queue; a full queue drops events and counts them.
     pub attribution_queue_cap: usize,
-    /// How many verified envelopes are kept so that reuse skips the secp256k1 check;
-    /// 0 turns the cache off (every request pays the full verification).
+    /// How many serializations of verified passports the cache remembers (each is 32
+    /// bytes of key plus a small entry); 0 turns the cache off (every request pays the
+    /// full verification).
     pub envelope_cache_capacity: u64,
+    /// How many bytes of verified passports the cache holds at most, counted per entry
+    /// from the parsed envelope's sizes (see spec section 6.2).
+    pub envelope_cache_max_bytes: u64,
+    /// Largest decoded `X-Agent-Passport` accepted, in bytes; a longer header is refused
+    /// before it is decoded or parsed. A real passport is well under 2 KiB.
+    pub max_passport_bytes: u64,
+    /// Bytes of request bodies (with passports) the layer holds at once, across all
+    /// requests; beyond it a request is answered 503 `body_budget_exhausted`.
+    pub max_buffered_body_bytes: u64,
     /// How long reading a request body (with a passport) may take before 408
     /// `body_read_timeout`: a client that stalls must not hold a buffer forever.
     pub body_read_timeout_ms: u64,
@@ -61,6 +71,9 @@ impl Default for Config {
             max_body_size: 10 * 1024 * 1024,
             attribution_queue_cap: 1024,
             envelope_cache_capacity: 100_000,
+            envelope_cache_max_bytes: 64 * 1024 * 1024,
+            max_passport_bytes: 16 * 1024,
+            max_buffered_body_bytes: 256 * 1024 * 1024,
             body_read_timeout_ms: 30_000,
             mode: Mode::Optional,
             replay_protection: false,
@@ -93,6 +106,8 @@ pub const MAX_CLOCK_SKEW: u64 = 300;
 /// Largest accepted `max_body_size` (the signing payload length prefix is 32 bits, and
 /// a gateway that buffers more than this per request is a denial-of-service target).
 pub const MAX_BODY_LIMIT: u64 = 1 << 30;
+/// Largest accepted `max_passport_bytes` (a header larger than this is not a passport).
+pub const MAX_PASSPORT_LIMIT: u64 = 1 << 20;
 
 fn range(key: &'static str, value: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
     if (lo..=hi).contains(&value) {
@@ -158,6 +173,24 @@ impl Config {
                 self.envelope_cache_capacity,
                 0,
                 10_000_000,
+            ),
+            range(
+                "envelope_cache_max_bytes",
+                self.envelope_cache_max_bytes,
+                64 * 1024,
+                1 << 36,
+            ),
+            range(
+                "max_passport_bytes",
+                self.max_passport_bytes,
+                1024,
+                MAX_PASSPORT_LIMIT,
+            ),
+            range(
+                "max_buffered_body_bytes",
+                self.max_buffered_body_bytes,
+                self.max_body_size.min(MAX_BODY_LIMIT),
+                1 << 36,
             ),
             range(
                 "body_read_timeout_ms",

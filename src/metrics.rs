@@ -36,6 +36,12 @@ pub struct Metrics {
     pub attribution_failed: IntCounter,
     /// Attribution events waiting in the queue.
     pub attribution_queue_depth: IntGauge,
+    /// Accepted requests that produced no attribution event because the inner service
+    /// failed without a response.
+    pub attribution_lost: IntCounter,
+    /// Accepted requests whose client hung up before the response head (each still has
+    /// its event, marked `client_disconnected`).
+    pub client_disconnects: IntCounter,
     /// Requests judged while the replay store was unreachable, by what was done.
     replay_store_failures: IntCounterVec,
     /// Requests refused as replays.
@@ -135,6 +141,14 @@ impl Metrics {
                 "passport_gate_attribution_events_failed_total",
                 "Attribution sink writes that failed",
             ),
+            attribution_lost: counter(
+                "passport_gate_attribution_events_lost_total",
+                "Accepted requests whose inner service failed without a response, so no event was made",
+            ),
+            client_disconnects: counter(
+                "passport_gate_client_disconnects_total",
+                "Accepted requests whose client hung up before the response head",
+            ),
             attribution_queue_depth: IntGauge::new(
                 "passport_gate_attribution_queue_depth",
                 "Attribution events waiting to be written",
@@ -157,6 +171,8 @@ impl Metrics {
             &m.attribution_emitted,
             &m.attribution_dropped,
             &m.attribution_failed,
+            &m.attribution_lost,
+            &m.client_disconnects,
         ] {
             registry.register(Box::new(c.clone()))?;
         }

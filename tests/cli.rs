@@ -320,6 +320,8 @@ fn audit_event(
         path: "/v1/chat/completions".into(),
         status: 200,
         latency_ms: 1,
+        passport_id: String::new(),
+        client_disconnected: false,
     }
 }
 

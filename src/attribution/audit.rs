@@ -385,6 +385,8 @@ mod tests {
             path: "/v1/chat/completions".into(),
             status: 200,
             latency_ms: n,
+            passport_id: String::new(),
+            client_disconnected: false,
         }
     }
 

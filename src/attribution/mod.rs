@@ -51,8 +51,13 @@ pub struct AttributionEvent {
     pub requester_address: Option<String>,
     /// Hex SHA-256 of the raw request body.
     pub request_body_sha256: String,
-    /// Hex SHA-256 of the decoded `X-Agent-Passport` bytes.
+    /// Hex SHA-256 of the decoded `X-Agent-Passport` bytes, as the reference records it
+    /// (another serialization of the same passport has another value).
     pub envelope_sha256: String,
+    /// The passport's identity: hex SHA-256 of its JCS form, the same for every
+    /// serialization (what revocation names). Absent in events written before it existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub passport_id: String,
     /// The passport's `expires_at`, as sent.
     pub passport_expires_at: String,
     /// When the passport was verified (RFC 3339, UTC).
@@ -65,6 +70,10 @@ pub struct AttributionEvent {
     pub status: u16,
     /// Milliseconds from verification to the inner service's response head.
     pub latency_ms: u64,
+    /// The client hung up before the response head; the inner service still answered
+    /// with `status`. Omitted when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_disconnected: bool,
 }
 
 /// A fresh 128-bit random identifier in hex.
@@ -304,6 +313,8 @@ mod tests {
             path: "/v1".into(),
             status: 200,
             latency_ms: 1,
+            passport_id: String::new(),
+            client_disconnected: false,
         }
     }
 

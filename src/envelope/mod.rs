@@ -77,7 +77,6 @@ pub struct Envelope {
     pub issued_at: Timestamp,
     /// `principal_sig`, base64 as sent.
     pub principal_sig: String,
-    raw: Vec<u8>,
     sha256: [u8; 32],
     passport_id: [u8; 32],
     jcs: Vec<u8>,
@@ -204,6 +203,10 @@ impl Envelope {
         jcs::write_envelope(&wire, &wire.principal_sig, &mut jcs);
         let mut signing_document = Vec::with_capacity(raw.len());
         jcs::write_envelope(&wire, "", &mut signing_document);
+        // The buffers were sized from the received bytes, which may be padded with white
+        // space; the cache charges what is kept.
+        jcs.shrink_to_fit();
+        signing_document.shrink_to_fit();
         let passport_id = Sha256::digest(&jcs).into();
 
         Ok(Envelope {
@@ -225,15 +228,37 @@ impl Envelope {
             principal_sig: wire.principal_sig,
             sha256,
             passport_id,
-            raw: raw.to_vec(),
             jcs,
             signing_document,
         })
     }
 
-    /// The decoded header bytes exactly as received.
-    pub fn raw(&self) -> &[u8] {
-        &self.raw
+    /// Bytes this envelope holds on the heap plus its own size: what the envelope cache
+    /// charges for it.
+    pub fn heap_bytes(&self) -> usize {
+        let strings = [
+            &self.version,
+            &self.audience,
+            &self.chain_id,
+            &self.agent_id,
+            &self.agent_pubkey.key_type,
+            &self.agent_pubkey.public_key,
+            &self.principal_address,
+            &self.principal_pubkey.key_type,
+            &self.principal_pubkey.public_key,
+            &self.scope.expires_at_text,
+            &self.principal_sig,
+        ];
+        let models = self.scope.allowed_models.as_ref().map_or(0, |m| {
+            m.capacity() * std::mem::size_of::<String>()
+                + m.iter().map(String::capacity).sum::<usize>()
+        });
+        std::mem::size_of::<Envelope>()
+            + strings.iter().map(|s| s.capacity()).sum::<usize>()
+            + self.beneficiary.as_ref().map_or(0, String::capacity)
+            + models
+            + self.jcs.capacity()
+            + self.signing_document.capacity()
     }
 
     /// SHA-256 of the decoded header bytes (not of the canonical form).

@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use tokio::sync::OwnedSemaphorePermit;
 
 pin_project! {
     /// The body handed to the inner service, and the body of the layer's responses.
@@ -21,8 +22,9 @@ pin_project! {
         /// off), or the inner service's response.
         Original { #[pin] body: B },
         /// Bytes the layer holds: the verified request body, read once and forwarded
-        /// byte for byte, or a problem+json rejection.
-        Held { #[pin] body: Full<Bytes> },
+        /// byte for byte, or a problem+json rejection. A request body keeps its share
+        /// of the layer's body budget until it is dropped.
+        Held { #[pin] body: Full<Bytes>, budget: Option<OwnedSemaphorePermit> },
     }
 }
 
@@ -39,11 +41,22 @@ impl<B> PassportBody<B> {
     pub fn held(bytes: Bytes) -> Self {
         PassportBody::Held {
             body: Full::new(bytes),
+            budget: None,
+        }
+    }
+
+    /// A body holding `bytes` that were counted against the body budget: the bytes
+    /// return to the budget when the body is dropped (once the inner service is done
+    /// with it).
+    pub(crate) fn held_within_budget(bytes: Bytes, budget: Option<OwnedSemaphorePermit>) -> Self {
+        PassportBody::Held {
+            body: Full::new(bytes),
+            budget,
         }
     }
 
     pub(crate) fn from_full(body: Full<Bytes>) -> Self {
-        PassportBody::Held { body }
+        PassportBody::Held { body, budget: None }
     }
 }
 
@@ -64,21 +77,21 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project() {
             PassportBodyProj::Original { body } => body.poll_frame(cx),
-            PassportBodyProj::Held { body } => body.poll_frame(cx).map_err(never),
+            PassportBodyProj::Held { body, .. } => body.poll_frame(cx).map_err(never),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             PassportBody::Original { body } => body.is_end_stream(),
-            PassportBody::Held { body } => body.is_end_stream(),
+            PassportBody::Held { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             PassportBody::Original { body } => body.size_hint(),
-            PassportBody::Held { body } => body.size_hint(),
+            PassportBody::Held { body, .. } => body.size_hint(),
         }
     }
 }

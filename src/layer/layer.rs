@@ -46,6 +46,8 @@ pub(crate) struct ReplayGuard {
 pub(crate) struct Shared {
     pub(crate) mode: Mode,
     pub(crate) body_read_timeout: std::time::Duration,
+    /// Bytes of request bodies all requests may hold at once (one permit per byte).
+    pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
     pub(crate) replay: Option<ReplayGuard>,
     pub(crate) revocations: Option<Arc<RevocationList>>,
     /// `None` when the layer is disabled.
@@ -119,6 +121,7 @@ impl PassportLayer {
                 body_read_timeout: std::time::Duration::from_millis(
                     Config::default().body_read_timeout_ms,
                 ),
+                body_budget: Arc::new(tokio::sync::Semaphore::new(0)),
                 replay: None,
                 revocations: None,
                 verifier: None,
@@ -221,6 +224,11 @@ impl PassportLayerBuilder {
                 body_read_timeout: std::time::Duration::from_millis(
                     self.config.body_read_timeout_ms,
                 ),
+                body_budget: Arc::new(tokio::sync::Semaphore::new(
+                    usize::try_from(self.config.max_buffered_body_bytes)
+                        .unwrap_or(usize::MAX)
+                        .min(tokio::sync::Semaphore::MAX_PERMITS),
+                )),
                 replay,
                 revocations: self.revocations,
                 verifier,

@@ -5,7 +5,10 @@ use super::future::ResponseFuture;
 use super::layer::Shared;
 use crate::attribution::{new_event_id, AttributionEvent, EVENT_VERSION};
 use crate::config::Mode;
-use crate::verifier::{has_passport_headers, PassportHeaders, Rejection, VerifiedAgent};
+use crate::verifier::{
+    has_passport_headers, PassportHeaders, Rejection, VerifiedAgent, PASSPORT_HEADER,
+    SIGNATURE_HEADER,
+};
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{HeaderMap, Request, Response};
@@ -14,6 +17,7 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 use tracing::Instrument;
 
@@ -35,6 +39,8 @@ struct Accepted {
     agent: VerifiedAgent,
     requester: Option<String>,
     body: Bytes,
+    /// The body's share of the body budget, released when the body is dropped.
+    budget: Option<OwnedSemaphorePermit>,
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for PassportService<S>
@@ -89,7 +95,10 @@ async fn verify_then_call<S, ReqB, ResB>(
 ) -> Result<Response<ResponseBody<ResB>>, S::Error>
 where
     S: Service<Request<PassportBody<ReqB>>, Response = Response<ResB>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
     ReqB: Body<Data = Bytes>,
+    ResB: Send + 'static,
 {
     let (mut parts, body) = req.into_parts();
     let accepted = match authorize(&shared, &parts, body).await {
@@ -102,43 +111,104 @@ where
         agent_id = accepted.agent.agent_id(),
         principal = accepted.agent.principal_address()
     );
-    let started = Instant::now();
+    let Accepted {
+        agent,
+        requester,
+        body,
+        budget,
+    } = accepted;
     let method = parts.method.clone();
     let path = parts.uri.path().to_owned();
-    parts.extensions.insert(accepted.agent.clone());
-    let request = Request::from_parts(parts, PassportBody::held(accepted.body));
-    let response = inner.call(request).instrument(span).await?;
-    if let Some(sender) = &shared.attribution {
-        let event_id = new_event_id();
-        let inference_id = shared
-            .inference_id_header
-            .as_ref()
-            .and_then(|h| response.headers().get(h))
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 256)
-            .map_or_else(|| event_id.clone(), str::to_owned);
-        let agent = &accepted.agent;
-        sender.emit(AttributionEvent {
-            v: EVENT_VERSION.to_owned(),
-            event_id,
-            inference_id,
-            chain_id: agent.chain_id().to_owned(),
-            model: agent.model().to_owned(),
-            agent_id: agent.agent_id().to_owned(),
-            principal_address: agent.principal_address().to_owned(),
-            beneficiary: agent.beneficiary().map(str::to_owned),
-            requester_address: accepted.requester,
-            request_body_sha256: hex::encode(agent.body_sha256()),
-            envelope_sha256: hex::encode(agent.envelope_sha256()),
-            passport_expires_at: agent.envelope().scope.expires_at_text.clone(),
-            verified_at: agent.verified_at().to_rfc3339(),
-            method: method.as_str().to_owned(),
-            path,
-            status: response.status().as_u16(),
-            latency_ms: started.elapsed().as_millis() as u64,
-        });
+    parts.extensions.insert(agent.clone());
+    let request = Request::from_parts(parts, PassportBody::held_within_budget(body, budget));
+    let started = Instant::now();
+    let call = inner.call(request).instrument(span);
+    if shared.attribution.is_none() {
+        return call.await.map(|r| r.map(PassportBody::original));
     }
-    Ok(response.map(PassportBody::original))
+    // The call runs in its own task so that a client hanging up (which drops this
+    // future) cannot cancel the event of a request that was forwarded: every forwarded
+    // request gets exactly one event, marked `client_disconnected` when the client left
+    // before the response head.
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let task_shared = Arc::clone(&shared);
+    tokio::spawn(async move {
+        let result = call.await;
+        let client_disconnected = answer.is_closed();
+        if client_disconnected {
+            task_shared.metrics.client_disconnects.inc();
+        }
+        match &result {
+            Ok(response) => emit_event(
+                &task_shared,
+                &agent,
+                requester,
+                &method,
+                path,
+                response,
+                started,
+                client_disconnected,
+            ),
+            Err(_) => task_shared.metrics.attribution_lost.inc(),
+        }
+        let _ = answer.send(result);
+    });
+    match answered.await {
+        Ok(result) => result.map(|r| r.map(PassportBody::original)),
+        // The task panicked inside the inner service.
+        Err(_) => Ok(crate::problem::problem_response(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the request failed inside the gateway",
+        )
+        .map(PassportBody::from_full)),
+    }
+}
+
+/// Queues the attribution event of a forwarded request once its response head is known.
+#[allow(clippy::too_many_arguments)]
+fn emit_event<B>(
+    shared: &Shared,
+    agent: &VerifiedAgent,
+    requester: Option<String>,
+    method: &http::Method,
+    path: String,
+    response: &Response<B>,
+    started: Instant,
+    client_disconnected: bool,
+) {
+    let Some(sender) = &shared.attribution else {
+        return;
+    };
+    let event_id = new_event_id();
+    let inference_id = shared
+        .inference_id_header
+        .as_ref()
+        .and_then(|h| response.headers().get(h))
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .map_or_else(|| event_id.clone(), str::to_owned);
+    sender.emit(AttributionEvent {
+        v: EVENT_VERSION.to_owned(),
+        event_id,
+        inference_id,
+        chain_id: agent.chain_id().to_owned(),
+        model: agent.model().to_owned(),
+        agent_id: agent.agent_id().to_owned(),
+        principal_address: agent.principal_address().to_owned(),
+        beneficiary: agent.beneficiary().map(str::to_owned),
+        requester_address: requester,
+        request_body_sha256: hex::encode(agent.body_sha256()),
+        envelope_sha256: hex::encode(agent.envelope_sha256()),
+        passport_id: hex::encode(agent.passport_id()),
+        passport_expires_at: agent.envelope().scope.expires_at_text.clone(),
+        verified_at: agent.verified_at().to_rfc3339(),
+        method: method.as_str().to_owned(),
+        path,
+        status: response.status().as_u16(),
+        latency_ms: started.elapsed().as_millis() as u64,
+        client_disconnected,
+    });
 }
 
 /// Steps 1 to 12 for a request that carries passport headers.
@@ -150,21 +220,55 @@ where
         .verifier
         .as_ref()
         .ok_or(Rejection::PassportRequired)?;
+    // A passport header too long to be one is refused before it is decoded or parsed.
+    if parts.headers.contains_key(SIGNATURE_HEADER)
+        && parts
+            .headers
+            .get(PASSPORT_HEADER)
+            .is_some_and(|v| verifier.passport_header_too_long(v.len()))
+    {
+        return Err(Rejection::PassportTooLarge);
+    }
     let headers =
         PassportHeaders::from_headers(&parts.headers)?.ok_or(Rejection::SigHeaderMismatch)?;
-    let body = tokio::time::timeout(
+    // Steps 3 to 10a run before a byte of the body is read: a forged passport costs one
+    // signature check and never a buffered body.
+    let started = Instant::now();
+    let passport = verifier.check_passport(&headers.passport);
+    let mut verifying = started.elapsed();
+    let passport = passport.inspect_err(|_| {
+        shared
+            .metrics
+            .verify_seconds
+            .observe(verifying.as_secs_f64());
+    })?;
+    let (body, budget) = tokio::time::timeout(
         shared.body_read_timeout,
-        read_limited(&parts.headers, body, verifier.max_body_size()),
+        read_limited(
+            &parts.headers,
+            body,
+            verifier.max_body_size(),
+            &shared.body_budget,
+        ),
     )
     .await
     .map_err(|_| Rejection::BodyReadTimeout)??;
+    let model = verifier.check_body(&body)?;
     let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let started = Instant::now();
-    let verdict = verifier.verify_request(&headers, parts.method.as_str(), uri, &body);
+    let verdict = verifier.check_request(
+        passport,
+        &headers.signature,
+        parts.method.as_str(),
+        uri,
+        &body,
+        model,
+    );
+    verifying += started.elapsed();
     shared
         .metrics
         .verify_seconds
-        .observe(started.elapsed().as_secs_f64());
+        .observe(verifying.as_secs_f64());
     let agent = verdict?;
     if shared
         .revocations
@@ -225,6 +329,7 @@ where
         agent,
         requester,
         body,
+        budget,
     })
 }
 
@@ -263,8 +368,15 @@ async fn check_replay(
 
 /// Reads the body, refusing a declared `Content-Length` over `limit` before reading a
 /// byte, and counting the bytes actually received against `limit` otherwise (a client
-/// may lie about, or omit, the length).
-async fn read_limited<B>(headers: &HeaderMap, body: B, limit: u64) -> Result<Bytes, Rejection>
+/// may lie about, or omit, the length). Every byte held is first taken from `budget`,
+/// shared by all requests (the declared length at once, further bytes as they arrive),
+/// so the bodies held at once never exceed `max_buffered_body_bytes`.
+async fn read_limited<B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: u64,
+    budget: &Arc<Semaphore>,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Rejection>
 where
     B: Body<Data = Bytes>,
 {
@@ -275,6 +387,24 @@ where
     if declared.is_some_and(|n| n > limit) {
         return Err(Rejection::BodyTooLarge);
     }
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut reserved: u64 = 0;
+    let mut reserve = |upto: u64, held: &mut Option<OwnedSemaphorePermit>| {
+        if upto <= reserved {
+            return Ok(());
+        }
+        let more = u32::try_from(upto - reserved).map_err(|_| Rejection::BodyTooLarge)?;
+        let permit = Arc::clone(budget)
+            .try_acquire_many_owned(more)
+            .map_err(|_| Rejection::BodyBudgetExhausted)?;
+        match held {
+            Some(h) => h.merge(permit),
+            None => *held = Some(permit),
+        }
+        reserved = upto;
+        Ok(())
+    };
+    reserve(declared.unwrap_or(0), &mut held)?;
     let mut body = std::pin::pin!(body);
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
@@ -288,6 +418,7 @@ where
         if received > limit {
             return Err(Rejection::BodyTooLarge);
         }
+        reserve(received, &mut held)?;
         // One chunk is kept as is; only a body in several chunks is copied together.
         match (&mut first, &mut joined) {
             (None, None) => first = Some(data),
@@ -301,9 +432,10 @@ where
             (_, Some(buf)) => buf.extend_from_slice(&data),
         }
     }
-    Ok(match (first, joined) {
+    let bytes = match (first, joined) {
         (_, Some(buf)) => buf.freeze(),
         (Some(f), None) => f,
         (None, None) => Bytes::new(),
-    })
+    };
+    Ok((bytes, held))
 }

@@ -10,6 +10,7 @@ mod rejection;
 mod request;
 
 pub use cache::EnvelopeCache;
+use cache::Found;
 pub use rejection::Rejection;
 pub use request::{
     has_passport_headers, requested_model, PassportHeaders, PASSPORT_HEADER, SIGNATURE_HEADER,
@@ -38,25 +39,46 @@ pub struct VerifiedEnvelope {
     pub principal_key: PrincipalKey,
 }
 
+impl VerifiedEnvelope {
+    /// What the envelope cache charges for this entry, in bytes.
+    pub fn heap_bytes(&self) -> usize {
+        self.envelope.heap_bytes() + std::mem::size_of::<VerifiedEnvelope>()
+    }
+}
+
+/// The longest `agent_id` accepted, in bytes: it reaches events, logs and audit files.
+pub const MAX_AGENT_ID_BYTES: usize = 256;
+/// The longest `model` accepted, in bytes: it reaches events, logs and audit files.
+pub const MAX_MODEL_BYTES: usize = 256;
+
+/// A passport whose envelope checks (steps 3 to 10a) passed for one request, found in
+/// the cache or verified now. [`Verifier::check_request`] finishes the request with it.
+#[derive(Debug)]
+pub struct CheckedPassport {
+    verified: Arc<VerifiedEnvelope>,
+    raw_sha256: [u8; 32],
+    found: Found,
+    now: Timestamp,
+}
+
+impl CheckedPassport {
+    /// The verified envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.verified.envelope
+    }
+}
+
 /// A request whose passport verified: the identity handed to handlers.
 #[derive(Clone, Debug)]
 pub struct VerifiedAgent {
     verified: Arc<VerifiedEnvelope>,
     model: String,
+    envelope_sha256: [u8; 32],
     body_sha256: [u8; 32],
     verified_at: Timestamp,
 }
 
 impl VerifiedAgent {
-    fn new(verified: Arc<VerifiedEnvelope>, model: String, body: &[u8], now: Timestamp) -> Self {
-        VerifiedAgent {
-            verified,
-            model,
-            body_sha256: Sha256::digest(body).into(),
-            verified_at: now,
-        }
-    }
-
     /// `agent_id` from the passport.
     pub fn agent_id(&self) -> &str {
         &self.verified.envelope.agent_id
@@ -101,9 +123,11 @@ impl VerifiedAgent {
     pub fn model(&self) -> &str {
         &self.model
     }
-    /// SHA-256 of the decoded `X-Agent-Passport` bytes.
+    /// SHA-256 of the decoded `X-Agent-Passport` bytes this request carried (another
+    /// serialization of the same passport has another value; see
+    /// [`VerifiedAgent::passport_id`]).
     pub fn envelope_sha256(&self) -> [u8; 32] {
-        self.verified.envelope.sha256()
+        self.envelope_sha256
     }
     /// The passport's identity: SHA-256 of its RFC 8785 form (see
     /// [`Envelope::passport_id`]).
@@ -157,6 +181,7 @@ pub struct Verifier {
     max_ttl_nanos: i128,
     clock_skew_seconds: i64,
     max_body_size: u64,
+    max_passport_bytes: usize,
     cache: EnvelopeCache,
     clock: Arc<dyn Clock>,
     hits: IntCounter,
@@ -197,7 +222,11 @@ impl Verifier {
             max_ttl_nanos: i128::from(config.max_ttl_seconds) * 1_000_000_000,
             clock_skew_seconds: config.clock_skew_seconds as i64,
             max_body_size: config.max_body_size,
-            cache: EnvelopeCache::new(config.envelope_cache_capacity),
+            max_passport_bytes: usize::try_from(config.max_passport_bytes).unwrap_or(usize::MAX),
+            cache: EnvelopeCache::new(
+                config.envelope_cache_capacity,
+                config.envelope_cache_max_bytes,
+            ),
             clock,
             hits: IntCounter::new("envelope_cache_hits", "hits").map_err(counter_error)?,
             misses: IntCounter::new("envelope_cache_misses", "misses").map_err(counter_error)?,
@@ -212,6 +241,17 @@ impl Verifier {
     /// The largest body accepted, in bytes.
     pub fn max_body_size(&self) -> u64 {
         self.max_body_size
+    }
+
+    /// The largest decoded passport accepted, in bytes.
+    pub fn max_passport_bytes(&self) -> usize {
+        self.max_passport_bytes
+    }
+
+    /// Whether an `X-Agent-Passport` value of `len` characters is too long to be
+    /// decoded at all: strict base64 of `max_passport_bytes` is never longer than this.
+    pub fn passport_header_too_long(&self, len: usize) -> bool {
+        len > self.max_passport_bytes.div_ceil(3).saturating_mul(4)
     }
 
     /// The current time on this verifier's clock.
@@ -238,8 +278,11 @@ impl Verifier {
         self.misses = misses;
     }
 
-    /// Steps 2 to 11 for a request whose headers were decoded: the body limit, the
-    /// model, then [`Verifier::verify`].
+    /// Every step from 2 to 11 for a request whose headers were decoded and whose body
+    /// is in memory, in the order of spec section 6: the passport
+    /// ([`Verifier::check_passport`]), the body ([`Verifier::check_body`]), then the
+    /// request ([`Verifier::check_request`]). The layer runs the same three with the body
+    /// read in between.
     pub fn verify_request(
         &self,
         headers: &PassportHeaders,
@@ -247,80 +290,122 @@ impl Verifier {
         uri: &str,
         body: &[u8],
     ) -> Result<VerifiedAgent, Rejection> {
+        let passport = self.check_passport(&headers.passport)?;
+        let model = self.check_body(body)?;
+        self.check_request(passport, &headers.signature, method, uri, body, model)
+    }
+
+    /// Steps 3 to 11 for a request whose model the caller already extracted.
+    pub fn verify(&self, req: &PassportRequest<'_>) -> Result<VerifiedAgent, Rejection> {
+        let passport = self.check_passport(req.passport)?;
+        self.check_request(
+            passport,
+            req.signature,
+            req.method,
+            req.uri,
+            req.body,
+            req.model.to_owned(),
+        )
+    }
+
+    /// Steps 3 to 10a, everything that depends only on the passport and the clock, run
+    /// before a byte of the body is read: an unauthenticated client can make the
+    /// verifier parse a bounded header and check one secp256k1 signature, never make it
+    /// hold a body.
+    ///
+    /// Rejects a passport over `max_passport_bytes` before parsing it. A passport whose
+    /// serialization or `passport_id` is in the cache skips steps 3 to 10a except the
+    /// time window (step 6), which is checked on every request.
+    pub fn check_passport(&self, passport: &[u8]) -> Result<CheckedPassport, Rejection> {
+        if passport.len() > self.max_passport_bytes {
+            return Err(Rejection::PassportTooLarge);
+        }
+        let now = self.clock.now();
+        let raw_sha256: [u8; 32] = Sha256::digest(passport).into();
+        let checked = |verified, found| CheckedPassport {
+            verified,
+            raw_sha256,
+            found,
+            now,
+        };
+        if let Some(v) = self.cache.get_serialization(&raw_sha256) {
+            self.hits.inc();
+            self.check_time_window(&v.envelope, now)?;
+            return Ok(checked(v, Found::Serialization));
+        }
+        let envelope = Envelope::parse_hashed(passport, raw_sha256)
+            .map_err(|_| Rejection::EnvelopeMalformed)?;
+        if envelope.agent_id.len() > MAX_AGENT_ID_BYTES {
+            return Err(Rejection::AgentIdTooLong);
+        }
+        // Another serialization of a passport already verified: the same JCS form is the
+        // same parsed value, so every time-independent check has the same outcome.
+        if let Some(v) = self.cache.get_passport(&envelope.passport_id()) {
+            self.hits.inc();
+            self.check_time_window(&v.envelope, now)?;
+            return Ok(checked(v, Found::PassportId));
+        }
+        self.misses.inc();
+        let v = Arc::new(self.verify_envelope(envelope, now)?);
+        Ok(checked(v, Found::Nowhere))
+    }
+
+    /// Step 2 on a body in memory: its size, then its top-level `model` (one non-empty
+    /// string, at most [`MAX_MODEL_BYTES`]).
+    pub fn check_body(&self, body: &[u8]) -> Result<String, Rejection> {
         if body.len() as u64 > self.max_body_size {
             return Err(Rejection::BodyTooLarge);
         }
         let model = requested_model(body)?;
-        let req = PassportRequest {
-            passport: &headers.passport,
-            signature: &headers.signature,
+        if model.len() > MAX_MODEL_BYTES {
+            return Err(Rejection::ModelTooLong);
+        }
+        Ok(model)
+    }
+
+    /// Steps 10b and 11: the agent signature over this request and the model scope.
+    /// Only when both pass is the passport remembered in the cache, so that a request
+    /// failing any check leaves nothing behind.
+    pub fn check_request(
+        &self,
+        passport: CheckedPassport,
+        signature: &[u8; 64],
+        method: &str,
+        uri: &str,
+        body: &[u8],
+        model: String,
+    ) -> Result<VerifiedAgent, Rejection> {
+        let verified = passport.verified;
+        if !verified.agent_key.verify_request(
+            signature,
+            &self.chain_id,
             method,
             uri,
-            body,
-            model: &model,
-        };
-        let (verified, now) = self.judge(&req)?;
-        Ok(VerifiedAgent::new(verified, model, body, now))
-    }
-
-    /// Steps 3 to 11 (requester binding, step 12, needs the grant cache and belongs to
-    /// the layer).
-    pub fn verify(&self, req: &PassportRequest<'_>) -> Result<VerifiedAgent, Rejection> {
-        let (verified, now) = self.judge(req)?;
-        Ok(VerifiedAgent::new(
-            verified,
-            req.model.to_owned(),
-            req.body,
-            now,
-        ))
-    }
-
-    /// Steps 3 to 11 without building the identity: the verified envelope and the
-    /// instant of the verdict.
-    fn judge(
-        &self,
-        req: &PassportRequest<'_>,
-    ) -> Result<(Arc<VerifiedEnvelope>, Timestamp), Rejection> {
-        let now = self.clock.now();
-        let key: [u8; 32] = Sha256::digest(req.passport).into();
-        let verified = match self.cache.get(&key) {
-            Some(v) => {
-                self.hits.inc();
-                self.check_time_window(&v.envelope, now)?;
-                v
-            }
-            None => {
-                self.misses.inc();
-                let v = Arc::new(self.verify_envelope(req.passport, key, now)?);
-                let left = v.envelope.scope.expires_at.nanos_since(now);
-                let ttl = Duration::from_nanos(u64::try_from(left.max(0)).unwrap_or(u64::MAX));
-                self.cache.insert(key, Arc::clone(&v), ttl);
-                v
-            }
-        };
-        if !verified.agent_key.verify_request(
-            req.signature,
-            &self.chain_id,
-            req.method,
-            req.uri,
             verified.envelope.jcs(),
-            req.body,
+            body,
         ) {
             return Err(Rejection::AgentSigInvalid);
         }
-        check_model_scope(&verified.envelope, req.model)?;
-        Ok((verified, now))
+        check_model_scope(&verified.envelope, &model)?;
+        let left = verified.envelope.scope.expires_at.nanos_since(passport.now);
+        let ttl = Duration::from_nanos(u64::try_from(left.max(0)).unwrap_or(u64::MAX));
+        self.cache
+            .remember(passport.raw_sha256, &verified, passport.found, ttl);
+        Ok(VerifiedAgent {
+            verified,
+            model,
+            envelope_sha256: passport.raw_sha256,
+            body_sha256: Sha256::digest(body).into(),
+            verified_at: passport.now,
+        })
     }
 
-    /// Steps 3 to 10a on a cache miss, in the reference's order.
+    /// Steps 4 to 10a on a cache miss, in the reference's order.
     fn verify_envelope(
         &self,
-        raw: &[u8],
-        sha256: [u8; 32],
+        envelope: Envelope,
         now: Timestamp,
     ) -> Result<VerifiedEnvelope, Rejection> {
-        let envelope =
-            Envelope::parse_hashed(raw, sha256).map_err(|_| Rejection::EnvelopeMalformed)?;
         self.check_identity(&envelope)?;
         self.check_lifetime(&envelope)?;
         self.check_time_window(&envelope, now)?;

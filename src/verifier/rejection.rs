@@ -13,14 +13,22 @@ pub enum Rejection {
     /// A header is repeated, not visible ASCII, not strict base64, or the signature is
     /// not 64 bytes.
     HeaderMalformed,
+    /// The passport header is longer than `max_passport_bytes` allows.
+    PassportTooLarge,
     /// The body is larger than the configured limit.
     BodyTooLarge,
+    /// The bodies already held for other requests use the whole body budget.
+    BodyBudgetExhausted,
     /// The body could not be read to its end (the client stopped sending or reset).
     BodyReadFailed,
     /// The body did not arrive within `body_read_timeout_ms`.
     BodyReadTimeout,
     /// The envelope or the request body is not what the spec requires.
     EnvelopeMalformed,
+    /// `agent_id` is longer than 256 bytes.
+    AgentIdTooLong,
+    /// The body's `model` is longer than 256 bytes.
+    ModelTooLong,
     /// `v` is not `aps-agent-envelope-v1`.
     VersionUnknown,
     /// `audience` is not `gonka`.
@@ -73,13 +81,12 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every variant, in verification order.
-    pub const ALL: [Rejection; 30] = [
+    pub const ALL: [Rejection; 34] = [
         Rejection::SigHeaderMismatch,
         Rejection::HeaderMalformed,
-        Rejection::BodyTooLarge,
-        Rejection::BodyReadFailed,
-        Rejection::BodyReadTimeout,
+        Rejection::PassportTooLarge,
         Rejection::EnvelopeMalformed,
+        Rejection::AgentIdTooLong,
         Rejection::VersionUnknown,
         Rejection::AudienceMismatch,
         Rejection::ChainIdMismatch,
@@ -94,16 +101,21 @@ impl Rejection {
         Rejection::AgentPubkeyMalformed,
         Rejection::BeneficiaryInvalid,
         Rejection::PrincipalSigInvalid,
+        Rejection::BodyTooLarge,
+        Rejection::BodyBudgetExhausted,
+        Rejection::BodyReadFailed,
+        Rejection::BodyReadTimeout,
+        Rejection::ModelTooLong,
         Rejection::AgentSigInvalid,
         Rejection::AllowedModelsEmpty,
         Rejection::ModelNotAllowed,
+        Rejection::PassportRevoked,
         Rejection::PrincipalMismatch,
         Rejection::ChainQueryFailed,
-        Rejection::PassportRequired,
-        Rejection::PassportRevoked,
         Rejection::RequestReplayed,
         Rejection::ReplayStoreUnavailable,
         Rejection::ReplayStoreFull,
+        Rejection::PassportRequired,
     ];
 
     /// The stable snake_case code.
@@ -111,7 +123,11 @@ impl Rejection {
         match self {
             Rejection::SigHeaderMismatch => "sig_header_mismatch",
             Rejection::HeaderMalformed => "header_malformed",
+            Rejection::PassportTooLarge => "passport_too_large",
             Rejection::BodyTooLarge => "body_too_large",
+            Rejection::BodyBudgetExhausted => "body_budget_exhausted",
+            Rejection::AgentIdTooLong => "agent_id_too_long",
+            Rejection::ModelTooLong => "model_too_long",
             Rejection::BodyReadFailed => "body_read_failed",
             Rejection::BodyReadTimeout => "body_read_timeout",
             Rejection::EnvelopeMalformed => "envelope_malformed",
@@ -148,7 +164,10 @@ impl Rejection {
             Rejection::SigHeaderMismatch
             | Rejection::HeaderMalformed
             | Rejection::BodyReadFailed
-            | Rejection::EnvelopeMalformed => StatusCode::BAD_REQUEST,
+            | Rejection::EnvelopeMalformed
+            | Rejection::AgentIdTooLong
+            | Rejection::ModelTooLong => StatusCode::BAD_REQUEST,
+            Rejection::PassportTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::TtlTooLong
@@ -158,6 +177,7 @@ impl Rejection {
             | Rejection::ModelNotAllowed
             | Rejection::PrincipalMismatch => StatusCode::FORBIDDEN,
             Rejection::ChainQueryFailed
+            | Rejection::BodyBudgetExhausted
             | Rejection::ReplayStoreUnavailable
             | Rejection::ReplayStoreFull => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::VersionUnknown
@@ -187,7 +207,15 @@ impl Rejection {
             Rejection::HeaderMalformed => {
                 "a passport header is repeated or is not strict standard base64 of the right length"
             }
+            Rejection::PassportTooLarge => {
+                "the X-Agent-Passport header is larger than this gateway accepts"
+            }
             Rejection::BodyTooLarge => "the request body is larger than this gateway accepts",
+            Rejection::BodyBudgetExhausted => {
+                "the gateway is holding as many request bodies as it can; retry later"
+            }
+            Rejection::AgentIdTooLong => "the passport's agent_id is longer than 256 bytes",
+            Rejection::ModelTooLong => "the request's model is longer than 256 bytes",
             Rejection::BodyReadFailed => "the request body could not be read to its end",
             Rejection::BodyReadTimeout => "the request body did not arrive in time",
             Rejection::EnvelopeMalformed => {
@@ -240,6 +268,7 @@ impl Rejection {
             Rejection::ChainQueryFailed
             | Rejection::ReplayStoreUnavailable
             | Rejection::ReplayStoreFull => Some(5),
+            Rejection::BodyBudgetExhausted => Some(1),
             _ => None,
         }
     }
