@@ -123,7 +123,7 @@ impl Revoked {
             || self.principal_addresses.contains(agent.principal_address())
             || self
                 .envelope_sha256
-                .contains(&hex::encode(agent.envelope_sha256()))
+                .contains(&hex::encode(agent.passport_id()))
     }
 
     /// Whether the set is empty.
