@@ -5,7 +5,9 @@ use super::future::ResponseFuture;
 use super::layer::Shared;
 use crate::attribution::{new_event_id, AttributionEvent, EVENT_VERSION};
 use crate::config::Mode;
-use crate::verifier::{has_passport_headers, PassportHeaders, Rejection, VerifiedAgent};
+use crate::verifier::{
+    has_passport_headers, signed_target, PassportHeaders, Rejection, VerifiedAgent,
+};
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{HeaderMap, Request, Response};
@@ -158,7 +160,7 @@ where
     )
     .await
     .map_err(|_| Rejection::BodyReadTimeout)??;
-    let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let uri = signed_target(&parts.uri);
     let started = Instant::now();
     let verdict = verifier.verify_request(&headers, parts.method.as_str(), uri, &body);
     shared
@@ -233,7 +235,7 @@ where
 async fn check_replay(
     shared: &Shared,
     guard: &super::layer::ReplayGuard,
-    signature: &[u8; 64],
+    signature: &[u8],
     agent: &VerifiedAgent,
     now: crate::time::Timestamp,
 ) -> Result<(), Rejection> {
