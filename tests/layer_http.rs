@@ -64,6 +64,8 @@ fn app(layer: PassportLayer) -> Router {
     Router::new()
         .route("/v1/chat/completions", any(echo))
         .route("/v1/completions", any(echo))
+        // Conformance vectors also sign unusual paths (characters Go re-escapes).
+        .fallback(echo)
         .route(
             "/strict",
             post(|a: VerifiedAgent| async move { a.principal_address().to_owned() }),

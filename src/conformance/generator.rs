@@ -1424,8 +1424,16 @@ fn parity(k: &Keys, out: &mut Vec<Vector>) {
     // null stays malformed (section 11).
     for (name, path, code) in [
         ("version-missing-or-empty", &["v"][..], "version_unknown"),
-        ("audience-missing-or-empty", &["audience"][..], "audience_mismatch"),
-        ("chain-id-missing-or-empty", &["chain_id"][..], "chain_id_mismatch"),
+        (
+            "audience-missing-or-empty",
+            &["audience"][..],
+            "audience_mismatch",
+        ),
+        (
+            "chain-id-missing-or-empty",
+            &["chain_id"][..],
+            "chain_id_mismatch",
+        ),
         (
             "principal-pubkey-type-missing-or-empty",
             &["principal_pubkey", "type"][..],
@@ -1800,7 +1808,9 @@ fn unexpressed_before(k: &Keys, out: &mut Vec<Vector>) {
         ));
         let mut c = config();
         c.replay_protection = Some(true);
-        c.replay_store = Some(VectorReplayStore::Bounded(ReplayStoreCapacity { capacity: 1 }));
+        c.replay_store = Some(VectorReplayStore::Bounded(ReplayStoreCapacity {
+            capacity: 1,
+        }));
         let other = body("llama-3.1-8b");
         out.push(vector(
             "replay-store-full",

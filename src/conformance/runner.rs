@@ -3,16 +3,15 @@
 //! reached it.
 
 use super::{
-    BodyBehaviour, Expect, GrantFailure, ReplayStoreState, Vector, VectorMode,
-    VectorReplayStore,
+    BodyBehaviour, Expect, GrantFailure, ReplayStoreState, Vector, VectorMode, VectorReplayStore,
 };
 use crate::config::{Config, Mode};
 use crate::crypto::decode_base64;
 use crate::grants::{
     GrantCache, GrantCacheSettings, GrantFuture, GrantQueryError, GrantSource, StaticGrants,
 };
-use crate::replay::{ReplayError, ReplayFuture, ReplayStore};
 use crate::layer::{Binding, PassportBody, PassportLayer};
+use crate::replay::{ReplayError, ReplayFuture, ReplayStore};
 use crate::time::{FixedClock, Timestamp};
 use crate::verifier::VerifiedAgent;
 use bytes::Bytes;

@@ -424,7 +424,10 @@ mod tests {
         for key in ["agent_pubkey", "principal_pubkey"] {
             let mut v = sample();
             v[key].as_object_mut().unwrap().remove("type");
-            assert_eq!(parse_value(&v).unwrap().agent_pubkey.key_type.is_empty(), key == "agent_pubkey");
+            assert_eq!(
+                parse_value(&v).unwrap().agent_pubkey.key_type.is_empty(),
+                key == "agent_pubkey"
+            );
             v[key]["type"] = Value::Null;
             assert!(parse_value(&v).is_err(), "null {key}.type");
         }
@@ -462,7 +465,12 @@ mod tests {
 
     #[test]
     fn required_members_must_be_present_and_non_empty() {
-        for name in ["agent_id", "principal_sig", "issued_at", "principal_address"] {
+        for name in [
+            "agent_id",
+            "principal_sig",
+            "issued_at",
+            "principal_address",
+        ] {
             let mut v = sample();
             v.as_object_mut().unwrap().remove(name);
             assert!(parse_value(&v).is_err(), "missing {name}");

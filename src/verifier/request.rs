@@ -273,7 +273,10 @@ mod tests {
             requested_model(&nested(MAX_BODY_DEPTH + 1)),
             Err(Rejection::EnvelopeMalformed)
         );
-        let in_string = format!(r#"{{"model":"m","x":"{}\""}}"#, "[".repeat(MAX_BODY_DEPTH + 1));
+        let in_string = format!(
+            r#"{{"model":"m","x":"{}\""}}"#,
+            "[".repeat(MAX_BODY_DEPTH + 1)
+        );
         assert_eq!(requested_model(in_string.as_bytes()).unwrap(), "m");
     }
 
