@@ -263,8 +263,8 @@ mod tests {
     fn bodies_may_nest_ten_thousand_levels_deep() {
         let nested = |depth: usize| {
             let mut b = br#"{"model":"m","x":"#.to_vec();
-            b.extend(std::iter::repeat(b'[').take(depth - 1));
-            b.extend(std::iter::repeat(b']').take(depth - 1));
+            b.extend(std::iter::repeat_n(b'[', depth - 1));
+            b.extend(std::iter::repeat_n(b']', depth - 1));
             b.push(b'}');
             b
         };
