@@ -7,8 +7,10 @@ use passport_gate::envelope::Envelope;
 use passport_gate::keyfile::{load_agent_secret, load_principal_secret, KeyFile};
 use passport_gate::mint::{attach_signature, sign_request, PassportSpec};
 use passport_gate::time::{FixedClock, SystemClock, Timestamp};
-use passport_gate::verifier::PassportHeaders;
-use passport_gate::{Config, Verifier};
+use passport_gate::verifier::{
+    origin_form_target, PassportHeaders, PASSPORT_HEADER, SIGNATURE_HEADER,
+};
+use passport_gate::{Config, Rejection, Verifier};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -317,13 +319,14 @@ struct VerifyArgs {
     /// The HTTP method.
     #[arg(long)]
     method: String,
-    /// The path plus ?query, as sent.
+    /// The request target in origin form: the path plus ?query, as sent (no scheme,
+    /// host or #fragment: no request line carries those to the layer).
     #[arg(long)]
     uri: String,
-    /// The X-Agent-Passport value.
+    /// The X-Agent-Passport value, exactly as the header carries it.
     #[arg(long)]
     passport: String,
-    /// The X-Agent-Sig value.
+    /// The X-Agent-Sig value, exactly as the header carries it.
     #[arg(long)]
     sig: String,
     #[command(flatten)]
@@ -653,9 +656,46 @@ fn verify(a: &VerifyArgs) -> Result<u8, Failure> {
             .collect::<Vec<_>>()
             .join("; ")
     })?;
+    let uri = origin_form_target(&a.uri).ok_or_else(|| {
+        format!(
+            "--uri {:?}: expected an origin-form target (/path?query, no scheme, host or #fragment)",
+            a.uri
+        )
+    })?;
     let body = a.body.read()?;
-    let verdict = PassportHeaders::decode(a.passport.trim(), a.sig.trim())
-        .and_then(|h| verifier.verify_request(&h, &a.method, &a.uri, &body));
+    // The values go through the layer's own header reading, so that a value the layer
+    // refuses (surrounding spaces, control characters) or treats as absent (empty) gets
+    // the same verdict here.
+    let mut headers = http::HeaderMap::new();
+    let mut unsendable = false;
+    for (name, value) in [(PASSPORT_HEADER, &a.passport), (SIGNATURE_HEADER, &a.sig)] {
+        match http::HeaderValue::from_str(value) {
+            Ok(v) => {
+                headers.insert(name, v);
+            }
+            Err(_) => unsendable = true,
+        }
+    }
+    let headers = if unsendable {
+        Err(Rejection::HeaderMalformed)
+    } else {
+        PassportHeaders::from_headers(&headers)
+    };
+    let verdict = match headers {
+        Ok(None) => {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "ok": false,
+                    "passthrough": true,
+                    "message": "no passport: both values are empty, and the layer forwards such a request unverified",
+                })
+            );
+            return Ok(1);
+        }
+        Ok(Some(h)) => verifier.verify_request(&h, &a.method, uri, &body),
+        Err(r) => Err(r),
+    };
     let (json, code) = match verdict {
         Ok(agent) => (
             serde_json::json!({

@@ -37,6 +37,12 @@ impl Timestamp {
         }
     }
 
+    /// `0001-01-01T00:00:00Z`, the zero value of Go's time type. The reference cannot
+    /// tell it from a missing timestamp, so a passport naming it is refused as malformed.
+    pub const ZERO_INSTANT: Timestamp = Timestamp {
+        nanos: -62_135_596_800 * NANOS_PER_SEC,
+    };
+
     /// The current system time.
     pub fn now() -> Self {
         let nanos = match SystemTime::now().duration_since(UNIX_EPOCH) {
@@ -253,27 +259,33 @@ impl Clock for SystemClock {
 }
 
 /// A clock that can be set by hand; clones share one instant.
+///
+/// The instant is kept to the nanosecond: a fixed clock that dropped the fraction would
+/// accept `now = expires_at + 0.5 s`, which the system clock refuses.
 #[derive(Clone, Debug)]
-pub struct FixedClock(std::sync::Arc<std::sync::atomic::AtomicI64>);
+pub struct FixedClock(std::sync::Arc<std::sync::Mutex<Timestamp>>);
 
 impl FixedClock {
-    /// A clock stopped at `t` (whole seconds are kept).
+    /// A clock stopped at `t`.
     pub fn new(t: Timestamp) -> Self {
-        FixedClock(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
-            t.unix_seconds(),
-        )))
+        FixedClock(std::sync::Arc::new(std::sync::Mutex::new(t)))
     }
 
-    /// Moves the clock to `t` (whole seconds are kept).
+    /// Moves the clock to `t`.
     pub fn set(&self, t: Timestamp) {
-        self.0
-            .store(t.unix_seconds(), std::sync::atomic::Ordering::SeqCst);
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = t;
     }
 }
 
 impl Clock for FixedClock {
     fn now(&self) -> Timestamp {
-        Timestamp::from_unix_seconds(self.0.load(std::sync::atomic::Ordering::SeqCst))
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -322,6 +334,27 @@ mod tests {
             assert!(Timestamp::parse(bad).is_err(), "{bad} should be refused");
         }
         assert!(Timestamp::parse("2024-02-29T00:00:00Z").is_ok());
+    }
+
+    #[test]
+    fn the_zero_instant_is_year_one() {
+        for spelling in [
+            "0001-01-01T00:00:00Z",
+            "0001-01-01T02:00:00+02:00",
+            "0000-12-31T23:00:00-01:00",
+        ] {
+            assert_eq!(Timestamp::parse(spelling).unwrap(), Timestamp::ZERO_INSTANT);
+        }
+    }
+
+    #[test]
+    fn a_fixed_clock_keeps_the_fraction() {
+        let t = Timestamp::parse("2026-05-21T12:29:00.5Z").unwrap();
+        let clock = FixedClock::new(t);
+        assert_eq!(clock.now(), t);
+        let later = Timestamp::parse("2026-05-21T12:29:00.000000001Z").unwrap();
+        clock.set(later);
+        assert_eq!(clock.now(), later);
     }
 
     #[test]

@@ -385,3 +385,116 @@ fn audit_verify_names_tampering_and_report_summarises() {
         "{text}"
     );
 }
+
+/// The first request of a generated conformance vector, as `verify` arguments.
+fn vector_request(name: &str) -> (String, String, String, String) {
+    let v = passport_gate::conformance::generate()
+        .into_iter()
+        .find(|v| v.name == name)
+        .unwrap();
+    let r = &v.steps[0].request;
+    let header = |n: &str| r.headers.iter().find(|(k, _)| k == n).unwrap().1.clone();
+    let body = passport_gate::crypto::decode_base64(&r.body_base64).unwrap();
+    (
+        header("X-Agent-Passport"),
+        header("X-Agent-Sig"),
+        String::from_utf8(body).unwrap(),
+        r.uri.clone(),
+    )
+}
+
+fn verify_at(now: &str, uri: &str, passport: &str, sig: &str, body: &str) -> Output {
+    run(&[
+        "verify",
+        "--chain-id",
+        "gonka-mainnet",
+        "--now",
+        now,
+        "--method",
+        "POST",
+        "--uri",
+        uri,
+        "--passport",
+        passport,
+        "--sig",
+        sig,
+        "--body",
+        body,
+    ])
+}
+
+fn verdict_code(o: &Output) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["code"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn verify_now_keeps_sub_second_precision() {
+    // accept-models-omitted expires at 12:29:00Z.
+    let (passport, sig, body, uri) = vector_request("accept-models-omitted");
+    let at_expiry = verify_at("2026-05-21T12:29:00Z", &uri, &passport, &sig, &body);
+    assert_eq!(at_expiry.status.code(), Some(0));
+    let after = verify_at("2026-05-21T12:29:00.5Z", &uri, &passport, &sig, &body);
+    assert_eq!(after.status.code(), Some(1));
+    assert_eq!(verdict_code(&after), "envelope_expired");
+}
+
+#[test]
+fn verify_reads_header_values_as_the_layer_does() {
+    let (passport, sig, body, uri) = vector_request("accept-models-omitted");
+    let now = "2026-05-21T12:00:00Z";
+    // The layer refuses a value with surrounding spaces: so does verify.
+    let mut vector = passport_gate::conformance::generate()
+        .into_iter()
+        .find(|v| v.name == "accept-models-omitted")
+        .unwrap();
+    vector.steps[0].request.headers[0].1 = format!(" {passport} ");
+    vector.steps[0].expect = passport_gate::conformance::Expect {
+        status: 400,
+        code: Some("header_malformed".into()),
+        verified: None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(
+        rt.block_on(passport_gate::conformance::run_vector(&vector))
+            .unwrap(),
+        passport_gate::conformance::VectorOutcome::Passed
+    );
+    let spaced = verify_at(now, &uri, &format!(" {passport} "), &sig, &body);
+    assert_eq!(spaced.status.code(), Some(1));
+    assert_eq!(verdict_code(&spaced), "header_malformed");
+    // A signature of the wrong length fails at the agent signature step, as in the layer.
+    let short = verify_at(now, &uri, &passport, &"AQ".repeat(42), &body);
+    assert_eq!(verdict_code(&short), "agent_sig_invalid");
+    // One empty value is a mismatch; two empty values are no passport at all.
+    assert_eq!(
+        verdict_code(&verify_at(now, &uri, "", &sig, &body)),
+        "sig_header_mismatch"
+    );
+    let none = verify_at(now, &uri, "", "", &body);
+    assert_eq!(none.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&none.stdout).unwrap();
+    assert_eq!(v["passthrough"], true);
+}
+
+#[test]
+fn verify_refuses_targets_no_request_line_carries() {
+    let (passport, sig, body, uri) = vector_request("accept-models-omitted");
+    let now = "2026-05-21T12:00:00Z";
+    assert_eq!(
+        verify_at(now, &uri, &passport, &sig, &body).status.code(),
+        Some(0)
+    );
+    for target in [
+        format!("http://gateway.example{uri}"),
+        format!("{uri}#section"),
+        "v1/chat/completions".to_owned(),
+    ] {
+        let o = verify_at(now, &target, &passport, &sig, &body);
+        assert_eq!(o.status.code(), Some(2), "{target}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("origin-form"));
+    }
+}

@@ -64,6 +64,8 @@ fn app(layer: PassportLayer) -> Router {
     Router::new()
         .route("/v1/chat/completions", any(echo))
         .route("/v1/completions", any(echo))
+        // Conformance vectors also sign unusual paths (characters Go re-escapes).
+        .fallback(echo)
         .route(
             "/strict",
             post(|a: VerifiedAgent| async move { a.principal_address().to_owned() }),
@@ -126,6 +128,11 @@ async fn every_conformance_step_behaves_the_same_over_http() {
             },
         ) in vector.steps.iter().enumerate()
         {
+            if request.body_behaviour.is_some() {
+                // A body that breaks off or stalls is not something this client sends;
+                // the runner and tests/faults.rs drive those.
+                continue;
+            }
             clock.set(Timestamp::parse(now.as_deref().unwrap_or(&vector.config.now)).unwrap());
             let body = decode_base64(&request.body_base64).unwrap();
             let (status, headers, resp) = send(

@@ -22,7 +22,7 @@ fn verifier() -> Verifier {
 }
 
 /// A valid (passport, signature) pair for BODY, as raw bytes.
-fn valid() -> (Vec<u8>, [u8; 64]) {
+fn valid() -> (Vec<u8>, Vec<u8>) {
     let f = support::fixture(
         "urn:aps:agent:prop",
         Some(vec!["qwen/qwen3-32b".into()]),
@@ -63,7 +63,7 @@ proptest! {
             passport: &passport, signature: &signature, method: &method, uri: &uri, body: &body, model: "m",
         });
         prop_assert!(r.is_err());
-        let h = PassportHeaders { passport: passport.clone(), signature };
+        let h = PassportHeaders { passport: passport.clone(), signature: signature.to_vec() };
         prop_assert!(v.verify_request(&h, &method, &uri, &body).is_err());
     }
 

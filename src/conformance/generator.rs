@@ -5,7 +5,10 @@
 //! signatures are deterministic (RFC 8032 Ed25519, RFC 6979 ECDSA), so anyone can
 //! regenerate identical files with `passport-gate conformance --generate DIR`.
 
-use super::{Expect, ExpectVerified, Step, StepRequest, Vector, VectorBinding, VectorConfig};
+use super::{
+    BodyBehaviour, Expect, ExpectVerified, GrantFailure, ReplayStoreCapacity, ReplayStoreState,
+    Step, StepRequest, Vector, VectorBinding, VectorConfig, VectorMode, VectorReplayStore,
+};
 use crate::crypto::{derive_address, encode_base64, AgentSecret, PrincipalSecret};
 use crate::envelope::{canonical, parse_strict};
 use crate::grants::{Grant, START_INFERENCE_MSG};
@@ -22,15 +25,18 @@ const MODEL: &str = "qwen/qwen3-32b";
 /// The status each code is answered with, from the spec's error table.
 fn status_of(code: &str) -> u16 {
     match code {
-        "sig_header_mismatch" | "header_malformed" | "envelope_malformed" => 400,
+        "sig_header_mismatch" | "header_malformed" | "envelope_malformed" | "body_read_failed" => {
+            400
+        }
         "body_too_large" => 413,
+        "body_read_timeout" => 408,
         "ttl_too_long"
         | "envelope_not_yet_valid"
         | "envelope_expired"
         | "allowed_models_empty"
         | "model_not_allowed"
         | "principal_mismatch" => 403,
-        "chain_query_failed" => 503,
+        "chain_query_failed" | "replay_store_unavailable" | "replay_store_full" => 503,
         _ => 401,
     }
 }
@@ -129,6 +135,7 @@ fn request(method: &str, uri: &str, headers: Vec<(&str, String)>, body: &[u8]) -
             .map(|(n, v)| (n.to_owned(), v))
             .collect(),
         body_base64: encode_base64(body),
+        body_behaviour: None,
     }
 }
 
@@ -186,6 +193,9 @@ fn config() -> VectorConfig {
         binding: None,
         replay_protection: None,
         revoked: None,
+        mode: None,
+        body_read_timeout_ms: None,
+        replay_store: None,
     }
 }
 
@@ -389,16 +399,31 @@ pub fn generate() -> Vec<Vector> {
                 uncompressed,
                 "the 65-byte uncompressed form is refused",
             ),
-            (
-                "principal-pubkey-not-on-curve",
-                not_on_curve,
-                "an x coordinate beyond the field has no point",
-            ),
         ] {
             reject_envelope(name, why, "principal_pubkey_malformed", &|v| {
                 v["principal_pubkey"]["public_key"] = json!(key)
             });
         }
+        reject_envelope(
+            "principal-pubkey-not-on-curve",
+            "33 bytes that are no point (x beyond the field) are only length-checked, as in the reference: the address derived from those bytes is not principal_address",
+            "principal_address_mismatch",
+            &|v| v["principal_pubkey"]["public_key"] = json!(not_on_curve),
+        );
+        let not_on_curve_bytes: [u8; 33] = crate::crypto::decode_base64(&not_on_curve)
+            .and_then(|b| b.try_into().ok())
+            .expect("33 bytes");
+        let derived =
+            derive_address("gonka", &not_on_curve_bytes).expect("gonka is a valid prefix");
+        reject_envelope(
+            "principal-pubkey-not-on-curve-address-derived",
+            "33 bytes that are no point, with principal_address derived from them: the address matches, and no signature verifies under a non-point (principal_sig_invalid at step 10, as in the reference)",
+            "principal_sig_invalid",
+            &|v| {
+                v["principal_pubkey"]["public_key"] = json!(not_on_curve);
+                v["principal_address"] = json!(derived);
+            },
+        );
     }
     {
         let other = Keys::address(&k.other_principal);
@@ -428,10 +453,32 @@ pub fn generate() -> Vec<Vector> {
         let identity = encode_base64(&identity);
         reject_envelope(
             "agent-pubkey-small-order",
-            "the identity point (small order) is refused as an agent key",
-            "agent_pubkey_malformed",
+            "the identity point (small order) is refused as an agent key, at the agent signature step where the reference fails a 32-byte key that does not verify (section 11: strict Ed25519)",
+            "agent_sig_invalid",
             &|v| v["agent_pubkey"]["public_key"] = json!(identity),
         );
+        // y = 2 has no x on the curve; y = p + 1 is a non-canonical spelling of y = 1.
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        let mut non_canonical = [0xffu8; 32];
+        non_canonical[0] = 0xee;
+        non_canonical[31] = 0x7f;
+        for (name, key, why) in [
+            (
+                "agent-pubkey-not-on-curve",
+                off_curve,
+                "32 bytes that are no point are only length-checked, as in the reference: the agent signature cannot verify (agent_sig_invalid at step 10)",
+            ),
+            (
+                "agent-pubkey-non-canonical",
+                non_canonical,
+                "a non-canonical encoding (y = p + 1) is only length-checked, as in the reference: the agent signature does not verify (agent_sig_invalid at step 10)",
+            ),
+        ] {
+            reject_envelope(name, why, "agent_sig_invalid", &|v| {
+                v["agent_pubkey"]["public_key"] = json!(encode_base64(&key))
+            });
+        }
         reject_envelope(
             "agent-pubkey-31-bytes",
             "an Ed25519 key is 32 bytes",
@@ -940,14 +987,6 @@ pub fn generate() -> Vec<Vector> {
                 ("X-Agent-Sig", good_sig.clone()),
             ],
         ),
-        (
-            "header-sig-63-bytes",
-            "the signature must be 64 bytes",
-            vec![
-                ("X-Agent-Passport", passport.clone()),
-                ("X-Agent-Sig", encode_base64(&[1u8; 63])),
-            ],
-        ),
     ] {
         out.push(vector(
             name,
@@ -1091,6 +1130,8 @@ pub fn generate() -> Vec<Vector> {
             c.binding = Some(VectorBinding {
                 requester_header: "X-Requester-Address".into(),
                 grants,
+                fail: None,
+                query_timeout_ms: None,
             });
             c
         };
@@ -1284,7 +1325,503 @@ pub fn generate() -> Vec<Vector> {
         ));
     }
 
+    parity(&k, &mut out);
+    unexpressed_before(&k, &mut out);
     out
+}
+
+/// A request whose headers are `passport` and `sig` as given (either may be empty).
+fn with_headers(passport: &str, sig: &str, body: &[u8]) -> StepRequest {
+    request(
+        "POST",
+        URI,
+        vec![
+            ("X-Agent-Passport", passport.to_owned()),
+            ("X-Agent-Sig", sig.to_owned()),
+        ],
+        body,
+    )
+}
+
+/// `raw` with the first occurrence of `from` replaced by `to`, byte for byte.
+fn splice(raw: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = raw
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("the text to replace is in the envelope");
+    let mut out = raw[..at].to_vec();
+    out.extend_from_slice(to);
+    out.extend_from_slice(&raw[at + from.len()..]);
+    out
+}
+
+/// One vector per difference from the Go reference found side by side (issue 10): the
+/// expectation is the reference's verdict where we match it, and our spec's (with its
+/// section 11 row) where we deliberately differ.
+fn parity(k: &Keys, out: &mut Vec<Vector>) {
+    let p_addr = Keys::address(&k.principal);
+    let agent_id = "urn:aps:agent:conformance-1";
+    let b = body(MODEL);
+    let valid = seal(envelope(k), &k.principal);
+    let ok = accepted(&valid, agent_id, &p_addr, MODEL, None, &b);
+    let sealed = |mutate: &dyn Fn(&mut Value)| {
+        let mut v = envelope(k);
+        mutate(&mut v);
+        seal(v, &k.principal)
+    };
+    let one = |name: &str, description: &str, raw: &[u8], expect: Expect| {
+        vector(
+            name,
+            description,
+            config(),
+            vec![step(signed(k, raw, URI, &b), expect)],
+        )
+    };
+
+    // U01: the signature's length is checked at the agent signature step.
+    {
+        let expired = sealed(&|v| {
+            v["issued_at"] = json!("2026-05-21T11:30:00Z");
+            v["scope"]["expires_at"] = json!("2026-05-21T11:59:59Z");
+        });
+        out.push(vector(
+            "agent-sig-length-checked-at-the-agent-step",
+            "X-Agent-Sig is only required to be base64 with the headers; 63 or 65 bytes fail as agent_sig_invalid after every envelope check, so an expired passport with a 63-byte signature is envelope_expired (the reference's order)",
+            config(),
+            vec![
+                step(
+                    with_headers(&encode_base64(&valid), &encode_base64(&[1u8; 63]), &b),
+                    rejected("agent_sig_invalid"),
+                ),
+                step(
+                    with_headers(&encode_base64(&valid), &encode_base64(&[1u8; 65]), &b),
+                    rejected("agent_sig_invalid"),
+                ),
+                step(
+                    with_headers(&encode_base64(&expired), &encode_base64(&[1u8; 63]), &b),
+                    rejected("envelope_expired"),
+                ),
+            ],
+        ));
+    }
+
+    {
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        let mut v = envelope(k);
+        v["agent_pubkey"]["public_key"] = json!(encode_base64(&off_curve));
+        v["principal_sig"] = json!(principal_sig(&v, &k.other_principal));
+        let raw = serde_json::to_vec(&v).expect("serializes");
+        out.push(vector(
+            "agent-pubkey-not-on-curve-principal-sig-first",
+            "an agent key that is no point and a principal signature by another key: the principal signature is checked first (principal_sig_invalid)",
+            config(),
+            vec![step(signed(k, &raw, URI, &b), rejected("principal_sig_invalid"))],
+        ));
+    }
+
+    // U04: v, audience, chain_id and key types missing or empty answer their step's code;
+    // null stays malformed (section 11).
+    for (name, path, code) in [
+        ("version-missing-or-empty", &["v"][..], "version_unknown"),
+        (
+            "audience-missing-or-empty",
+            &["audience"][..],
+            "audience_mismatch",
+        ),
+        (
+            "chain-id-missing-or-empty",
+            &["chain_id"][..],
+            "chain_id_mismatch",
+        ),
+        (
+            "principal-pubkey-type-missing-or-empty",
+            &["principal_pubkey", "type"][..],
+            "principal_pubkey_type_invalid",
+        ),
+        (
+            "agent-pubkey-type-missing-or-empty",
+            &["agent_pubkey", "type"][..],
+            "agent_pubkey_type_invalid",
+        ),
+    ] {
+        let set = |value: Option<Value>| {
+            sealed(&|v| {
+                let (last, parents) = path.split_last().expect("a path");
+                let mut at = &mut *v;
+                for p in parents {
+                    at = &mut at[*p];
+                }
+                let obj = at.as_object_mut().expect("object");
+                match &value {
+                    None => {
+                        obj.remove(*last);
+                    }
+                    Some(x) => {
+                        obj.insert((*last).to_owned(), x.clone());
+                    }
+                }
+            })
+        };
+        out.push(vector(
+            name,
+            &format!(
+                "{} missing or \"\" is {code}, as in the reference; null is envelope_malformed (section 11: null is never a value)",
+                path.join(".")
+            ),
+            config(),
+            vec![
+                step(signed(k, &set(None), URI, &b), rejected(code)),
+                step(signed(k, &set(Some(json!(""))), URI, &b), rejected(code)),
+                step(
+                    signed(k, &set(Some(Value::Null)), URI, &b),
+                    rejected("envelope_malformed"),
+                ),
+            ],
+        ));
+    }
+
+    // U05, U07, U08: timestamps as the reference's time decoder reads them.
+    out.push(one(
+        "not-before-empty",
+        "not_before \"\" is not a timestamp: envelope_malformed, as in the reference (absent is the only way to leave it out)",
+        &sealed(&|v| v["scope"]["not_before"] = json!("")),
+        rejected("envelope_malformed"),
+    ));
+    {
+        let escaped = splice(
+            &valid,
+            format!("\"{ISSUED}\"").as_bytes(),
+            format!("\"{}\\u005a\"", ISSUED.trim_end_matches('Z')).as_bytes(),
+        );
+        out.push(one(
+            "timestamp-escaped",
+            "a JSON escape inside a timestamp (issued_at ending in \\u005a) is envelope_malformed, as in the reference, whose time decoder reads the raw string; the signatures cover the unescaped form and would verify",
+            &escaped,
+            rejected("envelope_malformed"),
+        ));
+    }
+    out.push(vector(
+        "issued-at-zero-instant",
+        "issued_at at 0001-01-01T00:00:00Z, in any offset spelling, counts as missing in the reference (Go's zero time): envelope_malformed",
+        config(),
+        ["0001-01-01T00:00:00Z", "0001-01-01T01:00:00+01:00"]
+            .into_iter()
+            .map(|t| {
+                step(
+                    signed(k, &sealed(&|v| v["issued_at"] = json!(t)), URI, &b),
+                    rejected("envelope_malformed"),
+                )
+            })
+            .collect(),
+    ));
+
+    // U06 (section 11): one spelling of a timestamp.
+    out.push(vector(
+        "timestamp-one-spelling",
+        "spellings the reference's parser also takes are envelope_malformed here (section 11): ten fraction digits, a comma before the fraction, a one-digit hour, offsets +24:00 and +00:60",
+        config(),
+        [
+            "2026-05-21T11:59:00.0000000000Z",
+            "2026-05-21T11:59:00,5Z",
+            "2026-05-21T9:59:00-02:00",
+            "2026-05-22T11:59:00+24:00",
+            "2026-05-21T11:59:00+00:60",
+        ]
+        .into_iter()
+        .map(|t| {
+            step(
+                signed(k, &sealed(&|v| v["issued_at"] = json!(t)), URI, &b),
+                rejected("envelope_malformed"),
+            )
+        })
+        .collect(),
+    ));
+
+    // U09, U10 (section 11): invalid UTF-8 is refused, never replaced.
+    out.push(one(
+        "envelope-invalid-utf8",
+        "a byte that is not UTF-8 inside an envelope string is envelope_malformed (section 11: replacing it would change what was signed)",
+        &splice(&valid, b"conformance-1", b"conformance-\xff"),
+        rejected("envelope_malformed"),
+    ));
+    {
+        let bad = b"{\"model\":\"qwen\xff\"}".to_vec();
+        out.push(vector(
+            "body-model-invalid-utf8",
+            "a byte that is not UTF-8 in the body's model is envelope_malformed (section 11: the upstream would read another model than the scope check)",
+            config(),
+            vec![step(signed(k, &valid, URI, &bad), rejected("envelope_malformed"))],
+        ));
+    }
+
+    // U11 (section 11): null inside allowed_models.
+    out.push(vector(
+        "allowed-models-null-entry",
+        "null inside allowed_models is envelope_malformed (section 11: null is never a value; the reference reads it as \"\")",
+        config(),
+        [json!([MODEL, null]), json!([null])]
+            .into_iter()
+            .map(|models| {
+                let raw = sealed(&|v| v["scope"]["allowed_models"] = models.clone());
+                step(signed(k, &raw, URI, &b), rejected("envelope_malformed"))
+            })
+            .collect(),
+    ));
+
+    // U12: the body's nesting depth.
+    {
+        let nested = |depth: usize| {
+            let mut body = format!(r#"{{"model":"{MODEL}","x":"#).into_bytes();
+            body.extend(std::iter::repeat_n(b'[', depth - 1));
+            body.extend(std::iter::repeat_n(b']', depth - 1));
+            body.push(b'}');
+            body
+        };
+        let deep = nested(10_000);
+        out.push(vector(
+            "body-nested-deeper-than-10000",
+            "a body nesting arrays and objects 10,000 levels deep is accepted; 10,001 is envelope_malformed (the reference's JSON decoder limit)",
+            config(),
+            vec![
+                step(
+                    signed(k, &valid, URI, &deep),
+                    accepted(&valid, agent_id, &p_addr, MODEL, None, &deep),
+                ),
+                step(
+                    signed(k, &valid, URI, &nested(10_001)),
+                    rejected("envelope_malformed"),
+                ),
+            ],
+        ));
+    }
+
+    // U13 (section 11): the target is signed as sent.
+    {
+        let raw_target = "/v1/chat/completions|{x}";
+        let encoded_target = "/v1/chat/completions%7C%7Bx%7D";
+        out.push(vector(
+            "uri-signed-as-sent",
+            "the agent signs the target exactly as sent, even characters Go re-escapes before signing (|, {, }): accepted here, agent_sig_invalid in the reference (section 11); percent-encoded before signing, the same target verifies in both",
+            config(),
+            vec![
+                step(
+                    signed(k, &valid, raw_target, &b),
+                    ok.clone(),
+                ),
+                step(signed(k, &valid, encoded_target, &b), ok.clone()),
+            ],
+        ));
+    }
+
+    // U14: empty header values count as absent.
+    {
+        let passport = encode_base64(&valid);
+        let sig = agent_sig(&k.agent, CHAIN, "POST", URI, &jcs_of(&valid), &b);
+        out.push(vector(
+            "header-values-empty",
+            "both headers present with empty values pass through unverified, as with no headers; exactly one empty is sig_header_mismatch (the reference's rule)",
+            config(),
+            vec![
+                step(
+                    with_headers("", "", &b),
+                    Expect {
+                        status: 200,
+                        code: None,
+                        verified: None,
+                    },
+                ),
+                step(with_headers("", &sig, &b), rejected("sig_header_mismatch")),
+                step(
+                    with_headers(&passport, "", &b),
+                    rejected("sig_header_mismatch"),
+                ),
+            ],
+        ));
+    }
+
+    // Requester binding: U15 to U18.
+    {
+        let requester = Keys::address(&k.other_principal);
+        let grant = |msg: &str, expiration: Option<&str>| Grant {
+            granter: p_addr.clone(),
+            grantee: requester.clone(),
+            msg_type_url: msg.into(),
+            expiration: expiration.and_then(|t| crate::time::Timestamp::parse(t).ok()),
+        };
+        let bound = |grants: Vec<Grant>| {
+            let mut c = config();
+            c.binding = Some(VectorBinding {
+                requester_header: "X-Requester-Address".into(),
+                grants,
+                fail: None,
+                query_timeout_ms: None,
+            });
+            c
+        };
+        let from = |who: &[&str]| {
+            let mut r = signed(k, &valid, URI, &b);
+            for w in who {
+                r.headers
+                    .push(("X-Requester-Address".into(), (*w).to_owned()));
+            }
+            r
+        };
+        out.push(vector(
+            "binding-requester-repeated",
+            "X-Requester-Address sent twice, the principal first, is principal_mismatch (section 11: repeated headers are refused; the reference takes the first)",
+            bound(vec![]),
+            vec![step(
+                from(&[&p_addr, &requester]),
+                rejected("principal_mismatch"),
+            )],
+        ));
+        out.push(vector(
+            "binding-grant-expires-while-cached",
+            "a grant that authorized a request stops counting when it expires, although the grant cache still holds it (section 11: the reference's 2-minute cache may accept)",
+            bound(vec![grant(START_INFERENCE_MSG, Some("2026-05-21T12:00:30Z"))]),
+            vec![
+                step(from(&[&requester]), ok.clone()),
+                Step {
+                    now: Some("2026-05-21T12:00:30.5Z".into()),
+                    request: from(&[&requester]),
+                    expect: rejected("principal_mismatch"),
+                },
+            ],
+        ));
+        out.push(vector(
+            "binding-grant-expiring-now-authorizes",
+            "a grant whose expiration equals now still authorizes: x/authz drops a grant only when its expiration is strictly before the block time",
+            bound(vec![grant(START_INFERENCE_MSG, Some(NOW))]),
+            vec![step(from(&[&requester]), ok.clone())],
+        ));
+        out.push(vector(
+            "binding-grant-msg-type-without-leading-slash",
+            "a grant stored as inference.inference.MsgStartInference (no leading /) counts: one leading / is trimmed before comparing, as newer chain versions do",
+            bound(vec![grant(
+                START_INFERENCE_MSG.trim_start_matches('/'),
+                None,
+            )]),
+            vec![step(from(&[&requester]), ok.clone())],
+        ));
+    }
+
+    // The clock keeps sub-second precision.
+    out.push(vector(
+        "expired-half-second-after-expiry",
+        "half a second after expires_at the passport has expired: a verifier's clock is read to the nanosecond",
+        config(),
+        vec![Step {
+            now: Some("2026-05-21T12:29:00.5Z".into()),
+            request: signed(k, &valid, URI, &b),
+            expect: rejected("envelope_expired"),
+        }],
+    ));
+}
+
+/// Vectors for the codes the format could not express before it gained `mode`,
+/// `binding.fail`, `request.body_behaviour` and `config.replay_store`.
+fn unexpressed_before(k: &Keys, out: &mut Vec<Vector>) {
+    let p_addr = Keys::address(&k.principal);
+    let agent_id = "urn:aps:agent:conformance-1";
+    let b = body(MODEL);
+    let valid = seal(envelope(k), &k.principal);
+    let ok = accepted(&valid, agent_id, &p_addr, MODEL, None, &b);
+
+    {
+        let mut c = config();
+        c.mode = Some(VectorMode::Required);
+        out.push(vector(
+            "passport-required",
+            "with mode required, a request without passport headers (or with both values empty) is passport_required; one with a valid passport is accepted",
+            c,
+            vec![
+                step(
+                    request("POST", URI, vec![("Authorization", "Bearer x".into())], &b),
+                    rejected("passport_required"),
+                ),
+                step(with_headers("", "", &b), rejected("passport_required")),
+                step(signed(k, &valid, URI, &b), ok.clone()),
+            ],
+        ));
+    }
+    for (name, description, failure) in [
+        (
+            "chain-query-failed-error",
+            "the grant source answers with an error: chain_query_failed (503, retry), never taken as no grant",
+            GrantFailure::Error,
+        ),
+        (
+            "chain-query-failed-timeout",
+            "the grant source does not answer within binding.query_timeout_ms (50 ms here): chain_query_failed",
+            GrantFailure::Timeout,
+        ),
+    ] {
+        let mut c = config();
+        c.binding = Some(VectorBinding {
+            requester_header: "X-Requester-Address".into(),
+            grants: vec![],
+            fail: Some(failure),
+            query_timeout_ms: Some(50),
+        });
+        let mut r = signed(k, &valid, URI, &b);
+        r.headers.push((
+            "X-Requester-Address".into(),
+            Keys::address(&k.other_principal),
+        ));
+        out.push(vector(
+            name,
+            description,
+            c,
+            vec![step(r, rejected("chain_query_failed"))],
+        ));
+    }
+    {
+        let mut r = signed(k, &valid, URI, &b);
+        r.body_behaviour = Some(BodyBehaviour::BreakAfter(10));
+        out.push(vector(
+            "body-read-failed",
+            "the body breaks off after 10 bytes: body_read_failed",
+            config(),
+            vec![step(r, rejected("body_read_failed"))],
+        ));
+        let mut c = config();
+        c.body_read_timeout_ms = Some(50);
+        let mut r = signed(k, &valid, URI, &b);
+        r.body_behaviour = Some(BodyBehaviour::StallAfter(10));
+        out.push(vector(
+            "body-read-timeout",
+            "the body stops after 10 bytes and body_read_timeout_ms (50 ms here) passes: body_read_timeout",
+            c,
+            vec![step(r, rejected("body_read_timeout"))],
+        ));
+    }
+    {
+        let mut c = config();
+        c.replay_protection = Some(true);
+        c.replay_store = Some(VectorReplayStore::State(ReplayStoreState::Unavailable));
+        out.push(vector(
+            "replay-store-unavailable",
+            "with replay_protection and a replay store that cannot be asked, a valid request is replay_store_unavailable (fail-closed, 503)",
+            c,
+            vec![step(signed(k, &valid, URI, &b), rejected("replay_store_unavailable"))],
+        ));
+        let mut c = config();
+        c.replay_protection = Some(true);
+        c.replay_store = Some(VectorReplayStore::Bounded(ReplayStoreCapacity {
+            capacity: 1,
+        }));
+        let other = body("llama-3.1-8b");
+        out.push(vector(
+            "replay-store-full",
+            "a store holding at most one live record accepts one request, then refuses a new one with replay_store_full rather than forget the first",
+            c,
+            vec![
+                step(signed(k, &valid, URI, &b), ok.clone()),
+                step(signed(k, &valid, URI, &other), rejected("replay_store_full")),
+            ],
+        ));
+    }
 }
 
 /// `(r, n - s)` for a 64-byte `r || s` secp256k1 signature, by schoolbook subtraction.

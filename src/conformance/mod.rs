@@ -7,7 +7,7 @@ mod generator;
 mod runner;
 
 pub use generator::generate;
-pub use runner::{layer_for, run_paths, run_vector, RunReport, VectorOutcome};
+pub use runner::{layer_for, run_paths, run_vector, RunReport, VectorBody, VectorOutcome};
 
 use crate::grants::Grant;
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,52 @@ pub struct VectorConfig {
     /// Revoked identities; absent means none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<crate::revocation::Revoked>,
+    /// `optional` (default, the reference's behaviour) or `required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<VectorMode>,
+    /// How long the whole body may take to arrive; default 30000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_read_timeout_ms: Option<u64>,
+    /// The replay store, with `replay_protection: true`; absent means the in-process
+    /// store with its default capacity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_store: Option<VectorReplayStore>,
+}
+
+/// `config.mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VectorMode {
+    /// A request without passport headers passes unverified.
+    Optional,
+    /// A request without passport headers is refused with `passport_required`.
+    Required,
+}
+
+/// `config.replay_store`: `"unavailable"` or `{"capacity": N}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum VectorReplayStore {
+    /// A store in a named state.
+    State(ReplayStoreState),
+    /// The in-process store holding at most `capacity` live records.
+    Bounded(ReplayStoreCapacity),
+}
+
+/// A replay store's named state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayStoreState {
+    /// Every query fails (a shared store that is down), with fail-closed behaviour.
+    Unavailable,
+}
+
+/// `{"capacity": N}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayStoreCapacity {
+    /// The most live records the store holds.
+    pub capacity: u64,
 }
 
 /// Requester binding in a vector.
@@ -64,6 +110,22 @@ pub struct VectorBinding {
     /// The grants the static source knows.
     #[serde(default)]
     pub grants: Vec<Grant>,
+    /// A grant source that fails instead of answering: `"error"` or `"timeout"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail: Option<GrantFailure>,
+    /// The longest a grant query may take; default 15000 (the reference's bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_timeout_ms: Option<u64>,
+}
+
+/// How a failing grant source fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantFailure {
+    /// Every query answers with an error (the node is down or answers 5xx).
+    Error,
+    /// Every query hangs until the query timeout.
+    Timeout,
 }
 
 /// One request and what must happen to it.
@@ -91,6 +153,19 @@ pub struct StepRequest {
     pub headers: Vec<(String, String)>,
     /// The body, standard base64.
     pub body_base64: String,
+    /// How the body arrives; absent means whole and at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_behaviour: Option<BodyBehaviour>,
+}
+
+/// `request.body_behaviour`: a body that does not arrive whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BodyBehaviour {
+    /// The first N bytes arrive, then the stream fails (the client reset).
+    BreakAfter(u64),
+    /// The first N bytes arrive, then nothing more, ever.
+    StallAfter(u64),
 }
 
 /// The expected outcome of a step.

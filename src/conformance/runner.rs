@@ -1,15 +1,22 @@
 //! Runs vectors against the production [`PassportLayer`] with a fixed clock, a static
-//! grant source, and an inner service that answers 200 and records what reached it.
+//! (or failing) grant source, and an inner service that answers 200 and records what
+//! reached it.
 
-use super::{Expect, Vector};
-use crate::config::Config;
+use super::{
+    BodyBehaviour, Expect, GrantFailure, ReplayStoreState, Vector, VectorMode, VectorReplayStore,
+};
+use crate::config::{Config, Mode};
 use crate::crypto::decode_base64;
-use crate::grants::{GrantCache, GrantCacheSettings, StaticGrants};
+use crate::grants::{
+    GrantCache, GrantCacheSettings, GrantFuture, GrantQueryError, GrantSource, StaticGrants,
+};
 use crate::layer::{Binding, PassportBody, PassportLayer};
+use crate::replay::{ReplayError, ReplayFuture, ReplayStore};
 use crate::time::{FixedClock, Timestamp};
 use crate::verifier::VerifiedAgent;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
+use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +25,94 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
+
+/// A request body as a vector describes it: whole, or cut off by `body_behaviour`.
+#[derive(Debug)]
+pub struct VectorBody {
+    data: Option<Bytes>,
+    after: Option<BodyBehaviour>,
+}
+
+impl VectorBody {
+    /// `body` arriving as `behaviour` says (`None`: whole, in one frame).
+    pub fn new(body: Bytes, behaviour: Option<BodyBehaviour>) -> VectorBody {
+        let data = match behaviour {
+            None => body,
+            Some(BodyBehaviour::BreakAfter(n) | BodyBehaviour::StallAfter(n)) => {
+                body.slice(..usize::try_from(n).unwrap_or(usize::MAX).min(body.len()))
+            }
+        };
+        VectorBody {
+            data: Some(data).filter(|d| !d.is_empty()),
+            after: behaviour,
+        }
+    }
+}
+
+/// The error a breaking body ends with.
+#[derive(Debug)]
+pub struct BodyBroken;
+
+impl std::fmt::Display for BodyBroken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client broke off the body")
+    }
+}
+
+impl std::error::Error for BodyBroken {}
+
+impl Body for VectorBody {
+    type Data = Bytes;
+    type Error = BodyBroken;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyBroken>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        match self.after {
+            None => Poll::Ready(None),
+            Some(BodyBehaviour::BreakAfter(_)) => {
+                self.after = None;
+                Poll::Ready(Some(Err(BodyBroken)))
+            }
+            // Never woken: the layer's body read timeout ends the wait.
+            Some(BodyBehaviour::StallAfter(_)) => Poll::Pending,
+        }
+    }
+}
+
+/// A grant source that never gives an answer.
+struct FailingGrants(GrantFailure);
+
+impl GrantSource for FailingGrants {
+    fn grants<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> GrantFuture<'a> {
+        match self.0 {
+            GrantFailure::Error => Box::pin(std::future::ready(Err(GrantQueryError(
+                "the vector's grant source fails".into(),
+            )))),
+            GrantFailure::Timeout => Box::pin(std::future::pending()),
+        }
+    }
+}
+
+/// A replay store that cannot be asked.
+struct UnavailableReplayStore;
+
+impl ReplayStore for UnavailableReplayStore {
+    fn check_and_record<'a>(
+        &'a self,
+        _: &'a [u8; 32],
+        _: Timestamp,
+        _: Timestamp,
+    ) -> ReplayFuture<'a> {
+        Box::pin(std::future::ready(Err(ReplayError::Unavailable(
+            "the vector's replay store is unavailable".into(),
+        ))))
+    }
+}
 
 /// What reached the inner service.
 #[derive(Clone, Debug)]
@@ -32,7 +127,7 @@ struct Recorder {
     seen: Arc<Mutex<Vec<Reached>>>,
 }
 
-impl Service<Request<PassportBody<Full<Bytes>>>> for Recorder {
+impl Service<Request<PassportBody<VectorBody>>> for Recorder {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
@@ -41,14 +136,18 @@ impl Service<Request<PassportBody<Full<Bytes>>>> for Recorder {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<PassportBody<Full<Bytes>>>) -> Self::Future {
+    fn call(&mut self, req: Request<PassportBody<VectorBody>>) -> Self::Future {
         let seen = Arc::clone(&self.seen);
         Box::pin(async move {
             let agent = req.extensions().get::<VerifiedAgent>().cloned();
-            let body = match req.into_body().collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(never) => match never {},
-            };
+            // A body that broke off reaches here only when passed through unread; it is
+            // recorded as what arrived before the break.
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             if let Ok(mut s) = seen.lock() {
                 s.push(Reached { agent, body });
             }
@@ -97,9 +196,29 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
             .max_body_size
             .unwrap_or(defaults.max_body_size),
         replay_protection: vector.config.replay_protection.unwrap_or(false),
+        mode: match vector.config.mode {
+            None | Some(VectorMode::Optional) => Mode::Optional,
+            Some(VectorMode::Required) => Mode::Required,
+        },
+        body_read_timeout_ms: vector
+            .config
+            .body_read_timeout_ms
+            .unwrap_or(defaults.body_read_timeout_ms),
+        replay_cache_capacity: match vector.config.replay_store {
+            Some(VectorReplayStore::Bounded(b)) => b.capacity,
+            _ => defaults.replay_cache_capacity,
+        },
         ..defaults
     };
+    if vector.config.replay_store.is_some() && !config.replay_protection {
+        return Err("config.replay_store needs replay_protection: true".into());
+    }
     let mut builder = PassportLayer::builder(config).clock(Arc::new(clock));
+    if let Some(VectorReplayStore::State(ReplayStoreState::Unavailable)) =
+        vector.config.replay_store
+    {
+        builder = builder.replay_store(Arc::new(UnavailableReplayStore));
+    }
     if let Some(revoked) = &vector.config.revoked {
         builder = builder.revocations(Arc::new(crate::revocation::RevocationList::new(
             revoked.clone(),
@@ -108,10 +227,18 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
     if let Some(b) = &vector.config.binding {
         let header = HeaderName::try_from(b.requester_header.as_str())
             .map_err(|e| format!("binding.requester_header: {e}"))?;
-        let grants = GrantCache::new(
-            Arc::new(StaticGrants(b.grants.clone())),
-            GrantCacheSettings::default(),
-        );
+        let source: Arc<dyn GrantSource> = match b.fail {
+            None => Arc::new(StaticGrants(b.grants.clone())),
+            Some(failure) => Arc::new(FailingGrants(failure)),
+        };
+        let defaults = GrantCacheSettings::default();
+        let settings = GrantCacheSettings {
+            query_timeout: b
+                .query_timeout_ms
+                .map_or(defaults.query_timeout, std::time::Duration::from_millis),
+            ..defaults
+        };
+        let grants = GrantCache::new(source, settings);
         builder = builder.binding(Binding::new(header, grants));
     }
     builder.build().map_err(|errors| {
@@ -123,14 +250,14 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
     })
 }
 
-fn build_request(step: &super::Step) -> Result<(Request<Full<Bytes>>, Bytes), String> {
+fn build_request(step: &super::Step) -> Result<(Request<VectorBody>, Bytes), String> {
     let body = Bytes::from(
         decode_base64(&step.request.body_base64).ok_or("request.body_base64 is not base64")?,
     );
     let mut req = Request::builder()
         .method(step.request.method.as_str())
         .uri(step.request.uri.as_str())
-        .body(Full::new(body.clone()))
+        .body(VectorBody::new(body.clone(), step.request.body_behaviour))
         .map_err(|e| format!("request: {e}"))?;
     for (name, value) in &step.request.headers {
         let name = HeaderName::try_from(name.as_str())
@@ -226,7 +353,7 @@ pub async fn run_vector(vector: &Vector) -> Result<VectorOutcome, String> {
         clock.set(now);
         let (req, sent_body) = build_request(step).map_err(|e| format!("steps[{i}]: {e}"))?;
         let before = recorder.seen.lock().map(|s| s.len()).unwrap_or(0);
-        std::future::poll_fn(|cx| Service::<Request<Full<Bytes>>>::poll_ready(&mut service, cx))
+        std::future::poll_fn(|cx| Service::<Request<VectorBody>>::poll_ready(&mut service, cx))
             .await
             .map_err(|never: Infallible| -> String { match never {} })?;
         let response = service

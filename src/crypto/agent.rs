@@ -69,9 +69,17 @@ pub fn agent_signing_payload(
     Some(out)
 }
 
-/// An agent's public key: a valid Ed25519 point that is not of small order.
+/// An agent's public key as the envelope carries it: 32 bytes, and the point they encode
+/// when that is a canonical encoding of a point outside the small-order subgroup.
+///
+/// A key read from a passport ([`AgentKey::from_wire`]) may be unusable: the reference
+/// only checks the length when it decodes the key, and an unusable key fails where its
+/// signature is checked, with `agent_sig_invalid`, so that both give one verdict.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct AgentKey(VerifyingKey);
+pub struct AgentKey {
+    bytes: [u8; 32],
+    key: Option<VerifyingKey>,
+}
 
 impl fmt::Debug for AgentKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -80,33 +88,41 @@ impl fmt::Debug for AgentKey {
 }
 
 impl AgentKey {
-    /// Accepts exactly 32 bytes that decode to a point outside the small-order subgroup.
-    /// A small-order key lets anyone produce signatures that verify under lenient rules,
-    /// so it is refused up front.
+    /// Accepts exactly 32 bytes that are the canonical encoding of a point outside the
+    /// small-order subgroup. A small-order key lets anyone produce signatures that verify
+    /// under lenient rules, and a non-canonical encoding gives one key two spellings.
     pub fn from_bytes(bytes: &[u8]) -> Option<AgentKey> {
+        let key = AgentKey::from_wire(bytes)?;
+        key.key.map(|_| key)
+    }
+
+    /// Accepts any 32 bytes, as the reference decodes a passport's key; whether they are a
+    /// usable key (see [`AgentKey::from_bytes`]) is decided by [`AgentKey::verify_request`],
+    /// which refuses every signature under an unusable one.
+    pub fn from_wire(bytes: &[u8]) -> Option<AgentKey> {
         let bytes: [u8; 32] = bytes.try_into().ok()?;
-        let key = VerifyingKey::from_bytes(&bytes).ok()?;
-        if key.is_weak() {
-            return None;
-        }
-        Some(AgentKey(key))
+        Some(AgentKey {
+            bytes,
+            key: usable_point(&bytes),
+        })
     }
 
     /// The 32-byte encoding.
     pub fn to_bytes(&self) -> [u8; 32] {
-        self.0.to_bytes()
+        self.bytes
     }
 
     /// Standard base64 of the key, as the envelope carries it.
     pub fn to_base64(&self) -> String {
-        encode_base64(self.0.as_bytes())
+        encode_base64(&self.bytes)
     }
 
     /// Verifies the agent's request signature strictly, streaming the payload into the
     /// hash instead of copying the body.
     ///
-    /// Rejects what `verify_strict` rejects: `s` not reduced modulo the group order
-    /// (malleable), and an `R` that does not decompress or has small order.
+    /// Rejects every signature under an unusable key, and what `verify_strict` rejects:
+    /// `s` not reduced modulo the group order (malleable), and an `R` that does not
+    /// decompress or has small order.
     pub fn verify_request(
         &self,
         signature: &[u8; 64],
@@ -116,6 +132,9 @@ impl AgentKey {
         envelope_jcs: &[u8],
         body: &[u8],
     ) -> bool {
+        let Some(key) = self.key else {
+            return false;
+        };
         let mut r = [0u8; 32];
         r.copy_from_slice(&signature[..32]);
         match CompressedEdwardsY(r).decompress() {
@@ -123,7 +142,7 @@ impl AgentKey {
             _ => return false,
         }
         let sig = Signature::from_bytes(signature);
-        let Ok(mut stream) = self.0.verify_stream(&sig) else {
+        let Ok(mut stream) = key.verify_stream(&sig) else {
             return false;
         };
         if write_agent_signing_payload(chain_id, method, uri, envelope_jcs, body, |p| {
@@ -135,6 +154,17 @@ impl AgentKey {
         }
         stream.finalize_and_verify().is_ok()
     }
+}
+
+/// The point `bytes` encode, when the encoding is canonical and the point is not of small
+/// order.
+fn usable_point(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+    let point = CompressedEdwardsY(*bytes).decompress()?;
+    if point.compress().to_bytes() != *bytes {
+        return None;
+    }
+    let key = VerifyingKey::from_bytes(bytes).ok()?;
+    (!key.is_weak()).then_some(key)
 }
 
 /// An agent's secret key, for signing requests.
@@ -167,7 +197,11 @@ impl AgentSecret {
 
     /// The matching public key.
     pub fn public_key(&self) -> AgentKey {
-        AgentKey(self.0.verifying_key())
+        let key = self.0.verifying_key();
+        AgentKey {
+            bytes: key.to_bytes(),
+            key: Some(key),
+        }
     }
 
     /// Signs a request; `None` when a field is too long to be length-prefixed.
@@ -221,7 +255,8 @@ mod tests {
         )
         .unwrap();
         assert!(key
-            .0
+            .key
+            .unwrap()
             .verify_strict(&payload, &Signature::from_bytes(&sig))
             .is_ok());
         assert!(key.verify_request(
@@ -290,5 +325,31 @@ mod tests {
         assert!(AgentKey::from_bytes(&[0u8; 31]).is_none());
         let good = AgentSecret::from_bytes(&[5u8; 32]).public_key().to_bytes();
         assert!(AgentKey::from_bytes(&good).is_some());
+    }
+
+    #[test]
+    fn a_wire_key_is_any_32_bytes_but_an_unusable_one_verifies_nothing() {
+        let secret = AgentSecret::from_bytes(&[6u8; 32]);
+        let sig = secret.sign_request("c", "POST", "/", b"{}", b"").unwrap();
+        let good = secret.public_key().to_bytes();
+        assert!(AgentKey::from_wire(&good)
+            .unwrap()
+            .verify_request(&sig, "c", "POST", "/", b"{}", b""));
+        // y = p + 1 is a non-canonical spelling of y = 1 (the identity); y = 2 is not on
+        // the curve.
+        let mut non_canonical = [0xffu8; 32];
+        non_canonical[0] = 0xee;
+        non_canonical[31] = 0x7f;
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        for bytes in [non_canonical, off_curve, identity] {
+            let key = AgentKey::from_wire(&bytes).unwrap();
+            assert_eq!(key.to_bytes(), bytes);
+            assert!(AgentKey::from_bytes(&bytes).is_none());
+            assert!(!key.verify_request(&sig, "c", "POST", "/", b"{}", b""));
+        }
+        assert!(AgentKey::from_wire(&[0u8; 31]).is_none());
     }
 }

@@ -32,8 +32,9 @@ pub const MAX_BENEFICIARY_BYTES: usize = 255;
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyMember {
-    /// The key type as sent (`ed25519`, `secp256k1`).
-    #[serde(rename = "type")]
+    /// The key type as sent (`ed25519`, `secp256k1`). Missing reads as `""`, which the
+    /// key checks refuse with their type code, as the reference does.
+    #[serde(rename = "type", default)]
     pub key_type: String,
     /// Standard base64 of the key bytes, as sent.
     pub public_key: String,
@@ -110,11 +111,20 @@ impl std::error::Error for EnvelopeError {}
 
 // Deserialized straight from the received bytes: serde's derive refuses duplicate and
 // unknown member names (compared after unescaping, case-sensitively) at every depth.
+//
+// `v`, `audience`, `chain_id` and the key types may be missing: the reference reads a
+// missing one as `""` and answers with the code of the check that compares it
+// (`version_unknown`, `audience_mismatch`, `chain_id_mismatch`, `*_type_invalid`). Such
+// an envelope never reaches a signature check, so the `""` never enters a canonical form
+// that anything verifies or keys on. `null` stays a type error.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WireEnvelope {
+    #[serde(default)]
     v: String,
+    #[serde(default)]
     audience: String,
+    #[serde(default)]
     chain_id: String,
     agent_id: String,
     agent_pubkey: KeyMember,
@@ -123,6 +133,7 @@ struct WireEnvelope {
     scope: WireScope,
     #[serde(default, deserialize_with = "present")]
     beneficiary: Option<String>,
+    #[serde(deserialize_with = "unescaped")]
     issued_at: String,
     principal_sig: String,
 }
@@ -134,8 +145,9 @@ struct WireScope {
     // scope to every model. Deserializing into a plain Vec makes `null` a type error.
     #[serde(default, deserialize_with = "present")]
     allowed_models: Option<Vec<String>>,
+    #[serde(deserialize_with = "unescaped")]
     expires_at: String,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_unescaped")]
     not_before: Option<String>,
 }
 
@@ -143,6 +155,34 @@ struct WireScope {
 /// than read as absent (the same rule for every optional member).
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
+}
+
+/// A timestamp string read from the raw bytes, refusing any escape sequence.
+///
+/// The reference decodes timestamps with Go's time type straight from the raw JSON
+/// string, so `"...00\u005a"` is malformed there although it unescapes to a valid
+/// time; refusing escapes here gives one verdict. `serde_json::from_slice` hands a string
+/// without escapes to `visit_borrowed_str` and an unescaped copy to `visit_str`.
+fn unescaped<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct Unescaped;
+    impl<'de> serde::de::Visitor<'de> for Unescaped {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a timestamp string without escape sequences")
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<String, E> {
+            Err(E::custom("a timestamp must not contain escape sequences"))
+        }
+    }
+    d.deserialize_str(Unescaped)
+}
+
+/// [`unescaped`] for an optional member (`null` refused, as by [`present`]).
+fn present_unescaped<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    unescaped(d).map(Some)
 }
 
 fn required<'a>(name: &str, value: &'a str) -> Result<&'a str, EnvelopeError> {
@@ -176,14 +216,9 @@ impl Envelope {
             .map_err(|e| EnvelopeError(format!("invalid envelope: {e}")))?;
 
         for (name, v) in [
-            ("v", &wire.v),
-            ("audience", &wire.audience),
-            ("chain_id", &wire.chain_id),
             ("agent_id", &wire.agent_id),
-            ("agent_pubkey.type", &wire.agent_pubkey.key_type),
             ("agent_pubkey.public_key", &wire.agent_pubkey.public_key),
             ("principal_address", &wire.principal_address),
-            ("principal_pubkey.type", &wire.principal_pubkey.key_type),
             (
                 "principal_pubkey.public_key",
                 &wire.principal_pubkey.public_key,
@@ -193,9 +228,16 @@ impl Envelope {
             required(name, v)?;
         }
         let issued_at = timestamp("issued_at", &wire.issued_at)?;
+        // The reference cannot tell Go's zero time from a missing `issued_at`.
+        if issued_at == Timestamp::ZERO_INSTANT {
+            return Err(EnvelopeError(
+                "member issued_at is the zero instant 0001-01-01T00:00:00Z".into(),
+            ));
+        }
         let expires_at = timestamp("scope.expires_at", &wire.scope.expires_at)?;
+        // Present means a timestamp: `""` is malformed, as in the reference.
         let not_before = match wire.scope.not_before.as_deref() {
-            None | Some("") => None,
+            None => None,
             Some(s) => Some(timestamp("scope.not_before", s)?),
         };
 
@@ -394,8 +436,66 @@ mod tests {
     }
 
     #[test]
+    fn version_audience_chain_and_key_types_may_be_missing_or_empty() {
+        for name in ["v", "audience", "chain_id"] {
+            let mut v = sample();
+            v.as_object_mut().unwrap().remove(name);
+            assert!(parse_value(&v).is_ok(), "missing {name}");
+            v[name] = "".into();
+            assert!(parse_value(&v).is_ok(), "empty {name}");
+            v[name] = Value::Null;
+            assert!(parse_value(&v).is_err(), "null {name}");
+        }
+        for key in ["agent_pubkey", "principal_pubkey"] {
+            let mut v = sample();
+            v[key].as_object_mut().unwrap().remove("type");
+            assert_eq!(
+                parse_value(&v).unwrap().agent_pubkey.key_type.is_empty(),
+                key == "agent_pubkey"
+            );
+            v[key]["type"] = Value::Null;
+            assert!(parse_value(&v).is_err(), "null {key}.type");
+        }
+    }
+
+    #[test]
+    fn timestamps_are_read_without_escapes() {
+        let text = serde_json::to_string(&sample()).unwrap();
+        let escaped = text.replace("2026-05-21T12:00:00Z", "2026-05-21T12:00:00\\u005a");
+        assert!(escaped.contains("\\u005a"));
+        assert!(Envelope::parse(escaped.as_bytes()).is_err());
+        let mut v = sample();
+        v["scope"]["not_before"] = "2026-05-21T12:00:00Z".into();
+        let text = serde_json::to_string(&v).unwrap();
+        let escaped = text.replacen("\"not_before\":\"2026", "\"not_before\":\"\\u0032026", 1);
+        assert!(Envelope::parse(text.as_bytes()).is_ok());
+        assert!(Envelope::parse(escaped.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn not_before_empty_is_malformed() {
+        let mut v = sample();
+        v["scope"]["not_before"] = "".into();
+        assert!(parse_value(&v).is_err());
+    }
+
+    #[test]
+    fn issued_at_at_the_zero_instant_is_malformed() {
+        for zero in ["0001-01-01T00:00:00Z", "0001-01-01T05:00:00+05:00"] {
+            let mut v = sample();
+            v["issued_at"] = zero.into();
+            assert!(parse_value(&v).is_err(), "{zero}");
+        }
+    }
+
+    #[test]
     fn required_members_must_be_present_and_non_empty() {
-        for name in ["v", "agent_id", "principal_sig", "issued_at", "chain_id"] {
+        for name in [
+            "agent_id",
+            "principal_sig",
+            "issued_at",
+            "principal_address",
+        ] {
             let mut v = sample();
             v.as_object_mut().unwrap().remove(name);
             assert!(parse_value(&v).is_err(), "missing {name}");

@@ -32,6 +32,20 @@ pub struct Grant {
     pub expiration: Option<Timestamp>,
 }
 
+/// Whether two message type URLs name one message: one leading `/` is trimmed from each
+/// before comparing, as newer chain versions do, so a grant stored as
+/// `inference.inference.MsgStartInference` counts for `/inference.inference.MsgStartInference`.
+pub fn same_msg_type(a: &str, b: &str) -> bool {
+    a.strip_prefix('/').unwrap_or(a) == b.strip_prefix('/').unwrap_or(b)
+}
+
+/// Whether a grant with `expiration` still counts at `now`. On chain, x/authz drops a
+/// grant only when its expiration is strictly before the block time, so a grant
+/// expiring exactly now still authorizes.
+pub fn grant_is_live(expiration: Option<Timestamp>, now: Timestamp) -> bool {
+    expiration.is_none_or(|t| now <= t)
+}
+
 /// A grant query that did not produce an answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrantQueryError(pub String);
@@ -75,7 +89,9 @@ impl GrantSource for StaticGrants {
             .0
             .iter()
             .filter(|g| {
-                g.granter == granter && g.grantee == grantee && g.msg_type_url == msg_type_url
+                g.granter == granter
+                    && g.grantee == grantee
+                    && same_msg_type(&g.msg_type_url, msg_type_url)
             })
             .cloned()
             .collect();
@@ -197,7 +213,7 @@ impl GrantCache {
             .await
             .map_err(|e: Arc<GrantQueryError>| (*e).clone())?;
         let granted = match entry.decision {
-            Decision::Granted { expiration } => expiration.is_none_or(|t| now < t),
+            Decision::Granted { expiration } => grant_is_live(expiration, now),
             Decision::NotGranted => false,
         };
         Ok((granted, GrantLookup { hit: !loaded }))
@@ -224,9 +240,11 @@ impl GrantCache {
         // Among live matching grants, one without expiry wins, else the latest expiry.
         let live: Vec<Option<Timestamp>> = grants
             .iter()
-            .filter(|g| g.granter == granter && g.grantee == grantee && g.msg_type_url == msg)
+            .filter(|g| {
+                g.granter == granter && g.grantee == grantee && same_msg_type(&g.msg_type_url, msg)
+            })
             .map(|g| g.expiration)
-            .filter(|e| e.is_none_or(|t| now < t))
+            .filter(|e| grant_is_live(*e, now))
             .collect();
         let best = if live.contains(&None) {
             Some(None)
@@ -390,6 +408,38 @@ mod tests {
                 .unwrap()
                 .0
         );
+    }
+
+    #[tokio::test]
+    async fn a_grant_expiring_exactly_now_still_authorizes() {
+        let src = counting(vec![grant(Some(NOW))], false, Duration::ZERO);
+        let cache = GrantCache::new(src, GrantCacheSettings::default());
+        assert!(
+            cache
+                .is_authorized("gonka1p", "gonka1r", START_INFERENCE_MSG, NOW)
+                .await
+                .unwrap()
+                .0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_msg_type_is_compared_without_one_leading_slash() {
+        let mut g = grant(None);
+        g.msg_type_url = START_INFERENCE_MSG.trim_start_matches('/').to_owned();
+        let cache = GrantCache::new(
+            Arc::new(StaticGrants(vec![g])),
+            GrantCacheSettings::default(),
+        );
+        assert!(
+            cache
+                .is_authorized("gonka1p", "gonka1r", START_INFERENCE_MSG, NOW)
+                .await
+                .unwrap()
+                .0
+        );
+        assert!(same_msg_type("/a.B", "a.B"));
+        assert!(!same_msg_type("//a.B", "a.B"));
     }
 
     #[tokio::test]

@@ -6,8 +6,8 @@ use super::layer::Shared;
 use crate::attribution::{new_event_id, AttributionEvent, EVENT_VERSION};
 use crate::config::Mode;
 use crate::verifier::{
-    has_passport_headers, PassportHeaders, Rejection, VerifiedAgent, PASSPORT_HEADER,
-    SIGNATURE_HEADER,
+    has_passport_headers, signed_target, PassportHeaders, Rejection, VerifiedAgent,
+    PASSPORT_HEADER, SIGNATURE_HEADER,
 };
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
@@ -221,7 +221,10 @@ where
         .as_ref()
         .ok_or(Rejection::PassportRequired)?;
     // A passport header too long to be one is refused before it is decoded or parsed.
-    if parts.headers.contains_key(SIGNATURE_HEADER)
+    if parts
+        .headers
+        .get(SIGNATURE_HEADER)
+        .is_some_and(|v| !v.is_empty())
         && parts
             .headers
             .get(PASSPORT_HEADER)
@@ -254,7 +257,7 @@ where
     .await
     .map_err(|_| Rejection::BodyReadTimeout)??;
     let model = verifier.check_body(&body)?;
-    let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let uri = signed_target(&parts.uri);
     let started = Instant::now();
     let verdict = verifier.check_request(
         passport,
@@ -338,7 +341,7 @@ where
 async fn check_replay(
     shared: &Shared,
     guard: &super::layer::ReplayGuard,
-    signature: &[u8; 64],
+    signature: &[u8],
     agent: &VerifiedAgent,
     now: crate::time::Timestamp,
 ) -> Result<(), Rejection> {

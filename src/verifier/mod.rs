@@ -13,11 +13,12 @@ pub use cache::EnvelopeCache;
 use cache::Found;
 pub use rejection::Rejection;
 pub use request::{
-    has_passport_headers, requested_model, PassportHeaders, PASSPORT_HEADER, SIGNATURE_HEADER,
+    has_passport_headers, origin_form_target, requested_model, signed_target, PassportHeaders,
+    MAX_BODY_DEPTH, PASSPORT_HEADER, SIGNATURE_HEADER,
 };
 
 use crate::config::{Config, ConfigError};
-use crate::crypto::{decode_base64, AgentKey, PrincipalKey};
+use crate::crypto::{decode_base64, derive_address, AgentKey, PrincipalKey};
 use crate::envelope::{
     beneficiary_is_valid, Envelope, AGENT_KEY_TYPE, AUDIENCE, PRINCIPAL_KEY_TYPE, VERSION,
 };
@@ -153,8 +154,8 @@ impl VerifiedAgent {
 pub struct PassportRequest<'a> {
     /// The decoded `X-Agent-Passport` bytes.
     pub passport: &'a [u8],
-    /// The decoded `X-Agent-Sig`.
-    pub signature: &'a [u8; 64],
+    /// The decoded `X-Agent-Sig` (anything but 64 bytes fails as `agent_sig_invalid`).
+    pub signature: &'a [u8],
     /// The HTTP method as sent, e.g. `POST`.
     pub method: &'a str,
     /// The path plus `?query` when present, as sent.
@@ -369,21 +370,26 @@ impl Verifier {
     pub fn check_request(
         &self,
         passport: CheckedPassport,
-        signature: &[u8; 64],
+        signature: &[u8],
         method: &str,
         uri: &str,
         body: &[u8],
         model: String,
     ) -> Result<VerifiedAgent, Rejection> {
         let verified = passport.verified;
-        if !verified.agent_key.verify_request(
-            signature,
-            &self.chain_id,
-            method,
-            uri,
-            verified.envelope.jcs(),
-            body,
-        ) {
+        // The signature's length is checked here, with the signature, as the reference
+        // does (spec section 2).
+        let verifies = <&[u8; 64]>::try_from(signature).is_ok_and(|signature| {
+            verified.agent_key.verify_request(
+                signature,
+                &self.chain_id,
+                method,
+                uri,
+                verified.envelope.jcs(),
+                body,
+            )
+        });
+        if !verifies {
             return Err(Rejection::AgentSigInvalid);
         }
         check_model_scope(&verified.envelope, &model)?;
@@ -412,7 +418,7 @@ impl Verifier {
         let principal_key = self.check_principal_key(&envelope)?;
         let agent_key = check_agent_key(&envelope)?;
         check_beneficiary(&envelope)?;
-        check_principal_signature(&envelope, &principal_key)?;
+        let principal_key = check_principal_signature(&envelope, &principal_key)?;
         Ok(VerifiedEnvelope {
             envelope,
             agent_key,
@@ -468,10 +474,12 @@ impl Verifier {
     }
 
     /// Step 7. Rejects multisig keys (no ADR-036 signature can be checked against one),
-    /// any type but `secp256k1`, a key that is not a compressed point, and an address
-    /// that is not the one derived from the key: the address is what grants and audit
-    /// records name, so it must be bound to the key that signed.
-    fn check_principal_key(&self, e: &Envelope) -> Result<PrincipalKey, Rejection> {
+    /// any type but `secp256k1`, a key that is not 33 bytes, and an address that is not
+    /// the one derived from the key bytes: the address is what grants and audit records
+    /// name, so it must be bound to the key that signed. Whether the 33 bytes are a
+    /// point is left to the signature check (step 10a), as in the reference: the address
+    /// is derived from the bytes alone.
+    fn check_principal_key(&self, e: &Envelope) -> Result<[u8; 33], Rejection> {
         let key_type = &e.principal_pubkey.key_type;
         if key_type.to_ascii_lowercase().contains("multisig") {
             return Err(Rejection::PrincipalMultisigUnsupported);
@@ -479,10 +487,10 @@ impl Verifier {
         if key_type != PRINCIPAL_KEY_TYPE {
             return Err(Rejection::PrincipalPubkeyTypeInvalid);
         }
-        let key = decode_base64(&e.principal_pubkey.public_key)
-            .and_then(|b| PrincipalKey::from_compressed(&b))
+        let key: [u8; 33] = decode_base64(&e.principal_pubkey.public_key)
+            .and_then(|b| b.try_into().ok())
             .ok_or(Rejection::PrincipalPubkeyMalformed)?;
-        match key.address(&self.address_prefix) {
+        match derive_address(&self.address_prefix, &key) {
             Ok(derived) if derived == e.principal_address => Ok(key),
             _ => Err(Rejection::PrincipalAddressMismatch),
         }
@@ -496,14 +504,16 @@ fn counter_error(e: prometheus::Error) -> Vec<ConfigError> {
     }]
 }
 
-/// Step 8. Rejects any type but `ed25519` and a key that is not a valid point outside
-/// the small-order subgroup.
+/// Step 8. Rejects any type but `ed25519` and a key that is not 32 bytes. A 32-byte key
+/// that is not a usable point (off the curve, non-canonical, small order) fails at the
+/// agent signature step instead, where the reference fails it (see
+/// [`AgentKey::from_wire`]).
 fn check_agent_key(e: &Envelope) -> Result<AgentKey, Rejection> {
     if e.agent_pubkey.key_type != AGENT_KEY_TYPE {
         return Err(Rejection::AgentPubkeyTypeInvalid);
     }
     decode_base64(&e.agent_pubkey.public_key)
-        .and_then(|b| AgentKey::from_bytes(&b))
+        .and_then(|b| AgentKey::from_wire(&b))
         .ok_or(Rejection::AgentPubkeyMalformed)
 }
 
@@ -515,13 +525,15 @@ fn check_beneficiary(e: &Envelope) -> Result<(), Rejection> {
     }
 }
 
-/// Step 10a. Rejects a principal signature that is not strict base64 of 64 bytes, is
-/// high-S, or does not verify over the ADR-036 wrapping of the envelope's signing
-/// document with the principal address as signer.
-fn check_principal_signature(e: &Envelope, key: &PrincipalKey) -> Result<(), Rejection> {
+/// Step 10a. Rejects a principal key whose 33 bytes are not a compressed point (no
+/// signature verifies under it), and a principal signature that is not strict base64 of
+/// 64 bytes, is high-S, or does not verify over the ADR-036 wrapping of the envelope's
+/// signing document with the principal address as signer.
+fn check_principal_signature(e: &Envelope, key: &[u8; 33]) -> Result<PrincipalKey, Rejection> {
+    let key = PrincipalKey::from_compressed(key).ok_or(Rejection::PrincipalSigInvalid)?;
     let sig = decode_base64(&e.principal_sig).ok_or(Rejection::PrincipalSigInvalid)?;
     if key.verify_adr036(&e.principal_address, e.signing_document(), &sig) {
-        Ok(())
+        Ok(key)
     } else {
         Err(Rejection::PrincipalSigInvalid)
     }

@@ -10,8 +10,7 @@ use std::fmt;
 pub enum Rejection {
     /// Exactly one of `X-Agent-Passport` and `X-Agent-Sig` was sent.
     SigHeaderMismatch,
-    /// A header is repeated, not visible ASCII, not strict base64, or the signature is
-    /// not 64 bytes.
+    /// A header is repeated, not visible ASCII, or not strict base64.
     HeaderMalformed,
     /// The passport header is longer than `max_passport_bytes` allows.
     PassportTooLarge,
@@ -45,19 +44,20 @@ pub enum Rejection {
     PrincipalMultisigUnsupported,
     /// The principal key type is not `secp256k1`.
     PrincipalPubkeyTypeInvalid,
-    /// The principal key is not a valid compressed secp256k1 point.
+    /// The principal key is not base64 of 33 bytes.
     PrincipalPubkeyMalformed,
     /// `principal_address` is not the address of `principal_pubkey`.
     PrincipalAddressMismatch,
     /// The agent key type is not `ed25519`.
     AgentPubkeyTypeInvalid,
-    /// The agent key is not a valid, non-small-order Ed25519 point.
+    /// The agent key is not base64 of 32 bytes.
     AgentPubkeyMalformed,
     /// The beneficiary is too long or holds control characters.
     BeneficiaryInvalid,
-    /// The principal's ADR-036 signature does not verify.
+    /// The principal's ADR-036 signature does not verify (or the key is no point).
     PrincipalSigInvalid,
-    /// The agent's request signature does not verify.
+    /// The agent's request signature does not verify (not 64 bytes, or the key is not
+    /// a usable point, or the signature is wrong).
     AgentSigInvalid,
     /// `allowed_models` is `[]`: the passport allows no model.
     AllowedModelsEmpty,
@@ -205,7 +205,7 @@ impl Rejection {
                 "X-Agent-Passport and X-Agent-Sig must be sent together"
             }
             Rejection::HeaderMalformed => {
-                "a passport header is repeated or is not strict standard base64 of the right length"
+                "a passport header is repeated or is not strict standard base64"
             }
             Rejection::PassportTooLarge => {
                 "the X-Agent-Passport header is larger than this gateway accepts"
@@ -231,14 +231,12 @@ impl Rejection {
             Rejection::EnvelopeExpired => "the passport has expired",
             Rejection::PrincipalMultisigUnsupported => "multisig principal keys are not supported",
             Rejection::PrincipalPubkeyTypeInvalid => "the principal key type must be secp256k1",
-            Rejection::PrincipalPubkeyMalformed => {
-                "the principal key is not a 33-byte compressed secp256k1 point"
-            }
+            Rejection::PrincipalPubkeyMalformed => "the principal key is not 33 bytes of base64",
             Rejection::PrincipalAddressMismatch => {
                 "the principal address is not derived from the principal key"
             }
             Rejection::AgentPubkeyTypeInvalid => "the agent key type must be ed25519",
-            Rejection::AgentPubkeyMalformed => "the agent key is not a valid Ed25519 public key",
+            Rejection::AgentPubkeyMalformed => "the agent key is not 32 bytes of base64",
             Rejection::BeneficiaryInvalid => {
                 "the beneficiary is longer than 255 bytes or contains control characters"
             }

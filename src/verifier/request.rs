@@ -3,7 +3,7 @@
 
 use super::Rejection;
 use crate::crypto::decode_base64;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue, Uri};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -19,27 +19,27 @@ pub const SIGNATURE_HEADER: &str = "x-agent-sig";
 pub struct PassportHeaders {
     /// The envelope JSON bytes, exactly as decoded from `X-Agent-Passport`.
     pub passport: Vec<u8>,
-    /// The agent's Ed25519 signature from `X-Agent-Sig`.
-    pub signature: [u8; 64],
+    /// The bytes decoded from `X-Agent-Sig`. Their length is not checked here: as in the
+    /// reference, anything but 64 bytes fails at the agent signature step, after every
+    /// envelope check and the principal signature.
+    pub signature: Vec<u8>,
 }
 
 impl PassportHeaders {
     /// Decodes the two header values.
     ///
-    /// Rejects (`header_malformed`) anything but strict standard base64, and a signature
-    /// that is not exactly 64 bytes.
+    /// Rejects (`header_malformed`) anything but strict standard base64.
     pub fn decode(passport_b64: &str, signature_b64: &str) -> Result<PassportHeaders, Rejection> {
         let passport = decode_base64(passport_b64).ok_or(Rejection::HeaderMalformed)?;
-        let signature = decode_base64(signature_b64)
-            .and_then(|s| <[u8; 64]>::try_from(s).ok())
-            .ok_or(Rejection::HeaderMalformed)?;
+        let signature = decode_base64(signature_b64).ok_or(Rejection::HeaderMalformed)?;
         Ok(PassportHeaders {
             passport,
             signature,
         })
     }
 
-    /// Finds and decodes the passport headers. `Ok(None)`: neither header was sent, and
+    /// Finds and decodes the passport headers. `Ok(None)`: neither header was sent (a
+    /// header sent once with an empty value counts as not sent, as in the reference), and
     /// the request is not ours to judge.
     ///
     /// Rejects: exactly one of the two headers (`sig_header_mismatch`); either header
@@ -47,25 +47,104 @@ impl PassportHeaders {
     /// front of it may take the last, so a repeat could make two components judge two
     /// different passports); a value that is not visible ASCII.
     pub fn from_headers(headers: &HeaderMap) -> Result<Option<PassportHeaders>, Rejection> {
-        let mut passports = headers.get_all(PASSPORT_HEADER).iter();
-        let mut signatures = headers.get_all(SIGNATURE_HEADER).iter();
-        let (passport, signature) = match (passports.next(), signatures.next()) {
-            (None, None) => return Ok(None),
-            (Some(p), Some(s)) => (p, s),
+        let (passport, signature) = match (
+            presence(headers, PASSPORT_HEADER),
+            presence(headers, SIGNATURE_HEADER),
+        ) {
+            (Presence::Repeated, _) | (_, Presence::Repeated) => {
+                return Err(Rejection::HeaderMalformed)
+            }
+            (Presence::Absent, Presence::Absent) => return Ok(None),
+            (Presence::Once(p), Presence::Once(s)) => (p, s),
             _ => return Err(Rejection::SigHeaderMismatch),
         };
-        if passports.next().is_some() || signatures.next().is_some() {
-            return Err(Rejection::HeaderMalformed);
-        }
         let passport = passport.to_str().map_err(|_| Rejection::HeaderMalformed)?;
         let signature = signature.to_str().map_err(|_| Rejection::HeaderMalformed)?;
         PassportHeaders::decode(passport, signature).map(Some)
     }
 }
 
-/// Whether any passport header is present (cheap; no decoding).
+/// How often a passport header was sent.
+enum Presence<'a> {
+    /// Not sent, or sent once with an empty value.
+    Absent,
+    /// Sent once, with a value.
+    Once(&'a HeaderValue),
+    /// Sent more than once (whatever the values).
+    Repeated,
+}
+
+fn presence<'a>(headers: &'a HeaderMap, name: &str) -> Presence<'a> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Presence::Absent,
+        (Some(v), None) if v.is_empty() => Presence::Absent,
+        (Some(v), None) => Presence::Once(v),
+        (Some(_), Some(_)) => Presence::Repeated,
+    }
+}
+
+/// Whether any passport header is present (cheap; no decoding). A header sent once with
+/// an empty value does not count, so two empty headers pass through like none.
 pub fn has_passport_headers(headers: &HeaderMap) -> bool {
-    headers.contains_key(PASSPORT_HEADER) || headers.contains_key(SIGNATURE_HEADER)
+    [PASSPORT_HEADER, SIGNATURE_HEADER]
+        .into_iter()
+        .any(|name| !matches!(presence(headers, name), Presence::Absent))
+}
+
+/// The request target the agent signs: the path plus `?query` when present, exactly as
+/// sent (`/` for a target without a path). The layer and the `verify` tool both use it.
+pub fn signed_target(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("/", |pq| pq.as_str())
+}
+
+/// Parses a request target given outside HTTP (a tool's argument) into the string
+/// [`signed_target`] would give for a request carrying it.
+///
+/// Refuses what no request line hands the layer unchanged: anything but origin-form
+/// (`/path?query`; the absolute form is reduced to its path on the wire, so its
+/// signature would cover other bytes) and a `#fragment` (never sent; `http` drops it).
+pub fn origin_form_target(target: &str) -> Option<&str> {
+    let uri: Uri = target.parse().ok()?;
+    if uri.scheme().is_some() || uri.authority().is_some() || !target.starts_with('/') {
+        return None;
+    }
+    (signed_target(&uri) == target).then_some(target)
+}
+
+/// The deepest nesting of arrays and objects a body may have: the reference's JSON
+/// decoder refuses more than 10,000 levels anywhere in the body.
+pub const MAX_BODY_DEPTH: usize = 10_000;
+
+/// Whether `body`'s arrays and objects nest deeper than [`MAX_BODY_DEPTH`]. Brackets
+/// inside strings do not count. One pass, no allocation; the JSON parser checks the rest.
+fn nests_too_deep(body: &[u8]) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_BODY_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// The `model` member of a JSON object body; other members are skipped unread.
@@ -100,10 +179,15 @@ impl<'de> Deserialize<'de> for ModelMember<'de> {
 /// The body's top-level `"model"`.
 ///
 /// Rejects (`envelope_malformed`): a body that is not one JSON object, a `model` that is
-/// missing, empty or not a string, and a `model` given twice (Go and Python keep the
+/// missing, empty or not a string, a `model` given twice (Go and Python keep the
 /// last of two, other parsers the first; refusing keeps the scope check and the upstream
-/// looking at the same model).
+/// looking at the same model), and a body nested deeper than [`MAX_BODY_DEPTH`] (the
+/// reference's limit; members other than `model` are skipped without recursion here, so
+/// the depth is counted separately).
 pub fn requested_model(body: &[u8]) -> Result<String, Rejection> {
+    if nests_too_deep(body) {
+        return Err(Rejection::EnvelopeMalformed);
+    }
     let parsed: ModelMember<'_> =
         serde_json::from_slice(body).map_err(|_| Rejection::EnvelopeMalformed)?;
     match parsed.0 {
@@ -152,11 +236,56 @@ mod tests {
     }
 
     #[test]
-    fn signature_must_be_64_bytes_of_strict_base64() {
+    fn empty_values_count_as_absent() {
+        let mut h = HeaderMap::new();
+        h.insert(PASSPORT_HEADER, HeaderValue::from_static(""));
+        h.insert(SIGNATURE_HEADER, HeaderValue::from_static(""));
+        assert!(!has_passport_headers(&h));
+        assert_eq!(PassportHeaders::from_headers(&h), Ok(None));
+        h.insert(SIGNATURE_HEADER, HeaderValue::from_static("e30="));
+        assert!(has_passport_headers(&h));
+        assert_eq!(
+            PassportHeaders::from_headers(&h),
+            Err(Rejection::SigHeaderMismatch)
+        );
+    }
+
+    #[test]
+    fn only_origin_form_targets_are_signable() {
+        assert_eq!(origin_form_target("/v1/x?a=1"), Some("/v1/x?a=1"));
+        assert_eq!(origin_form_target("/"), Some("/"));
+        for bad in ["http://h/v1/x", "/v1/x#frag", "/v1/x?a#b", "v1/x", "*", ""] {
+            assert_eq!(origin_form_target(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn bodies_may_nest_ten_thousand_levels_deep() {
+        let nested = |depth: usize| {
+            let mut b = br#"{"model":"m","x":"#.to_vec();
+            b.extend(std::iter::repeat_n(b'[', depth - 1));
+            b.extend(std::iter::repeat_n(b']', depth - 1));
+            b.push(b'}');
+            b
+        };
+        assert_eq!(requested_model(&nested(MAX_BODY_DEPTH)).unwrap(), "m");
+        assert_eq!(
+            requested_model(&nested(MAX_BODY_DEPTH + 1)),
+            Err(Rejection::EnvelopeMalformed)
+        );
+        let in_string = format!(
+            r#"{{"model":"m","x":"{}\""}}"#,
+            "[".repeat(MAX_BODY_DEPTH + 1)
+        );
+        assert_eq!(requested_model(in_string.as_bytes()).unwrap(), "m");
+    }
+
+    #[test]
+    fn the_signature_length_is_not_checked_with_the_headers() {
         let sig63 = crate::crypto::encode_base64(&[0u8; 63]);
         assert_eq!(
-            PassportHeaders::decode("e30=", &sig63),
-            Err(Rejection::HeaderMalformed)
+            PassportHeaders::decode("e30=", &sig63).map(|h| h.signature.len()),
+            Ok(63)
         );
         assert_eq!(
             PassportHeaders::decode("e30", &crate::crypto::encode_base64(&[0u8; 64])),
