@@ -29,6 +29,8 @@ fn status_of(code: &str) -> u16 {
             400
         }
         "body_too_large" => 413,
+        "passport_too_large" => 431,
+        "agent_id_too_long" | "model_too_long" => 400,
         "body_read_timeout" => 408,
         "ttl_too_long"
         | "envelope_not_yet_valid"
@@ -36,7 +38,10 @@ fn status_of(code: &str) -> u16 {
         | "allowed_models_empty"
         | "model_not_allowed"
         | "principal_mismatch" => 403,
-        "chain_query_failed" | "replay_store_unavailable" | "replay_store_full" => 503,
+        "chain_query_failed"
+        | "replay_store_unavailable"
+        | "replay_store_full"
+        | "body_budget_exhausted" => 503,
         _ => 401,
     }
 }
@@ -196,6 +201,7 @@ fn config() -> VectorConfig {
         mode: None,
         body_read_timeout_ms: None,
         replay_store: None,
+        body_budget_free: None,
     }
 }
 
@@ -1327,7 +1333,204 @@ pub fn generate() -> Vec<Vector> {
 
     parity(&k, &mut out);
     unexpressed_before(&k, &mut out);
+    hardening(&k, &mut out);
     out
+}
+
+/// `raw` (a JSON object) with `pad` spaces after its opening brace: another
+/// serialization of the same passport.
+fn padded(raw: &[u8], pad: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + pad);
+    out.push(b'{');
+    out.extend(std::iter::repeat_n(b' ', pad));
+    out.extend_from_slice(&raw[1..]);
+    out
+}
+
+/// Bounds on what an unauthenticated client sends, and the order of the body checks
+/// after the envelope checks (spec sections 2, 6, 6.2 and their section 11 rows).
+fn hardening(k: &Keys, out: &mut Vec<Vector>) {
+    let p_addr = Keys::address(&k.principal);
+    let agent_id = "urn:aps:agent:conformance-1";
+    let b = body(MODEL);
+    let valid = seal(envelope(k), &k.principal);
+
+    // Passport size: 16384 decoded bytes (the default max_passport_bytes) pass, one more
+    // does not, and the refusal comes before the envelope is parsed.
+    let at_limit = padded(&valid, 16_384 - valid.len());
+    out.push(vector(
+        "accept-passport-at-size-limit",
+        "a passport of exactly max_passport_bytes (16384, the default) decoded bytes is accepted; white space does not change its identity",
+        config(),
+        vec![step(
+            signed(k, &at_limit, URI, &b),
+            accepted(&at_limit, agent_id, &p_addr, MODEL, None, &b),
+        )],
+    ));
+    let over = padded(&valid, 30_000);
+    out.push(vector(
+        "passport-too-large",
+        "a passport header longer than the strict base64 of max_passport_bytes (16384) is refused with 431 before it is decoded or parsed",
+        config(),
+        vec![step(signed(k, &over, URI, &b), rejected("passport_too_large"))],
+    ));
+    let one_over = padded(&valid, 16_385 - valid.len());
+    out.push(vector(
+        "passport-one-byte-too-large",
+        "a passport that decodes to max_passport_bytes + 1 bytes is refused although its header is within the base64 length bound",
+        config(),
+        vec![step(
+            signed(k, &one_over, URI, &b),
+            rejected("passport_too_large"),
+        )],
+    ));
+
+    // agent_id and model: 256 bytes pass, 257 do not.
+    let long_id = |n: usize| {
+        let mut v = envelope(k);
+        v["agent_id"] = json!(format!("urn:aps:agent:{}", "x".repeat(n - 14)));
+        seal(v, &k.principal)
+    };
+    let id256 = long_id(256);
+    let id256_text = format!("urn:aps:agent:{}", "x".repeat(242));
+    out.push(vector(
+        "accept-agent-id-256-bytes",
+        "an agent_id of 256 bytes is accepted",
+        config(),
+        vec![step(
+            signed(k, &id256, URI, &b),
+            accepted(&id256, &id256_text, &p_addr, MODEL, None, &b),
+        )],
+    ));
+    out.push(vector(
+        "agent-id-too-long",
+        "an agent_id over 256 bytes is refused: it would reach events, logs and audit files",
+        config(),
+        vec![step(
+            signed(k, &long_id(257), URI, &b),
+            rejected("agent_id_too_long"),
+        )],
+    ));
+    let m256 = "m".repeat(256);
+    let b256 = body(&m256);
+    out.push(vector(
+        "accept-model-256-bytes",
+        "a model name of 256 bytes is accepted (the passport allows every model)",
+        config(),
+        vec![step(
+            signed(k, &valid, URI, &b256),
+            accepted(&valid, agent_id, &p_addr, &m256, None, &b256),
+        )],
+    ));
+    let b257 = body(&"m".repeat(257));
+    out.push(vector(
+        "model-too-long",
+        "a model name over 256 bytes is refused: it would reach events, logs and audit files",
+        config(),
+        vec![step(
+            signed(k, &valid, URI, &b257),
+            rejected("model_too_long"),
+        )],
+    ));
+
+    // The body checks come after the envelope checks and the principal signature.
+    let expired = seal(
+        {
+            let mut v = envelope(k);
+            v["issued_at"] = json!("2026-05-21T11:00:00Z");
+            v["scope"]["expires_at"] = json!("2026-05-21T11:30:00Z");
+            v
+        },
+        &k.principal,
+    );
+    out.push(vector(
+        "order-envelope-checks-before-the-body",
+        "an expired passport with a body that is not JSON is envelope_expired: the envelope is judged before the body is read (the reference reads the body first and answers envelope_malformed; spec section 11)",
+        config(),
+        vec![step(
+            signed(k, &expired, URI, b"not json"),
+            rejected("envelope_expired"),
+        )],
+    ));
+    let widened = {
+        let mut v: Value = serde_json::from_slice(&valid).expect("the fixture is JSON");
+        v["scope"]["allowed_models"] = json!([MODEL]);
+        serde_json::to_vec(&v).expect("a JSON value serializes")
+    };
+    let mut small = config();
+    small.max_body_size = Some(64);
+    out.push(vector(
+        "order-principal-signature-before-the-body-size",
+        "a passport whose principal signature fails, with a body over max_body_size (64 here), is principal_sig_invalid: a forged passport never makes the verifier read a body (spec section 11)",
+        small,
+        vec![step(
+            signed(k, &widened, URI, &b),
+            rejected("principal_sig_invalid"),
+        )],
+    ));
+    out.push(vector(
+        "order-body-before-the-agent-signature",
+        "a valid passport with a body without a model and a wrong agent signature is envelope_malformed: the body step comes before the agent signature, as in the reference",
+        config(),
+        vec![step(
+            with_headers(
+                &encode_base64(&valid),
+                &encode_base64(&[9u8; 64]),
+                br#"{"messages":[]}"#,
+            ),
+            rejected("envelope_malformed"),
+        )],
+    ));
+
+    // The body budget: with other requests holding all but 16 bytes of it, a body of
+    // more than 16 bytes is refused, a smaller one would fit.
+    let mut tight = config();
+    tight.body_budget_free = Some(16);
+    out.push(vector(
+        "body-budget-exhausted",
+        "when the bodies other requests hold leave 16 bytes of max_buffered_body_bytes, a valid request with a larger body gets 503 body_budget_exhausted",
+        tight,
+        vec![step(
+            signed(k, &valid, URI, &b),
+            rejected("body_budget_exhausted"),
+        )],
+    ));
+
+    // One passport, one identity: revocation names passport_id, so another
+    // serialization of a revoked passport is revoked too, and the cache holds one entry
+    // for both serializations.
+    let passport_id = hex::encode(Sha256::digest(jcs_of(&valid)));
+    let spaced = padded(&valid, 3);
+    out.push(vector(
+        "revoked-passport-any-serialization",
+        "a passport revoked by passport_id (SHA-256 of its JCS form) is refused in every serialization, here with white space added after the opening brace",
+        VectorConfig {
+            revoked: Some(crate::revocation::Revoked {
+                envelope_sha256: [passport_id].into_iter().collect(),
+                ..Default::default()
+            }),
+            ..config()
+        },
+        vec![
+            step(signed(k, &spaced, URI, &b), rejected("passport_revoked")),
+            step(signed(k, &valid, URI, &b), rejected("passport_revoked")),
+        ],
+    ));
+    out.push(vector(
+        "cache-serializations-share-one-identity",
+        "two serializations of one passport are both accepted, each reported with the SHA-256 of its own bytes",
+        config(),
+        vec![
+            step(
+                signed(k, &valid, URI, &b),
+                accepted(&valid, agent_id, &p_addr, MODEL, None, &b),
+            ),
+            step(
+                signed(k, &spaced, URI, &b),
+                accepted(&spaced, agent_id, &p_addr, MODEL, None, &b),
+            ),
+        ],
+    ));
 }
 
 /// A request whose headers are `passport` and `sig` as given (either may be empty).

@@ -63,6 +63,11 @@ pub struct VectorConfig {
     /// store with its default capacity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_store: Option<VectorReplayStore>,
+    /// Bytes left in the verifier's body budget (`max_buffered_body_bytes`) while the
+    /// vector runs, as if other requests held the rest; absent means the whole budget
+    /// is free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_budget_free: Option<u64>,
 }
 
 /// `config.mode`.

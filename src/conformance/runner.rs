@@ -241,13 +241,24 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
         let grants = GrantCache::new(source, settings);
         builder = builder.binding(Binding::new(header, grants));
     }
-    builder.build().map_err(|errors| {
+    let layer = builder.build().map_err(|errors| {
         errors
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ")
-    })
+    })?;
+    if let Some(free) = vector.config.body_budget_free {
+        // Other requests' bodies hold the rest of the budget for the layer's lifetime.
+        let budget = &layer.shared.body_budget;
+        let held = budget.available_permits().saturating_sub(free as usize);
+        let held = u32::try_from(held).map_err(|_| "config.body_budget_free is too small")?;
+        budget
+            .try_acquire_many(held)
+            .map_err(|e| format!("config.body_budget_free: {e}"))?
+            .forget();
+    }
+    Ok(layer)
 }
 
 fn build_request(step: &super::Step) -> Result<(Request<VectorBody>, Bytes), String> {
