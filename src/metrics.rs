@@ -40,6 +40,11 @@ pub struct Metrics {
     replay_store_failures: IntCounterVec,
     /// Requests refused as replays.
     pub replays_refused: IntCounter,
+    /// Connections the replay store made to a Redis that can silently forget records,
+    /// used because `replay.accept_forgetful_redis = true`.
+    pub replay_store_forgetful: IntCounter,
+    /// Revocation file lines (or Redis set members) that did not parse, at each load.
+    pub revocation_bad_lines: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -89,6 +94,14 @@ impl Metrics {
             replays_refused: counter(
                 "passport_gate_replays_refused_total",
                 "Requests refused because the same signed request was accepted before",
+            ),
+            replay_store_forgetful: counter(
+                "passport_gate_replay_store_forgetful_connections_total",
+                "Replay store connections to a Redis that can silently forget records, used because replay.accept_forgetful_redis = true",
+            ),
+            revocation_bad_lines: counter(
+                "passport_gate_revocation_bad_lines_total",
+                "Revocation entries that did not parse, counted at each load of the file or the Redis set",
             ),
             requests,
             passthrough,
@@ -157,6 +170,8 @@ impl Metrics {
             &m.attribution_emitted,
             &m.attribution_dropped,
             &m.attribution_failed,
+            &m.replay_store_forgetful,
+            &m.revocation_bad_lines,
         ] {
             registry.register(Box::new(c.clone()))?;
         }

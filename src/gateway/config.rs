@@ -80,6 +80,10 @@ pub struct ReplaySection {
     pub store: ReplayStoreKind,
     /// When Redis is unreachable: accept (true) or refuse with 503 (false, default).
     pub fail_open: bool,
+    /// Use a Redis that can silently forget records (an eviction policy other than
+    /// `noeviction`, no persistence, or `CONFIG` refused) instead of refusing to start;
+    /// logged as a warning and counted on every connection (false, default).
+    pub accept_forgetful_redis: bool,
 }
 
 /// `[revocation]`.
