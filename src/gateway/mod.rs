@@ -232,7 +232,9 @@ pub async fn run(
     }
     builder = builder.replay_fail_open(raw.replay.fail_open);
     if raw.revocation.file.is_some() || raw.revocation.redis {
-        let list = Arc::new(RevocationList::default());
+        let mut list = RevocationList::default();
+        list.count_bad_lines_on(metrics.revocation_bad_lines.clone());
+        let list = Arc::new(list);
         if let Some(path) = &raw.revocation.file {
             list.watch_file(
                 path.clone(),
