@@ -210,7 +210,8 @@ pub async fn run(
             ttl: Duration::from_secs(b.grant_ttl_seconds),
             negative_ttl: Duration::from_secs(b.no_grant_ttl_seconds),
             query_timeout: Duration::from_millis(b.query_timeout_ms),
-            ..GrantCacheSettings::default()
+            failure_ttl: Duration::from_millis(b.failure_ttl_ms),
+            max_bytes: b.grant_cache_max_bytes,
         };
         let header = http::HeaderName::try_from(b.requester_header.as_str())
             .map_err(|e| format!("binding.requester_header: {e}"))?;
