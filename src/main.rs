@@ -873,7 +873,7 @@ fn request(a: &RequestArgs) -> Result<u8, Failure> {
         for (name, value) in resp.headers() {
             eprintln!("{name}: {}", value.to_str().unwrap_or("<binary>"));
         }
-        eprintln!("");
+        eprintln!();
         let ok = resp.status().is_success();
         let mut body = resp.into_body();
         let mut out = std::io::stdout();

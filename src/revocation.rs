@@ -506,10 +506,7 @@ mod tests {
             let line = e.to_string();
             assert!(!line.contains('\n'), "{line:?}");
             assert_eq!(Entry::parse(&line).unwrap(), e, "{line:?}");
-            assert_eq!(
-                Revoked::parse(&format!("{line}\n")).unwrap().is_empty(),
-                false
-            );
+            assert!(!Revoked::parse(&format!("{line}\n")).unwrap().is_empty());
         }
     }
 }
