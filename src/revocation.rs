@@ -60,14 +60,19 @@ pub enum Entry {
     Passport(String),
 }
 
-/// Whether `value` must be written as a JSON string to survive a round trip: empty,
-/// starting with `"`, white space at either end, or any control character (which
-/// includes line breaks).
+/// Whether `value` must be written as a JSON string: empty, starting with `"`, white
+/// space at either end, white space followed by `#`, or any control character (which
+/// includes line breaks). The unquoted form refuses the same values, so that a file in
+/// the older format (trimmed values, `# comments` after an entry) never silently means
+/// a different value: such a line is reported instead.
 fn needs_quoting(value: &str) -> bool {
     value.is_empty()
         || value.starts_with('"')
         || value.starts_with(char::is_whitespace)
         || value.ends_with(char::is_whitespace)
+        || value
+            .char_indices()
+            .any(|(i, c)| c.is_whitespace() && value[i + c.len_utf8()..].starts_with('#'))
         || value
             .chars()
             .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
@@ -149,9 +154,9 @@ impl Entry {
             serde_json::from_str::<String>(raw)
                 .map_err(|e| format!("the quoted value is not a JSON string: {e}"))?
         } else {
-            if raw.chars().any(char::is_control) {
+            if needs_quoting(raw) {
                 return Err(
-                    "an unquoted value must not contain control characters (write it as a JSON string)"
+                    "this value must be written as a JSON string (it is empty, has white space at an end or before '#', or control characters)"
                         .into(),
                 );
             }
@@ -438,7 +443,7 @@ mod tests {
     #[test]
     fn comments_are_whole_lines_and_values_keep_hash_and_spaces() {
         let r = Revoked::parse(
-            "# leaked\nagent_id urn:aps:agent:bot#7\nagent_id  padded \n\nenvelope ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789\r\n",
+            "# leaked\nagent_id urn:aps:agent:bot#7\nagent_id \" padded \"\n\nenvelope ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789\r\n",
         )
         .unwrap();
         assert!(r.agent_ids.contains("urn:aps:agent:bot#7"));
@@ -459,11 +464,12 @@ mod tests {
 
     #[test]
     fn bad_lines_are_named_by_number() {
-        let (r, bad) =
-            Revoked::parse_lines("agent_id ok\nbogus x\nenvelope 1234\nagent_id tab\there\n");
+        let (r, bad) = Revoked::parse_lines(
+            "agent_id ok\nbogus x\nenvelope 1234\nagent_id tab\there\nagent_id x # old comment\nagent_id trailing \nagent_id  two spaces\n",
+        );
         assert!(r.agent_ids.contains("ok"));
         let lines: Vec<usize> = bad.iter().map(|b| b.line).collect();
-        assert_eq!(lines, vec![2, 3, 4]);
+        assert_eq!(lines, vec![2, 3, 4, 5, 6, 7]);
         assert!(Revoked::parse("agent_id ok\nbogus x\n")
             .unwrap_err()
             .starts_with("line 2:"));
@@ -495,6 +501,7 @@ mod tests {
         for e in [
             Entry::AgentId("urn:aps:agent:1".into()),
             Entry::AgentId("bot#7".into()),
+            Entry::AgentId("bot #7".into()),
             Entry::AgentId(" lead and trail ".into()),
             Entry::AgentId("line\nbreak\r\u{85}\u{2028}".into()),
             Entry::AgentId("\"starts with a quote".into()),

@@ -61,7 +61,8 @@ fn every_expressible_rejection_code_has_a_vector() {
         .collect();
     // Not expressible in the shared format: a failing chain (the static grant source
     // cannot fail), `mode = required`, a body that breaks off or stalls mid-stream, and a
-    // replay store that is down or full. The HTTP, fault and Redis tests cover those.
+    // replay store that is down or full, and a principal over its replay quota (vectors
+    // carry no quota setting). The HTTP, fault, Redis and adversarial tests cover those.
     let inexpressible = [
         Rejection::ChainQueryFailed,
         Rejection::PassportRequired,
@@ -69,6 +70,7 @@ fn every_expressible_rejection_code_has_a_vector() {
         Rejection::BodyReadTimeout,
         Rejection::ReplayStoreUnavailable,
         Rejection::ReplayStoreFull,
+        Rejection::ReplayQuotaExceeded,
     ];
     for r in Rejection::ALL {
         if !inexpressible.contains(&r) {
