@@ -444,6 +444,33 @@ mod tests {
         assert!(RedisConfig::from_url("redis://user:pw@x:1/0", t).is_err());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commands_to_a_stalled_server_each_end_within_the_timeout() {
+        let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = stall.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = stall.accept().await {
+                held.push(s);
+            }
+        });
+        let r = std::sync::Arc::new(Redis::new(RedisConfig {
+            address,
+            timeout: Duration::from_millis(300),
+        }));
+        let started = std::time::Instant::now();
+        let tasks: Vec<_> = (0..12)
+            .map(|_| {
+                let r = std::sync::Arc::clone(&r);
+                tokio::spawn(async move { r.set_nx_px("k", 1000).await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Err(RedisError::Unavailable(_))));
+        }
+        assert!(started.elapsed() < Duration::from_millis(1_000));
+    }
+
     #[tokio::test]
     async fn an_unreachable_server_is_an_error_not_a_hang() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
