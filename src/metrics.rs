@@ -278,6 +278,8 @@ mod tests {
             "passport_gate_chain_query_errors_total",
             "passport_gate_attribution_events_dropped_total",
             "passport_gate_attribution_queue_depth",
+            "passport_gate_replay_store_forgetful_connections_total",
+            "passport_gate_revocation_bad_lines_total",
         ] {
             assert!(text.contains(name), "{name} missing");
         }
