@@ -173,49 +173,48 @@ where
     {
         return Err(Rejection::PassportRevoked);
     }
-    let requester =
-        match &shared.binding {
-            None => None,
-            Some(binding) => {
-                let mut values = parts.headers.get_all(&binding.requester_header).iter();
-                let requester = match (values.next(), values.next()) {
-                    (Some(v), None) => v.to_str().map_err(|_| Rejection::PrincipalMismatch)?,
-                    _ => return Err(Rejection::PrincipalMismatch),
-                };
-                crate::grants::check_requester(agent.principal_address(), requester).map_err(|why| {
-                tracing::debug!(reason = %why, "requester header is not an account address");
-                Rejection::RequesterAddressInvalid
-            })?;
-                let started = Instant::now();
-                let lookup = binding
-                    .grants
-                    .is_authorized(
-                        agent.principal_address(),
-                        requester,
-                        &binding.msg_type_url,
-                        agent.verified_at(),
-                    )
-                    .await;
-                let (granted, how) = lookup.map_err(|e| {
-                    shared.metrics.chain_query_errors.inc();
-                    tracing::warn!(error = %e, "grant query failed");
-                    Rejection::ChainQueryFailed
-                })?;
-                if how.hit {
-                    shared.metrics.grant_cache_hits.inc();
-                } else {
-                    shared.metrics.grant_cache_misses.inc();
-                    shared
-                        .metrics
-                        .chain_query_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                }
-                if !granted {
-                    return Err(Rejection::PrincipalMismatch);
-                }
-                Some(requester.to_owned())
+    let requester = match &shared.binding {
+        None => None,
+        Some(binding) => {
+            let mut values = parts.headers.get_all(&binding.requester_header).iter();
+            let requester = match (values.next(), values.next()) {
+                (Some(v), None) => v.to_str().map_err(|_| Rejection::PrincipalMismatch)?,
+                _ => return Err(Rejection::PrincipalMismatch),
+            };
+            // Unsigned: it must be an account address before it keys a cache or a query.
+            if crate::grants::check_requester(agent.principal_address(), requester).is_err() {
+                return Err(Rejection::RequesterAddressInvalid);
             }
-        };
+            let started = Instant::now();
+            let lookup = binding
+                .grants
+                .is_authorized(
+                    agent.principal_address(),
+                    requester,
+                    &binding.msg_type_url,
+                    agent.verified_at(),
+                )
+                .await;
+            let (granted, how) = lookup.map_err(|e| {
+                shared.metrics.chain_query_errors.inc();
+                tracing::warn!(error = %e, "grant query failed");
+                Rejection::ChainQueryFailed
+            })?;
+            if how.hit {
+                shared.metrics.grant_cache_hits.inc();
+            } else {
+                shared.metrics.grant_cache_misses.inc();
+                shared
+                    .metrics
+                    .chain_query_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            if !granted {
+                return Err(Rejection::PrincipalMismatch);
+            }
+            Some(requester.to_owned())
+        }
+    };
     if let Some(guard) = &shared.replay {
         check_replay(
             shared,
