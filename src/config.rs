@@ -58,6 +58,10 @@ pub struct Config {
     pub replay_protection: bool,
     /// Live records the in-process replay store holds before refusing new requests.
     pub replay_cache_capacity: u64,
+    /// Live replay records one principal may hold (in either store); beyond it its
+    /// requests are refused with 429 `replay_quota_exceeded`, so one passport holder
+    /// cannot fill the store and refuse everyone else.
+    pub replay_records_per_principal: u64,
 }
 
 impl Default for Config {
@@ -78,6 +82,7 @@ impl Default for Config {
             mode: Mode::Optional,
             replay_protection: false,
             replay_cache_capacity: 1_000_000,
+            replay_records_per_principal: crate::replay::DEFAULT_RECORDS_PER_PRINCIPAL,
         }
     }
 }
@@ -201,6 +206,12 @@ impl Config {
             range(
                 "replay_cache_capacity",
                 self.replay_cache_capacity,
+                1,
+                100_000_000,
+            ),
+            range(
+                "replay_records_per_principal",
+                self.replay_records_per_principal,
                 1,
                 100_000_000,
             ),

@@ -28,6 +28,7 @@ pub mod problem;
 pub mod redis;
 pub mod replay;
 pub mod revocation;
+pub mod terminal;
 
 pub use layer::{Binding, PassportLayer};
 pub mod conformance;

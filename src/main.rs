@@ -6,6 +6,7 @@ use passport_gate::crypto::{decode_base64, AgentKey, AgentSecret, PrincipalKey, 
 use passport_gate::envelope::Envelope;
 use passport_gate::keyfile::{load_agent_secret, load_principal_secret, KeyFile};
 use passport_gate::mint::{attach_signature, sign_request, PassportSpec};
+use passport_gate::terminal::escape_controls;
 use passport_gate::time::{FixedClock, SystemClock, Timestamp};
 use passport_gate::verifier::{
     origin_form_target, PassportHeaders, PASSPORT_HEADER, SIGNATURE_HEADER,
@@ -78,18 +79,24 @@ enum AuditCommand {
 #[derive(Args)]
 #[group(id = "target", required = true, multiple = false)]
 struct RevokeTarget {
-    /// Revoke every passport naming this agent id.
+    /// Revoke every passport naming this agent id (1 to 256 bytes, any characters).
     #[arg(long)]
     agent_id: Option<String>,
-    /// Revoke every passport naming this agent key (base64).
+    /// Revoke every passport naming this agent key (strict standard base64).
     #[arg(long)]
     agent_pubkey: Option<String>,
-    /// Revoke every passport issued by this principal.
+    /// Revoke every passport issued by this principal (bech32 account address).
     #[arg(long)]
     principal: Option<String>,
-    /// Revoke one passport by the hex SHA-256 of its decoded header bytes.
+    /// Revoke one passport: its X-Agent-Passport value (the id is computed).
     #[arg(long)]
-    envelope: Option<String>,
+    passport: Option<String>,
+    /// Revoke one passport: a file holding its X-Agent-Passport value.
+    #[arg(long)]
+    passport_file: Option<PathBuf>,
+    /// Revoke one passport by its passport_id (64 hex digits: SHA-256 of its JCS form).
+    #[arg(long, alias = "envelope")]
+    passport_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -112,6 +119,9 @@ struct RevokeArgs {
     /// The Redis key prefix the gateways use (the set is <prefix>revoked).
     #[arg(long, default_value = "aps:")]
     key_prefix: String,
+    /// Bech32 prefix of the gateways' principal addresses.
+    #[arg(long, default_value = "gonka")]
+    prefix: String,
 }
 
 #[derive(Args)]
@@ -374,6 +384,37 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))
 }
 
+/// Prints one line (or several) to stdout for people; see [`print_out`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        print_out(&format!($($arg)*), true)
+    };
+}
+
+/// Writes `text` to stdout with every control and bidi character escaped on each line
+/// (agent ids, models and file contents must not drive the terminal). A closed stdout
+/// (`passport-gate inspect ... | head`) stops the output quietly: the command still
+/// finishes and exits with its own status, which for `verify` is the verdict.
+fn print_out(text: &str, newline: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let mut lines = text.split('\n').peekable();
+    let mut written = Ok(());
+    while let Some(line) = lines.next() {
+        let end = if lines.peek().is_some() || newline {
+            "\n"
+        } else {
+            ""
+        };
+        written = written.and_then(|()| write!(out, "{}{end}", escape_controls(line)));
+    }
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => eprintln!("passport-gate: cannot write to stdout: {e}"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -392,7 +433,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Failure(msg, code)) => {
-            eprintln!("passport-gate: {msg}");
+            eprintln!("passport-gate: {}", escape_controls(&msg));
             ExitCode::from(code)
         }
     }
@@ -434,7 +475,7 @@ fn keygen(a: &KeygenArgs) -> Result<u8, Failure> {
             }
             eprintln!("public key: {}", file.public_key);
         }
-        None => print!("{json}"),
+        None => print_out(&json, false),
     }
     Ok(0)
 }
@@ -484,7 +525,7 @@ fn mint(a: &MintArgs) -> Result<u8, Failure> {
         let json =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let header = attach_signature(&json, sig, &a.prefix).map_err(|e| e.to_string())?;
-        println!("{header}");
+        say!("{header}");
         return Ok(0);
     }
     let need =
@@ -554,7 +595,7 @@ fn mint(a: &MintArgs) -> Result<u8, Failure> {
             },
             "next": "save .envelope to a file, have the wallet signArbitrary(chain_id, signer, data), then run: passport-gate mint --attach-sig <signature> --envelope <file>"
         });
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
         );
@@ -562,7 +603,7 @@ fn mint(a: &MintArgs) -> Result<u8, Failure> {
     }
     let secret =
         principal_secret.ok_or("minting needs --principal-key (or use --unsigned)".to_string())?;
-    println!(
+    say!(
         "{}",
         spec.mint(&secret, a.max_ttl_seconds)
             .map_err(|e| e.to_string())?
@@ -576,10 +617,10 @@ fn sign(a: &SignArgs) -> Result<u8, Failure> {
     let sig = sign_request(&secret, &a.passport, &a.chain_id, &a.method, &a.uri, &body)
         .map_err(|e| e.to_string())?;
     if a.headers {
-        println!("X-Agent-Passport: {}", a.passport.trim());
-        println!("X-Agent-Sig: {sig}");
+        say!("X-Agent-Passport: {}", a.passport.trim());
+        say!("X-Agent-Sig: {sig}");
     } else {
-        println!("{sig}");
+        say!("{sig}");
     }
     Ok(0)
 }
@@ -603,13 +644,14 @@ fn inspect(a: &InspectArgs) -> Result<u8, Failure> {
     let pretty = serde_json::from_slice::<serde_json::Value>(&raw)
         .and_then(|v| serde_json::to_string_pretty(&v))
         .map_err(|e| format!("the passport is not JSON: {e}"))?;
-    println!("{pretty}");
+    say!("{pretty}");
     let e = Envelope::parse(&raw).map_err(|e| Failure(format!("malformed envelope: {e}"), 1))?;
     let derived = decode_base64(&e.principal_pubkey.public_key)
         .and_then(|b| PrincipalKey::from_compressed(&b))
         .map(|k| k.address(&a.prefix));
-    println!();
-    println!("envelope sha256:   {}", hex::encode(e.sha256()));
+    say!("");
+    say!("envelope sha256:   {}", hex::encode(e.sha256()));
+    say!("passport id:       {}", hex::encode(e.passport_id()));
     match derived {
         Some(Ok(addr)) => {
             let verdict = if addr == e.principal_address {
@@ -617,16 +659,16 @@ fn inspect(a: &InspectArgs) -> Result<u8, Failure> {
             } else {
                 "DOES NOT MATCH principal_address"
             };
-            println!("derived address:   {addr} ({verdict})");
+            say!("derived address:   {addr} ({verdict})");
         }
-        Some(Err(err)) => println!("derived address:   cannot derive: {err}"),
-        None => println!("derived address:   principal_pubkey is not a compressed secp256k1 key"),
+        Some(Err(err)) => say!("derived address:   cannot derive: {err}"),
+        None => say!("derived address:   principal_pubkey is not a compressed secp256k1 key"),
     }
-    println!("issued at:         {}", both_times(e.issued_at));
+    say!("issued at:         {}", both_times(e.issued_at));
     if let Some(nb) = e.scope.not_before {
-        println!("not before:        {}", both_times(nb));
+        say!("not before:        {}", both_times(nb));
     }
-    println!("expires at:        {}", both_times(e.scope.expires_at));
+    say!("expires at:        {}", both_times(e.scope.expires_at));
     let now = Timestamp::now();
     let state = if now > e.scope.expires_at {
         "expired"
@@ -635,8 +677,8 @@ fn inspect(a: &InspectArgs) -> Result<u8, Failure> {
     } else {
         "inside its validity window"
     };
-    println!("now:               {} ({state})", both_times(now));
-    println!("signatures:        not checked here; use `passport-gate verify`");
+    say!("now:               {} ({state})", both_times(now));
+    say!("signatures:        not checked here; use `passport-gate verify`");
     Ok(0)
 }
 
@@ -708,6 +750,7 @@ fn verify(a: &VerifyArgs) -> Result<u8, Failure> {
                 "allowed_models": agent.allowed_models(),
                 "expires_at": agent.expires_at().to_rfc3339(),
                 "envelope_sha256": hex::encode(agent.envelope_sha256()),
+                "passport_id": hex::encode(agent.passport_id()),
                 "request_body_sha256": hex::encode(agent.body_sha256()),
             }),
             0,
@@ -717,7 +760,7 @@ fn verify(a: &VerifyArgs) -> Result<u8, Failure> {
             1,
         ),
     };
-    println!("{json}");
+    say!("{json}");
     Ok(code)
 }
 
@@ -737,12 +780,12 @@ fn conformance(a: &ConformanceArgs) -> Result<u8, Failure> {
     }
     let report = run_paths(&a.paths);
     for (name, why) in &report.failed {
-        println!("FAIL {name}: {why}");
+        say!("FAIL {name}: {why}");
     }
     for (file, why) in &report.invalid {
-        println!("INVALID {}: {why}", file.display());
+        say!("INVALID {}: {why}", file.display());
     }
-    println!(
+    say!(
         "{} passed, {} failed",
         report.passed,
         report.failed.len() + report.invalid.len()
@@ -877,9 +920,12 @@ fn request(a: &RequestArgs) -> Result<u8, Failure> {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| Failure(format!("reading the response: {e}"), 1))?;
             if let Some(data) = frame.data_ref() {
-                out.write_all(data)
-                    .and_then(|()| out.flush())
-                    .map_err(|e| Failure(e.to_string(), 1))?;
+                match out.write_all(data).and_then(|()| out.flush()) {
+                    Ok(()) => {}
+                    // The reader went away (`| head`): stop quietly.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                    Err(e) => return Err(Failure(e.to_string(), 1)),
+                }
             }
         }
         Ok(if ok { 0 } else { 1 })
@@ -898,27 +944,27 @@ fn audit(a: &AuditCommand) -> Result<u8, Failure> {
         AuditCommand::Verify { files, head } => {
             let r = verify_files(files).map_err(|e| Failure(format!("cannot read: {e}"), 2))?;
             if r.starts_mid_chain {
-                println!("note: the first line continues an earlier file; give every file from the first to check the whole chain");
+                say!("note: the first line continues an earlier file; give every file from the first to check the whole chain");
             }
             if let Some(broken) = &r.broken {
-                println!("BROKEN at {broken}");
-                println!("{} line(s) verified before it", r.lines);
+                say!("BROKEN at {broken}");
+                say!("{} line(s) verified before it", r.lines);
                 return Ok(1);
             }
             if r.incomplete_tail {
-                println!("note: the last line is incomplete (an interrupted write); it is not part of the chain");
+                say!("note: the last line is incomplete (an interrupted write); it is not part of the chain");
             }
-            println!("ok: {} line(s) verified", r.lines);
-            println!("head hash: {}", r.head);
-            println!(
+            say!("ok: {} line(s) verified", r.lines);
+            say!("head hash: {}", r.head);
+            say!(
                 "lines removed from the end cannot be detected from the files alone: keep the head hash elsewhere and check it with --head"
             );
             if let Some(h) = head {
                 if !h.eq_ignore_ascii_case(&r.head) {
-                    println!("HEAD MISMATCH: expected {h}; lines were removed from the end or the files are not the ones that hash was taken from");
+                    say!("HEAD MISMATCH: expected {h}; lines were removed from the end or the files are not the ones that hash was taken from");
                     return Ok(1);
                 }
-                println!("head matches the expected hash");
+                say!("head matches the expected hash");
             }
             Ok(0)
         }
@@ -926,48 +972,76 @@ fn audit(a: &AuditCommand) -> Result<u8, Failure> {
             let events = read_events(files).map_err(|e| Failure(format!("cannot read: {e}"), 2))?;
             let rows = summarize(&events);
             if *json {
-                println!(
+                say!(
                     "{}",
                     serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
                 );
                 return Ok(0);
             }
-            println!(
+            say!(
                 "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}",
-                "day", "principal", "agent", "model", "calls"
+                "day",
+                "principal",
+                "agent",
+                "model",
+                "calls"
             );
             for r in &rows {
-                println!(
+                say!(
                     "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}",
-                    r.day, r.principal_address, r.agent_id, r.model, r.calls
+                    escape_controls(&r.day),
+                    escape_controls(&r.principal_address),
+                    escape_controls(&r.agent_id),
+                    escape_controls(&r.model),
+                    r.calls
                 );
             }
-            println!("{} call(s) in {} event file(s)", events.len(), files.len());
+            say!("{} call(s) in {} event file(s)", events.len(), files.len());
             Ok(0)
         }
     }
 }
 
+/// The passport_id (hex) of an X-Agent-Passport value.
+fn passport_id_of(header: &str) -> Result<String, String> {
+    let raw = decode_base64(header.trim())
+        .ok_or("the passport is not strict standard base64".to_string())?;
+    let e = Envelope::parse(&raw).map_err(|e| format!("malformed envelope: {e}"))?;
+    Ok(hex::encode(e.passport_id()))
+}
+
 fn revoke(a: &RevokeArgs) -> Result<u8, Failure> {
     use passport_gate::revocation::{append_to_file, Entry};
     let t = &a.target;
-    let line = match (&t.agent_id, &t.agent_pubkey, &t.principal, &t.envelope) {
-        (Some(v), _, _, _) => format!("agent_id {v}"),
-        (_, Some(v), _, _) => format!("agent_pubkey {v}"),
-        (_, _, Some(v), _) => format!("principal {v}"),
-        (_, _, _, Some(v)) => format!("envelope {v}"),
-        _ => {
-            return Err(
-                "give one of --agent-id, --agent-pubkey, --principal, --envelope"
-                    .to_string()
-                    .into(),
-            )
-        }
-    };
-    let entry = Entry::parse(&line)?;
+    let entry = if let Some(v) = &t.agent_id {
+        Entry::new("agent_id", v)
+    } else if let Some(v) = &t.agent_pubkey {
+        Entry::new("agent_pubkey", v)
+    } else if let Some(v) = &t.principal {
+        Entry::new("principal", v)
+    } else if let Some(v) = &t.passport {
+        Entry::new("passport", &passport_id_of(v)?)
+    } else if let Some(p) = &t.passport_file {
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        Entry::new("passport", &passport_id_of(&text)?)
+    } else if let Some(v) = &t.passport_id {
+        Entry::new("passport", v)
+    } else {
+        Err("give one of --agent-id, --agent-pubkey, --principal, --passport, --passport-file, --passport-id".into())
+    }
+    .map_err(|e| format!("refused, this entry could never match: {e}"))?;
+    if !entry.fits_prefix(&a.prefix) {
+        return Err(format!(
+            "refused, this entry could never match: the principal's prefix is not {:?} (see --prefix)",
+            a.prefix
+        )
+        .into());
+    }
+    let shown = escape_controls(&entry.to_string()).into_owned();
     if let Some(file) = &a.store.file {
         append_to_file(file, &entry)?;
-        eprintln!("added `{entry}` to {}", file.display());
+        eprintln!("added `{shown}` to {}", file.display());
     }
     if let Some(url) = &a.store.redis {
         let config =
@@ -976,7 +1050,7 @@ fn revoke(a: &RevokeArgs) -> Result<u8, Failure> {
         runtime()?
             .block_on(passport_gate::redis::Redis::new(config).sadd(&key, &entry.to_string()))
             .map_err(|e| Failure(e.to_string(), 1))?;
-        eprintln!("added `{entry}` to the Redis set {key}");
+        eprintln!("added `{shown}` to the Redis set {key}");
     }
     Ok(0)
 }

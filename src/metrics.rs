@@ -46,6 +46,11 @@ pub struct Metrics {
     replay_store_failures: IntCounterVec,
     /// Requests refused as replays.
     pub replays_refused: IntCounter,
+    /// Connections the replay store made to a Redis that can silently forget records,
+    /// used because `replay.accept_forgetful_redis = true`.
+    pub replay_store_forgetful: IntCounter,
+    /// Revocation file lines (or Redis set members) that did not parse, at each load.
+    pub revocation_bad_lines: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -95,6 +100,14 @@ impl Metrics {
             replays_refused: counter(
                 "passport_gate_replays_refused_total",
                 "Requests refused because the same signed request was accepted before",
+            ),
+            replay_store_forgetful: counter(
+                "passport_gate_replay_store_forgetful_connections_total",
+                "Replay store connections to a Redis that can silently forget records, used because replay.accept_forgetful_redis = true",
+            ),
+            revocation_bad_lines: counter(
+                "passport_gate_revocation_bad_lines_total",
+                "Revocation entries that did not parse, counted at each load of the file or the Redis set",
             ),
             requests,
             passthrough,
@@ -173,6 +186,8 @@ impl Metrics {
             &m.attribution_failed,
             &m.attribution_lost,
             &m.client_disconnects,
+            &m.replay_store_forgetful,
+            &m.revocation_bad_lines,
         ] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -279,6 +294,8 @@ mod tests {
             "passport_gate_chain_query_errors_total",
             "passport_gate_attribution_events_dropped_total",
             "passport_gate_attribution_queue_depth",
+            "passport_gate_replay_store_forgetful_connections_total",
+            "passport_gate_revocation_bad_lines_total",
         ] {
             assert!(text.contains(name), "{name} missing");
         }

@@ -439,6 +439,7 @@ async fn binding_through_a_chain_node_grants_refuses_and_fails_closed() {
     let settings = GrantCacheSettings {
         query_timeout: Duration::from_millis(300),
         negative_ttl: Duration::from_millis(1),
+        failure_ttl: Duration::from_millis(100),
         ..GrantCacheSettings::default()
     };
     let registry = prometheus::Registry::new();
@@ -499,8 +500,10 @@ async fn binding_through_a_chain_node_grants_refuses_and_fails_closed() {
         );
         assert_eq!(headers_out["retry-after"], "5");
         assert!(String::from_utf8_lossy(&body).contains("chain_query_failed"));
-        // Not cached: once the node recovers, the same layer accepts.
+        // Remembered as a failure only briefly: once the node recovers and the failure
+        // TTL has passed, the same layer accepts.
         node.mode.store(NODE_GRANTS, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(
             send(addr, "POST", uri, &headers, BODY.to_vec()).await.0,
             200,

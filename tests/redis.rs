@@ -60,6 +60,12 @@ fn redis_available() -> bool {
 
 impl RedisServer {
     fn start() -> RedisServer {
+        RedisServer::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// A server with `settings` (command-line `--name value` pairs) added; its files go
+    /// to a fresh temporary directory.
+    fn start_with(settings: &[&str]) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -71,11 +77,12 @@ impl RedisServer {
                 &port.to_string(),
                 "--bind",
                 "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
+                "--dir",
+                support::serve::workdir(&format!("redis-{port}"))
+                    .to_str()
+                    .unwrap(),
             ])
+            .args(settings)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -501,4 +508,225 @@ async fn an_audit_file_written_during_kill_9_verifies_up_to_its_last_complete_li
         verified > 0 && verified <= accepted,
         "{verified} of {accepted}: {text}"
     );
+}
+
+/// The gateway's TOML for a Redis replay store at `url`, plus `replay` keys.
+fn gateway_with_redis_replay(upstream: SocketAddr, url: &str, replay: &str) -> String {
+    support::serve::config(
+        upstream,
+        &format!(
+            "replay_protection = true\n[replay]\nstore = \"redis\"\n{replay}\n[redis]\nurl = \"{url}\"\ntimeout_ms = 500\n"
+        ),
+    )
+}
+
+/// Runs `serve` with `toml` until it exits (within 20 s); returns its exit code and
+/// stderr lines.
+fn serve_until_exit(name: &str, toml: &str) -> (Option<i32>, Vec<String>) {
+    let (mut child, lines, _dir) = support::serve::spawn(name, toml, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the gateway did not exit: {:?}",
+                lines.try_iter().collect::<Vec<_>>()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    (status.code(), lines.try_iter().collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_can_forget_records_is_refused_at_startup_unless_accepted() {
+    if !redis_available() {
+        return;
+    }
+    let up = support::serve::upstream().await;
+    for (settings, named) in [
+        (
+            vec!["--maxmemory-policy", "allkeys-lru"],
+            "maxmemory-policy is allkeys-lru",
+        ),
+        (
+            vec!["--maxmemory-policy", "volatile-ttl"],
+            "maxmemory-policy is volatile-ttl",
+        ),
+        (vec!["--save", "", "--appendonly", "no"], "no persistence"),
+    ] {
+        let redis = RedisServer::start_with(&settings);
+        let (code, lines) = serve_until_exit(
+            "forgetful",
+            &gateway_with_redis_replay(up.addr, &redis.url(), ""),
+        );
+        assert_ne!(code, Some(0));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(named) && l.contains("noeviction")),
+            "{named}: {lines:?}"
+        );
+    }
+    // Explicitly accepted: it serves, says so loudly and counts it.
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let gw = support::serve::start(
+        "forgetful-accepted",
+        &gateway_with_redis_replay(up.addr, &redis.url(), "accept_forgetful_redis = true"),
+    );
+    let f = support::live("urn:aps:agent:accepted");
+    let uri = "/v1/completions";
+    assert_eq!(
+        support::post(gw.listen, uri, &f.headers(uri, BODY), BODY)
+            .await
+            .0,
+        200
+    );
+    assert!(
+        gw.metric("passport_gate_replay_store_forgetful_connections_total")
+            .await
+            >= 1.0
+    );
+    // The warning comes before the listening line.
+    let (mut child, lines, _dir) = support::serve::spawn(
+        "forgetful-warned",
+        &gateway_with_redis_replay(up.addr, &redis.url(), "accept_forgetful_redis = true"),
+        &[],
+    );
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let done = line.contains("listening on");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("CAN SILENTLY FORGET") && l.contains("allkeys-lru")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_starts_evicting_is_refused_on_reconnect_even_when_failing_open() {
+    if !redis_available() {
+        return;
+    }
+    let up = support::serve::upstream().await;
+    let redis = RedisServer::start_with(&["--appendonly", "yes"]);
+    let gw = support::serve::start(
+        "evicting-later",
+        &gateway_with_redis_replay(up.addr, &redis.url(), "fail_open = true"),
+    );
+    let f = support::live("urn:aps:agent:reconnect");
+    let uri = "/v1/completions";
+    let body = |n: usize| format!(r#"{{"model":"m","prompt":"{n}"}}"#).into_bytes();
+    let b = body(0);
+    assert_eq!(
+        support::post(gw.listen, uri, &f.headers(uri, &b), &b)
+            .await
+            .0,
+        200
+    );
+
+    let admin = redis.client();
+    admin
+        .command(&[b"CONFIG", b"SET", b"maxmemory-policy", b"allkeys-lru"])
+        .await
+        .unwrap();
+    admin
+        .command(&[b"CLIENT", b"KILL", b"TYPE", b"normal"])
+        .await
+        .unwrap();
+    // The next connection reads the new policy and is refused, fail-open or not.
+    let mut refused = None;
+    for n in 1..=5 {
+        let b = body(n);
+        let (status, text) = support::post(gw.listen, uri, &f.headers(uri, &b), &b).await;
+        if status == 503 {
+            refused = Some(code(&text));
+            break;
+        }
+    }
+    assert_eq!(refused.as_deref(), Some("replay_store_unavailable"));
+    let b = body(9);
+    assert_eq!(
+        support::post(gw.listen, uri, &f.headers(uri, &b), &b)
+            .await
+            .0,
+        503
+    );
+    assert!(gw
+        .drain_lines()
+        .iter()
+        .any(|l| l.contains("maxmemory-policy is allkeys-lru")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_redis_one_request_is_accepted_once_and_each_principal_has_a_quota() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let replica = || {
+        PassportLayer::builder(replaying())
+            .clock(clock())
+            .replay_store(Arc::new(
+                RedisReplayStore::new(redis.client(), "q:").records_per_principal(2),
+            ))
+            .build()
+            .unwrap()
+    };
+    let a = serve(replica()).await;
+    let b = serve(replica()).await;
+    let f = support::fixture("urn:aps:agent:quota", None, None);
+    // Two replicas, one request at once: exactly one acceptance.
+    let headers = f.headers(URI, BODY);
+    let (ra, rb) = tokio::join!(send(a, &headers, BODY), send(b, &headers, BODY));
+    let mut statuses = [ra.0, rb.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 401]);
+    let other = br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"2"}]}"#;
+    assert_eq!(send(b, &f.headers(URI, other), other).await.0, 200);
+    let third = br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"3"}]}"#;
+    let (status, text) = send(a, &f.headers(URI, third), third).await;
+    assert_eq!(
+        (status, code(&text).as_str()),
+        (429, "replay_quota_exceeded")
+    );
+    // The quota is per principal: the holder of another principal key is served.
+    let principal = passport_gate::crypto::PrincipalSecret::from_bytes(&[0x71; 32]).unwrap();
+    let agent = passport_gate::crypto::AgentSecret::from_bytes(&[0x62; 32]);
+    let t = Timestamp::parse("2026-05-21T11:59:00Z").unwrap();
+    let passport = passport_gate::mint::PassportSpec {
+        chain_id: "gonka-mainnet".into(),
+        agent_id: "urn:aps:agent:quota".into(),
+        agent_key: agent.public_key(),
+        principal_key: principal.public_key(),
+        address_prefix: "gonka".into(),
+        issued_at: t,
+        expires_at: t.plus_seconds(1800),
+        not_before: None,
+        allowed_models: None,
+        beneficiary: None,
+    }
+    .mint(&principal, 3600)
+    .unwrap();
+    let sig =
+        passport_gate::mint::sign_request(&agent, &passport, "gonka-mainnet", "POST", URI, third)
+            .unwrap();
+    let headers = vec![
+        ("x-agent-passport".to_owned(), passport),
+        ("x-agent-sig".to_owned(), sig),
+    ];
+    assert_eq!(send(a, &headers, third).await.0, 200);
 }

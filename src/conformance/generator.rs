@@ -38,6 +38,7 @@ fn status_of(code: &str) -> u16 {
         | "allowed_models_empty"
         | "model_not_allowed"
         | "principal_mismatch" => 403,
+        "replay_quota_exceeded" => 429,
         "chain_query_failed"
         | "replay_store_unavailable"
         | "replay_store_full"
@@ -202,6 +203,7 @@ fn config() -> VectorConfig {
         body_read_timeout_ms: None,
         replay_store: None,
         body_budget_free: None,
+        replay_records_per_principal: None,
     }
 }
 
@@ -1516,6 +1518,39 @@ fn hardening(k: &Keys, out: &mut Vec<Vector>) {
             step(signed(k, &valid, URI, &b), rejected("passport_revoked")),
         ],
     ));
+    // One principal cannot fill the replay store: with a quota of one live record, its
+    // second new request is refused while another principal's is accepted.
+    {
+        let mut c = config();
+        c.replay_protection = Some(true);
+        c.replay_records_per_principal = Some(1);
+        let other_addr = Keys::address(&k.other_principal);
+        let mut v = envelope(k);
+        v["principal_address"] = json!(other_addr);
+        v["principal_pubkey"]["public_key"] = json!(k.other_principal.public_key().to_base64());
+        let theirs = seal(v, &k.other_principal);
+        let other_body = body("llama-3.1-8b");
+        out.push(vector(
+            "replay-quota-exceeded",
+            "with replay_records_per_principal = 1, a principal's second new request while its first record lives is 429 replay_quota_exceeded; another principal is still served, and an exact replay is still request_replayed",
+            c,
+            vec![
+                step(
+                    signed(k, &valid, URI, &b),
+                    accepted(&valid, agent_id, &p_addr, MODEL, None, &b),
+                ),
+                step(
+                    signed(k, &valid, URI, &other_body),
+                    rejected("replay_quota_exceeded"),
+                ),
+                step(signed(k, &valid, URI, &b), rejected("request_replayed")),
+                step(
+                    signed(k, &theirs, URI, &b),
+                    accepted(&theirs, agent_id, &other_addr, MODEL, None, &b),
+                ),
+            ],
+        ));
+    }
     out.push(vector(
         "cache-serializations-share-one-identity",
         "two serializations of one passport are both accepted, each reported with the SHA-256 of its own bytes",

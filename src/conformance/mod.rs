@@ -68,6 +68,11 @@ pub struct VectorConfig {
     /// is free.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_budget_free: Option<u64>,
+    /// Live replay records one principal may hold (section 8's
+    /// `replay_records_per_principal`), with `replay_protection: true`; absent means
+    /// the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_records_per_principal: Option<u64>,
 }
 
 /// `config.mode`.

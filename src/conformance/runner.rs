@@ -11,7 +11,7 @@ use crate::grants::{
     GrantCache, GrantCacheSettings, GrantFuture, GrantQueryError, GrantSource, StaticGrants,
 };
 use crate::layer::{Binding, PassportBody, PassportLayer};
-use crate::replay::{ReplayError, ReplayFuture, ReplayStore};
+use crate::replay::{ReplayError, ReplayFuture, ReplayRecord, ReplayStore};
 use crate::time::{FixedClock, Timestamp};
 use crate::verifier::VerifiedAgent;
 use bytes::Bytes;
@@ -102,12 +102,7 @@ impl GrantSource for FailingGrants {
 struct UnavailableReplayStore;
 
 impl ReplayStore for UnavailableReplayStore {
-    fn check_and_record<'a>(
-        &'a self,
-        _: &'a [u8; 32],
-        _: Timestamp,
-        _: Timestamp,
-    ) -> ReplayFuture<'a> {
+    fn check_and_record<'a>(&'a self, _: ReplayRecord<'a>) -> ReplayFuture<'a> {
         Box::pin(std::future::ready(Err(ReplayError::Unavailable(
             "the vector's replay store is unavailable".into(),
         ))))
@@ -208,8 +203,15 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
             Some(VectorReplayStore::Bounded(b)) => b.capacity,
             _ => defaults.replay_cache_capacity,
         },
+        replay_records_per_principal: vector
+            .config
+            .replay_records_per_principal
+            .unwrap_or(defaults.replay_records_per_principal),
         ..defaults
     };
+    if vector.config.replay_records_per_principal.is_some() && !config.replay_protection {
+        return Err("config.replay_records_per_principal needs replay_protection: true".into());
+    }
     if vector.config.replay_store.is_some() && !config.replay_protection {
         return Err("config.replay_store needs replay_protection: true".into());
     }

@@ -43,17 +43,63 @@ pub fn derive_address(prefix: &str, compressed_key: &[u8; 33]) -> Result<String,
         .map_err(|e| AddressError(format!("cannot encode address: {e}")))
 }
 
-/// Whether `address` is a canonical account address with this prefix: lowercase, a
-/// bech32 (not bech32m) checksum, and a 20-byte payload. Mixed or upper case, and the
-/// bech32m checksum, are refused so that one account has exactly one spelling.
-pub fn is_canonical_address(prefix: &str, address: &str) -> bool {
-    if address.bytes().any(|b| b.is_ascii_uppercase()) {
-        return false;
+/// The longest bech32 string (BIP-173); anything longer is refused before decoding.
+pub const MAX_ADDRESS_LEN: usize = 90;
+
+/// Why a string is not a canonical account address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressProblem {
+    /// Longer than [`MAX_ADDRESS_LEN`] characters.
+    TooLong,
+    /// Contains an uppercase letter.
+    NotLowercase,
+    /// Not bech32 with a valid bech32 (not bech32m) checksum.
+    NotBech32,
+    /// Another human-readable prefix than the configured one.
+    WrongPrefix,
+    /// The payload is not 20 bytes.
+    NotAnAccount,
+}
+
+impl fmt::Display for AddressProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AddressProblem::TooLong => "longer than 90 characters",
+            AddressProblem::NotLowercase => "not lowercase",
+            AddressProblem::NotBech32 => {
+                "not bech32 with a valid checksum (bech32m is not an account address)"
+            }
+            AddressProblem::WrongPrefix => "another prefix than this chain's",
+            AddressProblem::NotAnAccount => "the payload is not a 20-byte account hash",
+        })
     }
-    let Ok(parsed) = CheckedHrpstring::new::<Bech32>(address) else {
-        return false;
-    };
-    parsed.hrp().as_str() == prefix && parsed.byte_iter().len() == 20
+}
+
+/// Checks that `address` is a canonical account address with this prefix: at most 90
+/// characters, lowercase, a bech32 (not bech32m) checksum, and a 20-byte payload.
+/// Mixed or upper case, and the bech32m checksum, are refused so that one account has
+/// exactly one spelling.
+pub fn check_address(prefix: &str, address: &str) -> Result<(), AddressProblem> {
+    if address.len() > MAX_ADDRESS_LEN {
+        return Err(AddressProblem::TooLong);
+    }
+    if address.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(AddressProblem::NotLowercase);
+    }
+    let parsed = CheckedHrpstring::new::<Bech32>(address).map_err(|_| AddressProblem::NotBech32)?;
+    if parsed.hrp().as_str() != prefix {
+        return Err(AddressProblem::WrongPrefix);
+    }
+    if parsed.byte_iter().len() != 20 {
+        return Err(AddressProblem::NotAnAccount);
+    }
+    Ok(())
+}
+
+/// Whether `address` is a canonical account address with this prefix (see
+/// [`check_address`]).
+pub fn is_canonical_address(prefix: &str, address: &str) -> bool {
+    check_address(prefix, address).is_ok()
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@ mod address;
 mod agent;
 mod principal;
 
-pub use address::{derive_address, is_canonical_address, AddressError, DEFAULT_ADDRESS_PREFIX};
+pub use address::{
+    check_address, derive_address, is_canonical_address, AddressError, AddressProblem,
+    DEFAULT_ADDRESS_PREFIX, MAX_ADDRESS_LEN,
+};
 pub use agent::{agent_signing_payload, write_agent_signing_payload, AgentKey, AgentSecret};
 pub use principal::{adr036_sign_bytes, PrincipalKey, PrincipalSecret};
 

@@ -80,6 +80,10 @@ pub struct ReplaySection {
     pub store: ReplayStoreKind,
     /// When Redis is unreachable: accept (true) or refuse with 503 (false, default).
     pub fail_open: bool,
+    /// Use a Redis that can silently forget records (an eviction policy other than
+    /// `noeviction`, no persistence, or `CONFIG` refused) instead of refusing to start;
+    /// logged as a warning and counted on every connection (false, default).
+    pub accept_forgetful_redis: bool,
 }
 
 /// `[revocation]`.
@@ -190,6 +194,10 @@ pub struct BindingSection {
     pub no_grant_ttl_seconds: u64,
     /// The longest a grant query may take.
     pub query_timeout_ms: u64,
+    /// How long a failed grant query is remembered as a failure (503, no new query).
+    pub failure_ttl_ms: u64,
+    /// The most bytes the grant cache holds, keys included.
+    pub grant_cache_max_bytes: u64,
 }
 
 impl Default for BindingSection {
@@ -201,6 +209,8 @@ impl Default for BindingSection {
             grant_ttl_seconds: 120,
             no_grant_ttl_seconds: 10,
             query_timeout_ms: 15_000,
+            failure_ttl_ms: 1_000,
+            grant_cache_max_bytes: 16 << 20,
         }
     }
 }
@@ -438,6 +448,8 @@ impl GatewayConfig {
                 ("grant_ttl_seconds", b.grant_ttl_seconds, 86_400),
                 ("no_grant_ttl_seconds", b.no_grant_ttl_seconds, 86_400),
                 ("query_timeout_ms", b.query_timeout_ms, 120_000),
+                ("failure_ttl_ms", b.failure_ttl_ms, 60_000),
+                ("grant_cache_max_bytes", b.grant_cache_max_bytes, 1 << 34),
             ] {
                 if v == 0 || v > hi {
                     errors.push(format!(

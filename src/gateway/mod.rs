@@ -14,7 +14,7 @@ use crate::attribution::{
 use crate::grants::{GrantCache, GrantCacheSettings, GrantSource, LcdGrantSource, StaticGrants};
 use crate::layer::{Binding, PassportBody, PassportLayer, PassportService};
 use crate::metrics::Metrics;
-use crate::redis::{Redis, RedisConfig};
+use crate::redis::{Durability, Redis, RedisConfig, RedisError};
 use crate::replay::RedisReplayStore;
 use crate::revocation::RevocationList;
 use config::{Route, Unguarded};
@@ -130,6 +130,33 @@ fn sinks(
     Ok(sinks)
 }
 
+/// The replay store's own Redis client: every connection it opens first checks that the
+/// server cannot silently forget records. A forgetful server refuses startup (unless
+/// `accept_forgetful_redis`); an unreachable one is reported and the store fails closed
+/// until it answers, checked again on every reconnect.
+async fn replay_redis(
+    config: &RedisConfig,
+    accept_forgetful: bool,
+    metrics: &Metrics,
+) -> Result<Arc<Redis>, String> {
+    let durability = if accept_forgetful {
+        Durability::AcceptForgetful {
+            counter: Some(metrics.replay_store_forgetful.clone()),
+        }
+    } else {
+        Durability::Required
+    };
+    let redis = Arc::new(Redis::new(config.clone()).with_durability(durability));
+    match redis.check().await {
+        Ok(()) => Ok(redis),
+        Err(RedisError::Forgetful(e)) => Err(format!("replay.store: {e}")),
+        Err(e) => {
+            tracing::warn!(error = %e, "replay store: Redis not reachable at startup; requests are refused until it is");
+            Ok(redis)
+        }
+    }
+}
+
 /// Runs the gateway until `shutdown` completes, then stops accepting, lets in-flight
 /// requests finish within the grace period, drains the attribution queue and reports.
 /// `on_bound` is called once both listeners are bound.
@@ -183,7 +210,8 @@ pub async fn run(
             ttl: Duration::from_secs(b.grant_ttl_seconds),
             negative_ttl: Duration::from_secs(b.no_grant_ttl_seconds),
             query_timeout: Duration::from_millis(b.query_timeout_ms),
-            ..GrantCacheSettings::default()
+            failure_ttl: Duration::from_millis(b.failure_ttl_ms),
+            max_bytes: b.grant_cache_max_bytes,
         };
         let header = http::HeaderName::try_from(b.requester_header.as_str())
             .map_err(|e| format!("binding.requester_header: {e}"))?;
@@ -192,12 +220,22 @@ pub async fn run(
     if let Some(q) = &queue {
         builder = builder.attribution(q.sender());
     }
-    if let (config::ReplayStoreKind::Redis, Some(r)) = (raw.replay.store, &redis) {
-        builder = builder.replay_store(Arc::new(RedisReplayStore::new(Arc::clone(r), &key_prefix)));
+    if let (config::ReplayStoreKind::Redis, Some(c), true) = (
+        raw.replay.store,
+        &redis_config,
+        raw.agent_envelope.replay_protection,
+    ) {
+        let store = replay_redis(c, raw.replay.accept_forgetful_redis, &metrics).await?;
+        builder = builder.replay_store(Arc::new(
+            RedisReplayStore::new(store, &key_prefix)
+                .records_per_principal(raw.agent_envelope.replay_records_per_principal),
+        ));
     }
     builder = builder.replay_fail_open(raw.replay.fail_open);
     if raw.revocation.file.is_some() || raw.revocation.redis {
-        let list = Arc::new(RevocationList::default());
+        let mut list = RevocationList::default();
+        list.count_bad_lines_on(metrics.revocation_bad_lines.clone());
+        let list = Arc::new(list);
         if let Some(path) = &raw.revocation.file {
             list.watch_file(
                 path.clone(),

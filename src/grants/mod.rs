@@ -6,6 +6,7 @@ mod lcd;
 
 pub use lcd::LcdGrantSource;
 
+use crate::crypto::{check_address, AddressProblem};
 use crate::time::Timestamp;
 use moka::future::Cache;
 use moka::Expiry;
@@ -17,6 +18,16 @@ use std::time::{Duration, Instant};
 
 /// The message type a principal must have granted for inference.
 pub const START_INFERENCE_MSG: &str = "/inference.inference.MsgStartInference";
+
+/// Checks the requester value before anything is looked up or cached for it: it must be
+/// a canonical account address (at most 90 characters, lowercase bech32, not bech32m,
+/// 20-byte payload) with the principal's prefix, which the verifier already held to
+/// this chain's. The requester header is not signed, so without this an arbitrary value
+/// would size the cache keys and the chain queries.
+pub fn check_requester(principal: &str, requester: &str) -> Result<(), AddressProblem> {
+    let prefix = principal.rsplit_once('1').map_or("", |(hrp, _)| hrp);
+    check_address(prefix, requester)
+}
 
 /// One x/authz grant.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -108,7 +119,23 @@ enum Decision {
 #[derive(Clone, Debug)]
 struct Entry {
     decision: Decision,
+    /// A failed query, remembered briefly as a failure (never as "no grant") so that a
+    /// down or slow chain node is not asked again by every request.
+    failure: Option<GrantQueryError>,
     ttl: Duration,
+}
+
+/// The bytes a cached answer costs, roughly: its key strings, the entry and a fixed
+/// allowance for the cache's own bookkeeping.
+fn weight(key: &(String, String, String), entry: &Entry) -> u32 {
+    const OVERHEAD: usize = 160;
+    let bytes = key.0.len()
+        + key.1.len()
+        + key.2.len()
+        + std::mem::size_of::<Entry>()
+        + entry.failure.as_ref().map_or(0, |e| e.0.len())
+        + OVERHEAD;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 struct EntryTtl;
@@ -133,8 +160,11 @@ pub struct GrantCacheSettings {
     pub negative_ttl: Duration,
     /// The longest a query may take before it counts as failed.
     pub query_timeout: Duration,
-    /// How many (granter, grantee, message type) answers are kept.
-    pub capacity: u64,
+    /// How long a failed query is remembered as a failure (answered 503 without asking
+    /// the chain again).
+    pub failure_ttl: Duration,
+    /// The most bytes cached answers may take (keys included).
+    pub max_bytes: u64,
 }
 
 impl Default for GrantCacheSettings {
@@ -143,7 +173,8 @@ impl Default for GrantCacheSettings {
             ttl: Duration::from_secs(120),
             negative_ttl: Duration::from_secs(10),
             query_timeout: Duration::from_secs(15),
-            capacity: 100_000,
+            failure_ttl: Duration::from_secs(1),
+            max_bytes: 16 << 20,
         }
     }
 }
@@ -156,7 +187,8 @@ pub struct GrantLookup {
 }
 
 /// Cached answers to "may `grantee` act for `granter`?". Concurrent misses for one key
-/// wait on a single query; failed queries are not cached.
+/// wait on a single query; a failed query is cached as a failure for `failure_ttl`.
+/// The cache is bounded in bytes, not entries, so long keys cannot inflate it.
 #[derive(Clone)]
 pub struct GrantCache {
     source: Arc<dyn GrantSource>,
@@ -178,7 +210,8 @@ impl GrantCache {
         GrantCache {
             source,
             cache: Cache::builder()
-                .max_capacity(settings.capacity)
+                .max_capacity(settings.max_bytes)
+                .weigher(weight)
                 .expire_after(EntryTtl)
                 .build(),
             settings,
@@ -206,12 +239,21 @@ impl GrantCache {
         let mut loaded = false;
         let entry = self
             .cache
-            .try_get_with(key, async {
+            .get_with(key, async {
                 loaded = true;
-                self.load(principal, requester, msg_type_url, now).await
+                match self.load(principal, requester, msg_type_url, now).await {
+                    Ok(entry) => entry,
+                    Err(e) => Entry {
+                        decision: Decision::NotGranted,
+                        failure: Some(e),
+                        ttl: self.settings.failure_ttl,
+                    },
+                }
             })
-            .await
-            .map_err(|e: Arc<GrantQueryError>| (*e).clone())?;
+            .await;
+        if let Some(e) = entry.failure {
+            return Err(e);
+        }
         let granted = match entry.decision {
             Decision::Granted { expiration } => grant_is_live(expiration, now),
             Decision::NotGranted => false,
@@ -262,6 +304,7 @@ impl GrantCache {
                     .unwrap_or(self.settings.ttl);
                 Entry {
                     decision: Decision::Granted { expiration },
+                    failure: None,
                     ttl: self
                         .settings
                         .ttl
@@ -271,6 +314,7 @@ impl GrantCache {
             }
             None => Entry {
                 decision: Decision::NotGranted,
+                failure: None,
                 ttl: self.settings.negative_ttl,
             },
         })
@@ -455,13 +499,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failures_and_timeouts_are_errors_and_not_cached() {
+    async fn failures_are_cached_briefly_as_failures_never_as_no_grant() {
         let src = counting(vec![grant(None)], true, Duration::ZERO);
-        let cache = GrantCache::new(src.clone(), GrantCacheSettings::default());
-        assert!(cache
-            .is_authorized("gonka1p", "gonka1r", START_INFERENCE_MSG, NOW)
-            .await
-            .is_err());
+        let settings = GrantCacheSettings {
+            failure_ttl: Duration::from_millis(200),
+            ..GrantCacheSettings::default()
+        };
+        let cache = GrantCache::new(src.clone(), settings);
+        for _ in 0..5 {
+            assert!(cache
+                .is_authorized("gonka1p", "gonka1r", START_INFERENCE_MSG, NOW)
+                .await
+                .is_err());
+        }
+        assert_eq!(src.calls.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(cache
             .is_authorized("gonka1p", "gonka1r", START_INFERENCE_MSG, NOW)
             .await
@@ -479,6 +531,29 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.0.contains("timed out"));
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded_in_bytes() {
+        let src = counting(vec![], false, Duration::ZERO);
+        let settings = GrantCacheSettings {
+            max_bytes: 64 * 1024,
+            ..GrantCacheSettings::default()
+        };
+        let cache = GrantCache::new(src, settings);
+        for i in 0..2_000 {
+            let requester = format!("gonka1{i:0>200}");
+            cache
+                .is_authorized("gonka1p", &requester, START_INFERENCE_MSG, NOW)
+                .await
+                .unwrap();
+        }
+        cache.cache.run_pending_tasks().await;
+        assert!(
+            cache.cache.weighted_size() <= 64 * 1024,
+            "{}",
+            cache.cache.weighted_size()
+        );
     }
 
     async fn futures_join_all<F: Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {

@@ -213,6 +213,7 @@ impl PassportLayerBuilder {
             store: self.replay_store.unwrap_or_else(|| {
                 Arc::new(MemoryReplayStore::new(
                     self.config.replay_cache_capacity as usize,
+                    self.config.replay_records_per_principal,
                 ))
             }),
             fail_open: self.replay_fail_open,

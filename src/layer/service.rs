@@ -288,6 +288,10 @@ where
                 (Some(v), None) => v.to_str().map_err(|_| Rejection::PrincipalMismatch)?,
                 _ => return Err(Rejection::PrincipalMismatch),
             };
+            // Unsigned: it must be an account address before it keys a cache or a query.
+            if crate::grants::check_requester(agent.principal_address(), requester).is_err() {
+                return Err(Rejection::RequesterAddressInvalid);
+            }
             let started = Instant::now();
             let lookup = binding
                 .grants
@@ -345,17 +349,28 @@ async fn check_replay(
     agent: &VerifiedAgent,
     now: crate::time::Timestamp,
 ) -> Result<(), Rejection> {
-    use crate::replay::{ReplayError, ReplayVerdict};
+    use crate::replay::{ReplayError, ReplayRecord, ReplayVerdict};
     use sha2::Digest;
     let key: [u8; 32] = sha2::Sha256::digest(signature).into();
-    let until = agent.expires_at().plus_seconds(guard.clock_skew_seconds);
-    match guard.store.check_and_record(&key, now, until).await {
+    let record = ReplayRecord {
+        key: &key,
+        principal: agent.principal_address(),
+        now,
+        until: agent.expires_at().plus_seconds(guard.clock_skew_seconds),
+    };
+    match guard.store.check_and_record(record).await {
         Ok(ReplayVerdict::Fresh) => Ok(()),
         Ok(ReplayVerdict::Replayed) => {
             shared.metrics.replays_refused.inc();
             Err(Rejection::RequestReplayed)
         }
         Err(ReplayError::Full) => Err(Rejection::ReplayStoreFull),
+        Err(ReplayError::QuotaExceeded) => Err(Rejection::ReplayQuotaExceeded),
+        Err(ReplayError::Untrusted(e)) => {
+            shared.metrics.replay_store_failure(false);
+            tracing::error!(error = %e, "replay store refused; refusing (fail-closed)");
+            Err(Rejection::ReplayStoreUnavailable)
+        }
         Err(ReplayError::Unavailable(e)) => {
             shared.metrics.replay_store_failure(guard.fail_open);
             if guard.fail_open {

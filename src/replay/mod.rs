@@ -6,7 +6,7 @@
 //! A record lives until the passport's `expires_at` plus the clock skew: after that the
 //! passport itself is refused, so the record is no longer needed.
 
-use crate::redis::Redis;
+use crate::redis::{Redis, RedisError, Reply};
 use crate::time::Timestamp;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -29,15 +29,25 @@ pub enum ReplayVerdict {
 pub enum ReplayError {
     /// The store could not be asked (Redis down, slow, or answering errors).
     Unavailable(String),
+    /// The store is one that can silently forget records (Redis with eviction, without
+    /// persistence, or not saying), and the operator did not accept that. Always
+    /// refused, whatever `fail_open` says: a forgetful store is not a slow one.
+    Untrusted(String),
     /// The in-process store holds `capacity` live records and refuses to forget any.
     Full,
+    /// This principal already holds its quota of live records.
+    QuotaExceeded,
 }
 
 impl fmt::Display for ReplayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReplayError::Unavailable(e) => write!(f, "replay store unavailable: {e}"),
+            ReplayError::Untrusted(e) => write!(f, "replay store refused: {e}"),
             ReplayError::Full => f.write_str("replay store full of live records"),
+            ReplayError::QuotaExceeded => {
+                f.write_str("the principal holds its quota of live replay records")
+            }
         }
     }
 }
@@ -46,30 +56,48 @@ impl fmt::Display for ReplayError {
 pub type ReplayFuture<'a> =
     Pin<Box<dyn Future<Output = Result<ReplayVerdict, ReplayError>> + Send + 'a>>;
 
-/// Remembers request keys until a deadline. `check_and_record` must be atomic: two
-/// concurrent calls with one key yield exactly one `Fresh`.
+/// The live records one principal may hold by default
+/// (`agent_envelope.replay_records_per_principal`).
+pub const DEFAULT_RECORDS_PER_PRINCIPAL: u64 = 10_000;
+
+/// One request to remember.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayRecord<'a> {
+    /// SHA-256 of the agent signature: the request's identity.
+    pub key: &'a [u8; 32],
+    /// The passport's principal address (canonical), whose quota the record counts on.
+    pub principal: &'a str,
+    /// The verification instant.
+    pub now: Timestamp,
+    /// When the record may be forgotten (the passport's expiry plus the skew).
+    pub until: Timestamp,
+}
+
+/// Remembers request keys until a deadline, at most a quota of live records per
+/// principal. `check_and_record` must be atomic: two concurrent calls with one key
+/// yield exactly one `Fresh`.
 pub trait ReplayStore: Send + Sync + 'static {
-    /// Records `key` until `until` unless a live record exists.
-    fn check_and_record<'a>(
-        &'a self,
-        key: &'a [u8; 32],
-        now: Timestamp,
-        until: Timestamp,
-    ) -> ReplayFuture<'a>;
+    /// Records `record.key` until `record.until` unless a live record exists; refuses
+    /// with `QuotaExceeded` when the principal already holds its quota.
+    fn check_and_record<'a>(&'a self, record: ReplayRecord<'a>) -> ReplayFuture<'a>;
 }
 
 struct Records {
-    live: HashMap<[u8; 32], Timestamp>,
+    live: HashMap<[u8; 32], (Timestamp, Arc<str>)>,
     by_expiry: BinaryHeap<Reverse<(Timestamp, [u8; 32])>>,
+    per_principal: HashMap<Arc<str>, u64>,
 }
 
-/// An in-process store with a fixed capacity.
+/// An in-process store with a fixed capacity and a per-principal quota.
 ///
 /// The rule when full: expired records are purged first; if every record is still
 /// live, the new request is refused with `replay_store_full` (503). A live record is
-/// never evicted, because forgetting it would let that request be replayed.
+/// never evicted, because forgetting it would let that request be replayed. The quota
+/// keeps one passport holder from filling the store for everyone else: its requests
+/// beyond the quota are refused with `replay_quota_exceeded` (429), others go on.
 pub struct MemoryReplayStore {
     capacity: usize,
+    per_principal: u64,
     records: Mutex<Records>,
 }
 
@@ -77,18 +105,22 @@ impl fmt::Debug for MemoryReplayStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryReplayStore")
             .field("capacity", &self.capacity)
+            .field("per_principal", &self.per_principal)
             .finish_non_exhaustive()
     }
 }
 
 impl MemoryReplayStore {
-    /// A store holding at most `capacity` live records.
-    pub fn new(capacity: usize) -> MemoryReplayStore {
+    /// A store holding at most `capacity` live records, at most `per_principal` of
+    /// them for one principal.
+    pub fn new(capacity: usize, per_principal: u64) -> MemoryReplayStore {
         MemoryReplayStore {
             capacity,
+            per_principal,
             records: Mutex::new(Records {
                 live: HashMap::new(),
                 by_expiry: BinaryHeap::new(),
+                per_principal: HashMap::new(),
             }),
         }
     }
@@ -109,25 +141,29 @@ impl MemoryReplayStore {
         self.len(now) == 0
     }
 
-    fn decide(
-        &self,
-        key: &[u8; 32],
-        now: Timestamp,
-        until: Timestamp,
-    ) -> Result<ReplayVerdict, ReplayError> {
+    fn decide(&self, record: &ReplayRecord<'_>) -> Result<ReplayVerdict, ReplayError> {
         let mut r = self
             .records
             .lock()
             .map_err(|_| ReplayError::Unavailable("replay store lock poisoned".into()))?;
-        purge(&mut r, now);
-        if r.live.get(key).is_some_and(|t| *t > now) {
+        purge(&mut r, record.now);
+        if r.live.contains_key(record.key) {
             return Ok(ReplayVerdict::Replayed);
+        }
+        let held = r.per_principal.get(record.principal).copied().unwrap_or(0);
+        if held >= self.per_principal {
+            return Err(ReplayError::QuotaExceeded);
         }
         if r.live.len() >= self.capacity {
             return Err(ReplayError::Full);
         }
-        r.live.insert(*key, until);
-        r.by_expiry.push(Reverse((until, *key)));
+        let principal: Arc<str> = match r.per_principal.get_key_value(record.principal) {
+            Some((k, _)) => Arc::clone(k),
+            None => Arc::from(record.principal),
+        };
+        *r.per_principal.entry(Arc::clone(&principal)).or_insert(0) += 1;
+        r.live.insert(*record.key, (record.until, principal));
+        r.by_expiry.push(Reverse((record.until, *record.key)));
         Ok(ReplayVerdict::Fresh)
     }
 }
@@ -138,55 +174,108 @@ fn purge(r: &mut Records, now: Timestamp) {
             break;
         }
         r.by_expiry.pop();
-        if r.live.get(&key) == Some(&t) {
-            r.live.remove(&key);
+        if r.live.get(&key).is_some_and(|(until, _)| *until == t) {
+            if let Some((_, principal)) = r.live.remove(&key) {
+                if let Some(n) = r.per_principal.get_mut(&principal) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        r.per_principal.remove(&principal);
+                    }
+                }
+            }
         }
     }
 }
 
 impl ReplayStore for MemoryReplayStore {
-    fn check_and_record<'a>(
-        &'a self,
-        key: &'a [u8; 32],
-        now: Timestamp,
-        until: Timestamp,
-    ) -> ReplayFuture<'a> {
-        Box::pin(std::future::ready(self.decide(key, now, until)))
+    fn check_and_record<'a>(&'a self, record: ReplayRecord<'a>) -> ReplayFuture<'a> {
+        Box::pin(std::future::ready(self.decide(&record)))
     }
 }
 
-/// A store shared by every replica: `SET <prefix>replay:<hex key> 1 NX PX <ttl>`.
+/// Check, count and record in one step on the server, so that two replicas seeing one
+/// request at once still give exactly one acceptance, and the quota cannot be raced.
+/// KEYS: the record, the principal's sorted set of live records (scored by deadline).
+/// ARGV: now (ms), deadline (ms), TTL (ms), quota, the member.
+/// Returns 1 fresh, 0 replayed, 2 over quota.
+const CHECK_AND_RECORD: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[5])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return 1
+"#;
+
+/// A store shared by every replica: the record is `<prefix>replay:<hex key>` with a
+/// TTL, and each principal's live records are counted in the sorted set
+/// `<prefix>replay-quota:<principal address>`.
 #[derive(Clone, Debug)]
 pub struct RedisReplayStore {
     redis: Arc<Redis>,
     prefix: String,
+    per_principal: u64,
 }
 
 impl RedisReplayStore {
-    /// Keys are `<prefix>replay:<hex>`.
+    /// Keys start with `prefix`; the quota is [`DEFAULT_RECORDS_PER_PRINCIPAL`].
     pub fn new(redis: Arc<Redis>, prefix: &str) -> RedisReplayStore {
         RedisReplayStore {
             redis,
             prefix: prefix.to_owned(),
+            per_principal: DEFAULT_RECORDS_PER_PRINCIPAL,
         }
+    }
+
+    /// At most `n` live records per principal.
+    pub fn records_per_principal(mut self, n: u64) -> RedisReplayStore {
+        self.per_principal = n;
+        self
     }
 }
 
+fn unix_millis(t: Timestamp) -> i128 {
+    t.unix_nanos() / 1_000_000
+}
+
 impl ReplayStore for RedisReplayStore {
-    fn check_and_record<'a>(
-        &'a self,
-        key: &'a [u8; 32],
-        now: Timestamp,
-        until: Timestamp,
-    ) -> ReplayFuture<'a> {
+    fn check_and_record<'a>(&'a self, record: ReplayRecord<'a>) -> ReplayFuture<'a> {
         Box::pin(async move {
-            let ttl_ms = u64::try_from(until.nanos_since(now) / 1_000_000)
+            let ttl_ms = u64::try_from(record.until.nanos_since(record.now) / 1_000_000)
                 .unwrap_or(0)
-                .max(1);
-            let name = format!("{}replay:{}", self.prefix, hex::encode(key));
-            match self.redis.set_nx_px(&name, ttl_ms).await {
-                Ok(true) => Ok(ReplayVerdict::Fresh),
-                Ok(false) => Ok(ReplayVerdict::Replayed),
+                .max(1)
+                .to_string();
+            let member = hex::encode(record.key);
+            let name = format!("{}replay:{member}", self.prefix);
+            let quota_set = format!("{}replay-quota:{}", self.prefix, record.principal);
+            let now = unix_millis(record.now).to_string();
+            let until = unix_millis(record.until).to_string();
+            let quota = self.per_principal.to_string();
+            let answer = self
+                .redis
+                .eval(
+                    CHECK_AND_RECORD,
+                    &[name.as_bytes(), quota_set.as_bytes()],
+                    &[
+                        now.as_bytes(),
+                        until.as_bytes(),
+                        ttl_ms.as_bytes(),
+                        quota.as_bytes(),
+                        member.as_bytes(),
+                    ],
+                )
+                .await;
+            match answer {
+                Ok(Reply::Integer(1)) => Ok(ReplayVerdict::Fresh),
+                Ok(Reply::Integer(0)) => Ok(ReplayVerdict::Replayed),
+                Ok(Reply::Integer(2)) => Err(ReplayError::QuotaExceeded),
+                Ok(other) => Err(ReplayError::Unavailable(format!(
+                    "unexpected replay script reply {other:?}"
+                ))),
+                Err(RedisError::Forgetful(e)) => Err(ReplayError::Untrusted(e)),
                 Err(e) => Err(ReplayError::Unavailable(e.to_string())),
             }
         })
@@ -198,57 +287,94 @@ mod tests {
     use super::*;
 
     const T0: Timestamp = Timestamp::from_unix_seconds(1_779_364_800);
+    const ALICE: &str = "gonka1alice";
+    const BOB: &str = "gonka1bob";
+
+    fn decide(
+        s: &MemoryReplayStore,
+        key: u8,
+        principal: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<ReplayVerdict, ReplayError> {
+        s.decide(&ReplayRecord {
+            key: &[key; 32],
+            principal,
+            now,
+            until,
+        })
+    }
 
     #[test]
     fn a_second_sighting_of_a_live_key_is_a_replay() {
-        let s = MemoryReplayStore::new(10);
+        let s = MemoryReplayStore::new(10, 10);
+        let until = T0.plus_seconds(60);
+        assert_eq!(decide(&s, 1, ALICE, T0, until), Ok(ReplayVerdict::Fresh));
         assert_eq!(
-            s.decide(&[1; 32], T0, T0.plus_seconds(60)),
-            Ok(ReplayVerdict::Fresh)
-        );
-        assert_eq!(
-            s.decide(&[1; 32], T0.plus_seconds(59), T0.plus_seconds(60)),
+            decide(&s, 1, ALICE, T0.plus_seconds(59), until),
             Ok(ReplayVerdict::Replayed)
         );
-        assert_eq!(
-            s.decide(&[2; 32], T0, T0.plus_seconds(60)),
-            Ok(ReplayVerdict::Fresh)
-        );
+        assert_eq!(decide(&s, 2, ALICE, T0, until), Ok(ReplayVerdict::Fresh));
     }
 
     #[test]
     fn a_record_lives_until_its_deadline_only() {
-        let s = MemoryReplayStore::new(10);
-        s.decide(&[1; 32], T0, T0.plus_seconds(60)).unwrap();
+        let s = MemoryReplayStore::new(10, 10);
+        decide(&s, 1, ALICE, T0, T0.plus_seconds(60)).unwrap();
         assert_eq!(s.len(T0.plus_seconds(59)), 1);
         assert_eq!(s.len(T0.plus_seconds(60)), 0);
         assert_eq!(
-            s.decide(&[1; 32], T0.plus_seconds(61), T0.plus_seconds(120)),
+            decide(&s, 1, ALICE, T0.plus_seconds(61), T0.plus_seconds(120)),
             Ok(ReplayVerdict::Fresh)
         );
     }
 
     #[test]
     fn when_full_of_live_records_new_requests_are_refused_not_forgotten() {
-        let s = MemoryReplayStore::new(2);
-        s.decide(&[1; 32], T0, T0.plus_seconds(60)).unwrap();
-        s.decide(&[2; 32], T0, T0.plus_seconds(30)).unwrap();
+        let s = MemoryReplayStore::new(2, 10);
+        decide(&s, 1, ALICE, T0, T0.plus_seconds(60)).unwrap();
+        decide(&s, 2, BOB, T0, T0.plus_seconds(30)).unwrap();
         assert_eq!(
-            s.decide(&[3; 32], T0, T0.plus_seconds(60)),
+            decide(&s, 3, ALICE, T0, T0.plus_seconds(60)),
             Err(ReplayError::Full)
         );
         // The live records are all still there.
         assert_eq!(
-            s.decide(&[1; 32], T0, T0.plus_seconds(60)),
+            decide(&s, 1, ALICE, T0, T0.plus_seconds(60)),
             Ok(ReplayVerdict::Replayed)
         );
         assert_eq!(
-            s.decide(&[2; 32], T0, T0.plus_seconds(30)),
+            decide(&s, 2, BOB, T0, T0.plus_seconds(30)),
             Ok(ReplayVerdict::Replayed)
         );
         // Once one expires, there is room again.
         assert_eq!(
-            s.decide(&[3; 32], T0.plus_seconds(31), T0.plus_seconds(60)),
+            decide(&s, 3, ALICE, T0.plus_seconds(31), T0.plus_seconds(60)),
+            Ok(ReplayVerdict::Fresh)
+        );
+    }
+
+    #[test]
+    fn a_principal_over_its_quota_is_refused_and_others_are_not() {
+        let s = MemoryReplayStore::new(100, 2);
+        decide(&s, 1, ALICE, T0, T0.plus_seconds(30)).unwrap();
+        decide(&s, 2, ALICE, T0, T0.plus_seconds(60)).unwrap();
+        assert_eq!(
+            decide(&s, 3, ALICE, T0, T0.plus_seconds(60)),
+            Err(ReplayError::QuotaExceeded)
+        );
+        // A replay is still named a replay, not a quota matter.
+        assert_eq!(
+            decide(&s, 1, ALICE, T0, T0.plus_seconds(30)),
+            Ok(ReplayVerdict::Replayed)
+        );
+        assert_eq!(
+            decide(&s, 4, BOB, T0, T0.plus_seconds(60)),
+            Ok(ReplayVerdict::Fresh)
+        );
+        // The quota frees as records expire.
+        assert_eq!(
+            decide(&s, 3, ALICE, T0.plus_seconds(31), T0.plus_seconds(60)),
             Ok(ReplayVerdict::Fresh)
         );
     }

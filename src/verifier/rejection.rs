@@ -63,6 +63,9 @@ pub enum Rejection {
     AllowedModelsEmpty,
     /// The requested model is not in `allowed_models`.
     ModelNotAllowed,
+    /// The requester header is not one lowercase bech32 account address with this
+    /// chain's prefix (answered as `principal_mismatch`, before any grant lookup).
+    RequesterAddressInvalid,
     /// The principal is neither the requester nor a granter to it.
     PrincipalMismatch,
     /// The chain could not be asked about grants; retry later.
@@ -77,11 +80,13 @@ pub enum Rejection {
     ReplayStoreUnavailable,
     /// The in-process replay store is full of live records; retry later.
     ReplayStoreFull,
+    /// The principal already holds its quota of live replay records; retry later.
+    ReplayQuotaExceeded,
 }
 
 impl Rejection {
     /// Every variant, in verification order.
-    pub const ALL: [Rejection; 34] = [
+    pub const ALL: [Rejection; 36] = [
         Rejection::SigHeaderMismatch,
         Rejection::HeaderMalformed,
         Rejection::PassportTooLarge,
@@ -110,11 +115,13 @@ impl Rejection {
         Rejection::AllowedModelsEmpty,
         Rejection::ModelNotAllowed,
         Rejection::PassportRevoked,
+        Rejection::RequesterAddressInvalid,
         Rejection::PrincipalMismatch,
         Rejection::ChainQueryFailed,
         Rejection::RequestReplayed,
         Rejection::ReplayStoreUnavailable,
         Rejection::ReplayStoreFull,
+        Rejection::ReplayQuotaExceeded,
         Rejection::PassportRequired,
     ];
 
@@ -148,13 +155,16 @@ impl Rejection {
             Rejection::AgentSigInvalid => "agent_sig_invalid",
             Rejection::AllowedModelsEmpty => "allowed_models_empty",
             Rejection::ModelNotAllowed => "model_not_allowed",
-            Rejection::PrincipalMismatch => "principal_mismatch",
+            Rejection::RequesterAddressInvalid | Rejection::PrincipalMismatch => {
+                "principal_mismatch"
+            }
             Rejection::ChainQueryFailed => "chain_query_failed",
             Rejection::PassportRequired => "passport_required",
             Rejection::PassportRevoked => "passport_revoked",
             Rejection::RequestReplayed => "request_replayed",
             Rejection::ReplayStoreUnavailable => "replay_store_unavailable",
             Rejection::ReplayStoreFull => "replay_store_full",
+            Rejection::ReplayQuotaExceeded => "replay_quota_exceeded",
         }
     }
 
@@ -175,7 +185,9 @@ impl Rejection {
             | Rejection::EnvelopeExpired
             | Rejection::AllowedModelsEmpty
             | Rejection::ModelNotAllowed
+            | Rejection::RequesterAddressInvalid
             | Rejection::PrincipalMismatch => StatusCode::FORBIDDEN,
+            Rejection::ReplayQuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             Rejection::ChainQueryFailed
             | Rejection::BodyBudgetExhausted
             | Rejection::ReplayStoreUnavailable
@@ -257,6 +269,12 @@ impl Rejection {
                 "the replay store could not be reached; retry later"
             }
             Rejection::ReplayStoreFull => "the replay store is full; retry later",
+            Rejection::RequesterAddressInvalid => {
+                "the requester header is not a lowercase bech32 account address with this chain's prefix"
+            }
+            Rejection::ReplayQuotaExceeded => {
+                "this principal holds its quota of live replay records; retry later"
+            }
         }
     }
 
@@ -267,6 +285,7 @@ impl Rejection {
             | Rejection::ReplayStoreUnavailable
             | Rejection::ReplayStoreFull => Some(5),
             Rejection::BodyBudgetExhausted => Some(1),
+            Rejection::ReplayQuotaExceeded => Some(60),
             _ => None,
         }
     }
@@ -313,8 +332,13 @@ mod tests {
 
     #[test]
     fn codes_are_unique_snake_case() {
+        // One alias: a malformed requester is a principal mismatch on the wire.
+        assert_eq!(
+            Rejection::RequesterAddressInvalid.code(),
+            Rejection::PrincipalMismatch.code()
+        );
         let codes: HashSet<_> = Rejection::ALL.iter().map(|r| r.code()).collect();
-        assert_eq!(codes.len(), Rejection::ALL.len());
+        assert_eq!(codes.len(), Rejection::ALL.len() - 1);
         for c in codes {
             assert!(
                 c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
