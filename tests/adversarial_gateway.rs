@@ -301,7 +301,17 @@ fn route_entries_not_in_normal_form_stop_the_gateway() {
             "[server]\nupstream = \"http://127.0.0.1:1\"\n[routes]\nguarded = [{entry:?}]\n"
         );
         let (mut child, lines, _dir) = spawn(&format!("adv-route{i}"), &toml, &[]);
-        let status = child.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let stderr: Vec<String> = lines.iter().collect();
         assert_eq!(status.code(), Some(2), "{entry}: {stderr:?}");
         assert!(
