@@ -151,7 +151,7 @@ impl Metrics {
             &["code"],
         )
         .expect(BUILT_IN);
-        for e in GatewayError::ALL {
+        for e in GatewayError::ADMISSION {
             gateway_refusals.with_label_values(&[e.code()]);
         }
         let per_listener = |name: &str, help: &str| {
@@ -316,7 +316,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a request the gateway answered itself, under its code.
+    /// Counts a request refused at admission, under its code (one of
+    /// [`GatewayError::ADMISSION`]).
     pub fn gateway_refusal(&self, e: GatewayError) {
         self.gateway_refusals.with_label_values(&[e.code()]).inc();
     }

@@ -33,11 +33,8 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    /// Every variant, for metrics.
-    pub const ALL: [GatewayError; 7] = [
-        GatewayError::UpstreamUnavailable,
-        GatewayError::UpstreamTimeout,
-        GatewayError::RouteNotAllowed,
+    /// The refusals of admission (before any route or passport check), for metrics.
+    pub const ADMISSION: [GatewayError; 4] = [
         GatewayError::PathAmbiguous,
         GatewayError::MethodNotAllowed,
         GatewayError::ConnectionHeaderInvalid,
