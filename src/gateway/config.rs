@@ -161,7 +161,8 @@ impl Default for ServerSection {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unguarded {
-    /// Forward it untouched (no passport check at all).
+    /// Forward it: without a passport check in optional mode, through the passport
+    /// layer with `agent_envelope.mode = "required"`.
     #[default]
     Forward,
     /// Answer 404 `route_not_allowed`.
