@@ -2,10 +2,11 @@
 //! sink names chosen by the operator), never from agent ids, addresses or paths, so the
 //! number of series is bounded whatever clients send.
 
+use crate::gateway::GatewayError;
 use crate::verifier::Rejection;
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry,
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// Every metric passport-gate exports. Cheap to clone (each handle is an `Arc`).
@@ -51,6 +52,53 @@ pub struct Metrics {
     pub replay_store_forgetful: IntCounter,
     /// Revocation file lines (or Redis set members) that did not parse, at each load.
     pub revocation_bad_lines: IntCounter,
+    /// Requests forwarded without a passport check or refused, by action.
+    unguarded_requests: IntCounterVec,
+    /// Requests the gateway answered itself before any route or passport check, by code.
+    gateway_refusals: IntCounterVec,
+    /// Open connections, by listener.
+    open_connections: IntGaugeVec,
+    /// Connections closed at once because the listener was full, by listener.
+    connections_refused: IntCounterVec,
+    /// Failed accepts (for example EMFILE), by listener.
+    accept_errors: IntCounterVec,
+}
+
+/// The `action` labels of `passport_gate_unguarded_requests_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unguarded {
+    /// Forwarded without a passport check (`routes.unguarded = "forward"`).
+    Forwarded,
+    /// Forwarded without a passport check because the route is in `routes.public`.
+    Public,
+    /// Answered 404 `route_not_allowed` (`routes.unguarded = "refuse"`).
+    Refused,
+}
+
+impl Unguarded {
+    const ALL: [Unguarded; 3] = [Unguarded::Forwarded, Unguarded::Public, Unguarded::Refused];
+
+    const fn label(self) -> &'static str {
+        match self {
+            Unguarded::Forwarded => "forwarded",
+            Unguarded::Public => "public",
+            Unguarded::Refused => "refused",
+        }
+    }
+}
+
+/// The `listener` labels of the connection metrics.
+pub const LISTENERS: [&str; 2] = ["proxy", "admin"];
+
+/// The connection metrics of one listener.
+#[derive(Clone, Debug)]
+pub struct ConnectionMetrics {
+    /// Connections open now.
+    pub open: IntGauge,
+    /// Connections closed at once because the listener was full.
+    pub refused: IntCounter,
+    /// Failed accepts.
+    pub accept_errors: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -95,7 +143,58 @@ impl Metrics {
         for action in ["fail_closed", "fail_open"] {
             replay_store_failures.with_label_values(&[action]);
         }
+        let unguarded_requests = IntCounterVec::new(
+            Opts::new(
+                "passport_gate_unguarded_requests_total",
+                "Requests forwarded without a passport check (forwarded, public) or refused on an unguarded route",
+            ),
+            &["action"],
+        )
+        .expect(BUILT_IN);
+        for a in Unguarded::ALL {
+            unguarded_requests.with_label_values(&[a.label()]);
+        }
+        let gateway_refusals = IntCounterVec::new(
+            Opts::new(
+                "passport_gate_gateway_refusals_total",
+                "Requests the gateway answered itself before any route or passport check, by code",
+            ),
+            &["code"],
+        )
+        .expect(BUILT_IN);
+        for e in GatewayError::ADMISSION {
+            gateway_refusals.with_label_values(&[e.code()]);
+        }
+        let per_listener = |name: &str, help: &str| {
+            let v = IntCounterVec::new(Opts::new(name, help), &["listener"]).expect(BUILT_IN);
+            for l in LISTENERS {
+                v.with_label_values(&[l]);
+            }
+            v
+        };
+        let open_connections = IntGaugeVec::new(
+            Opts::new(
+                "passport_gate_open_connections",
+                "Open client connections, by listener",
+            ),
+            &["listener"],
+        )
+        .expect(BUILT_IN);
+        for l in LISTENERS {
+            open_connections.with_label_values(&[l]);
+        }
         Metrics {
+            unguarded_requests,
+            gateway_refusals,
+            open_connections,
+            connections_refused: per_listener(
+                "passport_gate_connections_refused_total",
+                "Connections closed at once because the listener had max_connections open",
+            ),
+            accept_errors: per_listener(
+                "passport_gate_accept_errors_total",
+                "Failed accepts (for example EMFILE: no file descriptor left)",
+            ),
             replay_store_failures,
             replays_refused: counter(
                 "passport_gate_replays_refused_total",
@@ -195,6 +294,11 @@ impl Metrics {
         registry.register(Box::new(m.attribution_queue_depth.clone()))?;
         registry.register(Box::new(m.replay_store_failures.clone()))?;
         registry.register(Box::new(m.replays_refused.clone()))?;
+        registry.register(Box::new(m.unguarded_requests.clone()))?;
+        registry.register(Box::new(m.gateway_refusals.clone()))?;
+        registry.register(Box::new(m.open_connections.clone()))?;
+        registry.register(Box::new(m.connections_refused.clone()))?;
+        registry.register(Box::new(m.accept_errors.clone()))?;
         Ok(m)
     }
 
@@ -234,6 +338,28 @@ impl Metrics {
         self.replay_store_failures
             .with_label_values(&[action(failed_open)])
             .get()
+    }
+
+    /// Counts a request on a route without a passport check.
+    pub fn unguarded(&self, action: Unguarded) {
+        self.unguarded_requests
+            .with_label_values(&[action.label()])
+            .inc();
+    }
+
+    /// Counts a request refused at admission, under its code (one of
+    /// [`GatewayError::ADMISSION`]).
+    pub fn gateway_refusal(&self, e: GatewayError) {
+        self.gateway_refusals.with_label_values(&[e.code()]).inc();
+    }
+
+    /// The connection metrics of `listener` (one of [`LISTENERS`]).
+    pub fn connections(&self, listener: &'static str) -> ConnectionMetrics {
+        ConnectionMetrics {
+            open: self.open_connections.with_label_values(&[listener]),
+            refused: self.connections_refused.with_label_values(&[listener]),
+            accept_errors: self.accept_errors.with_label_values(&[listener]),
+        }
     }
 
     /// How many requests passed through without a passport so far.
@@ -296,6 +422,10 @@ mod tests {
             "passport_gate_attribution_queue_depth",
             "passport_gate_replay_store_forgetful_connections_total",
             "passport_gate_revocation_bad_lines_total",
+            "passport_gate_unguarded_requests_total{action=\"public\"}",
+            "passport_gate_open_connections{listener=\"admin\"}",
+            "passport_gate_connections_refused_total{listener=\"proxy\"}",
+            "passport_gate_accept_errors_total{listener=\"proxy\"}",
         ] {
             assert!(text.contains(name), "{name} missing");
         }

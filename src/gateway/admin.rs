@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process answers)
 //! and `/readyz` (listening and, when a chain node is configured, the node answered).
 
+use super::listener::{Acceptor, ConnectionLimits};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
@@ -12,7 +13,6 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -48,24 +48,30 @@ fn answer(
     }
 }
 
-/// Serves the admin endpoints until the task is aborted.
-pub(super) async fn serve(listener: TcpListener, registry: Registry, ready: Arc<AtomicBool>) {
+/// Serves the admin endpoints until the task is aborted, with the same per-connection
+/// bounds as the proxy listener (its own connection cap).
+pub(super) async fn serve(
+    mut acceptor: Acceptor,
+    limits: ConnectionLimits,
+    registry: Registry,
+    ready: Arc<AtomicBool>,
+) {
     let registry = Arc::new(registry);
+    let http1 = limits.http1();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
+        let (stream, _, slot) = acceptor.next().await;
         let registry = Arc::clone(&registry);
         let ready = Arc::clone(&ready);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let conn = http1.serve_connection(
+            TokioIo::new(stream),
+            hyper::service::service_fn(move |req: Request<Incoming>| {
                 let resp = answer(&req, &registry, &ready);
                 async move { Ok::<_, Infallible>(resp) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
         });
     }
 }

@@ -129,6 +129,18 @@ pub struct ServerSection {
     pub shutdown_grace_seconds: u64,
     /// Response header carrying the upstream's inference id, for attribution events.
     pub inference_id_header: Option<String>,
+    /// Time a client gets to send a whole request head, counted from the moment the
+    /// gateway waits for it: on a new connection and between keep-alive requests (so it
+    /// is also the idle keep-alive timeout). Both listeners.
+    pub header_read_timeout_ms: u64,
+    /// Largest request head (request line and headers), in bytes; larger is 431.
+    /// Both listeners.
+    pub max_header_bytes: u64,
+    /// Connections the proxy listener keeps open at once; beyond it a new connection is
+    /// closed at once and counted.
+    pub max_connections: u64,
+    /// The same, for the admin listener.
+    pub admin_max_connections: u64,
 }
 
 impl Default for ServerSection {
@@ -141,6 +153,10 @@ impl Default for ServerSection {
             response_timeout_ms: 300_000,
             shutdown_grace_seconds: 30,
             inference_id_header: None,
+            header_read_timeout_ms: 10_000,
+            max_header_bytes: 65_536,
+            max_connections: 4_096,
+            admin_max_connections: 64,
         }
     }
 }
@@ -149,7 +165,8 @@ impl Default for ServerSection {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unguarded {
-    /// Forward it untouched (no passport check at all).
+    /// Forward it: without a passport check in optional mode, through the passport
+    /// layer with `agent_envelope.mode = "required"`.
     #[default]
     Forward,
     /// Answer 404 `route_not_allowed`.
@@ -162,6 +179,9 @@ pub enum Unguarded {
 pub struct RoutesSection {
     /// `"METHOD /path"` entries whose requests go through the passport layer.
     pub guarded: Vec<String>,
+    /// `"METHOD /path"` entries forwarded without a passport even with
+    /// `agent_envelope.mode = "required"`.
+    pub public: Vec<String>,
     /// `forward` (default) or `refuse`.
     pub unguarded: Unguarded,
 }
@@ -172,7 +192,10 @@ impl Default for RoutesSection {
             guarded: vec![
                 "POST /v1/chat/completions".into(),
                 "POST /v1/completions".into(),
+                "POST /v1/responses".into(),
+                "POST /v1/embeddings".into(),
             ],
+            public: Vec::new(),
             unguarded: Unguarded::Forward,
         }
     }
@@ -252,12 +275,12 @@ impl Default for AttributionSection {
     }
 }
 
-/// A guarded route.
+/// A route: a method and a path in normal form, without a trailing slash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     /// The method.
     pub method: Method,
-    /// The exact path.
+    /// The path, as [`super::path::route_key`] gives it.
     pub path: String,
 }
 
@@ -283,6 +306,10 @@ pub struct Validated {
     pub upstream: Upstream,
     /// Guarded routes.
     pub routes: Vec<Route>,
+    /// Public routes (no passport even in required mode).
+    pub public: Vec<Route>,
+    /// `server.header_read_timeout_ms`.
+    pub header_read_timeout: Duration,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
     /// Upstream response-head timeout.
@@ -419,11 +446,51 @@ impl GatewayConfig {
                 ));
             }
         }
-        let mut routes = Vec::new();
-        for r in &self.routes.guarded {
-            match parse_route(r) {
-                Ok(route) => routes.push(route),
-                Err(e) => errors.push(format!("routes.guarded: {e}")),
+        for (key, v, lo, hi) in [
+            (
+                "header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+                100,
+                300_000,
+            ),
+            (
+                "max_header_bytes",
+                self.server.max_header_bytes,
+                8_192,
+                1_048_576,
+            ),
+            ("max_connections", self.server.max_connections, 1, 1_000_000),
+            (
+                "admin_max_connections",
+                self.server.admin_max_connections,
+                1,
+                10_000,
+            ),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                errors.push(format!(
+                    "server.{key}: {v} is out of range; accepted: {lo} to {hi}"
+                ));
+            }
+        }
+        let mut route_list = |key: &str, entries: &[String]| {
+            let mut routes = Vec::new();
+            for r in entries {
+                match parse_route(r) {
+                    Ok(route) => routes.push(route),
+                    Err(e) => errors.push(format!("routes.{key}: {e}")),
+                }
+            }
+            routes
+        };
+        let routes = route_list("guarded", &self.routes.guarded);
+        let public = route_list("public", &self.routes.public);
+        for p in &public {
+            if routes.contains(p) {
+                errors.push(format!(
+                    "routes.public: \"{} {}\" is also in routes.guarded",
+                    p.method, p.path
+                ));
             }
         }
         if let Err(list) = self.agent_envelope.validate() {
@@ -507,6 +574,8 @@ impl GatewayConfig {
                     admin_listen,
                     upstream,
                     routes,
+                    public,
+                    header_read_timeout: Duration::from_millis(self.server.header_read_timeout_ms),
                     connect_timeout: Duration::from_millis(self.server.connect_timeout_ms),
                     response_timeout: Duration::from_millis(self.server.response_timeout_ms),
                     shutdown_grace: Duration::from_secs(self.server.shutdown_grace_seconds),
@@ -541,20 +610,36 @@ fn parse_upstream(s: &str) -> Result<Upstream, String> {
     })
 }
 
+/// A route entry: an uppercase method the gateway proxies, one space, and a path that
+/// is already in the gateway's normal form without a trailing slash (so the entry
+/// means exactly what the guard compares).
 fn parse_route(s: &str) -> Result<Route, String> {
     let (method, path) = s
         .split_once(' ')
         .ok_or_else(|| format!("{s:?} must look like \"POST /v1/chat/completions\""))?;
-    let method = Method::from_bytes(method.as_bytes()).map_err(|_| format!("{s:?}: bad method"))?;
-    if !path.starts_with('/') || path.contains(['?', ' ']) {
-        return Err(format!(
-            "{s:?}: the path must start with / and have no query"
-        ));
+    let method = Method::from_bytes(method.as_bytes())
+        .ok()
+        .filter(super::admission::is_proxied)
+        .ok_or_else(|| {
+            format!(
+                "{s:?}: the method must be one of {}",
+                super::error::ALLOWED_METHODS
+            )
+        })?;
+    if path.contains(['?', '#', ' ']) {
+        return Err(format!("{s:?}: the path must have no query"));
     }
-    Ok(Route {
-        method,
-        path: path.to_owned(),
-    })
+    match super::path::normalize(path) {
+        Ok(normal) if super::path::route_key(&normal) == path => Ok(Route {
+            method,
+            path: path.to_owned(),
+        }),
+        Ok(normal) => Err(format!(
+            "{s:?}: the path is not in normal form; write {:?}",
+            super::path::route_key(&normal)
+        )),
+        Err(why) => Err(format!("{s:?}: the path has {why}")),
+    }
 }
 
 #[cfg(test)]
@@ -566,7 +651,8 @@ mod tests {
         let c =
             GatewayConfig::from_toml("[server]\nupstream = \"http://127.0.0.1:8000\"\n").unwrap();
         let v = c.validate().unwrap();
-        assert_eq!(v.routes.len(), 2);
+        assert_eq!(v.routes.len(), 4);
+        assert!(v.public.is_empty());
         assert!(!v.raw.agent_envelope.enabled);
         assert_eq!(v.upstream.authority.as_str(), "127.0.0.1:8000");
     }
@@ -625,6 +711,70 @@ chain_node = "ftp://x"
             v.raw.binding.unwrap().chain_node.as_deref(),
             Some("http://127.0.0.1:1317")
         );
+    }
+
+    #[test]
+    fn route_entries_must_be_an_uppercase_proxied_method_and_a_normal_path() {
+        for (entry, fragment) in [
+            ("post /v1/chat/completions", "the method must be one of"),
+            ("CONNECT /v1/x", "the method must be one of"),
+            (
+                "POST /v1/chat/completions/",
+                "write \"/v1/chat/completions\"",
+            ),
+            (
+                "POST /v1//chat/completions",
+                "write \"/v1/chat/completions\"",
+            ),
+            (
+                "POST /v1/chat/%63ompletions",
+                "write \"/v1/chat/completions\"",
+            ),
+            ("POST /v1/chat%2Fcompletions", "an encoded / or"),
+            ("POST /v1/chat;x", "a ;"),
+            ("POST v1/chat", "not an origin-form path"),
+            ("POST /v1/chat?x=1", "no query"),
+        ] {
+            let text = format!(
+                "[server]\nupstream = \"http://127.0.0.1:1\"\n[routes]\npublic = [{entry:?}]\n"
+            );
+            let errors = GatewayConfig::from_toml(&text)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with("routes.public") && e.contains(fragment)),
+                "{entry}: {errors:?}"
+            );
+        }
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\n[routes]\npublic = [\"POST /v1/embeddings\"]\n";
+        let errors = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(errors[0].contains("also in routes.guarded"), "{errors:?}");
+    }
+
+    #[test]
+    fn connection_bounds_are_range_checked() {
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nheader_read_timeout_ms = 0\nmax_header_bytes = 100\nmax_connections = 0\nadmin_max_connections = 0\n";
+        let errors = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        for key in [
+            "server.header_read_timeout_ms",
+            "server.max_header_bytes",
+            "server.max_connections",
+            "server.admin_max_connections",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "{key}: {errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -2,28 +2,37 @@
 //! OpenAI-compatible upstream, with an admin listener and graceful shutdown.
 
 mod admin;
+pub mod admission;
 pub mod config;
+mod error;
+mod listener;
+pub mod path;
 mod proxy;
+mod routes;
 
 pub use config::{GatewayConfig, Overrides, Validated};
-pub use proxy::{strip_hop_by_hop, GatewayError, Proxy};
+pub use error::{GatewayError, ALLOWED_METHODS};
+pub use proxy::{strip_hop_by_hop, NormalPath, Proxy};
 
 use crate::attribution::{
     AttributionQueue, AuditFileSink, DrainReport, JsonLinesSink, RedisStreamSink, Sink,
 };
+use crate::config::Mode;
 use crate::grants::{GrantCache, GrantCacheSettings, GrantSource, LcdGrantSource, StaticGrants};
 use crate::layer::{Binding, PassportBody, PassportLayer, PassportService};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Unguarded as UnguardedAction};
 use crate::redis::{Durability, Redis, RedisConfig, RedisError};
 use crate::replay::RedisReplayStore;
 use crate::revocation::RevocationList;
-use config::{Route, Unguarded};
+use admission::Admission;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use listener::{Acceptor, ConnectionLimits};
 use prometheus::Registry;
 use proxy::ProxyBody;
+use routes::{Decision, RouteTable};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,14 +47,16 @@ use tower::{Layer, Service};
 /// The response body of the gateway.
 pub type GatewayBody = PassportBody<ProxyBody>;
 
-/// Per-connection service: guarded routes through the layer, others forwarded or
-/// refused.
+/// Per-connection service: admission first (method, path, `Connection`, framing), then
+/// the route decision on the normal path: through the layer, forwarded without a
+/// passport check, or refused.
 #[derive(Clone)]
 struct Dispatch {
     guarded: PassportService<Proxy<Incoming>>,
     plain: Proxy<Incoming>,
-    routes: Arc<[Route]>,
-    unguarded: Unguarded,
+    admission: Arc<Admission>,
+    routes: Arc<RouteTable>,
+    metrics: Metrics,
 }
 
 type DispatchFuture =
@@ -60,24 +71,31 @@ impl Service<http::Request<Incoming>> for Dispatch {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<Incoming>) -> DispatchFuture {
-        let guarded = self
-            .routes
-            .iter()
-            .any(|r| r.method == req.method() && r.path == req.uri().path());
-        if guarded {
-            return Box::pin(self.guarded.call(req));
-        }
-        match self.unguarded {
-            Unguarded::Refuse => {
-                let resp = GatewayError::RouteNotAllowed.http_response();
-                Box::pin(std::future::ready(Ok(resp)))
+    fn call(&mut self, mut req: http::Request<Incoming>) -> DispatchFuture {
+        let answer = |e: GatewayError| -> DispatchFuture {
+            Box::pin(std::future::ready(Ok(e.http_response())))
+        };
+        let normal = match self.admission.admit(req.method(), req.uri(), req.headers()) {
+            Ok(normal) => normal,
+            Err(e) => {
+                self.metrics.gateway_refusal(e);
+                return answer(e);
             }
-            Unguarded::Forward => {
-                let fut = self.plain.call(req.map(PassportBody::original));
-                Box::pin(async move { fut.await.map(|r| r.map(PassportBody::original)) })
+        };
+        let decision = self.routes.decide(req.method(), &normal);
+        req.extensions_mut().insert(NormalPath(normal));
+        let action = match decision {
+            Decision::Guard => return Box::pin(self.guarded.call(req)),
+            Decision::Refuse => {
+                self.metrics.unguarded(UnguardedAction::Refused);
+                return answer(GatewayError::RouteNotAllowed);
             }
-        }
+            Decision::Public => UnguardedAction::Public,
+            Decision::Forward => UnguardedAction::Forwarded,
+        };
+        self.metrics.unguarded(action);
+        let fut = self.plain.call(req.map(PassportBody::original));
+        Box::pin(async move { fut.await.map(|r| r.map(PassportBody::original)) })
     }
 }
 
@@ -198,6 +216,7 @@ pub async fn run(
 
     let mut builder = PassportLayer::builder(raw.agent_envelope.clone()).metrics(metrics.clone());
     let mut chain_node = None;
+    let mut requester = None;
     if let Some(b) = &raw.binding {
         let source: Arc<dyn GrantSource> = match &b.chain_node {
             Some(url) => {
@@ -215,6 +234,7 @@ pub async fn run(
         };
         let header = http::HeaderName::try_from(b.requester_header.as_str())
             .map_err(|e| format!("binding.requester_header: {e}"))?;
+        requester = Some(header.clone());
         builder = builder.binding(Binding::new(header, GrantCache::new(source, settings)));
     }
     if let Some(q) = &queue {
@@ -283,14 +303,44 @@ pub async fn run(
     if let Some(url) = chain_node {
         tokio::spawn(admin::probe_chain_node(url, Arc::clone(&ready)));
     }
-    let admin_task = tokio::spawn(admin::serve(admin_listener, registry, Arc::clone(&ready)));
+    let limits = |max_connections: u64| ConnectionLimits {
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        header_read_timeout: config.header_read_timeout,
+        max_header_bytes: usize::try_from(raw.server.max_header_bytes).unwrap_or(usize::MAX),
+    };
+    let proxy_limits = limits(raw.server.max_connections);
+    let admin_limits = limits(raw.server.admin_max_connections);
+    let admin_task = tokio::spawn(admin::serve(
+        Acceptor::new(
+            admin_listener,
+            admin_limits.max_connections,
+            metrics.connections("admin"),
+            "admin",
+        ),
+        admin_limits,
+        registry,
+        Arc::clone(&ready),
+    ));
 
     let proxy = Proxy::new(
         config.upstream.clone(),
         config.connect_timeout,
         config.response_timeout,
     );
-    let routes: Arc<[Route]> = config.routes.clone().into();
+    let routes = Arc::new(RouteTable::new(
+        config.routes.clone(),
+        config.public.clone(),
+        raw.routes.unguarded,
+        raw.agent_envelope.enabled && raw.agent_envelope.mode == Mode::Required,
+    ));
+    let admission = Arc::new(Admission::new(requester));
+    let mut acceptor = Acceptor::new(
+        listener,
+        proxy_limits.max_connections,
+        metrics.connections("proxy"),
+        "proxy",
+    );
+    let http1 = proxy_limits.http1();
     let graceful = GracefulShutdown::new();
     on_bound(bound);
     tracing::info!(listen = %bound.listen, admin = %bound.admin, "gateway listening");
@@ -298,36 +348,30 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+            (stream, peer, slot) = acceptor.next() => {
                 let _ = stream.set_nodelay(true);
                 let plain = proxy.for_peer(peer);
                 let service = Dispatch {
                     guarded: layer.layer(plain.clone()),
                     plain,
+                    admission: Arc::clone(&admission),
                     routes: Arc::clone(&routes),
-                    unguarded: raw.routes.unguarded,
+                    metrics: metrics.clone(),
                 };
-                let conn = hyper::server::conn::http1::Builder::new()
+                let conn = http1
                     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
             () = &mut shutdown => break,
         }
     }
-    drop(listener);
+    drop(acceptor);
     tracing::info!("shutting down: no new connections, waiting for in-flight requests");
     let open = graceful.count();
     let connections_cut =

@@ -1,12 +1,15 @@
-//! Forwarding to the upstream: hop-by-hop headers dropped, `X-Forwarded-For` and
-//! `Forwarded` added, the response streamed back as it arrives.
+//! Forwarding to the upstream: the normal path, hop-by-hop headers dropped, passport
+//! headers only with an accepted passport, `X-Forwarded-For` and `Forwarded` added;
+//! the response streamed back as it arrives, with redirects to the upstream's own
+//! address turned into paths on the gateway.
 
 use super::config::Upstream;
+use super::error::GatewayError;
 use crate::layer::PassportBody;
-use crate::problem::problem_response;
+use crate::verifier::{VerifiedAgent, PASSPORT_HEADER, SIGNATURE_HEADER};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, Uri};
 use http_body::Body;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -19,51 +22,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tower::Service;
-
-/// Why the gateway itself answered instead of the upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GatewayError {
-    /// The upstream could not be reached or broke the connection.
-    UpstreamUnavailable,
-    /// The upstream did not answer within `response_timeout_ms`.
-    UpstreamTimeout,
-    /// The route is not guarded and `routes.unguarded = "refuse"`.
-    RouteNotAllowed,
-}
-
-impl GatewayError {
-    /// The stable code.
-    pub const fn code(self) -> &'static str {
-        match self {
-            GatewayError::UpstreamUnavailable => "upstream_unavailable",
-            GatewayError::UpstreamTimeout => "upstream_timeout",
-            GatewayError::RouteNotAllowed => "route_not_allowed",
-        }
-    }
-
-    /// The HTTP status.
-    pub const fn status(self) -> StatusCode {
-        match self {
-            GatewayError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::RouteNotAllowed => StatusCode::NOT_FOUND,
-        }
-    }
-
-    /// A one-line message.
-    pub const fn message(self) -> &'static str {
-        match self {
-            GatewayError::UpstreamUnavailable => "the upstream inference server is unavailable",
-            GatewayError::UpstreamTimeout => "the upstream inference server did not answer in time",
-            GatewayError::RouteNotAllowed => "this gateway does not serve this route",
-        }
-    }
-
-    /// The problem+json answer.
-    pub fn http_response<B>(self) -> Response<PassportBody<B>> {
-        problem_response(self.status(), self.code(), self.message()).map(PassportBody::from_full)
-    }
-}
 
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -88,6 +46,97 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
+    }
+}
+
+/// The normal form of the request path ([`super::path::normalize`]), put in the
+/// request's extensions by the dispatcher: the upstream receives exactly the path the
+/// route was chosen on, while the passport layer still verifies the agent signature over
+/// the target as the client sent it. Without it the proxy forwards the path as received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NormalPath(pub String);
+
+/// Removes the passport headers from a request forwarded without an accepted passport
+/// (unguarded or public route, layer disabled): an upstream that reads them must never
+/// take an unverified passport for a verified one. An accepted request keeps them, so
+/// the upstream may verify again.
+fn strip_unverified_passport(parts: &mut http::request::Parts) {
+    if parts.extensions.get::<VerifiedAgent>().is_none() {
+        parts.headers.remove(PASSPORT_HEADER);
+        parts.headers.remove(SIGNATURE_HEADER);
+    }
+}
+
+/// A `Location` or `Content-Location` value that points at the upstream's origin (an
+/// absolute or scheme-relative URL with its host and port), as a path-absolute reference
+/// on the gateway, without the upstream's base path. `None` leaves the value as it is
+/// (another origin, or a relative reference outside the base path).
+fn as_gateway_reference(value: &str, upstream: &Upstream) -> Option<String> {
+    let (reference, fragment) = match value.split_once('#') {
+        Some((r, f)) => (r, Some(f)),
+        None => (value, None),
+    };
+    let path_and_query = if let Some(rest) = reference.strip_prefix("//") {
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if !same_origin(&rest[..end], upstream) {
+            return None;
+        }
+        &rest[end..]
+    } else if reference.starts_with('/') {
+        if upstream.base_path.is_empty() {
+            return None;
+        }
+        reference
+    } else {
+        let uri: Uri = reference.parse().ok()?;
+        let authority = uri.authority()?;
+        if !matches!(uri.scheme_str(), Some("http" | "https"))
+            || !same_origin(authority.as_str(), upstream)
+        {
+            return None;
+        }
+        let start = reference.find(authority.as_str())? + authority.as_str().len();
+        &reference[start..]
+    };
+    let base = upstream.base_path.as_str();
+    let mut out = match path_and_query.strip_prefix(base) {
+        Some(rest) if !base.is_empty() && (rest.is_empty() || rest.starts_with(['/', '?'])) => {
+            rest.to_owned()
+        }
+        _ => path_and_query.to_owned(),
+    };
+    if !out.starts_with('/') {
+        out.insert(0, '/');
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    Some(out)
+}
+
+/// Whether `authority` (`host[:port]`, no user info) names the upstream.
+fn same_origin(authority: &str, upstream: &Upstream) -> bool {
+    let Ok(a) = authority.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    a.host().eq_ignore_ascii_case(upstream.authority.host())
+        && a.port_u16().unwrap_or(80) == upstream.authority.port_u16().unwrap_or(80)
+}
+
+/// Rewrites the response's `Location` and `Content-Location` so that the upstream's
+/// address never reaches the client (and a followed redirect comes back through the
+/// gateway, where it is judged again).
+fn hide_upstream_origin(headers: &mut HeaderMap, upstream: &Upstream) {
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let rewritten = headers
+            .get(&name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| as_gateway_reference(v, upstream))
+            .and_then(|v| HeaderValue::from_str(&v).ok());
+        if let Some(v) = rewritten {
+            headers.insert(name, v);
+        }
     }
 }
 
@@ -197,8 +246,14 @@ where
         let peer = self.peer;
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            let target = format!("{}{path}", shared.upstream.base_path);
+            let path = parts
+                .extensions
+                .get::<NormalPath>()
+                .map_or(parts.uri.path(), |p| p.0.as_str());
+            let target = match parts.uri.query() {
+                Some(q) => format!("{}{path}?{q}", shared.upstream.base_path),
+                None => format!("{}{path}", shared.upstream.base_path),
+            };
             let uri = Uri::builder()
                 .scheme("http")
                 .authority(shared.upstream.authority.clone())
@@ -208,6 +263,7 @@ where
                 return Ok(GatewayError::UpstreamUnavailable.http_response());
             };
             strip_hop_by_hop(&mut parts.headers);
+            strip_unverified_passport(&mut parts);
             let host = parts.headers.remove(header::HOST);
             add_forwarded(&mut parts.headers, peer, host.as_ref());
             if let Some(h) = host {
@@ -220,6 +276,7 @@ where
                 Ok(Ok(resp)) => {
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
+                    hide_upstream_origin(&mut parts.headers, &shared.upstream);
                     Ok(Response::from_parts(parts, PassportBody::original(body)))
                 }
                 Ok(Err(e)) => {
@@ -256,6 +313,42 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn redirects_to_the_upstream_origin_become_gateway_paths() {
+        let up = |base: &str| Upstream {
+            authority: "10.0.0.5:8000".parse().unwrap(),
+            base_path: base.to_owned(),
+        };
+        for (base, location, expected) in [
+            ("", "http://10.0.0.5:8000/v1/x?a=1", Some("/v1/x?a=1")),
+            ("", "HTTP://10.0.0.5:8000", Some("/")),
+            ("", "https://10.0.0.5:8000/v1/x#f", Some("/v1/x#f")),
+            ("", "//10.0.0.5:8000/v1/x", Some("/v1/x")),
+            ("/api", "http://10.0.0.5:8000/api/v1/x", Some("/v1/x")),
+            ("/api", "http://10.0.0.5:8000/api?q", Some("/?q")),
+            ("/api", "http://10.0.0.5:8000/apix", Some("/apix")),
+            ("/api", "/api/v1/x", Some("/v1/x")),
+            ("", "/v1/x", None),
+            ("", "http://10.0.0.5:9000/v1/x", None),
+            ("", "http://example.com/v1/x", None),
+            ("", "v1/x", None),
+        ] {
+            assert_eq!(
+                as_gateway_reference(location, &up(base)).as_deref(),
+                expected,
+                "{base} {location}"
+            );
+        }
+        let default_port = Upstream {
+            authority: "up.local".parse().unwrap(),
+            base_path: String::new(),
+        };
+        assert_eq!(
+            as_gateway_reference("http://UP.local:80/x", &default_port).as_deref(),
+            Some("/x")
+        );
     }
 
     #[test]

@@ -300,3 +300,38 @@ pub fn status_of(raw: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+/// How many file descriptors process `pid` has open (Linux `/proc`).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Connects to `addr` and writes `bytes` without finishing the request: a half-sent
+/// head the client keeps open. `None` when the connection could not be made.
+pub fn half_sent(addr: SocketAddr, bytes: &[u8]) -> Option<TcpStream> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    let _ = s.write_all(bytes);
+    Some(s)
+}
+
+/// Whether the peer closed `stream` (EOF or reset) within `wait`; any bytes it sent
+/// first are skipped.
+pub fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
