@@ -419,6 +419,7 @@ async fn a_long_model_or_agent_id_is_refused_and_never_reaches_an_event() {
     )
     .await;
     assert_eq!(resp.status(), 200);
+    let _ = up.release_last_chunk.send(());
     let _ = resp.into_body().collect().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let written = std::fs::read_to_string(&events).unwrap_or_default();
@@ -428,4 +429,34 @@ async fn a_long_model_or_agent_id_is_refused_and_never_reaches_an_event() {
         "only the accepted request: {written}"
     );
     assert!(written.len() < 4096);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_record_the_path_the_upstream_received() {
+    let up = upstream().await;
+    let dir = support::serve::workdir("event-path-files");
+    let events = dir.join("events.jsonl");
+    let g = start(
+        "event-path",
+        &config(up.addr, &format!("\n[attribution]\nfile = {:?}\n", events)),
+    );
+    let f = support::live("urn:aps:agent:spelling");
+    // Signed over the target as sent; judged and forwarded in its normal form.
+    let sent = "/v1/chat/%63ompletions";
+    let resp = send(
+        g.listen,
+        "POST",
+        sent,
+        &headers(&f.passport, &f.sign(sent, BODY)),
+        BODY,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let _ = up.release_last_chunk.send(());
+    let _ = resp.into_body().collect().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let written = std::fs::read_to_string(&events).unwrap_or_default();
+    let event: serde_json::Value = serde_json::from_str(written.lines().next().unwrap()).unwrap();
+    assert_eq!(event["path"], URI);
+    assert_eq!(up.seen()[0].uri, URI);
 }

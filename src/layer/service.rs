@@ -118,7 +118,12 @@ where
         budget,
     } = accepted;
     let method = parts.method.clone();
-    let path = parts.uri.path().to_owned();
+    // The path the service receives: behind the gateway, its normal form (what the
+    // route guard judged), so one route has one spelling in the audit trail.
+    let path = parts
+        .extensions
+        .get::<crate::gateway::NormalPath>()
+        .map_or_else(|| parts.uri.path().to_owned(), |p| p.0.clone());
     parts.extensions.insert(agent.clone());
     let request = Request::from_parts(parts, PassportBody::held_within_budget(body, budget));
     let started = Instant::now();
