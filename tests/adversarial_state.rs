@@ -5,8 +5,6 @@
 mod support;
 
 use passport_gate::crypto::{AgentSecret, PrincipalSecret};
-use passport_gate::mint::{sign_request, PassportSpec};
-use passport_gate::time::Timestamp;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
@@ -23,50 +21,8 @@ fn run(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()
 }
 
-/// A live passport of the principal with secret bytes `principal`, for `agent_id`.
-struct Holder {
-    passport: String,
-    agent: AgentSecret,
-    principal_address: String,
-}
-
-fn holder(principal: u8, agent_id: &str) -> Holder {
-    let principal = PrincipalSecret::from_bytes(&[principal; 32]).unwrap();
-    let agent = AgentSecret::from_bytes(&[0x62; 32]);
-    let t = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
-    let spec = PassportSpec {
-        chain_id: CHAIN.into(),
-        agent_id: agent_id.into(),
-        agent_key: agent.public_key(),
-        principal_key: principal.public_key(),
-        address_prefix: "gonka".into(),
-        issued_at: t,
-        expires_at: t.plus_seconds(1800),
-        not_before: None,
-        allowed_models: None,
-        beneficiary: None,
-    };
-    Holder {
-        passport: spec.mint(&principal, 3600).unwrap(),
-        agent,
-        principal_address: principal.public_key().address("gonka").unwrap(),
-    }
-}
-
 fn body(n: usize) -> Vec<u8> {
     format!(r#"{{"model":"qwen/qwen3-32b","prompt":"request {n}"}}"#).into_bytes()
-}
-
-impl Holder {
-    fn headers(&self, body: &[u8]) -> Vec<(String, String)> {
-        vec![
-            ("x-agent-passport".into(), self.passport.clone()),
-            (
-                "x-agent-sig".into(),
-                sign_request(&self.agent, &self.passport, CHAIN, "POST", URI, body).unwrap(),
-            ),
-        ]
-    }
 }
 
 /// POSTs `body` with `headers` (plus `extra`); returns the status, the problem code and
@@ -117,23 +73,23 @@ async fn a_principal_over_its_replay_quota_is_refused_and_others_are_served() {
             "replay_protection = true\nreplay_records_per_principal = 3\n",
         ),
     );
-    let hog = holder(0x61, "urn:aps:agent:hog");
+    let hog = support::live_of(0x61, "urn:aps:agent:hog");
     for n in 0..3 {
         let b = body(n);
-        assert_eq!(post(&gw, &hog.headers(&b), &[], &b).await.0, 200);
+        assert_eq!(post(&gw, &hog.headers(URI, &b), &[], &b).await.0, 200);
     }
     let b = body(3);
-    let (status, code, retry) = post(&gw, &hog.headers(&b), &[], &b).await;
+    let (status, code, retry) = post(&gw, &hog.headers(URI, &b), &[], &b).await;
     assert_eq!((status, code.as_str()), (429, "replay_quota_exceeded"));
     assert!(retry.is_some_and(|s| s.parse::<u64>().unwrap() > 0));
     // A replay of an accepted request is still named a replay.
     let b = body(0);
-    let (status, code, _) = post(&gw, &hog.headers(&b), &[], &b).await;
+    let (status, code, _) = post(&gw, &hog.headers(URI, &b), &[], &b).await;
     assert_eq!((status, code.as_str()), (401, "request_replayed"));
     // Everyone else is served.
-    let other = holder(0x71, "urn:aps:agent:other");
+    let other = support::live_of(0x71, "urn:aps:agent:other");
     let b = body(0);
-    assert_eq!(post(&gw, &other.headers(&b), &[], &b).await.0, 200);
+    assert_eq!(post(&gw, &other.headers(URI, &b), &[], &b).await.0, 200);
     assert_eq!(
         gw.metric(
             r#"passport_gate_requests_total{code="replay_quota_exceeded",outcome="rejected"}"#
@@ -168,12 +124,12 @@ async fn a_stalled_redis_answers_every_request_within_the_timeout() {
             ),
         ),
     );
-    let h = holder(0x61, "urn:aps:agent:stall");
+    let h = support::live_of(0x61, "urn:aps:agent:stall");
     let started = Instant::now();
     let tasks: Vec<_> = (0..12)
         .map(|n| {
             let b = body(n);
-            let headers = h.headers(&b);
+            let headers = h.headers(URI, &b);
             let addr = gw.listen;
             tokio::spawn(async move {
                 let r = post_to(addr, &headers, &[], &b).await;
@@ -199,13 +155,13 @@ fn revoke(file: &std::path::Path, args: &[&str]) -> Output {
     run(&all)
 }
 
-async fn until_status(gw: &Gateway, h: &Holder, want: u16) {
+async fn until_status(gw: &Gateway, h: &support::Fixture, want: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut n = 1000;
     loop {
         n += 1;
         let b = body(n);
-        let (status, _, _) = post(gw, &h.headers(&b), &[], &b).await;
+        let (status, _, _) = post(gw, &h.headers(URI, &b), &[], &b).await;
         if status == want {
             return;
         }
@@ -239,11 +195,12 @@ async fn revoking_an_agent_id_with_a_hash_revokes_exactly_that_id() {
     let gw = revocation_gateway("revoke-hash", &file, up.addr);
     let b = body(0);
     for id in ["urn:aps:agent:bot#7", " urn:aps:agent:spaced "] {
-        let (status, code, _) = post(&gw, &holder(0x61, id).headers(&b), &[], &b).await;
+        let (status, code, _) =
+            post(&gw, &support::live_of(0x61, id).headers(URI, &b), &[], &b).await;
         assert_eq!((status, code.as_str()), (401, "passport_revoked"), "{id:?}");
     }
     for id in ["urn:aps:agent:bot", "urn:aps:agent:spaced"] {
-        let (status, _, _) = post(&gw, &holder(0x61, id).headers(&b), &[], &b).await;
+        let (status, _, _) = post(&gw, &support::live_of(0x61, id).headers(URI, &b), &[], &b).await;
         assert_eq!(status, 200, "{id:?}");
     }
 }
@@ -252,7 +209,7 @@ async fn revoking_an_agent_id_with_a_hash_revokes_exactly_that_id() {
 async fn a_reserialized_passport_is_still_revoked_by_its_passport_id() {
     let dir = support::serve::workdir("revoke-passport-files");
     let file = dir.join("revoked.txt");
-    let h = holder(0x61, "urn:aps:agent:one-passport");
+    let h = support::live_of(0x61, "urn:aps:agent:one-passport");
     let o = revoke(&file, &["--passport", &h.passport]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The same passport, spelled with other white space and member order.
@@ -260,7 +217,7 @@ async fn a_reserialized_passport_is_still_revoked_by_its_passport_id() {
     let value: serde_json::Value = serde_json::from_slice(&raw).unwrap();
     let pretty = serde_json::to_string_pretty(&value).unwrap();
     assert_ne!(pretty.as_bytes(), raw.as_slice());
-    let respelled = Holder {
+    let respelled = support::Fixture {
         passport: passport_gate::crypto::encode_base64(pretty.as_bytes()),
         agent: h.agent.clone(),
         principal_address: h.principal_address.clone(),
@@ -269,13 +226,13 @@ async fn a_reserialized_passport_is_still_revoked_by_its_passport_id() {
     let gw = revocation_gateway("revoke-passport", &file, up.addr);
     let b = body(0);
     for p in [&h, &respelled] {
-        let (status, code, _) = post(&gw, &p.headers(&b), &[], &b).await;
+        let (status, code, _) = post(&gw, &p.headers(URI, &b), &[], &b).await;
         assert_eq!((status, code.as_str()), (401, "passport_revoked"));
     }
     // Another passport of the same holder is not revoked.
     let b = body(1);
-    let other = holder(0x61, "urn:aps:agent:another-passport");
-    assert_eq!(post(&gw, &other.headers(&b), &[], &b).await.0, 200);
+    let other = support::live_of(0x61, "urn:aps:agent:another-passport");
+    assert_eq!(post(&gw, &other.headers(URI, &b), &[], &b).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,8 +242,8 @@ async fn a_typo_in_the_revocation_file_never_lifts_a_revocation() {
     std::fs::write(&file, "agent_id urn:aps:agent:first\n").unwrap();
     let up = upstream().await;
     let gw = revocation_gateway("revoke-typo", &file, up.addr);
-    let first = holder(0x61, "urn:aps:agent:first");
-    let second = holder(0x61, "urn:aps:agent:second");
+    let first = support::live_of(0x61, "urn:aps:agent:first");
+    let second = support::live_of(0x61, "urn:aps:agent:second");
     until_status(&gw, &first, 401).await;
     until_status(&gw, &second, 200).await;
     // The operator drops `first`, adds `second`, and makes a typo on another line.
@@ -386,9 +343,9 @@ async fn a_malformed_requester_is_refused_before_any_lookup_and_costs_no_memory(
             &format!("[binding]\nchain_node = \"http://{}\"\n", node.addr),
         ),
     );
-    let h = holder(0x61, "urn:aps:agent:requester");
+    let h = support::live_of(0x61, "urn:aps:agent:requester");
     let b = body(0);
-    let headers = h.headers(&b);
+    let headers = h.headers(URI, &b);
     let chain_queries = || {
         node.seen()
             .iter()
@@ -464,13 +421,13 @@ fn assert_no_raw_controls(what: &str, out: &[u8]) {
 
 #[test]
 fn inspect_and_verify_escape_control_and_bidi_characters() {
-    let h = holder(0x61, NASTY);
+    let h = support::live_of(0x61, NASTY);
     let o = run(&["inspect", &h.passport]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_no_raw_controls("inspect", &o.stdout);
 
     let b = body(0);
-    let sig = sign_request(&h.agent, &h.passport, CHAIN, "POST", URI, &b).unwrap();
+    let sig = h.sign(URI, &b);
     let o = run(&[
         "verify",
         "--chain-id",
@@ -568,7 +525,7 @@ fn with_closed_stdout(args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn a_closed_stdout_is_not_a_panic() {
-    let h = holder(0x61, "urn:aps:agent:pipe");
+    let h = support::live_of(0x61, "urn:aps:agent:pipe");
     let vectors = concat!(env!("CARGO_MANIFEST_DIR"), "/conformance/vectors");
     for args in [
         vec!["inspect", h.passport.as_str()],
@@ -581,7 +538,7 @@ fn a_closed_stdout_is_not_a_panic() {
     }
     // `verify` keeps its verdict as the exit status.
     let b = body(0);
-    let sig = sign_request(&h.agent, &h.passport, CHAIN, "POST", URI, &b).unwrap();
+    let sig = h.sign(URI, &b);
     let body_text = String::from_utf8(b).unwrap();
     let verify = |sig: &str| {
         with_closed_stdout(&[

@@ -704,29 +704,13 @@ async fn in_redis_one_request_is_accepted_once_and_each_principal_has_a_quota() 
         (429, "replay_quota_exceeded")
     );
     // The quota is per principal: the holder of another principal key is served.
-    let principal = passport_gate::crypto::PrincipalSecret::from_bytes(&[0x71; 32]).unwrap();
-    let agent = passport_gate::crypto::AgentSecret::from_bytes(&[0x62; 32]);
-    let t = Timestamp::parse("2026-05-21T11:59:00Z").unwrap();
-    let passport = passport_gate::mint::PassportSpec {
-        chain_id: "gonka-mainnet".into(),
-        agent_id: "urn:aps:agent:quota".into(),
-        agent_key: agent.public_key(),
-        principal_key: principal.public_key(),
-        address_prefix: "gonka".into(),
-        issued_at: t,
-        expires_at: t.plus_seconds(1800),
-        not_before: None,
-        allowed_models: None,
-        beneficiary: None,
-    }
-    .mint(&principal, 3600)
-    .unwrap();
-    let sig =
-        passport_gate::mint::sign_request(&agent, &passport, "gonka-mainnet", "POST", URI, third)
-            .unwrap();
-    let headers = vec![
-        ("x-agent-passport".to_owned(), passport),
-        ("x-agent-sig".to_owned(), sig),
-    ];
+    let other = support::fixture_of(
+        0x71,
+        "urn:aps:agent:quota",
+        None,
+        None,
+        Timestamp::parse("2026-05-21T11:59:00Z").unwrap(),
+    );
+    let headers = other.headers(URI, third);
     assert_eq!(send(a, &headers, third).await.0, 200);
 }

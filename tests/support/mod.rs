@@ -40,7 +40,30 @@ pub fn fixture_at(
     beneficiary: Option<&str>,
     t: Timestamp,
 ) -> Fixture {
-    let principal = PrincipalSecret::from_bytes(&[0x61; 32]).unwrap();
+    fixture_of(0x61, agent_id, models, beneficiary, t)
+}
+
+/// A live passport (issued now, valid 30 minutes, every model) of the principal whose
+/// secret is 32 bytes of `principal`.
+pub fn live_of(principal: u8, agent_id: &str) -> Fixture {
+    fixture_of(
+        principal,
+        agent_id,
+        None,
+        None,
+        Timestamp::from_unix_seconds(Timestamp::now().unix_seconds()),
+    )
+}
+
+/// The fixture passport of the principal whose secret is 32 bytes of `principal`.
+pub fn fixture_of(
+    principal: u8,
+    agent_id: &str,
+    models: Option<Vec<String>>,
+    beneficiary: Option<&str>,
+    t: Timestamp,
+) -> Fixture {
+    let principal = PrincipalSecret::from_bytes(&[principal; 32]).unwrap();
     let agent = AgentSecret::from_bytes(&[0x62; 32]);
     let spec = PassportSpec {
         chain_id: CHAIN.into(),
