@@ -224,6 +224,19 @@ fn vector(name: &str, description: &str, config: VectorConfig, steps: Vec<Step>)
     }
 }
 
+/// A vector configuration with requester binding on `X-Requester-Address` over a static
+/// grant list.
+fn bound(grants: Vec<Grant>) -> VectorConfig {
+    let mut c = config();
+    c.binding = Some(VectorBinding {
+        requester_header: "X-Requester-Address".into(),
+        grants,
+        fail: None,
+        query_timeout_ms: None,
+    });
+    c
+}
+
 /// Builds every vector.
 pub fn generate() -> Vec<Vector> {
     let k = Keys::fixed();
@@ -1133,16 +1146,6 @@ pub fn generate() -> Vec<Vector> {
             msg_type_url: msg.into(),
             expiration: expiration.and_then(|t| crate::time::Timestamp::parse(t).ok()),
         };
-        let bound = |grants: Vec<Grant>| {
-            let mut c = config();
-            c.binding = Some(VectorBinding {
-                requester_header: "X-Requester-Address".into(),
-                grants,
-                fail: None,
-                query_timeout_ms: None,
-            });
-            c
-        };
         let with_requester = |who: &str| {
             let mut r = signed(&k, &valid, URI, &b);
             r.headers.push(("X-Requester-Address".into(), who.into()));
@@ -1886,16 +1889,6 @@ fn parity(k: &Keys, out: &mut Vec<Vector>) {
             grantee: requester.clone(),
             msg_type_url: msg.into(),
             expiration: expiration.and_then(|t| crate::time::Timestamp::parse(t).ok()),
-        };
-        let bound = |grants: Vec<Grant>| {
-            let mut c = config();
-            c.binding = Some(VectorBinding {
-                requester_header: "X-Requester-Address".into(),
-                grants,
-                fail: None,
-                query_timeout_ms: None,
-            });
-            c
         };
         let from = |who: &[&str]| {
             let mut r = signed(k, &valid, URI, &b);

@@ -159,12 +159,29 @@ impl AgentKey {
 /// The point `bytes` encode, when the encoding is canonical and the point is not of small
 /// order.
 fn usable_point(bytes: &[u8; 32]) -> Option<VerifyingKey> {
-    let point = CompressedEdwardsY(*bytes).decompress()?;
-    if point.compress().to_bytes() != *bytes {
+    if !is_canonical_encoding(bytes) {
         return None;
     }
     let key = VerifyingKey::from_bytes(bytes).ok()?;
     (!key.is_weak()).then_some(key)
+}
+
+/// Whether `bytes` is the one encoding of the point it decodes to (RFC 8032 5.1.3):
+/// the y coordinate below p = 2^255 - 19, and the sign bit clear when x is 0 (y = 1 or
+/// y = p - 1). Checked on the bytes, so a key is decompressed once, not decompressed and
+/// compressed again.
+fn is_canonical_encoding(bytes: &[u8; 32]) -> bool {
+    let sign = bytes[31] >> 7;
+    let mut y = *bytes;
+    y[31] &= 0x7f;
+    let high_all_ones = y[31] == 0x7f && y[1..31].iter().all(|&b| b == 0xff);
+    // y >= p: the top 254 bits all ones and the low byte at least 0xed.
+    if high_all_ones && y[0] >= 0xed {
+        return false;
+    }
+    let y_is_one = y[0] == 1 && y[1..].iter().all(|&b| b == 0);
+    let y_is_p_minus_one = high_all_ones && y[0] == 0xec;
+    !(sign == 1 && (y_is_one || y_is_p_minus_one))
 }
 
 /// An agent's secret key, for signing requests.
@@ -221,6 +238,47 @@ impl AgentSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The byte check agrees with decompressing and compressing again, on every edge
+    /// encoding and on ordinary keys.
+    #[test]
+    fn canonical_encoding_is_decided_on_the_bytes() {
+        let round_trips = |b: &[u8; 32]| {
+            CompressedEdwardsY(*b)
+                .decompress()
+                .is_some_and(|p| p.compress().to_bytes() == *b)
+        };
+        let mut cases: Vec<[u8; 32]> = Vec::new();
+        for low in 0xe0..=0xffu8 {
+            for sign in [0u8, 0x80] {
+                let mut b = [0xffu8; 32];
+                b[0] = low;
+                b[31] = 0x7f | sign;
+                cases.push(b);
+            }
+        }
+        for sign in [0u8, 0x80] {
+            let mut one = [0u8; 32];
+            one[0] = 1;
+            one[31] |= sign;
+            cases.push(one);
+            let mut zero = [0u8; 32];
+            zero[31] |= sign;
+            cases.push(zero);
+        }
+        for seed in 0..64u8 {
+            let k = AgentSecret::from_bytes(&[seed; 32]).public_key().to_bytes();
+            cases.push(k);
+            let mut flipped = k;
+            flipped[31] ^= 0x80;
+            cases.push(flipped);
+        }
+        for b in cases {
+            if CompressedEdwardsY(b).decompress().is_some() {
+                assert_eq!(is_canonical_encoding(&b), round_trips(&b), "{b:02x?}");
+            }
+        }
+    }
 
     #[test]
     fn payload_layout_is_length_prefixed_big_endian() {

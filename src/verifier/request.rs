@@ -119,6 +119,14 @@ pub const MAX_BODY_DEPTH: usize = 10_000;
 /// Whether `body`'s arrays and objects nest deeper than [`MAX_BODY_DEPTH`]. Brackets
 /// inside strings do not count. One pass, no allocation; the JSON parser checks the rest.
 fn nests_too_deep(body: &[u8]) -> bool {
+    // Depth needs an opening bracket per level: a body with no more than the limit of
+    // them cannot be too deep. Counting is one vectorized pass; the exact scan below
+    // runs only for the rare body with more.
+    if body.len() <= MAX_BODY_DEPTH
+        || body.iter().filter(|&&b| b == b'[' || b == b'{').count() <= MAX_BODY_DEPTH
+    {
+        return false;
+    }
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -278,6 +286,9 @@ mod tests {
             "[".repeat(MAX_BODY_DEPTH + 1)
         );
         assert_eq!(requested_model(in_string.as_bytes()).unwrap(), "m");
+        // Many brackets side by side are not depth.
+        let wide = format!(r#"{{"model":"m","x":[{}[]]}}"#, "[],".repeat(MAX_BODY_DEPTH));
+        assert_eq!(requested_model(wide.as_bytes()).unwrap(), "m");
     }
 
     #[test]
