@@ -287,10 +287,10 @@ async fn the_body_budget_bounds_what_passport_holders_make_the_gateway_hold() {
     );
     let body = format!("{{\"model\":\"m\",\"pad\":\"{}\"}}", "x".repeat(700_000));
     let sig = f.sign(URI, body.as_bytes());
-    // The first request announces 700 KB and stalls halfway: its bytes are held.
+    // The first request announces 700 KB and stalls after 500 KB: those bytes are held.
     let mut first = head(g.listen, &f.passport, &sig, body.len());
     assert!(read_some(&mut first).starts_with("HTTP/1.1 100 Continue"));
-    first.write_all(&body.as_bytes()[..350_000]).unwrap();
+    first.write_all(&body.as_bytes()[..500_000]).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A second one cannot fit in what is left of the 1 MiB budget.
     let resp = send(
@@ -304,7 +304,7 @@ async fn the_body_budget_bounds_what_passport_holders_make_the_gateway_hold() {
     assert_eq!(resp.headers()["retry-after"], "1");
     assert_eq!(code_of(resp).await, (503, "body_budget_exhausted".into()));
     // Once the first finishes, its bytes return to the budget.
-    first.write_all(&body.as_bytes()[350_000..]).unwrap();
+    first.write_all(&body.as_bytes()[500_000..]).unwrap();
     let mut answer = String::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !answer.contains("received_bytes") && Instant::now() < deadline {
@@ -459,4 +459,34 @@ async fn events_record_the_path_the_upstream_received() {
     let event: serde_json::Value = serde_json::from_str(written.lines().next().unwrap()).unwrap();
     assert_eq!(event["path"], URI);
     assert_eq!(up.seen()[0].uri, URI);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_but_unsent_bodies_hold_none_of_the_body_budget() {
+    let up = upstream().await;
+    let f = support::live("urn:aps:agent:declarer");
+    let g = start(
+        "declared-budget",
+        &config(
+            up.addr,
+            "max_body_size = 10485760\nmax_buffered_body_bytes = 20971520\n",
+        ),
+    );
+    // Two requests with a self-minted passport (its principal signature verifies)
+    // declare 10 MiB each, the whole budget, and send nothing.
+    let wrong_sig = b64(&[1u8; 64]);
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| head(g.listen, &f.passport, &wrong_sig, 10 << 20))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resp = send(
+        g.listen,
+        "POST",
+        URI,
+        &headers(&f.passport, &f.sign(URI, BODY)),
+        BODY,
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "declared bodies held the budget");
+    drop(held);
 }

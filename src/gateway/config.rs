@@ -221,6 +221,8 @@ pub struct BindingSection {
     pub failure_ttl_ms: u64,
     /// The most bytes the grant cache holds, keys included.
     pub grant_cache_max_bytes: u64,
+    /// The most grant queries in flight at once (beyond: 503 without a query).
+    pub max_concurrent_queries: u64,
 }
 
 impl Default for BindingSection {
@@ -234,6 +236,7 @@ impl Default for BindingSection {
             query_timeout_ms: 15_000,
             failure_ttl_ms: 1_000,
             grant_cache_max_bytes: 16 << 20,
+            max_concurrent_queries: 32,
         }
     }
 }
@@ -517,6 +520,7 @@ impl GatewayConfig {
                 ("query_timeout_ms", b.query_timeout_ms, 120_000),
                 ("failure_ttl_ms", b.failure_ttl_ms, 60_000),
                 ("grant_cache_max_bytes", b.grant_cache_max_bytes, 1 << 34),
+                ("max_concurrent_queries", b.max_concurrent_queries, 4096),
             ] {
                 if v == 0 || v > hi {
                     errors.push(format!(

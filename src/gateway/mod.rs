@@ -231,6 +231,7 @@ pub async fn run(
             query_timeout: Duration::from_millis(b.query_timeout_ms),
             failure_ttl: Duration::from_millis(b.failure_ttl_ms),
             max_bytes: b.grant_cache_max_bytes,
+            max_concurrent_queries: usize::try_from(b.max_concurrent_queries).unwrap_or(4096),
         };
         let header = http::HeaderName::try_from(b.requester_header.as_str())
             .map_err(|e| format!("binding.requester_header: {e}"))?;

@@ -165,6 +165,11 @@ pub struct GrantCacheSettings {
     pub failure_ttl: Duration,
     /// The most bytes cached answers may take (keys included).
     pub max_bytes: u64,
+    /// The most grant queries in flight at once; a miss beyond it fails at once (503,
+    /// remembered for `failure_ttl`) instead of queueing on the chain node. Anyone can
+    /// make a passport for a key of their own and name a new requester per request, so
+    /// without this bound one client could hold a chain-node connection per request.
+    pub max_concurrent_queries: usize,
 }
 
 impl Default for GrantCacheSettings {
@@ -175,6 +180,7 @@ impl Default for GrantCacheSettings {
             query_timeout: Duration::from_secs(15),
             failure_ttl: Duration::from_secs(1),
             max_bytes: 16 << 20,
+            max_concurrent_queries: 32,
         }
     }
 }
@@ -194,6 +200,7 @@ pub struct GrantCache {
     source: Arc<dyn GrantSource>,
     cache: Cache<(String, String, String), Entry>,
     settings: GrantCacheSettings,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for GrantCache {
@@ -214,6 +221,7 @@ impl GrantCache {
                 .weigher(weight)
                 .expire_after(EntryTtl)
                 .build(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_queries)),
             settings,
         }
     }
@@ -268,6 +276,12 @@ impl GrantCache {
         msg: &str,
         now: Timestamp,
     ) -> Result<Entry, GrantQueryError> {
+        let _slot = self.in_flight.try_acquire().map_err(|_| {
+            GrantQueryError(format!(
+                "{} grant queries already in flight",
+                self.settings.max_concurrent_queries
+            ))
+        })?;
         let grants = tokio::time::timeout(
             self.settings.query_timeout,
             self.source.grants(granter, grantee, msg),
@@ -496,6 +510,26 @@ mod tests {
             assert!(r.unwrap().0);
         }
         assert_eq!(src.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn queries_in_flight_are_bounded_and_the_excess_fails_at_once() {
+        let src = counting(vec![], false, Duration::from_millis(300));
+        let settings = GrantCacheSettings {
+            max_concurrent_queries: 4,
+            ..GrantCacheSettings::default()
+        };
+        let cache = GrantCache::new(src.clone(), settings);
+        let requesters: Vec<String> = (0..6).map(|i| format!("gonka1r{i}")).collect();
+        let started = std::time::Instant::now();
+        let lookups = requesters
+            .iter()
+            .map(|r| cache.is_authorized("gonka1p", r, START_INFERENCE_MSG, NOW));
+        let results = futures_join_all(lookups).await;
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 4);
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 2);
+        assert_eq!(src.calls.load(Ordering::SeqCst), 4);
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 
     #[tokio::test]

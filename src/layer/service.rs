@@ -392,8 +392,9 @@ async fn check_replay(
 /// Reads the body, refusing a declared `Content-Length` over `limit` before reading a
 /// byte, and counting the bytes actually received against `limit` otherwise (a client
 /// may lie about, or omit, the length). Every byte held is first taken from `budget`,
-/// shared by all requests (the declared length at once, further bytes as they arrive),
-/// so the bodies held at once never exceed `max_buffered_body_bytes`.
+/// shared by all requests, as it arrives (never the declared length in advance: a client
+/// that declares a body and sends nothing must not hold the budget), so the bodies held
+/// at once never exceed `max_buffered_body_bytes`.
 async fn read_limited<B>(
     headers: &HeaderMap,
     body: B,
@@ -427,7 +428,6 @@ where
         reserved = upto;
         Ok(())
     };
-    reserve(declared.unwrap_or(0), &mut held)?;
     let mut body = std::pin::pin!(body);
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
@@ -442,17 +442,21 @@ where
             return Err(Rejection::BodyTooLarge);
         }
         reserve(received, &mut held)?;
-        // One chunk is kept as is; only a body in several chunks is copied together.
+        // One chunk is kept as is; only a body in several chunks is copied together,
+        // into a buffer that grows with what arrived (its capacity is charged too).
         match (&mut first, &mut joined) {
             (None, None) => first = Some(data),
             (Some(f), None) => {
-                let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).max(received) as usize);
+                let mut buf = BytesMut::with_capacity(received as usize);
                 buf.extend_from_slice(f);
                 buf.extend_from_slice(&data);
                 first = None;
                 joined = Some(buf);
             }
             (_, Some(buf)) => buf.extend_from_slice(&data),
+        }
+        if let Some(buf) = &joined {
+            reserve(buf.capacity() as u64, &mut held)?;
         }
     }
     let bytes = match (first, joined) {
