@@ -853,8 +853,8 @@ fn serve(a: &ServeArgs) -> Result<u8, Failure> {
         }))
         .map_err(|e| Failure(e, 1))?;
     eprintln!(
-        "passport-gate stopped: {} connection(s) cut at the grace deadline",
-        report.connections_cut
+        "passport-gate stopped: {} connection(s) cut at the grace deadline, {} forwarded request(s) cut before their event",
+        report.connections_cut, report.events_cut
     );
     if let Some(a) = report.attribution {
         eprintln!(

@@ -490,3 +490,50 @@ async fn declared_but_unsent_bodies_hold_none_of_the_body_budget() {
     assert_eq!(resp.status(), 200, "declared bodies held the budget");
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_the_event_of_a_request_whose_client_left() {
+    let up = slow_upstream(Duration::from_secs(2)).await;
+    let f = support::live("urn:aps:agent:left-before-shutdown");
+    let dir = support::serve::workdir("shutdown-events-files");
+    let events = dir.join("events.jsonl");
+    let g = start(
+        "shutdown-events",
+        &config(up, &format!("\n[attribution]\nfile = {:?}\n", events)),
+    );
+    let sig = f.sign(URI, BODY);
+    // The client hangs up once its request is on its way upstream; the gateway is
+    // stopped while the upstream still works on it.
+    let gone = tokio::time::timeout(
+        Duration::from_millis(300),
+        send(g.listen, "POST", URI, &headers(&f.passport, &sig), BODY),
+    )
+    .await;
+    assert!(gone.is_err());
+    let pid = g.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut report = Vec::new();
+    while Instant::now() < deadline && !report.iter().any(|l: &String| l.contains("stopped")) {
+        report.extend(g.drain_lines());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    report.extend(g.drain_lines());
+    let written = std::fs::read_to_string(&events).unwrap_or_default();
+    let lines: Vec<serde_json::Value> = written
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{report:?}");
+    assert_eq!(lines[0]["client_disconnected"], true);
+    assert!(
+        report
+            .iter()
+            .any(|l| l.contains("0 forwarded request(s) cut before their event")),
+        "{report:?}"
+    );
+}

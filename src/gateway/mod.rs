@@ -104,6 +104,10 @@ impl Service<http::Request<Incoming>> for Dispatch {
 pub struct ShutdownReport {
     /// Connections still open when the grace period ended (they were cut).
     pub connections_cut: usize,
+    /// Forwarded requests still waiting for the upstream when the grace period ended:
+    /// their events were never written (counted in
+    /// `passport_gate_attribution_events_lost_total`).
+    pub events_cut: usize,
     /// The attribution queue's report, when attribution was on.
     pub attribution: Option<DrainReport>,
 }
@@ -375,16 +379,24 @@ pub async fn run(
     drop(acceptor);
     tracing::info!("shutting down: no new connections, waiting for in-flight requests");
     let open = graceful.count();
-    let connections_cut =
-        match tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await {
-            Ok(()) => 0,
-            Err(_) => open,
-        };
+    let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
+    let connections_cut = match tokio::time::timeout_at(grace_ends, graceful.shutdown()).await {
+        Ok(()) => 0,
+        Err(_) => open,
+    };
+    // Requests whose client already left are not connections any more, but they were
+    // forwarded and still owe an event: wait for them within the same grace period.
+    let events_cut = match tokio::time::timeout_at(grace_ends, layer.forwarded_done()).await {
+        Ok(()) => 0,
+        Err(_) => layer.forwarded_in_flight(),
+    };
+    metrics.attribution_lost.inc_by(events_cut as u64);
     admin_task.abort();
     let attribution =
         queue.map(|q| q.shutdown(Duration::from_millis(raw.attribution.drain_deadline_ms)));
     Ok(ShutdownReport {
         connections_cut,
+        events_cut,
         attribution,
     })
 }

@@ -43,8 +43,42 @@ pub(crate) struct ReplayGuard {
     pub(crate) clock_skew_seconds: i64,
 }
 
+/// Accepted requests whose inner call runs in its own task (attribution on), so that
+/// shutdown can wait for their events.
+#[derive(Debug, Default)]
+pub(crate) struct Forwarding {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl Forwarding {
+    /// Counts one call; the returned guard uncounts it when dropped.
+    pub(crate) fn start(self: &Arc<Self>) -> ForwardingGuard {
+        self.running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ForwardingGuard(Arc::clone(self))
+    }
+}
+
+/// Held by one forwarded call's task.
+pub(crate) struct ForwardingGuard(Arc<Forwarding>);
+
+impl Drop for ForwardingGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 pub(crate) struct Shared {
     pub(crate) mode: Mode,
+    pub(crate) forwarding: Arc<Forwarding>,
     pub(crate) body_read_timeout: std::time::Duration,
     /// Bytes of request bodies all requests may hold at once (one permit per byte).
     pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
@@ -118,6 +152,7 @@ impl PassportLayer {
         PassportLayer {
             shared: Arc::new(Shared {
                 mode: Mode::Optional,
+                forwarding: Arc::default(),
                 body_read_timeout: std::time::Duration::from_millis(
                     Config::default().body_read_timeout_ms,
                 ),
@@ -141,6 +176,29 @@ impl PassportLayer {
     /// The layer's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// Accepted requests whose call to the inner service is still running in its own
+    /// task (with attribution on), each with its event still to come.
+    pub fn forwarded_in_flight(&self) -> usize {
+        self.shared
+            .forwarding
+            .running
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Completes once no forwarded call is running (their events are queued). A
+    /// gateway's shutdown waits on this, within its grace period, after the
+    /// connections closed: a client that hung up does not hold a connection open, but
+    /// its forwarded request still owes an event.
+    pub async fn forwarded_done(&self) {
+        loop {
+            let idle = self.shared.forwarding.idle.notified();
+            if self.forwarded_in_flight() == 0 {
+                return;
+            }
+            idle.await;
+        }
     }
 }
 
@@ -222,6 +280,7 @@ impl PassportLayerBuilder {
         Ok(PassportLayer {
             shared: Arc::new(Shared {
                 mode: self.config.mode,
+                forwarding: Arc::default(),
                 body_read_timeout: std::time::Duration::from_millis(
                     self.config.body_read_timeout_ms,
                 ),

@@ -137,7 +137,9 @@ where
     // before the response head.
     let (answer, answered) = tokio::sync::oneshot::channel();
     let task_shared = Arc::clone(&shared);
+    let running = shared.forwarding.start();
     tokio::spawn(async move {
+        let _running = running;
         let result = call.await;
         let client_disconnected = answer.is_closed();
         if client_disconnected {
