@@ -537,3 +537,42 @@ async fn shutdown_waits_for_the_event_of_a_request_whose_client_left() {
         "{report:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reports_the_events_it_had_to_cut() {
+    let up = slow_upstream(Duration::from_secs(5)).await;
+    let f = support::live("urn:aps:agent:cut-at-shutdown");
+    let dir = support::serve::workdir("shutdown-cut-files");
+    let events = dir.join("events.jsonl");
+    let toml = config(up, &format!("\n[attribution]\nfile = {:?}\n", events))
+        .replace("shutdown_grace_seconds = 10", "shutdown_grace_seconds = 1");
+    let g = start("shutdown-cut", &toml);
+    let sig = f.sign(URI, BODY);
+    // The client waits; the upstream takes longer than the grace period.
+    let (listen, passport) = (g.listen, f.passport.clone());
+    let pending =
+        tokio::spawn(
+            async move { send(listen, "POST", URI, &headers(&passport, &sig), BODY).await },
+        );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = g.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut report = Vec::new();
+    while Instant::now() < deadline && !report.iter().any(|l: &String| l.contains("stopped")) {
+        report.extend(g.drain_lines());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pending.abort();
+    assert!(
+        report
+            .iter()
+            .any(|l| l.contains("1 forwarded request(s) cut before their event")),
+        "{report:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&events).unwrap_or_default(), "");
+}
