@@ -84,7 +84,10 @@ pub async fn run() -> Result<u8, String> {
         bound.listen,
         upstream.addr()
     );
-    println!("metrics    http://{}/metrics\n", bound.admin);
+    println!(
+        "metrics    http://{}/metrics  (live while the demo runs; it stops with it)\n",
+        bound.admin
+    );
 
     let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
     let spec = |issued_at: Timestamp, ttl: i64| PassportSpec {
