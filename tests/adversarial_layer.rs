@@ -576,3 +576,34 @@ async fn shutdown_reports_the_events_it_had_to_cut() {
     );
     assert_eq!(std::fs::read_to_string(&events).unwrap_or_default(), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_in_one_byte_chunks_arrives_whole_and_is_held_once() {
+    let up = upstream().await;
+    let f = support::live("urn:aps:agent:dripper");
+    let g = start("one-byte-chunks", &config(up.addr, ""));
+    let body = format!("{{\"model\":\"m\",\"pad\":\"{}\"}}", "y".repeat(40_000));
+    let sig = f.sign(URI, body.as_bytes());
+    let mut wire = format!(
+        "POST {URI} HTTP/1.1\r\nHost: gw\r\nX-Agent-Passport: {}\r\nX-Agent-Sig: {sig}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        f.passport
+    )
+    .into_bytes();
+    for b in body.bytes() {
+        wire.extend_from_slice(b"1\r\n");
+        wire.push(b);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\n\r\n");
+    let _ = up.release_last_chunk.send(());
+    let listen = g.listen;
+    let answer = tokio::task::spawn_blocking(move || {
+        support::serve::raw(listen, &wire, Duration::from_secs(5))
+    })
+    .await
+    .unwrap();
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body.as_ref(), body.as_bytes());
+}

@@ -9,7 +9,7 @@ use crate::verifier::{
     has_passport_headers, signed_target, PassportHeaders, Rejection, VerifiedAgent,
     PASSPORT_HEADER, SIGNATURE_HEADER,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Request, Response};
 use http_body::Body;
@@ -431,8 +431,13 @@ where
         Ok(())
     };
     let mut body = std::pin::pin!(body);
+    // One chunk is kept as it arrived. A body in several chunks is copied into one
+    // buffer as it arrives (keeping every chunk would cost a handle per chunk, many
+    // times the bytes for a body sent in one-byte chunks), grown by doubling but never
+    // past `limit`; its capacity is what is charged, so a body of `limit` bytes always
+    // fits a budget of at least `limit`.
     let mut first: Option<Bytes> = None;
-    let mut joined: Option<BytesMut> = None;
+    let mut joined: Option<Vec<u8>> = None;
     let mut received: u64 = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| Rejection::BodyReadFailed)?;
@@ -444,25 +449,24 @@ where
             return Err(Rejection::BodyTooLarge);
         }
         reserve(received, &mut held)?;
-        // One chunk is kept as is; only a body in several chunks is copied together,
-        // into a buffer that grows with what arrived (its capacity is charged too).
-        match (&mut first, &mut joined) {
-            (None, None) => first = Some(data),
-            (Some(f), None) => {
-                let mut buf = BytesMut::with_capacity(received as usize);
-                buf.extend_from_slice(f);
-                buf.extend_from_slice(&data);
-                first = None;
-                joined = Some(buf);
+        let buf = match (first.take(), &mut joined) {
+            (None, None) => {
+                first = Some(data);
+                continue;
             }
-            (_, Some(buf)) => buf.extend_from_slice(&data),
+            (Some(f), _) => joined.insert(f.to_vec()),
+            (None, Some(buf)) => buf,
+        };
+        if buf.capacity() - buf.len() < data.len() {
+            let grown = (buf.capacity() as u64).saturating_mul(2).min(limit);
+            let want = usize::try_from(grown.max(received)).unwrap_or(usize::MAX);
+            reserve(want as u64, &mut held)?;
+            buf.reserve_exact(want - buf.len());
         }
-        if let Some(buf) = &joined {
-            reserve(buf.capacity() as u64, &mut held)?;
-        }
+        buf.extend_from_slice(&data);
     }
     let bytes = match (first, joined) {
-        (_, Some(buf)) => buf.freeze(),
+        (_, Some(buf)) => Bytes::from(buf),
         (Some(f), None) => f,
         (None, None) => Bytes::new(),
     };
