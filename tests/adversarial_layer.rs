@@ -607,3 +607,51 @@ async fn a_body_in_one_byte_chunks_arrives_whole_and_is_held_once() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body.as_ref(), body.as_bytes());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_binding_an_ungranted_principal_never_holds_a_body() {
+    let up = upstream().await;
+    let legit = support::live_of(0x61, "urn:aps:agent:bound");
+    let stranger = support::live_of(0x77, "urn:aps:agent:stranger");
+    let g = start(
+        "binding-before-body",
+        &config(
+            up.addr,
+            "max_body_size = 1048576\nmax_buffered_body_bytes = 1048576\n\n[binding]\nrequester_header = \"X-Requester-Address\"\ngrants = []\n",
+        ),
+    );
+    let body = format!("{{\"model\":\"m\",\"pad\":\"{}\"}}", "x".repeat(600_000));
+    let mut bound = legit.headers(URI, body.as_bytes());
+    bound.push((
+        "x-requester-address".into(),
+        legit.principal_address.clone(),
+    ));
+    let bound: Vec<(&str, &str)> = bound
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    // Two strangers (their own keys, no grant, a garbage agent signature) announce
+    // bodies, naming nobody or the bound principal as requester: they are answered
+    // before a byte of the body is read (the old order read the body, holding the
+    // budget).
+    let garbage = b64(&[0x5a; 64]);
+    let mut held = Vec::new();
+    for requester in [None, Some(legit.principal_address.clone())] {
+        let mut s = TcpStream::connect(g.listen).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let named = requester.map_or(String::new(), |r| format!("X-Requester-Address: {r}\r\n"));
+        let head = format!(
+            "POST {URI} HTTP/1.1\r\nHost: gw\r\nX-Agent-Passport: {}\r\nX-Agent-Sig: {garbage}\r\n{named}Content-Length: 1000000\r\n\r\n",
+            stranger.passport
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        held.push(s);
+    }
+    for s in &mut held {
+        let answer = read_some(s);
+        assert_eq!(status_of(&answer), 403, "{answer}");
+        assert!(answer.contains("principal_mismatch"), "{answer}");
+    }
+    let resp = send(g.listen, "POST", URI, &bound, body.as_bytes()).await;
+    assert_eq!(resp.status(), 200, "{}", text(resp).await);
+}

@@ -1487,6 +1487,29 @@ fn hardening(k: &Keys, out: &mut Vec<Vector>) {
         )],
     ));
 
+    // Requester binding depends only on the passport and a header: it runs before the
+    // body is read, so an ungranted principal never makes the verifier hold a body.
+    {
+        let requester = Keys::address(&k.other_principal);
+        let mut not_json = signed(k, &valid, URI, b"not json");
+        not_json
+            .headers
+            .push(("X-Requester-Address".into(), requester.clone()));
+        let mut wrong_sig = with_headers(&encode_base64(&valid), &encode_base64(&[9u8; 64]), &b);
+        wrong_sig
+            .headers
+            .push(("X-Requester-Address".into(), requester));
+        out.push(vector(
+            "order-binding-before-the-body",
+            "with requester binding and no grant, a request whose body is not JSON, or whose agent signature is wrong, is principal_mismatch: the binding is judged from the passport and the header before the body is read (the reference reads the body first; spec section 11)",
+            bound(Vec::new()),
+            vec![
+                step(not_json, rejected("principal_mismatch")),
+                step(wrong_sig, rejected("principal_mismatch")),
+            ],
+        ));
+    }
+
     // The body budget: with other requests holding all but 16 bytes of it, a body of
     // more than 16 bytes is refused, a smaller one would fit.
     let mut tight = config();

@@ -252,6 +252,17 @@ where
             .verify_seconds
             .observe(verifying.as_secs_f64());
     })?;
+    // Requester binding depends only on the passport's principal and an unsigned
+    // header, so it runs before the body is read too: with binding on, a principal
+    // without a grant (anyone can mint a passport for a key of their own) never makes
+    // the gateway hold a body.
+    let requester = bind_requester(
+        shared,
+        parts,
+        &passport.envelope().principal_address,
+        passport.now(),
+    )
+    .await?;
     let (body, budget) = tokio::time::timeout(
         shared.body_read_timeout,
         read_limited(
@@ -287,27 +298,48 @@ where
     {
         return Err(Rejection::PassportRevoked);
     }
-    let requester = match &shared.binding {
-        None => None,
+    if let Some(guard) = &shared.replay {
+        check_replay(
+            shared,
+            guard,
+            &headers.signature,
+            &agent,
+            agent.verified_at(),
+        )
+        .await?;
+    }
+    Ok(Accepted {
+        agent,
+        requester,
+        body,
+        budget,
+    })
+}
+
+/// Step 12: the requester binding, when configured. The header must appear once and be
+/// a canonical account address (it is unsigned: an arbitrary value must not key a cache
+/// or a chain query), and the principal must be it or have granted it.
+async fn bind_requester(
+    shared: &Shared,
+    parts: &Parts,
+    principal: &str,
+    now: crate::time::Timestamp,
+) -> Result<Option<String>, Rejection> {
+    match &shared.binding {
+        None => Ok(None),
         Some(binding) => {
             let mut values = parts.headers.get_all(&binding.requester_header).iter();
             let requester = match (values.next(), values.next()) {
                 (Some(v), None) => v.to_str().map_err(|_| Rejection::PrincipalMismatch)?,
                 _ => return Err(Rejection::PrincipalMismatch),
             };
-            // Unsigned: it must be an account address before it keys a cache or a query.
-            if crate::grants::check_requester(agent.principal_address(), requester).is_err() {
+            if crate::grants::check_requester(principal, requester).is_err() {
                 return Err(Rejection::RequesterAddressInvalid);
             }
             let started = Instant::now();
             let lookup = binding
                 .grants
-                .is_authorized(
-                    agent.principal_address(),
-                    requester,
-                    &binding.msg_type_url,
-                    agent.verified_at(),
-                )
+                .is_authorized(principal, requester, &binding.msg_type_url, now)
                 .await;
             let (granted, how) = lookup.map_err(|e| {
                 shared.metrics.chain_query_errors.inc();
@@ -326,25 +358,9 @@ where
             if !granted {
                 return Err(Rejection::PrincipalMismatch);
             }
-            Some(requester.to_owned())
+            Ok(Some(requester.to_owned()))
         }
-    };
-    if let Some(guard) = &shared.replay {
-        check_replay(
-            shared,
-            guard,
-            &headers.signature,
-            &agent,
-            agent.verified_at(),
-        )
-        .await?;
     }
-    Ok(Accepted {
-        agent,
-        requester,
-        body,
-        budget,
-    })
 }
 
 /// Step 13: refuses an exact replay. It runs after every other check, so a forged or

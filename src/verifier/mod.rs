@@ -67,6 +67,10 @@ impl CheckedPassport {
     pub fn envelope(&self) -> &Envelope {
         &self.verified.envelope
     }
+    /// The instant of the verdict (the request's one clock reading).
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
 }
 
 /// A request whose passport verified: the identity handed to handlers.
