@@ -220,7 +220,8 @@ async fn config_value(conn: &mut Conn, name: &str) -> Result<Result<String, Stri
 
 /// What lets the server forget a key before its TTL: any eviction policy but
 /// `noeviction` (our keys all carry a TTL, so `volatile-*` policies evict them too), no
-/// persistence (a restart forgets everything), or settings it will not tell (managed
+/// append-only file (a restart forgets everything, or with RDB snapshots alone
+/// everything since the last one), or settings it will not tell (managed
 /// servers often refuse `CONFIG`, and unknown counts as unsafe). Empty when safe.
 async fn forgetful_settings(conn: &mut Conn) -> Result<Vec<String>, RedisError> {
     let mut problems = Vec::new();
@@ -231,9 +232,14 @@ async fn forgetful_settings(conn: &mut Conn) -> Result<Vec<String>, RedisError> 
     }
     let aof = config_value(conn, "appendonly").await?;
     let rdb = config_value(conn, "save").await?;
+    // Only the append-only file keeps what was written since the last snapshot: with RDB
+    // snapshots alone, a crash forgets every record newer than the snapshot, and each
+    // of those requests could be replayed once.
     match (aof, rdb) {
         (Ok(a), _) if a == "yes" => {}
-        (_, Ok(s)) if !s.trim().is_empty() => {}
+        (Ok(_), Ok(s)) if !s.trim().is_empty() => problems.push(format!(
+            "only RDB snapshots (save \"{s}\", appendonly no): a crash forgets the records since the last snapshot"
+        )),
         (Ok(_), Ok(_)) => problems.push("no persistence (appendonly no, save \"\")".into()),
         (Err(e), _) | (_, Err(e)) => problems.push(format!("persistence unknown: {e}")),
     }

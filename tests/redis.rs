@@ -559,6 +559,10 @@ async fn a_redis_that_can_forget_records_is_refused_at_startup_unless_accepted()
             "maxmemory-policy is volatile-ttl",
         ),
         (vec!["--save", "", "--appendonly", "no"], "no persistence"),
+        (
+            vec!["--save", "3600 1", "--appendonly", "no"],
+            "only RDB snapshots",
+        ),
     ] {
         let redis = RedisServer::start_with(&settings);
         let (code, lines) = serve_until_exit(
