@@ -655,3 +655,41 @@ async fn with_binding_an_ungranted_principal_never_holds_a_body() {
     let resp = send(g.listen, "POST", URI, &bound, body.as_bytes()).await;
     assert_eq!(resp.status(), 200, "{}", text(resp).await);
 }
+
+/// An upstream whose every answer is 16 MiB.
+async fn big_upstream() -> SocketAddr {
+    use axum::routing::any;
+    let body = bytes::Bytes::from(vec![b'x'; 16 << 20]);
+    let app = axum::Router::new().fallback(any(move || {
+        let b = body.clone();
+        async move { b }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_a_large_answer_hold_a_bounded_buffer_each() {
+    let up = big_upstream().await;
+    let g = start("slow-readers", &config(up, ""));
+    let before = settled_rss(&g);
+    // 300 clients without credentials ask an unguarded route for 16 MiB and never read.
+    let n = 300u64;
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut s = TcpStream::connect(g.listen).unwrap();
+        s.write_all(b"GET /v1/models HTTP/1.1\r\nHost: gw\r\n\r\n")
+            .unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let per_connection = g.rss_kib().saturating_sub(before) / n;
+    eprintln!("slow readers: {per_connection} KiB per connection");
+    assert!(
+        per_connection <= 192,
+        "each non-reading client holds {per_connection} KiB"
+    );
+    drop(held);
+}

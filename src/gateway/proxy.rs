@@ -208,7 +208,12 @@ where
         connector.set_nodelay(true);
         Proxy {
             shared: Arc::new(Shared {
-                client: Client::builder(TokioExecutor::new()).build(connector),
+                // The read buffer of each upstream connection is bounded: a client that
+                // never reads a large answer must hold little more than this (hyper's
+                // default lets the buffer grow to about 400 KiB).
+                client: Client::builder(TokioExecutor::new())
+                    .http1_max_buf_size(UPSTREAM_READ_BUFFER)
+                    .build(connector),
                 upstream,
                 response_timeout,
             }),
@@ -224,6 +229,9 @@ where
         }
     }
 }
+
+/// The largest read buffer of one upstream connection, in bytes.
+const UPSTREAM_READ_BUFFER: usize = 16 * 1024;
 
 /// The upstream's response body, or the gateway's own answer.
 pub type ProxyBody = PassportBody<hyper::body::Incoming>;
