@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use passport_gate::envelope::Envelope;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::serve::{config, send, start, status_of, text, upstream, Gateway};
 use support::Fixture;
@@ -61,6 +62,48 @@ async fn code_of(resp: http::Response<hyper::body::Incoming>) -> (u16, String) {
 fn settled_rss(g: &Gateway) -> u64 {
     std::thread::sleep(Duration::from_millis(300));
     g.rss_kib()
+}
+
+/// A gateway in front of `upstream` writing attribution events to a file, with `server`
+/// lines replacing the defaults of `[server]` (e.g. `shutdown_grace_seconds = 1`).
+fn with_events(name: &str, upstream: SocketAddr, server: &str) -> (Gateway, PathBuf) {
+    let events = support::serve::workdir(&format!("{name}-files")).join("events.jsonl");
+    let mut toml = config(upstream, &format!("\n[attribution]\nfile = {events:?}\n"));
+    if let Some((key, _)) = server.split_once(" = ") {
+        let default = toml
+            .lines()
+            .find(|l| l.starts_with(key))
+            .map(|l| format!("{l}\n"))
+            .unwrap_or_default();
+        toml = toml.replace(&default, &format!("{server}\n"));
+    }
+    (start(name, &toml), events)
+}
+
+/// The events written so far, one JSON object per line.
+fn events_in(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Sends SIGTERM and returns what the gateway printed until it stopped.
+fn stop(g: &Gateway) -> Vec<String> {
+    let pid = g.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut report = Vec::new();
+    while Instant::now() < deadline && !report.iter().any(|l: &String| l.contains("stopped")) {
+        report.extend(g.drain_lines());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    report
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,12 +391,7 @@ async fn slow_upstream(delay: Duration) -> SocketAddr {
 async fn a_client_that_hangs_up_early_still_leaves_exactly_one_event() {
     let up = slow_upstream(Duration::from_millis(800)).await;
     let f = support::live("urn:aps:agent:impatient");
-    let dir = support::serve::workdir("hangup-events-files");
-    let events = dir.join("events.jsonl");
-    let g = start(
-        "hangup-events",
-        &config(up, &format!("\n[attribution]\nfile = {:?}\n", events)),
-    );
+    let (g, events) = with_events("hangup-events", up, "");
     let sig = f.sign(URI, BODY);
     let gone = tokio::time::timeout(
         Duration::from_millis(200),
@@ -362,11 +400,7 @@ async fn a_client_that_hangs_up_early_still_leaves_exactly_one_event() {
     .await;
     assert!(gone.is_err(), "the client gave up before the answer");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = events_in(&events);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["status"], 200);
     assert_eq!(lines[0]["client_disconnected"], true);
@@ -380,12 +414,7 @@ async fn a_client_that_hangs_up_early_still_leaves_exactly_one_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_model_or_agent_id_is_refused_and_never_reaches_an_event() {
     let up = upstream().await;
-    let dir = support::serve::workdir("string-bounds-files");
-    let events = dir.join("events.jsonl");
-    let g = start(
-        "string-bounds",
-        &config(up.addr, &format!("\n[attribution]\nfile = {:?}\n", events)),
-    );
+    let (g, events) = with_events("string-bounds", up.addr, "");
     let f = support::live("urn:aps:agent:wordy");
     let body = format!("{{\"model\":\"{}\"}}", "m".repeat(9 << 20 >> 4));
     let resp = send(
@@ -434,12 +463,7 @@ async fn a_long_model_or_agent_id_is_refused_and_never_reaches_an_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_record_the_path_the_upstream_received() {
     let up = upstream().await;
-    let dir = support::serve::workdir("event-path-files");
-    let events = dir.join("events.jsonl");
-    let g = start(
-        "event-path",
-        &config(up.addr, &format!("\n[attribution]\nfile = {:?}\n", events)),
-    );
+    let (g, events) = with_events("event-path", up.addr, "");
     let f = support::live("urn:aps:agent:spelling");
     // Signed over the target as sent; judged and forwarded in its normal form.
     let sent = "/v1/chat/%63ompletions";
@@ -455,9 +479,7 @@ async fn events_record_the_path_the_upstream_received() {
     let _ = up.release_last_chunk.send(());
     let _ = resp.into_body().collect().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let written = std::fs::read_to_string(&events).unwrap_or_default();
-    let event: serde_json::Value = serde_json::from_str(written.lines().next().unwrap()).unwrap();
-    assert_eq!(event["path"], URI);
+    assert_eq!(events_in(&events)[0]["path"], URI);
     assert_eq!(up.seen()[0].uri, URI);
 }
 
@@ -495,12 +517,7 @@ async fn declared_but_unsent_bodies_hold_none_of_the_body_budget() {
 async fn shutdown_waits_for_the_event_of_a_request_whose_client_left() {
     let up = slow_upstream(Duration::from_secs(2)).await;
     let f = support::live("urn:aps:agent:left-before-shutdown");
-    let dir = support::serve::workdir("shutdown-events-files");
-    let events = dir.join("events.jsonl");
-    let g = start(
-        "shutdown-events",
-        &config(up, &format!("\n[attribution]\nfile = {:?}\n", events)),
-    );
+    let (g, events) = with_events("shutdown-events", up, "");
     let sig = f.sign(URI, BODY);
     // The client hangs up once its request is on its way upstream; the gateway is
     // stopped while the upstream still works on it.
@@ -510,24 +527,8 @@ async fn shutdown_waits_for_the_event_of_a_request_whose_client_left() {
     )
     .await;
     assert!(gone.is_err());
-    let pid = g.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut report = Vec::new();
-    while Instant::now() < deadline && !report.iter().any(|l: &String| l.contains("stopped")) {
-        report.extend(g.drain_lines());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    report.extend(g.drain_lines());
-    let written = std::fs::read_to_string(&events).unwrap_or_default();
-    let lines: Vec<serde_json::Value> = written
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let report = stop(&g);
+    let lines = events_in(&events);
     assert_eq!(lines.len(), 1, "{report:?}");
     assert_eq!(lines[0]["client_disconnected"], true);
     assert!(
@@ -542,11 +543,7 @@ async fn shutdown_waits_for_the_event_of_a_request_whose_client_left() {
 async fn shutdown_reports_the_events_it_had_to_cut() {
     let up = slow_upstream(Duration::from_secs(5)).await;
     let f = support::live("urn:aps:agent:cut-at-shutdown");
-    let dir = support::serve::workdir("shutdown-cut-files");
-    let events = dir.join("events.jsonl");
-    let toml = config(up, &format!("\n[attribution]\nfile = {:?}\n", events))
-        .replace("shutdown_grace_seconds = 10", "shutdown_grace_seconds = 1");
-    let g = start("shutdown-cut", &toml);
+    let (g, events) = with_events("shutdown-cut", up, "shutdown_grace_seconds = 1");
     let sig = f.sign(URI, BODY);
     // The client waits; the upstream takes longer than the grace period.
     let (listen, passport) = (g.listen, f.passport.clone());
@@ -555,18 +552,7 @@ async fn shutdown_reports_the_events_it_had_to_cut() {
             async move { send(listen, "POST", URI, &headers(&passport, &sig), BODY).await },
         );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = g.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut report = Vec::new();
-    while Instant::now() < deadline && !report.iter().any(|l: &String| l.contains("stopped")) {
-        report.extend(g.drain_lines());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let report = stop(&g);
     pending.abort();
     assert!(
         report
