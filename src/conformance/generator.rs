@@ -224,6 +224,16 @@ fn vector(name: &str, description: &str, config: VectorConfig, steps: Vec<Step>)
     }
 }
 
+/// A grant of `msg` from `granter` to `grantee`, expiring at `expiration` (RFC 3339).
+fn grant_of(granter: &str, grantee: &str, msg: &str, expiration: Option<&str>) -> Grant {
+    Grant {
+        granter: granter.into(),
+        grantee: grantee.into(),
+        msg_type_url: msg.into(),
+        expiration: expiration.and_then(|t| crate::time::Timestamp::parse(t).ok()),
+    }
+}
+
 /// A vector configuration with requester binding on `X-Requester-Address` over a static
 /// grant list.
 fn bound(grants: Vec<Grant>) -> VectorConfig {
@@ -1140,12 +1150,8 @@ pub fn generate() -> Vec<Vector> {
     // Requester binding with a static grant list.
     {
         let requester = Keys::address(&k.other_principal);
-        let grant = |msg: &str, expiration: Option<&str>| Grant {
-            granter: p_addr.clone(),
-            grantee: requester.clone(),
-            msg_type_url: msg.into(),
-            expiration: expiration.and_then(|t| crate::time::Timestamp::parse(t).ok()),
-        };
+        let grant =
+            |msg: &str, expiration: Option<&str>| grant_of(&p_addr, &requester, msg, expiration);
         let with_requester = |who: &str| {
             let mut r = signed(&k, &valid, URI, &b);
             r.headers.push(("X-Requester-Address".into(), who.into()));
@@ -1907,12 +1913,8 @@ fn parity(k: &Keys, out: &mut Vec<Vector>) {
     // Requester binding: U15 to U18.
     {
         let requester = Keys::address(&k.other_principal);
-        let grant = |msg: &str, expiration: Option<&str>| Grant {
-            granter: p_addr.clone(),
-            grantee: requester.clone(),
-            msg_type_url: msg.into(),
-            expiration: expiration.and_then(|t| crate::time::Timestamp::parse(t).ok()),
-        };
+        let grant =
+            |msg: &str, expiration: Option<&str>| grant_of(&p_addr, &requester, msg, expiration);
         let from = |who: &[&str]| {
             let mut r = signed(k, &valid, URI, &b);
             for w in who {
