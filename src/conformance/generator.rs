@@ -21,6 +21,7 @@ const EXPIRES: &str = "2026-05-21T12:29:00Z";
 const CHAIN: &str = "gonka-mainnet";
 const URI: &str = "/v1/chat/completions";
 const MODEL: &str = "qwen/qwen3-32b";
+const AGENT_ID: &str = "urn:aps:agent:conformance-1";
 
 /// The status each code is answered with, from the spec's error table.
 fn status_of(code: &str) -> u16 {
@@ -85,7 +86,7 @@ fn envelope(k: &Keys) -> Value {
         "v": "aps-agent-envelope-v1",
         "audience": "gonka",
         "chain_id": CHAIN,
-        "agent_id": "urn:aps:agent:conformance-1",
+        "agent_id": AGENT_ID,
         "agent_pubkey": {"type": "ed25519", "public_key": k.agent.public_key().to_base64()},
         "principal_address": Keys::address(&k.principal),
         "principal_pubkey": {"type": "secp256k1", "public_key": k.principal.public_key().to_base64()},
@@ -251,7 +252,7 @@ fn bound(grants: Vec<Grant>) -> VectorConfig {
 pub fn generate() -> Vec<Vector> {
     let k = Keys::fixed();
     let p_addr = Keys::address(&k.principal);
-    let agent_id = "urn:aps:agent:conformance-1";
+    let agent_id = AGENT_ID;
     let b = body(MODEL);
     let mut out = Vec::new();
 
@@ -1362,7 +1363,7 @@ fn padded(raw: &[u8], pad: usize) -> Vec<u8> {
 /// after the envelope checks (spec sections 2, 6, 6.2 and their section 11 rows).
 fn hardening(k: &Keys, out: &mut Vec<Vector>) {
     let p_addr = Keys::address(&k.principal);
-    let agent_id = "urn:aps:agent:conformance-1";
+    let agent_id = AGENT_ID;
     let b = body(MODEL);
     let valid = seal(envelope(k), &k.principal);
 
@@ -1630,7 +1631,7 @@ fn splice(raw: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 /// section 11 row) where we deliberately differ.
 fn parity(k: &Keys, out: &mut Vec<Vector>) {
     let p_addr = Keys::address(&k.principal);
-    let agent_id = "urn:aps:agent:conformance-1";
+    let agent_id = AGENT_ID;
     let b = body(MODEL);
     let valid = seal(envelope(k), &k.principal);
     let ok = accepted(&valid, agent_id, &p_addr, MODEL, None, &b);
@@ -1979,7 +1980,7 @@ fn parity(k: &Keys, out: &mut Vec<Vector>) {
 /// `binding.fail`, `request.body_behaviour` and `config.replay_store`.
 fn unexpressed_before(k: &Keys, out: &mut Vec<Vector>) {
     let p_addr = Keys::address(&k.principal);
-    let agent_id = "urn:aps:agent:conformance-1";
+    let agent_id = AGENT_ID;
     let b = body(MODEL);
     let valid = seal(envelope(k), &k.principal);
     let ok = accepted(&valid, agent_id, &p_addr, MODEL, None, &b);

@@ -138,22 +138,6 @@ impl EnvelopeCache {
         })
     }
 
-    /// How many serializations are remembered (approximate while evictions are pending).
-    pub fn serializations(&self) -> u64 {
-        self.inner.as_ref().map_or(0, |m| {
-            m.by_raw.run_pending_tasks();
-            m.by_raw.entry_count()
-        })
-    }
-
-    /// The weighted size of the held passports, in bytes.
-    pub fn weighted_bytes(&self) -> u64 {
-        self.inner.as_ref().map_or(0, |m| {
-            m.by_id.run_pending_tasks();
-            m.by_id.weighted_size()
-        })
-    }
-
     /// Whether the cache holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
