@@ -406,6 +406,78 @@ async fn a_malformed_requester_is_refused_before_any_lookup_and_costs_no_memory(
     assert_eq!(chain_queries(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_queries_in_flight_are_capped_and_the_excess_is_refused_at_once() {
+    // A chain node that takes 3 s per answer, counting the queries it receives.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let asked = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let app = axum::Router::new().fallback(axum::routing::any(move |uri: http::Uri| {
+        let counter = counter.clone();
+        async move {
+            // Grant queries only (the readiness probe asks the node too).
+            if uri.path().starts_with("/cosmos/authz") {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            r#"{"grants":[],"pagination":{"next_key":null}}"#
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let up = upstream().await;
+    let gw = start(
+        "grant-cap",
+        &config(
+            up.addr,
+            &format!("[binding]\nchain_node = \"http://{node}\"\nmax_concurrent_queries = 2\n"),
+        ),
+    );
+    // One self-minted passport, a garbage agent signature, and a new canonical
+    // requester per request: every request is a grant-cache miss.
+    let h = support::live_of(0x61, "urn:aps:agent:asker");
+    let b = body(0);
+    let headers = vec![
+        ("x-agent-passport".to_owned(), h.passport.clone()),
+        (
+            "x-agent-sig".to_owned(),
+            passport_gate::crypto::encode_base64(&[3u8; 64]),
+        ),
+    ];
+    let started = Instant::now();
+    let requests: Vec<_> = (0..8u8)
+        .map(|i| {
+            let requester = PrincipalSecret::from_bytes(&[0x30 + i; 32])
+                .unwrap()
+                .public_key()
+                .address("gonka")
+                .unwrap();
+            let headers = headers.clone();
+            let b = b.clone();
+            let addr = gw.listen;
+            tokio::spawn(async move {
+                let (status, code, _) =
+                    post_to(addr, &headers, &[("x-requester-address", &requester)], &b).await;
+                (status, code, started.elapsed())
+            })
+        })
+        .collect();
+    let mut shed = 0;
+    for r in requests {
+        let (status, code, took) = r.await.unwrap();
+        if (status, code.as_str()) == (503, "chain_query_failed") && took < Duration::from_secs(2) {
+            shed += 1;
+        }
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        2,
+        "queries reached the chain node"
+    );
+    assert_eq!(shed, 6, "requests beyond the cap answered at once");
+}
+
 // ---- item 12: terminal injection ----
 
 const NASTY: &str = "urn:aps:agent:\u{1b}[2J\u{1b}[H\u{9b}31m\u{202e}evil\u{7f}";
