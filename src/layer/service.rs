@@ -117,20 +117,23 @@ where
         body,
         budget,
     } = accepted;
-    let method = parts.method.clone();
-    // The path the service receives: behind the gateway, its normal form (what the
-    // route guard judged), so one route has one spelling in the audit trail.
-    let path = parts
-        .extensions
-        .get::<crate::gateway::NormalPath>()
-        .map_or_else(|| parts.uri.path().to_owned(), |p| p.0.clone());
+    // What the event records, taken only when events are written. The path is the one
+    // the service receives: behind the gateway its normal form (what the route guard
+    // judged), so one route has one spelling in the audit trail.
+    let recorded = shared.attribution.is_some().then(|| {
+        let path = parts
+            .extensions
+            .get::<crate::gateway::NormalPath>()
+            .map_or_else(|| parts.uri.path().to_owned(), |p| p.0.clone());
+        (parts.method.clone(), path)
+    });
     parts.extensions.insert(agent.clone());
     let request = Request::from_parts(parts, PassportBody::held_within_budget(body, budget));
     let started = Instant::now();
     let call = inner.call(request).instrument(span);
-    if shared.attribution.is_none() {
+    let Some((method, path)) = recorded else {
         return call.await.map(|r| r.map(PassportBody::original));
-    }
+    };
     // The call runs in its own task so that a client hanging up (which drops this
     // future) cannot cancel the event of a request that was forwarded: every forwarded
     // request gets exactly one event, marked `client_disconnected` when the client left
