@@ -8,9 +8,7 @@ use passport_gate::keyfile::{load_agent_secret, load_principal_secret, KeyFile};
 use passport_gate::mint::{attach_signature, sign_request, PassportSpec};
 use passport_gate::terminal::escape_controls;
 use passport_gate::time::{FixedClock, SystemClock, Timestamp};
-use passport_gate::verifier::{
-    origin_form_target, PassportHeaders, PASSPORT_HEADER, SIGNATURE_HEADER,
-};
+use passport_gate::verifier::{origin_form_target, PASSPORT_HEADER, SIGNATURE_HEADER};
 use passport_gate::{Config, Rejection, Verifier};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -721,7 +719,7 @@ fn verify(a: &VerifyArgs) -> Result<u8, Failure> {
     let headers = if unsendable {
         Err(Rejection::HeaderMalformed)
     } else {
-        PassportHeaders::from_headers(&headers)
+        verifier.passport_headers(&headers)
     };
     let verdict = match headers {
         Ok(None) => {

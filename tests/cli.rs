@@ -478,6 +478,11 @@ fn verify_reads_header_values_as_the_layer_does() {
     assert_eq!(none.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&none.stdout).unwrap();
     assert_eq!(v["passthrough"], true);
+    // A value longer than any strict base64 of 16 KiB is too large before it is decoded,
+    // even when it is not base64 at all (the conformance vector passport-too-large is
+    // the layer's side).
+    let huge = verify_at(now, &uri, &"!".repeat(22_000), &sig, &body);
+    assert_eq!(verdict_code(&huge), "passport_too_large");
 }
 
 #[test]

@@ -5,10 +5,7 @@ use super::future::ResponseFuture;
 use super::layer::Shared;
 use crate::attribution::{new_event_id, AttributionEvent, EVENT_VERSION};
 use crate::config::Mode;
-use crate::verifier::{
-    has_passport_headers, signed_target, PassportHeaders, Rejection, VerifiedAgent,
-    PASSPORT_HEADER, SIGNATURE_HEADER,
-};
+use crate::verifier::{has_passport_headers, signed_target, Rejection, VerifiedAgent};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Request, Response};
@@ -230,20 +227,9 @@ where
         .verifier
         .as_ref()
         .ok_or(Rejection::PassportRequired)?;
-    // A passport header too long to be one is refused before it is decoded or parsed.
-    if parts
-        .headers
-        .get(SIGNATURE_HEADER)
-        .is_some_and(|v| !v.is_empty())
-        && parts
-            .headers
-            .get(PASSPORT_HEADER)
-            .is_some_and(|v| verifier.passport_header_too_long(v.len()))
-    {
-        return Err(Rejection::PassportTooLarge);
-    }
-    let headers =
-        PassportHeaders::from_headers(&parts.headers)?.ok_or(Rejection::SigHeaderMismatch)?;
+    let headers = verifier
+        .passport_headers(&parts.headers)?
+        .ok_or(Rejection::SigHeaderMismatch)?;
     // Steps 3 to 10a run before a byte of the body is read: a forged passport costs one
     // signature check and never a buffered body.
     let started = Instant::now();

@@ -248,15 +248,24 @@ impl Verifier {
         self.max_body_size
     }
 
-    /// The largest decoded passport accepted, in bytes.
-    pub fn max_passport_bytes(&self) -> usize {
-        self.max_passport_bytes
-    }
-
-    /// Whether an `X-Agent-Passport` value of `len` characters is too long to be
-    /// decoded at all: strict base64 of `max_passport_bytes` is never longer than this.
-    pub fn passport_header_too_long(&self, len: usize) -> bool {
-        len > self.max_passport_bytes.div_ceil(3).saturating_mul(4)
+    /// Step 1: finds and decodes the passport headers (see
+    /// [`PassportHeaders::from_headers`]), refusing first, with `passport_too_large`, a
+    /// passport value too long to be decoded at all: strict base64 of
+    /// `max_passport_bytes` is never longer than `4 * ceil(max / 3)` characters. The
+    /// layer and the CLI both read headers through this.
+    pub fn passport_headers(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<PassportHeaders>, Rejection> {
+        let longest = self.max_passport_bytes.div_ceil(3).saturating_mul(4);
+        if headers.get(SIGNATURE_HEADER).is_some_and(|v| !v.is_empty())
+            && headers
+                .get(PASSPORT_HEADER)
+                .is_some_and(|v| v.len() > longest)
+        {
+            return Err(Rejection::PassportTooLarge);
+        }
+        PassportHeaders::from_headers(headers)
     }
 
     /// The current time on this verifier's clock.
