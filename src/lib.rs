@@ -24,6 +24,7 @@ pub mod client;
 pub mod grants;
 pub mod layer;
 pub mod metrics;
+pub mod principals;
 pub mod problem;
 pub mod redis;
 pub mod replay;

@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process answers)
-//! and `/readyz` (listening and, when a chain node is configured, the node answered).
+//! and `/readyz` (listening and, when a chain node is configured, the node answered;
+//! with `[server.upstream_probe]`, the upstream's last probe succeeded).
 
 use super::listener::{Acceptor, ConnectionLimits};
 use bytes::Bytes;
@@ -11,8 +12,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus::Registry;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -24,10 +25,84 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     r
 }
 
+/// The upstream's health as the last probe found it. `/readyz` reads it; it never
+/// causes a request to the upstream.
+#[derive(Debug, Default)]
+pub(super) struct UpstreamHealth(RwLock<Option<ProbeResult>>);
+
+#[derive(Clone, Debug)]
+struct ProbeResult {
+    healthy: bool,
+    detail: String,
+    at: Instant,
+}
+
+impl UpstreamHealth {
+    fn last(&self) -> Option<ProbeResult> {
+        self.0.read().ok().and_then(|g| g.clone())
+    }
+
+    fn set(&self, r: ProbeResult) {
+        if let Ok(mut g) = self.0.write() {
+            *g = Some(r);
+        }
+    }
+}
+
+/// What `/readyz` reads: the chain node's first answer, and the upstream probe's cached
+/// result when a probe is configured.
+pub(super) struct Readiness {
+    pub(super) chain_node: Option<Arc<AtomicBool>>,
+    pub(super) upstream: Option<Arc<UpstreamHealth>>,
+}
+
+/// `/readyz`: 200 when every configured check passes, else 503; the body has one line
+/// for the verdict and one per check.
+fn readyz(r: &Readiness) -> Response<Full<Bytes>> {
+    let mut ready = true;
+    let mut lines = Vec::new();
+    if let Some(node) = &r.chain_node {
+        if node.load(Ordering::Relaxed) {
+            lines.push("chain node: answered".to_owned());
+        } else {
+            ready = false;
+            lines.push("chain node: waiting for the chain node".to_owned());
+        }
+    }
+    if let Some(health) = &r.upstream {
+        match health.last() {
+            None => {
+                ready = false;
+                lines.push("upstream: not probed yet".to_owned());
+            }
+            Some(p) => {
+                ready &= p.healthy;
+                lines.push(format!(
+                    "upstream: {} ({}, {} ms ago)",
+                    if p.healthy { "ok" } else { "failing" },
+                    p.detail,
+                    p.at.elapsed().as_millis()
+                ));
+            }
+        }
+    }
+    let mut body = if ready { "ready\n" } else { "not ready\n" }.to_owned();
+    for l in lines {
+        body.push_str(&l);
+        body.push('\n');
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    text(status, "text/plain", body)
+}
+
 fn answer(
     req: &Request<Incoming>,
     registry: &Registry,
-    ready: &AtomicBool,
+    ready: &Readiness,
 ) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => text(
@@ -36,14 +111,7 @@ fn answer(
             crate::metrics::render(registry),
         ),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" if ready.load(Ordering::Relaxed) => {
-            text(StatusCode::OK, "text/plain", "ready\n".into())
-        }
-        "/readyz" => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "waiting for the chain node\n".into(),
-        ),
+        "/readyz" => readyz(ready),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }
@@ -54,7 +122,7 @@ pub(super) async fn serve(
     mut acceptor: Acceptor,
     limits: ConnectionLimits,
     registry: Registry,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Readiness>,
 ) {
     let registry = Arc::new(registry);
     let http1 = limits.http1();
@@ -73,6 +141,53 @@ pub(super) async fn serve(
             let _ = conn.await;
             drop(slot);
         });
+    }
+}
+
+/// Asks the upstream `GET probe.uri` every `probe.interval` (each within
+/// `probe.timeout`) and keeps the result for `/readyz`: healthy when it answers with a
+/// status from 200 to 399 (as a Kubernetes HTTP probe counts it). `up` is 1 while
+/// healthy, else 0.
+pub(super) async fn probe_upstream(
+    probe: super::config::UpstreamProbe,
+    health: Arc<UpstreamHealth>,
+    up: prometheus::IntGauge,
+) {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut ticks = tokio::time::interval(probe.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let result = match tokio::time::timeout(probe.timeout, client.get(probe.uri.clone())).await
+        {
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                ProbeResult {
+                    healthy: (200..400).contains(&status.as_u16()),
+                    detail: format!("GET {} answered {}", probe.uri.path(), status.as_u16()),
+                    at: Instant::now(),
+                }
+            }
+            Ok(Err(e)) => ProbeResult {
+                healthy: false,
+                detail: format!("GET {} failed: {e}", probe.uri.path()),
+                at: Instant::now(),
+            },
+            Err(_) => ProbeResult {
+                healthy: false,
+                detail: format!(
+                    "GET {} did not answer within {} ms",
+                    probe.uri.path(),
+                    probe.timeout.as_millis()
+                ),
+                at: Instant::now(),
+            },
+        };
+        if result.healthy != health.last().is_some_and(|p| p.healthy) {
+            tracing::info!(healthy = result.healthy, detail = %result.detail, "upstream probe");
+        }
+        up.set(i64::from(result.healthy));
+        health.set(result);
     }
 }
 

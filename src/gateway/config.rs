@@ -1,5 +1,6 @@
 //! The gateway's TOML configuration: `[server]`, `[agent_envelope]` (the reference's
-//! block), `[routes]`, `[binding]` and `[attribution]`. See `passport-gate.example.toml`.
+//! block), `[routes]`, `[binding]`, `[principals]`, `[forward_identity]` and
+//! `[attribution]`. See `passport-gate.example.toml`.
 
 use crate::config::Config;
 use crate::grants::Grant;
@@ -37,6 +38,91 @@ pub struct GatewayConfig {
     /// Where revocations come from.
     #[serde(default)]
     pub revocation: RevocationSection,
+    /// Which principals the gateway serves; absent means every principal.
+    #[serde(default)]
+    pub principals: Option<PrincipalsSection>,
+    /// The verified identity as request headers for the upstream.
+    #[serde(default)]
+    pub forward_identity: ForwardIdentitySection,
+}
+
+/// `[principals]`: the principal allowlist.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrincipalsSection {
+    /// Principal addresses allowed (bech32 account addresses with the chain's prefix).
+    pub allow: Vec<String>,
+    /// A file of allowed principal addresses, one per line, reloaded when it changes.
+    pub allow_file: Option<PathBuf>,
+    /// How often the file is checked for changes.
+    pub reload_ms: u64,
+}
+
+impl Default for PrincipalsSection {
+    fn default() -> Self {
+        PrincipalsSection {
+            allow: Vec::new(),
+            allow_file: None,
+            reload_ms: 1_000,
+        }
+    }
+}
+
+/// `[forward_identity]`: the header names the verified identity is sent upstream in.
+/// Client-sent headers with these names are always removed, whether or not `enabled`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardIdentitySection {
+    /// Set the headers on accepted requests (true, default).
+    pub enabled: bool,
+    /// The passport's `agent_id`, percent-encoded (see the spec, section 6.3).
+    pub agent_id: String,
+    /// The passport's `principal_address`.
+    pub principal_address: String,
+    /// The passport's `beneficiary`, percent-encoded, when it has one.
+    pub beneficiary: String,
+    /// The passport id (64 hex digits).
+    pub passport_id: String,
+    /// The body's `model`, percent-encoded.
+    pub model: String,
+    /// The bound requester, with requester binding on.
+    pub requester_address: String,
+}
+
+impl Default for ForwardIdentitySection {
+    fn default() -> Self {
+        ForwardIdentitySection {
+            enabled: true,
+            agent_id: "x-aps-agent-id".into(),
+            principal_address: "x-aps-principal-address".into(),
+            beneficiary: "x-aps-beneficiary".into(),
+            passport_id: "x-aps-passport-id".into(),
+            model: "x-aps-model".into(),
+            requester_address: "x-aps-requester-address".into(),
+        }
+    }
+}
+
+/// `[server.upstream_probe]`: how `/readyz` learns the upstream's health.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamProbeSection {
+    /// The path asked with `GET` (under the upstream's base path).
+    pub path: String,
+    /// How often the upstream is asked.
+    pub interval_ms: u64,
+    /// How long one probe may take.
+    pub timeout_ms: u64,
+}
+
+impl Default for UpstreamProbeSection {
+    fn default() -> Self {
+        UpstreamProbeSection {
+            path: "/v1/models".into(),
+            interval_ms: 5_000,
+            timeout_ms: 2_000,
+        }
+    }
 }
 
 /// `[redis]`.
@@ -141,6 +227,12 @@ pub struct ServerSection {
     pub max_connections: u64,
     /// The same, for the admin listener.
     pub admin_max_connections: u64,
+    /// `"off"` (default), `"stdout"` or a file path: one JSON line per request.
+    pub access_log: String,
+    /// Access log lines waiting for a slow sink; beyond it lines are dropped and counted.
+    pub access_log_buffer_lines: u64,
+    /// Probe the upstream for `/readyz`; absent means no probe.
+    pub upstream_probe: Option<UpstreamProbeSection>,
 }
 
 impl Default for ServerSection {
@@ -157,6 +249,9 @@ impl Default for ServerSection {
             max_header_bytes: 65_536,
             max_connections: 4_096,
             admin_max_connections: 64,
+            access_log: "off".into(),
+            access_log_buffer_lines: 8_192,
+            upstream_probe: None,
         }
     }
 }
@@ -205,8 +300,10 @@ impl Default for RoutesSection {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BindingSection {
-    /// The header naming the requester.
-    pub requester_header: String,
+    /// The header naming the requester (default `X-Requester-Address`).
+    pub requester_header: Option<String>,
+    /// A fixed requester (the devshard operator), instead of a header.
+    pub requester: Option<String>,
     /// A chain node's REST (LCD) base URL, `http://host:port`.
     pub chain_node: Option<String>,
     /// A static grant list (instead of a chain node).
@@ -228,7 +325,8 @@ pub struct BindingSection {
 impl Default for BindingSection {
     fn default() -> Self {
         BindingSection {
-            requester_header: "X-Requester-Address".into(),
+            requester_header: None,
+            requester: None,
             chain_node: None,
             grants: Vec::new(),
             grant_ttl_seconds: 120,
@@ -319,6 +417,38 @@ pub struct Validated {
     pub response_timeout: Duration,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// Where the binding takes the requester from, when binding is on.
+    pub requester: Option<crate::layer::RequesterSource>,
+    /// The principal allowlist, its file already read once.
+    pub principals: Option<crate::principals::AllowlistSettings>,
+    /// The identity headers for the upstream.
+    pub identity: super::identity::IdentityHeaders,
+    /// Where access log lines go.
+    pub access_log: AccessLogTarget,
+    /// The upstream probe behind `/readyz`.
+    pub upstream_probe: Option<UpstreamProbe>,
+}
+
+/// `server.access_log`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// No access log (default).
+    Off,
+    /// Standard output.
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+/// `[server.upstream_probe]`, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamProbe {
+    /// The probe's full URI on the upstream.
+    pub uri: http::Uri,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Time one probe may take.
+    pub timeout: Duration,
 }
 
 /// Overrides from flags and `PASSPORT_GATE_*` variables, applied over the file.
@@ -377,9 +507,52 @@ impl Overrides {
 }
 
 impl GatewayConfig {
-    /// Parses TOML text.
+    /// Parses TOML text; every problem is one line in the error.
     pub fn from_toml(text: &str) -> Result<GatewayConfig, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+        let (config, errors) = GatewayConfig::load(text);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Parses TOML text section by section, so that one bad section does not hide the
+    /// problems of the others: the sections that parse are kept (a bad one is left at
+    /// its default), and every problem is one line naming its section. Text that is not
+    /// TOML at all is one line.
+    pub fn load(text: &str) -> (GatewayConfig, Vec<String>) {
+        let one_line = |e: &dyn std::fmt::Display| e.to_string().trim().replace('\n', " ");
+        let mut config = GatewayConfig::default();
+        let table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => return (config, vec![one_line(&e)]),
+        };
+        let mut errors = Vec::new();
+        for (key, value) in table {
+            let parsed = match key.as_str() {
+                "server" => value.try_into().map(|v| config.server = v),
+                "agent_envelope" => value.try_into().map(|v| config.agent_envelope = v),
+                "routes" => value.try_into().map(|v| config.routes = v),
+                "binding" => value.try_into().map(|v| config.binding = Some(v)),
+                "attribution" => value.try_into().map(|v| config.attribution = v),
+                "redis" => value.try_into().map(|v| config.redis = Some(v)),
+                "replay" => value.try_into().map(|v| config.replay = v),
+                "revocation" => value.try_into().map(|v| config.revocation = v),
+                "principals" => value.try_into().map(|v| config.principals = Some(v)),
+                "forward_identity" => value.try_into().map(|v| config.forward_identity = v),
+                _ => {
+                    errors.push(format!(
+                        "{key}: unknown section; expected server, agent_envelope, routes, binding, principals, forward_identity, attribution, redis, replay or revocation"
+                    ));
+                    continue;
+                }
+            };
+            if let Err(e) = parsed {
+                errors.push(format!("{key}: {}", one_line(&e)));
+            }
+        }
+        (config, errors)
     }
 
     /// Applies overrides.
@@ -499,13 +672,39 @@ impl GatewayConfig {
         if let Err(list) = self.agent_envelope.validate() {
             errors.extend(list.iter().map(|e| format!("agent_envelope.{e}")));
         }
+        let prefix = self.agent_envelope.address_prefix.as_str();
+        let mut requester = None;
         if let Some(b) = &self.binding {
-            if http::HeaderName::try_from(b.requester_header.as_str()).is_err() {
-                errors.push(format!(
-                    "binding.requester_header: {:?} is not a header name",
-                    b.requester_header
-                ));
-            }
+            requester = match (&b.requester, &b.requester_header) {
+                (Some(_), Some(_)) => {
+                    errors.push(
+                        "binding.requester and binding.requester_header: set one, not both (requester is a fixed requester, requester_header names the header carrying it)"
+                            .into(),
+                    );
+                    None
+                }
+                (Some(fixed), None) => match crate::principals::canonical_address(prefix, fixed) {
+                    Ok(a) => Some(crate::layer::RequesterSource::Fixed(a)),
+                    Err(e) => {
+                        errors.push(format!(
+                            "binding.requester: {fixed:?} is not an account address with the prefix {prefix:?}: {e}"
+                        ));
+                        None
+                    }
+                },
+                (None, header) => {
+                    let header = header.as_deref().unwrap_or(DEFAULT_REQUESTER_HEADER);
+                    match http::HeaderName::try_from(header) {
+                        Ok(h) => Some(crate::layer::RequesterSource::Header(h)),
+                        Err(_) => {
+                            errors.push(format!(
+                                "binding.requester_header: {header:?} is not a header name"
+                            ));
+                            None
+                        }
+                    }
+                }
+            };
             if b.chain_node.is_some() && !b.grants.is_empty() {
                 errors.push("binding: set chain_node or grants, not both".into());
             }
@@ -571,9 +770,43 @@ impl GatewayConfig {
                 ));
             }
         }
+        let principals = self.principals.as_ref().and_then(|p| {
+            crate::principals::AllowlistSettings::load(p, prefix)
+                .map_err(|list| errors.extend(list))
+                .ok()
+        });
+        let identity = super::identity::IdentityHeaders::from_section(&self.forward_identity)
+            .map_err(|list| errors.extend(list))
+            .unwrap_or_default();
+        let access_log = match self.server.access_log.as_str() {
+            "off" => AccessLogTarget::Off,
+            "stdout" => AccessLogTarget::Stdout,
+            "" => {
+                errors.push(
+                    "server.access_log: empty; write \"off\", \"stdout\" or a file path".into(),
+                );
+                AccessLogTarget::Off
+            }
+            path => AccessLogTarget::File(PathBuf::from(path)),
+        };
+        if !(1..=1_000_000).contains(&self.server.access_log_buffer_lines) {
+            errors.push(format!(
+                "server.access_log_buffer_lines: {} is out of range; accepted: 1 to 1000000",
+                self.server.access_log_buffer_lines
+            ));
+        }
+        let upstream_probe = match (&self.server.upstream_probe, &upstream) {
+            (Some(p), Some(up)) => check_probe(p, up).map_err(|list| errors.extend(list)).ok(),
+            _ => None,
+        };
         match (listen, admin_listen, upstream) {
             (Some(listen), Some(admin_listen), Some(upstream)) if errors.is_empty() => {
                 Ok(Validated {
+                    requester,
+                    principals,
+                    identity,
+                    access_log,
+                    upstream_probe,
                     listen,
                     admin_listen,
                     upstream,
@@ -588,6 +821,53 @@ impl GatewayConfig {
             }
             _ => Err(errors),
         }
+    }
+}
+
+/// The requester header when `[binding]` names neither a header nor a fixed requester.
+const DEFAULT_REQUESTER_HEADER: &str = "X-Requester-Address";
+
+fn check_probe(
+    p: &UpstreamProbeSection,
+    upstream: &Upstream,
+) -> Result<UpstreamProbe, Vec<String>> {
+    let mut errors = Vec::new();
+    if !p.path.starts_with('/') || p.path.contains(['#', ' ']) {
+        errors.push(format!(
+            "server.upstream_probe.path: {:?} must be an absolute path like \"/v1/models\"",
+            p.path
+        ));
+    }
+    let uri = http::Uri::builder()
+        .scheme("http")
+        .authority(upstream.authority.clone())
+        .path_and_query(format!("{}{}", upstream.base_path, p.path))
+        .build();
+    if uri.is_err() && errors.is_empty() {
+        errors.push(format!(
+            "server.upstream_probe.path: {:?} is not a valid path",
+            p.path
+        ));
+    }
+    if !(100..=3_600_000).contains(&p.interval_ms) {
+        errors.push(format!(
+            "server.upstream_probe.interval_ms: {} is out of range; accepted: 100 to 3600000",
+            p.interval_ms
+        ));
+    }
+    if p.timeout_ms == 0 || p.timeout_ms > p.interval_ms.min(60_000) {
+        errors.push(format!(
+            "server.upstream_probe.timeout_ms: {} is out of range; accepted: 1 to the smaller of interval_ms and 60000",
+            p.timeout_ms
+        ));
+    }
+    match uri {
+        Ok(uri) if errors.is_empty() => Ok(UpstreamProbe {
+            uri,
+            interval: Duration::from_millis(p.interval_ms),
+            timeout: Duration::from_millis(p.timeout_ms),
+        }),
+        _ => Err(errors),
     }
 }
 

@@ -93,6 +93,8 @@ impl GatewayError {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
         }
+        // The reason, for the access log.
+        resp.extensions_mut().insert(self);
         resp.map(PassportBody::from_full)
     }
 }

@@ -1,10 +1,12 @@
 //! `passport-gate serve`: a reverse proxy that puts the passport layer in front of an
 //! OpenAI-compatible upstream, with an admin listener and graceful shutdown.
 
+pub mod access_log;
 mod admin;
 pub mod admission;
 pub mod config;
 mod error;
+pub mod identity;
 mod listener;
 pub mod path;
 mod proxy;
@@ -19,11 +21,13 @@ use crate::attribution::{
 };
 use crate::config::Mode;
 use crate::grants::{GrantCache, GrantCacheSettings, GrantSource, LcdGrantSource, StaticGrants};
-use crate::layer::{Binding, PassportBody, PassportLayer, PassportService};
+use crate::layer::{Binding, PassportBody, PassportLayer, PassportService, RequesterSource};
 use crate::metrics::{Metrics, Unguarded as UnguardedAction};
+use crate::principals::PrincipalAllowlist;
 use crate::redis::{Durability, Redis, RedisConfig, RedisError};
 use crate::replay::RedisReplayStore;
 use crate::revocation::RevocationList;
+use access_log::AccessLog;
 use admission::Admission;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -57,6 +61,7 @@ struct Dispatch {
     admission: Arc<Admission>,
     routes: Arc<RouteTable>,
     metrics: Metrics,
+    access_log: Option<Arc<AccessLog>>,
 }
 
 type DispatchFuture =
@@ -71,7 +76,26 @@ impl Service<http::Request<Incoming>> for Dispatch {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: http::Request<Incoming>) -> DispatchFuture {
+    fn call(&mut self, req: http::Request<Incoming>) -> DispatchFuture {
+        let Some(log) = &self.access_log else {
+            return self.route(req);
+        };
+        let log = Arc::clone(log);
+        let started = std::time::Instant::now();
+        let method = req.method().clone();
+        // The path as received, without the query (which may carry secrets).
+        let path = req.uri().path().to_owned();
+        let answered = self.route(req);
+        Box::pin(async move {
+            let response = answered.await?;
+            log.record(&method, &path, &response, started);
+            Ok(response)
+        })
+    }
+}
+
+impl Dispatch {
+    fn route(&mut self, mut req: http::Request<Incoming>) -> DispatchFuture {
         let answer = |e: GatewayError| -> DispatchFuture {
             Box::pin(std::future::ready(Ok(e.http_response())))
         };
@@ -96,6 +120,44 @@ impl Service<http::Request<Incoming>> for Dispatch {
         self.metrics.unguarded(action);
         let fut = self.plain.call(req.map(PassportBody::original));
         Box::pin(async move { fut.await.map(|r| r.map(PassportBody::original)) })
+    }
+}
+
+/// The gateway's own operator metrics (the layer's are in [`Metrics`]).
+struct OperatorMetrics {
+    access_log_dropped: prometheus::IntCounter,
+    principals_reload_failures: prometheus::IntCounter,
+    upstream_up: prometheus::IntGauge,
+}
+
+impl OperatorMetrics {
+    fn register(registry: &Registry) -> Result<OperatorMetrics, String> {
+        let m = OperatorMetrics {
+            access_log_dropped: prometheus::IntCounter::new(
+                "passport_gate_access_log_dropped_total",
+                "Access log lines dropped because the sink was slower than the traffic.",
+            )
+            .map_err(|e| format!("metrics: {e}"))?,
+            principals_reload_failures: prometheus::IntCounter::new(
+                "passport_gate_principals_reload_failures_total",
+                "Changed principal allowlist files that were not taken (unreadable, too large or with a bad line); the last good list stays in force.",
+            )
+            .map_err(|e| format!("metrics: {e}"))?,
+            upstream_up: prometheus::IntGauge::new(
+                "passport_gate_upstream_up",
+                "1 when the last upstream probe succeeded, else 0 (with [server.upstream_probe]).",
+            )
+            .map_err(|e| format!("metrics: {e}"))?,
+        };
+        for c in [&m.access_log_dropped, &m.principals_reload_failures] {
+            registry
+                .register(Box::new(c.clone()))
+                .map_err(|e| format!("metrics: {e}"))?;
+        }
+        registry
+            .register(Box::new(m.upstream_up.clone()))
+            .map_err(|e| format!("metrics: {e}"))?;
+        Ok(m)
     }
 }
 
@@ -219,10 +281,11 @@ pub async fn run(
     };
 
     let mut builder = PassportLayer::builder(raw.agent_envelope.clone()).metrics(metrics.clone());
+    let ops = OperatorMetrics::register(&registry)?;
     let mut chain_node = None;
-    let mut requester = None;
-    if let Some(b) = &raw.binding {
-        let source: Arc<dyn GrantSource> = match &b.chain_node {
+    if let (Some(b), Some(source)) = (&raw.binding, &config.requester) {
+        let requester_source = source;
+        let grants: Arc<dyn GrantSource> = match &b.chain_node {
             Some(url) => {
                 chain_node = Some(url.clone());
                 Arc::new(LcdGrantSource::new(url).map_err(|e| format!("binding.chain_node: {e}"))?)
@@ -237,10 +300,28 @@ pub async fn run(
             max_bytes: b.grant_cache_max_bytes,
             max_concurrent_queries: usize::try_from(b.max_concurrent_queries).unwrap_or(4096),
         };
-        let header = http::HeaderName::try_from(b.requester_header.as_str())
-            .map_err(|e| format!("binding.requester_header: {e}"))?;
-        requester = Some(header.clone());
-        builder = builder.binding(Binding::new(header, GrantCache::new(source, settings)));
+        builder = builder.binding(Binding::from_source(
+            requester_source.clone(),
+            GrantCache::new(grants, settings),
+        ));
+    }
+    let requester = match &config.requester {
+        Some(RequesterSource::Header(h)) => Some(h.clone()),
+        _ => None,
+    };
+    if let Some(p) = &config.principals {
+        let list = Arc::new(PrincipalAllowlist::new(p.fixed.clone()));
+        if let Some((path, initial, interval)) = &p.file {
+            list.watch_file(
+                path.clone(),
+                initial.clone(),
+                *interval,
+                p.prefix.clone(),
+                ops.principals_reload_failures.clone(),
+            )
+            .map_err(|e| format!("principals.allow_file: {e}"))?;
+        }
+        builder = builder.principals(list);
     }
     if let Some(q) = &queue {
         builder = builder.attribution(q.sender());
@@ -304,9 +385,23 @@ pub async fn run(
         admin: admin_listener.local_addr().map_err(|e| e.to_string())?,
     };
 
-    let ready = Arc::new(AtomicBool::new(chain_node.is_none()));
+    let mut readiness = admin::Readiness {
+        chain_node: None,
+        upstream: None,
+    };
     if let Some(url) = chain_node {
-        tokio::spawn(admin::probe_chain_node(url, Arc::clone(&ready)));
+        let answered = Arc::new(AtomicBool::new(false));
+        tokio::spawn(admin::probe_chain_node(url, Arc::clone(&answered)));
+        readiness.chain_node = Some(answered);
+    }
+    if let Some(probe) = &config.upstream_probe {
+        let health = Arc::new(admin::UpstreamHealth::default());
+        tokio::spawn(admin::probe_upstream(
+            probe.clone(),
+            Arc::clone(&health),
+            ops.upstream_up.clone(),
+        ));
+        readiness.upstream = Some(health);
     }
     let limits = |max_connections: u64| ConnectionLimits {
         max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
@@ -324,14 +419,21 @@ pub async fn run(
         ),
         admin_limits,
         registry,
-        Arc::clone(&ready),
+        Arc::new(readiness),
     ));
 
     let proxy = Proxy::new(
         config.upstream.clone(),
         config.connect_timeout,
         config.response_timeout,
+        config.identity.clone(),
     );
+    let access_log = AccessLog::start(
+        &config.access_log,
+        usize::try_from(raw.server.access_log_buffer_lines).unwrap_or(usize::MAX),
+        ops.access_log_dropped.clone(),
+    )?
+    .map(Arc::new);
     let routes = Arc::new(RouteTable::new(
         config.routes.clone(),
         config.public.clone(),
@@ -362,6 +464,7 @@ pub async fn run(
                     admission: Arc::clone(&admission),
                     routes: Arc::clone(&routes),
                     metrics: metrics.clone(),
+                    access_log: access_log.clone(),
                 };
                 let conn = http1
                     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));

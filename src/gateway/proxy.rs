@@ -1,10 +1,14 @@
 //! Forwarding to the upstream: the normal path, hop-by-hop headers dropped, passport
-//! headers only with an accepted passport, `X-Forwarded-For` and `Forwarded` added;
+//! headers only with an accepted passport, client-sent identity headers dropped and the
+//! verified identity set (section [`super::identity`]), `X-Forwarded-For` and
+//! `Forwarded` added;
 //! the response streamed back as it arrives, with redirects to the upstream's own
 //! address turned into paths on the gateway.
 
+use super::access_log::AcceptedAgent;
 use super::config::Upstream;
 use super::error::GatewayError;
+use super::identity::IdentityHeaders;
 use crate::layer::PassportBody;
 use crate::verifier::{VerifiedAgent, PASSPORT_HEADER, SIGNATURE_HEADER};
 use bytes::Bytes;
@@ -174,6 +178,7 @@ struct Shared<B> {
     client: Client<HttpConnector, PassportBody<B>>,
     upstream: Upstream,
     response_timeout: Duration,
+    identity: IdentityHeaders,
 }
 
 /// Forwards requests to the upstream. One per connection (it knows the peer); clones
@@ -197,11 +202,12 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// A proxy to `upstream` with a pooled client.
+    /// A proxy to `upstream` with a pooled client, setting the `identity` headers.
     pub fn new(
         upstream: Upstream,
         connect_timeout: Duration,
         response_timeout: Duration,
+        identity: IdentityHeaders,
     ) -> Proxy<B> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
@@ -216,6 +222,7 @@ where
                     .build(connector),
                 upstream,
                 response_timeout,
+                identity,
             }),
             peer: SocketAddr::from(([0, 0, 0, 0], 0)),
         }
@@ -272,6 +279,7 @@ where
             };
             strip_hop_by_hop(&mut parts.headers);
             strip_unverified_passport(&mut parts);
+            shared.identity.apply(&mut parts.headers, &parts.extensions);
             let host = parts.headers.remove(header::HOST);
             add_forwarded(&mut parts.headers, peer, host.as_ref());
             if let Some(h) = host {
@@ -279,23 +287,31 @@ where
             }
             parts.uri = uri;
             parts.version = http::Version::HTTP_11;
+            let accepted = parts
+                .extensions
+                .get::<VerifiedAgent>()
+                .map(|a| AcceptedAgent(a.agent_id().to_owned()));
             let sent = shared.client.request(Request::from_parts(parts, body));
-            match tokio::time::timeout(shared.response_timeout, sent).await {
+            let mut response = match tokio::time::timeout(shared.response_timeout, sent).await {
                 Ok(Ok(resp)) => {
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
                     hide_upstream_origin(&mut parts.headers, &shared.upstream);
-                    Ok(Response::from_parts(parts, PassportBody::original(body)))
+                    Response::from_parts(parts, PassportBody::original(body))
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "upstream request failed");
-                    Ok(GatewayError::UpstreamUnavailable.http_response())
+                    GatewayError::UpstreamUnavailable.http_response()
                 }
                 Err(_) => {
                     tracing::warn!("upstream response timed out");
-                    Ok(GatewayError::UpstreamTimeout.http_response())
+                    GatewayError::UpstreamTimeout.http_response()
                 }
+            };
+            if let Some(a) = accepted {
+                response.extensions_mut().insert(a);
             }
+            Ok(response)
         })
     }
 }

@@ -5,6 +5,7 @@ use crate::attribution::AttributionSender;
 use crate::config::{Config, ConfigError, Mode};
 use crate::grants::{GrantCache, START_INFERENCE_MSG};
 use crate::metrics::Metrics;
+use crate::principals::PrincipalAllowlist;
 use crate::replay::{MemoryReplayStore, ReplayStore};
 use crate::revocation::RevocationList;
 use crate::time::{Clock, SystemClock};
@@ -13,12 +14,27 @@ use http::HeaderName;
 use std::sync::Arc;
 use tower::Layer;
 
-/// Requester binding (step 12): the header naming the requester, and the grants.
+/// Where the requester of the binding comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequesterSource {
+    /// A header carrying the requester's account address (Gonka:
+    /// `X-Requester-Address`).
+    Header(HeaderName),
+    /// One requester for every request, a canonical account address (a devshard
+    /// sidecar: the operator who pays).
+    Fixed(String),
+}
+
+/// The requester a request was bound to, in the extensions of an accepted request
+/// (with requester binding on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundRequester(pub String);
+
+/// Requester binding (step 12): where the requester comes from, and the grants.
 #[derive(Clone, Debug)]
 pub struct Binding {
-    /// The header carrying the requester's account address (Gonka:
-    /// `X-Requester-Address`).
-    pub requester_header: HeaderName,
+    /// The requester's source.
+    pub requester: RequesterSource,
     /// Where grants are looked up.
     pub grants: GrantCache,
     /// The message type the grant must cover.
@@ -28,8 +44,13 @@ pub struct Binding {
 impl Binding {
     /// Binding on `requester_header` with grants for `MsgStartInference`.
     pub fn new(requester_header: HeaderName, grants: GrantCache) -> Binding {
+        Binding::from_source(RequesterSource::Header(requester_header), grants)
+    }
+
+    /// Binding on `requester` with grants for `MsgStartInference`.
+    pub fn from_source(requester: RequesterSource, grants: GrantCache) -> Binding {
         Binding {
-            requester_header,
+            requester,
             grants,
             msg_type_url: START_INFERENCE_MSG.to_owned(),
         }
@@ -87,6 +108,7 @@ pub(crate) struct Shared {
     /// `None` when the layer is disabled.
     pub(crate) verifier: Option<Verifier>,
     pub(crate) binding: Option<Binding>,
+    pub(crate) principals: Option<Arc<PrincipalAllowlist>>,
     pub(crate) attribution: Option<AttributionSender>,
     pub(crate) inference_id_header: Option<HeaderName>,
     pub(crate) metrics: Metrics,
@@ -118,6 +140,7 @@ pub struct PassportLayerBuilder {
     config: Config,
     clock: Arc<dyn Clock>,
     binding: Option<Binding>,
+    principals: Option<Arc<PrincipalAllowlist>>,
     attribution: Option<AttributionSender>,
     inference_id_header: Option<HeaderName>,
     metrics: Option<Metrics>,
@@ -133,6 +156,7 @@ impl PassportLayer {
             config,
             clock: Arc::new(SystemClock),
             binding: None,
+            principals: None,
             attribution: None,
             inference_id_header: None,
             metrics: None,
@@ -161,6 +185,7 @@ impl PassportLayer {
                 revocations: None,
                 verifier: None,
                 binding: None,
+                principals: None,
                 attribution: None,
                 inference_id_header: None,
                 metrics: Metrics::new(),
@@ -212,6 +237,12 @@ impl PassportLayerBuilder {
     /// Enables requester binding.
     pub fn binding(mut self, binding: Binding) -> Self {
         self.binding = Some(binding);
+        self
+    }
+
+    /// Refuses principals not on `list` with `principal_not_allowed`.
+    pub fn principals(mut self, list: Arc<PrincipalAllowlist>) -> Self {
+        self.principals = Some(list);
         self
     }
 
@@ -293,6 +324,7 @@ impl PassportLayerBuilder {
                 revocations: self.revocations,
                 verifier,
                 binding: self.binding,
+                principals: self.principals,
                 attribution: self.attribution,
                 inference_id_header: self.inference_id_header,
                 metrics,

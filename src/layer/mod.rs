@@ -39,5 +39,5 @@ mod service;
 
 pub use body::{PassportBody, ResponseBody};
 pub use future::ResponseFuture;
-pub use layer::{Binding, PassportLayer, PassportLayerBuilder};
+pub use layer::{Binding, BoundRequester, PassportLayer, PassportLayerBuilder, RequesterSource};
 pub use service::PassportService;

@@ -82,7 +82,10 @@ where
 fn reject<B>(shared: &Shared, r: Rejection) -> Response<ResponseBody<B>> {
     shared.metrics.rejected(r);
     tracing::debug!(code = r.code(), "passport rejected");
-    r.http_response().map(PassportBody::from_full)
+    let mut resp = r.http_response().map(PassportBody::from_full);
+    // The reason, for whatever wraps the layer (the gateway's access log).
+    resp.extensions_mut().insert(r);
+    resp
 }
 
 async fn verify_then_call<S, ReqB, ResB>(
@@ -125,6 +128,9 @@ where
         (parts.method.clone(), path)
     });
     parts.extensions.insert(agent.clone());
+    if let Some(r) = &requester {
+        parts.extensions.insert(super::BoundRequester(r.clone()));
+    }
     let request = Request::from_parts(parts, PassportBody::held_within_budget(body, budget));
     let started = Instant::now();
     let call = inner.call(request).instrument(span);
@@ -241,17 +247,19 @@ where
             .verify_seconds
             .observe(verifying.as_secs_f64());
     })?;
+    let principal = &passport.envelope().principal_address;
+    if shared
+        .principals
+        .as_ref()
+        .is_some_and(|list| !list.allows(principal))
+    {
+        return Err(Rejection::PrincipalNotAllowed);
+    }
     // Requester binding depends only on the passport's principal and an unsigned
     // header, so it runs before the body is read too: with binding on, a principal
     // without a grant (anyone can mint a passport for a key of their own) never makes
     // the gateway hold a body.
-    let requester = bind_requester(
-        shared,
-        parts,
-        &passport.envelope().principal_address,
-        passport.now(),
-    )
-    .await?;
+    let requester = bind_requester(shared, parts, principal, passport.now()).await?;
     let (body, budget) = tokio::time::timeout(
         shared.body_read_timeout,
         read_limited(
@@ -305,9 +313,10 @@ where
     })
 }
 
-/// Step 12: the requester binding, when configured. The header must appear once and be
-/// a canonical account address (it is unsigned: an arbitrary value must not key a cache
-/// or a chain query), and the principal must be it or have granted it.
+/// Step 12: the requester binding, when configured. A requester header must appear once
+/// and be a canonical account address (it is unsigned: an arbitrary value must not key
+/// a cache or a chain query); a fixed requester was checked at startup. The principal
+/// must be the requester or have granted it.
 async fn bind_requester(
     shared: &Shared,
     parts: &Parts,
@@ -317,14 +326,20 @@ async fn bind_requester(
     match &shared.binding {
         None => Ok(None),
         Some(binding) => {
-            let mut values = parts.headers.get_all(&binding.requester_header).iter();
-            let requester = match (values.next(), values.next()) {
-                (Some(v), None) => v.to_str().map_err(|_| Rejection::PrincipalMismatch)?,
-                _ => return Err(Rejection::PrincipalMismatch),
+            let requester = match &binding.requester {
+                super::RequesterSource::Fixed(r) => r.as_str(),
+                super::RequesterSource::Header(name) => {
+                    let mut values = parts.headers.get_all(name).iter();
+                    let requester = match (values.next(), values.next()) {
+                        (Some(v), None) => v.to_str().map_err(|_| Rejection::PrincipalMismatch)?,
+                        _ => return Err(Rejection::PrincipalMismatch),
+                    };
+                    if crate::grants::check_requester(principal, requester).is_err() {
+                        return Err(Rejection::RequesterAddressInvalid);
+                    }
+                    requester
+                }
             };
-            if crate::grants::check_requester(principal, requester).is_err() {
-                return Err(Rejection::RequesterAddressInvalid);
-            }
             let started = Instant::now();
             let lookup = binding
                 .grants

@@ -63,6 +63,8 @@ pub enum Rejection {
     AllowedModelsEmpty,
     /// The requested model is not in `allowed_models`.
     ModelNotAllowed,
+    /// The gateway serves only the principals on its allowlist, and this one is not.
+    PrincipalNotAllowed,
     /// The requester header is not one lowercase bech32 account address with this
     /// chain's prefix (answered as `principal_mismatch`, before any grant lookup).
     RequesterAddressInvalid,
@@ -86,7 +88,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every variant, in verification order.
-    pub const ALL: [Rejection; 36] = [
+    pub const ALL: [Rejection; 37] = [
         Rejection::SigHeaderMismatch,
         Rejection::HeaderMalformed,
         Rejection::PassportTooLarge,
@@ -106,6 +108,7 @@ impl Rejection {
         Rejection::AgentPubkeyMalformed,
         Rejection::BeneficiaryInvalid,
         Rejection::PrincipalSigInvalid,
+        Rejection::PrincipalNotAllowed,
         Rejection::RequesterAddressInvalid,
         Rejection::PrincipalMismatch,
         Rejection::ChainQueryFailed,
@@ -155,6 +158,7 @@ impl Rejection {
             Rejection::AgentSigInvalid => "agent_sig_invalid",
             Rejection::AllowedModelsEmpty => "allowed_models_empty",
             Rejection::ModelNotAllowed => "model_not_allowed",
+            Rejection::PrincipalNotAllowed => "principal_not_allowed",
             Rejection::RequesterAddressInvalid | Rejection::PrincipalMismatch => {
                 "principal_mismatch"
             }
@@ -185,6 +189,7 @@ impl Rejection {
             | Rejection::EnvelopeExpired
             | Rejection::AllowedModelsEmpty
             | Rejection::ModelNotAllowed
+            | Rejection::PrincipalNotAllowed
             | Rejection::RequesterAddressInvalid
             | Rejection::PrincipalMismatch => StatusCode::FORBIDDEN,
             Rejection::ReplayQuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
@@ -256,6 +261,7 @@ impl Rejection {
             Rejection::AgentSigInvalid => "the agent signature does not verify for this request",
             Rejection::AllowedModelsEmpty => "the passport allows no model",
             Rejection::ModelNotAllowed => "the passport does not allow the requested model",
+            Rejection::PrincipalNotAllowed => "this gateway does not serve the passport's principal",
             Rejection::PrincipalMismatch => {
                 "the principal is not the requester and has granted it no authorization"
             }

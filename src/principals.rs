@@ -1,0 +1,258 @@
+//! The principal allowlist (`[principals]`): a gateway that serves only some principals
+//! (a devshard operator's own users) refuses every other one with
+//! `principal_not_allowed`, right after the principal signature verified and before any
+//! grant query or body read.
+//!
+//! Addresses are compared in one normal form, lowercase bech32: an entry written in
+//! uppercase is lowercased, a mixed-case one (invalid bech32) is refused, and an entry
+//! that is not an account address with the chain's prefix stops the gateway at startup
+//! with its key.
+
+use crate::crypto::{check_address, AddressProblem};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+/// The largest allowlist file read, in bytes; a larger one is refused (at startup) or
+/// not reloaded (later), so a mistaken path cannot make the gateway read gigabytes.
+pub const MAX_ALLOW_FILE_BYTES: u64 = 16 << 20;
+
+/// The normal form of an account address: lowercase, checked as a canonical account
+/// address with `prefix`. An all-uppercase address (valid bech32) is lowercased; a
+/// mixed-case one is refused.
+pub fn canonical_address(prefix: &str, address: &str) -> Result<String, AddressProblem> {
+    let lowered = if address.bytes().any(|b| b.is_ascii_lowercase()) {
+        address.to_owned()
+    } else {
+        address.to_ascii_lowercase()
+    };
+    check_address(prefix, &lowered)?;
+    Ok(lowered)
+}
+
+/// Parses an allowlist file: one address per line; blank lines and lines starting with
+/// `#` are skipped, surrounding whitespace is trimmed. Every bad line is one error.
+pub fn parse_lines(text: &str, prefix: &str) -> Result<HashSet<String>, Vec<String>> {
+    let mut set = HashSet::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match canonical_address(prefix, line) {
+            Ok(a) => {
+                set.insert(a);
+            }
+            Err(e) => errors.push(format!(
+                "line {}: not an account address with the prefix {prefix:?}: {e}",
+                i + 1
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
+}
+
+fn read_file(path: &Path, prefix: &str) -> Result<HashSet<String>, Vec<String>> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?
+        .len();
+    if size > MAX_ALLOW_FILE_BYTES {
+        return Err(vec![format!(
+            "{} is {size} bytes; the most read is {MAX_ALLOW_FILE_BYTES}",
+            path.display()
+        )]);
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
+    parse_lines(&text, prefix)
+}
+
+/// `[principals]`, checked, with the file read once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowlistSettings {
+    /// `allow`, in normal form.
+    pub fixed: HashSet<String>,
+    /// `allow_file`, its first contents, and the reload interval.
+    pub file: Option<(PathBuf, HashSet<String>, Duration)>,
+    /// The prefix every address must have.
+    pub prefix: String,
+}
+
+impl AllowlistSettings {
+    /// Checks `[principals]`: every entry of `allow`, and every line of `allow_file`
+    /// (which must exist), one error per problem naming its key.
+    pub fn load(
+        section: &crate::gateway::config::PrincipalsSection,
+        prefix: &str,
+    ) -> Result<AllowlistSettings, Vec<String>> {
+        let mut errors = Vec::new();
+        if section.allow.is_empty() && section.allow_file.is_none() {
+            errors.push(
+                "principals: set allow, allow_file or both (remove the section to serve every principal)"
+                    .into(),
+            );
+        }
+        let mut fixed = HashSet::new();
+        for (i, entry) in section.allow.iter().enumerate() {
+            match canonical_address(prefix, entry) {
+                Ok(a) => {
+                    fixed.insert(a);
+                }
+                Err(e) => errors.push(format!(
+                    "principals.allow[{i}]: {entry:?} is not an account address with the prefix {prefix:?}: {e}"
+                )),
+            }
+        }
+        if !(10..=3_600_000).contains(&section.reload_ms) {
+            errors.push(format!(
+                "principals.reload_ms: {} is out of range; accepted: 10 to 3600000",
+                section.reload_ms
+            ));
+        }
+        let file = match &section.allow_file {
+            None => None,
+            Some(path) => match read_file(path, prefix) {
+                Ok(set) => Some((path.clone(), set, Duration::from_millis(section.reload_ms))),
+                Err(list) => {
+                    errors.extend(
+                        list.into_iter()
+                            .map(|e| format!("principals.allow_file: {e}")),
+                    );
+                    None
+                }
+            },
+        };
+        if errors.is_empty() {
+            Ok(AllowlistSettings {
+                fixed,
+                file,
+                prefix: prefix.to_owned(),
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// The principals allowed: `allow` plus what `allow_file` last said.
+#[derive(Debug, Default)]
+pub struct PrincipalAllowlist {
+    fixed: HashSet<String>,
+    from_file: RwLock<Arc<HashSet<String>>>,
+}
+
+impl PrincipalAllowlist {
+    /// A list of `fixed` addresses (already in normal form).
+    pub fn new(fixed: HashSet<String>) -> PrincipalAllowlist {
+        PrincipalAllowlist {
+            fixed,
+            from_file: RwLock::default(),
+        }
+    }
+
+    /// Whether `principal` (a verified `principal_address`, lowercase) is allowed.
+    pub fn allows(&self, principal: &str) -> bool {
+        self.fixed.contains(principal)
+            || self
+                .from_file
+                .read()
+                .map(|g| g.contains(principal))
+                .unwrap_or(false)
+    }
+
+    fn set_file(&self, set: HashSet<String>) {
+        if let Ok(mut g) = self.from_file.write() {
+            *g = Arc::new(set);
+        }
+    }
+
+    /// Starts from `initial` (the file as validated) and reloads `path` whenever its
+    /// modification time or size changes, checking every `interval`. A file that cannot
+    /// be read, is too large or has a bad line is not taken: the last good list stays
+    /// in force, the problem is logged and counted on `failures`.
+    pub fn watch_file(
+        self: &Arc<Self>,
+        path: PathBuf,
+        initial: HashSet<String>,
+        interval: Duration,
+        prefix: String,
+        failures: prometheus::IntCounter,
+    ) -> Result<(), String> {
+        self.set_file(initial);
+        let list = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("passport-gate-principals".into())
+            .spawn(move || {
+                let mut seen = stamp(&path);
+                loop {
+                    std::thread::sleep(interval);
+                    let Some(list) = list.upgrade() else { return };
+                    let now = stamp(&path);
+                    if now == seen {
+                        continue;
+                    }
+                    seen = now;
+                    match read_file(&path, &prefix) {
+                        Ok(set) => {
+                            tracing::info!(file = %path.display(), principals = set.len(), "principal allowlist reloaded");
+                            list.set_file(set);
+                        }
+                        Err(errors) => {
+                            failures.inc();
+                            tracing::warn!(
+                                file = %path.display(),
+                                errors = %errors.join("; "),
+                                "principal allowlist not reloaded: the last good list stays in force"
+                            );
+                        }
+                    }
+                }
+            })
+            .map(|_| ())
+            .map_err(|e| format!("cannot start the allowlist watcher: {e}"))
+    }
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_have_one_normal_form() {
+        let valid = crate::crypto::PrincipalSecret::from_bytes(&[7; 32])
+            .unwrap()
+            .public_key()
+            .address("gonka")
+            .unwrap();
+        assert_eq!(canonical_address("gonka", &valid).unwrap(), valid);
+        assert_eq!(
+            canonical_address("gonka", &valid.to_ascii_uppercase()).unwrap(),
+            valid
+        );
+        let mut mixed = valid.clone();
+        mixed.replace_range(0..1, "G");
+        assert_eq!(
+            canonical_address("gonka", &mixed),
+            Err(AddressProblem::NotLowercase)
+        );
+        assert!(canonical_address("cosmos", &valid).is_err());
+    }
+
+    #[test]
+    fn a_file_with_a_bad_line_names_the_line() {
+        let errors = parse_lines("# ops\n\nnot-an-address\n", "gonka").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("line 3:"), "{errors:?}");
+    }
+}
