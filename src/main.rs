@@ -45,6 +45,8 @@ enum Command {
     Request(RequestArgs),
     /// Start an echo upstream, the gateway and fresh keys, and walk through scenarios.
     Demo,
+    /// Run the demo's OpenAI-compatible echo upstream alone (for the example config).
+    Echo(EchoArgs),
     /// Check or summarise hash-chained audit files.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -145,6 +147,13 @@ struct ServeArgs {
     /// Chain node REST URL for requester binding (overrides binding.chain_node).
     #[arg(long)]
     chain_node: Option<String>,
+}
+
+#[derive(Args)]
+struct EchoArgs {
+    /// Where to listen (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: std::net::SocketAddr,
 }
 
 #[derive(Args)]
@@ -425,6 +434,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve(&a),
         Command::Request(a) => request(&a),
         Command::Demo => demo(),
+        Command::Echo(a) => echo(&a),
         Command::Audit(a) => audit(&a),
         Command::Revoke(a) => revoke(&a),
     };
@@ -799,14 +809,15 @@ fn conformance(a: &ConformanceArgs) -> Result<u8, Failure> {
 
 fn serve(a: &ServeArgs) -> Result<u8, Failure> {
     use passport_gate::gateway::{self, GatewayConfig, Overrides};
-    let mut config = match &a.config {
+    // Every problem is reported in one run: the file's sections are parsed one by one,
+    // and the sections that parsed are validated too.
+    let (mut config, parse_errors) = match &a.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Failure(format!("cannot read {}: {e}", path.display()), 2))?;
-            GatewayConfig::from_toml(&text)
-                .map_err(|e| Failure(format!("{}: {e}", path.display()), 2))?
+            GatewayConfig::load(&text)
         }
-        None => GatewayConfig::default(),
+        None => (GatewayConfig::default(), Vec::new()),
     };
     let flags = Overrides {
         listen: a.listen.clone(),
@@ -818,15 +829,38 @@ fn serve(a: &ServeArgs) -> Result<u8, Failure> {
     };
     let env = Overrides::from_env().map_err(|e| Failure(e, 2))?;
     config.apply(flags.over(env));
-    let validated = config.validate().map_err(|errors| {
+    let validated = config.validate().and_then(|v| {
+        if parse_errors.is_empty() {
+            Ok(v)
+        } else {
+            Err(Vec::new())
+        }
+    });
+    let validated = validated.map_err(|validation_errors| {
+        // A section that did not parse was validated at its defaults: its own
+        // validation lines would only repeat the problem.
+        let failed: Vec<&str> = parse_errors
+            .iter()
+            .filter_map(|e| e.split_once(':').map(|(section, _)| section))
+            .collect();
+        let errors: Vec<String> = parse_errors
+            .iter()
+            .cloned()
+            .chain(validation_errors.into_iter().filter(|e| {
+                !failed
+                    .iter()
+                    .any(|f| e.starts_with(&format!("{f}.")) || e.starts_with(&format!("{f}:")))
+            }))
+            .collect();
+        // One line per problem (the failure line itself escapes line breaks).
+        eprintln!("passport-gate: invalid configuration:");
+        for e in &errors {
+            eprintln!("  {}", escape_controls(e));
+        }
         Failure(
             format!(
-                "invalid configuration:\n{}",
-                errors
-                    .iter()
-                    .map(|e| format!("  {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                "{} configuration problem(s); nothing was started",
+                errors.len()
             ),
             2,
         )
@@ -934,6 +968,21 @@ fn demo() -> Result<u8, Failure> {
     runtime()?
         .block_on(passport_gate::demo::run())
         .map_err(|e| Failure(e, 1))
+}
+
+fn echo(a: &EchoArgs) -> Result<u8, Failure> {
+    use passport_gate::echo::EchoUpstream;
+    runtime()?.block_on(async {
+        let upstream = EchoUpstream::start(a.listen, std::time::Duration::from_millis(20))
+            .await
+            .map_err(|e| Failure(format!("--listen {}: {e}", a.listen), 1))?;
+        say!(
+            "echo upstream listening on http://{} (POST /v1/chat/completions, /v1/completions; GET /v1/models); Ctrl-C stops it",
+            upstream.addr()
+        );
+        passport_gate::gateway::shutdown_signal().await;
+        Ok(0)
+    })
 }
 
 fn audit(a: &AuditCommand) -> Result<u8, Failure> {

@@ -991,10 +991,12 @@ chain_node = "ftp://x"
                 ..Config::default()
             }
         );
-        assert_eq!(
-            v.raw.binding.unwrap().chain_node.as_deref(),
-            Some("http://127.0.0.1:1317")
+        assert!(
+            v.raw.binding.is_none(),
+            "binding needs a chain node: off as shipped"
         );
+        assert!(v.upstream_probe.is_some());
+        assert_eq!(v.upstream.authority.as_str(), "127.0.0.1:8000");
     }
 
     #[test]

@@ -335,3 +335,113 @@ pub fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
     }
     false
 }
+
+/// Starts `serve --config config` in the fresh directory `workdir(name)` (relative paths
+/// in the file land there), with `envs` set and stdout going to `stdout`; waits for the
+/// listening line. A piped stdout is never read (a sink that does not keep up).
+pub fn start_file(
+    name: &str,
+    config: &std::path::Path,
+    envs: &[(&str, &str)],
+    stdout: Stdio,
+) -> Gateway {
+    let dir = workdir(name);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .envs(envs.iter().copied())
+        .current_dir(&dir)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the gateway printed its listening line");
+        if let Some(rest) = line.strip_prefix("passport-gate listening on http://") {
+            let listen = rest.split_whitespace().next().unwrap().parse().unwrap();
+            let admin = rest
+                .split("(admin http://")
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            return Gateway {
+                child,
+                listen,
+                admin,
+                lines,
+                dir,
+            };
+        }
+    }
+}
+
+/// Runs `serve --config` on `toml` expecting it to refuse to start; returns its exit
+/// code and everything it printed on stderr.
+pub fn refused_config(name: &str, toml: &str) -> (Option<i32>, String) {
+    let dir = workdir(name);
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running `passport-gate echo`; killed when dropped.
+pub struct Echo {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `passport-gate echo --listen 127.0.0.1:0` and reads the address it prints.
+pub fn echo() -> Echo {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .args(["echo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("echo printed {line:?}"))
+        .parse()
+        .unwrap();
+    Echo { child, addr }
+}
