@@ -38,7 +38,8 @@ fn status_of(code: &str) -> u16 {
         | "envelope_expired"
         | "allowed_models_empty"
         | "model_not_allowed"
-        | "principal_mismatch" => 403,
+        | "principal_mismatch"
+        | "principal_not_allowed" => 403,
         "replay_quota_exceeded" => 429,
         "chain_query_failed"
         | "replay_store_unavailable"
@@ -205,6 +206,7 @@ fn config() -> VectorConfig {
         replay_store: None,
         body_budget_free: None,
         replay_records_per_principal: None,
+        principals_allowed: None,
     }
 }
 
@@ -1271,6 +1273,34 @@ pub fn generate() -> Vec<Vector> {
                 step(signed(&k, &valid, URI, &b), ok.clone()),
                 step(signed(&k, &valid, URI, &b), ok.clone()),
             ],
+        ));
+    }
+
+    // The principal allowlist (beyond the reference): checked right after the
+    // principal signature, before the body.
+    {
+        let allowing = |address: String| {
+            let mut c = config();
+            c.principals_allowed = Some(vec![address]);
+            c
+        };
+        out.push(vector(
+            "principal-not-allowed",
+            "a gateway that serves only the principals on its allowlist refuses a valid passport of another principal, before the body is read",
+            allowing(Keys::address(&k.other_principal)),
+            vec![step(
+                signed(&k, &valid, URI, b"not json"),
+                rejected("principal_not_allowed"),
+            )],
+        ));
+        out.push(vector(
+            "accept-principal-allowed",
+            "a principal on the allowlist is served",
+            allowing(p_addr.clone()),
+            vec![step(
+                signed(&k, &valid, URI, &b),
+                accepted(&valid, agent_id, &p_addr, MODEL, None, &b),
+            )],
         ));
     }
 

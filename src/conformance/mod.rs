@@ -73,6 +73,10 @@ pub struct VectorConfig {
     /// the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_records_per_principal: Option<u64>,
+    /// The principal allowlist (addresses in normal form); absent means every
+    /// principal is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principals_allowed: Option<Vec<String>>,
 }
 
 /// `config.mode`.

@@ -226,6 +226,11 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
             revoked.clone(),
         )));
     }
+    if let Some(allowed) = &vector.config.principals_allowed {
+        builder = builder.principals(Arc::new(crate::principals::PrincipalAllowlist::new(
+            allowed.iter().cloned().collect(),
+        )));
+    }
     if let Some(b) = &vector.config.binding {
         let header = HeaderName::try_from(b.requester_header.as_str())
             .map_err(|e| format!("binding.requester_header: {e}"))?;
