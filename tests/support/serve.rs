@@ -345,26 +345,7 @@ pub fn start_file(
     envs: &[(&str, &str)],
     stdout: Stdio,
 ) -> Gateway {
-    let dir = workdir(name);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
-        .arg("serve")
-        .arg("--config")
-        .arg(config)
-        .envs(envs.iter().copied())
-        .current_dir(&dir)
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (child, lines, dir) = spawn_file(name, config, envs, stdout);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let line = lines
@@ -390,6 +371,36 @@ pub fn start_file(
             };
         }
     }
+}
+
+/// Starts `serve --config config` as [`start_file`] does; does not wait for it.
+pub fn spawn_file(
+    name: &str,
+    config: &std::path::Path,
+    envs: &[(&str, &str)],
+    stdout: Stdio,
+) -> (Child, mpsc::Receiver<String>, PathBuf) {
+    let dir = workdir(name);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .envs(envs.iter().copied())
+        .current_dir(&dir)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, lines, dir)
 }
 
 /// Runs `serve --config` on `toml` expecting it to refuse to start; returns its exit
@@ -427,21 +438,25 @@ impl Drop for Echo {
 
 /// Starts `passport-gate echo --listen 127.0.0.1:0` and reads the address it prints.
 pub fn echo() -> Echo {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
-        .args(["echo", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+    // Held by `Echo` at once, so a failure below still kills and reaps it.
+    let mut echo = Echo {
+        child: Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+            .args(["echo", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    let mut out = BufReader::new(echo.child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    let addr = line
+    echo.addr = line
         .split("http://")
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("echo printed {line:?}"))
         .parse()
         .unwrap();
-    Echo { child, addr }
+    echo
 }
