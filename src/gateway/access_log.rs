@@ -5,14 +5,20 @@
 //! `server.access_log_buffer_lines` lines, and when the sink is slower than the traffic
 //! (a full disk, a stdout nobody reads) the queue fills and further lines are dropped
 //! and counted in `passport_gate_access_log_dropped_total`, never buffered without
-//! bound.
+//! bound. At shutdown, once the connections closed, the queue gets up to
+//! [`SHUTDOWN_FLUSH`] to reach the sink.
 
 use super::config::AccessLogTarget;
 use super::error::GatewayError;
 use crate::verifier::Rejection;
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::Instant;
+
+/// How long the queued lines get to reach the sink at shutdown.
+pub const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The agent of an accepted request, put in the response's extensions by the proxy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +29,8 @@ pub struct AcceptedAgent(pub String);
 pub struct AccessLog {
     lines: SyncSender<String>,
     dropped: prometheus::IntCounter,
+    /// Lines queued and not yet flushed to the sink.
+    pending: Arc<AtomicUsize>,
 }
 
 impl AccessLog {
@@ -46,24 +54,47 @@ impl AccessLog {
             ),
         };
         let (tx, rx) = sync_channel::<String>(capacity);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let written_lines = Arc::clone(&pending);
         std::thread::Builder::new()
             .name("passport-gate-access-log".into())
             .spawn(move || {
                 let mut out = std::io::BufWriter::new(sink);
                 while let Ok(line) = rx.recv() {
+                    let mut taken = 1;
                     let mut written = out.write_all(line.as_bytes());
                     // Flush whenever the queue runs empty: lines reach the sink promptly
                     // without a write per line under load.
                     while let Ok(line) = rx.try_recv() {
+                        taken += 1;
                         written = written.and_then(|()| out.write_all(line.as_bytes()));
                     }
                     if let Err(e) = written.and_then(|()| out.flush()) {
                         tracing::warn!(error = %e, "access log: write failed");
                     }
+                    written_lines.fetch_sub(taken, Ordering::SeqCst);
                 }
             })
             .map_err(|e| format!("cannot start the access log thread: {e}"))?;
-        Ok(Some(AccessLog { lines: tx, dropped }))
+        Ok(Some(AccessLog {
+            lines: tx,
+            dropped,
+            pending,
+        }))
+    }
+
+    /// Completes once every queued line reached the sink, or after `wait` (a sink that
+    /// does not take them); returns the lines still queued. Called at shutdown, after
+    /// the connections closed.
+    pub async fn flushed(&self, wait: std::time::Duration) -> usize {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = self.pending.load(Ordering::SeqCst);
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Queues the line of one answered request, or drops and counts it when the queue
@@ -92,9 +123,14 @@ impl AccessLog {
         })
         .to_string();
         line.push('\n');
+        // Counted before it is sent, so the writer never uncounts a line first.
+        self.pending.fetch_add(1, Ordering::SeqCst);
         match self.lines.try_send(line) {
             Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.inc(),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+                self.dropped.inc();
+            }
         }
     }
 }

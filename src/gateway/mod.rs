@@ -494,6 +494,12 @@ pub async fn run(
         Err(_) => layer.forwarded_in_flight(),
     };
     metrics.attribution_lost.inc_by(events_cut as u64);
+    if let Some(log) = &access_log {
+        let left = log.flushed(access_log::SHUTDOWN_FLUSH).await;
+        if left > 0 {
+            tracing::warn!(lines = left, "access log: lines not written at shutdown");
+        }
+    }
     admin_task.abort();
     let attribution =
         queue.map(|q| q.shutdown(Duration::from_millis(raw.attribution.drain_deadline_ms)));
