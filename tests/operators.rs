@@ -116,6 +116,13 @@ async fn the_verified_identity_reaches_the_upstream_and_client_copies_never_do()
     assert!(got.get("x-aps-agent-id").is_none(), "{got:?}");
     assert!(got.get("x-aps-model").is_none(), "{got:?}");
 
+    // A guarded route without a passport (optional mode passes it through): removed.
+    let resp = send(gw.listen, "POST", PATH, &forged, BODY).await;
+    assert_eq!(resp.status(), 200);
+    let got = up.seen().last().unwrap().headers.clone();
+    assert!(got.get("x-aps-agent-id").is_none(), "{got:?}");
+    assert!(got.get("x-aps-model").is_none(), "{got:?}");
+
     // A passport request that the layer refuses never reaches the upstream at all.
     let before = up.seen().len();
     let mut bad = headers(&f, b"{\"model\":\"other\"}");
@@ -278,6 +285,12 @@ async fn the_allow_file_is_reloaded_and_a_bad_file_keeps_the_last_good_list() {
             >= 1.0)
         .await,
         "the bad file was not counted"
+    );
+    assert!(
+        gw.drain_lines()
+            .iter()
+            .any(|l| l.contains("principal allowlist not reloaded") && l.contains("line 2")),
+        "the bad file was not logged"
     );
     assert_eq!(status(&b).await, 200, "the last good list stays in force");
     assert_eq!(status(&a).await, 403, "no entry of a bad file is taken");
