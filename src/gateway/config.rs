@@ -75,7 +75,7 @@ impl Default for PrincipalsSection {
 pub struct ForwardIdentitySection {
     /// Set the headers on accepted requests (true, default).
     pub enabled: bool,
-    /// The passport's `agent_id`, percent-encoded (see the spec, section 6.3).
+    /// The passport's `agent_id`, percent-encoded (see the spec, section 7.4).
     pub agent_id: String,
     /// The passport's `principal_address`.
     pub principal_address: String,
@@ -777,7 +777,7 @@ impl GatewayConfig {
         });
         let identity = super::identity::IdentityHeaders::from_section(&self.forward_identity)
             .map_err(|list| errors.extend(list))
-            .unwrap_or_default();
+            .ok();
         let access_log = match self.server.access_log.as_str() {
             "off" => AccessLogTarget::Off,
             "stdout" => AccessLogTarget::Stdout,
@@ -799,8 +799,10 @@ impl GatewayConfig {
             (Some(p), Some(up)) => check_probe(p, up).map_err(|list| errors.extend(list)).ok(),
             _ => None,
         };
-        match (listen, admin_listen, upstream) {
-            (Some(listen), Some(admin_listen), Some(upstream)) if errors.is_empty() => {
+        match (listen, admin_listen, upstream, identity) {
+            (Some(listen), Some(admin_listen), Some(upstream), Some(identity))
+                if errors.is_empty() =>
+            {
                 Ok(Validated {
                     requester,
                     principals,

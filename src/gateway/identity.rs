@@ -22,21 +22,6 @@ pub struct IdentityHeaders {
     requester_address: HeaderName,
 }
 
-/// The defaults of [`ForwardIdentitySection`].
-impl Default for IdentityHeaders {
-    fn default() -> Self {
-        IdentityHeaders {
-            enabled: true,
-            agent_id: HeaderName::from_static("x-aps-agent-id"),
-            principal_address: HeaderName::from_static("x-aps-principal-address"),
-            beneficiary: HeaderName::from_static("x-aps-beneficiary"),
-            passport_id: HeaderName::from_static("x-aps-passport-id"),
-            model: HeaderName::from_static("x-aps-model"),
-            requester_address: HeaderName::from_static("x-aps-requester-address"),
-        }
-    }
-}
-
 /// Headers the gateway judges or sets itself: an identity header must not share a name
 /// with one of them.
 const RESERVED: [&str; 7] = [

@@ -283,8 +283,7 @@ pub async fn run(
     let mut builder = PassportLayer::builder(raw.agent_envelope.clone()).metrics(metrics.clone());
     let ops = OperatorMetrics::register(&registry)?;
     let mut chain_node = None;
-    if let (Some(b), Some(source)) = (&raw.binding, &config.requester) {
-        let requester_source = source;
+    if let (Some(b), Some(requester_source)) = (&raw.binding, &config.requester) {
         let grants: Arc<dyn GrantSource> = match &b.chain_node {
             Some(url) => {
                 chain_node = Some(url.clone());
