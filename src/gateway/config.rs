@@ -1066,6 +1066,17 @@ chain_node = "ftp://x"
     }
 
     #[test]
+    fn every_section_that_does_not_parse_is_one_line_and_the_others_are_kept() {
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nlisten = 5\n[routes]\nguard = []\n[principal]\nallow = []\n[replay]\nfail_open = true\n";
+        let (config, errors) = GatewayConfig::load(text);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].starts_with("principal: unknown section"));
+        assert!(errors[1].starts_with("routes: unknown field `guard`"));
+        assert!(errors[2].starts_with("server: invalid type"));
+        assert!(config.replay.fail_open, "a good section is kept");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         assert!(GatewayConfig::from_toml("[server]\nupstreem = \"x\"\n").is_err());
         assert!(GatewayConfig::from_toml("[agent_envelope]\nenable = true\n").is_err());
