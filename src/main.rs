@@ -883,7 +883,17 @@ fn serve(a: &ServeArgs) -> Result<u8, Failure> {
                 b.listen, b.admin
             );
         }))
-        .map_err(|e| Failure(e, 1))?;
+        .map_err(|e| {
+            // One line per problem (the failure line itself escapes line breaks).
+            let lines: Vec<&str> = e.lines().collect();
+            if lines.len() > 1 {
+                for l in &lines {
+                    eprintln!("passport-gate: {}", escape_controls(l));
+                }
+                return Failure(format!("{} problem(s) at startup", lines.len()), 1);
+            }
+            Failure(e, 1)
+        })?;
     eprintln!(
         "passport-gate stopped: {} connection(s) cut at the grace deadline, {} forwarded request(s) cut before their event",
         report.connections_cut, report.events_cut

@@ -596,3 +596,27 @@ async fn the_readme_devshard_sidecar_config_parses_and_runs() {
     assert_eq!(resp.status(), 403);
     assert!(text(resp).await.contains("principal_not_allowed"));
 }
+
+#[test]
+fn files_that_cannot_be_opened_at_startup_are_reported_together() {
+    let dir = workdir("unopenable-files");
+    let revoked = dir.join("revoked.txt");
+    std::fs::write(&revoked, "agent_id ok\nnonsense\n").unwrap();
+    let toml = config("127.0.0.1:9".parse().unwrap(), "").replacen(
+        "[server]\n",
+        "[server]\naccess_log = \"no-such-dir/access.jsonl\"\n",
+        1,
+    ) + &format!(
+        "\n[attribution]\naudit_file = \"no-such-dir/audit.jsonl\"\n\n[revocation]\nfile = {:?}\n",
+        revoked.display().to_string()
+    );
+    let (code, stderr) = refused_config("unopenable", &toml);
+    assert_eq!(code, Some(1), "{stderr}");
+    for key in [
+        "attribution.audit_file: cannot open",
+        "revocation.file:",
+        "server.access_log: cannot open",
+    ] {
+        assert!(stderr.contains(key), "{key} missing from {stderr}");
+    }
+}

@@ -183,35 +183,46 @@ pub struct Bound {
     pub admin: SocketAddr,
 }
 
+/// Opens every configured sink; every sink that cannot be opened is one line.
 fn sinks(
     config: &config::AttributionSection,
     redis: Option<&RedisConfig>,
-) -> Result<Vec<Box<dyn Sink>>, String> {
+) -> Result<Vec<Box<dyn Sink>>, Vec<String>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let mut errors = Vec::new();
     if let Some(path) = &config.audit_file {
         let max = (config.audit_max_bytes > 0).then_some(config.audit_max_bytes);
-        let sink = AuditFileSink::open(path, config.audit_fsync, max).map_err(|e| {
-            format!(
+        match AuditFileSink::open(path, config.audit_fsync, max) {
+            Ok(sink) => sinks.push(Box::new(sink)),
+            Err(e) => errors.push(format!(
                 "attribution.audit_file: cannot open {}: {e}",
                 path.display()
-            )
-        })?;
-        sinks.push(Box::new(sink));
+            )),
+        }
     }
     if let (Some(key), Some(redis)) = (&config.redis_stream, redis) {
-        let sink = RedisStreamSink::new(redis.clone(), key, config.redis_stream_maxlen)
-            .map_err(|e| format!("attribution.redis_stream: {e}"))?;
-        sinks.push(Box::new(sink));
+        match RedisStreamSink::new(redis.clone(), key, config.redis_stream_maxlen) {
+            Ok(sink) => sinks.push(Box::new(sink)),
+            Err(e) => errors.push(format!("attribution.redis_stream: {e}")),
+        }
     }
     if config.stdout {
         sinks.push(Box::new(JsonLinesSink::stdout()));
     }
     if let Some(path) = &config.file {
-        let sink = JsonLinesSink::create_file(path)
-            .map_err(|e| format!("attribution.file: cannot open {}: {e}", path.display()))?;
-        sinks.push(Box::new(sink));
+        match JsonLinesSink::create_file(path) {
+            Ok(sink) => sinks.push(Box::new(sink)),
+            Err(e) => errors.push(format!(
+                "attribution.file: cannot open {}: {e}",
+                path.display()
+            )),
+        }
     }
-    Ok(sinks)
+    if errors.is_empty() {
+        Ok(sinks)
+    } else {
+        Err(errors)
+    }
 }
 
 /// The replay store's own Redis client: every connection it opens first checks that the
@@ -266,7 +277,12 @@ pub async fn run(
         .as_ref()
         .map(|r| r.key_prefix.clone())
         .unwrap_or_default();
-    let sinks = sinks(&raw.attribution, redis_config.as_ref())?;
+    // Problems found while opening files are collected too, so that one run reports
+    // every file that cannot be opened (each line naming its key).
+    let mut problems: Vec<String> = Vec::new();
+    let sinks = sinks(&raw.attribution, redis_config.as_ref())
+        .map_err(|list| problems.extend(list))
+        .unwrap_or_default();
     let queue = if sinks.is_empty() {
         None
     } else {
@@ -342,11 +358,12 @@ pub async fn run(
         list.count_bad_lines_on(metrics.revocation_bad_lines.clone());
         let list = Arc::new(list);
         if let Some(path) = &raw.revocation.file {
-            list.watch_file(
+            if let Err(e) = list.watch_file(
                 path.clone(),
                 Duration::from_millis(raw.revocation.reload_ms),
-            )
-            .map_err(|e| format!("revocation.file: {e}"))?;
+            ) {
+                problems.push(format!("revocation.file: {e}"));
+            }
         }
         if let (true, Some(r)) = (raw.revocation.redis, &redis) {
             list.watch_redis(
@@ -369,6 +386,19 @@ pub async fn run(
             .collect::<Vec<_>>()
             .join("\n")
     })?;
+
+    let access_log = AccessLog::start(
+        &config.access_log,
+        usize::try_from(raw.server.access_log_buffer_lines).unwrap_or(usize::MAX),
+        ops.access_log_dropped.clone(),
+    )
+    .map_err(|e| problems.push(e))
+    .ok()
+    .flatten()
+    .map(Arc::new);
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -427,12 +457,6 @@ pub async fn run(
         config.response_timeout,
         config.identity.clone(),
     );
-    let access_log = AccessLog::start(
-        &config.access_log,
-        usize::try_from(raw.server.access_log_buffer_lines).unwrap_or(usize::MAX),
-        ops.access_log_dropped.clone(),
-    )?
-    .map(Arc::new);
     let routes = Arc::new(RouteTable::new(
         config.routes.clone(),
         config.public.clone(),
