@@ -188,6 +188,25 @@ async fn a_fixed_requester_binds_every_request_to_the_operator() {
     assert!(text(resp).await.contains("\"principal_mismatch\""));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requester_from_the_header_reaches_the_upstream_once_bound() {
+    let up = upstream().await;
+    let extra = "\n[binding]\nrequester_header = \"X-Requester-Address\"\ngrants = []\n";
+    let gw = start("header-requester", &config(up.addr, extra));
+    let f = passport(0x61, "urn:aps:agent:bound", None);
+    let mut h = headers(&f, BODY);
+    h.push(("x-requester-address".into(), f.principal_address.clone()));
+    h.push(("x-aps-requester-address".into(), "gonka1forged".into()));
+    let resp = send(gw.listen, "POST", PATH, &pairs(&h), BODY).await;
+    assert_eq!(resp.status(), 200);
+    let got = up.seen().last().unwrap().headers.clone();
+    assert_eq!(got.get_all("x-aps-requester-address").iter().count(), 1);
+    assert_eq!(
+        got["x-aps-requester-address"].to_str().unwrap(),
+        f.principal_address
+    );
+}
+
 #[test]
 fn a_fixed_requester_with_a_requester_header_is_a_config_error_naming_both() {
     let operator = passport(0x61, "operator", None).principal_address;
