@@ -984,7 +984,10 @@ fn request_failure(url: &str, e: &(dyn std::error::Error + 'static)) -> String {
     while let Some(err) = next {
         let text = err.to_string();
         if cause.is_none() {
-            cause = match err.downcast_ref::<std::io::Error>().map(std::io::Error::kind) {
+            cause = match err
+                .downcast_ref::<std::io::Error>()
+                .map(std::io::Error::kind)
+            {
                 Some(std::io::ErrorKind::ConnectionRefused) => Some("connection refused"),
                 Some(std::io::ErrorKind::TimedOut) => Some("timeout"),
                 Some(std::io::ErrorKind::ConnectionReset) => Some("connection reset"),

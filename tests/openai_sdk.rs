@@ -52,7 +52,12 @@ fn credentials(dir: &Path) -> (PathBuf, PathBuf) {
     let principal = dir.join("principal.json");
     let passport = dir.join("passport.txt");
     cli(&["keygen", "--agent", "--out", agent.to_str().unwrap()]);
-    cli(&["keygen", "--principal", "--out", principal.to_str().unwrap()]);
+    cli(&[
+        "keygen",
+        "--principal",
+        "--out",
+        principal.to_str().unwrap(),
+    ]);
     let minted = cli(&[
         "mint",
         "--principal-key",

@@ -452,12 +452,7 @@ mod tests {
 
     #[test]
     fn only_not_forwarded_429_and_503_answers_release_the_record() {
-        let answer = |status: u16| {
-            http::Response::builder()
-                .status(status)
-                .body(())
-                .unwrap()
-        };
+        let answer = |status: u16| http::Response::builder().status(status).body(()).unwrap();
         for status in [200, 400, 401, 404, 500, 502, 504] {
             assert!(!releases_record(&answer(status)), "{status}");
         }
