@@ -64,6 +64,7 @@ where
         }
         if !has_passport_headers(req.headers()) {
             if self.shared.mode == Mode::Required {
+                record_refusal(&self.shared, Rejection::PassportRequired, &req);
                 return ResponseFuture::rejected(reject(&self.shared, Rejection::PassportRequired));
             }
             self.shared.metrics.passthrough();
@@ -78,6 +79,68 @@ where
             inner,
             req,
         )))
+    }
+}
+
+/// Queues the refusal event of a refused request, when refusals are recorded. The
+/// identity it claims is read from the passport header only to be recorded under
+/// `claimed_*_unverified` names, cut to a bound, and never for a header the verifier
+/// refused as malformed or too large.
+fn record_refusal<B>(shared: &Shared, r: Rejection, req: &Request<B>) {
+    let Some(sender) = shared
+        .attribution
+        .as_ref()
+        .filter(|_| shared.record_refusals)
+    else {
+        return;
+    };
+    let (agent, principal) = match r {
+        Rejection::SigHeaderMismatch
+        | Rejection::HeaderMalformed
+        | Rejection::PassportTooLarge
+        | Rejection::PassportRequired => (None, None),
+        _ => claimed_identity(req.headers()),
+    };
+    let path = req
+        .extensions()
+        .get::<crate::gateway::NormalPath>()
+        .map_or_else(|| req.uri().path(), |p| p.0.as_str());
+    sender.emit_refusal(AttributionEvent {
+        v: EVENT_VERSION.to_owned(),
+        event_id: new_event_id(),
+        method: crate::attribution::bounded_claim(req.method().as_str()),
+        path: path.to_owned(),
+        status: r.status().as_u16(),
+        outcome: crate::attribution::Outcome::Refused,
+        code: Some(r.code().to_owned()),
+        refused_at: Some(crate::time::Timestamp::now().to_rfc3339()),
+        claimed_agent_id_unverified: agent,
+        claimed_principal_address_unverified: principal,
+        ..Default::default()
+    });
+}
+
+/// The `agent_id` and `principal_address` a passport header claims, unverified and
+/// bounded; `None` for what is missing or unreadable.
+fn claimed_identity(headers: &HeaderMap) -> (Option<String>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Claimed {
+        agent_id: Option<serde_json::Value>,
+        principal_address: Option<serde_json::Value>,
+    }
+    let claimed = headers
+        .get(crate::verifier::PASSPORT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::crypto::decode_base64)
+        .and_then(|raw| serde_json::from_slice::<Claimed>(&raw).ok());
+    let text = |v: Option<serde_json::Value>| {
+        v.as_ref()
+            .and_then(serde_json::Value::as_str)
+            .map(crate::attribution::bounded_claim)
+    };
+    match claimed {
+        Some(c) => (text(c.agent_id), text(c.principal_address)),
+        None => (None, None),
     }
 }
 
@@ -102,7 +165,10 @@ where
     let (mut parts, body) = req.into_parts();
     let accepted = match authorize(&shared, &parts, body).await {
         Ok(a) => a,
-        Err(r) => return Ok(reject(&shared, r)),
+        Err(r) => {
+            record_refusal(&shared, r, &Request::from_parts(parts, ()));
+            return Ok(reject(&shared, r));
+        }
     };
     shared.metrics.accepted();
     let span = tracing::info_span!(
@@ -251,6 +317,7 @@ fn emit_event<B>(
         status: response.status().as_u16(),
         latency_ms: started.elapsed().as_millis() as u64,
         client_disconnected,
+        ..Default::default()
     });
 }
 
