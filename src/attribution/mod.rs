@@ -10,6 +10,7 @@
 
 pub mod audit;
 mod sink;
+pub mod usage;
 
 pub use audit::{AuditFileSink, FsyncPolicy};
 pub use sink::{JsonLinesSink, RedisStreamSink, Sink};

@@ -3,6 +3,7 @@
 use super::body::{PassportBody, ResponseBody};
 use super::future::ResponseFuture;
 use super::layer::Shared;
+use crate::attribution::usage::{EventOnEnd, UsageScan};
 use crate::attribution::{new_event_id, AttributionEvent, EVENT_VERSION};
 use crate::config::Mode;
 use crate::verifier::{has_passport_headers, signed_target, Rejection, VerifiedAgent};
@@ -212,7 +213,6 @@ where
     let task_shared = Arc::clone(&shared);
     let running = shared.forwarding.start();
     tokio::spawn(async move {
-        let _running = running;
         let result = call.await;
         if let Ok(response) = &result {
             settle_reservation(&task_shared, reservation, &agent, response).await;
@@ -221,23 +221,33 @@ where
         if client_disconnected {
             task_shared.metrics.client_disconnects.inc();
         }
-        match &result {
-            Ok(response) => emit_event(
+        if result.is_err() {
+            task_shared.metrics.attribution_lost.inc();
+        }
+        // The event goes with the body and is queued when the body ends or is dropped
+        // (a client that left drops it here), with the token usage the body carried.
+        let result = result.map(move |response| {
+            let Some(sender) = &task_shared.attribution else {
+                return response.map(PassportBody::original);
+            };
+            let event = event_for(
                 &task_shared,
                 &agent,
                 requester,
                 &method,
                 path,
-                response,
+                &response,
                 started,
                 client_disconnected,
-            ),
-            Err(_) => task_shared.metrics.attribution_lost.inc(),
-        }
+            );
+            let scan = UsageScan::for_response(response.headers());
+            let on_end = EventOnEnd::new(sender.clone(), event, scan, Box::new(running));
+            response.map(|b| PassportBody::metered(b, Box::new(on_end)))
+        });
         let _ = answer.send(result);
     });
     match answered.await {
-        Ok(result) => result.map(|r| r.map(PassportBody::original)),
+        Ok(result) => result,
         // The task panicked inside the inner service.
         Err(_) => Ok(crate::problem::problem_response(
             http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -274,9 +284,9 @@ fn settle_reservation<B>(
     }
 }
 
-/// Queues the attribution event of a forwarded request once its response head is known.
+/// The attribution event of a forwarded request, from its response head.
 #[allow(clippy::too_many_arguments)]
-fn emit_event<B>(
+fn event_for<B>(
     shared: &Shared,
     agent: &VerifiedAgent,
     requester: Option<String>,
@@ -285,10 +295,7 @@ fn emit_event<B>(
     response: &Response<B>,
     started: Instant,
     client_disconnected: bool,
-) {
-    let Some(sender) = &shared.attribution else {
-        return;
-    };
+) -> AttributionEvent {
     let event_id = new_event_id();
     let inference_id = shared
         .inference_id_header
@@ -297,7 +304,7 @@ fn emit_event<B>(
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 256)
         .map_or_else(|| event_id.clone(), str::to_owned);
-    sender.emit(AttributionEvent {
+    AttributionEvent {
         v: EVENT_VERSION.to_owned(),
         event_id,
         inference_id,
@@ -318,7 +325,7 @@ fn emit_event<B>(
         latency_ms: started.elapsed().as_millis() as u64,
         client_disconnected,
         ..Default::default()
-    });
+    }
 }
 
 /// Steps 1 to 12 for a request that carries passport headers.
