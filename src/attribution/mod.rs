@@ -407,6 +407,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn refusals_are_queued_only_while_the_queue_is_under_half_full() {
+        let (tx, rx) = bounded(4);
+        let sender = AttributionSender {
+            tx,
+            counters: Arc::new(Counters {
+                written: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+            }),
+            metrics: Metrics::new(),
+        };
+        let refusal = || AttributionEvent {
+            outcome: Outcome::Refused,
+            ..event(9)
+        };
+        assert!(sender.emit_refusal(refusal()));
+        assert!(sender.emit(event(1)));
+        // Half full: a flood of refusals is dropped and counted ...
+        assert!(!sender.emit_refusal(refusal()));
+        assert_eq!(sender.metrics.attribution_dropped.get(), 1);
+        // ... and accepted requests still have the other half.
+        assert!(sender.emit(event(2)));
+        assert!(sender.emit(event(3)));
+        assert!(!sender.emit(event(4)));
+        assert_eq!(rx.len(), 4);
+    }
+
+    #[test]
+    fn a_claimed_string_is_cut_at_a_character_boundary_within_the_bound() {
+        assert_eq!(bounded_claim("gonka1abc"), "gonka1abc");
+        let long = "é".repeat(MAX_CLAIMED_BYTES);
+        let cut = bounded_claim(&long);
+        assert!(cut.len() <= MAX_CLAIMED_BYTES && cut.len() >= MAX_CLAIMED_BYTES - 1);
+        assert!(long.starts_with(&cut));
+    }
+
     /// A sink that blocks until released, then records what it got.
     struct Gate {
         release: Mutex<mpsc::Receiver<()>>,
