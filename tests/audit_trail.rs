@@ -168,12 +168,16 @@ async fn audit_refusals_false_keeps_refusals_out_of_the_audit_file() {
     let f = support::live("urn:aps:agent:honest");
     let bad = f.headers(URI, b"{}");
     assert_eq!(
-        support::post(gw.listen, "/v1/completions", &bad, BODY).await.0,
+        support::post(gw.listen, "/v1/completions", &bad, BODY)
+            .await
+            .0,
         401
     );
     let good = f.headers("/v1/completions", BODY);
     assert_eq!(
-        support::post(gw.listen, "/v1/completions", &good, BODY).await.0,
+        support::post(gw.listen, "/v1/completions", &good, BODY)
+            .await
+            .0,
         200
     );
     let events = audit_events(&audit, 1);
@@ -187,7 +191,13 @@ async fn token_usage_is_recorded_from_a_json_answer_and_from_the_last_chunk_of_a
     let (toml, audit) = audit_toml(up, &dir, "");
     let gw = start("audit-usage", &toml);
     let f = support::live("urn:aps:agent:tokens");
-    let json = support::post(gw.listen, "/v1/completions", &f.headers("/v1/completions", BODY), BODY).await;
+    let json = support::post(
+        gw.listen,
+        "/v1/completions",
+        &f.headers("/v1/completions", BODY),
+        BODY,
+    )
+    .await;
     assert_eq!(json.0, 200);
 
     // The stream reaches the client chunk by chunk: the first arrives while the upstream
@@ -344,4 +354,64 @@ fn audit_report_refuses_a_broken_chain_unless_no_verify_and_names_a_bad_line() {
         String::from_utf8_lossy(&bad.stderr).contains("audit.jsonl:4"),
         "{bad:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_forged_requests_is_bounded_and_does_not_crowd_out_accepted_events() {
+    let (up, _go) = openai_upstream().await;
+    let dir = support::serve::workdir("audit-flood");
+    let (toml, audit) = audit_toml(up, &dir, "");
+    let toml = toml.replace(
+        "max_ttl_seconds = 604800\n",
+        "max_ttl_seconds = 604800\nattribution_queue_cap = 8\n",
+    );
+    let gw = start("audit-flood", &toml);
+    let f = support::live("urn:aps:agent:flood");
+    let forged = f.headers(URI, b"{\"model\":\"forged\"}");
+    let honest = f.headers("/v1/completions", BODY);
+    const FORGED: usize = 400;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..FORGED {
+        let (addr, headers) = (gw.listen, forged.clone());
+        tasks.push(tokio::spawn(async move {
+            support::post(addr, URI, &headers, BODY).await.0
+        }));
+        if i % 100 == 50 {
+            let (addr, headers) = (gw.listen, honest.clone());
+            tasks.push(tokio::spawn(async move {
+                support::post(addr, "/v1/completions", &headers, BODY)
+                    .await
+                    .0
+            }));
+        }
+    }
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for t in tasks {
+        *statuses.entry(t.await.unwrap()).or_default() += 1;
+    }
+    assert_eq!(statuses[&401], FORGED, "{statuses:?}");
+    assert_eq!(statuses[&200], 4, "{statuses:?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Every refusal is written or counted as dropped; every accepted event is written.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        let accepted = text
+            .lines()
+            .filter(|l| !l.contains("\"outcome\":\"refused\""))
+            .count();
+        let refused = text.lines().count() - accepted;
+        let dropped = gw
+            .metric("passport_gate_attribution_events_dropped_total")
+            .await as usize;
+        if accepted == 4 && refused + dropped == FORGED {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "accepted {accepted}, refused {refused}, dropped {dropped}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
