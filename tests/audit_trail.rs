@@ -371,13 +371,17 @@ async fn a_flood_of_forged_requests_is_bounded_and_does_not_crowd_out_accepted_e
     let honest = f.headers("/v1/completions", BODY);
     const FORGED: usize = 400;
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..FORGED {
-        let (addr, headers) = (gw.listen, forged.clone());
-        tasks.push(tokio::spawn(async move {
-            support::post(addr, URI, &headers, BODY).await.0
-        }));
-        if i % 100 == 50 {
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    // Twenty at a time: the gateway's own connection limits are not what is tested.
+    for batch in 0..FORGED / 20 {
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (addr, headers) = (gw.listen, forged.clone());
+            tasks.push(tokio::spawn(async move {
+                support::post(addr, URI, &headers, BODY).await.0
+            }));
+        }
+        if batch % 5 == 2 {
             let (addr, headers) = (gw.listen, honest.clone());
             tasks.push(tokio::spawn(async move {
                 support::post(addr, "/v1/completions", &headers, BODY)
@@ -385,13 +389,12 @@ async fn a_flood_of_forged_requests_is_bounded_and_does_not_crowd_out_accepted_e
                     .0
             }));
         }
+        for t in tasks {
+            *statuses.entry(t.await.unwrap()).or_default() += 1;
+        }
     }
-    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-    for t in tasks {
-        *statuses.entry(t.await.unwrap()).or_default() += 1;
-    }
-    assert_eq!(statuses[&401], FORGED, "{statuses:?}");
-    assert_eq!(statuses[&200], 4, "{statuses:?}");
+    assert_eq!(statuses.get(&401), Some(&FORGED), "{statuses:?}");
+    assert_eq!(statuses.get(&200), Some(&4), "{statuses:?}");
     assert!(started.elapsed() < Duration::from_secs(30));
     // Every refusal is written or counted as dropped; every accepted event is written.
     let deadline = Instant::now() + Duration::from_secs(10);
