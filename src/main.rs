@@ -65,14 +65,18 @@ enum AuditCommand {
         #[arg(long)]
         head: Option<String>,
     },
-    /// Summarise calls by day, principal, agent and model.
+    /// Summarise calls and tokens by day, principal, agent and model, after checking
+    /// the hash chain of audit files (a broken chain is not reported).
     Report {
-        /// Audit or JSON-lines event files.
+        /// Audit files in chain order, or JSON-lines event files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Report without checking the chain (a loud warning says so).
+        #[arg(long)]
+        no_verify: bool,
     },
 }
 
@@ -180,6 +184,9 @@ struct RequestArgs {
     headers: Vec<String>,
     #[command(flatten)]
     body: BodyArg,
+    /// Give up when the response head has not arrived within this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_seconds: u64,
 }
 
 #[derive(Args)]
@@ -266,7 +273,7 @@ struct MintArgs {
 #[derive(Args)]
 #[group(required = true, multiple = false)]
 struct BodyArg {
-    /// Read the body from this file.
+    /// Read the body from this file (`-`: standard input).
     #[arg(long)]
     body_file: Option<PathBuf>,
     /// The body as a string.
@@ -277,6 +284,12 @@ struct BodyArg {
 impl BodyArg {
     fn read(&self) -> Result<Vec<u8>, String> {
         match (&self.body_file, &self.body) {
+            (Some(p), _) if p.as_os_str() == "-" => {
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+                    .map_err(|e| format!("cannot read the body from standard input: {e}"))?;
+                Ok(body)
+            }
             (Some(p), _) => {
                 std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
             }
@@ -287,13 +300,41 @@ impl BodyArg {
 }
 
 #[derive(Args)]
+#[group(required = true, multiple = false)]
+struct PassportArg {
+    /// The X-Agent-Passport value.
+    #[arg(long)]
+    passport: Option<String>,
+    /// A file holding the X-Agent-Passport value (surrounding white space is ignored).
+    #[arg(long)]
+    passport_file: Option<PathBuf>,
+}
+
+impl PassportArg {
+    fn read(&self) -> Result<String, String> {
+        passport_value(self.passport.as_deref(), self.passport_file.as_deref())
+    }
+}
+
+/// The passport given as a value or in a file (a file written by `mint > file` ends
+/// with a newline, which is not part of the value).
+fn passport_value(value: Option<&str>, file: Option<&Path>) -> Result<String, String> {
+    match (value, file) {
+        (Some(v), _) => Ok(v.to_owned()),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", f.display())),
+        (None, None) => Err("give --passport or --passport-file".into()),
+    }
+}
+
+#[derive(Args)]
 struct SignArgs {
     /// The agent's key file.
     #[arg(long)]
     agent_key: PathBuf,
-    /// The X-Agent-Passport value.
-    #[arg(long)]
-    passport: String,
+    #[command(flatten)]
+    passport: PassportArg,
     /// The gateway's chain id.
     #[arg(long)]
     chain_id: String,
@@ -313,7 +354,11 @@ struct SignArgs {
 #[derive(Args)]
 struct InspectArgs {
     /// The X-Agent-Passport value.
-    passport: String,
+    #[arg(required_unless_present = "passport_file")]
+    passport: Option<String>,
+    /// A file holding the X-Agent-Passport value.
+    #[arg(long, conflicts_with = "passport")]
+    passport_file: Option<PathBuf>,
     /// Bech32 prefix for the derived address.
     #[arg(long, default_value = "gonka")]
     prefix: String,
@@ -340,9 +385,8 @@ struct VerifyArgs {
     /// host or #fragment: no request line carries those to the layer).
     #[arg(long)]
     uri: String,
-    /// The X-Agent-Passport value, exactly as the header carries it.
-    #[arg(long)]
-    passport: String,
+    #[command(flatten)]
+    passport: PassportArg,
     /// The X-Agent-Sig value, exactly as the header carries it.
     #[arg(long)]
     sig: String,
@@ -621,11 +665,12 @@ fn mint(a: &MintArgs) -> Result<u8, Failure> {
 
 fn sign(a: &SignArgs) -> Result<u8, Failure> {
     let secret = load_agent_secret(&a.agent_key).map_err(|e| e.to_string())?;
+    let passport = a.passport.read()?;
     let body = a.body.read()?;
-    let sig = sign_request(&secret, &a.passport, &a.chain_id, &a.method, &a.uri, &body)
+    let sig = sign_request(&secret, &passport, &a.chain_id, &a.method, &a.uri, &body)
         .map_err(|e| e.to_string())?;
     if a.headers {
-        say!("X-Agent-Passport: {}", a.passport.trim());
+        say!("X-Agent-Passport: {}", passport.trim());
         say!("X-Agent-Sig: {sig}");
     } else {
         say!("{sig}");
@@ -647,7 +692,8 @@ fn both_times(t: Timestamp) -> String {
 }
 
 fn inspect(a: &InspectArgs) -> Result<u8, Failure> {
-    let raw = decode_base64(a.passport.trim())
+    let passport = passport_value(a.passport.as_deref(), a.passport_file.as_deref())?;
+    let raw = decode_base64(passport.trim())
         .ok_or("the passport is not strict standard base64".to_string())?;
     let pretty = serde_json::from_slice::<serde_json::Value>(&raw)
         .and_then(|v| serde_json::to_string_pretty(&v))
@@ -718,7 +764,8 @@ fn verify(a: &VerifyArgs) -> Result<u8, Failure> {
     // the same verdict here.
     let mut headers = http::HeaderMap::new();
     let mut unsendable = false;
-    for (name, value) in [(PASSPORT_HEADER, &a.passport), (SIGNATURE_HEADER, &a.sig)] {
+    let passport = a.passport.read()?;
+    for (name, value) in [(PASSPORT_HEADER, &passport), (SIGNATURE_HEADER, &a.sig)] {
         match http::HeaderValue::from_str(value) {
             Ok(v) => {
                 headers.insert(name, v);
@@ -916,13 +963,7 @@ fn request(a: &RequestArgs) -> Result<u8, Failure> {
     use tower::{Layer, ServiceExt};
 
     let agent = load_agent_secret(&a.agent_key).map_err(|e| e.to_string())?;
-    let passport = match (&a.passport, &a.passport_file) {
-        (Some(p), _) => p.clone(),
-        (None, Some(f)) => {
-            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?
-        }
-        (None, None) => return Err("give --passport or --passport-file".to_string().into()),
-    };
+    let passport = passport_value(a.passport.as_deref(), a.passport_file.as_deref())?;
     let signer = AgentSigner::new(agent, &passport, &a.chain_id).map_err(|e| e.to_string())?;
     let body = a.body.read()?;
     let mut req = http::Request::builder()
@@ -946,11 +987,19 @@ fn request(a: &RequestArgs) -> Result<u8, Failure> {
         let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http();
-        let resp = SignerLayer::new(signer)
-            .layer(client)
-            .oneshot(req)
+        let sent = SignerLayer::new(signer).layer(client).oneshot(req);
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(a.timeout_seconds), sent)
             .await
-            .map_err(|e| Failure(format!("request failed: {e}"), 1))?;
+            .map_err(|_| {
+                Failure(
+                    format!(
+                        "request to {} failed: timeout: no response within {} s",
+                        a.url, a.timeout_seconds
+                    ),
+                    1,
+                )
+            })?
+            .map_err(|e| Failure(request_failure(&a.url, &e), 1))?;
         eprintln!("{:?} {}", resp.version(), resp.status());
         for (name, value) in resp.headers() {
             eprintln!("{name}: {}", value.to_str().unwrap_or("<binary>"));
@@ -972,6 +1021,42 @@ fn request(a: &RequestArgs) -> Result<u8, Failure> {
         }
         Ok(if ok { 0 } else { 1 })
     })
+}
+
+/// "request to URL failed: CAUSE (detail)", with the cause named from the error chain
+/// (connection refused, DNS lookup, TLS, timeout), so that the user knows what to fix.
+fn request_failure(url: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = Vec::new();
+    let mut cause = None;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if cause.is_none() {
+            cause = match err
+                .downcast_ref::<std::io::Error>()
+                .map(std::io::Error::kind)
+            {
+                Some(std::io::ErrorKind::ConnectionRefused) => Some("connection refused"),
+                Some(std::io::ErrorKind::TimedOut) => Some("timeout"),
+                Some(std::io::ErrorKind::ConnectionReset) => Some("connection reset"),
+                _ if text.contains("dns error") => Some("DNS lookup failed"),
+                _ if text.contains("scheme is not http") => {
+                    Some("TLS: https is not supported by this command; use http")
+                }
+                _ if text.to_ascii_lowercase().contains("tls") => Some("TLS handshake failed"),
+                _ if text.contains("timed out") => Some("timeout"),
+                _ => None,
+            };
+        }
+        chain.push(text);
+        next = err.source();
+    }
+    chain.dedup();
+    format!(
+        "request to {url} failed: {}: {}",
+        cause.unwrap_or("error"),
+        chain.join(": ")
+    )
 }
 
 fn demo() -> Result<u8, Failure> {
@@ -996,7 +1081,7 @@ fn echo(a: &EchoArgs) -> Result<u8, Failure> {
 }
 
 fn audit(a: &AuditCommand) -> Result<u8, Failure> {
-    use passport_gate::attribution::audit::{read_events, summarize, verify_files};
+    use passport_gate::attribution::audit::{read_events, refusals, summarize, verify_files};
     match a {
         AuditCommand::Verify { files, head } => {
             let r = verify_files(files).map_err(|e| Failure(format!("cannot read: {e}"), 2))?;
@@ -1025,9 +1110,42 @@ fn audit(a: &AuditCommand) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        AuditCommand::Report { files, json } => {
-            let events = read_events(files).map_err(|e| Failure(format!("cannot read: {e}"), 2))?;
-            let rows = summarize(&events);
+        AuditCommand::Report {
+            files,
+            json,
+            no_verify,
+        } => {
+            let read = read_events(files).map_err(|e| Failure(format!("cannot report: {e}"), 2))?;
+            if !read.chained {
+                if !read.events.is_empty() {
+                    eprintln!("WARNING: plain JSON-lines event files have no hash chain: these numbers are NOT verified");
+                }
+            } else if *no_verify {
+                eprintln!("WARNING: --no-verify: the hash chain was NOT checked; these numbers may include edited, inserted or reordered lines, and miss deleted ones");
+            } else {
+                let r = verify_files(files).map_err(|e| Failure(format!("cannot read: {e}"), 2))?;
+                if let Some(broken) = &r.broken {
+                    return Err(Failure(
+                        format!("not reporting: the chain is BROKEN at {broken} (see `passport-gate audit verify`; --no-verify reports anyway)"),
+                        1,
+                    ));
+                }
+                eprintln!(
+                    "chain verified: {} line(s), head hash {} (compare it with the head kept elsewhere: lines removed from the end are not detected otherwise)",
+                    r.lines, r.head
+                );
+                if r.starts_mid_chain {
+                    eprintln!("note: the first line continues an earlier file; give every file from the first to check the whole chain");
+                }
+            }
+            if read.incomplete_tails > 0 {
+                eprintln!(
+                    "note: {} incomplete last line(s) (an interrupted write) not counted",
+                    read.incomplete_tails
+                );
+            }
+            let rows = summarize(&read.events);
+            let refused = refusals(&read.events);
             if *json {
                 say!(
                     "{}",
@@ -1036,24 +1154,34 @@ fn audit(a: &AuditCommand) -> Result<u8, Failure> {
                 return Ok(0);
             }
             say!(
-                "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}",
+                "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}  {:>10}  {:>10}  {:>10}",
                 "day",
                 "principal",
                 "agent",
                 "model",
-                "calls"
+                "calls",
+                "prompt",
+                "completion",
+                "tokens"
             );
             for r in &rows {
                 say!(
-                    "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}",
+                    "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}  {:>10}  {:>10}  {:>10}",
                     escape_controls(&r.day),
                     escape_controls(&r.principal_address),
                     escape_controls(&r.agent_id),
                     escape_controls(&r.model),
-                    r.calls
+                    r.calls,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    r.total_tokens
                 );
             }
-            say!("{} call(s) in {} event file(s)", events.len(), files.len());
+            for (code, n) in &refused {
+                say!("refused ({}): {n}", escape_controls(code));
+            }
+            let calls: u64 = rows.iter().map(|r| r.calls).sum();
+            say!("{calls} call(s) in {} event file(s)", files.len());
             Ok(0)
         }
     }

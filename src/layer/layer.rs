@@ -110,6 +110,8 @@ pub(crate) struct Shared {
     pub(crate) binding: Option<Binding>,
     pub(crate) principals: Option<Arc<PrincipalAllowlist>>,
     pub(crate) attribution: Option<AttributionSender>,
+    /// Whether refused requests are queued as refusal events too.
+    pub(crate) record_refusals: bool,
     pub(crate) inference_id_header: Option<HeaderName>,
     pub(crate) metrics: Metrics,
 }
@@ -142,6 +144,7 @@ pub struct PassportLayerBuilder {
     binding: Option<Binding>,
     principals: Option<Arc<PrincipalAllowlist>>,
     attribution: Option<AttributionSender>,
+    record_refusals: bool,
     inference_id_header: Option<HeaderName>,
     metrics: Option<Metrics>,
     replay_store: Option<Arc<dyn ReplayStore>>,
@@ -158,6 +161,7 @@ impl PassportLayer {
             binding: None,
             principals: None,
             attribution: None,
+            record_refusals: false,
             inference_id_header: None,
             metrics: None,
             replay_store: None,
@@ -187,6 +191,7 @@ impl PassportLayer {
                 binding: None,
                 principals: None,
                 attribution: None,
+                record_refusals: false,
                 inference_id_header: None,
                 metrics: Metrics::new(),
             }),
@@ -249,6 +254,16 @@ impl PassportLayerBuilder {
     /// Sends an attribution event for every accepted request.
     pub fn attribution(mut self, sender: AttributionSender) -> Self {
         self.attribution = Some(sender);
+        self
+    }
+
+    /// Also queues a refusal event (outcome, code, status, method, path, time and the
+    /// claimed, unverified identity) for every refused request, for the sinks that take
+    /// them (the audit file). Needs [`attribution`](Self::attribution). Refusals are
+    /// queued only while the queue is less than half full, so that a flood of forged
+    /// requests cannot crowd out the events of accepted ones.
+    pub fn record_refusals(mut self, on: bool) -> Self {
+        self.record_refusals = on;
         self
     }
 
@@ -326,6 +341,7 @@ impl PassportLayerBuilder {
                 binding: self.binding,
                 principals: self.principals,
                 attribution: self.attribution,
+                record_refusals: self.record_refusals,
                 inference_id_header: self.inference_id_header,
                 metrics,
             }),

@@ -3,6 +3,7 @@
 use super::body::{PassportBody, ResponseBody};
 use super::future::ResponseFuture;
 use super::layer::Shared;
+use crate::attribution::usage::{EventOnEnd, UsageScan};
 use crate::attribution::{new_event_id, AttributionEvent, EVENT_VERSION};
 use crate::config::Mode;
 use crate::verifier::{has_passport_headers, signed_target, Rejection, VerifiedAgent};
@@ -38,6 +39,8 @@ struct Accepted {
     body: Bytes,
     /// The body's share of the body budget, released when the body is dropped.
     budget: Option<OwnedSemaphorePermit>,
+    /// The replay record this request reserved (SHA-256 of its signature), if any.
+    reservation: Option<[u8; 32]>,
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for PassportService<S>
@@ -62,6 +65,7 @@ where
         }
         if !has_passport_headers(req.headers()) {
             if self.shared.mode == Mode::Required {
+                record_refusal(&self.shared, Rejection::PassportRequired, &req);
                 return ResponseFuture::rejected(reject(&self.shared, Rejection::PassportRequired));
             }
             self.shared.metrics.passthrough();
@@ -76,6 +80,68 @@ where
             inner,
             req,
         )))
+    }
+}
+
+/// Queues the refusal event of a refused request, when refusals are recorded. The
+/// identity it claims is read from the passport header only to be recorded under
+/// `claimed_*_unverified` names, cut to a bound, and never for a header the verifier
+/// refused as malformed or too large.
+fn record_refusal<B>(shared: &Shared, r: Rejection, req: &Request<B>) {
+    let Some(sender) = shared
+        .attribution
+        .as_ref()
+        .filter(|_| shared.record_refusals)
+    else {
+        return;
+    };
+    let (agent, principal) = match r {
+        Rejection::SigHeaderMismatch
+        | Rejection::HeaderMalformed
+        | Rejection::PassportTooLarge
+        | Rejection::PassportRequired => (None, None),
+        _ => claimed_identity(req.headers()),
+    };
+    let path = req
+        .extensions()
+        .get::<crate::gateway::NormalPath>()
+        .map_or_else(|| req.uri().path(), |p| p.0.as_str());
+    sender.emit_refusal(AttributionEvent {
+        v: EVENT_VERSION.to_owned(),
+        event_id: new_event_id(),
+        method: crate::attribution::bounded_claim(req.method().as_str()),
+        path: path.to_owned(),
+        status: r.status().as_u16(),
+        outcome: crate::attribution::Outcome::Refused,
+        code: Some(r.code().to_owned()),
+        refused_at: Some(crate::time::Timestamp::now().to_rfc3339()),
+        claimed_agent_id_unverified: agent,
+        claimed_principal_address_unverified: principal,
+        ..Default::default()
+    });
+}
+
+/// The `agent_id` and `principal_address` a passport header claims, unverified and
+/// bounded; `None` for what is missing or unreadable.
+fn claimed_identity(headers: &HeaderMap) -> (Option<String>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Claimed {
+        agent_id: Option<serde_json::Value>,
+        principal_address: Option<serde_json::Value>,
+    }
+    let claimed = headers
+        .get(crate::verifier::PASSPORT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::crypto::decode_base64)
+        .and_then(|raw| serde_json::from_slice::<Claimed>(&raw).ok());
+    let text = |v: Option<serde_json::Value>| {
+        v.as_ref()
+            .and_then(serde_json::Value::as_str)
+            .map(crate::attribution::bounded_claim)
+    };
+    match claimed {
+        Some(c) => (text(c.agent_id), text(c.principal_address)),
+        None => (None, None),
     }
 }
 
@@ -103,7 +169,10 @@ where
     let (mut parts, body) = req.into_parts();
     let accepted = match authorize(&shared, &parts, body).await {
         Ok(a) => a,
-        Err(r) => return Ok(reject(&shared, r)),
+        Err(r) => {
+            record_refusal(&shared, r, &Request::from_parts(parts, ()));
+            return Ok(reject(&shared, r));
+        }
     };
     shared.metrics.accepted();
     let span = tracing::info_span!(
@@ -116,6 +185,7 @@ where
         requester,
         body,
         budget,
+        reservation,
     } = accepted;
     // What the event records, taken only when events are written. The path is the one
     // the service receives: behind the gateway its normal form (what the route guard
@@ -135,7 +205,11 @@ where
     let started = Instant::now();
     let call = inner.call(request).instrument(span);
     let Some((method, path)) = recorded else {
-        return call.await.map(|r| r.map(PassportBody::original));
+        let result = call.await;
+        if let Ok(response) = &result {
+            settle_reservation(&shared, reservation, &agent, response).await;
+        }
+        return result.map(|r| r.map(PassportBody::original));
     };
     // The call runs in its own task so that a client hanging up (which drops this
     // future) cannot cancel the event of a request that was forwarded: every forwarded
@@ -145,29 +219,41 @@ where
     let task_shared = Arc::clone(&shared);
     let running = shared.forwarding.start();
     tokio::spawn(async move {
-        let _running = running;
         let result = call.await;
+        if let Ok(response) = &result {
+            settle_reservation(&task_shared, reservation, &agent, response).await;
+        }
         let client_disconnected = answer.is_closed();
         if client_disconnected {
             task_shared.metrics.client_disconnects.inc();
         }
-        match &result {
-            Ok(response) => emit_event(
+        if result.is_err() {
+            task_shared.metrics.attribution_lost.inc();
+        }
+        // The event goes with the body and is queued when the body ends or is dropped
+        // (a client that left drops it here), with the token usage the body carried.
+        let result = result.map(move |response| {
+            let Some(sender) = &task_shared.attribution else {
+                return response.map(PassportBody::original);
+            };
+            let event = event_for(
                 &task_shared,
                 &agent,
                 requester,
                 &method,
                 path,
-                response,
+                &response,
                 started,
                 client_disconnected,
-            ),
-            Err(_) => task_shared.metrics.attribution_lost.inc(),
-        }
+            );
+            let scan = UsageScan::for_response(response.headers());
+            let on_end = EventOnEnd::new(sender.clone(), event, scan, Box::new(running));
+            response.map(|b| PassportBody::metered(b, Box::new(on_end)))
+        });
         let _ = answer.send(result);
     });
     match answered.await {
-        Ok(result) => result.map(|r| r.map(PassportBody::original)),
+        Ok(result) => result,
         // The task panicked inside the inner service.
         Err(_) => Ok(crate::problem::problem_response(
             http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -178,9 +264,35 @@ where
     }
 }
 
-/// Queues the attribution event of a forwarded request once its response head is known.
+/// Releases the replay record of a request whose answer shows it was not processed
+/// (spec section 7.1), before that answer reaches the client, so that the client's retry
+/// of the same signed request is accepted. A failed release keeps the record: the retry
+/// is then refused, never accepted twice.
+fn settle_reservation<B>(
+    shared: &Shared,
+    reservation: Option<[u8; 32]>,
+    agent: &VerifiedAgent,
+    response: &Response<B>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let release = reservation
+        .filter(|_| crate::replay::releases_record(response))
+        .zip(shared.replay.as_ref().map(|g| Arc::clone(&g.store)));
+    let principal = release
+        .as_ref()
+        .map(|_| agent.principal_address().to_owned());
+    async move {
+        let (Some((key, store)), Some(principal)) = (release, principal) else {
+            return;
+        };
+        if let Err(e) = store.release(&key, &principal).await {
+            tracing::warn!(error = %e, "replay record not released; the request stays refused");
+        }
+    }
+}
+
+/// The attribution event of a forwarded request, from its response head.
 #[allow(clippy::too_many_arguments)]
-fn emit_event<B>(
+fn event_for<B>(
     shared: &Shared,
     agent: &VerifiedAgent,
     requester: Option<String>,
@@ -189,10 +301,7 @@ fn emit_event<B>(
     response: &Response<B>,
     started: Instant,
     client_disconnected: bool,
-) {
-    let Some(sender) = &shared.attribution else {
-        return;
-    };
+) -> AttributionEvent {
     let event_id = new_event_id();
     let inference_id = shared
         .inference_id_header
@@ -201,7 +310,7 @@ fn emit_event<B>(
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 256)
         .map_or_else(|| event_id.clone(), str::to_owned);
-    sender.emit(AttributionEvent {
+    AttributionEvent {
         v: EVENT_VERSION.to_owned(),
         event_id,
         inference_id,
@@ -221,7 +330,8 @@ fn emit_event<B>(
         status: response.status().as_u16(),
         latency_ms: started.elapsed().as_millis() as u64,
         client_disconnected,
-    });
+        ..Default::default()
+    }
 }
 
 /// Steps 1 to 12 for a request that carries passport headers.
@@ -295,21 +405,25 @@ where
     {
         return Err(Rejection::PassportRevoked);
     }
-    if let Some(guard) = &shared.replay {
-        check_replay(
-            shared,
-            guard,
-            &headers.signature,
-            &agent,
-            agent.verified_at(),
-        )
-        .await?;
-    }
+    let reservation = match &shared.replay {
+        Some(guard) => {
+            check_replay(
+                shared,
+                guard,
+                &headers.signature,
+                &agent,
+                agent.verified_at(),
+            )
+            .await?
+        }
+        None => None,
+    };
     Ok(Accepted {
         agent,
         requester,
         body,
         budget,
+        reservation,
     })
 }
 
@@ -368,14 +482,15 @@ async fn bind_requester(
 }
 
 /// Step 13: refuses an exact replay. It runs after every other check, so a forged or
-/// otherwise refused request never occupies the store.
+/// otherwise refused request never occupies the store. Returns the key of the record
+/// reserved for this request (none when a fail-open store could not be asked).
 async fn check_replay(
     shared: &Shared,
     guard: &super::layer::ReplayGuard,
     signature: &[u8],
     agent: &VerifiedAgent,
     now: crate::time::Timestamp,
-) -> Result<(), Rejection> {
+) -> Result<Option<[u8; 32]>, Rejection> {
     use crate::replay::{ReplayError, ReplayRecord, ReplayVerdict};
     use sha2::Digest;
     let key: [u8; 32] = sha2::Sha256::digest(signature).into();
@@ -386,7 +501,7 @@ async fn check_replay(
         until: agent.expires_at().plus_seconds(guard.clock_skew_seconds),
     };
     match guard.store.check_and_record(record).await {
-        Ok(ReplayVerdict::Fresh) => Ok(()),
+        Ok(ReplayVerdict::Fresh) => Ok(Some(key)),
         Ok(ReplayVerdict::Replayed) => {
             shared.metrics.replays_refused.inc();
             Err(Rejection::RequestReplayed)
@@ -402,7 +517,7 @@ async fn check_replay(
             shared.metrics.replay_store_failure(guard.fail_open);
             if guard.fail_open {
                 tracing::warn!(error = %e, "replay store unavailable; accepting (fail-open)");
-                Ok(())
+                Ok(None)
             } else {
                 tracing::warn!(error = %e, "replay store unavailable; refusing (fail-closed)");
                 Err(Rejection::ReplayStoreUnavailable)
