@@ -7,14 +7,13 @@
 use passport_gate::crypto::AgentSecret;
 use passport_gate::echo::EchoUpstream;
 use passport_gate::mint::AgentSigner;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
 
-use support::serve::{config, send, start, text, workdir, CHAIN};
+use support::serve::{config, send, start, start_wallet, text, workdir, CHAIN};
 
 const MODEL: &str = "qwen/qwen3-32b";
 
@@ -49,48 +48,6 @@ fn missing_tools() -> Vec<String> {
         missing.push("tests/wallet/node_modules (npm ci in tests/wallet)".to_owned());
     }
     missing
-}
-
-/// A running `passport-gate wallet`; killed when dropped.
-struct WalletPage {
-    child: Child,
-    url: String,
-}
-
-impl Drop for WalletPage {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_wallet_page() -> WalletPage {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
-        .args(["wallet", "--listen", "127.0.0.1:0", "--chain-id", CHAIN])
-        .args(["--max-ttl-seconds", "3600"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the wallet page printed its address");
-        if let Some(rest) = line.strip_prefix("passport-gate wallet page on ") {
-            let url = rest.split_whitespace().next().unwrap().to_owned();
-            return WalletPage { child, url };
-        }
-    }
 }
 
 /// Runs the node test with a bound on its time; panics with its output when it fails.
@@ -142,7 +99,8 @@ async fn a_passport_minted_with_a_browser_wallet_is_accepted_by_the_gateway() {
         .await
         .unwrap();
     let gateway = start("wallet-browser", &config(echo.addr(), ""));
-    let page = start_wallet_page();
+    let page = start_wallet(&["--max-ttl-seconds", "3600"]);
+    let url = page.url();
     let agent = AgentSecret::from_bytes(&[21u8; 32]);
     let dir = workdir("wallet-browser-out");
     let passport_file = dir.join("passport.txt");
@@ -150,7 +108,7 @@ async fn a_passport_minted_with_a_browser_wallet_is_accepted_by_the_gateway() {
     let shots = std::env::var("WALLET_SCREENSHOTS").unwrap_or_default();
     let browser = chromium();
     let envs = [
-        ("WALLET_URL", page.url.as_str()),
+        ("WALLET_URL", url.as_str()),
         ("CHAIN_ID", CHAIN),
         ("PREFIX", "gonka"),
         ("AGENT_PUBKEY", agent_pubkey.as_str()),

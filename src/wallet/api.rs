@@ -322,3 +322,230 @@ fn next_command(c: &WalletConfig, e: &Envelope) -> String {
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::crypto::{encode_base64, AgentSecret, PrincipalSecret};
+    use crate::time::FixedClock;
+    use std::sync::Arc;
+
+    const NOW: &str = "2026-11-24T07:00:00Z";
+
+    fn page() -> (WalletConfig, Verifier) {
+        let c = WalletConfig::new("127.0.0.1:0".parse().unwrap(), "gonka-mainnet", "gonka");
+        let verifier = Verifier::with_clock(
+            &Config::for_chain("gonka-mainnet"),
+            Arc::new(FixedClock::new(Timestamp::parse(NOW).unwrap())),
+        )
+        .unwrap();
+        (c, verifier)
+    }
+
+    fn principal() -> PrincipalSecret {
+        PrincipalSecret::from_bytes(&[7u8; 32]).unwrap()
+    }
+
+    fn form() -> Value {
+        let key = principal().public_key();
+        json!({
+            "wallet_pubkey": key.to_base64(),
+            "wallet_address": key.address("gonka").unwrap(),
+            "agent_key": AgentSecret::from_bytes(&[8u8; 32]).public_key().to_base64(),
+            "agent_id": "urn:aps:agent:t",
+            "every_model": false,
+            "models": ["qwen/qwen3-32b", ""],
+            "lifetime_seconds": 1800,
+            "not_before": "",
+            "beneficiary": "",
+        })
+    }
+
+    fn unsigned_of(form: &Value) -> Result<Value, WalletError> {
+        let (c, _) = page();
+        unsigned(
+            &c,
+            form.to_string().as_bytes(),
+            Timestamp::parse(NOW).unwrap(),
+        )
+    }
+
+    fn refusal(change: impl FnOnce(&mut Value)) -> WalletError {
+        let mut f = form();
+        change(&mut f);
+        unsigned_of(&f).unwrap_err()
+    }
+
+    /// The wallet's half of the flow: signArbitrary(chain_id, signer, data).
+    fn wallet_signs(u: &Value) -> String {
+        let a = &u["sign_arbitrary"];
+        let sig = principal().sign_adr036(
+            a["signer"].as_str().unwrap(),
+            a["data"].as_str().unwrap().as_bytes(),
+        );
+        encode_base64(&sig)
+    }
+
+    #[test]
+    fn the_page_mints_the_passport_that_mint_builds() {
+        let (c, verifier) = page();
+        let u = unsigned_of(&form()).unwrap();
+        let body = json!({ "envelope": u["envelope"], "signature": wallet_signs(&u) });
+        let out = attach(&c, &verifier, body.to_string().as_bytes()).unwrap();
+        assert_eq!(out["verdict"]["ok"], true, "{out}");
+        let t = Timestamp::parse(NOW).unwrap();
+        let spec = PassportSpec {
+            chain_id: "gonka-mainnet".into(),
+            agent_id: "urn:aps:agent:t".into(),
+            agent_key: AgentSecret::from_bytes(&[8u8; 32]).public_key(),
+            principal_key: principal().public_key(),
+            address_prefix: "gonka".into(),
+            issued_at: t,
+            expires_at: t.plus_seconds(1800),
+            not_before: None,
+            allowed_models: Some(vec!["qwen/qwen3-32b".into()]),
+            beneficiary: None,
+        };
+        // The same members and signature as `mint` (attach_signature writes them in
+        // another order, as `mint --attach-sig` does).
+        let as_json =
+            |b64: &str| -> Value { serde_json::from_slice(&decode_base64(b64).unwrap()).unwrap() };
+        assert_eq!(
+            as_json(out["passport"].as_str().unwrap()),
+            as_json(&spec.mint(&principal(), 3600).unwrap())
+        );
+        assert_eq!(out["window"]["expires_at"], "2026-11-24T07:30:00Z");
+    }
+
+    #[test]
+    fn a_signature_from_another_key_is_refused_next_to_the_wallet() {
+        let (c, verifier) = page();
+        let u = unsigned_of(&form()).unwrap();
+        let a = &u["sign_arbitrary"];
+        let other = PrincipalSecret::from_bytes(&[9u8; 32]).unwrap();
+        let sig = other.sign_adr036(
+            a["signer"].as_str().unwrap(),
+            a["data"].as_str().unwrap().as_bytes(),
+        );
+        let body = json!({ "envelope": u["envelope"], "signature": encode_base64(&sig) });
+        let e = attach(&c, &verifier, body.to_string().as_bytes()).unwrap_err();
+        assert_eq!((e.code(), e.field()), ("signature_refused", "wallet"));
+    }
+
+    #[test]
+    fn a_lifetime_over_the_gateway_maximum_is_refused_next_to_the_lifetime() {
+        let e = refusal(|f| f["lifetime_seconds"] = json!(3601));
+        assert_eq!((e.code(), e.field()), ("lifetime_out_of_range", "lifetime"));
+        let e = refusal(|f| f["lifetime_seconds"] = json!(0));
+        assert_eq!(e.code(), "lifetime_out_of_range");
+        assert!(unsigned_of(&{
+            let mut f = form();
+            f["lifetime_seconds"] = json!(3600);
+            f
+        })
+        .is_ok());
+    }
+
+    #[test]
+    fn a_wallet_address_of_another_prefix_is_refused() {
+        let e = refusal(|f| {
+            f["wallet_address"] = json!(principal().public_key().address("cosmos").unwrap())
+        });
+        assert_eq!((e.code(), e.field()), ("wallet_address_mismatch", "wallet"));
+    }
+
+    #[test]
+    fn a_whole_agent_key_file_is_refused_and_its_public_part_accepted() {
+        let agent = AgentSecret::from_bytes(&[8u8; 32]);
+        let file = crate::keyfile::KeyFile::agent(&agent);
+        let e = refusal(|f| f["agent_key"] = json!(serde_json::to_string(&file).unwrap()));
+        assert_eq!((e.code(), e.field()), ("agent_secret_pasted", "agent_key"));
+        let mut f = form();
+        f["agent_key"] = json!(format!("{{\"public_key\": \"{}\"}}", file.public_key));
+        assert!(unsigned_of(&f).is_ok());
+        let e = refusal(|f| f["agent_key"] = json!("AAAA"));
+        assert_eq!(e.code(), "agent_key_invalid");
+    }
+
+    #[test]
+    fn models_are_required_unless_every_model_is_chosen() {
+        let e = refusal(|f| f["models"] = json!(["", "  "]));
+        assert_eq!((e.code(), e.field()), ("models_empty", "models"));
+        let e = refusal(|f| f["models"] = json!(["a", "a"]));
+        assert_eq!(e.code(), "model_invalid");
+        let e = refusal(|f| {
+            f["models"] = json!((0..=MAX_MODELS)
+                .map(|i| format!("m{i}"))
+                .collect::<Vec<_>>())
+        });
+        assert_eq!(e.code(), "model_invalid");
+        let mut f = form();
+        f["every_model"] = json!(true);
+        f["models"] = json!([]);
+        let u = unsigned_of(&f).unwrap();
+        assert!(!u["envelope"].as_str().unwrap().contains("allowed_models"));
+    }
+
+    #[test]
+    fn not_before_takes_a_browser_timestamp_and_must_precede_expiry() {
+        let mut f = form();
+        f["not_before"] = json!("2026-11-24T07:10:00.000Z");
+        let u = unsigned_of(&f).unwrap();
+        assert!(u["envelope"]
+            .as_str()
+            .unwrap()
+            .contains("\"not_before\":\"2026-11-24T07:10:00Z\""));
+        let e = refusal(|f| f["not_before"] = json!("2026-11-24T07:30:00Z"));
+        assert_eq!((e.code(), e.field()), ("not_before_invalid", "not_before"));
+        let e = refusal(|f| f["not_before"] = json!("tomorrow"));
+        assert_eq!(e.code(), "not_before_invalid");
+    }
+
+    #[test]
+    fn an_invalid_beneficiary_or_agent_id_is_refused_next_to_its_field() {
+        let e = refusal(|f| f["beneficiary"] = json!("a\u{7}b"));
+        assert_eq!(
+            (e.code(), e.field()),
+            ("beneficiary_invalid", "beneficiary")
+        );
+        let e = refusal(|f| f["agent_id"] = json!(" "));
+        assert_eq!((e.code(), e.field()), ("agent_id_empty", "agent_id"));
+        let e = refusal(|f| f["agent_id"] = json!("x".repeat(MAX_AGENT_ID_BYTES + 1)));
+        assert_eq!(e.code(), "agent_id_too_long");
+    }
+
+    #[test]
+    fn an_unknown_or_missing_member_is_a_malformed_request() {
+        let e = refusal(|f| f["extra"] = json!(1));
+        assert_eq!(e.code(), "request_malformed");
+        let e = refusal(|f| {
+            f.as_object_mut().unwrap().remove("agent_id");
+        });
+        assert_eq!(e.code(), "request_malformed");
+    }
+
+    #[test]
+    fn decoding_says_whether_the_passport_verifies() {
+        let (c, verifier) = page();
+        let u = unsigned_of(&form()).unwrap();
+        let body = json!({ "envelope": u["envelope"], "signature": wallet_signs(&u) });
+        let passport = attach(&c, &verifier, body.to_string().as_bytes()).unwrap()["passport"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let d = decode(
+            &c,
+            &verifier,
+            json!({ "passport": passport }).to_string().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(d["verdict"]["ok"], true);
+        assert_eq!(d["derived_address"]["matches"], true);
+        assert_eq!(d["window"]["state"], "inside its validity window");
+        let e = decode(&c, &verifier, br#"{"passport":"e30="}"#).unwrap();
+        assert_eq!(e["verdict"]["code"], "envelope_malformed");
+        let e = decode(&c, &verifier, br#"{"passport":"%%"}"#).unwrap_err();
+        assert_eq!((e.code(), e.field()), ("passport_unreadable", "passport"));
+    }
+}

@@ -339,6 +339,23 @@ mod tests {
     }
 
     #[test]
+    fn the_page_loads_nothing_from_elsewhere() {
+        for (name, text) in [
+            ("index.html", INDEX_HTML),
+            ("app.js", APP_JS),
+            ("app.css", APP_CSS),
+        ] {
+            for remote in ["http:", "https:", "//", "@import"] {
+                let hits: Vec<&str> = text
+                    .lines()
+                    .filter(|l| l.contains(remote) && !l.trim_start().starts_with("//"))
+                    .collect();
+                assert!(hits.is_empty(), "{name} refers to {remote}: {hits:?}");
+            }
+        }
+    }
+
+    #[test]
     fn a_non_loopback_listen_address_needs_public() {
         let mut c = WalletConfig::new("0.0.0.0:8787".parse().unwrap(), "c", "gonka");
         assert!(c.check_listen().is_err());
