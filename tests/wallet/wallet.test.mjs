@@ -82,7 +82,7 @@ async function exposeTestWallet(p) {
 async function shot(name, locator) {
   if (!SHOTS) return;
   mkdirSync(SHOTS, { recursive: true });
-  await (locator || page).screenshot({ path: join(SHOTS, `${name}.png`), ...(locator ? {} : { fullPage: true }) });
+  await (locator || page).screenshot({ path: join(SHOTS, `${name}.png`) });
 }
 
 async function fillForm({ lifetime = '30', models = MODEL } = {}) {
@@ -188,7 +188,7 @@ test('signing with the wallet mints a passport the page checked', async () => {
   assert.match(window, /Expires.*UTC/);
   assert.match(await page.locator('#next-command').textContent(), /^passport-gate request .* --chain-id 'gonka-mainnet'/);
   writeFileSync(PASSPORT_OUT, passport);
-  await shot('wallet-minted');
+  await shot('wallet-minted', page.locator('#result'));
 });
 
 test('the decode tab shows a passport and says that it verifies', async () => {
@@ -201,7 +201,7 @@ test('the decode tab shows a passport and says that it verifies', async () => {
   assert.match(await page.locator('#decoded-verdict').textContent(), /verifies/);
   assert.match(await page.locator('#decoded-facts').textContent(), /matches/);
   assert.match(await page.locator('#decoded-json').textContent(), /"agent_id": "urn:aps:agent:browser-test"/);
-  await shot('wallet-decode');
+  await shot('wallet-decode', page.locator('#panel-decode'));
 });
 
 test('the decode tab says why a tampered passport does not verify', async () => {

@@ -83,7 +83,7 @@ function fillWindow(dl, window) {
     const dt = document.createElement('dt');
     dt.textContent = name;
     const dd = document.createElement('dd');
-    dd.textContent = `${iso} UTC · ${localTime(iso)}`;
+    dd.textContent = `${iso} · your time: ${localTime(iso)}`;
     dl.append(dt, dd);
   }
   const dt = document.createElement('dt');
