@@ -9,7 +9,7 @@ use crate::crypto::{decode_base64, AgentKey, PrincipalKey};
 use crate::envelope::{beneficiary_is_valid, Envelope};
 use crate::mint::{attach_signature, PassportSpec};
 use crate::time::Timestamp;
-use crate::verifier::{Verifier, MAX_AGENT_ID_BYTES, MAX_MODEL_BYTES};
+use crate::verifier::{Rejection, Verifier, MAX_AGENT_ID_BYTES, MAX_MODEL_BYTES};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -270,6 +270,11 @@ fn describe(c: &WalletConfig, verifier: &Verifier, passport: &str) -> Result<Val
         Ok(_) => json!({ "ok": true, "message": format!(
             "verifies: a gateway on {} (prefix {}, max lifetime {} s) accepts this passport now",
             c.chain_id, c.prefix, c.max_ttl_seconds) }),
+        // Signed and scoped correctly, only early: the page says when it starts to work
+        // rather than showing a passport the principal just minted as refused.
+        Err(r @ Rejection::EnvelopeNotYetValid) => json!({
+            "ok": false, "code": r.code(), "not_yet_valid": true,
+            "message": "signed correctly, but not valid yet: a gateway accepts it from its not-before time" }),
         Err(r) => json!({ "ok": false, "code": r.code(), "message": r.message() }),
     };
     let mut answer = json!({ "envelope": pretty, "verdict": verdict });
@@ -496,6 +501,11 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("\"not_before\":\"2026-11-24T07:10:00Z\""));
+        let (c, verifier) = page();
+        let body = json!({ "envelope": u["envelope"], "signature": wallet_signs(&u) });
+        let out = attach(&c, &verifier, body.to_string().as_bytes()).unwrap();
+        assert_eq!(out["verdict"]["not_yet_valid"], true, "{out}");
+        assert_eq!(out["window"]["state"], "not yet valid");
         let e = refusal(|f| f["not_before"] = json!("2026-11-24T07:30:00Z"));
         assert_eq!((e.code(), e.field()), ("not_before_invalid", "not_before"));
         let e = refusal(|f| f["not_before"] = json!("tomorrow"));

@@ -265,6 +265,12 @@ async fn route(
         ("/app.js", Method::GET) => Ok(asset("text/javascript; charset=utf-8", APP_JS)),
         ("/app.css", Method::GET) => Ok(asset("text/css; charset=utf-8", APP_CSS)),
         ("/api/config", Method::GET) => Ok(json_response(&api::config(c))),
+        // Browsers ask for it unprompted; an empty answer keeps their console quiet.
+        ("/favicon.ico", Method::GET) => {
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            Ok(resp)
+        }
         ("/api/unsigned", Method::POST) => {
             let body = read_json(req).await?;
             api::unsigned(c, &body, state.verifier.now()).map(|v| json_response(&v))

@@ -41,6 +41,7 @@ let principal;
 let browser;
 let page;
 let pageErrors = [];
+let consoleErrors = [];
 
 async function exposeTestWallet(p) {
   await p.exposeFunction('__testWalletEnable', async (chainId) => {
@@ -85,6 +86,14 @@ async function shot(name, locator) {
   await (locator || page).screenshot({ path: join(SHOTS, `${name}.png`) });
 }
 
+// Signs and waits for the passport or a refusal; returns the refusals shown, by field.
+async function signAndWait() {
+  await page.getByRole('button', { name: 'Sign with wallet' }).click();
+  await page.waitForFunction(() => !document.getElementById('sign').disabled);
+  return page.evaluate(() => Object.fromEntries([...document.querySelectorAll('.error')]
+    .filter((e) => !e.hidden).map((e) => [e.id, e.textContent])));
+}
+
 async function fillForm({ lifetime = '30', models = MODEL } = {}) {
   await page.getByLabel('Agent public key').fill(AGENT_PUBKEY);
   await page.getByLabel('Agent id').fill('urn:aps:agent:browser-test');
@@ -102,6 +111,10 @@ before(async () => {
   const context = await browser.newContext({ viewport: { width: 820, height: 900 } });
   page = await context.newPage();
   page.on('pageerror', (e) => pageErrors.push(e.message));
+  // A refusal is a 4xx answer the page shows; chromium also logs it as a failed load.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/status of 4\d\d/.test(m.text())) consoleErrors.push(m.text());
+  });
   await exposeTestWallet(page);
   await page.goto(URL);
   await page.waitForSelector('body[data-ready=true]');
@@ -168,7 +181,7 @@ let passport;
 
 test('signing with the wallet mints a passport the page checked', async () => {
   await fillForm();
-  await page.getByRole('button', { name: 'Sign with wallet' }).click();
+  assert.deepEqual(await signAndWait(), {});
   await page.locator('#result').waitFor();
   const verdict = await page.locator('#result-verdict').textContent();
   assert.match(verdict, /verifies: a gateway on/);
@@ -227,6 +240,20 @@ test('the page works at phone width without sideways scrolling', async () => {
   await shot('wallet-phone');
 });
 
-test('no script error reached only the console', () => {
+test('a passport valid only later is shown as signed and not yet valid', async () => {
+  await page.setViewportSize({ width: 820, height: 900 });
+  const later = new Date(Date.now() + 20 * 60 * 1000);
+  const pad = (n) => String(n).padStart(2, '0');
+  const local = `${later.getFullYear()}-${pad(later.getMonth() + 1)}-${pad(later.getDate())}T${pad(later.getHours())}:${pad(later.getMinutes())}`;
+  await fillForm();
+  await page.getByLabel('Not valid before (optional, your local time)').fill(local);
+  assert.deepEqual(await signAndWait(), {});
+  assert.match(await page.locator('#result-verdict').textContent(), /signed correctly, but not valid yet/);
+  assert.match(await page.locator('#result-window').textContent(), /Not before/);
+  await page.getByLabel('Not valid before (optional, your local time)').fill('');
+});
+
+test('no script error or blocked load reached only the console', () => {
   assert.deepEqual(pageErrors, []);
+  assert.deepEqual(consoleErrors, []);
 });

@@ -94,8 +94,14 @@ function fillWindow(dl, window) {
 }
 
 function showVerdict(p, verdict) {
-  p.textContent = verdict.ok ? `✔ ${verdict.message}` : `✘ Refused (${verdict.code}): ${verdict.message}`;
-  p.className = 'verdict ' + (verdict.ok ? 'ok' : 'bad');
+  if (verdict.ok) {
+    p.textContent = `✔ ${verdict.message}`;
+  } else if (verdict.not_yet_valid) {
+    p.textContent = `⏳ ${verdict.message}`;
+  } else {
+    p.textContent = `✘ Refused (${verdict.code}): ${verdict.message}`;
+  }
+  p.className = 'verdict ' + (verdict.ok || verdict.not_yet_valid ? 'ok' : 'bad');
 }
 
 async function connect(name) {
