@@ -24,7 +24,7 @@ const need = (name) => {
   if (!v) throw new Error(`${name} is not set: run this through tests/wallet_browser.rs`);
   return v;
 };
-const URL = need('WALLET_URL');
+const PAGE_URL = need('WALLET_URL');
 const CHAIN_ID = need('CHAIN_ID');
 const PREFIX = need('PREFIX');
 const AGENT_PUBKEY = need('AGENT_PUBKEY');
@@ -109,6 +109,7 @@ before(async () => {
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   const context = await browser.newContext({ viewport: { width: 820, height: 900 } });
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(PAGE_URL).origin });
   page = await context.newPage();
   page.on('pageerror', (e) => pageErrors.push(e.message));
   // A refusal is a 4xx answer the page shows; chromium also logs it as a failed load.
@@ -116,7 +117,7 @@ before(async () => {
     if (m.type() === 'error' && !/status of 4\d\d/.test(m.text())) consoleErrors.push(m.text());
   });
   await exposeTestWallet(page);
-  await page.goto(URL);
+  await page.goto(PAGE_URL);
   await page.waitForSelector('body[data-ready=true]');
 });
 
@@ -200,6 +201,9 @@ test('signing with the wallet mints a passport the page checked', async () => {
   assert.match(window, /Issued.*UTC/);
   assert.match(window, /Expires.*UTC/);
   assert.match(await page.locator('#next-command').textContent(), /^passport-gate request .* --chain-id 'gonka-mainnet'/);
+  await page.getByRole('button', { name: 'Copy passport' }).click();
+  await page.locator('#copy-status', { hasText: 'Passport copied.' }).waitFor();
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), passport);
   writeFileSync(PASSPORT_OUT, passport);
   await shot('wallet-minted', page.locator('#result'));
 });
