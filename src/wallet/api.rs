@@ -153,14 +153,15 @@ fn spec_of(
         return Err(WalletError::AgentIdTooLong);
     }
     let allowed_models = models_of(form)?;
+    let out_of_range = WalletError::LifetimeOutOfRange {
+        max_seconds: c.max_ttl_seconds,
+    };
     if form.lifetime_seconds == 0 || form.lifetime_seconds > c.max_ttl_seconds {
-        return Err(WalletError::LifetimeOutOfRange {
-            max_seconds: c.max_ttl_seconds,
-        });
+        return Err(out_of_range);
     }
+    let lifetime = i64::try_from(form.lifetime_seconds).map_err(|_| out_of_range)?;
     let issued_at = Timestamp::from_unix_seconds(now.unix_seconds());
-    // At most MAX_TTL_LIMIT (seven days) after the check above, so no overflow.
-    let expires_at = issued_at.plus_seconds(form.lifetime_seconds as i64);
+    let expires_at = issued_at.plus_seconds(lifetime);
     let not_before = match form.not_before.trim() {
         "" => None,
         t => {
