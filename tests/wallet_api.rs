@@ -143,3 +143,16 @@ fn a_request_head_that_never_completes_is_closed() {
     let bound = passport_gate::wallet::HEADER_READ_TIMEOUT;
     assert!(closed_within(&mut s, bound + Duration::from_secs(5)));
 }
+
+#[test]
+fn a_request_head_over_the_bound_is_refused() {
+    let page = start_wallet(&[]);
+    let big = "a".repeat(passport_gate::wallet::MAX_HEADER_BYTES);
+    let answer = raw(
+        page.addr,
+        format!("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {big}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+        Duration::from_secs(5),
+    );
+    assert_eq!(status_of(&answer), 431, "{answer}");
+}
