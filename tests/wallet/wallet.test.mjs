@@ -257,6 +257,32 @@ test('a passport valid only later is shown as signed and not yet valid', async (
   await page.getByLabel('Not valid before (optional, your local time)').fill('');
 });
 
+test('a passport can be minted with the keyboard alone', async () => {
+  await page.reload();
+  await page.waitForSelector('body[data-ready=true]');
+  const focused = () => page.evaluate(() => document.activeElement.id);
+  await page.getByRole('tab', { name: 'Mint a passport' }).focus();
+  await page.keyboard.press('Tab');
+  assert.equal(await focused(), 'connect-keplr');
+  await page.keyboard.press('Enter');
+  await page.locator('#wallet-status', { hasText: 'Connected to Keplr' }).waitFor();
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('Tab');
+  assert.equal(await focused(), 'agent_key');
+  await page.keyboard.type(AGENT_PUBKEY);
+  await page.keyboard.press('Tab');
+  await page.keyboard.type('urn:aps:agent:keyboard');
+  await page.keyboard.press('Tab');
+  await page.keyboard.type(MODEL);
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('Tab');
+  assert.equal(await focused(), 'lifetime');
+  await page.keyboard.press('Enter');
+  await page.locator('#result').waitFor();
+  assert.equal(await focused(), 'result-title');
+  assert.match(await page.locator('#result-verdict').textContent(), /verifies/);
+});
+
 test('no script error or blocked load reached only the console', () => {
   assert.deepEqual(pageErrors, []);
   assert.deepEqual(consoleErrors, []);
