@@ -33,3 +33,4 @@ pub mod terminal;
 
 pub use layer::{Binding, PassportLayer};
 pub mod conformance;
+pub mod wallet;

@@ -495,3 +495,59 @@ pub async fn scripted_upstream(script: Vec<(u16, Duration)>) -> ScriptedUpstream
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     ScriptedUpstream { addr, calls }
 }
+
+/// A running `passport-gate wallet` page; killed when dropped.
+pub struct WalletPage {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for WalletPage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl WalletPage {
+    /// `http://ADDR/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+/// Starts `passport-gate wallet --listen 127.0.0.1:0 --chain-id CHAIN` with `extra`
+/// arguments and waits for the line naming its address.
+pub fn start_wallet(extra: &[&str]) -> WalletPage {
+    let child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .args(["wallet", "--listen", "127.0.0.1:0", "--chain-id", CHAIN])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Owned at once, so that a panic below still kills and reaps the process.
+    let mut page = WalletPage {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    let stderr = page.child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the wallet page printed its address");
+        if let Some(rest) = line.strip_prefix("passport-gate wallet page on http://") {
+            page.addr = rest.split('/').next().unwrap().parse().unwrap();
+            return page;
+        }
+    }
+}
