@@ -4,10 +4,9 @@
 use super::listener::{Acceptor, ConnectionLimits};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{Empty, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use prometheus::Registry;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,18 +77,9 @@ pub(super) async fn serve(
 
 /// Asks the chain node for its node info once a second until it answers at all, then
 /// marks the gateway ready.
-pub(super) async fn probe_chain_node(base: String, ready: Arc<AtomicBool>) {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let url = format!(
-        "{}/cosmos/base/tendermint/v1beta1/node_info",
-        base.trim_end_matches('/')
-    );
-    let Ok(uri) = url.parse::<http::Uri>() else {
-        return;
-    };
+pub(super) async fn probe_chain_node(node: crate::grants::LcdGrantSource, ready: Arc<AtomicBool>) {
     loop {
-        let probe = tokio::time::timeout(Duration::from_secs(5), client.get(uri.clone())).await;
-        if let Ok(Ok(_)) = probe {
+        if node.answers(Duration::from_secs(5)).await {
             ready.store(true, Ordering::Relaxed);
             tracing::info!("chain node answered; ready");
             return;

@@ -141,6 +141,117 @@ pub struct ServerSection {
     pub max_connections: u64,
     /// The same, for the admin listener.
     pub admin_max_connections: u64,
+    // Transports (issue 11): TLS both ways and HTTP/2.
+    /// PEM file of the private CA that signs the upstream's (and the `https://` chain
+    /// node's) certificate; without it the webpki roots (Mozilla's list) are trusted.
+    pub upstream_ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to an `https://` upstream and chain node (mTLS).
+    pub upstream_client_cert_file: Option<PathBuf>,
+    /// Its PEM private key.
+    pub upstream_client_key_file: Option<PathBuf>,
+    /// Speak HTTP/2 to the upstream (ALPN `h2` over TLS, prior knowledge over
+    /// cleartext), for gRPC upstreams; HTTP/1.1 otherwise.
+    pub upstream_http2: bool,
+    /// Streams one HTTP/2 client connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
+    /// Interval of HTTP/2 keep-alive pings to clients; 0 turns them off.
+    pub http2_keep_alive_interval_ms: u64,
+    /// Time a client has to answer a keep-alive ping before its connection is closed.
+    pub http2_keep_alive_timeout_ms: u64,
+    /// `[server.tls]`: serve the proxy listener over TLS.
+    pub tls: Option<ServerTlsSection>,
+}
+
+impl ServerSection {
+    /// The transport keys (issue 11): TLS files exist and load, the mTLS pair is
+    /// complete, the HTTP/2 bounds are in range.
+    fn validate_transports(&self, errors: &mut Vec<String>) {
+        use super::tls;
+        match (&self.upstream_client_cert_file, &self.upstream_client_key_file) {
+            (Some(_), None) | (None, Some(_)) => errors.push(
+                "server.upstream_client_cert_file: set together with server.upstream_client_key_file".into(),
+            ),
+            _ => {}
+        }
+        if let Err(e) = tls::client_config(&self.upstream_tls()) {
+            errors.push(format!("server.upstream TLS: {e}"));
+        }
+        if let Some(t) = &self.tls {
+            if let Err(e) = tls::ReloadingCertificate::load(t.cert_file.clone(), t.key_file.clone()) {
+                errors.push(format!("server.tls: {e}"));
+            }
+            if let Some(ca) = &t.client_ca_file {
+                if let Err(e) = tls::roots(ca) {
+                    errors.push(format!("server.tls.client_ca_file: {e}"));
+                }
+            }
+            if !(100..=3_600_000).contains(&t.reload_ms) {
+                errors.push(format!(
+                    "server.tls.reload_ms: {} is out of range; accepted: 100 to 3600000",
+                    t.reload_ms
+                ));
+            }
+        }
+        for (key, v, lo, hi) in [
+            (
+                "http2_max_concurrent_streams",
+                u64::from(self.http2_max_concurrent_streams),
+                1,
+                10_000,
+            ),
+            (
+                "http2_keep_alive_interval_ms",
+                self.http2_keep_alive_interval_ms,
+                0,
+                3_600_000,
+            ),
+            (
+                "http2_keep_alive_timeout_ms",
+                self.http2_keep_alive_timeout_ms,
+                100,
+                600_000,
+            ),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                errors.push(format!(
+                    "server.{key}: {v} is out of range; accepted: {lo} to {hi}"
+                ));
+            }
+        }
+    }
+
+    /// What the upstream and chain-node clients trust and present.
+    pub fn upstream_tls(&self) -> super::tls::ClientTls<'_> {
+        super::tls::ClientTls {
+            ca_file: self.upstream_ca_file.as_deref(),
+            client_cert: self
+                .upstream_client_cert_file
+                .as_deref()
+                .zip(self.upstream_client_key_file.as_deref()),
+        }
+    }
+}
+
+/// `[server.tls]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsSection {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf.
+    pub key_file: PathBuf,
+    /// PEM CA file: when set, every client must present a certificate it signs.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the two files are checked for a change, in milliseconds.
+    #[serde(default = "ServerTlsSection::default_reload_ms")]
+    pub reload_ms: u64,
+}
+
+impl ServerTlsSection {
+    fn default_reload_ms() -> u64 {
+        1_000
+    }
 }
 
 impl Default for ServerSection {
@@ -157,6 +268,14 @@ impl Default for ServerSection {
             max_header_bytes: 65_536,
             max_connections: 4_096,
             admin_max_connections: 64,
+            upstream_ca_file: None,
+            upstream_client_cert_file: None,
+            upstream_client_key_file: None,
+            upstream_http2: false,
+            http2_max_concurrent_streams: 100,
+            http2_keep_alive_interval_ms: 30_000,
+            http2_keep_alive_timeout_ms: 10_000,
+            tls: None,
         }
     }
 }
@@ -290,6 +409,8 @@ pub struct Route {
 /// The upstream, split for building request URIs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
     /// `host:port`.
     pub authority: http::uri::Authority,
     /// A path prefix, without a trailing slash (often empty).
@@ -476,6 +597,7 @@ impl GatewayConfig {
                 ));
             }
         }
+        self.server.validate_transports(&mut errors);
         let mut route_list = |key: &str, entries: &[String]| {
             let mut routes = Vec::new();
             for r in entries {
@@ -596,11 +718,11 @@ fn parse_upstream(s: &str) -> Result<Upstream, String> {
         return Err("must be set (http://host:port of the OpenAI-compatible server)".into());
     }
     let uri: http::Uri = s.parse().map_err(|_| format!("{s:?} is not a URL"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "{s:?}: only http:// upstreams are supported; terminate TLS in front of the upstream"
-        ));
-    }
+    let scheme = match uri.scheme_str() {
+        Some("http") => http::uri::Scheme::HTTP,
+        Some("https") => http::uri::Scheme::HTTPS,
+        _ => return Err(format!("{s:?}: must be an http:// or https:// URL")),
+    };
     if uri.query().is_some() {
         return Err(format!("{s:?}: must not have a query"));
     }
@@ -609,6 +731,7 @@ fn parse_upstream(s: &str) -> Result<Upstream, String> {
         .cloned()
         .ok_or_else(|| format!("{s:?} has no host"))?;
     Ok(Upstream {
+        scheme,
         authority,
         base_path: uri.path().trim_end_matches('/').to_owned(),
     })
@@ -666,7 +789,7 @@ mod tests {
         let text = r#"
 [server]
 listen = "nowhere"
-upstream = "https://upstream.example"
+upstream = "ftp://upstream.example"
 connect_timeout_ms = 0
 [agent_envelope]
 enabled = true

@@ -2,11 +2,18 @@
 //! connections (beyond it a new connection is closed at once and counted), hyper's
 //! timer with a header-read timeout that also bounds the idle wait between keep-alive
 //! requests, a bound on the request head, and an accept loop that backs off on errors
-//! such as EMFILE without flooding the log.
+//! such as EMFILE without flooding the log. The proxy listener speaks HTTP/1.1 and
+//! HTTP/2 (ALPN over TLS, prior knowledge over cleartext), with the same bounds.
 
+use super::tls::TransportMetrics;
 use crate::metrics::ConnectionMetrics;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioTimer;
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::{http1, http2};
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +32,18 @@ pub struct ConnectionLimits {
     pub max_header_bytes: usize,
 }
 
+/// The bounds of an HTTP/2 connection, besides the header-list size (which is
+/// [`ConnectionLimits::max_header_bytes`], the same bound as an HTTP/1 head).
+#[derive(Clone, Copy, Debug)]
+pub struct Http2Limits {
+    /// Streams open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Keep-alive ping interval; `None` sends none.
+    pub keep_alive_interval: Option<Duration>,
+    /// Time to answer a ping before the connection is closed.
+    pub keep_alive_timeout: Duration,
+}
+
 /// hyper's smallest accepted read buffer; a smaller `max_buf_size` panics.
 const MIN_BUFFER: usize = 8_192;
 
@@ -39,6 +58,152 @@ impl ConnectionLimits {
             .max_header_size(self.max_header_bytes)
             .max_buf_size(self.max_header_bytes.max(MIN_BUFFER));
         b
+    }
+}
+
+/// The protocol of one client connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 (or 1.0).
+    Http1,
+    /// HTTP/2.
+    Http2,
+}
+
+/// The start of the HTTP/2 connection preface (RFC 9113 section 3.4). No request the
+/// gateway serves over HTTP/1 starts with it (`PRI` is not a proxied method).
+const PREFACE_START: &[u8] = b"PRI";
+
+/// What a cleartext client speaks, from its first bytes (left unread): HTTP/2 with
+/// prior knowledge (h2c) or HTTP/1. `None` when it closed before sending anything.
+async fn sniff(stream: &TcpStream) -> Option<Protocol> {
+    let mut head = [0u8; 3];
+    loop {
+        let n = stream.peek(&mut head).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if n >= PREFACE_START.len() || head[..n] != PREFACE_START[..n] {
+            return Some(if head[..n] == *PREFACE_START {
+                Protocol::Http2
+            } else {
+                Protocol::Http1
+            });
+        }
+        // A prefix of the preface so far: wait for more (peek does not consume, so
+        // it would return at once).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// How the proxy listener serves connections: TLS or not, and both HTTP versions with
+/// the listener's bounds.
+pub struct ProxyProtocols {
+    /// The TLS acceptor, when `[server.tls]` is set.
+    pub tls: Option<TlsAcceptor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    /// Time for the TLS handshake and the first bytes of the first request.
+    handshake_timeout: Duration,
+    metrics: TransportMetrics,
+}
+
+impl ProxyProtocols {
+    /// Both protocols with `limits` and `h2`, over TLS when `tls` is given.
+    pub fn new(
+        limits: &ConnectionLimits,
+        h2: &Http2Limits,
+        tls: Option<TlsAcceptor>,
+        metrics: TransportMetrics,
+    ) -> ProxyProtocols {
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(h2.keep_alive_interval)
+            .keep_alive_timeout(h2.keep_alive_timeout);
+        ProxyProtocols {
+            tls,
+            http1: limits.http1(),
+            http2,
+            handshake_timeout: limits.header_read_timeout,
+            metrics,
+        }
+    }
+
+    /// Serves one accepted connection until it ends: the TLS handshake (ALPN decides
+    /// the protocol) or, in cleartext, the first bytes (the preface decides), both
+    /// within the header-read timeout; then HTTP/1 or HTTP/2 under `watcher`.
+    pub async fn serve<S, B>(&self, stream: TcpStream, service: S, watcher: Watcher)
+    where
+        S: HttpService<Incoming, ResBody = B> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match &self.tls {
+            Some(acceptor) => {
+                let accepted =
+                    tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await;
+                let tls = match accepted {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        self.metrics.client_handshake_failed();
+                        tracing::debug!(error = %e, "TLS handshake with a client failed");
+                        return;
+                    }
+                    Err(_) => {
+                        self.metrics.client_handshake_failed();
+                        tracing::debug!("TLS handshake with a client timed out");
+                        return;
+                    }
+                };
+                let protocol = match tls.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Protocol::Http2,
+                    _ => Protocol::Http1,
+                };
+                self.serve_as(protocol, tls, service, watcher).await;
+            }
+            None => {
+                let Ok(Some(protocol)) =
+                    tokio::time::timeout(self.handshake_timeout, sniff(&stream)).await
+                else {
+                    return;
+                };
+                self.serve_as(protocol, stream, service, watcher).await;
+            }
+        }
+    }
+
+    async fn serve_as<I, S, B>(&self, protocol: Protocol, io: I, service: S, watcher: Watcher)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: HttpService<Incoming, ResBody = B> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let io = TokioIo::new(io);
+        let ended = match protocol {
+            Protocol::Http1 => {
+                watcher
+                    .watch(self.http1.serve_connection(io, service))
+                    .await
+            }
+            Protocol::Http2 => {
+                watcher
+                    .watch(self.http2.serve_connection(io, service))
+                    .await
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
     }
 }
 

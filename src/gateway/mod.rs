@@ -9,6 +9,7 @@ mod listener;
 pub mod path;
 mod proxy;
 mod routes;
+pub mod tls;
 
 pub use config::{GatewayConfig, Overrides, Validated};
 pub use error::{GatewayError, ALLOWED_METHODS};
@@ -26,10 +27,9 @@ use crate::replay::RedisReplayStore;
 use crate::revocation::RevocationList;
 use admission::Admission;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use listener::{Acceptor, ConnectionLimits};
+use listener::{Acceptor, ConnectionLimits, Http2Limits, ProxyProtocols};
 use prometheus::Registry;
 use proxy::ProxyBody;
 use routes::{Decision, RouteTable};
@@ -190,6 +190,8 @@ pub async fn run(
     let raw = &config.raw;
     let registry = Registry::new();
     let metrics = Metrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
+    let transport =
+        tls::TransportMetrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
 
     let redis_config = match &raw.redis {
         Some(r) => Some(
@@ -224,8 +226,12 @@ pub async fn run(
     if let Some(b) = &raw.binding {
         let source: Arc<dyn GrantSource> = match &b.chain_node {
             Some(url) => {
-                chain_node = Some(url.clone());
-                Arc::new(LcdGrantSource::new(url).map_err(|e| format!("binding.chain_node: {e}"))?)
+                let tls = tls::client_config(&raw.server.upstream_tls())
+                    .map_err(|e| format!("binding.chain_node TLS: {e}"))?;
+                let node = LcdGrantSource::with_tls(url, tls)
+                    .map_err(|e| format!("binding.chain_node: {e}"))?;
+                chain_node = Some(node.clone());
+                Arc::new(node)
             }
             None => Arc::new(StaticGrants(b.grants.clone())),
         };
@@ -305,8 +311,8 @@ pub async fn run(
     };
 
     let ready = Arc::new(AtomicBool::new(chain_node.is_none()));
-    if let Some(url) = chain_node {
-        tokio::spawn(admin::probe_chain_node(url, Arc::clone(&ready)));
+    if let Some(node) = chain_node {
+        tokio::spawn(admin::probe_chain_node(node, Arc::clone(&ready)));
     }
     let limits = |max_connections: u64| ConnectionLimits {
         max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
@@ -329,9 +335,43 @@ pub async fn run(
 
     let proxy = Proxy::new(
         config.upstream.clone(),
-        config.connect_timeout,
-        config.response_timeout,
+        proxy::UpstreamClient {
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+            tls: tls::client_config(&raw.server.upstream_tls())
+                .map_err(|e| format!("server.upstream TLS: {e}"))?,
+            http2: raw.server.upstream_http2,
+            errors: transport.upstream(),
+        },
     );
+    let listener_tls = match &raw.server.tls {
+        Some(t) => {
+            let cert = Arc::new(
+                tls::ReloadingCertificate::load(t.cert_file.clone(), t.key_file.clone())
+                    .map_err(|e| format!("server.tls: {e}"))?,
+            );
+            cert.watch(
+                Duration::from_millis(t.reload_ms),
+                transport.certificate_reloads.clone(),
+            );
+            let server = tls::server_config(cert, t.client_ca_file.as_deref())
+                .map_err(|e| format!("server.tls: {e}"))?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+        }
+        None => None,
+    };
+    let h2_limits = Http2Limits {
+        max_concurrent_streams: raw.server.http2_max_concurrent_streams,
+        keep_alive_interval: (raw.server.http2_keep_alive_interval_ms > 0)
+            .then(|| Duration::from_millis(raw.server.http2_keep_alive_interval_ms)),
+        keep_alive_timeout: Duration::from_millis(raw.server.http2_keep_alive_timeout_ms),
+    };
+    let protocols = Arc::new(ProxyProtocols::new(
+        &proxy_limits,
+        &h2_limits,
+        listener_tls,
+        transport.clone(),
+    ));
     let routes = Arc::new(RouteTable::new(
         config.routes.clone(),
         config.public.clone(),
@@ -345,7 +385,6 @@ pub async fn run(
         metrics.connections("proxy"),
         "proxy",
     );
-    let http1 = proxy_limits.http1();
     let graceful = GracefulShutdown::new();
     on_bound(bound);
     tracing::info!(listen = %bound.listen, admin = %bound.admin, "gateway listening");
@@ -363,13 +402,12 @@ pub async fn run(
                     routes: Arc::clone(&routes),
                     metrics: metrics.clone(),
                 };
-                let conn = http1
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
+                let protocols = Arc::clone(&protocols);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
+                    protocols
+                        .serve(stream, TowerToHyperService::new(service), watcher)
+                        .await;
                     drop(slot);
                 });
             }
