@@ -177,7 +177,8 @@ impl ServerSection {
             errors.push(format!("server.upstream TLS: {e}"));
         }
         if let Some(t) = &self.tls {
-            if let Err(e) = tls::ReloadingCertificate::load(t.cert_file.clone(), t.key_file.clone()) {
+            if let Err(e) = tls::ReloadingCertificate::load(t.cert_file.clone(), t.key_file.clone())
+            {
                 errors.push(format!("server.tls: {e}"));
             }
             if let Some(ca) = &t.client_ca_file {

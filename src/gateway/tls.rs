@@ -51,9 +51,8 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
-    let unreadable = |e: rustls::pki_types::pem::Error| {
-        TlsFileError::Unreadable(path.to_owned(), e.to_string())
-    };
+    let unreadable =
+        |e: rustls::pki_types::pem::Error| TlsFileError::Unreadable(path.to_owned(), e.to_string());
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(unreadable)?
         .collect::<Result<Vec<_>, _>>()
@@ -179,12 +178,10 @@ pub fn server_config(
         .map_err(|e| TlsFileError::BadCa(PathBuf::new(), e.to_string()))?;
     let builder = match client_ca {
         Some(path) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots(path)?),
-                provider(),
-            )
-            .build()
-            .map_err(|e| TlsFileError::BadCa(path.to_owned(), e.to_string()))?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(path)?), provider())
+                    .build()
+                    .map_err(|e| TlsFileError::BadCa(path.to_owned(), e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -249,20 +246,24 @@ impl UpstreamFailure {
     }
 }
 
-/// Whether `e` or one of its sources is a rustls error (also inside an `io::Error`,
-/// which is how tokio-rustls reports a failed handshake).
+/// Whether `e` or one of its sources is a rustls error, also inside `io::Error`s
+/// (tokio-rustls reports a failed handshake as an `io::Error` holding the rustls
+/// error, and hyper-rustls wraps that in another `io::Error`, whose `source` skips
+/// both).
 fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);
     while let Some(err) = next {
-        if err.is::<rustls::Error>() {
-            return true;
-        }
-        if let Some(inner) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
+        let mut inner: &(dyn std::error::Error + 'static) = err;
+        loop {
             if inner.is::<rustls::Error>() {
                 return true;
+            }
+            match inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(wrapped) => inner = wrapped,
+                None => break,
             }
         }
         next = err.source();

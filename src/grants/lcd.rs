@@ -93,8 +93,8 @@ impl LcdGrantSource {
 
     /// Whether the node answers its node-info endpoint (any status) within `wait`.
     pub async fn answers(&self, wait: std::time::Duration) -> bool {
-        let Ok(uri) = format!("{}/cosmos/base/tendermint/v1beta1/node_info", self.base)
-            .parse::<http::Uri>()
+        let Ok(uri) =
+            format!("{}/cosmos/base/tendermint/v1beta1/node_info", self.base).parse::<http::Uri>()
         else {
             return false;
         };
@@ -108,16 +108,12 @@ impl LcdGrantSource {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| GrantQueryError(format!("bad query URL: {e}")))?;
-        let resp = self
-            .client
-            .get(uri)
-            .await
-            .map_err(|e| {
-                GrantQueryError(format!(
-                    "chain node unreachable: {}",
-                    crate::gateway::tls::error_chain(&e)
-                ))
-            })?;
+        let resp = self.client.get(uri).await.map_err(|e| {
+            GrantQueryError(format!(
+                "chain node unreachable: {}",
+                crate::gateway::tls::error_chain(&e)
+            ))
+        })?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
             .collect()
