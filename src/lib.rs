@@ -25,7 +25,7 @@ pub mod grants;
 pub mod layer;
 pub mod metrics;
 pub mod problem;
-pub mod redis;
+pub mod redis_client;
 pub mod replay;
 pub mod revocation;
 pub mod terminal;

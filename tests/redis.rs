@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use passport_gate::attribution::{AttributionQueue, RedisStreamSink};
 use passport_gate::metrics::Metrics;
-use passport_gate::redis::{Redis, RedisConfig, Reply};
+use passport_gate::redis_client::{Redis, RedisConfig, Reply};
 use passport_gate::replay::RedisReplayStore;
 use passport_gate::revocation::RevocationList;
 use passport_gate::time::{FixedClock, Timestamp};

@@ -43,12 +43,46 @@ pub struct GatewayConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSection {
-    /// `redis://host:port`.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
     pub url: String,
     /// Prefix of every key passport-gate writes.
     pub key_prefix: String,
-    /// Time allowed for connecting and for each command.
+    /// Time allowed for each command, waiting for a connection included.
     pub timeout_ms: u64,
+    // Transports (issue 11): TLS and Cluster.
+    /// Redis Cluster: `url` (and `cluster_nodes`) are seed nodes, keys are routed by slot.
+    pub cluster: bool,
+    /// More seed nodes of the cluster (URLs like `url`).
+    pub cluster_nodes: Vec<String>,
+    /// PEM CA for `rediss://`; without it the platform's roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for `rediss://` (mTLS).
+    pub client_cert_file: Option<PathBuf>,
+    /// Its PEM key.
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl RedisSection {
+    /// The client settings this section describes.
+    pub fn client_config(&self) -> Result<crate::redis_client::RedisConfig, String> {
+        let client_cert = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => return Err("client_cert_file and client_key_file go together".into()),
+        };
+        let nodes: Vec<&str> = std::iter::once(self.url.as_str())
+            .chain(self.cluster_nodes.iter().map(String::as_str))
+            .collect();
+        crate::redis_client::RedisConfig::new(
+            &nodes,
+            self.cluster,
+            crate::redis_client::RedisTlsFiles {
+                ca_file: self.ca_file.as_deref(),
+                client_cert,
+            },
+            Duration::from_millis(self.timeout_ms),
+        )
+    }
 }
 
 impl Default for RedisSection {
@@ -57,6 +91,11 @@ impl Default for RedisSection {
             url: "redis://127.0.0.1:6379".into(),
             key_prefix: "aps:".into(),
             timeout_ms: 500,
+            cluster: false,
+            cluster_nodes: Vec::new(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }
     }
 }
@@ -660,9 +699,7 @@ impl GatewayConfig {
         }
         match &self.redis {
             Some(r) => {
-                if let Err(e) =
-                    crate::redis::RedisConfig::from_url(&r.url, Duration::from_millis(r.timeout_ms))
-                {
+                if let Err(e) = r.client_config() {
                     errors.push(format!("redis.url: {e}"));
                 }
                 if r.timeout_ms == 0 || r.timeout_ms > 60_000 {

@@ -22,7 +22,7 @@ use crate::config::Mode;
 use crate::grants::{GrantCache, GrantCacheSettings, GrantSource, LcdGrantSource, StaticGrants};
 use crate::layer::{Binding, PassportBody, PassportLayer, PassportService};
 use crate::metrics::{Metrics, Unguarded as UnguardedAction};
-use crate::redis::{Durability, Redis, RedisConfig, RedisError};
+use crate::redis_client::{Durability, Redis, RedisConfig, RedisError};
 use crate::replay::RedisReplayStore;
 use crate::revocation::RevocationList;
 use admission::Admission;
@@ -194,10 +194,7 @@ pub async fn run(
         tls::TransportMetrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
 
     let redis_config = match &raw.redis {
-        Some(r) => Some(
-            RedisConfig::from_url(&r.url, Duration::from_millis(r.timeout_ms))
-                .map_err(|e| format!("redis.url: {e}"))?,
-        ),
+        Some(r) => Some(r.client_config().map_err(|e| format!("redis.url: {e}"))?),
         None => None,
     };
     let redis = redis_config.clone().map(|c| Arc::new(Redis::new(c)));

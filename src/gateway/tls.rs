@@ -367,3 +367,10 @@ impl UpstreamErrors {
         failure
     }
 }
+
+/// Makes ring the process's default provider, for libraries that build their rustls
+/// configurations with it (the Redis client). Idempotent.
+pub fn install_default_provider() {
+    // An error only says a default is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -6,7 +6,7 @@
 //! A record lives until the passport's `expires_at` plus the clock skew: after that the
 //! passport itself is refused, so the record is no longer needed.
 
-use crate::redis::{Redis, RedisError, Reply};
+use crate::redis_client::{Redis, RedisError, Reply};
 use crate::time::Timestamp;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -210,9 +210,10 @@ end
 return 1
 "#;
 
-/// A store shared by every replica: the record is `<prefix>replay:<hex key>` with a
-/// TTL, and each principal's live records are counted in the sorted set
-/// `<prefix>replay-quota:<principal address>`.
+/// A store shared by every replica: the record is `<prefix>replay:{<principal>}:<hex
+/// key>` with a TTL, and each principal's live records are counted in the sorted set
+/// `<prefix>replay-quota:{<principal address>}`. The braces are a Redis Cluster hash
+/// tag: one principal's keys share a slot, so the script is cluster-safe.
 #[derive(Clone, Debug)]
 pub struct RedisReplayStore {
     redis: Arc<Redis>,
@@ -249,8 +250,10 @@ impl ReplayStore for RedisReplayStore {
                 .max(1)
                 .to_string();
             let member = hex::encode(record.key);
-            let name = format!("{}replay:{member}", self.prefix);
-            let quota_set = format!("{}replay-quota:{}", self.prefix, record.principal);
+            // Both keys carry the principal as a hash tag, so under Redis Cluster they
+            // fall in one slot and the script may touch both.
+            let name = format!("{}replay:{{{}}}:{member}", self.prefix, record.principal);
+            let quota_set = format!("{}replay-quota:{{{}}}", self.prefix, record.principal);
             let now = unix_millis(record.now).to_string();
             let until = unix_millis(record.until).to_string();
             let quota = self.per_principal.to_string();
