@@ -96,10 +96,7 @@ impl RedisServer {
     }
 
     fn config(&self) -> RedisConfig {
-        RedisConfig {
-            address: format!("127.0.0.1:{}", self.port),
-            timeout: Duration::from_millis(500),
-        }
+        RedisConfig::from_url(&self.url(), Duration::from_millis(500)).unwrap()
     }
 
     fn client(&self) -> Arc<Redis> {
