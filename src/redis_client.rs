@@ -119,9 +119,9 @@ fn address_of(url: &str) -> Result<(String, bool), String> {
         .map_err(|_| "not a redis:// or rediss:// URL".to_owned())?;
     match info.addr() {
         ConnectionAddr::Tcp(host, port) => Ok((format!("{host}:{port}"), false)),
-        ConnectionAddr::TcpTls {
-            insecure: true, ..
-        } => Err("#insecure turns off certificate verification and is refused".into()),
+        ConnectionAddr::TcpTls { insecure: true, .. } => {
+            Err("#insecure turns off certificate verification and is refused".into())
+        }
         ConnectionAddr::TcpTls { host, port, .. } => Ok((format!("{host}:{port}"), true)),
         _ => Err("must be redis:// or rediss://".into()),
     }
@@ -288,6 +288,7 @@ async fn config_value(link: &mut Link, name: &str) -> Result<Result<String, Stri
     let mut cmd = redis::cmd("CONFIG");
     cmd.arg("GET").arg(name);
     match link.query(&cmd).await {
+        Ok(Value::ServerError(e)) => Ok(Err(format!("CONFIG GET {name} refused: {e}"))),
         Ok(v) => match Reply::from(v) {
             Reply::Array(Some(items)) => match items.get(1) {
                 Some(Reply::Bulk(Some(v))) => Ok(Ok(String::from_utf8_lossy(v).into_owned())),
@@ -368,11 +369,16 @@ impl Redis {
     async fn round_trip(&self, cmd: &redis::Cmd) -> Result<Reply, RedisError> {
         let mut link = self.link().await?;
         match link.query(cmd).await {
+            // The crate hands an error reply back as a value.
+            Ok(Value::ServerError(e)) => Err(RedisError::Server(e.to_string())),
             Ok(v) => Ok(Reply::from(v)),
             Err(e) if connection_failed(&e) => {
                 // The next command connects again, and checks the server again.
                 *self.link.lock().await = None;
-                Err(unavailable(format!("Redis at {}: {e}", self.config.address)))
+                Err(unavailable(format!(
+                    "Redis at {}: {e}",
+                    self.config.address
+                )))
             }
             Err(e) => Err(RedisError::Server(e.to_string())),
         }
@@ -401,11 +407,15 @@ impl Redis {
                 Link::Single(
                     c.get_multiplexed_async_connection_with_config(&settings)
                         .await
-                        .map_err(|e| unavailable(format!("cannot connect to Redis at {address}: {e}")))?,
+                        .map_err(|e| {
+                            unavailable(format!("cannot connect to Redis at {address}: {e}"))
+                        })?,
                 )
             }
             Client::Cluster(c) => Link::Cluster(c.get_async_connection().await.map_err(|e| {
-                unavailable(format!("cannot connect to the Redis cluster at {address}: {e}"))
+                unavailable(format!(
+                    "cannot connect to the Redis cluster at {address}: {e}"
+                ))
             })?),
         };
         let counter = match &self.durability {
@@ -529,8 +539,8 @@ mod tests {
 
     #[test]
     fn a_url_that_turns_off_certificate_verification_is_refused() {
-        let e = RedisConfig::from_url("rediss://x:6380/#insecure", Duration::from_secs(1))
-            .unwrap_err();
+        let e =
+            RedisConfig::from_url("rediss://x:6380/#insecure", Duration::from_secs(1)).unwrap_err();
         assert!(e.contains("#insecure"), "{e}");
     }
 
