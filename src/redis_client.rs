@@ -205,7 +205,7 @@ impl RedisConfig {
                 b = b.certs(t.clone());
             }
             b.build()
-                .map(Client::Cluster)
+                .map(|c| Client::Cluster(Box::new(c)))
                 .map_err(|e| format!("Redis cluster: {e}"))
         } else {
             let url = self.nodes[0].as_str();
@@ -214,15 +214,15 @@ impl RedisConfig {
                 None => redis::Client::open(url),
             };
             client
-                .map(Client::Single)
+                .map(|c| Client::Single(Box::new(c)))
                 .map_err(|e| format!("Redis at {}: {e}", self.address))
         }
     }
 }
 
 enum Client {
-    Single(redis::Client),
-    Cluster(redis::cluster::ClusterClient),
+    Single(Box<redis::Client>),
+    Cluster(Box<redis::cluster::ClusterClient>),
 }
 
 /// A live connection; clones share it.
