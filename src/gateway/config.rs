@@ -943,6 +943,47 @@ chain_node = "ftp://x"
     }
 
     #[test]
+    fn transport_settings_are_checked_at_startup() {
+        let text = r#"
+[server]
+upstream = "https://127.0.0.1:1"
+upstream_client_cert_file = "/nonexistent/client.pem"
+upstream_ca_file = "/nonexistent/ca.pem"
+http2_max_concurrent_streams = 0
+http2_keep_alive_timeout_ms = 1
+[server.tls]
+cert_file = "/nonexistent/cert.pem"
+key_file = "/nonexistent/key.pem"
+reload_ms = 1
+[redis]
+url = "rediss://127.0.0.1:1/#insecure"
+cluster_nodes = ["redis://127.0.0.1:2"]
+"#;
+        let errors = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        for needle in [
+            "server.upstream_client_cert_file: set together with server.upstream_client_key_file",
+            "server.upstream TLS: cannot read /nonexistent/ca.pem",
+            "server.tls: cannot read /nonexistent/cert.pem",
+            "server.tls.reload_ms",
+            "server.http2_max_concurrent_streams",
+            "server.http2_keep_alive_timeout_ms",
+            "redis.url:",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(needle)),
+                "{needle} missing from {errors:#?}"
+            );
+        }
+        let https = "[server]\nupstream = \"https://node.example:8443/api\"\n";
+        let v = GatewayConfig::from_toml(https).unwrap().validate().unwrap();
+        assert_eq!(v.upstream.scheme, http::uri::Scheme::HTTPS);
+        assert_eq!(v.upstream.base_path, "/api");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         assert!(GatewayConfig::from_toml("[server]\nupstreem = \"x\"\n").is_err());
         assert!(GatewayConfig::from_toml("[agent_envelope]\nenable = true\n").is_err());
