@@ -742,3 +742,37 @@ async fn an_h2_header_list_larger_than_max_header_bytes_is_refused() {
     }
     assert!(up.seen().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_h2_connection_is_closed_after_the_header_read_timeout_but_a_long_stream_is_not() {
+    let up = upstream().await;
+    let gw = start(
+        "h2-idle",
+        &config(up.addr, "").replacen(
+            "[agent_envelope]",
+            "header_read_timeout_ms = 500\n\n[agent_envelope]",
+            1,
+        ),
+    );
+    // The connection preface and an empty SETTINGS frame, then nothing.
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let started = Instant::now();
+    let mut idle = support::serve::half_sent(gw.listen, &preface).unwrap();
+    assert!(support::serve::closed_within(
+        &mut idle,
+        Duration::from_secs(5)
+    ));
+    assert!(started.elapsed() >= Duration::from_millis(400));
+
+    // A stream that lasts longer than the timeout keeps its connection.
+    let resp = h2_post(gw.listen, "/v1/chat/completions", &[], BODY).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    up.release_last_chunk.send(()).unwrap();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, Bytes::from_static(b"data: [DONE]\n\n"));
+}

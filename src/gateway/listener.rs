@@ -9,14 +9,19 @@ use super::tls::TransportMetrics;
 use crate::metrics::ConnectionMetrics;
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::{http1, http2};
-use hyper::service::HttpService;
+use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
@@ -137,7 +142,7 @@ impl ProxyProtocols {
     /// within the header-read timeout; then HTTP/1 or HTTP/2 under `watcher`.
     pub async fn serve<S, B>(&self, stream: TcpStream, service: S, watcher: Watcher)
     where
-        S: HttpService<Incoming, ResBody = B> + Send + 'static,
+        S: Service<http::Request<Incoming>, Response = http::Response<B>> + Send + Sync + 'static,
         S::Future: Send + 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
         B: Body + Send + 'static,
@@ -181,7 +186,7 @@ impl ProxyProtocols {
     async fn serve_as<I, S, B>(&self, protocol: Protocol, io: I, service: S, watcher: Watcher)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: HttpService<Incoming, ResBody = B> + Send + 'static,
+        S: Service<http::Request<Incoming>, Response = http::Response<B>> + Send + Sync + 'static,
         S::Future: Send + 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
         B: Body + Send + 'static,
@@ -196,14 +201,133 @@ impl ProxyProtocols {
                     .await
             }
             Protocol::Http2 => {
-                watcher
-                    .watch(self.http2.serve_connection(io, service))
-                    .await
+                let streams = Arc::new(OpenStreams::default());
+                let service = Tracked {
+                    inner: service,
+                    streams: Arc::clone(&streams),
+                };
+                let conn = watcher.watch(self.http2.serve_connection(io, service));
+                tokio::select! {
+                    ended = conn => ended,
+                    () = streams.idle_for(self.handshake_timeout) => {
+                        tracing::debug!("HTTP/2 connection idle for the header-read timeout: closed");
+                        Ok(())
+                    }
+                }
             }
         };
         if let Err(e) = ended {
             tracing::debug!(error = %e, "connection ended with an error");
         }
+    }
+}
+
+/// The streams of one HTTP/2 connection whose answer is not finished. A connection
+/// without any for the header-read timeout is closed, as an idle HTTP/1 keep-alive
+/// connection is: without it, a client that sends the preface and nothing else would
+/// hold a connection slot for ever (keep-alive pings only prove it is alive).
+#[derive(Default)]
+struct OpenStreams {
+    count: AtomicUsize,
+    changed: Notify,
+}
+
+impl OpenStreams {
+    /// Completes once no stream has been open for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(idle) => return,
+                    () = changed => {}
+                }
+            } else {
+                changed.await;
+            }
+        }
+    }
+}
+
+/// One open stream; dropped with its response body (or with the request, when it is
+/// reset before an answer).
+struct StreamGuard(Arc<OpenStreams>);
+
+impl StreamGuard {
+    fn open(streams: &Arc<OpenStreams>) -> StreamGuard {
+        streams.count.fetch_add(1, Ordering::AcqRel);
+        streams.changed.notify_waiters();
+        StreamGuard(Arc::clone(streams))
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// A service that counts its open streams in [`OpenStreams`].
+struct Tracked<S> {
+    inner: S,
+    streams: Arc<OpenStreams>,
+}
+
+type TrackedFuture<B, E> =
+    Pin<Box<dyn Future<Output = Result<http::Response<TrackedBody<B>>, E>> + Send>>;
+
+impl<S, B> Service<http::Request<Incoming>> for Tracked<S>
+where
+    S: Service<http::Request<Incoming>, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = TrackedFuture<B, S::Error>;
+
+    fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        let guard = StreamGuard::open(&self.streams);
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let resp = answer.await?;
+            Ok(resp.map(|inner| TrackedBody {
+                inner,
+                _guard: guard,
+            }))
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its stream counted until it is dropped.
+    struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        _guard: StreamGuard,
+    }
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
