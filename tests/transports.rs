@@ -108,8 +108,7 @@ fn server_tls(leaf: &(String, String), client_ca: Option<&str>) -> rustls::Serve
     c
 }
 
-/// An `https://` upstream on loopback that answers every request with JSON: the
-/// protocol version, method, URI and whether the client showed a certificate.
+/// An `https://` upstream on loopback that answers as [`describing`].
 async fn tls_upstream(leaf: &(String, String), client_ca: Option<&str>) -> SocketAddr {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls(leaf, client_ca)));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -125,21 +124,51 @@ async fn tls_upstream(leaf: &(String, String), client_ca: Option<&str>) -> Socke
                     return;
                 };
                 let client_cert = tls.get_ref().1.peer_certificates().is_some();
-                let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                    let answer = serde_json::json!({
-                        "version": format!("{:?}", req.version()),
-                        "method": req.method().as_str(),
-                        "uri": req.uri().to_string(),
-                        "client_cert": client_cert,
-                    });
-                    async move {
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from(answer.to_string()),
-                        )))
-                    }
-                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
+                    .serve_connection(TokioIo::new(tls), describing(client_cert))
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A service that answers every request with JSON: the protocol version, method, URI
+/// and whether the client showed a certificate.
+fn describing(
+    client_cert: bool,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = http::Response<Full<Bytes>>,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<
+        Output = Result<http::Response<Full<Bytes>>, std::convert::Infallible>,
+    > + Send,
+> + Clone {
+    hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        let answer = serde_json::json!({
+            "version": format!("{:?}", req.version()),
+            "method": req.method().as_str(),
+            "uri": req.uri().to_string(),
+            "client_cert": client_cert,
+        });
+        async move {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                answer.to_string(),
+            ))))
+        }
+    })
+}
+
+/// A cleartext upstream that speaks HTTP/1.1 and HTTP/2 with prior knowledge.
+async fn h2c_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), describing(false))
                     .await;
             });
         }
@@ -345,6 +374,21 @@ async fn upstream_http2_speaks_h2_to_an_https_upstream() {
     let resp = send(gw.listen, "GET", "/v1/models", &[], b"").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(json(resp).await["version"], "HTTP/2.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_http2_speaks_h2_with_prior_knowledge_to_a_cleartext_upstream() {
+    let up = h2c_upstream().await;
+    for (http2, version) in [("false", "HTTP/1.1"), ("true", "HTTP/2.0")] {
+        let gw = plain_gateway(
+            &format!("h2c-up-{http2}"),
+            &format!("http://{up}"),
+            &format!("upstream_http2 = {http2}\n"),
+        );
+        let resp = send(gw.listen, "GET", "/v1/models", &[], b"").await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(json(resp).await["version"], version);
+    }
 }
 
 /// A TLS listener config block for `leaf` written into `dir`.
