@@ -820,3 +820,71 @@ async fn an_idle_h2_connection_is_closed_after_the_header_read_timeout_but_a_lon
     let rest = body.collect().await.unwrap().to_bytes();
     assert_eq!(rest, Bytes::from_static(b"data: [DONE]\n\n"));
 }
+
+/// A gateway in front of `up` whose binding asks the chain node at `node_url`, trusting
+/// `ca_file` for both.
+fn gateway_with_chain_node(name: &str, up: SocketAddr, node_url: &str, ca_file: &Path) -> Gateway {
+    let toml = config(up, &format!("\n[binding]\nchain_node = \"{node_url}\"\n")).replacen(
+        "\n[agent_envelope]",
+        &format!(
+            "upstream_ca_file = {}\n\n[agent_envelope]",
+            toml_path(ca_file)
+        ),
+        1,
+    );
+    start(name, &toml)
+}
+
+async fn ready(gw: &Gateway) -> bool {
+    send(gw.admin, "GET", "/readyz", &[], b"").await.status() == 200
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_chain_node_is_verified_against_the_private_ca_and_its_name() {
+    let up = upstream().await;
+    let ca = Ca::new("node ca");
+    let dir = workdir("tls-chain-node-files");
+    let ca_file = write(&dir, "ca.pem", &ca.pem());
+    let good = tls_upstream(&ca.leaf(&["localhost"]), None).await;
+    let gw = gateway_with_chain_node(
+        "tls-chain-node",
+        up.addr,
+        &format!("https://localhost:{}", good.port()),
+        &ca_file,
+    );
+    assert!(eventually(Duration::from_secs(10), async || ready(&gw).await).await);
+
+    let other_name = tls_upstream(&ca.leaf(&["other.example"]), None).await;
+    let gw = gateway_with_chain_node(
+        "tls-chain-node-other-name",
+        up.addr,
+        &format!("https://localhost:{}", other_name.port()),
+        &ca_file,
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !ready(&gw).await,
+        "a node with another name's certificate never answers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_are_counted_by_reason() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = plain_gateway("upstream-connect-error", &format!("http://{closed}"), "");
+    let resp = send(gw.listen, "GET", "/v1/models", &[], b"").await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(
+        gw.metric("passport_gate_upstream_errors_total{reason=\"connect\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gw.metric("passport_gate_upstream_errors_total{reason=\"tls\"}")
+            .await,
+        0.0
+    );
+}
