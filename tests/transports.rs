@@ -888,3 +888,14 @@ async fn upstream_failures_are_counted_by_reason() {
         0.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_h2_upload_flows_through_the_bounded_windows() {
+    let up = upstream().await;
+    let gw = start("h2-upload", &config(up.addr, ""));
+    let body = vec![b'x'; 1 << 20];
+    let resp = h2_post(gw.listen, "/v1/files", &[], &body).await;
+    assert_eq!(resp.status(), 200);
+    let _ = text(resp).await;
+    assert_eq!(up.seen()[0].body.len(), 1 << 20);
+}

@@ -49,6 +49,13 @@ pub struct Http2Limits {
     pub keep_alive_timeout: Duration,
 }
 
+/// HTTP/2 flow-control windows (bytes): the protocol's default per stream, four times
+/// that per connection.
+const H2_STREAM_WINDOW: u32 = 65_535;
+const H2_CONNECTION_WINDOW: u32 = 4 * 65_535;
+/// Answer bytes buffered for one HTTP/2 stream.
+const H2_SEND_BUFFER: usize = 16 * 1024;
+
 /// hyper's smallest accepted read buffer; a smaller `max_buf_size` panics.
 const MIN_BUFFER: usize = 8_192;
 
@@ -127,7 +134,13 @@ impl ProxyProtocols {
             .max_concurrent_streams(h2.max_concurrent_streams)
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(h2.keep_alive_interval)
-            .keep_alive_timeout(h2.keep_alive_timeout);
+            .keep_alive_timeout(h2.keep_alive_timeout)
+            // Unread request bodies a client may push onto one connection (HTTP/1
+            // leaves them in the socket buffer), and answer bytes held for one stream
+            // whose client does not read (as the upstream read buffer under HTTP/1).
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .max_send_buf_size(H2_SEND_BUFFER);
         ProxyProtocols {
             tls,
             http1: limits.http1(),
