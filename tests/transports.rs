@@ -899,3 +899,45 @@ async fn a_large_h2_upload_flows_through_the_bounded_windows() {
     let _ = text(resp).await;
     assert_eq!(up.seen()[0].body.len(), 1 << 20);
 }
+
+/// A cleartext upstream that counts the connections it accepted.
+async fn counting_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), describing(false))
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_pool_max_idle_bounds_the_reused_upstream_connections() {
+    for (max_idle, connections) in [(4096, 1), (0, 3)] {
+        let (up, accepted) = counting_upstream().await;
+        let gw = plain_gateway(
+            &format!("pool-{max_idle}"),
+            &format!("http://{up}"),
+            &format!("upstream_pool_max_idle = {max_idle}\n"),
+        );
+        for _ in 0..3 {
+            let resp = send(gw.listen, "GET", "/v1/models", &[], b"").await;
+            assert_eq!(resp.status(), 200);
+            let _ = text(resp).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            connections,
+            "upstream_pool_max_idle = {max_idle}"
+        );
+    }
+}

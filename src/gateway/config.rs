@@ -197,6 +197,10 @@ pub struct ServerSection {
     pub http2_keep_alive_interval_ms: u64,
     /// Time a client has to answer a keep-alive ping before its connection is closed.
     pub http2_keep_alive_timeout_ms: u64,
+    /// Idle upstream connections kept for reuse, at most (0 keeps none).
+    pub upstream_pool_max_idle: u64,
+    /// An idle upstream connection is closed after this long (ms).
+    pub upstream_pool_idle_timeout_ms: u64,
     /// `[server.tls]`: serve the proxy listener over TLS.
     pub tls: Option<ServerTlsSection>,
 }
@@ -250,6 +254,18 @@ impl ServerSection {
                 self.http2_keep_alive_timeout_ms,
                 100,
                 600_000,
+            ),
+            (
+                "upstream_pool_max_idle",
+                self.upstream_pool_max_idle,
+                0,
+                1_000_000,
+            ),
+            (
+                "upstream_pool_idle_timeout_ms",
+                self.upstream_pool_idle_timeout_ms,
+                100,
+                3_600_000,
             ),
         ] {
             if !(lo..=hi).contains(&v) {
@@ -315,6 +331,8 @@ impl Default for ServerSection {
             http2_max_concurrent_streams: 100,
             http2_keep_alive_interval_ms: 30_000,
             http2_keep_alive_timeout_ms: 10_000,
+            upstream_pool_max_idle: 4_096,
+            upstream_pool_idle_timeout_ms: 90_000,
             tls: None,
         }
     }

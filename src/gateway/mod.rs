@@ -338,6 +338,8 @@ pub async fn run(
             tls: tls::client_config(&raw.server.upstream_tls())
                 .map_err(|e| format!("server.upstream TLS: {e}"))?,
             http2: raw.server.upstream_http2,
+            pool_max_idle: usize::try_from(raw.server.upstream_pool_max_idle).unwrap_or(usize::MAX),
+            pool_idle_timeout: Duration::from_millis(raw.server.upstream_pool_idle_timeout_ms),
             errors: transport.upstream(),
         },
     );

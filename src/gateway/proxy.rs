@@ -195,6 +195,10 @@ pub struct UpstreamClient {
     pub tls: rustls::ClientConfig,
     /// HTTP/2 (ALPN `h2`, or prior knowledge over cleartext) instead of HTTP/1.1.
     pub http2: bool,
+    /// Idle connections kept for reuse, at most.
+    pub pool_max_idle: usize,
+    /// Idle connections are closed after this long.
+    pub pool_idle_timeout: Duration,
     /// Where connection failures are counted.
     pub errors: super::tls::UpstreamErrors,
 }
@@ -246,7 +250,10 @@ where
         // buffer grow to about 400 KiB).
         client
             .http1_max_buf_size(UPSTREAM_READ_BUFFER)
-            .http2_only(settings.http2);
+            .http2_only(settings.http2)
+            .pool_max_idle_per_host(settings.pool_max_idle)
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_timer(hyper_util::rt::TokioTimer::new());
         Proxy {
             shared: Arc::new(Shared {
                 client: client.build(connector),
