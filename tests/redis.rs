@@ -289,9 +289,63 @@ fn tls_files(dir: &std::path::Path) -> std::path::PathBuf {
     let cert = leaf.signed_by(&key, &ca, &ca_key).unwrap();
     std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    let client = CertificateParams::new(vec!["gateway.local".to_owned()]).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = client.signed_by(&client_key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.join("client.pem"), client.pem()).unwrap();
+    std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();
     ca_file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_requires_client_certificates_is_reached_with_client_cert_file() {
+    if !redis_available() {
+        return;
+    }
+    let port = free_port();
+    let dir = support::serve::workdir(&format!("redis-mtls-files-{port}"));
+    let ca = tls_files(&dir);
+    let _server = RedisServer::start_on(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            dir.join("server.pem").to_str().unwrap(),
+            "--tls-key-file",
+            dir.join("server.key").to_str().unwrap(),
+            "--tls-ca-cert-file",
+            ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            "yes",
+        ],
+        &["--save", "", "--appendonly", "no"],
+    );
+    let url = format!("rediss://localhost:{port}");
+    let timeout = Duration::from_millis(500);
+    let connect = |client_cert| {
+        Redis::new(
+            RedisConfig::new(
+                &[&url],
+                false,
+                RedisTlsFiles {
+                    ca_file: Some(&ca),
+                    client_cert,
+                },
+                timeout,
+            )
+            .unwrap(),
+        )
+    };
+    assert!(refuses(&connect(None)).await, "no client certificate");
+    let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
+    let with = connect(Some((&cert, &key)));
+    with.sadd("aps:revoked", "agent_id x").await.unwrap();
+    assert_eq!(with.smembers("aps:revoked").await.unwrap(), ["agent_id x"]);
 }
 
 fn clock() -> Arc<FixedClock> {
@@ -965,4 +1019,45 @@ async fn in_redis_one_request_is_accepted_once_and_each_principal_has_a_quota() 
     );
     let headers = other.headers(URI, third);
     assert_eq!(send(a, &headers, third).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_keeps_replay_records_in_a_redis_over_tls_with_a_private_ca() {
+    if !redis_available() {
+        return;
+    }
+    let port = free_port();
+    let dir = support::serve::workdir(&format!("redis-gw-tls-files-{port}"));
+    let ca = tls_files(&dir);
+    let _server = RedisServer::start_on(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            dir.join("server.pem").to_str().unwrap(),
+            "--tls-key-file",
+            dir.join("server.key").to_str().unwrap(),
+            "--tls-ca-cert-file",
+            ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ],
+        &["--appendonly", "yes", "--requirepass", PASSWORD],
+    );
+    let up = support::serve::upstream().await;
+    let toml = gateway_with_redis_replay(
+        up.addr,
+        &format!("rediss://:{PASSWORD}@localhost:{port}/0"),
+        "",
+    ) + &format!("ca_file = {:?}\n", ca.display().to_string());
+    let gw = support::serve::start("redis-gw-tls", &toml);
+    let f = support::live("urn:aps:agent:gw-tls");
+    let uri = "/v1/completions";
+    let headers = f.headers(uri, BODY);
+    assert_eq!(support::post(gw.listen, uri, &headers, BODY).await.0, 200);
+    let (status, text) = support::post(gw.listen, uri, &headers, BODY).await;
+    assert_eq!((status, code(&text).as_str()), (401, "request_replayed"));
 }
