@@ -29,6 +29,8 @@ pub enum TlsFileError {
     /// A CA file's certificate is not a usable trust anchor, or the verifier could not
     /// be built from it.
     BadCa(PathBuf, String),
+    /// The crypto provider offers no protocol version rustls accepts (a build problem).
+    Provider(rustls::Error),
 }
 
 impl std::fmt::Display for TlsFileError {
@@ -41,6 +43,7 @@ impl std::fmt::Display for TlsFileError {
             TlsFileError::NoKey(p) => write!(f, "{}: no PEM private key in the file", p.display()),
             TlsFileError::BadKey(p, e) => write!(f, "{}: unusable private key: {e}", p.display()),
             TlsFileError::BadCa(p, e) => write!(f, "{}: unusable CA: {e}", p.display()),
+            TlsFileError::Provider(e) => write!(f, "the TLS provider is unusable: {e}"),
         }
     }
 }
@@ -175,7 +178,7 @@ pub fn server_config(
 ) -> Result<ServerConfig, TlsFileError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsFileError::BadCa(PathBuf::new(), e.to_string()))?;
+        .map_err(TlsFileError::Provider)?;
     let builder = match client_ca {
         Some(path) => {
             let verifier =
@@ -212,7 +215,7 @@ pub fn client_config(tls: &ClientTls<'_>) -> Result<ClientConfig, TlsFileError> 
     };
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsFileError::BadCa(PathBuf::new(), e.to_string()))?
+        .map_err(TlsFileError::Provider)?
         .with_root_certificates(roots);
     match tls.client_cert {
         Some((cert, key)) => builder
