@@ -941,3 +941,39 @@ async fn upstream_pool_max_idle_bounds_the_reused_upstream_connections() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_max_concurrent_streams_bounds_the_streams_of_one_connection() {
+    let up = upstream().await;
+    let gw = start(
+        "h2-streams",
+        &config(up.addr, "").replacen(
+            "[agent_envelope]",
+            "http2_max_concurrent_streams = 1\n\n[agent_envelope]",
+            1,
+        ),
+    );
+    let client = h2c_client();
+    let post = |path: &str| {
+        http::Request::post(format!("http://{}{path}", gw.listen))
+            .body(Full::new(Bytes::from_static(BODY)))
+            .unwrap()
+    };
+    // The first stream stays open: the upstream holds back its last SSE chunk.
+    let first = client.request(post("/v1/chat/completions")).await.unwrap();
+    assert_eq!(first.version(), http::Version::HTTP_2);
+    let mut first = first.into_body();
+    assert!(first.frame().await.unwrap().unwrap().is_data());
+    // A second stream on the same connection waits for it.
+    let second = tokio::spawn(client.request(post("/v1/models")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!second.is_finished(), "a second stream was opened");
+    up.release_last_chunk.send(()).unwrap();
+    let _ = first.collect().await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("the second stream ran once the first ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.status(), 200);
+}
