@@ -6,12 +6,17 @@
 //! Also reports the gateway's resident memory after a 5 s warm-up at full concurrency and
 //! at the end of each phase, and counts every answer that is not 200 as an error.
 //!
+//! A last, separate phase runs with TLS both ways (client to gateway over TLS, gateway to
+//! an `https://` upstream: the echo upstream behind a TLS front), certificates made at
+//! start with rcgen.
+//!
 //! Settings (environment): `LOAD_SECONDS` per phase (default 10), `LOAD_CONNECTIONS`
 //! (default 32), `LOAD_PASSPORTS` distinct passports (default 64), `LOAD_REQUESTS`
 //! distinct signed requests (default 1024).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::Connect;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use passport_gate::crypto::{AgentSecret, PrincipalSecret};
@@ -61,9 +66,14 @@ fn start_gateway(upstream: SocketAddr, enabled: bool, cache: u64) -> Gateway {
         ),
     )
     .unwrap();
+    spawn_gateway(&config)
+}
+
+/// Runs `serve` with the configuration file `config` and waits for its listening line.
+fn spawn_gateway(config: &std::path::Path) -> Gateway {
     let mut child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
         .args(["serve", "--config"])
-        .arg(&config)
+        .arg(config)
         .env("PASSPORT_GATE_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -154,8 +164,8 @@ struct Figures {
 
 /// Runs `connections` client loops for `seconds`, returning the latencies of 200s and
 /// the count of anything else.
-async fn run_for(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+async fn run_for<C: Connect + Clone + Send + Sync + 'static>(
+    client: &Client<C, Full<Bytes>>,
     url: &http::Uri,
     prepared: &Arc<Vec<Prepared>>,
     connections: usize,
@@ -219,13 +229,25 @@ async fn drive(
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(connections)
         .build_http();
+    drive_with(gateway, &client, &url, prepared, connections, seconds).await
+}
+
+/// [`drive`] with a given client and URL (the TLS phase).
+async fn drive_with<C: Connect + Clone + Send + Sync + 'static>(
+    gateway: &Gateway,
+    client: &Client<C, Full<Bytes>>,
+    url: &http::Uri,
+    prepared: Arc<Vec<Prepared>>,
+    connections: usize,
+    seconds: u64,
+) -> Figures {
     // Warm-up at full concurrency (not measured): connections, buffers and the
     // envelope cache reach their working size before memory is first read.
-    let (_, warmup_errors) = run_for(&client, &url, &prepared, connections, 5.0).await;
+    let (_, warmup_errors) = run_for(client, url, &prepared, connections, 5.0).await;
     assert_eq!(warmup_errors, 0, "errors during warm-up");
     let rss_start_kib = rss_kib(gateway.child.id());
     let started = Instant::now();
-    let (mut all, errors) = run_for(&client, &url, &prepared, connections, seconds as f64).await;
+    let (mut all, errors) = run_for(client, url, &prepared, connections, seconds as f64).await;
     let seconds = started.elapsed().as_secs_f64();
     all.sort_unstable();
     let pct = |p: f64| {
@@ -273,16 +295,130 @@ fn main() {
             let prepared = Arc::new(prepare(signed, passports, requests));
             let gateway = start_gateway(upstream.addr(), enabled, cache);
             let f = drive(&gateway, prepared, connections, seconds).await;
-            println!(
-                "{:<28} {:>10.0} {:>9.2} {:>9.2} {:>7} {:>8} KiB {:>7} KiB",
-                name,
-                f.requests as f64 / f.seconds,
-                f.p50_us as f64 / 1000.0,
-                f.p99_us as f64 / 1000.0,
-                f.errors,
-                f.rss_start_kib,
-                f.rss_end_kib
-            );
+            print_row(name, &f);
+        }
+        tls_phase(upstream.addr(), passports, requests, connections, seconds).await;
+    });
+}
+
+fn print_row(name: &str, f: &Figures) {
+    println!(
+        "{:<28} {:>10.0} {:>9.2} {:>9.2} {:>7} {:>8} KiB {:>7} KiB",
+        name,
+        f.requests as f64 / f.seconds,
+        f.p50_us as f64 / 1000.0,
+        f.p99_us as f64 / 1000.0,
+        f.errors,
+        f.rss_start_kib,
+        f.rss_end_kib
+    );
+}
+
+// The TLS phase (issue 11).
+
+/// A CA and a `localhost` certificate signed by it, as PEM (CA, certificate, key).
+fn tls_certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS front for the echo upstream: terminates TLS and copies bytes both ways.
+async fn tls_front(echo: SocketAddr, cert: &str, key: &str) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let (Ok(mut tls), Ok(mut plain)) = (
+                    acceptor.accept(tcp).await,
+                    tokio::net::TcpStream::connect(echo).await,
+                ) else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
         }
     });
+    addr
+}
+
+/// Client to gateway over TLS (HTTP/1.1 by ALPN, as the plain phases), gateway to the
+/// upstream over TLS, passports on: the figures next to "enabled, with passports".
+async fn tls_phase(
+    echo: SocketAddr,
+    passports: usize,
+    requests: usize,
+    connections: usize,
+    seconds: u64,
+) {
+    let (ca, cert, key) = tls_certificates();
+    let front = tls_front(echo, &cert, &key).await;
+    let dir = std::env::temp_dir().join(format!("pg-load-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in [("ca.pem", &ca), ("cert.pem", &cert), ("key.pem", &key)] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"https://localhost:{}\"\nupstream_ca_file = {:?}\n\n[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n\n[agent_envelope]\nenabled = true\nchain_id = \"{CHAIN}\"\n",
+            front.port(),
+            dir.join("ca.pem").display().to_string(),
+            dir.join("cert.pem").display().to_string(),
+            dir.join("key.pem").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let gateway = spawn_gateway(&config);
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(connections)
+        .build(connector);
+    let url: http::Uri = format!("https://localhost:{}{PATH}", gateway.listen.port())
+        .parse()
+        .unwrap();
+    let prepared = Arc::new(prepare(true, passports, requests));
+    let f = drive_with(&gateway, &client, &url, prepared, connections, seconds).await;
+    print_row("TLS both ways, passports", &f);
 }

@@ -26,7 +26,7 @@ pub mod layer;
 pub mod metrics;
 pub mod principals;
 pub mod problem;
-pub mod redis;
+pub mod redis_client;
 pub mod replay;
 pub mod revocation;
 pub mod terminal;

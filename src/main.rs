@@ -1232,11 +1232,15 @@ fn revoke(a: &RevokeArgs) -> Result<u8, Failure> {
         eprintln!("added `{shown}` to {}", file.display());
     }
     if let Some(url) = &a.store.redis {
-        let config =
-            passport_gate::redis::RedisConfig::from_url(url, std::time::Duration::from_secs(5))?;
+        let config = passport_gate::redis_client::RedisConfig::from_url(
+            url,
+            std::time::Duration::from_secs(5),
+        )?;
         let key = format!("{}revoked", a.key_prefix);
         runtime()?
-            .block_on(passport_gate::redis::Redis::new(config).sadd(&key, &entry.to_string()))
+            .block_on(
+                passport_gate::redis_client::Redis::new(config).sadd(&key, &entry.to_string()),
+            )
             .map_err(|e| Failure(e.to_string(), 1))?;
         eprintln!("added `{shown}` to the Redis set {key}");
     }

@@ -18,7 +18,7 @@
 //! the line verbatim (`#` and spaces included). `envelope <hex>` means `passport <hex>`.
 
 use crate::crypto::{check_address, decode_base64, AgentKey};
-use crate::redis::Redis;
+use crate::redis_client::Redis;
 use crate::verifier::{VerifiedAgent, MAX_AGENT_ID_BYTES};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use passport_gate::attribution::{AttributionQueue, RedisStreamSink};
 use passport_gate::metrics::Metrics;
-use passport_gate::redis::{Redis, RedisConfig, Reply};
+use passport_gate::redis_client::{Redis, RedisConfig, RedisTlsFiles, Reply};
 use passport_gate::replay::RedisReplayStore;
 use passport_gate::revocation::RevocationList;
 use passport_gate::time::{FixedClock, Timestamp};
@@ -58,6 +58,15 @@ fn redis_available() -> bool {
     found
 }
 
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl RedisServer {
     fn start() -> RedisServer {
         RedisServer::start_with(&["--save", "", "--appendonly", "no"])
@@ -66,15 +75,15 @@ impl RedisServer {
     /// A server with `settings` (command-line `--name value` pairs) added; its files go
     /// to a fresh temporary directory.
     fn start_with(settings: &[&str]) -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
+        RedisServer::start_on(port, &["--port", &port.to_string()], settings)
+    }
+
+    /// A server that listens (TCP or TLS, as `listen` says) on `port`.
+    fn start_on(port: u16, listen: &[&str], settings: &[&str]) -> RedisServer {
         let child = Command::new("redis-server")
+            .args(listen)
             .args([
-                "--port",
-                &port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--dir",
@@ -96,10 +105,7 @@ impl RedisServer {
     }
 
     fn config(&self) -> RedisConfig {
-        RedisConfig {
-            address: format!("127.0.0.1:{}", self.port),
-            timeout: Duration::from_millis(500),
-        }
+        RedisConfig::from_url(&self.url(), Duration::from_millis(500)).unwrap()
     }
 
     fn client(&self) -> Arc<Redis> {
@@ -109,6 +115,237 @@ impl RedisServer {
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+}
+
+/// The ways operators run Redis; the replay and revocation tests run against each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// One server, no password.
+    Plain,
+    /// One server with `requirepass` (as managed Redis has).
+    Password,
+    /// One server reached over TLS only (`--port 0 --tls-port`), its certificate
+    /// signed by a private CA made here.
+    Tls,
+    /// A three-node Redis Cluster.
+    Cluster,
+}
+
+/// A running deployment and the client settings that reach it.
+struct Deployment {
+    _servers: Vec<RedisServer>,
+    config: RedisConfig,
+    /// A URL the `revoke --redis` CLI can use (one server, no private CA), if any.
+    cli_url: Option<String>,
+}
+
+const PASSWORD: &str = "s3cret-for-tests";
+
+/// Whether `redis` refuses a command.
+async fn refuses(redis: &Redis) -> bool {
+    redis.sadd("probe", "x").await.is_err()
+}
+
+impl Deployment {
+    async fn start(kind: Kind) -> Deployment {
+        let timeout = Duration::from_millis(500);
+        let plain = ["--save", "", "--appendonly", "no"];
+        match kind {
+            Kind::Plain => {
+                let s = RedisServer::start();
+                Deployment {
+                    config: s.config(),
+                    cli_url: Some(s.url()),
+                    _servers: vec![s],
+                }
+            }
+            Kind::Password => {
+                let mut settings = plain.to_vec();
+                settings.extend(["--requirepass", PASSWORD]);
+                let s = RedisServer::start_with(&settings);
+                assert!(refuses(&Redis::new(s.config())).await, "no password");
+                let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/0", s.port);
+                Deployment {
+                    config: RedisConfig::from_url(&url, timeout).unwrap(),
+                    cli_url: Some(url),
+                    _servers: vec![s],
+                }
+            }
+            Kind::Tls => {
+                let port = free_port();
+                let dir = support::serve::workdir(&format!("redis-tls-files-{port}"));
+                let ca = tls_files(&dir);
+                let s = RedisServer::start_on(
+                    port,
+                    &[
+                        "--port",
+                        "0",
+                        "--tls-port",
+                        &port.to_string(),
+                        "--tls-cert-file",
+                        dir.join("server.pem").to_str().unwrap(),
+                        "--tls-key-file",
+                        dir.join("server.key").to_str().unwrap(),
+                        "--tls-ca-cert-file",
+                        ca.to_str().unwrap(),
+                        "--tls-auth-clients",
+                        "no",
+                    ],
+                    &plain,
+                );
+                let url = format!("rediss://localhost:{port}");
+                let untrusted = Redis::new(RedisConfig::from_url(&url, timeout).unwrap());
+                assert!(
+                    refuses(&untrusted).await,
+                    "the private CA is not trusted by default"
+                );
+                let tls = RedisTlsFiles {
+                    ca_file: Some(&ca),
+                    client_cert: None,
+                };
+                Deployment {
+                    config: RedisConfig::new(&[&url], false, tls, timeout).unwrap(),
+                    cli_url: None,
+                    _servers: vec![s],
+                }
+            }
+            Kind::Cluster => {
+                let servers: Vec<RedisServer> = (0..3)
+                    .map(|_| {
+                        let port = free_port();
+                        let bus = free_port().to_string();
+                        let mut settings = plain.to_vec();
+                        settings.extend([
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-port",
+                            &bus,
+                            "--cluster-node-timeout",
+                            "2000",
+                        ]);
+                        RedisServer::start_on(port, &["--port", &port.to_string()], &settings)
+                    })
+                    .collect();
+                let nodes: Vec<String> = servers
+                    .iter()
+                    .map(|s| format!("127.0.0.1:{}", s.port))
+                    .collect();
+                let out = Command::new("redis-cli")
+                    .arg("--cluster")
+                    .arg("create")
+                    .args(&nodes)
+                    .arg("--cluster-yes")
+                    .output()
+                    .expect("redis-cli is installed (it comes with redis-server)");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+                let deadline = Instant::now() + Duration::from_secs(20);
+                for s in &servers {
+                    loop {
+                        let info = Command::new("redis-cli")
+                            .args(["-p", &s.port.to_string(), "cluster", "info"])
+                            .output()
+                            .unwrap();
+                        if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                            break;
+                        }
+                        assert!(Instant::now() < deadline, "the cluster did not form");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+                let urls: Vec<String> = nodes.iter().map(|n| format!("redis://{n}")).collect();
+                let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+                Deployment {
+                    config: RedisConfig::new(&urls, true, RedisTlsFiles::default(), timeout)
+                        .unwrap(),
+                    cli_url: None,
+                    _servers: servers,
+                }
+            }
+        }
+    }
+
+    fn client(&self) -> Arc<Redis> {
+        Arc::new(Redis::new(self.config.clone()))
+    }
+}
+
+/// A CA, and a server certificate for `localhost` and 127.0.0.1 signed by it, written
+/// to `dir` (`ca.pem`, `server.pem`, `server.key`); returns the CA file.
+fn tls_files(dir: &std::path::Path) -> std::path::PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(DnType::CommonName, "redis test ca");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = p.self_signed(&ca_key).unwrap();
+    let leaf =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    let client = CertificateParams::new(vec!["gateway.local".to_owned()]).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = client.signed_by(&client_key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.join("client.pem"), client.pem()).unwrap();
+    std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    ca_file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_requires_client_certificates_is_reached_with_client_cert_file() {
+    if !redis_available() {
+        return;
+    }
+    let port = free_port();
+    let dir = support::serve::workdir(&format!("redis-mtls-files-{port}"));
+    let ca = tls_files(&dir);
+    let _server = RedisServer::start_on(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            dir.join("server.pem").to_str().unwrap(),
+            "--tls-key-file",
+            dir.join("server.key").to_str().unwrap(),
+            "--tls-ca-cert-file",
+            ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            "yes",
+        ],
+        &["--save", "", "--appendonly", "no"],
+    );
+    let url = format!("rediss://localhost:{port}");
+    let timeout = Duration::from_millis(500);
+    let connect = |client_cert| {
+        Redis::new(
+            RedisConfig::new(
+                &[&url],
+                false,
+                RedisTlsFiles {
+                    ca_file: Some(&ca),
+                    client_cert,
+                },
+                timeout,
+            )
+            .unwrap(),
+        )
+    };
+    assert!(refuses(&connect(None)).await, "no client certificate");
+    let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
+    let with = connect(Some((&cert, &key)));
+    with.sadd("aps:revoked", "agent_id x").await.unwrap();
+    assert_eq!(with.smembers("aps:revoked").await.unwrap(), ["agent_id x"]);
 }
 
 fn clock() -> Arc<FixedClock> {
@@ -145,12 +382,13 @@ fn code(text: &str) -> String {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replay_is_refused_across_two_replicas_sharing_redis() {
+/// A replay is refused whichever replica sees it second, and the record lives as long
+/// as the passport (plus the skew).
+async fn a_replay_is_refused_across_two_replicas(kind: Kind) {
     if !redis_available() {
         return;
     }
-    let redis = RedisServer::start();
+    let redis = Deployment::start(kind).await;
     let replica = |redis: Arc<Redis>| {
         PassportLayer::builder(replaying())
             .clock(clock())
@@ -188,6 +426,26 @@ async fn a_replay_is_refused_across_two_replicas_sharing_redis() {
     };
     // Passport expires 12:29:00, clock 12:00:00, skew 30 s: 1770 s.
     assert!((1_769_000..=1_770_000).contains(&ttl_ms), "{ttl_ms}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_refused_across_two_replicas_sharing_redis() {
+    a_replay_is_refused_across_two_replicas(Kind::Plain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_refused_across_two_replicas_sharing_a_redis_with_a_password() {
+    a_replay_is_refused_across_two_replicas(Kind::Password).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_refused_across_two_replicas_sharing_a_redis_over_tls() {
+    a_replay_is_refused_across_two_replicas(Kind::Tls).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_refused_across_two_replicas_sharing_a_redis_cluster() {
+    a_replay_is_refused_across_two_replicas(Kind::Cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,14 +521,15 @@ async fn until_revoked(addr: SocketAddr, headers: &[(String, String)], what: &st
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revocation_takes_effect_on_file_change_and_across_replicas() {
+/// A file entry reaches the replica watching the file; a shared entry in Redis reaches
+/// every replica, and editing the file does not undo it.
+async fn revocation_takes_effect_on_file_change_and_across_replicas_on(kind: Kind) {
     if !redis_available() {
         return;
     }
-    let redis = RedisServer::start();
+    let redis = Deployment::start(kind).await;
     let f = support::fixture("urn:aps:agent:revoke", None, None);
-    let dir = std::env::temp_dir().join(format!("pg-revoke-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("pg-revoke-{kind:?}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("revoked.txt");
     std::fs::write(&file, "# nothing yet\n").unwrap();
@@ -312,19 +571,46 @@ async fn revocation_takes_effect_on_file_change_and_across_replicas() {
         "replica B does not watch the file"
     );
 
-    // A shared entry, added to Redis with the CLI, reaches both replicas.
-    let url = redis.url();
-    revoke_cli(&[
-        "--principal".as_ref(),
-        f.principal_address.as_ref(),
-        "--redis".as_ref(),
-        url.as_ref(),
-    ]);
+    // A shared entry, added to Redis with the CLI (or, where the CLI cannot reach
+    // the deployment, with the client the CLI uses), reaches both replicas.
+    match &redis.cli_url {
+        Some(url) => revoke_cli(&[
+            "--principal".as_ref(),
+            f.principal_address.as_ref(),
+            "--redis".as_ref(),
+            url.as_ref(),
+        ]),
+        None => redis
+            .client()
+            .sadd("aps:revoked", &format!("principal {}", f.principal_address))
+            .await
+            .unwrap(),
+    }
     until_revoked(b, &headers, "the shared revocation").await;
     // Editing the file back does not undo the shared entry.
     std::fs::write(&file, "").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(send(a, &headers, BODY).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_takes_effect_on_file_change_and_across_replicas() {
+    revocation_takes_effect_on_file_change_and_across_replicas_on(Kind::Plain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_takes_effect_across_replicas_sharing_a_redis_with_a_password() {
+    revocation_takes_effect_on_file_change_and_across_replicas_on(Kind::Password).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_takes_effect_across_replicas_sharing_a_redis_over_tls() {
+    revocation_takes_effect_on_file_change_and_across_replicas_on(Kind::Tls).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_takes_effect_across_replicas_sharing_a_redis_cluster() {
+    revocation_takes_effect_on_file_change_and_across_replicas_on(Kind::Cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -563,6 +849,22 @@ async fn a_redis_that_can_forget_records_is_refused_at_startup_unless_accepted()
             vec!["--save", "3600 1", "--appendonly", "no"],
             "only RDB snapshots",
         ),
+        // Managed Redis often forbids CONFIG: the settings are unknown, hence refused.
+        (
+            vec![
+                "--appendonly",
+                "yes",
+                "--user",
+                "default",
+                "on",
+                "nopass",
+                "~*",
+                "&*",
+                "+@all",
+                "-config",
+            ],
+            "eviction policy unknown",
+        ),
     ] {
         let redis = RedisServer::start_with(&settings);
         let (code, lines) = serve_until_exit(
@@ -757,4 +1059,45 @@ async fn in_redis_a_503_releases_the_record_and_its_quota_and_a_copy_meanwhile_i
         (status, code(&text).as_str()),
         (429, "replay_quota_exceeded")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_keeps_replay_records_in_a_redis_over_tls_with_a_private_ca() {
+    if !redis_available() {
+        return;
+    }
+    let port = free_port();
+    let dir = support::serve::workdir(&format!("redis-gw-tls-files-{port}"));
+    let ca = tls_files(&dir);
+    let _server = RedisServer::start_on(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            dir.join("server.pem").to_str().unwrap(),
+            "--tls-key-file",
+            dir.join("server.key").to_str().unwrap(),
+            "--tls-ca-cert-file",
+            ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ],
+        &["--appendonly", "yes", "--requirepass", PASSWORD],
+    );
+    let up = support::serve::upstream().await;
+    let toml = gateway_with_redis_replay(
+        up.addr,
+        &format!("rediss://:{PASSWORD}@localhost:{port}/0"),
+        "",
+    ) + &format!("ca_file = {:?}\n", ca.display().to_string());
+    let gw = support::serve::start("redis-gw-tls", &toml);
+    let f = support::live("urn:aps:agent:gw-tls");
+    let uri = "/v1/completions";
+    let headers = f.headers(uri, BODY);
+    assert_eq!(support::post(gw.listen, uri, &headers, BODY).await.0, 200);
+    let (status, text) = support::post(gw.listen, uri, &headers, BODY).await;
+    assert_eq!((status, code(&text).as_str()), (401, "request_replayed"));
 }

@@ -66,7 +66,7 @@ impl Sink for JsonLinesSink {
 pub struct RedisStreamSink {
     name: String,
     runtime: tokio::runtime::Runtime,
-    redis: crate::redis::Redis,
+    redis: crate::redis_client::Redis,
     key: String,
     maxlen: u64,
 }
@@ -74,7 +74,7 @@ pub struct RedisStreamSink {
 impl RedisStreamSink {
     /// A sink writing to stream `key`, trimmed to about `maxlen` entries.
     pub fn new(
-        config: crate::redis::RedisConfig,
+        config: crate::redis_client::RedisConfig,
         key: &str,
         maxlen: u64,
     ) -> io::Result<RedisStreamSink> {
@@ -83,7 +83,7 @@ impl RedisStreamSink {
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?,
-            redis: crate::redis::Redis::new(config),
+            redis: crate::redis_client::Redis::new(config),
             key: key.to_owned(),
             maxlen,
         })

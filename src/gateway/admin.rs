@@ -5,10 +5,9 @@
 use super::listener::{Acceptor, ConnectionLimits};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{Empty, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use prometheus::Registry;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,10 +149,27 @@ pub(super) async fn serve(
 /// healthy, else 0.
 pub(super) async fn probe_upstream(
     probe: super::config::UpstreamProbe,
+    tls: rustls::ClientConfig,
+    http2: bool,
     health: Arc<UpstreamHealth>,
     up: prometheus::IntGauge,
 ) {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    // The probe reaches the upstream as the proxy does: same trust anchors, client
+    // certificate and protocol, so a healthy probe means the proxy can connect too.
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let connector = if http2 {
+        builder.enable_http2().wrap_connector(tcp)
+    } else {
+        builder.enable_http1().wrap_connector(tcp)
+    };
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(http2)
+            .build(connector);
     let mut ticks = tokio::time::interval(probe.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -193,18 +209,9 @@ pub(super) async fn probe_upstream(
 
 /// Asks the chain node for its node info once a second until it answers at all, then
 /// marks the gateway ready.
-pub(super) async fn probe_chain_node(base: String, ready: Arc<AtomicBool>) {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let url = format!(
-        "{}/cosmos/base/tendermint/v1beta1/node_info",
-        base.trim_end_matches('/')
-    );
-    let Ok(uri) = url.parse::<http::Uri>() else {
-        return;
-    };
+pub(super) async fn probe_chain_node(node: crate::grants::LcdGrantSource, ready: Arc<AtomicBool>) {
     loop {
-        let probe = tokio::time::timeout(Duration::from_secs(5), client.get(uri.clone())).await;
-        if let Ok(Ok(_)) = probe {
+        if node.answers(Duration::from_secs(5)).await {
             ready.store(true, Ordering::Relaxed);
             tracing::info!("chain node answered; ready");
             return;

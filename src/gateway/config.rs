@@ -129,12 +129,46 @@ impl Default for UpstreamProbeSection {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSection {
-    /// `redis://host:port`.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
     pub url: String,
     /// Prefix of every key passport-gate writes.
     pub key_prefix: String,
-    /// Time allowed for connecting and for each command.
+    /// Time allowed for each command, waiting for a connection included.
     pub timeout_ms: u64,
+    // Transports (issue 11): TLS and Cluster.
+    /// Redis Cluster: `url` (and `cluster_nodes`) are seed nodes, keys are routed by slot.
+    pub cluster: bool,
+    /// More seed nodes of the cluster (URLs like `url`).
+    pub cluster_nodes: Vec<String>,
+    /// PEM CA for `rediss://`; without it the platform's roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for `rediss://` (mTLS).
+    pub client_cert_file: Option<PathBuf>,
+    /// Its PEM key.
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl RedisSection {
+    /// The client settings this section describes.
+    pub fn client_config(&self) -> Result<crate::redis_client::RedisConfig, String> {
+        let client_cert = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => return Err("client_cert_file and client_key_file go together".into()),
+        };
+        let nodes: Vec<&str> = std::iter::once(self.url.as_str())
+            .chain(self.cluster_nodes.iter().map(String::as_str))
+            .collect();
+        crate::redis_client::RedisConfig::new(
+            &nodes,
+            self.cluster,
+            crate::redis_client::RedisTlsFiles {
+                ca_file: self.ca_file.as_deref(),
+                client_cert,
+            },
+            Duration::from_millis(self.timeout_ms),
+        )
+    }
 }
 
 impl Default for RedisSection {
@@ -143,6 +177,11 @@ impl Default for RedisSection {
             url: "redis://127.0.0.1:6379".into(),
             key_prefix: "aps:".into(),
             timeout_ms: 500,
+            cluster: false,
+            cluster_nodes: Vec::new(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }
     }
 }
@@ -233,6 +272,134 @@ pub struct ServerSection {
     pub access_log_buffer_lines: u64,
     /// Probe the upstream for `/readyz`; absent means no probe.
     pub upstream_probe: Option<UpstreamProbeSection>,
+    // Transports (issue 11): TLS both ways and HTTP/2.
+    /// PEM file of the private CA that signs the upstream's (and the `https://` chain
+    /// node's) certificate; without it the webpki roots (Mozilla's list) are trusted.
+    pub upstream_ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to an `https://` upstream and chain node (mTLS).
+    pub upstream_client_cert_file: Option<PathBuf>,
+    /// Its PEM private key.
+    pub upstream_client_key_file: Option<PathBuf>,
+    /// Speak HTTP/2 to the upstream (ALPN `h2` over TLS, prior knowledge over
+    /// cleartext), for gRPC upstreams; HTTP/1.1 otherwise.
+    pub upstream_http2: bool,
+    /// Streams one HTTP/2 client connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
+    /// Interval of HTTP/2 keep-alive pings to clients; 0 turns them off.
+    pub http2_keep_alive_interval_ms: u64,
+    /// Time a client has to answer a keep-alive ping before its connection is closed.
+    pub http2_keep_alive_timeout_ms: u64,
+    /// Idle upstream connections kept for reuse, at most (0 keeps none).
+    pub upstream_pool_max_idle: u64,
+    /// An idle upstream connection is closed after this long (ms).
+    pub upstream_pool_idle_timeout_ms: u64,
+    /// `[server.tls]`: serve the proxy listener over TLS.
+    pub tls: Option<ServerTlsSection>,
+}
+
+impl ServerSection {
+    /// The transport keys (issue 11): TLS files exist and load, the mTLS pair is
+    /// complete, the HTTP/2 bounds are in range.
+    fn validate_transports(&self, errors: &mut Vec<String>) {
+        use super::tls;
+        match (&self.upstream_client_cert_file, &self.upstream_client_key_file) {
+            (Some(_), None) | (None, Some(_)) => errors.push(
+                "server.upstream_client_cert_file: set together with server.upstream_client_key_file".into(),
+            ),
+            _ => {}
+        }
+        if let Err(e) = tls::client_config(&self.upstream_tls()) {
+            errors.push(format!("server.upstream TLS: {e}"));
+        }
+        if let Some(t) = &self.tls {
+            if let Err(e) = tls::ReloadingCertificate::load(t.cert_file.clone(), t.key_file.clone())
+            {
+                errors.push(format!("server.tls: {e}"));
+            }
+            if let Some(ca) = &t.client_ca_file {
+                if let Err(e) = tls::roots(ca) {
+                    errors.push(format!("server.tls.client_ca_file: {e}"));
+                }
+            }
+            if !(100..=3_600_000).contains(&t.reload_ms) {
+                errors.push(format!(
+                    "server.tls.reload_ms: {} is out of range; accepted: 100 to 3600000",
+                    t.reload_ms
+                ));
+            }
+        }
+        for (key, v, lo, hi) in [
+            (
+                "http2_max_concurrent_streams",
+                u64::from(self.http2_max_concurrent_streams),
+                1,
+                10_000,
+            ),
+            (
+                "http2_keep_alive_interval_ms",
+                self.http2_keep_alive_interval_ms,
+                0,
+                3_600_000,
+            ),
+            (
+                "http2_keep_alive_timeout_ms",
+                self.http2_keep_alive_timeout_ms,
+                100,
+                600_000,
+            ),
+            (
+                "upstream_pool_max_idle",
+                self.upstream_pool_max_idle,
+                0,
+                1_000_000,
+            ),
+            (
+                "upstream_pool_idle_timeout_ms",
+                self.upstream_pool_idle_timeout_ms,
+                100,
+                3_600_000,
+            ),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                errors.push(format!(
+                    "server.{key}: {v} is out of range; accepted: {lo} to {hi}"
+                ));
+            }
+        }
+    }
+
+    /// What the upstream and chain-node clients trust and present.
+    pub fn upstream_tls(&self) -> super::tls::ClientTls<'_> {
+        super::tls::ClientTls {
+            ca_file: self.upstream_ca_file.as_deref(),
+            client_cert: self
+                .upstream_client_cert_file
+                .as_deref()
+                .zip(self.upstream_client_key_file.as_deref()),
+        }
+    }
+}
+
+/// `[server.tls]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsSection {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf.
+    pub key_file: PathBuf,
+    /// PEM CA file: when set, every client must present a certificate it signs.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the two files are checked for a change, in milliseconds.
+    #[serde(default = "ServerTlsSection::default_reload_ms")]
+    pub reload_ms: u64,
+}
+
+impl ServerTlsSection {
+    fn default_reload_ms() -> u64 {
+        1_000
+    }
 }
 
 impl Default for ServerSection {
@@ -252,6 +419,16 @@ impl Default for ServerSection {
             access_log: "off".into(),
             access_log_buffer_lines: 8_192,
             upstream_probe: None,
+            upstream_ca_file: None,
+            upstream_client_cert_file: None,
+            upstream_client_key_file: None,
+            upstream_http2: false,
+            http2_max_concurrent_streams: 100,
+            http2_keep_alive_interval_ms: 30_000,
+            http2_keep_alive_timeout_ms: 10_000,
+            upstream_pool_max_idle: 4_096,
+            upstream_pool_idle_timeout_ms: 90_000,
+            tls: None,
         }
     }
 }
@@ -391,6 +568,8 @@ pub struct Route {
 /// The upstream, split for building request URIs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
     /// `host:port`.
     pub authority: http::uri::Authority,
     /// A path prefix, without a trailing slash (often empty).
@@ -652,6 +831,7 @@ impl GatewayConfig {
                 ));
             }
         }
+        self.server.validate_transports(&mut errors);
         let mut route_list = |key: &str, entries: &[String]| {
             let mut routes = Vec::new();
             for r in entries {
@@ -739,9 +919,7 @@ impl GatewayConfig {
         }
         match &self.redis {
             Some(r) => {
-                if let Err(e) =
-                    crate::redis::RedisConfig::from_url(&r.url, Duration::from_millis(r.timeout_ms))
-                {
+                if let Err(e) = r.client_config() {
                     errors.push(format!("redis.url: {e}"));
                 }
                 if r.timeout_ms == 0 || r.timeout_ms > 60_000 {
@@ -844,7 +1022,7 @@ fn check_probe(
         ));
     }
     let uri = http::Uri::builder()
-        .scheme("http")
+        .scheme(upstream.scheme.clone())
         .authority(upstream.authority.clone())
         .path_and_query(format!("{}{}", upstream.base_path, p.path))
         .build();
@@ -881,11 +1059,11 @@ fn parse_upstream(s: &str) -> Result<Upstream, String> {
         return Err("must be set (http://host:port of the OpenAI-compatible server)".into());
     }
     let uri: http::Uri = s.parse().map_err(|_| format!("{s:?} is not a URL"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "{s:?}: only http:// upstreams are supported; terminate TLS in front of the upstream"
-        ));
-    }
+    let scheme = match uri.scheme_str() {
+        Some("http") => http::uri::Scheme::HTTP,
+        Some("https") => http::uri::Scheme::HTTPS,
+        _ => return Err(format!("{s:?}: must be an http:// or https:// URL")),
+    };
     if uri.query().is_some() {
         return Err(format!("{s:?}: must not have a query"));
     }
@@ -894,6 +1072,7 @@ fn parse_upstream(s: &str) -> Result<Upstream, String> {
         .cloned()
         .ok_or_else(|| format!("{s:?} has no host"))?;
     Ok(Upstream {
+        scheme,
         authority,
         base_path: uri.path().trim_end_matches('/').to_owned(),
     })
@@ -951,7 +1130,7 @@ mod tests {
         let text = r#"
 [server]
 listen = "nowhere"
-upstream = "https://upstream.example"
+upstream = "ftp://upstream.example"
 connect_timeout_ms = 0
 [agent_envelope]
 enabled = true
@@ -1077,6 +1256,47 @@ chain_node = "ftp://x"
         assert!(errors[1].starts_with("routes: unknown field `guard`"));
         assert!(errors[2].starts_with("server: invalid type"));
         assert!(config.replay.fail_open, "a good section is kept");
+    }
+
+    #[test]
+    fn transport_settings_are_checked_at_startup() {
+        let text = r#"
+[server]
+upstream = "https://127.0.0.1:1"
+upstream_client_cert_file = "/nonexistent/client.pem"
+upstream_ca_file = "/nonexistent/ca.pem"
+http2_max_concurrent_streams = 0
+http2_keep_alive_timeout_ms = 1
+[server.tls]
+cert_file = "/nonexistent/cert.pem"
+key_file = "/nonexistent/key.pem"
+reload_ms = 1
+[redis]
+url = "rediss://127.0.0.1:1/#insecure"
+cluster_nodes = ["redis://127.0.0.1:2"]
+"#;
+        let errors = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        for needle in [
+            "server.upstream_client_cert_file: set together with server.upstream_client_key_file",
+            "server.upstream TLS: cannot read /nonexistent/ca.pem",
+            "server.tls: cannot read /nonexistent/cert.pem",
+            "server.tls.reload_ms",
+            "server.http2_max_concurrent_streams",
+            "server.http2_keep_alive_timeout_ms",
+            "redis.url:",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(needle)),
+                "{needle} missing from {errors:#?}"
+            );
+        }
+        let https = "[server]\nupstream = \"https://node.example:8443/api\"\n";
+        let v = GatewayConfig::from_toml(https).unwrap().validate().unwrap();
+        assert_eq!(v.upstream.scheme, http::uri::Scheme::HTTPS);
+        assert_eq!(v.upstream.base_path, "/api");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod listener;
 pub mod path;
 mod proxy;
 mod routes;
+pub mod tls;
 
 pub use config::{GatewayConfig, Overrides, Validated};
 pub use error::{GatewayError, ALLOWED_METHODS};
@@ -24,16 +25,15 @@ use crate::grants::{GrantCache, GrantCacheSettings, GrantSource, LcdGrantSource,
 use crate::layer::{Binding, PassportBody, PassportLayer, PassportService, RequesterSource};
 use crate::metrics::{Metrics, Unguarded as UnguardedAction};
 use crate::principals::PrincipalAllowlist;
-use crate::redis::{Durability, Redis, RedisConfig, RedisError};
+use crate::redis_client::{Durability, Redis, RedisConfig, RedisError};
 use crate::replay::RedisReplayStore;
 use crate::revocation::RevocationList;
 use access_log::AccessLog;
 use admission::Admission;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use listener::{Acceptor, ConnectionLimits};
+use listener::{Acceptor, ConnectionLimits, Http2Limits, ProxyProtocols};
 use prometheus::Registry;
 use proxy::ProxyBody;
 use routes::{Decision, RouteTable};
@@ -263,12 +263,11 @@ pub async fn run(
     let raw = &config.raw;
     let registry = Registry::new();
     let metrics = Metrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
+    let transport =
+        tls::TransportMetrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
 
     let redis_config = match &raw.redis {
-        Some(r) => Some(
-            RedisConfig::from_url(&r.url, Duration::from_millis(r.timeout_ms))
-                .map_err(|e| format!("redis.url: {e}"))?,
-        ),
+        Some(r) => Some(r.client_config().map_err(|e| format!("redis.url: {e}"))?),
         None => None,
     };
     let redis = redis_config.clone().map(|c| Arc::new(Redis::new(c)));
@@ -302,8 +301,12 @@ pub async fn run(
     if let (Some(b), Some(requester_source)) = (&raw.binding, &config.requester) {
         let grants: Arc<dyn GrantSource> = match &b.chain_node {
             Some(url) => {
-                chain_node = Some(url.clone());
-                Arc::new(LcdGrantSource::new(url).map_err(|e| format!("binding.chain_node: {e}"))?)
+                let tls = tls::client_config(&raw.server.upstream_tls())
+                    .map_err(|e| format!("binding.chain_node TLS: {e}"))?;
+                let node = LcdGrantSource::with_tls(url, tls)
+                    .map_err(|e| format!("binding.chain_node: {e}"))?;
+                chain_node = Some(node.clone());
+                Arc::new(node)
             }
             None => Arc::new(StaticGrants(b.grants.clone())),
         };
@@ -420,15 +423,18 @@ pub async fn run(
         chain_node: None,
         upstream: None,
     };
-    if let Some(url) = chain_node {
+    if let Some(node) = chain_node {
         let answered = Arc::new(AtomicBool::new(false));
-        tokio::spawn(admin::probe_chain_node(url, Arc::clone(&answered)));
+        tokio::spawn(admin::probe_chain_node(node, Arc::clone(&answered)));
         readiness.chain_node = Some(answered);
     }
     if let Some(probe) = &config.upstream_probe {
         let health = Arc::new(admin::UpstreamHealth::default());
         tokio::spawn(admin::probe_upstream(
             probe.clone(),
+            tls::client_config(&raw.server.upstream_tls())
+                .map_err(|e| format!("server.upstream TLS: {e}"))?,
+            raw.server.upstream_http2,
             Arc::clone(&health),
             ops.upstream_up.clone(),
         ));
@@ -455,10 +461,46 @@ pub async fn run(
 
     let proxy = Proxy::new(
         config.upstream.clone(),
-        config.connect_timeout,
-        config.response_timeout,
+        proxy::UpstreamClient {
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+            tls: tls::client_config(&raw.server.upstream_tls())
+                .map_err(|e| format!("server.upstream TLS: {e}"))?,
+            http2: raw.server.upstream_http2,
+            pool_max_idle: usize::try_from(raw.server.upstream_pool_max_idle).unwrap_or(usize::MAX),
+            pool_idle_timeout: Duration::from_millis(raw.server.upstream_pool_idle_timeout_ms),
+            errors: transport.upstream(),
+        },
         config.identity.clone(),
     );
+    let listener_tls = match &raw.server.tls {
+        Some(t) => {
+            let cert = Arc::new(
+                tls::ReloadingCertificate::load(t.cert_file.clone(), t.key_file.clone())
+                    .map_err(|e| format!("server.tls: {e}"))?,
+            );
+            cert.watch(
+                Duration::from_millis(t.reload_ms),
+                transport.certificate_reloads.clone(),
+            );
+            let server = tls::server_config(cert, t.client_ca_file.as_deref())
+                .map_err(|e| format!("server.tls: {e}"))?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+        }
+        None => None,
+    };
+    let h2_limits = Http2Limits {
+        max_concurrent_streams: raw.server.http2_max_concurrent_streams,
+        keep_alive_interval: (raw.server.http2_keep_alive_interval_ms > 0)
+            .then(|| Duration::from_millis(raw.server.http2_keep_alive_interval_ms)),
+        keep_alive_timeout: Duration::from_millis(raw.server.http2_keep_alive_timeout_ms),
+    };
+    let protocols = Arc::new(ProxyProtocols::new(
+        &proxy_limits,
+        &h2_limits,
+        listener_tls,
+        transport.clone(),
+    ));
     let routes = Arc::new(RouteTable::new(
         config.routes.clone(),
         config.public.clone(),
@@ -472,7 +514,6 @@ pub async fn run(
         metrics.connections("proxy"),
         "proxy",
     );
-    let http1 = proxy_limits.http1();
     let graceful = GracefulShutdown::new();
     on_bound(bound);
     tracing::info!(listen = %bound.listen, admin = %bound.admin, "gateway listening");
@@ -491,13 +532,12 @@ pub async fn run(
                     metrics: metrics.clone(),
                     access_log: access_log.clone(),
                 };
-                let conn = http1
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
+                let protocols = Arc::clone(&protocols);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
+                    protocols
+                        .serve(stream, TowerToHyperService::new(service), watcher)
+                        .await;
                     drop(slot);
                 });
             }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body::Body;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -124,8 +125,14 @@ fn same_origin(authority: &str, upstream: &Upstream) -> bool {
     let Ok(a) = authority.parse::<http::uri::Authority>() else {
         return false;
     };
+    let default_port = if upstream.scheme == http::uri::Scheme::HTTPS {
+        443
+    } else {
+        80
+    };
     a.host().eq_ignore_ascii_case(upstream.authority.host())
-        && a.port_u16().unwrap_or(80) == upstream.authority.port_u16().unwrap_or(80)
+        && a.port_u16().unwrap_or(default_port)
+            == upstream.authority.port_u16().unwrap_or(default_port)
 }
 
 /// Rewrites the response's `Location` and `Content-Location` so that the upstream's
@@ -175,10 +182,30 @@ fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&Header
 }
 
 struct Shared<B> {
-    client: Client<HttpConnector, PassportBody<B>>,
+    client: Client<HttpsConnector<HttpConnector>, PassportBody<B>>,
     upstream: Upstream,
     response_timeout: Duration,
     identity: IdentityHeaders,
+    version: http::Version,
+    errors: super::tls::UpstreamErrors,
+}
+
+/// How the proxy connects to the upstream.
+pub struct UpstreamClient {
+    /// Time allowed to connect (TCP; the TLS handshake is within the response timeout).
+    pub connect_timeout: Duration,
+    /// Time allowed until the response head.
+    pub response_timeout: Duration,
+    /// Trust anchors and client certificate for an `https://` upstream.
+    pub tls: rustls::ClientConfig,
+    /// HTTP/2 (ALPN `h2`, or prior knowledge over cleartext) instead of HTTP/1.1.
+    pub http2: bool,
+    /// Idle connections kept for reuse, at most.
+    pub pool_max_idle: usize,
+    /// Idle connections are closed after this long.
+    pub pool_idle_timeout: Duration,
+    /// Where connection failures are counted.
+    pub errors: super::tls::UpstreamErrors,
 }
 
 /// Forwards requests to the upstream. One per connection (it knows the peer); clones
@@ -203,26 +230,43 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     /// A proxy to `upstream` with a pooled client, setting the `identity` headers.
-    pub fn new(
-        upstream: Upstream,
-        connect_timeout: Duration,
-        response_timeout: Duration,
-        identity: IdentityHeaders,
-    ) -> Proxy<B> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
+    pub fn new(upstream: Upstream, settings: UpstreamClient, identity: IdentityHeaders) -> Proxy<B> {
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(settings.connect_timeout));
+        tcp.set_nodelay(true);
+        tcp.enforce_http(false);
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(settings.tls)
+            .https_or_http();
+        let (connector, version) = if settings.http2 {
+            (
+                tls.enable_http2().wrap_connector(tcp),
+                http::Version::HTTP_2,
+            )
+        } else {
+            (
+                tls.enable_http1().wrap_connector(tcp),
+                http::Version::HTTP_11,
+            )
+        };
+        let mut client = Client::builder(TokioExecutor::new());
+        // The read buffer of each upstream connection is bounded: a client that never
+        // reads a large answer must hold little more than this (hyper's default lets the
+        // buffer grow to about 400 KiB).
+        client
+            .http1_max_buf_size(UPSTREAM_READ_BUFFER)
+            .http2_only(settings.http2)
+            .pool_max_idle_per_host(settings.pool_max_idle)
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_timer(hyper_util::rt::TokioTimer::new());
         Proxy {
             shared: Arc::new(Shared {
-                // The read buffer of each upstream connection is bounded: a client that
-                // never reads a large answer must hold little more than this (hyper's
-                // default lets the buffer grow to about 400 KiB).
-                client: Client::builder(TokioExecutor::new())
-                    .http1_max_buf_size(UPSTREAM_READ_BUFFER)
-                    .build(connector),
+                client: client.build(connector),
                 upstream,
-                response_timeout,
+                response_timeout: settings.response_timeout,
                 identity,
+                version,
+                errors: settings.errors,
             }),
             peer: SocketAddr::from(([0, 0, 0, 0], 0)),
         }
@@ -270,7 +314,7 @@ where
                 None => format!("{}{path}", shared.upstream.base_path),
             };
             let uri = Uri::builder()
-                .scheme("http")
+                .scheme(shared.upstream.scheme.clone())
                 .authority(shared.upstream.authority.clone())
                 .path_and_query(target)
                 .build();
@@ -286,7 +330,7 @@ where
                 parts.headers.insert("x-forwarded-host", h);
             }
             parts.uri = uri;
-            parts.version = http::Version::HTTP_11;
+            parts.version = shared.version;
             let accepted = parts
                 .extensions
                 .get::<VerifiedAgent>()
@@ -300,10 +344,15 @@ where
                     Response::from_parts(parts, PassportBody::original(body))
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "upstream request failed");
+                    let reason = shared.errors.count(&e);
+                    tracing::warn!(
+                        error = %super::tls::error_chain(&e),
+                        reason = reason.label(),
+                        "upstream request failed"
+                    );
                     let mut resp = GatewayError::UpstreamUnavailable.http_response();
-                    // No connection: the upstream never saw the request, so its replay
-                    // record is released and the client's retry is not a replay.
+                    // No connection (TCP or TLS): the upstream never saw the request, so its
+                    // replay record is released and the client's retry is not a replay.
                     if e.is_connect() {
                         resp.extensions_mut().insert(crate::replay::NotForwarded);
                     }
@@ -348,6 +397,7 @@ mod tests {
     #[test]
     fn redirects_to_the_upstream_origin_become_gateway_paths() {
         let up = |base: &str| Upstream {
+            scheme: http::uri::Scheme::HTTP,
             authority: "10.0.0.5:8000".parse().unwrap(),
             base_path: base.to_owned(),
         };
@@ -372,6 +422,7 @@ mod tests {
             );
         }
         let default_port = Upstream {
+            scheme: http::uri::Scheme::HTTP,
             authority: "up.local".parse().unwrap(),
             base_path: String::new(),
         };

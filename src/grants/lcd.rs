@@ -5,6 +5,7 @@ use super::{Grant, GrantFuture, GrantQueryError, GrantSource};
 use crate::time::Timestamp;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -17,12 +18,13 @@ const MAX_PAGES: usize = 32;
 /// The gRPC status code NotFound, which the SDK answers when no grant exists.
 const GRPC_NOT_FOUND: i64 = 5;
 
-/// Queries x/authz grants from a chain node over plain HTTP (run it on loopback or a
-/// private network, or behind a TLS-terminating proxy).
+/// Queries x/authz grants from a chain node over `http://` (loopback or a private
+/// network) or `https://` (certificate and name verified, see
+/// [`crate::gateway::tls::client_config`]).
 #[derive(Clone, Debug)]
 pub struct LcdGrantSource {
     base: String,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
 }
 
 #[derive(Deserialize)]
@@ -53,34 +55,65 @@ struct ErrorAnswer {
 }
 
 impl LcdGrantSource {
-    /// A source for the node at `base_url` (`http://host:port`, no trailing path).
+    /// A source for the node at `base_url` (`http://` or `https://host[:port]`, no
+    /// trailing path); an `https://` node is verified against the webpki roots.
     pub fn new(base_url: &str) -> Result<LcdGrantSource, GrantQueryError> {
+        let tls = crate::gateway::tls::client_config(&Default::default())
+            .map_err(|e| GrantQueryError(format!("chain node TLS: {e}")))?;
+        LcdGrantSource::with_tls(base_url, tls)
+    }
+
+    /// The same, trusting and presenting what `tls` says (a private CA, mTLS).
+    pub fn with_tls(
+        base_url: &str,
+        tls: rustls::ClientConfig,
+    ) -> Result<LcdGrantSource, GrantQueryError> {
         let base = base_url.trim_end_matches('/');
         let uri: http::Uri = base
             .parse()
             .map_err(|e| GrantQueryError(format!("chain node URL {base_url:?}: {e}")))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(GrantQueryError(format!(
-                "chain node URL {base_url:?} must be http://host[:port]"
+                "chain node URL {base_url:?} must be http:// or https://host[:port]"
             )));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
         Ok(LcdGrantSource {
             base: base.to_owned(),
             client: Client::builder(TokioExecutor::new()).build(connector),
         })
     }
 
+    /// Whether the node answers its node-info endpoint (any status) within `wait`.
+    pub async fn answers(&self, wait: std::time::Duration) -> bool {
+        let Ok(uri) =
+            format!("{}/cosmos/base/tendermint/v1beta1/node_info", self.base).parse::<http::Uri>()
+        else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(wait, self.client.get(uri)).await,
+            Ok(Ok(_))
+        )
+    }
+
     async fn page(&self, url: String) -> Result<(http::StatusCode, Bytes), GrantQueryError> {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| GrantQueryError(format!("bad query URL: {e}")))?;
-        let resp = self
-            .client
-            .get(uri)
-            .await
-            .map_err(|e| GrantQueryError(format!("chain node unreachable: {e}")))?;
+        let resp = self.client.get(uri).await.map_err(|e| {
+            GrantQueryError(format!(
+                "chain node unreachable: {}",
+                crate::gateway::tls::error_chain(&e)
+            ))
+        })?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
             .collect()
@@ -183,9 +216,10 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_urls_are_accepted() {
+    fn only_http_and_https_urls_are_accepted() {
         assert!(LcdGrantSource::new("http://127.0.0.1:1317").is_ok());
-        assert!(LcdGrantSource::new("https://node.example").is_err());
+        assert!(LcdGrantSource::new("https://node.example").is_ok());
+        assert!(LcdGrantSource::new("ftp://node.example").is_err());
         assert!(LcdGrantSource::new("not a url").is_err());
     }
 }

@@ -12,7 +12,7 @@
 //! between the two leaves the record in place: the request stays refused, never
 //! accepted twice.
 
-use crate::redis::{Redis, RedisError, Reply};
+use crate::redis_client::{Redis, RedisError, Reply};
 use crate::time::Timestamp;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -272,9 +272,10 @@ end
 return 1
 "#;
 
-/// A store shared by every replica: the record is `<prefix>replay:<hex key>` with a
-/// TTL, and each principal's live records are counted in the sorted set
-/// `<prefix>replay-quota:<principal address>`.
+/// A store shared by every replica: the record is `<prefix>replay:{<principal>}:<hex
+/// key>` with a TTL, and each principal's live records are counted in the sorted set
+/// `<prefix>replay-quota:{<principal address>}`. The braces are a Redis Cluster hash
+/// tag: one principal's keys share a slot, so the script is cluster-safe.
 #[derive(Clone, Debug)]
 pub struct RedisReplayStore {
     redis: Arc<Redis>,
@@ -306,8 +307,10 @@ fn unix_millis(t: Timestamp) -> i128 {
 impl RedisReplayStore {
     fn keys(&self, key: &[u8; 32], principal: &str) -> (String, String, String) {
         let member = hex::encode(key);
-        let name = format!("{}replay:{member}", self.prefix);
-        let quota_set = format!("{}replay-quota:{principal}", self.prefix);
+        // Both keys carry the principal as a hash tag, so under Redis Cluster they fall
+        // in one slot and the scripts may touch both.
+        let name = format!("{}replay:{{{principal}}}:{member}", self.prefix);
+        let quota_set = format!("{}replay-quota:{{{principal}}}", self.prefix);
         (member, name, quota_set)
     }
 }
