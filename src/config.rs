@@ -90,7 +90,7 @@ impl Default for Config {
             replay_protection: false,
             replay_cache_capacity: 1_000_000,
             replay_records_per_principal: crate::replay::DEFAULT_RECORDS_PER_PRINCIPAL,
-            max_concurrent_cold_verifications: 2,
+            max_concurrent_cold_verifications: 0,
             cold_verifications_per_second: 1000,
         }
     }

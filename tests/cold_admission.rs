@@ -73,7 +73,12 @@ async fn flood(
         .collect();
     let mut all = Vec::new();
     for t in tasks {
-        all.extend(tokio::time::timeout(Duration::from_secs(120), t).await.unwrap().unwrap());
+        all.extend(
+            tokio::time::timeout(Duration::from_secs(120), t)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
     }
     all
 }
@@ -126,14 +131,20 @@ async fn a_forgery_flood_is_refused_never_accepted_and_cached_passports_still_pa
         let body = format!(r#"{{"model":"m","n":{i}}}"#);
         let headers = agent.headers(PATH, body.as_bytes());
         let (status, text) = support::post(addr, PATH, &headers, body.as_bytes()).await;
-        assert_eq!(status, 200, "a cached passport was refused during the flood: {text}");
+        assert_eq!(
+            status, 200,
+            "a cached passport was refused during the flood: {text}"
+        );
         cached_ok += 1;
     }
     assert!(started.elapsed() < Duration::from_secs(60));
     let answers = flooding.await.unwrap();
     assert_eq!(answers.len(), 300);
     let shed = shed_count(&answers);
-    assert!(shed > 0, "300 forged passports at 20 per second: some must be shed");
+    assert!(
+        shed > 0,
+        "300 forged passports at 20 per second: some must be shed"
+    );
     assert_eq!(gw.metric(BUSY).await as usize, shed);
     // Nothing forged reached the upstream; every cached request did.
     assert_eq!(up.seen().len(), cached_ok);
@@ -154,8 +165,14 @@ async fn cold_verifications_beyond_the_concurrency_bound_are_shed() {
     );
     let answers = flood(gw.listen, forged(200), 16).await;
     let shed = shed_count(&answers);
-    assert!(shed > 0, "16 senders against a bound of 1: some must be shed");
-    assert!(shed < answers.len(), "the one admitted verification must run");
+    assert!(
+        shed > 0,
+        "16 senders against a bound of 1: some must be shed"
+    );
+    assert!(
+        shed < answers.len(),
+        "the one admitted verification must run"
+    );
     assert_eq!(gw.metric(BUSY).await as usize, shed);
     assert!(up.seen().is_empty());
 }

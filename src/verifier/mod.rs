@@ -365,10 +365,7 @@ impl Verifier {
             self.check_time_window(&v.envelope, now)?;
             return Ok(checked(v, Found::Serialization));
         }
-        let _permit = self
-            .cold
-            .try_admit()
-            .ok_or(Rejection::VerificationBusy)?;
+        let _permit = self.cold.try_admit().ok_or(Rejection::VerificationBusy)?;
         let envelope = Envelope::parse_hashed(passport, raw_sha256)
             .map_err(|_| Rejection::EnvelopeMalformed)?;
         if envelope.agent_id.len() > MAX_AGENT_ID_BYTES {
