@@ -6,9 +6,19 @@
 //! Also reports the gateway's resident memory after a 5 s warm-up at full concurrency and
 //! at the end of each phase, and counts every answer that is not 200 as an error.
 //!
+//! Then the forgery flood (default configuration): a client sends cached passports at a
+//! fixed rate (`LOAD_FLOOD_RATE_PERCENT` of the throughput measured with passports,
+//! default 90), alone and then while a second client sends distinct forged passports
+//! (valid shape, wrong principal signature, small bodies) as fast as it can. Each
+//! client runs on its own one-thread runtime, and the forger's requests are built
+//! before the phase, so the measuring process costs the gateway as little CPU as it
+//! can. It prints one line `under flood: cached throughput R of unloaded, p99 Q x
+//! unloaded, forged accepted N`, after a line with the forger's rate and answers.
+//!
 //! Settings (environment): `LOAD_SECONDS` per phase (default 10), `LOAD_CONNECTIONS`
 //! (default 32), `LOAD_PASSPORTS` distinct passports (default 64), `LOAD_REQUESTS`
-//! distinct signed requests (default 1024).
+//! distinct signed requests (default 1024), `LOAD_FORGED` distinct forged passports
+//! (default 4096), `LOAD_FORGER_CONNECTIONS` (default 32), `LOAD_FLOOD_RATE_PERCENT`.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -49,7 +59,7 @@ impl Drop for Gateway {
     }
 }
 
-fn start_gateway(upstream: SocketAddr, enabled: bool, cache: u64) -> Gateway {
+fn start_gateway(upstream: SocketAddr, enabled: bool, cache: u64, extra: &str) -> Gateway {
     let dir =
         std::env::temp_dir().join(format!("pg-load-{}-{enabled}-{cache}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -57,7 +67,7 @@ fn start_gateway(upstream: SocketAddr, enabled: bool, cache: u64) -> Gateway {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"\n\n[agent_envelope]\nenabled = {enabled}\nchain_id = \"{CHAIN}\"\nenvelope_cache_capacity = {cache}\n"
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"\n\n[agent_envelope]\nenabled = {enabled}\nchain_id = \"{CHAIN}\"\nenvelope_cache_capacity = {cache}\n{extra}"
         ),
     )
     .unwrap();
@@ -138,6 +148,54 @@ fn prepare(signed: bool, passports: usize, requests: usize) -> Vec<Prepared> {
                 headers.push(("x-agent-sig", s.sign("POST", PATH, &body).unwrap()));
             }
             Prepared { body, headers }
+        })
+        .collect()
+}
+
+/// `count` distinct forged passports: each a fresh passport whose `principal_sig` is
+/// another passport's (valid shape, does not verify), with a valid agent signature over
+/// a small body.
+fn forged(count: usize) -> Vec<Prepared> {
+    let principal = PrincipalSecret::from_bytes(&[0x93; 32]).unwrap();
+    let agent = AgentSecret::from_bytes(&[0x94; 32]);
+    let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
+    let mint = |i: usize| {
+        PassportSpec {
+            chain_id: CHAIN.into(),
+            agent_id: format!("urn:aps:agent:forged-{i}"),
+            agent_key: agent.public_key(),
+            principal_key: principal.public_key(),
+            address_prefix: "gonka".into(),
+            issued_at: now,
+            expires_at: now.plus_seconds(3600),
+            not_before: None,
+            allowed_models: None,
+            beneficiary: None,
+        }
+        .mint(&principal, 3600)
+        .unwrap()
+    };
+    let json = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&passport_gate::crypto::decode_base64(p).unwrap()).unwrap()
+    };
+    let donor_sig = json(&mint(usize::MAX))["principal_sig"].clone();
+    let body = Bytes::from_static(br#"{"model":"echo-1","messages":[]}"#);
+    (0..count)
+        .map(|i| {
+            let mut envelope = json(&mint(i));
+            envelope["principal_sig"] = donor_sig.clone();
+            let passport =
+                passport_gate::crypto::encode_base64(&serde_json::to_vec(&envelope).unwrap());
+            let signer = AgentSigner::new(agent.clone(), &passport, CHAIN).unwrap();
+            let sig = signer.sign("POST", PATH, &body).unwrap();
+            Prepared {
+                body: body.clone(),
+                headers: vec![
+                    ("content-type", "application/json".to_owned()),
+                    ("x-agent-passport", passport),
+                    ("x-agent-sig", sig),
+                ],
+            }
         })
         .collect()
 }
@@ -244,6 +302,246 @@ async fn drive(
     }
 }
 
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn http_client(connections: usize) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(connections)
+        .build_http()
+}
+
+/// Runs `f` on a fresh one-thread runtime on its own OS thread.
+fn on_own_thread<F, T>(f: impl FnOnce() -> F + Send + 'static) -> std::thread::JoinHandle<T>
+where
+    F: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+}
+
+/// Sends `prepared` (cycling) at `rate` requests per second over `connections`, for
+/// `seconds`; a connection that falls behind its schedule skips the missed slots rather
+/// than bursting. Returns the latencies of 200s and the count of anything else.
+async fn paced(
+    url: http::Uri,
+    prepared: Arc<Vec<Prepared>>,
+    connections: usize,
+    rate: f64,
+    seconds: f64,
+) -> (Vec<u128>, usize) {
+    let client = http_client(connections);
+    let interval = Duration::from_secs_f64(connections as f64 / rate);
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let client = client.clone();
+            let prepared = Arc::clone(&prepared);
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0usize;
+                let mut next = started + interval.mul_f64(c as f64 / connections as f64);
+                let mut i = c;
+                while next < deadline {
+                    tokio::time::sleep_until(next).await;
+                    let p = &prepared[i % prepared.len()];
+                    i += connections;
+                    let mut req = http::Request::post(url.clone());
+                    for (n, v) in &p.headers {
+                        req = req.header(*n, v);
+                    }
+                    let t = Instant::now();
+                    match client
+                        .request(req.body(Full::new(p.body.clone())).unwrap())
+                        .await
+                    {
+                        Ok(resp) => {
+                            let ok = resp.status() == 200;
+                            if ok && resp.into_body().collect().await.is_ok() {
+                                latencies.push(t.elapsed().as_micros());
+                            } else {
+                                errors += 1;
+                            }
+                        }
+                        Err(_) => errors += 1,
+                    }
+                    next += interval;
+                    let now = tokio::time::Instant::now();
+                    if next < now {
+                        next = now;
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    (all, errors)
+}
+
+/// What the forger got back.
+#[derive(Default)]
+struct Forged {
+    sent: usize,
+    accepted: usize,
+    refused_401: usize,
+    shed_503: usize,
+    shed_without_retry_after: usize,
+    other: usize,
+}
+
+/// Sends the forged requests (cycling; none is ever cached, so each one is cold) over
+/// `connections` as fast as the gateway answers, for `seconds`.
+async fn forge(
+    url: http::Uri,
+    forged: Arc<Vec<(http::HeaderMap, Bytes)>>,
+    connections: usize,
+    seconds: f64,
+) -> Forged {
+    let client = http_client(connections);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let client = client.clone();
+            let forged = Arc::clone(&forged);
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut f = Forged::default();
+                let mut i = c;
+                while Instant::now() < deadline {
+                    let (headers, body) = &forged[i % forged.len()];
+                    i += connections;
+                    let mut req = http::Request::post(url.clone())
+                        .body(Full::new(body.clone()))
+                        .unwrap();
+                    *req.headers_mut() = headers.clone();
+                    f.sent += 1;
+                    match client.request(req).await {
+                        Ok(resp) => {
+                            match resp.status().as_u16() {
+                                200 => f.accepted += 1,
+                                401 => f.refused_401 += 1,
+                                503 => {
+                                    f.shed_503 += 1;
+                                    if !resp.headers().contains_key("retry-after") {
+                                        f.shed_without_retry_after += 1;
+                                    }
+                                }
+                                _ => f.other += 1,
+                            }
+                            let _ = resp.into_body().collect().await;
+                        }
+                        Err(_) => f.other += 1,
+                    }
+                }
+                f
+            })
+        })
+        .collect();
+    let mut total = Forged::default();
+    for t in tasks {
+        let f = t.await.unwrap();
+        total.sent += f.sent;
+        total.accepted += f.accepted;
+        total.refused_401 += f.refused_401;
+        total.shed_503 += f.shed_503;
+        total.shed_without_retry_after += f.shed_without_retry_after;
+        total.other += f.other;
+    }
+    total
+}
+
+fn p99(latencies: &mut [u128]) -> u128 {
+    latencies.sort_unstable();
+    latencies
+        .get(((latencies.len() as f64 * 0.99) as usize).min(latencies.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The forgery flood against the default configuration: the cached client alone at
+/// `rate`, then with the forger. Prints the forger's line and the `under flood` line.
+#[allow(clippy::too_many_arguments)]
+fn flood_phase(
+    upstream: SocketAddr,
+    passports: usize,
+    requests: usize,
+    connections: usize,
+    rate: f64,
+    seconds: u64,
+    naive_rps: f64,
+) {
+    let prepared = Arc::new(prepare(true, passports, requests));
+    let forged: Arc<Vec<(http::HeaderMap, Bytes)>> = Arc::new(
+        forged(env_num("LOAD_FORGED", 4096) as usize)
+            .into_iter()
+            .map(|p| {
+                let mut h = http::HeaderMap::new();
+                for (n, v) in &p.headers {
+                    h.insert(*n, v.parse().unwrap());
+                }
+                (h, p.body)
+            })
+            .collect(),
+    );
+    let forger_connections = env_num("LOAD_FORGER_CONNECTIONS", 32) as usize;
+    let gateway = start_gateway(upstream, true, 100_000, "");
+    let url: http::Uri = format!("http://{}{PATH}", gateway.listen).parse().unwrap();
+    let seconds = seconds as f64;
+    // Warm-up: every cached passport verified once, connections open.
+    let (u, p) = (url.clone(), Arc::clone(&prepared));
+    let (_, warmup_errors) = on_own_thread(move || paced(u, p, connections, rate, 5.0))
+        .join()
+        .unwrap();
+    assert_eq!(warmup_errors, 0, "errors during warm-up");
+    let (u, p) = (url.clone(), Arc::clone(&prepared));
+    let (mut alone, alone_errors) = on_own_thread(move || paced(u, p, connections, rate, seconds))
+        .join()
+        .unwrap();
+    let rss_before = rss_kib(gateway.child.id());
+    let (u, f) = (url.clone(), Arc::clone(&forged));
+    let forger = on_own_thread(move || forge(u, f, forger_connections, seconds));
+    let (u, p) = (url.clone(), Arc::clone(&prepared));
+    let (mut flooded, flooded_errors) =
+        on_own_thread(move || paced(u, p, connections, rate, seconds))
+            .join()
+            .unwrap();
+    let forged = forger.join().unwrap();
+    let rss_after = rss_kib(gateway.child.id());
+    println!(
+        "flood: cached at {rate:.0}/s: alone {:.0} req/s p99 {:.2} ms ({alone_errors} errors), flooded {:.0} req/s p99 {:.2} ms ({flooded_errors} errors); forger {:.0} req/s = {:.1} x naive ({naive_rps:.0} req/s): {} x 401, {} x 503 ({} without Retry-After), {} other; RSS {rss_before} -> {rss_after} KiB",
+        alone.len() as f64 / seconds,
+        p99(&mut alone) as f64 / 1000.0,
+        flooded.len() as f64 / seconds,
+        p99(&mut flooded) as f64 / 1000.0,
+        forged.sent as f64 / seconds,
+        forged.sent as f64 / seconds / naive_rps,
+        forged.refused_401,
+        forged.shed_503,
+        forged.shed_without_retry_after,
+        forged.other,
+    );
+    println!(
+        "under flood: cached throughput {:.2} of unloaded, p99 {:.2} x unloaded, forged accepted {}",
+        flooded.len() as f64 / alone.len().max(1) as f64,
+        p99(&mut flooded) as f64 / p99(&mut alone).max(1) as f64,
+        forged.accepted
+    );
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful.
     if std::env::args().any(|a| a == "--list") {
@@ -257,13 +555,20 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let upstream = EchoUpstream::start("127.0.0.1:0".parse().unwrap(), Duration::from_millis(1)).await.unwrap();
+    let upstream = rt.block_on(async {
+        EchoUpstream::start("127.0.0.1:0".parse().unwrap(), Duration::from_millis(1))
+            .await
+            .unwrap()
+    });
+    let upstream_addr = upstream.addr();
+    let figures = rt.block_on(async {
         println!(
             "load: {seconds} s per phase, {connections} connections, {requests} distinct requests, {passports} passports, echo upstream at {}",
             upstream.addr()
         );
         println!("{:<28} {:>10} {:>9} {:>9} {:>7} {:>11} {:>11}", "phase", "req/s", "p50 ms", "p99 ms", "errors", "RSS start", "RSS end");
+        let mut with_passports = 0.0;
+        let mut naive = 0.0;
         for (name, enabled, signed, cache) in [
             ("layer disabled", false, false, 100_000),
             ("enabled, no passport", true, false, 100_000),
@@ -271,8 +576,16 @@ fn main() {
             ("naive: no envelope cache", true, true, 0),
         ] {
             let prepared = Arc::new(prepare(signed, passports, requests));
-            let gateway = start_gateway(upstream.addr(), enabled, cache);
+            // The naive configuration verifies every request in full: unbounded.
+            let extra = if cache == 0 { "cold_verifications_per_second = 0\n" } else { "" };
+            let gateway = start_gateway(upstream.addr(), enabled, cache, extra);
             let f = drive(&gateway, prepared, connections, seconds).await;
+            let rps = f.requests as f64 / f.seconds;
+            if cache == 0 {
+                naive = rps;
+            } else if signed {
+                with_passports = rps;
+            }
             println!(
                 "{:<28} {:>10.0} {:>9.2} {:>9.2} {:>7} {:>8} KiB {:>7} KiB",
                 name,
@@ -284,5 +597,17 @@ fn main() {
                 f.rss_end_kib
             );
         }
+        (with_passports, naive)
     });
+    let (with_passports, naive) = figures;
+    let rate = with_passports * env_num("LOAD_FLOOD_RATE_PERCENT", 90) as f64 / 100.0;
+    flood_phase(
+        upstream_addr,
+        passports,
+        requests,
+        connections,
+        rate,
+        seconds,
+        naive,
+    );
 }
