@@ -7,6 +7,7 @@
 
 mod admission;
 mod cache;
+mod model;
 mod rejection;
 mod request;
 
