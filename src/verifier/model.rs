@@ -6,8 +6,8 @@
 //! else (an error, an escaped key or model, a non-ASCII key, a duplicate `model`,
 //! nesting deeper than [`MAX_FAST_DEPTH`]) returns `None` and the `serde_json` path
 //! decides, so every refusal and its code stays the one of that path. What makes it
-//! faster is skipping the plain runs of strings (most of a chat body) sixteen bytes at
-//! a time with a loop the compiler vectorizes.
+//! faster is skipping the plain runs of strings (most of a chat body) a block at a time
+//! with a loop the compiler vectorizes.
 
 /// Nesting the fast path follows (arrays and objects); deeper bodies take the slow path,
 /// which enforces [`super::MAX_BODY_DEPTH`].
@@ -211,16 +211,18 @@ impl<'a> Scan<'a> {
 }
 
 /// How many bytes at the start of `s` need no attention inside a string: anything but
-/// `"`, `\` and control characters. Sixteen bytes at a time, without branches inside a
-/// block, so the compiler vectorizes the test.
+/// `"`, `\` and control characters. [`BLOCK`] bytes at a time, without branches inside
+/// a block, so the compiler vectorizes the test.
+const BLOCK: usize = 64;
+
 fn plain_run(s: &[u8]) -> usize {
     let special = |b: u8| (b == b'"') | (b == b'\\') | (b < 0x20);
     let mut done = 0;
-    for block in s.chunks_exact(16) {
-        if block.iter().fold(false, |any, &b| any | special(b)) {
+    for block in s.chunks_exact(BLOCK) {
+        if block.iter().fold(0u8, |any, &b| any | u8::from(special(b))) != 0 {
             break;
         }
-        done += 16;
+        done += BLOCK;
     }
     done + s[done..]
         .iter()
@@ -270,8 +272,8 @@ mod tests {
     #[test]
     fn plain_runs_stop_at_quotes_backslashes_and_control_characters() {
         for special in [b'"', b'\\', 0x00, 0x1f] {
-            for at in [0, 1, 15, 16, 17, 40] {
-                let mut s = vec![b'a'; 50];
+            for at in [0, 1, 15, 16, 17, 63, 64, 65, 100] {
+                let mut s = vec![b'a'; 150];
                 s[at] = special;
                 assert_eq!(plain_run(&s), at);
             }
