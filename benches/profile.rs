@@ -19,6 +19,7 @@ use http_body_util::BodyExt;
 use passport_gate::time::{FixedClock, Timestamp};
 use passport_gate::verifier::{PassportHeaders, PassportRequest};
 use passport_gate::{Config, PassportLayer, Verifier};
+use sha2::Digest;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -139,6 +140,34 @@ fn main() {
                 assert_eq!(r.status(), 200);
             }
         }
-        other => panic!("unknown mode {other}: warm, layer or cold"),
+        // The secp256k1 part of a cold verify: decoding the compressed principal key and
+        // checking one signature over a prehashed message, with k256 (what the verifier
+        // uses) and with libsecp256k1 (the `secp256k1` crate, evaluated for issue 15).
+        "k256" => {
+            use k256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
+            let sk = k256::ecdsa::SigningKey::from_slice(&[0x74; 32]).unwrap();
+            let digest: [u8; 32] = sha2::Sha256::digest(b"adr-036 sign bytes").into();
+            let sig: k256::ecdsa::Signature = sk.sign_prehash(&digest).unwrap();
+            let key = sk.verifying_key().to_sec1_bytes();
+            for _ in 0..iterations {
+                let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(black_box(&key)).unwrap();
+                assert!(vk.verify_prehash(black_box(&digest), &sig).is_ok());
+            }
+        }
+        "libsecp256k1" => {
+            let secp = secp256k1::Secp256k1::verification_only();
+            let sk = k256::ecdsa::SigningKey::from_slice(&[0x74; 32]).unwrap();
+            let digest: [u8; 32] = sha2::Sha256::digest(b"adr-036 sign bytes").into();
+            let sig: k256::ecdsa::Signature =
+                k256::ecdsa::signature::hazmat::PrehashSigner::sign_prehash(&sk, &digest).unwrap();
+            let key = sk.verifying_key().to_sec1_bytes();
+            let sig = secp256k1::ecdsa::Signature::from_compact(&sig.to_bytes()).unwrap();
+            let msg = secp256k1::Message::from_digest(digest);
+            for _ in 0..iterations {
+                let pk = secp256k1::PublicKey::from_slice(black_box(&key)).unwrap();
+                assert!(secp.verify_ecdsa(black_box(&msg), &sig, &pk).is_ok());
+            }
+        }
+        other => panic!("unknown mode {other}: warm, layer, cold, k256 or libsecp256k1"),
     }
 }

@@ -73,6 +73,10 @@ pub struct VectorConfig {
     /// the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_records_per_principal: Option<u64>,
+    /// Section 8's `cold_verifications_per_second` (section 6.3); absent means the
+    /// default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_verifications_per_second: Option<u64>,
 }
 
 /// `config.mode`.
