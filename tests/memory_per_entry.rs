@@ -76,7 +76,7 @@ fn a_replay_record_costs_a_few_hundred_bytes() {
         key[..8].copy_from_slice(&(i as u64).to_be_bytes());
         key
     };
-    let mut insert = |range: std::ops::Range<usize>| {
+    let insert = |range: std::ops::Range<usize>| {
         rt.block_on(async {
             for i in range {
                 let key = record(i);
