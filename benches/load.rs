@@ -10,8 +10,8 @@
 //! fixed rate (`LOAD_FLOOD_RATE_PERCENT` of the throughput measured with passports,
 //! default 90), alone and then while a second client sends distinct forged passports
 //! (valid shape, wrong principal signature, small bodies) as fast as it can. Each
-//! client runs on its own one-thread runtime, and the forger's requests are built
-//! before the phase, so the measuring process costs the gateway as little CPU as it
+//! client runs on its own one-thread runtime, and the forger writes pre-serialized
+//! requests on raw keep-alive sockets, so the measuring process costs the gateway as little CPU as it
 //! can. It prints one line `under flood: cached throughput R of unloaded, p99 Q x
 //! unloaded, forged accepted N`, after a line with the forger's rate and answers.
 //!
@@ -404,47 +404,59 @@ struct Forged {
 }
 
 /// Sends the forged requests (cycling; none is ever cached, so each one is cold) over
-/// `connections` as fast as the gateway answers, for `seconds`.
+/// `connections` keep-alive sockets as fast as the gateway answers, for `seconds`. The
+/// requests are pre-serialized bytes and the answers are read with a minimal parser, so
+/// the forger costs the shared CPU as little as it can.
 async fn forge(
-    url: http::Uri,
-    forged: Arc<Vec<(http::HeaderMap, Bytes)>>,
+    addr: SocketAddr,
+    forged: Arc<Vec<Bytes>>,
     connections: usize,
     seconds: f64,
 ) -> Forged {
-    let client = http_client(connections);
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let tasks: Vec<_> = (0..connections)
         .map(|c| {
-            let client = client.clone();
             let forged = Arc::clone(&forged);
-            let url = url.clone();
             tokio::spawn(async move {
                 let mut f = Forged::default();
+                let mut buf = Vec::with_capacity(4096);
+                let mut stream = None;
                 let mut i = c;
                 while Instant::now() < deadline {
-                    let (headers, body) = &forged[i % forged.len()];
+                    let socket = match &mut stream {
+                        Some(s) => s,
+                        None => match tokio::net::TcpStream::connect(addr).await {
+                            Ok(s) => {
+                                let _ = s.set_nodelay(true);
+                                stream.insert(s)
+                            }
+                            Err(_) => {
+                                f.other += 1;
+                                continue;
+                            }
+                        },
+                    };
+                    let request = &forged[i % forged.len()];
                     i += connections;
-                    let mut req = http::Request::post(url.clone())
-                        .body(Full::new(body.clone()))
-                        .unwrap();
-                    *req.headers_mut() = headers.clone();
-                    f.sent += 1;
-                    match client.request(req).await {
-                        Ok(resp) => {
-                            match resp.status().as_u16() {
+                    match exchange(socket, request, &mut buf).await {
+                        None => stream = None,
+                        Some(answer) => {
+                            f.sent += 1;
+                            match answer.status {
                                 200 => f.accepted += 1,
                                 401 => f.refused_401 += 1,
                                 503 => {
                                     f.shed_503 += 1;
-                                    if !resp.headers().contains_key("retry-after") {
+                                    if !answer.retry_after {
                                         f.shed_without_retry_after += 1;
                                     }
                                 }
                                 _ => f.other += 1,
                             }
-                            let _ = resp.into_body().collect().await;
+                            if !answer.keep_alive {
+                                stream = None;
+                            }
                         }
-                        Err(_) => f.other += 1,
                     }
                 }
                 f
@@ -462,6 +474,47 @@ async fn forge(
         total.other += f.other;
     }
     total
+}
+
+struct Answer {
+    status: u16,
+    retry_after: bool,
+    keep_alive: bool,
+}
+
+/// Writes one request and reads its answer (head and `Content-Length` body); `None`
+/// when the connection closed or the answer cannot be read this way.
+async fn exchange(
+    socket: &mut tokio::net::TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> Option<Answer> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    socket.write_all(request).await.ok()?;
+    buf.clear();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).ok()?.to_ascii_lowercase();
+            let status = head.get(9..12)?.parse().ok()?;
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())?;
+            while buf.len() < end + 4 + length {
+                if socket.read_buf(buf).await.ok()? == 0 {
+                    return None;
+                }
+            }
+            return Some(Answer {
+                status,
+                retry_after: head.contains("\r\nretry-after:"),
+                keep_alive: !head.contains("\r\nconnection: close"),
+            });
+        }
+        if socket.read_buf(buf).await.ok()? == 0 {
+            return None;
+        }
+    }
 }
 
 fn p99(latencies: &mut [u128]) -> u128 {
@@ -485,20 +538,23 @@ fn flood_phase(
     naive_rps: f64,
 ) {
     let prepared = Arc::new(prepare(true, passports, requests));
-    let forged: Arc<Vec<(http::HeaderMap, Bytes)>> = Arc::new(
+    let forger_connections = env_num("LOAD_FORGER_CONNECTIONS", 32) as usize;
+    let gateway = start_gateway(upstream, true, 100_000, "");
+    let forged: Arc<Vec<Bytes>> = Arc::new(
         forged(env_num("LOAD_FORGED", 4096) as usize)
             .into_iter()
             .map(|p| {
-                let mut h = http::HeaderMap::new();
+                let mut raw = format!("POST {PATH} HTTP/1.1\r\nhost: {}\r\n", gateway.listen);
                 for (n, v) in &p.headers {
-                    h.insert(*n, v.parse().unwrap());
+                    raw.push_str(&format!("{n}: {v}\r\n"));
                 }
-                (h, p.body)
+                raw.push_str(&format!("content-length: {}\r\n\r\n", p.body.len()));
+                let mut raw = raw.into_bytes();
+                raw.extend_from_slice(&p.body);
+                Bytes::from(raw)
             })
             .collect(),
     );
-    let forger_connections = env_num("LOAD_FORGER_CONNECTIONS", 32) as usize;
-    let gateway = start_gateway(upstream, true, 100_000, "");
     let url: http::Uri = format!("http://{}{PATH}", gateway.listen).parse().unwrap();
     let seconds = seconds as f64;
     // Warm-up: every cached passport verified once, connections open.
@@ -512,8 +568,8 @@ fn flood_phase(
         .join()
         .unwrap();
     let rss_before = rss_kib(gateway.child.id());
-    let (u, f) = (url.clone(), Arc::clone(&forged));
-    let forger = on_own_thread(move || forge(u, f, forger_connections, seconds));
+    let (addr, f) = (gateway.listen, Arc::clone(&forged));
+    let forger = on_own_thread(move || forge(addr, f, forger_connections, seconds));
     let (u, p) = (url.clone(), Arc::clone(&prepared));
     let (mut flooded, flooded_errors) =
         on_own_thread(move || paced(u, p, connections, rate, seconds))
