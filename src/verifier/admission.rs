@@ -2,7 +2,7 @@
 //! secp256k1 verification each) at once and per second.
 //!
 //! A client without credentials can send a passport of valid shape that no cache has
-//! seen, and each one costs the verifier a secp256k1 verification (about 100 us of one
+//! seen, and each one costs the verifier a secp256k1 verification (tens of microseconds of one
 //! core). Unbounded, a flood of them takes every core and requests with cached
 //! passports (a few microseconds each) wait behind it. With this bound the flood gets a
 //! fixed share of the machine: a cold verification beyond it is refused at once, before
