@@ -312,7 +312,40 @@ mod tests {
         .prop_map(<[u8]>::to_vec)
     }
 
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map(".{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     proptest! {
+        #[test]
+        fn the_fast_path_finds_the_model_of_any_serialized_object(
+            members in prop::collection::btree_map("[a-z_]{1,8}", json_value(), 0..6),
+            model in "[a-zA-Z0-9/._-]{1,24}",
+        ) {
+            let mut object: serde_json::Map<String, serde_json::Value> =
+                members.into_iter().collect();
+            object.insert("model".into(), model.clone().into());
+            let body = serde_json::to_vec(&object).unwrap();
+            prop_assert_eq!(fast_model(&body), Some(model.as_str()));
+            prop_assert_eq!(requested_model(&body), Ok(model));
+        }
+
         #[test]
         fn the_fast_path_agrees_with_serde_json_whenever_it_answers(
             tokens in prop::collection::vec(token(), 0..24),
