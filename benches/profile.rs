@@ -2,7 +2,9 @@
 //! bench in a plain loop, for `valgrind --tool=callgrind` (instruction counts are
 //! deterministic where wall-clock time on a shared machine is not). MODE is `warm` (the
 //! verifier, cache hit), `layer` (the whole layer, cache hit, over an inner service that
-//! drains the body) or `cold` (the verifier, cache miss); SIZE is the body in bytes.
+//! drains the body), `cold` (the verifier, cache miss), `shed` (the layer refusing a
+//! passport with `verification_busy`), `k256` or `libsecp256k1` (key decode and one
+//! verification); SIZE is the body in bytes.
 //!
 //! ```text
 //! cargo bench --bench profile --no-run
@@ -140,6 +142,43 @@ fn main() {
                 assert_eq!(r.status(), 200);
             }
         }
+        // A forged passport refused by the cold-verification bound (503
+        // verification_busy), through the whole layer: what shedding costs.
+        "shed" => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let layer = PassportLayer::builder(Config {
+                cold_verifications_per_second: 1,
+                ..Config::for_chain("gonka-mainnet")
+            })
+            .clock(Arc::new(FixedClock::new(Timestamp::parse(NOW).unwrap())))
+            .build()
+            .unwrap();
+            let svc = layer.layer(Drain);
+            let passport = HeaderValue::from_str(&f.passport).unwrap();
+            let sig = HeaderValue::from_str(&f.sign(URI, &body)).unwrap();
+            let body = Bytes::from(body.clone());
+            let request = || {
+                Request::post(URI)
+                    .header("x-agent-passport", passport.clone())
+                    .header("x-agent-sig", sig.clone())
+                    .body(http_body_util::Full::new(body.clone()))
+                    .unwrap()
+            };
+            // A first passport takes the one token; this one is never cached.
+            let _ = rt.block_on(svc.clone().oneshot(request())).unwrap();
+            let other = support::fixture("urn:aps:agent:other", None, None);
+            let other_passport = HeaderValue::from_str(&other.passport).unwrap();
+            for _ in 0..=iterations {
+                let mut r = request();
+                r.headers_mut()
+                    .insert("x-agent-passport", other_passport.clone());
+                let r = rt.block_on(svc.clone().oneshot(r)).unwrap();
+                assert_eq!(r.status(), 503);
+            }
+        }
         // The secp256k1 part of a cold verify: decoding the compressed principal key and
         // checking one signature over a prehashed message, with k256 (what the verifier
         // uses) and with libsecp256k1 (the `secp256k1` crate, evaluated for issue 15).
@@ -168,6 +207,6 @@ fn main() {
                 assert!(secp.verify_ecdsa(black_box(&msg), &sig, &pk).is_ok());
             }
         }
-        other => panic!("unknown mode {other}: warm, layer, cold, k256 or libsecp256k1"),
+        other => panic!("unknown mode {other}: warm, layer, cold, shed, k256 or libsecp256k1"),
     }
 }
