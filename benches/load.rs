@@ -10,9 +10,19 @@
 //! an `https://` upstream: the echo upstream behind a TLS front), certificates made at
 //! start with rcgen.
 //!
+//! Then the forgery flood (default configuration): a client sends cached passports at a
+//! fixed rate (`LOAD_FLOOD_RATE_PERCENT` of the throughput measured with passports,
+//! default 90), alone and then while a second client sends distinct forged passports
+//! (valid shape, wrong principal signature, small bodies) as fast as it can. Each
+//! client runs on its own one-thread runtime, and the forger writes pre-serialized
+//! requests on raw keep-alive sockets, so the measuring process costs the gateway as little CPU as it
+//! can. It prints one line `under flood: cached throughput R of unloaded, p99 Q x
+//! unloaded, forged accepted N`, after a line with the forger's rate and answers.
+//!
 //! Settings (environment): `LOAD_SECONDS` per phase (default 10), `LOAD_CONNECTIONS`
 //! (default 32), `LOAD_PASSPORTS` distinct passports (default 64), `LOAD_REQUESTS`
-//! distinct signed requests (default 1024).
+//! distinct signed requests (default 1024), `LOAD_FORGED` distinct forged passports
+//! (default 4096), `LOAD_FORGER_CONNECTIONS` (default 32), `LOAD_FLOOD_RATE_PERCENT`.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -54,7 +64,7 @@ impl Drop for Gateway {
     }
 }
 
-fn start_gateway(upstream: SocketAddr, enabled: bool, cache: u64) -> Gateway {
+fn start_gateway(upstream: SocketAddr, enabled: bool, cache: u64, extra: &str) -> Gateway {
     let dir =
         std::env::temp_dir().join(format!("pg-load-{}-{enabled}-{cache}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -62,7 +72,7 @@ fn start_gateway(upstream: SocketAddr, enabled: bool, cache: u64) -> Gateway {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"\n\n[agent_envelope]\nenabled = {enabled}\nchain_id = \"{CHAIN}\"\nenvelope_cache_capacity = {cache}\n"
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"\n\n[agent_envelope]\nenabled = {enabled}\nchain_id = \"{CHAIN}\"\nenvelope_cache_capacity = {cache}\n{extra}"
         ),
     )
     .unwrap();
@@ -148,6 +158,54 @@ fn prepare(signed: bool, passports: usize, requests: usize) -> Vec<Prepared> {
                 headers.push(("x-agent-sig", s.sign("POST", PATH, &body).unwrap()));
             }
             Prepared { body, headers }
+        })
+        .collect()
+}
+
+/// `count` distinct forged passports: each a fresh passport whose `principal_sig` is
+/// another passport's (valid shape, does not verify), with a valid agent signature over
+/// a small body.
+fn forged(count: usize) -> Vec<Prepared> {
+    let principal = PrincipalSecret::from_bytes(&[0x93; 32]).unwrap();
+    let agent = AgentSecret::from_bytes(&[0x94; 32]);
+    let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
+    let mint = |i: usize| {
+        PassportSpec {
+            chain_id: CHAIN.into(),
+            agent_id: format!("urn:aps:agent:forged-{i}"),
+            agent_key: agent.public_key(),
+            principal_key: principal.public_key(),
+            address_prefix: "gonka".into(),
+            issued_at: now,
+            expires_at: now.plus_seconds(3600),
+            not_before: None,
+            allowed_models: None,
+            beneficiary: None,
+        }
+        .mint(&principal, 3600)
+        .unwrap()
+    };
+    let json = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&passport_gate::crypto::decode_base64(p).unwrap()).unwrap()
+    };
+    let donor_sig = json(&mint(usize::MAX))["principal_sig"].clone();
+    let body = Bytes::from_static(br#"{"model":"echo-1","messages":[]}"#);
+    (0..count)
+        .map(|i| {
+            let mut envelope = json(&mint(i));
+            envelope["principal_sig"] = donor_sig.clone();
+            let passport =
+                passport_gate::crypto::encode_base64(&serde_json::to_vec(&envelope).unwrap());
+            let signer = AgentSigner::new(agent.clone(), &passport, CHAIN).unwrap();
+            let sig = signer.sign("POST", PATH, &body).unwrap();
+            Prepared {
+                body: body.clone(),
+                headers: vec![
+                    ("content-type", "application/json".to_owned()),
+                    ("x-agent-passport", passport),
+                    ("x-agent-sig", sig),
+                ],
+            }
         })
         .collect()
 }
@@ -266,6 +324,302 @@ async fn drive_with<C: Connect + Clone + Send + Sync + 'static>(
     }
 }
 
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn http_client(connections: usize) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(connections)
+        .build_http()
+}
+
+/// Runs `f` on a fresh one-thread runtime on its own OS thread.
+fn on_own_thread<F, T>(f: impl FnOnce() -> F + Send + 'static) -> std::thread::JoinHandle<T>
+where
+    F: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+}
+
+/// Sends `prepared` (cycling) at `rate` requests per second over `connections`, for
+/// `seconds`; a connection that falls behind its schedule skips the missed slots rather
+/// than bursting. Returns the latencies of 200s and the count of anything else.
+async fn paced(
+    url: http::Uri,
+    prepared: Arc<Vec<Prepared>>,
+    connections: usize,
+    rate: f64,
+    seconds: f64,
+) -> (Vec<u128>, usize) {
+    let client = http_client(connections);
+    let interval = Duration::from_secs_f64(connections as f64 / rate);
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let client = client.clone();
+            let prepared = Arc::clone(&prepared);
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0usize;
+                let mut next = started + interval.mul_f64(c as f64 / connections as f64);
+                let mut i = c;
+                while next < deadline {
+                    tokio::time::sleep_until(next).await;
+                    let p = &prepared[i % prepared.len()];
+                    i += connections;
+                    let mut req = http::Request::post(url.clone());
+                    for (n, v) in &p.headers {
+                        req = req.header(*n, v);
+                    }
+                    let t = Instant::now();
+                    match client
+                        .request(req.body(Full::new(p.body.clone())).unwrap())
+                        .await
+                    {
+                        Ok(resp) => {
+                            let ok = resp.status() == 200;
+                            if ok && resp.into_body().collect().await.is_ok() {
+                                latencies.push(t.elapsed().as_micros());
+                            } else {
+                                errors += 1;
+                            }
+                        }
+                        Err(_) => errors += 1,
+                    }
+                    next += interval;
+                    let now = tokio::time::Instant::now();
+                    if next < now {
+                        next = now;
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    (all, errors)
+}
+
+/// What the forger got back.
+#[derive(Default)]
+struct Forged {
+    sent: usize,
+    accepted: usize,
+    refused_401: usize,
+    shed_503: usize,
+    shed_without_retry_after: usize,
+    other: usize,
+}
+
+/// Sends the forged requests (cycling; none is ever cached, so each one is cold) over
+/// `connections` keep-alive sockets as fast as the gateway answers, for `seconds`. The
+/// requests are pre-serialized bytes and the answers are read with a minimal parser, so
+/// the forger costs the shared CPU as little as it can.
+async fn forge(
+    addr: SocketAddr,
+    forged: Arc<Vec<Bytes>>,
+    connections: usize,
+    seconds: f64,
+) -> Forged {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let forged = Arc::clone(&forged);
+            tokio::spawn(async move {
+                let mut f = Forged::default();
+                let mut buf = Vec::with_capacity(4096);
+                let mut stream = None;
+                let mut i = c;
+                while Instant::now() < deadline {
+                    let socket = match &mut stream {
+                        Some(s) => s,
+                        None => match tokio::net::TcpStream::connect(addr).await {
+                            Ok(s) => {
+                                let _ = s.set_nodelay(true);
+                                stream.insert(s)
+                            }
+                            Err(_) => {
+                                f.other += 1;
+                                continue;
+                            }
+                        },
+                    };
+                    let request = &forged[i % forged.len()];
+                    i += connections;
+                    match exchange(socket, request, &mut buf).await {
+                        None => stream = None,
+                        Some(answer) => {
+                            f.sent += 1;
+                            match answer.status {
+                                200 => f.accepted += 1,
+                                401 => f.refused_401 += 1,
+                                503 => {
+                                    f.shed_503 += 1;
+                                    if !answer.retry_after {
+                                        f.shed_without_retry_after += 1;
+                                    }
+                                }
+                                _ => f.other += 1,
+                            }
+                            if !answer.keep_alive {
+                                stream = None;
+                            }
+                        }
+                    }
+                }
+                f
+            })
+        })
+        .collect();
+    let mut total = Forged::default();
+    for t in tasks {
+        let f = t.await.unwrap();
+        total.sent += f.sent;
+        total.accepted += f.accepted;
+        total.refused_401 += f.refused_401;
+        total.shed_503 += f.shed_503;
+        total.shed_without_retry_after += f.shed_without_retry_after;
+        total.other += f.other;
+    }
+    total
+}
+
+struct Answer {
+    status: u16,
+    retry_after: bool,
+    keep_alive: bool,
+}
+
+/// Writes one request and reads its answer (head and `Content-Length` body); `None`
+/// when the connection closed or the answer cannot be read this way.
+async fn exchange(
+    socket: &mut tokio::net::TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> Option<Answer> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    socket.write_all(request).await.ok()?;
+    buf.clear();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).ok()?.to_ascii_lowercase();
+            let status = head.get(9..12)?.parse().ok()?;
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())?;
+            while buf.len() < end + 4 + length {
+                if socket.read_buf(buf).await.ok()? == 0 {
+                    return None;
+                }
+            }
+            return Some(Answer {
+                status,
+                retry_after: head.contains("\r\nretry-after:"),
+                keep_alive: !head.contains("\r\nconnection: close"),
+            });
+        }
+        if socket.read_buf(buf).await.ok()? == 0 {
+            return None;
+        }
+    }
+}
+
+fn p99(latencies: &mut [u128]) -> u128 {
+    latencies.sort_unstable();
+    latencies
+        .get(((latencies.len() as f64 * 0.99) as usize).min(latencies.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The forgery flood against the default configuration: the cached client alone at
+/// `rate`, then with the forger. Prints the forger's line and the `under flood` line.
+#[allow(clippy::too_many_arguments)]
+fn flood_phase(
+    upstream: SocketAddr,
+    passports: usize,
+    requests: usize,
+    connections: usize,
+    rate: f64,
+    seconds: u64,
+    naive_rps: f64,
+) {
+    let prepared = Arc::new(prepare(true, passports, requests));
+    let forger_connections = env_num("LOAD_FORGER_CONNECTIONS", 32) as usize;
+    let gateway = start_gateway(upstream, true, 100_000, "");
+    let forged: Arc<Vec<Bytes>> = Arc::new(
+        forged(env_num("LOAD_FORGED", 4096) as usize)
+            .into_iter()
+            .map(|p| {
+                let mut raw = format!("POST {PATH} HTTP/1.1\r\nhost: {}\r\n", gateway.listen);
+                for (n, v) in &p.headers {
+                    raw.push_str(&format!("{n}: {v}\r\n"));
+                }
+                raw.push_str(&format!("content-length: {}\r\n\r\n", p.body.len()));
+                let mut raw = raw.into_bytes();
+                raw.extend_from_slice(&p.body);
+                Bytes::from(raw)
+            })
+            .collect(),
+    );
+    let url: http::Uri = format!("http://{}{PATH}", gateway.listen).parse().unwrap();
+    let seconds = seconds as f64;
+    // Warm-up: every cached passport verified once, connections open.
+    let (u, p) = (url.clone(), Arc::clone(&prepared));
+    let (_, warmup_errors) = on_own_thread(move || paced(u, p, connections, rate, 5.0))
+        .join()
+        .unwrap();
+    assert_eq!(warmup_errors, 0, "errors during warm-up");
+    let (u, p) = (url.clone(), Arc::clone(&prepared));
+    let (mut alone, alone_errors) = on_own_thread(move || paced(u, p, connections, rate, seconds))
+        .join()
+        .unwrap();
+    let rss_before = rss_kib(gateway.child.id());
+    let (addr, f) = (gateway.listen, Arc::clone(&forged));
+    let forger = on_own_thread(move || forge(addr, f, forger_connections, seconds));
+    let (u, p) = (url.clone(), Arc::clone(&prepared));
+    let (mut flooded, flooded_errors) =
+        on_own_thread(move || paced(u, p, connections, rate, seconds))
+            .join()
+            .unwrap();
+    let forged = forger.join().unwrap();
+    let rss_after = rss_kib(gateway.child.id());
+    println!(
+        "flood: cached at {rate:.0}/s: alone {:.0} req/s p99 {:.2} ms ({alone_errors} errors), flooded {:.0} req/s p99 {:.2} ms ({flooded_errors} errors); forger {:.0} req/s = {:.1} x naive ({naive_rps:.0} req/s): {} x 401, {} x 503 ({} without Retry-After), {} other; RSS {rss_before} -> {rss_after} KiB",
+        alone.len() as f64 / seconds,
+        p99(&mut alone) as f64 / 1000.0,
+        flooded.len() as f64 / seconds,
+        p99(&mut flooded) as f64 / 1000.0,
+        forged.sent as f64 / seconds,
+        forged.sent as f64 / seconds / naive_rps,
+        forged.refused_401,
+        forged.shed_503,
+        forged.shed_without_retry_after,
+        forged.other,
+    );
+    println!(
+        "under flood: cached throughput {:.2} of unloaded, p99 {:.2} x unloaded, forged accepted {}",
+        flooded.len() as f64 / alone.len().max(1) as f64,
+        p99(&mut flooded) as f64 / p99(&mut alone).max(1) as f64,
+        forged.accepted
+    );
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful.
     if std::env::args().any(|a| a == "--list") {
@@ -279,13 +633,20 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let upstream = EchoUpstream::start("127.0.0.1:0".parse().unwrap(), Duration::from_millis(1)).await.unwrap();
+    let upstream = rt.block_on(async {
+        EchoUpstream::start("127.0.0.1:0".parse().unwrap(), Duration::from_millis(1))
+            .await
+            .unwrap()
+    });
+    let upstream_addr = upstream.addr();
+    let figures = rt.block_on(async {
         println!(
             "load: {seconds} s per phase, {connections} connections, {requests} distinct requests, {passports} passports, echo upstream at {}",
             upstream.addr()
         );
         println!("{:<28} {:>10} {:>9} {:>9} {:>7} {:>11} {:>11}", "phase", "req/s", "p50 ms", "p99 ms", "errors", "RSS start", "RSS end");
+        let mut with_passports = 0.0;
+        let mut naive = 0.0;
         for (name, enabled, signed, cache) in [
             ("layer disabled", false, false, 100_000),
             ("enabled, no passport", true, false, 100_000),
@@ -293,12 +654,32 @@ fn main() {
             ("naive: no envelope cache", true, true, 0),
         ] {
             let prepared = Arc::new(prepare(signed, passports, requests));
-            let gateway = start_gateway(upstream.addr(), enabled, cache);
+            // The naive configuration verifies every request in full: unbounded.
+            let extra = if cache == 0 { "cold_verifications_per_second = 0\n" } else { "" };
+            let gateway = start_gateway(upstream.addr(), enabled, cache, extra);
             let f = drive(&gateway, prepared, connections, seconds).await;
             print_row(name, &f);
+            let rps = f.requests as f64 / f.seconds;
+            if cache == 0 {
+                naive = rps;
+            } else if signed {
+                with_passports = rps;
+            }
         }
         tls_phase(upstream.addr(), passports, requests, connections, seconds).await;
+        (with_passports, naive)
     });
+    let (with_passports, naive) = figures;
+    let rate = with_passports * env_num("LOAD_FLOOD_RATE_PERCENT", 90) as f64 / 100.0;
+    flood_phase(
+        upstream_addr,
+        passports,
+        requests,
+        connections,
+        rate,
+        seconds,
+        naive,
+    );
 }
 
 fn print_row(name: &str, f: &Figures) {

@@ -63,7 +63,11 @@ fn signed(size: usize) -> Request1 {
 
 fn verifier() -> Verifier {
     Verifier::with_clock(
-        &Config::for_chain("gonka-mainnet"),
+        // Cold verifications unbounded: the bench verifies thousands per second.
+        &Config {
+            cold_verifications_per_second: 0,
+            ..Config::for_chain("gonka-mainnet")
+        },
         Arc::new(FixedClock::new(
             Timestamp::parse("2026-05-21T12:00:00Z").unwrap(),
         )),
@@ -157,6 +161,18 @@ fn bench_verifier(c: &mut Criterion) {
     let vk = *sk.verifying_key();
     g.bench_function("floor_k256_verify", |b| {
         b.iter(|| assert!(vk.verify_prehash(black_box(&digest), &sig).is_ok()))
+    });
+    // The same signature with libsecp256k1, which the verifier uses (README "Performance").
+    let secp = secp256k1::Secp256k1::verification_only();
+    let secp_key = secp256k1::PublicKey::from_slice(&vk.to_sec1_bytes()).unwrap();
+    let secp_sig = secp256k1::ecdsa::Signature::from_compact(&sig.to_bytes()).unwrap();
+    let secp_msg = secp256k1::Message::from_digest(digest.into());
+    g.bench_function("floor_libsecp256k1_verify", |b| {
+        b.iter(|| {
+            assert!(secp
+                .verify_ecdsa(black_box(&secp_msg), &secp_sig, &secp_key)
+                .is_ok())
+        })
     });
     g.finish();
 
@@ -299,6 +315,12 @@ fn print_ratios() {
     }
     if let Some(k) = k256 {
         println!("  floor k256 verify: {:.1} us", k / 1e3);
+    }
+    if let Some(l) = estimate_ns("verify", "floor_libsecp256k1_verify") {
+        println!(
+            "  libsecp256k1 verify (what the verifier uses): {:.1} us",
+            l / 1e3
+        );
     }
     for part in [
         "envelope_parse_and_jcs",

@@ -62,6 +62,13 @@ pub struct Config {
     /// requests are refused with 429 `replay_quota_exceeded`, so one passport holder
     /// cannot fill the store and refuse everyone else.
     pub replay_records_per_principal: u64,
+    /// Passports not in the envelope cache verified in full at once (each costs one
+    /// secp256k1 verification); beyond it a request is answered 503
+    /// `verification_busy` at once. 0: no bound.
+    pub max_concurrent_cold_verifications: u64,
+    /// Passports not in the envelope cache verified in full per second (a token bucket
+    /// holding one second of them); beyond it 503 `verification_busy`. 0: no bound.
+    pub cold_verifications_per_second: u64,
 }
 
 impl Default for Config {
@@ -83,6 +90,8 @@ impl Default for Config {
             replay_protection: false,
             replay_cache_capacity: 1_000_000,
             replay_records_per_principal: crate::replay::DEFAULT_RECORDS_PER_PRINCIPAL,
+            max_concurrent_cold_verifications: 0,
+            cold_verifications_per_second: 1000,
         }
     }
 }
@@ -214,6 +223,18 @@ impl Config {
                 self.replay_records_per_principal,
                 1,
                 100_000_000,
+            ),
+            range(
+                "max_concurrent_cold_verifications",
+                self.max_concurrent_cold_verifications,
+                0,
+                1024,
+            ),
+            range(
+                "cold_verifications_per_second",
+                self.cold_verifications_per_second,
+                0,
+                1_000_000,
             ),
         ];
         errors.extend(checks.into_iter().filter_map(Result::err));

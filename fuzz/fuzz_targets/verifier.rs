@@ -14,7 +14,11 @@ fn verifier() -> &'static Verifier {
     static V: OnceLock<Verifier> = OnceLock::new();
     V.get_or_init(|| {
         Verifier::with_clock(
-            &Config::for_chain("gonka-mainnet"),
+            // Unbounded cold verifications: every input reaches the parser, never the shed.
+            &Config {
+                cold_verifications_per_second: 0,
+                ..Config::for_chain("gonka-mainnet")
+            },
             Arc::new(FixedClock::new(Timestamp::from_unix_seconds(1_779_364_800))),
         )
         .expect("valid configuration")

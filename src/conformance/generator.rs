@@ -44,7 +44,8 @@ fn status_of(code: &str) -> u16 {
         "chain_query_failed"
         | "replay_store_unavailable"
         | "replay_store_full"
-        | "body_budget_exhausted" => 503,
+        | "body_budget_exhausted"
+        | "verification_busy" => 503,
         _ => 401,
     }
 }
@@ -207,6 +208,7 @@ fn config() -> VectorConfig {
         body_budget_free: None,
         replay_records_per_principal: None,
         principals_allowed: None,
+        cold_verifications_per_second: None,
     }
 }
 
@@ -1559,6 +1561,29 @@ fn hardening(k: &Keys, out: &mut Vec<Vector>) {
             signed(k, &valid, URI, &b),
             rejected("body_budget_exhausted"),
         )],
+    ));
+
+    // Bounded cold verification: with one per second, the first passport is verified,
+    // another serialization of it (its bytes are not in the cache) is shed, and the
+    // cached bytes still pass.
+    let mut one_per_second = config();
+    one_per_second.cold_verifications_per_second = Some(1);
+    let respaced = padded(&valid, 5);
+    out.push(vector(
+        "verification-busy",
+        "with cold_verifications_per_second 1, a second passport whose bytes are not in the envelope cache within the same second gets 503 verification_busy before it is parsed, while the cached passport is still accepted",
+        one_per_second,
+        vec![
+            step(
+                signed(k, &valid, URI, &b),
+                accepted(&valid, agent_id, &p_addr, MODEL, None, &b),
+            ),
+            step(signed(k, &respaced, URI, &b), rejected("verification_busy")),
+            step(
+                signed(k, &valid, URI, &b),
+                accepted(&valid, agent_id, &p_addr, MODEL, None, &b),
+            ),
+        ],
     ));
 
     // One passport, one identity: revocation names passport_id, so another

@@ -77,6 +77,10 @@ pub struct VectorConfig {
     /// principal is served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principals_allowed: Option<Vec<String>>,
+    /// Section 8's `cold_verifications_per_second` (section 6.3); absent means the
+    /// default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_verifications_per_second: Option<u64>,
 }
 
 /// `config.mode`.

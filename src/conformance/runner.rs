@@ -213,6 +213,10 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
             .config
             .replay_records_per_principal
             .unwrap_or(defaults.replay_records_per_principal),
+        cold_verifications_per_second: vector
+            .config
+            .cold_verifications_per_second
+            .unwrap_or(defaults.cold_verifications_per_second),
         ..defaults
     };
     if vector.config.replay_records_per_principal.is_some() && !config.replay_protection {

@@ -5,10 +5,13 @@
 //! The order of checks is the reference's (spec section "Verification order"), so that
 //! a request failing two checks gets the same code from both implementations.
 
+mod admission;
 mod cache;
+mod model;
 mod rejection;
 mod request;
 
+pub use admission::{ColdAdmission, ColdPermit};
 pub use cache::EnvelopeCache;
 use cache::Found;
 pub use rejection::Rejection;
@@ -188,6 +191,7 @@ pub struct Verifier {
     max_body_size: u64,
     max_passport_bytes: usize,
     cache: EnvelopeCache,
+    cold: ColdAdmission,
     clock: Arc<dyn Clock>,
     hits: IntCounter,
     misses: IntCounter,
@@ -231,6 +235,10 @@ impl Verifier {
             cache: EnvelopeCache::new(
                 config.envelope_cache_capacity,
                 config.envelope_cache_max_bytes,
+            ),
+            cold: ColdAdmission::new(
+                config.max_concurrent_cold_verifications,
+                config.cold_verifications_per_second,
             ),
             clock,
             hits: IntCounter::new("envelope_cache_hits", "hits").map_err(counter_error)?,
@@ -276,6 +284,12 @@ impl Verifier {
     /// The verified-envelope cache.
     pub fn cache(&self) -> &EnvelopeCache {
         &self.cache
+    }
+
+    /// The bound on cold verifications (`max_concurrent_cold_verifications`,
+    /// `cold_verifications_per_second`).
+    pub fn cold_admission(&self) -> &ColdAdmission {
+        &self.cold
     }
 
     /// Cache hits and misses so far.
@@ -330,6 +344,11 @@ impl Verifier {
     /// Rejects a passport over `max_passport_bytes` before parsing it. A passport whose
     /// serialization or `passport_id` is in the cache skips steps 3 to 10a except the
     /// time window (step 6), which is checked on every request.
+    ///
+    /// A passport whose bytes are not in the cache is a cold verification: beyond the
+    /// bound of [`ColdAdmission`] it is refused with `verification_busy` before it is
+    /// parsed, so that shedding a flood of forged passports costs a hash and a lookup
+    /// each, and cached passports never wait behind them.
     pub fn check_passport(&self, passport: &[u8]) -> Result<CheckedPassport, Rejection> {
         if passport.len() > self.max_passport_bytes {
             return Err(Rejection::PassportTooLarge);
@@ -347,6 +366,7 @@ impl Verifier {
             self.check_time_window(&v.envelope, now)?;
             return Ok(checked(v, Found::Serialization));
         }
+        let _permit = self.cold.try_admit().ok_or(Rejection::VerificationBusy)?;
         let envelope = Envelope::parse_hashed(passport, raw_sha256)
             .map_err(|_| Rejection::EnvelopeMalformed)?;
         if envelope.agent_id.len() > MAX_AGENT_ID_BYTES {

@@ -14,6 +14,9 @@ pub enum Rejection {
     HeaderMalformed,
     /// The passport header is longer than `max_passport_bytes` allows.
     PassportTooLarge,
+    /// The passport is not in the envelope cache and the verifier is already checking
+    /// as many uncached passports as it may (at once or this second); retry later.
+    VerificationBusy,
     /// The body is larger than the configured limit.
     BodyTooLarge,
     /// The bodies already held for other requests use the whole body budget.
@@ -88,10 +91,11 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every variant, in verification order.
-    pub const ALL: [Rejection; 37] = [
+    pub const ALL: [Rejection; 38] = [
         Rejection::SigHeaderMismatch,
         Rejection::HeaderMalformed,
         Rejection::PassportTooLarge,
+        Rejection::VerificationBusy,
         Rejection::EnvelopeMalformed,
         Rejection::AgentIdTooLong,
         Rejection::VersionUnknown,
@@ -134,6 +138,7 @@ impl Rejection {
             Rejection::SigHeaderMismatch => "sig_header_mismatch",
             Rejection::HeaderMalformed => "header_malformed",
             Rejection::PassportTooLarge => "passport_too_large",
+            Rejection::VerificationBusy => "verification_busy",
             Rejection::BodyTooLarge => "body_too_large",
             Rejection::BodyBudgetExhausted => "body_budget_exhausted",
             Rejection::AgentIdTooLong => "agent_id_too_long",
@@ -195,6 +200,7 @@ impl Rejection {
             Rejection::ReplayQuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             Rejection::ChainQueryFailed
             | Rejection::BodyBudgetExhausted
+            | Rejection::VerificationBusy
             | Rejection::ReplayStoreUnavailable
             | Rejection::ReplayStoreFull => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::VersionUnknown
@@ -226,6 +232,9 @@ impl Rejection {
             }
             Rejection::PassportTooLarge => {
                 "the X-Agent-Passport header is larger than this gateway accepts"
+            }
+            Rejection::VerificationBusy => {
+                "the gateway is verifying as many new passports as it can; retry later"
             }
             Rejection::BodyTooLarge => "the request body is larger than this gateway accepts",
             Rejection::BodyBudgetExhausted => {
@@ -290,7 +299,7 @@ impl Rejection {
             Rejection::ChainQueryFailed
             | Rejection::ReplayStoreUnavailable
             | Rejection::ReplayStoreFull => Some(5),
-            Rejection::BodyBudgetExhausted => Some(1),
+            Rejection::BodyBudgetExhausted | Rejection::VerificationBusy => Some(1),
             Rejection::ReplayQuotaExceeded => Some(60),
             _ => None,
         }

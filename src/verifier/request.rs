@@ -204,6 +204,9 @@ impl<'de> Deserialize<'de> for ModelMember<'de> {
 /// reference's limit; members other than `model` are skipped without recursion here, so
 /// the depth is counted separately).
 pub fn requested_model(body: &[u8]) -> Result<String, Rejection> {
+    if let Some(model) = super::model::fast_model(body) {
+        return Ok(model.to_owned());
+    }
     if nests_too_deep(body) {
         return Err(Rejection::EnvelopeMalformed);
     }
