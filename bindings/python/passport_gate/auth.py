@@ -1,0 +1,50 @@
+"""``PassportAuth``: an ``httpx.Auth`` that signs every request it sends."""
+
+from __future__ import annotations
+
+from typing import AsyncGenerator, Generator
+
+import httpx
+
+from ._native import AgentKey, Signer
+
+PASSPORT_HEADER = "X-Agent-Passport"
+SIGNATURE_HEADER = "X-Agent-Sig"
+
+
+class PassportAuth(httpx.Auth):
+    """Signs each request's final method, raw path and query, and body bytes.
+
+    httpx reads a streamed request body once before the auth flow
+    (``requires_request_body``), so generators and files are signed as sent. Responses,
+    streamed ones included, are untouched.
+
+    Retries (the openai SDK's, after a connection error, 429 or 5xx) re-send the same
+    method, URI, body and passport, so the signature is the same: the gateway counts them
+    as one request. It does not consume the replay record when the upstream was not
+    reached or answered 429/503 before any body byte, so those retries go through; any
+    other answer burns it (a retry then gets 401 ``request_replayed``). To send the same
+    prompt twice on purpose, make the bodies differ (e.g. a ``user`` or ``metadata``
+    field): identical body, URI and passport are one request.
+    """
+
+    requires_request_body = True
+
+    def __init__(self, agent_key: AgentKey, passport: str, chain_id: str) -> None:
+        self._signer = Signer(agent_key, passport, chain_id)
+
+    def _sign(self, request: httpx.Request) -> httpx.Request:
+        uri = request.url.raw_path.decode("ascii")
+        request.headers[PASSPORT_HEADER] = self._signer.passport
+        request.headers[SIGNATURE_HEADER] = self._signer.sign(request.method, uri, request.content)
+        return request
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.read()
+        yield self._sign(request)
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        await request.aread()
+        yield self._sign(request)
