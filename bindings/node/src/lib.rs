@@ -3,7 +3,9 @@
 //! or the signing payload). The JavaScript half (`index.js`) turns option objects into
 //! the JSON these functions take, maps errors to `PassportGateError` and adds
 //! `passportFetch`.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: the `#[napi]` macros expand to FFI glue under `allow(unsafe_code)`;
+// this file itself has no unsafe code.
+#![deny(unsafe_code)]
 
 use napi::bindgen_prelude::{Error, Result, Status, Uint8Array};
 use napi_derive::napi;
