@@ -91,7 +91,17 @@ impl<E: std::fmt::Display> std::fmt::Display for SignError<E> {
     }
 }
 
-impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for SignError<E> {}
+impl<E: std::error::Error + 'static> std::error::Error for SignError<E> {
+    /// The underlying error, so that a caller can name the cause (connection refused,
+    /// DNS, TLS, timeout) from the chain.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SignError::Body(e) => Some(e.as_ref()),
+            SignError::Sign(e) => Some(e),
+            SignError::Inner(e) => Some(e),
+        }
+    }
+}
 
 impl<S, B> Service<Request<B>> for SignerService<S>
 where

@@ -171,6 +171,9 @@ struct RequestArgs {
     headers: Vec<String>,
     #[command(flatten)]
     body: BodyArg,
+    /// Give up when the response head has not arrived within this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_seconds: u64,
 }
 
 #[derive(Args)]
@@ -257,7 +260,7 @@ struct MintArgs {
 #[derive(Args)]
 #[group(required = true, multiple = false)]
 struct BodyArg {
-    /// Read the body from this file.
+    /// Read the body from this file (`-`: standard input).
     #[arg(long)]
     body_file: Option<PathBuf>,
     /// The body as a string.
@@ -268,6 +271,12 @@ struct BodyArg {
 impl BodyArg {
     fn read(&self) -> Result<Vec<u8>, String> {
         match (&self.body_file, &self.body) {
+            (Some(p), _) if p.as_os_str() == "-" => {
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+                    .map_err(|e| format!("cannot read the body from standard input: {e}"))?;
+                Ok(body)
+            }
             (Some(p), _) => {
                 std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
             }
@@ -278,13 +287,41 @@ impl BodyArg {
 }
 
 #[derive(Args)]
+#[group(required = true, multiple = false)]
+struct PassportArg {
+    /// The X-Agent-Passport value.
+    #[arg(long)]
+    passport: Option<String>,
+    /// A file holding the X-Agent-Passport value (surrounding white space is ignored).
+    #[arg(long)]
+    passport_file: Option<PathBuf>,
+}
+
+impl PassportArg {
+    fn read(&self) -> Result<String, String> {
+        passport_value(self.passport.as_deref(), self.passport_file.as_deref())
+    }
+}
+
+/// The passport given as a value or in a file (a file written by `mint > file` ends
+/// with a newline, which is not part of the value).
+fn passport_value(value: Option<&str>, file: Option<&Path>) -> Result<String, String> {
+    match (value, file) {
+        (Some(v), _) => Ok(v.to_owned()),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", f.display())),
+        (None, None) => Err("give --passport or --passport-file".into()),
+    }
+}
+
+#[derive(Args)]
 struct SignArgs {
     /// The agent's key file.
     #[arg(long)]
     agent_key: PathBuf,
-    /// The X-Agent-Passport value.
-    #[arg(long)]
-    passport: String,
+    #[command(flatten)]
+    passport: PassportArg,
     /// The gateway's chain id.
     #[arg(long)]
     chain_id: String,
@@ -304,7 +341,11 @@ struct SignArgs {
 #[derive(Args)]
 struct InspectArgs {
     /// The X-Agent-Passport value.
-    passport: String,
+    #[arg(required_unless_present = "passport_file")]
+    passport: Option<String>,
+    /// A file holding the X-Agent-Passport value.
+    #[arg(long, conflicts_with = "passport")]
+    passport_file: Option<PathBuf>,
     /// Bech32 prefix for the derived address.
     #[arg(long, default_value = "gonka")]
     prefix: String,
@@ -331,9 +372,8 @@ struct VerifyArgs {
     /// host or #fragment: no request line carries those to the layer).
     #[arg(long)]
     uri: String,
-    /// The X-Agent-Passport value, exactly as the header carries it.
-    #[arg(long)]
-    passport: String,
+    #[command(flatten)]
+    passport: PassportArg,
     /// The X-Agent-Sig value, exactly as the header carries it.
     #[arg(long)]
     sig: String,
@@ -611,11 +651,12 @@ fn mint(a: &MintArgs) -> Result<u8, Failure> {
 
 fn sign(a: &SignArgs) -> Result<u8, Failure> {
     let secret = load_agent_secret(&a.agent_key).map_err(|e| e.to_string())?;
+    let passport = a.passport.read()?;
     let body = a.body.read()?;
-    let sig = sign_request(&secret, &a.passport, &a.chain_id, &a.method, &a.uri, &body)
+    let sig = sign_request(&secret, &passport, &a.chain_id, &a.method, &a.uri, &body)
         .map_err(|e| e.to_string())?;
     if a.headers {
-        say!("X-Agent-Passport: {}", a.passport.trim());
+        say!("X-Agent-Passport: {}", passport.trim());
         say!("X-Agent-Sig: {sig}");
     } else {
         say!("{sig}");
@@ -637,7 +678,8 @@ fn both_times(t: Timestamp) -> String {
 }
 
 fn inspect(a: &InspectArgs) -> Result<u8, Failure> {
-    let raw = decode_base64(a.passport.trim())
+    let passport = passport_value(a.passport.as_deref(), a.passport_file.as_deref())?;
+    let raw = decode_base64(passport.trim())
         .ok_or("the passport is not strict standard base64".to_string())?;
     let pretty = serde_json::from_slice::<serde_json::Value>(&raw)
         .and_then(|v| serde_json::to_string_pretty(&v))
@@ -708,7 +750,8 @@ fn verify(a: &VerifyArgs) -> Result<u8, Failure> {
     // the same verdict here.
     let mut headers = http::HeaderMap::new();
     let mut unsendable = false;
-    for (name, value) in [(PASSPORT_HEADER, &a.passport), (SIGNATURE_HEADER, &a.sig)] {
+    let passport = a.passport.read()?;
+    for (name, value) in [(PASSPORT_HEADER, &passport), (SIGNATURE_HEADER, &a.sig)] {
         match http::HeaderValue::from_str(value) {
             Ok(v) => {
                 headers.insert(name, v);
@@ -872,13 +915,7 @@ fn request(a: &RequestArgs) -> Result<u8, Failure> {
     use tower::{Layer, ServiceExt};
 
     let agent = load_agent_secret(&a.agent_key).map_err(|e| e.to_string())?;
-    let passport = match (&a.passport, &a.passport_file) {
-        (Some(p), _) => p.clone(),
-        (None, Some(f)) => {
-            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?
-        }
-        (None, None) => return Err("give --passport or --passport-file".to_string().into()),
-    };
+    let passport = passport_value(a.passport.as_deref(), a.passport_file.as_deref())?;
     let signer = AgentSigner::new(agent, &passport, &a.chain_id).map_err(|e| e.to_string())?;
     let body = a.body.read()?;
     let mut req = http::Request::builder()
@@ -902,11 +939,19 @@ fn request(a: &RequestArgs) -> Result<u8, Failure> {
         let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http();
-        let resp = SignerLayer::new(signer)
-            .layer(client)
-            .oneshot(req)
+        let sent = SignerLayer::new(signer).layer(client).oneshot(req);
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(a.timeout_seconds), sent)
             .await
-            .map_err(|e| Failure(format!("request failed: {e}"), 1))?;
+            .map_err(|_| {
+                Failure(
+                    format!(
+                        "request to {} failed: timeout: no response within {} s",
+                        a.url, a.timeout_seconds
+                    ),
+                    1,
+                )
+            })?
+            .map_err(|e| Failure(request_failure(&a.url, &e), 1))?;
         eprintln!("{:?} {}", resp.version(), resp.status());
         for (name, value) in resp.headers() {
             eprintln!("{name}: {}", value.to_str().unwrap_or("<binary>"));
@@ -928,6 +973,42 @@ fn request(a: &RequestArgs) -> Result<u8, Failure> {
         }
         Ok(if ok { 0 } else { 1 })
     })
+}
+
+/// "request to URL failed: CAUSE (detail)", with the cause named from the error chain
+/// (connection refused, DNS lookup, TLS, timeout), so that the user knows what to fix.
+fn request_failure(url: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = Vec::new();
+    let mut cause = None;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if cause.is_none() {
+            cause = match err
+                .downcast_ref::<std::io::Error>()
+                .map(std::io::Error::kind)
+            {
+                Some(std::io::ErrorKind::ConnectionRefused) => Some("connection refused"),
+                Some(std::io::ErrorKind::TimedOut) => Some("timeout"),
+                Some(std::io::ErrorKind::ConnectionReset) => Some("connection reset"),
+                _ if text.contains("dns error") => Some("DNS lookup failed"),
+                _ if text.contains("scheme is not http") => {
+                    Some("TLS: https is not supported by this command; use http")
+                }
+                _ if text.to_ascii_lowercase().contains("tls") => Some("TLS handshake failed"),
+                _ if text.contains("timed out") => Some("timeout"),
+                _ => None,
+            };
+        }
+        chain.push(text);
+        next = err.source();
+    }
+    chain.dedup();
+    format!(
+        "request to {url} failed: {}: {}",
+        cause.unwrap_or("error"),
+        chain.join(": ")
+    )
 }
 
 fn demo() -> Result<u8, Failure> {

@@ -5,8 +5,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
-/// `application/problem+json` with `type`, `title`, `status`, `detail`, `code` and
-/// `error` (equal to `code`, the shape the reference answers).
+/// `application/problem+json` with `type`, `title`, `status`, `detail` and `code`, and
+/// `error` in OpenAI's error shape (`message`, `type`, `code`, `param`), so that the
+/// OpenAI SDKs an agent is built on read our code and message instead of a bare status.
 pub fn problem_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
     let body = serde_json::json!({
         "type": format!("urn:passport-gate:error:{code}"),
@@ -14,7 +15,12 @@ pub fn problem_response(status: StatusCode, code: &str, message: &str) -> Respon
         "status": status.as_u16(),
         "detail": message,
         "code": code,
-        "error": code,
+        "error": {
+            "message": message,
+            "type": openai_error_type(status),
+            "code": code,
+            "param": null,
+        },
     })
     .to_string();
     let mut resp = Response::new(Full::new(Bytes::from(body)));
@@ -24,4 +30,16 @@ pub fn problem_response(status: StatusCode, code: &str, message: &str) -> Respon
         HeaderValue::from_static("application/problem+json"),
     );
     resp
+}
+
+/// The OpenAI error `type` for a status, as OpenAI's own API names its classes.
+pub fn openai_error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        s if s >= 500 => "server_error",
+        _ => "invalid_request_error",
+    }
 }

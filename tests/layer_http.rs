@@ -150,7 +150,7 @@ async fn every_conformance_step_behaves_the_same_over_http() {
                 assert_eq!(headers["content-type"], "application/problem+json", "{ctx}");
                 let problem: serde_json::Value = serde_json::from_slice(&resp).unwrap();
                 assert_eq!(problem["code"], code.as_str(), "{ctx}");
-                assert_eq!(problem["error"], code.as_str(), "{ctx}");
+                assert_eq!(problem["error"]["code"], code.as_str(), "{ctx}");
                 assert_eq!(problem["status"], expect.status, "{ctx}");
                 assert!(
                     problem["title"].is_string() && problem["detail"].is_string(),

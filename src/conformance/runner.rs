@@ -11,7 +11,7 @@ use crate::grants::{
     GrantCache, GrantCacheSettings, GrantFuture, GrantQueryError, GrantSource, StaticGrants,
 };
 use crate::layer::{Binding, PassportBody, PassportLayer};
-use crate::replay::{ReplayError, ReplayFuture, ReplayRecord, ReplayStore};
+use crate::replay::{ReleaseFuture, ReplayError, ReplayFuture, ReplayRecord, ReplayStore};
 use crate::time::{FixedClock, Timestamp};
 use crate::verifier::VerifiedAgent;
 use bytes::Bytes;
@@ -103,6 +103,12 @@ struct UnavailableReplayStore;
 
 impl ReplayStore for UnavailableReplayStore {
     fn check_and_record<'a>(&'a self, _: ReplayRecord<'a>) -> ReplayFuture<'a> {
+        Box::pin(std::future::ready(Err(ReplayError::Unavailable(
+            "the vector's replay store is unavailable".into(),
+        ))))
+    }
+
+    fn release<'a>(&'a self, _: &'a [u8; 32], _: &'a str) -> ReleaseFuture<'a> {
         Box::pin(std::future::ready(Err(ReplayError::Unavailable(
             "the vector's replay store is unavailable".into(),
         ))))
@@ -306,8 +312,8 @@ fn check_step(
         if Some(got) != expect.code.as_deref() {
             return Err(format!("expected code {:?}, got {got:?}", expect.code));
         }
-        if body["error"].as_str() != Some(got) {
-            return Err("the rejection body's error differs from its code".into());
+        if body["error"]["code"].as_str() != Some(got) {
+            return Err("the rejection body's error.code differs from its code".into());
         }
         if reached.is_some() {
             return Err("a rejected request reached the inner service".into());

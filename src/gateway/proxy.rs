@@ -289,7 +289,13 @@ where
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "upstream request failed");
-                    Ok(GatewayError::UpstreamUnavailable.http_response())
+                    let mut resp = GatewayError::UpstreamUnavailable.http_response();
+                    // No connection: the upstream never saw the request, so its replay
+                    // record is released and the client's retry is not a replay.
+                    if e.is_connect() {
+                        resp.extensions_mut().insert(crate::replay::NotForwarded);
+                    }
+                    Ok(resp)
                 }
                 Err(_) => {
                     tracing::warn!("upstream response timed out");

@@ -38,6 +38,8 @@ struct Accepted {
     body: Bytes,
     /// The body's share of the body budget, released when the body is dropped.
     budget: Option<OwnedSemaphorePermit>,
+    /// The replay record this request reserved (SHA-256 of its signature), if any.
+    reservation: Option<[u8; 32]>,
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for PassportService<S>
@@ -113,6 +115,7 @@ where
         requester,
         body,
         budget,
+        reservation,
     } = accepted;
     // What the event records, taken only when events are written. The path is the one
     // the service receives: behind the gateway its normal form (what the route guard
@@ -129,7 +132,11 @@ where
     let started = Instant::now();
     let call = inner.call(request).instrument(span);
     let Some((method, path)) = recorded else {
-        return call.await.map(|r| r.map(PassportBody::original));
+        let result = call.await;
+        if let Ok(response) = &result {
+            settle_reservation(&shared, reservation, &agent, response).await;
+        }
+        return result.map(|r| r.map(PassportBody::original));
     };
     // The call runs in its own task so that a client hanging up (which drops this
     // future) cannot cancel the event of a request that was forwarded: every forwarded
@@ -141,6 +148,9 @@ where
     tokio::spawn(async move {
         let _running = running;
         let result = call.await;
+        if let Ok(response) = &result {
+            settle_reservation(&task_shared, reservation, &agent, response).await;
+        }
         let client_disconnected = answer.is_closed();
         if client_disconnected {
             task_shared.metrics.client_disconnects.inc();
@@ -169,6 +179,32 @@ where
             "the request failed inside the gateway",
         )
         .map(PassportBody::from_full)),
+    }
+}
+
+/// Releases the replay record of a request whose answer shows it was not processed
+/// (spec section 7.1), before that answer reaches the client, so that the client's retry
+/// of the same signed request is accepted. A failed release keeps the record: the retry
+/// is then refused, never accepted twice.
+fn settle_reservation<B>(
+    shared: &Shared,
+    reservation: Option<[u8; 32]>,
+    agent: &VerifiedAgent,
+    response: &Response<B>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let release = reservation
+        .filter(|_| crate::replay::releases_record(response))
+        .zip(shared.replay.as_ref().map(|g| Arc::clone(&g.store)));
+    let principal = release
+        .as_ref()
+        .map(|_| agent.principal_address().to_owned());
+    async move {
+        let (Some((key, store)), Some(principal)) = (release, principal) else {
+            return;
+        };
+        if let Err(e) = store.release(&key, &principal).await {
+            tracing::warn!(error = %e, "replay record not released; the request stays refused");
+        }
     }
 }
 
@@ -287,21 +323,25 @@ where
     {
         return Err(Rejection::PassportRevoked);
     }
-    if let Some(guard) = &shared.replay {
-        check_replay(
-            shared,
-            guard,
-            &headers.signature,
-            &agent,
-            agent.verified_at(),
-        )
-        .await?;
-    }
+    let reservation = match &shared.replay {
+        Some(guard) => {
+            check_replay(
+                shared,
+                guard,
+                &headers.signature,
+                &agent,
+                agent.verified_at(),
+            )
+            .await?
+        }
+        None => None,
+    };
     Ok(Accepted {
         agent,
         requester,
         body,
         budget,
+        reservation,
     })
 }
 
@@ -353,14 +393,15 @@ async fn bind_requester(
 }
 
 /// Step 13: refuses an exact replay. It runs after every other check, so a forged or
-/// otherwise refused request never occupies the store.
+/// otherwise refused request never occupies the store. Returns the key of the record
+/// reserved for this request (none when a fail-open store could not be asked).
 async fn check_replay(
     shared: &Shared,
     guard: &super::layer::ReplayGuard,
     signature: &[u8],
     agent: &VerifiedAgent,
     now: crate::time::Timestamp,
-) -> Result<(), Rejection> {
+) -> Result<Option<[u8; 32]>, Rejection> {
     use crate::replay::{ReplayError, ReplayRecord, ReplayVerdict};
     use sha2::Digest;
     let key: [u8; 32] = sha2::Sha256::digest(signature).into();
@@ -371,7 +412,7 @@ async fn check_replay(
         until: agent.expires_at().plus_seconds(guard.clock_skew_seconds),
     };
     match guard.store.check_and_record(record).await {
-        Ok(ReplayVerdict::Fresh) => Ok(()),
+        Ok(ReplayVerdict::Fresh) => Ok(Some(key)),
         Ok(ReplayVerdict::Replayed) => {
             shared.metrics.replays_refused.inc();
             Err(Rejection::RequestReplayed)
@@ -387,7 +428,7 @@ async fn check_replay(
             shared.metrics.replay_store_failure(guard.fail_open);
             if guard.fail_open {
                 tracing::warn!(error = %e, "replay store unavailable; accepting (fail-open)");
-                Ok(())
+                Ok(None)
             } else {
                 tracing::warn!(error = %e, "replay store unavailable; refusing (fail-closed)");
                 Err(Rejection::ReplayStoreUnavailable)

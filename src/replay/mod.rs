@@ -5,6 +5,12 @@
 //! one request has exactly one valid signature, and the signature identifies the request.
 //! A record lives until the passport's `expires_at` plus the clock skew: after that the
 //! passport itself is refused, so the record is no longer needed.
+//!
+//! A retry is not a replay: the record is reserved when the request is accepted (so a
+//! concurrent copy is refused at once) and released only when the answer shows that
+//! nothing behind the verifier processed the request ([`releases_record`]). A crash
+//! between the two leaves the record in place: the request stays refused, never
+//! accepted twice.
 
 use crate::redis::{Redis, RedisError, Reply};
 use crate::time::Timestamp;
@@ -56,6 +62,24 @@ impl fmt::Display for ReplayError {
 pub type ReplayFuture<'a> =
     Pin<Box<dyn Future<Output = Result<ReplayVerdict, ReplayError>> + Send + 'a>>;
 
+/// What [`ReplayStore::release`] returns.
+pub type ReleaseFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ReplayError>> + Send + 'a>>;
+
+/// A response extension by which the service behind the verifier says that the request
+/// never reached the server that would process it (the gateway could not connect to its
+/// upstream). Such an answer releases the request's replay record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotForwarded;
+
+/// Whether an answer shows that the request was not processed, so that its replay record
+/// is released and the same signed request may be sent again (spec section 7.1): the
+/// service marked it [`NotForwarded`], or it answered 429 or 503 in its response head.
+/// Every other answer, a timeout included, may follow processing and keeps the record.
+pub fn releases_record<B>(response: &http::Response<B>) -> bool {
+    response.extensions().get::<NotForwarded>().is_some()
+        || matches!(response.status().as_u16(), 429 | 503)
+}
+
 /// The live records one principal may hold by default
 /// (`agent_envelope.replay_records_per_principal`).
 pub const DEFAULT_RECORDS_PER_PRINCIPAL: u64 = 10_000;
@@ -80,6 +104,10 @@ pub trait ReplayStore: Send + Sync + 'static {
     /// Records `record.key` until `record.until` unless a live record exists; refuses
     /// with `QuotaExceeded` when the principal already holds its quota.
     fn check_and_record<'a>(&'a self, record: ReplayRecord<'a>) -> ReplayFuture<'a>;
+
+    /// Forgets the record of `key` (and its place in `principal`'s quota). Called only by
+    /// the one request that got `Fresh` for it, once its answer [`releases_record`].
+    fn release<'a>(&'a self, key: &'a [u8; 32], principal: &'a str) -> ReleaseFuture<'a>;
 }
 
 struct Records {
@@ -168,6 +196,18 @@ impl MemoryReplayStore {
     }
 }
 
+/// Removes `key`'s live record and its count in its principal's quota.
+fn forget(r: &mut Records, key: &[u8; 32]) {
+    if let Some((_, principal)) = r.live.remove(key) {
+        if let Some(n) = r.per_principal.get_mut(&principal) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                r.per_principal.remove(&principal);
+            }
+        }
+    }
+}
+
 fn purge(r: &mut Records, now: Timestamp) {
     while let Some(Reverse((t, key))) = r.by_expiry.peek().copied() {
         if t > now {
@@ -175,14 +215,7 @@ fn purge(r: &mut Records, now: Timestamp) {
         }
         r.by_expiry.pop();
         if r.live.get(&key).is_some_and(|(until, _)| *until == t) {
-            if let Some((_, principal)) = r.live.remove(&key) {
-                if let Some(n) = r.per_principal.get_mut(&principal) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        r.per_principal.remove(&principal);
-                    }
-                }
-            }
+            forget(r, &key);
         }
     }
 }
@@ -191,7 +224,24 @@ impl ReplayStore for MemoryReplayStore {
     fn check_and_record<'a>(&'a self, record: ReplayRecord<'a>) -> ReplayFuture<'a> {
         Box::pin(std::future::ready(self.decide(&record)))
     }
+
+    fn release<'a>(&'a self, key: &'a [u8; 32], _principal: &'a str) -> ReleaseFuture<'a> {
+        let released = self
+            .records
+            .lock()
+            .map(|mut r| forget(&mut r, key))
+            .map_err(|_| ReplayError::Unavailable("replay store lock poisoned".into()));
+        Box::pin(std::future::ready(released))
+    }
 }
+
+/// Forgets a reserved record and its place in the principal's quota, in one step.
+/// KEYS: the record, the principal's sorted set. ARGV: the member.
+const RELEASE: &str = r#"
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"#;
 
 /// Check, count and record in one step on the server, so that two replicas seeing one
 /// request at once still give exactly one acceptance, and the quota cannot be raced.
@@ -241,16 +291,44 @@ fn unix_millis(t: Timestamp) -> i128 {
     t.unix_nanos() / 1_000_000
 }
 
+impl RedisReplayStore {
+    fn keys(&self, key: &[u8; 32], principal: &str) -> (String, String, String) {
+        let member = hex::encode(key);
+        let name = format!("{}replay:{member}", self.prefix);
+        let quota_set = format!("{}replay-quota:{principal}", self.prefix);
+        (member, name, quota_set)
+    }
+}
+
 impl ReplayStore for RedisReplayStore {
+    fn release<'a>(&'a self, key: &'a [u8; 32], principal: &'a str) -> ReleaseFuture<'a> {
+        Box::pin(async move {
+            let (member, name, quota_set) = self.keys(key, principal);
+            match self
+                .redis
+                .eval(
+                    RELEASE,
+                    &[name.as_bytes(), quota_set.as_bytes()],
+                    &[member.as_bytes()],
+                )
+                .await
+            {
+                Ok(Reply::Integer(1)) => Ok(()),
+                Ok(other) => Err(ReplayError::Unavailable(format!(
+                    "unexpected release script reply {other:?}"
+                ))),
+                Err(e) => Err(ReplayError::Unavailable(e.to_string())),
+            }
+        })
+    }
+
     fn check_and_record<'a>(&'a self, record: ReplayRecord<'a>) -> ReplayFuture<'a> {
         Box::pin(async move {
             let ttl_ms = u64::try_from(record.until.nanos_since(record.now) / 1_000_000)
                 .unwrap_or(0)
                 .max(1)
                 .to_string();
-            let member = hex::encode(record.key);
-            let name = format!("{}replay:{member}", self.prefix);
-            let quota_set = format!("{}replay-quota:{}", self.prefix, record.principal);
+            let (member, name, quota_set) = self.keys(record.key, record.principal);
             let now = unix_millis(record.now).to_string();
             let until = unix_millis(record.until).to_string();
             let quota = self.per_principal.to_string();
@@ -352,6 +430,44 @@ mod tests {
             decide(&s, 3, ALICE, T0.plus_seconds(31), T0.plus_seconds(60)),
             Ok(ReplayVerdict::Fresh)
         );
+    }
+
+    #[test]
+    fn a_released_record_lets_the_same_request_in_again_and_frees_its_quota() {
+        let s = MemoryReplayStore::new(10, 1);
+        let until = T0.plus_seconds(60);
+        assert_eq!(decide(&s, 1, ALICE, T0, until), Ok(ReplayVerdict::Fresh));
+        assert_eq!(decide(&s, 1, ALICE, T0, until), Ok(ReplayVerdict::Replayed));
+        futures_block_on(s.release(&[1; 32], ALICE)).unwrap();
+        assert!(s.is_empty(T0));
+        assert_eq!(decide(&s, 1, ALICE, T0, until), Ok(ReplayVerdict::Fresh));
+        // The quota of one was freed by the release, and is taken again.
+        assert_eq!(
+            decide(&s, 2, ALICE, T0, until),
+            Err(ReplayError::QuotaExceeded)
+        );
+        // The stale deadline left in the heap does not forget the new record early.
+        assert_eq!(s.len(T0.plus_seconds(59)), 1);
+    }
+
+    #[test]
+    fn only_not_forwarded_429_and_503_answers_release_the_record() {
+        let answer = |status: u16| http::Response::builder().status(status).body(()).unwrap();
+        for status in [200, 400, 401, 404, 500, 502, 504] {
+            assert!(!releases_record(&answer(status)), "{status}");
+        }
+        assert!(releases_record(&answer(429)));
+        assert!(releases_record(&answer(503)));
+        let mut unreached = answer(502);
+        unreached.extensions_mut().insert(NotForwarded);
+        assert!(releases_record(&unreached));
+    }
+
+    fn futures_block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]

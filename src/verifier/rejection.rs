@@ -360,7 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn problem_body_carries_code_and_error() {
+    fn problem_body_carries_code_and_the_openai_error_shape() {
         use http_body_util::BodyExt;
         let resp = Rejection::AgentSigInvalid.http_response();
         assert_eq!(resp.headers()["content-type"], "application/problem+json");
@@ -373,7 +373,10 @@ mod tests {
             .to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["code"], "agent_sig_invalid");
-        assert_eq!(v["error"], "agent_sig_invalid");
+        assert_eq!(v["error"]["code"], "agent_sig_invalid");
+        assert_eq!(v["error"]["message"], Rejection::AgentSigInvalid.message());
+        assert_eq!(v["error"]["type"], "authentication_error");
+        assert!(v["error"]["param"].is_null());
         assert_eq!(v["status"], 401);
     }
 

@@ -335,3 +335,38 @@ pub fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
     }
     false
 }
+
+/// An upstream that answers each request with the next `(status, delay)` of `script`
+/// (then 200 at once), a JSON body, and counts requests: for retry and replay tests.
+pub struct ScriptedUpstream {
+    pub addr: SocketAddr,
+    pub calls: Arc<AtomicUsize>,
+}
+
+pub async fn scripted_upstream(script: Vec<(u16, Duration)>) -> ScriptedUpstream {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
+    let counted = calls.clone();
+    let app = Router::new().fallback(any(move |req: AxumRequest| {
+        let script = script.clone();
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let _ = req.into_body().collect().await;
+            let (status, delay) = script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or((200, Duration::ZERO));
+            tokio::time::sleep(delay).await;
+            http::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(AxumBody::from(format!("{{\"status\":{status}}}")))
+                .unwrap()
+        }
+    }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    ScriptedUpstream { addr, calls }
+}
