@@ -200,4 +200,34 @@ mod tests {
             .contains("64 hex digits"));
         assert!(load_agent_secret(Path::new("/nonexistent/key")).is_err());
     }
+
+    #[test]
+    fn written_key_files_are_new_private_and_load_back() {
+        let dir = std::env::temp_dir().join(format!("pg-keyfile-w-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.json");
+        let _ = std::fs::remove_file(&path);
+        let secret = AgentSecret::from_bytes(&[3u8; 32]);
+        write_key_file(&path, &KeyFile::agent(&secret)).unwrap();
+        assert_eq!(load_agent_secret(&path).unwrap().to_bytes(), [3u8; 32]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = write_key_file(&path, &KeyFile::agent(&AgentSecret::from_bytes(&[4u8; 32])));
+        assert!(again.unwrap_err().to_string().contains("must not exist yet"));
+        assert_eq!(load_agent_secret(&path).unwrap().to_bytes(), [3u8; 32]);
+    }
+
+    #[test]
+    fn key_file_text_parses_back_with_its_origin_in_errors() {
+        let secret = PrincipalSecret::from_bytes(&[5u8; 32]).unwrap();
+        let text = key_file_text(&KeyFile::principal(&secret, "gonka").unwrap()).unwrap();
+        assert!(text.ends_with("}\n"));
+        assert_eq!(parse_principal_secret(&text, "x").unwrap().to_bytes(), [5u8; 32]);
+        let err = parse_agent_secret(&text, "the key file text").unwrap_err().to_string();
+        assert_eq!(err, "the key file text holds a Principal key, not a Agent key");
+    }
 }

@@ -25,8 +25,8 @@ before(async () => {
 });
 
 after(async () => {
-  await stop(gateway.child);
-  await stop(mockllm.child);
+  await stop(gateway?.child);
+  await stop(mockllm?.child);
 });
 
 function client(baseURL, maxRetries = 2) {

@@ -7,7 +7,7 @@ import { createServer, request as httpRequest } from 'node:http';
 import { existsSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer as netServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -43,7 +43,7 @@ async function waitForPort(port, child, what, ms = 30000) {
 }
 
 export async function stop(child) {
-  if (child.exitCode !== null) return;
+  if (!child || child.exitCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGTERM');
   const timer = setTimeout(() => child.kill('SIGKILL'), 10000);
@@ -56,7 +56,8 @@ export async function startMockllm() {
   const responses = join(dir, 'responses.yml');
   writeFileSync(responses, 'responses:\n  "hello": "hi from mockllm"\ndefaults:\n  unknown_response: "hi from mockllm"\n');
   const port = await freePort();
-  const python = process.env.PASSPORT_GATE_PYTHON ?? 'python3';
+  // Resolved here: the child runs in its own directory.
+  const python = process.env.PASSPORT_GATE_PYTHON ? resolve(process.env.PASSPORT_GATE_PYTHON) : 'python3';
   const child = spawn(
     python,
     ['-m', 'uvicorn', 'mockllm.server:app', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warning'],
@@ -67,7 +68,7 @@ export async function startMockllm() {
 }
 
 export async function startGateway(upstream) {
-  const bin = process.env.PASSPORT_GATE_BIN ?? join(REPO, 'target', 'debug', 'passport-gate');
+  const bin = resolve(process.env.PASSPORT_GATE_BIN ?? join(REPO, 'target', 'debug', 'passport-gate'));
   if (!existsSync(bin)) throw new Error(`${bin} not found: run \`cargo build\` first or set PASSPORT_GATE_BIN`);
   const dir = mkdtempSync(join(tmpdir(), 'pg-gateway-'));
   const [port, admin] = [await freePort(), await freePort()];
