@@ -2,7 +2,9 @@
 // (tests/sdk_fixtures.rs) and pytest check the same file.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createRequire } from 'node:module';
 
 const pg = createRequire(import.meta.url)('../index.js');
@@ -90,4 +92,14 @@ test('a foreign agent key cannot sign', () => {
     name: 'PassportGateError',
     message: "the agent key does not match the passport's agent_pubkey",
   });
+});
+
+test('saved key files load back and are never overwritten', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pg-keys-'));
+  const path = join(dir, 'agent.json');
+  const key = pg.AgentKey.generate();
+  key.save(path);
+  assert.equal(statSync(path).mode & 0o777, 0o600);
+  assert.equal(pg.AgentKey.load(path).publicKey, key.publicKey);
+  assert.throws(() => pg.AgentKey.generate().save(path), { name: 'PassportGateError', message: /must not exist yet/ });
 });

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json as _json
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
 
 from ._native import AgentKey, PassportGateError, PrincipalKey, Signer
 from ._native import attach_signature as _attach_signature
@@ -24,6 +24,9 @@ from ._native import mint_json as _mint_json
 from ._native import mint_unsigned_json as _mint_unsigned_json
 from ._native import sign_request as _sign_request
 from ._native import verify_json as _verify_json
+
+if TYPE_CHECKING:
+    from .auth import PassportAuth
 
 __all__ = [
     "AgentKey",

@@ -74,3 +74,17 @@ def test_verdicts_match(case):
 def test_a_foreign_agent_key_cannot_sign():
     with pytest.raises(pg.PassportGateError, match="does not match the passport's agent_pubkey"):
         pg.Signer(pg.AgentKey.generate(), F["mint"][0]["passport"], "gonka-mainnet")
+
+
+def test_saved_key_files_load_back_and_are_never_overwritten(tmp_path):
+    path = tmp_path / "agent.json"
+    key = pg.AgentKey.generate()
+    key.save(path)
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert pg.AgentKey.load(path).public_key == key.public_key
+    with pytest.raises(pg.PassportGateError, match="must not exist yet"):
+        pg.AgentKey.generate().save(path)
+    principal = tmp_path / "principal.json"
+    pg.PrincipalKey.generate().save(principal)
+    with pytest.raises(pg.PassportGateError, match="not a Agent key"):
+        pg.AgentKey.load(principal)
