@@ -63,14 +63,18 @@ enum AuditCommand {
         #[arg(long)]
         head: Option<String>,
     },
-    /// Summarise calls by day, principal, agent and model.
+    /// Summarise calls and tokens by day, principal, agent and model, after checking
+    /// the hash chain of audit files (a broken chain is not reported).
     Report {
-        /// Audit or JSON-lines event files.
+        /// Audit files in chain order, or JSON-lines event files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Report without checking the chain (a loud warning says so).
+        #[arg(long)]
+        no_verify: bool,
     },
 }
 
@@ -1018,7 +1022,7 @@ fn demo() -> Result<u8, Failure> {
 }
 
 fn audit(a: &AuditCommand) -> Result<u8, Failure> {
-    use passport_gate::attribution::audit::{read_events, summarize, verify_files};
+    use passport_gate::attribution::audit::{read_events, refusals, summarize, verify_files};
     match a {
         AuditCommand::Verify { files, head } => {
             let r = verify_files(files).map_err(|e| Failure(format!("cannot read: {e}"), 2))?;
@@ -1047,9 +1051,42 @@ fn audit(a: &AuditCommand) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        AuditCommand::Report { files, json } => {
-            let events = read_events(files).map_err(|e| Failure(format!("cannot read: {e}"), 2))?;
-            let rows = summarize(&events);
+        AuditCommand::Report {
+            files,
+            json,
+            no_verify,
+        } => {
+            let read = read_events(files).map_err(|e| Failure(format!("cannot report: {e}"), 2))?;
+            if !read.chained {
+                if !read.events.is_empty() {
+                    eprintln!("WARNING: plain JSON-lines event files have no hash chain: these numbers are NOT verified");
+                }
+            } else if *no_verify {
+                eprintln!("WARNING: --no-verify: the hash chain was NOT checked; these numbers may include edited, inserted or reordered lines, and miss deleted ones");
+            } else {
+                let r = verify_files(files).map_err(|e| Failure(format!("cannot read: {e}"), 2))?;
+                if let Some(broken) = &r.broken {
+                    return Err(Failure(
+                        format!("not reporting: the chain is BROKEN at {broken} (see `passport-gate audit verify`; --no-verify reports anyway)"),
+                        1,
+                    ));
+                }
+                eprintln!(
+                    "chain verified: {} line(s), head hash {} (compare it with the head kept elsewhere: lines removed from the end are not detected otherwise)",
+                    r.lines, r.head
+                );
+                if r.starts_mid_chain {
+                    eprintln!("note: the first line continues an earlier file; give every file from the first to check the whole chain");
+                }
+            }
+            if read.incomplete_tails > 0 {
+                eprintln!(
+                    "note: {} incomplete last line(s) (an interrupted write) not counted",
+                    read.incomplete_tails
+                );
+            }
+            let rows = summarize(&read.events);
+            let refused = refusals(&read.events);
             if *json {
                 say!(
                     "{}",
@@ -1058,24 +1095,34 @@ fn audit(a: &AuditCommand) -> Result<u8, Failure> {
                 return Ok(0);
             }
             say!(
-                "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}",
+                "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}  {:>10}  {:>10}  {:>10}",
                 "day",
                 "principal",
                 "agent",
                 "model",
-                "calls"
+                "calls",
+                "prompt",
+                "completion",
+                "tokens"
             );
             for r in &rows {
                 say!(
-                    "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}",
+                    "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}  {:>10}  {:>10}  {:>10}",
                     escape_controls(&r.day),
                     escape_controls(&r.principal_address),
                     escape_controls(&r.agent_id),
                     escape_controls(&r.model),
-                    r.calls
+                    r.calls,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    r.total_tokens
                 );
             }
-            say!("{} call(s) in {} event file(s)", events.len(), files.len());
+            for (code, n) in &refused {
+                say!("refused ({}): {n}", escape_controls(code));
+            }
+            let calls: u64 = rows.iter().map(|r| r.calls).sum();
+            say!("{calls} call(s) in {} event file(s)", files.len());
             Ok(0)
         }
     }

@@ -545,6 +545,7 @@ fn audit_report_escapes_agent_chosen_strings() {
         latency_ms: 1,
         passport_id: String::new(),
         client_disconnected: false,
+        ..Default::default()
     };
     std::fs::write(&path, serde_json::to_string(&event).unwrap() + "\n").unwrap();
     let p = path.to_str().unwrap();

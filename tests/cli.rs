@@ -322,6 +322,7 @@ fn audit_event(
         latency_ms: 1,
         passport_id: String::new(),
         client_disconnected: false,
+        ..Default::default()
     }
 }
 

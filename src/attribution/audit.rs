@@ -196,6 +196,11 @@ impl Sink for AuditFileSink {
         }
         Ok(())
     }
+
+    /// The audit trail records refused requests too (when the layer emits them).
+    fn records_refusals(&self) -> bool {
+        true
+    }
 }
 
 /// The outcome of checking audit files.
@@ -294,27 +299,70 @@ pub fn verify_files(files: &[PathBuf]) -> io::Result<ChainReport> {
     Ok(report)
 }
 
-/// Every event in `files`, in order; incomplete last lines are skipped.
-pub fn read_events(files: &[PathBuf]) -> io::Result<Vec<AttributionEvent>> {
-    let mut events = Vec::new();
-    for path in files {
-        for line in BufReader::new(File::open(path)?).split(b'\n') {
-            let line = line?;
-            if line.is_empty() {
-                continue;
-            }
-            // Audit lines wrap the event; plain JSON-lines sinks write it bare.
-            if let Ok(l) = serde_json::from_slice::<Line>(&line) {
-                events.push(l.event);
-            } else if let Ok(e) = serde_json::from_slice::<AttributionEvent>(&line) {
-                events.push(e);
-            }
-        }
-    }
-    Ok(events)
+/// The events of a set of files, for a report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFiles {
+    /// Every event, in order.
+    pub events: Vec<AttributionEvent>,
+    /// Whether the files are audit files (hash-chained lines); otherwise plain JSON-lines
+    /// event files, which have no chain to verify.
+    pub chained: bool,
+    /// Incomplete last lines (an interrupted write) that were not counted.
+    pub incomplete_tails: u64,
 }
 
-/// Calls per day, principal, agent and model.
+/// Every event in `files`, in order. A line that is neither an audit line nor an event,
+/// or files mixing the two kinds, are an error naming the file and line: nothing is
+/// skipped silently. Only an incomplete last line of a file (an interrupted write, not
+/// part of the chain) is left out, and counted.
+pub fn read_events(files: &[PathBuf]) -> io::Result<EventFiles> {
+    let mut out = EventFiles::default();
+    let mut kind: Option<bool> = None;
+    for path in files {
+        let mut reader = BufReader::new(File::open(path)?);
+        let mut buf = Vec::new();
+        let mut number = 0u64;
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            number += 1;
+            if buf.pop() != Some(b'\n') {
+                out.incomplete_tails += 1;
+                break;
+            }
+            let bad = |why: String| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}:{number}: {why}", path.display()),
+                )
+            };
+            // Audit lines wrap the event; plain JSON-lines sinks write it bare.
+            let (event, chained) = match serde_json::from_slice::<Line>(&buf) {
+                Ok(l) => (l.event, true),
+                Err(_) => match serde_json::from_slice::<AttributionEvent>(&buf) {
+                    Ok(e) => (e, false),
+                    Err(e) => return Err(bad(format!("neither an audit line nor an event: {e}"))),
+                },
+            };
+            match kind {
+                Some(k) if k != chained => {
+                    return Err(bad(
+                        "audit lines and plain event lines are mixed; report them separately"
+                            .into(),
+                    ))
+                }
+                _ => kind = Some(chained),
+            }
+            out.events.push(event);
+        }
+    }
+    out.chained = kind.unwrap_or(false);
+    Ok(out)
+}
+
+/// Calls and tokens per day, principal, agent and model.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct CallCount {
     /// `YYYY-MM-DD` (UTC) of `verified_at`.
@@ -327,35 +375,65 @@ pub struct CallCount {
     pub model: String,
     /// How many calls.
     pub calls: u64,
+    /// Sum of `prompt_tokens` over the calls whose answer carried usage.
+    pub prompt_tokens: u64,
+    /// Sum of `completion_tokens`.
+    pub completion_tokens: u64,
+    /// Sum of `total_tokens`.
+    pub total_tokens: u64,
+    /// How many of the calls carried usage (the others count no tokens).
+    pub calls_with_usage: u64,
 }
 
-/// Counts `events` by day, principal, agent and model, sorted by those keys.
+/// Counts accepted `events` and sums their tokens by day, principal, agent and model,
+/// sorted by those keys. Refusal events carry no verified identity and are not counted
+/// here (see [`refusals`]).
 pub fn summarize(events: &[AttributionEvent]) -> Vec<CallCount> {
-    let mut counts: std::collections::BTreeMap<(String, String, String, String), u64> =
+    let mut counts: std::collections::BTreeMap<(String, String, String, String), CallCount> =
         Default::default();
-    for e in events {
+    for e in events.iter().filter(|e| e.outcome.is_accepted()) {
         let day = e.verified_at.get(..10).unwrap_or(&e.verified_at).to_owned();
+        let key = (
+            day,
+            e.principal_address.clone(),
+            e.agent_id.clone(),
+            e.model.clone(),
+        );
+        let row = counts.entry(key.clone()).or_insert_with(|| CallCount {
+            day: key.0,
+            principal_address: key.1,
+            agent_id: key.2,
+            model: key.3,
+            calls: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            total_tokens: 0,
+            calls_with_usage: 0,
+        });
+        row.calls += 1;
+        if e.prompt_tokens.is_some() || e.completion_tokens.is_some() || e.total_tokens.is_some() {
+            row.calls_with_usage += 1;
+        }
+        row.prompt_tokens = row
+            .prompt_tokens
+            .saturating_add(e.prompt_tokens.unwrap_or(0));
+        row.completion_tokens = row
+            .completion_tokens
+            .saturating_add(e.completion_tokens.unwrap_or(0));
+        row.total_tokens = row.total_tokens.saturating_add(e.total_tokens.unwrap_or(0));
+    }
+    counts.into_values().collect()
+}
+
+/// How many refused requests `events` record, per code, sorted by code.
+pub fn refusals(events: &[AttributionEvent]) -> Vec<(String, u64)> {
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    for e in events.iter().filter(|e| !e.outcome.is_accepted()) {
         *counts
-            .entry((
-                day,
-                e.principal_address.clone(),
-                e.agent_id.clone(),
-                e.model.clone(),
-            ))
+            .entry(e.code.clone().unwrap_or_default())
             .or_default() += 1;
     }
-    counts
-        .into_iter()
-        .map(
-            |((day, principal_address, agent_id, model), calls)| CallCount {
-                day,
-                principal_address,
-                agent_id,
-                model,
-                calls,
-            },
-        )
-        .collect()
+    counts.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -387,6 +465,7 @@ mod tests {
             latency_ms: n,
             passport_id: String::new(),
             client_disconnected: false,
+            ..Default::default()
         }
     }
 

@@ -1,5 +1,7 @@
 //! Attribution events: one record per accepted request, saying which agent, acting for
-//! which principal, called which model with which body.
+//! which principal, called which model with which body (and how many tokens the answer
+//! used, when the upstream said), and, for sinks that ask for them (the audit file), one
+//! per refused request, with the identity it claimed marked as unverified.
 //!
 //! Events travel through a bounded queue with `try_send`: a request never waits for
 //! logging, a full queue drops the event and counts the drop, and one drain thread
@@ -8,6 +10,7 @@
 
 pub mod audit;
 mod sink;
+pub mod usage;
 
 pub use audit::{AuditFileSink, FsyncPolicy};
 pub use sink::{JsonLinesSink, RedisStreamSink, Sink};
@@ -24,8 +27,41 @@ use std::time::{Duration, Instant};
 /// The event format version.
 pub const EVENT_VERSION: &str = "aps-attribution-v1";
 
-/// One attribution record (JSON field names as written).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Whether an event records an accepted or a refused request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Verified and forwarded (omitted from the JSON: every event before refusals were
+    /// recorded is one).
+    #[default]
+    Accepted,
+    /// Refused by the verifier; nothing in the event is verified but the code.
+    Refused,
+}
+
+impl Outcome {
+    /// Whether this is [`Outcome::Accepted`] (the field is then omitted).
+    pub fn is_accepted(&self) -> bool {
+        *self == Outcome::Accepted
+    }
+}
+
+/// The longest claimed identity string a refusal event keeps, in bytes (longer ones are
+/// cut at a character boundary): a forged passport must not write large lines.
+pub const MAX_CLAIMED_BYTES: usize = 256;
+
+/// `s` cut to at most [`MAX_CLAIMED_BYTES`] bytes at a character boundary.
+pub fn bounded_claim(s: &str) -> String {
+    let mut end = s.len().min(MAX_CLAIMED_BYTES);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// One attribution record (JSON field names as written). The fields from the verified
+/// request are empty, and omitted, in a refusal event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttributionEvent {
     /// Always `aps-attribution-v1`.
@@ -34,14 +70,19 @@ pub struct AttributionEvent {
     pub event_id: String,
     /// The upstream's inference id when it named one in a response header, else the
     /// event id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub inference_id: String,
     /// The chain the passport is for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub chain_id: String,
     /// The requested model.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub model: String,
     /// The agent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub agent_id: String,
     /// The principal the agent acted for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub principal_address: String,
     /// Who the work was for, when the passport says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,17 +91,21 @@ pub struct AttributionEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester_address: Option<String>,
     /// Hex SHA-256 of the raw request body.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub request_body_sha256: String,
     /// Hex SHA-256 of the decoded `X-Agent-Passport` bytes, as the reference records it
     /// (another serialization of the same passport has another value).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub envelope_sha256: String,
     /// The passport's identity: hex SHA-256 of its JCS form, the same for every
     /// serialization (what revocation names). Absent in events written before it existed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub passport_id: String,
     /// The passport's `expires_at`, as sent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub passport_expires_at: String,
     /// When the passport was verified (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub verified_at: String,
     /// The HTTP method.
     pub method: String,
@@ -74,6 +119,32 @@ pub struct AttributionEvent {
     /// with `status`. Omitted when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub client_disconnected: bool,
+    /// `refused` for a refused request; omitted for an accepted one.
+    #[serde(default, skip_serializing_if = "Outcome::is_accepted")]
+    pub outcome: Outcome,
+    /// The rejection code of a refused request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// When a request was refused (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_at: Option<String>,
+    /// The `agent_id` a refused request's passport claimed: NOT verified (a forger
+    /// writes what it likes here), at most [`MAX_CLAIMED_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_agent_id_unverified: Option<String>,
+    /// The `principal_address` a refused request's passport claimed: NOT verified, at
+    /// most [`MAX_CLAIMED_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_principal_address_unverified: Option<String>,
+    /// The upstream's OpenAI `usage.prompt_tokens`, when its answer carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    /// The upstream's OpenAI `usage.completion_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u64>,
+    /// The upstream's OpenAI `usage.total_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<u64>,
 }
 
 /// A fresh 128-bit random identifier in hex.
@@ -121,6 +192,19 @@ impl std::fmt::Debug for AttributionSender {
 }
 
 impl AttributionSender {
+    /// Queues a refusal event without waiting, only while the queue is less than half
+    /// full: a flood of forged requests must never crowd out the events of accepted
+    /// ones. Returns false (and counts a drop) otherwise.
+    pub fn emit_refusal(&self, event: AttributionEvent) -> bool {
+        let capacity = self.tx.capacity().unwrap_or(usize::MAX);
+        if self.tx.len() >= capacity.div_ceil(2) {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.attribution_dropped.inc();
+            return false;
+        }
+        self.emit(event)
+    }
+
     /// Queues `event` without waiting. Returns false (and counts a drop) when the queue
     /// is full or the drain has stopped.
     pub fn emit(&self, event: AttributionEvent) -> bool {
@@ -236,7 +320,11 @@ fn write_one(
     counters: &Counters,
     metrics: &Metrics,
 ) {
+    let refused = event.outcome == Outcome::Refused;
     for sink in sinks.iter_mut() {
+        if refused && !sink.records_refusals() {
+            continue;
+        }
         if let Err(e) = sink.write(event) {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             metrics.attribution_failed.inc();
@@ -315,7 +403,45 @@ mod tests {
             latency_ms: 1,
             passport_id: String::new(),
             client_disconnected: false,
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn refusals_are_queued_only_while_the_queue_is_under_half_full() {
+        let (tx, rx) = bounded(4);
+        let sender = AttributionSender {
+            tx,
+            counters: Arc::new(Counters {
+                written: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+            }),
+            metrics: Metrics::new(),
+        };
+        let refusal = || AttributionEvent {
+            outcome: Outcome::Refused,
+            ..event(9)
+        };
+        assert!(sender.emit_refusal(refusal()));
+        assert!(sender.emit(event(1)));
+        // Half full: a flood of refusals is dropped and counted ...
+        assert!(!sender.emit_refusal(refusal()));
+        assert_eq!(sender.metrics.attribution_dropped.get(), 1);
+        // ... and accepted requests still have the other half.
+        assert!(sender.emit(event(2)));
+        assert!(sender.emit(event(3)));
+        assert!(!sender.emit(event(4)));
+        assert_eq!(rx.len(), 4);
+    }
+
+    #[test]
+    fn a_claimed_string_is_cut_at_a_character_boundary_within_the_bound() {
+        assert_eq!(bounded_claim("gonka1abc"), "gonka1abc");
+        let long = "é".repeat(MAX_CLAIMED_BYTES);
+        let cut = bounded_claim(&long);
+        assert!(cut.len() <= MAX_CLAIMED_BYTES && cut.len() >= MAX_CLAIMED_BYTES - 1);
+        assert!(long.starts_with(&cut));
     }
 
     /// A sink that blocks until released, then records what it got.

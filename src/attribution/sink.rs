@@ -14,6 +14,11 @@ pub trait Sink: Send + 'static {
     /// Makes what was written durable or visible; called when the queue runs empty and
     /// at shutdown.
     fn flush(&mut self) -> io::Result<()>;
+    /// Whether this sink takes refusal events (`outcome: refused`). Only the audit file
+    /// does by default: the other sinks feed billing and dashboards, which count calls.
+    fn records_refusals(&self) -> bool {
+        false
+    }
 }
 
 /// One JSON object per line, to stdout or to a file opened for appending.

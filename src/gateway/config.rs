@@ -261,6 +261,8 @@ pub struct AttributionSection {
     pub audit_fsync: crate::attribution::FsyncPolicy,
     /// Rotate the audit file when it reaches this size; 0 never rotates.
     pub audit_max_bytes: u64,
+    /// Record refused requests in the audit file too (default true).
+    pub audit_refusals: bool,
 }
 
 impl Default for AttributionSection {
@@ -274,6 +276,7 @@ impl Default for AttributionSection {
             audit_file: None,
             audit_fsync: crate::attribution::FsyncPolicy::Batch,
             audit_max_bytes: 0,
+            audit_refusals: true,
         }
     }
 }

@@ -243,7 +243,9 @@ pub async fn run(
         builder = builder.binding(Binding::new(header, GrantCache::new(source, settings)));
     }
     if let Some(q) = &queue {
-        builder = builder.attribution(q.sender());
+        builder = builder.attribution(q.sender()).record_refusals(
+            raw.attribution.audit_file.is_some() && raw.attribution.audit_refusals,
+        );
     }
     if let (config::ReplayStoreKind::Redis, Some(c), true) = (
         raw.replay.store,

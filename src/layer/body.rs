@@ -12,6 +12,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::attribution::usage::EventOnEnd;
+
 pin_project! {
     /// The body handed to the inner service, and the body of the layer's responses.
     #[project = PassportBodyProj]
@@ -25,6 +27,10 @@ pin_project! {
         /// byte for byte, or a problem+json rejection. A request body keeps its share
         /// of the layer's body budget until it is dropped.
         Held { #[pin] body: Full<Bytes>, budget: Option<OwnedSemaphorePermit> },
+        /// The inner service's response to an accepted request, forwarded unchanged
+        /// while its attribution event takes note of the token usage it carries; the
+        /// event is queued when the body ends or is dropped.
+        Metered { #[pin] body: B, event: Box<EventOnEnd> },
     }
 }
 
@@ -55,6 +61,10 @@ impl<B> PassportBody<B> {
         }
     }
 
+    pub(crate) fn metered(body: B, event: Box<EventOnEnd>) -> Self {
+        PassportBody::Metered { body, event }
+    }
+
     pub(crate) fn from_full(body: Full<Bytes>) -> Self {
         PassportBody::Held { body, budget: None }
     }
@@ -78,6 +88,19 @@ where
         match self.project() {
             PassportBodyProj::Original { body } => body.poll_frame(cx),
             PassportBodyProj::Held { body, .. } => body.poll_frame(cx).map_err(never),
+            PassportBodyProj::Metered { body, event } => {
+                let polled = body.poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            event.feed(data);
+                        }
+                    }
+                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => event.finish(),
+                    Poll::Pending => {}
+                }
+                polled
+            }
         }
     }
 
@@ -85,6 +108,7 @@ where
         match self {
             PassportBody::Original { body } => body.is_end_stream(),
             PassportBody::Held { body, .. } => body.is_end_stream(),
+            PassportBody::Metered { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -92,6 +116,7 @@ where
         match self {
             PassportBody::Original { body } => body.size_hint(),
             PassportBody::Held { body, .. } => body.size_hint(),
+            PassportBody::Metered { body, .. } => body.size_hint(),
         }
     }
 }

@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     pub(crate) verifier: Option<Verifier>,
     pub(crate) binding: Option<Binding>,
     pub(crate) attribution: Option<AttributionSender>,
+    /// Whether refused requests are queued as refusal events too.
+    pub(crate) record_refusals: bool,
     pub(crate) inference_id_header: Option<HeaderName>,
     pub(crate) metrics: Metrics,
 }
@@ -119,6 +121,7 @@ pub struct PassportLayerBuilder {
     clock: Arc<dyn Clock>,
     binding: Option<Binding>,
     attribution: Option<AttributionSender>,
+    record_refusals: bool,
     inference_id_header: Option<HeaderName>,
     metrics: Option<Metrics>,
     replay_store: Option<Arc<dyn ReplayStore>>,
@@ -134,6 +137,7 @@ impl PassportLayer {
             clock: Arc::new(SystemClock),
             binding: None,
             attribution: None,
+            record_refusals: false,
             inference_id_header: None,
             metrics: None,
             replay_store: None,
@@ -162,6 +166,7 @@ impl PassportLayer {
                 verifier: None,
                 binding: None,
                 attribution: None,
+                record_refusals: false,
                 inference_id_header: None,
                 metrics: Metrics::new(),
             }),
@@ -218,6 +223,16 @@ impl PassportLayerBuilder {
     /// Sends an attribution event for every accepted request.
     pub fn attribution(mut self, sender: AttributionSender) -> Self {
         self.attribution = Some(sender);
+        self
+    }
+
+    /// Also queues a refusal event (outcome, code, status, method, path, time and the
+    /// claimed, unverified identity) for every refused request, for the sinks that take
+    /// them (the audit file). Needs [`attribution`](Self::attribution). Refusals are
+    /// queued only while the queue is less than half full, so that a flood of forged
+    /// requests cannot crowd out the events of accepted ones.
+    pub fn record_refusals(mut self, on: bool) -> Self {
+        self.record_refusals = on;
         self
     }
 
@@ -294,6 +309,7 @@ impl PassportLayerBuilder {
                 verifier,
                 binding: self.binding,
                 attribution: self.attribution,
+                record_refusals: self.record_refusals,
                 inference_id_header: self.inference_id_header,
                 metrics,
             }),

@@ -3,6 +3,7 @@
 use super::body::{PassportBody, ResponseBody};
 use super::future::ResponseFuture;
 use super::layer::Shared;
+use crate::attribution::usage::{EventOnEnd, UsageScan};
 use crate::attribution::{new_event_id, AttributionEvent, EVENT_VERSION};
 use crate::config::Mode;
 use crate::verifier::{has_passport_headers, signed_target, Rejection, VerifiedAgent};
@@ -64,6 +65,7 @@ where
         }
         if !has_passport_headers(req.headers()) {
             if self.shared.mode == Mode::Required {
+                record_refusal(&self.shared, Rejection::PassportRequired, &req);
                 return ResponseFuture::rejected(reject(&self.shared, Rejection::PassportRequired));
             }
             self.shared.metrics.passthrough();
@@ -78,6 +80,68 @@ where
             inner,
             req,
         )))
+    }
+}
+
+/// Queues the refusal event of a refused request, when refusals are recorded. The
+/// identity it claims is read from the passport header only to be recorded under
+/// `claimed_*_unverified` names, cut to a bound, and never for a header the verifier
+/// refused as malformed or too large.
+fn record_refusal<B>(shared: &Shared, r: Rejection, req: &Request<B>) {
+    let Some(sender) = shared
+        .attribution
+        .as_ref()
+        .filter(|_| shared.record_refusals)
+    else {
+        return;
+    };
+    let (agent, principal) = match r {
+        Rejection::SigHeaderMismatch
+        | Rejection::HeaderMalformed
+        | Rejection::PassportTooLarge
+        | Rejection::PassportRequired => (None, None),
+        _ => claimed_identity(req.headers()),
+    };
+    let path = req
+        .extensions()
+        .get::<crate::gateway::NormalPath>()
+        .map_or_else(|| req.uri().path(), |p| p.0.as_str());
+    sender.emit_refusal(AttributionEvent {
+        v: EVENT_VERSION.to_owned(),
+        event_id: new_event_id(),
+        method: crate::attribution::bounded_claim(req.method().as_str()),
+        path: path.to_owned(),
+        status: r.status().as_u16(),
+        outcome: crate::attribution::Outcome::Refused,
+        code: Some(r.code().to_owned()),
+        refused_at: Some(crate::time::Timestamp::now().to_rfc3339()),
+        claimed_agent_id_unverified: agent,
+        claimed_principal_address_unverified: principal,
+        ..Default::default()
+    });
+}
+
+/// The `agent_id` and `principal_address` a passport header claims, unverified and
+/// bounded; `None` for what is missing or unreadable.
+fn claimed_identity(headers: &HeaderMap) -> (Option<String>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Claimed {
+        agent_id: Option<serde_json::Value>,
+        principal_address: Option<serde_json::Value>,
+    }
+    let claimed = headers
+        .get(crate::verifier::PASSPORT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::crypto::decode_base64)
+        .and_then(|raw| serde_json::from_slice::<Claimed>(&raw).ok());
+    let text = |v: Option<serde_json::Value>| {
+        v.as_ref()
+            .and_then(serde_json::Value::as_str)
+            .map(crate::attribution::bounded_claim)
+    };
+    match claimed {
+        Some(c) => (text(c.agent_id), text(c.principal_address)),
+        None => (None, None),
     }
 }
 
@@ -102,7 +166,10 @@ where
     let (mut parts, body) = req.into_parts();
     let accepted = match authorize(&shared, &parts, body).await {
         Ok(a) => a,
-        Err(r) => return Ok(reject(&shared, r)),
+        Err(r) => {
+            record_refusal(&shared, r, &Request::from_parts(parts, ()));
+            return Ok(reject(&shared, r));
+        }
     };
     shared.metrics.accepted();
     let span = tracing::info_span!(
@@ -146,7 +213,6 @@ where
     let task_shared = Arc::clone(&shared);
     let running = shared.forwarding.start();
     tokio::spawn(async move {
-        let _running = running;
         let result = call.await;
         if let Ok(response) = &result {
             settle_reservation(&task_shared, reservation, &agent, response).await;
@@ -155,23 +221,33 @@ where
         if client_disconnected {
             task_shared.metrics.client_disconnects.inc();
         }
-        match &result {
-            Ok(response) => emit_event(
+        if result.is_err() {
+            task_shared.metrics.attribution_lost.inc();
+        }
+        // The event goes with the body and is queued when the body ends or is dropped
+        // (a client that left drops it here), with the token usage the body carried.
+        let result = result.map(move |response| {
+            let Some(sender) = &task_shared.attribution else {
+                return response.map(PassportBody::original);
+            };
+            let event = event_for(
                 &task_shared,
                 &agent,
                 requester,
                 &method,
                 path,
-                response,
+                &response,
                 started,
                 client_disconnected,
-            ),
-            Err(_) => task_shared.metrics.attribution_lost.inc(),
-        }
+            );
+            let scan = UsageScan::for_response(response.headers());
+            let on_end = EventOnEnd::new(sender.clone(), event, scan, Box::new(running));
+            response.map(|b| PassportBody::metered(b, Box::new(on_end)))
+        });
         let _ = answer.send(result);
     });
     match answered.await {
-        Ok(result) => result.map(|r| r.map(PassportBody::original)),
+        Ok(result) => result,
         // The task panicked inside the inner service.
         Err(_) => Ok(crate::problem::problem_response(
             http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -208,9 +284,9 @@ fn settle_reservation<B>(
     }
 }
 
-/// Queues the attribution event of a forwarded request once its response head is known.
+/// The attribution event of a forwarded request, from its response head.
 #[allow(clippy::too_many_arguments)]
-fn emit_event<B>(
+fn event_for<B>(
     shared: &Shared,
     agent: &VerifiedAgent,
     requester: Option<String>,
@@ -219,10 +295,7 @@ fn emit_event<B>(
     response: &Response<B>,
     started: Instant,
     client_disconnected: bool,
-) {
-    let Some(sender) = &shared.attribution else {
-        return;
-    };
+) -> AttributionEvent {
     let event_id = new_event_id();
     let inference_id = shared
         .inference_id_header
@@ -231,7 +304,7 @@ fn emit_event<B>(
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 256)
         .map_or_else(|| event_id.clone(), str::to_owned);
-    sender.emit(AttributionEvent {
+    AttributionEvent {
         v: EVENT_VERSION.to_owned(),
         event_id,
         inference_id,
@@ -251,7 +324,8 @@ fn emit_event<B>(
         status: response.status().as_u16(),
         latency_ms: started.elapsed().as_millis() as u64,
         client_disconnected,
-    });
+        ..Default::default()
+    }
 }
 
 /// Steps 1 to 12 for a request that carries passport headers.

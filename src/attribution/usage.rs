@@ -1,0 +1,271 @@
+//! Token usage: the OpenAI `usage` object of an upstream answer, read from the response
+//! body as it streams to the client, without delaying or holding it.
+//!
+//! A JSON answer is copied aside up to [`MAX_USAGE_JSON_BYTES`] (beyond that, usage is
+//! not looked for) and parsed when it ends. A server-sent event stream keeps only its
+//! last [`USAGE_SSE_TAIL_BYTES`]: the usage chunk an OpenAI-compatible server sends when
+//! the client asked for `stream_options.include_usage` is the last one before
+//! `data: [DONE]`. The event is queued when the body ends, or when it is dropped (the
+//! client hung up), with whatever usage was seen.
+
+use super::{AttributionEvent, AttributionSender};
+use serde::Deserialize;
+
+/// The largest JSON answer searched for `usage`, in bytes.
+pub const MAX_USAGE_JSON_BYTES: usize = 256 * 1024;
+
+/// The tail of an event stream kept to find the final usage chunk, in bytes.
+pub const USAGE_SSE_TAIL_BYTES: usize = 16 * 1024;
+
+/// Token counts as OpenAI reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct TokenUsage {
+    /// `prompt_tokens`.
+    pub prompt_tokens: Option<u64>,
+    /// `completion_tokens`.
+    pub completion_tokens: Option<u64>,
+    /// `total_tokens`.
+    pub total_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    usage: Option<TokenUsage>,
+}
+
+/// The `usage` of one JSON object, when it has a non-null one.
+fn usage_of(json: &[u8]) -> Option<TokenUsage> {
+    serde_json::from_slice::<WithUsage>(json).ok()?.usage
+}
+
+/// What is kept of a response body to find its usage.
+#[derive(Debug)]
+enum Scan {
+    /// Not an answer usage is looked for in (another type, compressed, or too large).
+    Off,
+    /// A JSON answer, copied while it stays within the bound.
+    Json(Vec<u8>),
+    /// An event stream: its last bytes.
+    Sse(Vec<u8>),
+}
+
+/// Scans a response body for usage, within fixed memory.
+#[derive(Debug)]
+pub struct UsageScan {
+    scan: Scan,
+}
+
+impl UsageScan {
+    /// A scan for a response with these headers: JSON and event streams are scanned,
+    /// anything else (or anything with a content coding) is not.
+    pub fn for_response(headers: &http::HeaderMap) -> UsageScan {
+        let encoded = headers
+            .get(http::header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let kind = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        let scan = match kind.as_deref() {
+            _ if encoded => Scan::Off,
+            Some("text/event-stream") => Scan::Sse(Vec::new()),
+            Some(t) if t == "application/json" || t.ends_with("+json") => Scan::Json(Vec::new()),
+            _ => Scan::Off,
+        };
+        UsageScan { scan }
+    }
+
+    /// Takes note of one chunk of the body as it passes.
+    pub fn feed(&mut self, data: &[u8]) {
+        match &mut self.scan {
+            Scan::Off => {}
+            Scan::Json(buf) => {
+                if buf.len() + data.len() > MAX_USAGE_JSON_BYTES {
+                    self.scan = Scan::Off;
+                } else {
+                    buf.extend_from_slice(data);
+                }
+            }
+            Scan::Sse(tail) => {
+                if data.len() >= USAGE_SSE_TAIL_BYTES {
+                    tail.clear();
+                    tail.extend_from_slice(&data[data.len() - USAGE_SSE_TAIL_BYTES..]);
+                } else {
+                    tail.extend_from_slice(data);
+                    // Compacted only past twice the window: amortized constant work per byte.
+                    if tail.len() > 2 * USAGE_SSE_TAIL_BYTES {
+                        tail.drain(..tail.len() - USAGE_SSE_TAIL_BYTES);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The usage found in what passed: the JSON answer's, or the last event's that
+    /// carries one.
+    pub fn usage(&self) -> Option<TokenUsage> {
+        match &self.scan {
+            Scan::Off => None,
+            Scan::Json(buf) => usage_of(buf),
+            Scan::Sse(tail) => tail.split(|b| *b == b'\n').rev().find_map(|line| {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let data = line.strip_prefix(b"data:")?;
+                usage_of(data.trim_ascii())
+            }),
+        }
+    }
+}
+
+/// An accepted request's event, queued once its response body ends or is dropped, with
+/// the usage the body carried.
+pub struct EventOnEnd {
+    sender: AttributionSender,
+    event: Option<AttributionEvent>,
+    scan: UsageScan,
+    /// Held until the event is queued (the layer's count of forwarded requests whose
+    /// event is still to come, which shutdown waits for).
+    _hold: Box<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for EventOnEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventOnEnd")
+            .field("scan", &self.scan)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventOnEnd {
+    /// Queues `event` through `sender` when the body ends; `hold` is dropped then.
+    pub fn new(
+        sender: AttributionSender,
+        event: AttributionEvent,
+        scan: UsageScan,
+        hold: Box<dyn Send + Sync>,
+    ) -> EventOnEnd {
+        EventOnEnd {
+            sender,
+            event: Some(event),
+            scan,
+            _hold: hold,
+        }
+    }
+
+    /// Takes note of one chunk of the body.
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.event.is_some() {
+            self.scan.feed(data);
+        }
+    }
+
+    /// Queues the event (once).
+    pub fn finish(&mut self) {
+        if let Some(mut event) = self.event.take() {
+            if let Some(u) = self.scan.usage() {
+                event.prompt_tokens = u.prompt_tokens;
+                event.completion_tokens = u.completion_tokens;
+                event.total_tokens = u.total_tokens;
+            }
+            self.scan = UsageScan { scan: Scan::Off };
+            self.sender.emit(event);
+        }
+    }
+}
+
+impl Drop for EventOnEnd {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(content_type: &str, chunks: &[&[u8]]) -> Option<TokenUsage> {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::CONTENT_TYPE, content_type.parse().unwrap());
+        let mut s = UsageScan::for_response(&h);
+        for c in chunks {
+            s.feed(c);
+        }
+        s.usage()
+    }
+
+    const USAGE: TokenUsage = TokenUsage {
+        prompt_tokens: Some(3),
+        completion_tokens: Some(5),
+        total_tokens: Some(8),
+    };
+
+    #[test]
+    fn a_json_answer_gives_its_usage_even_split_across_chunks() {
+        let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#;
+        let (a, b) = body.split_at(40);
+        assert_eq!(
+            scan("application/json; charset=utf-8", &[a, b]),
+            Some(USAGE)
+        );
+        assert_eq!(scan("application/json", &[br#"{"usage":null}"#]), None);
+        assert_eq!(scan("text/plain", &[body]), None);
+    }
+
+    #[test]
+    fn a_json_answer_beyond_the_bound_is_not_searched() {
+        let pad = vec![b' '; MAX_USAGE_JSON_BYTES];
+        let body = br#"{"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#;
+        assert_eq!(scan("application/json", &[&pad, body]), None);
+    }
+
+    #[test]
+    fn an_event_stream_gives_the_usage_of_its_last_chunk_within_the_tail() {
+        let filler = format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}],\"usage\":null}}\n\n",
+            "x".repeat(1000)
+        );
+        let mut chunks: Vec<Vec<u8>> = (0..100).map(|_| filler.clone().into_bytes()).collect();
+        chunks.push(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5,\"total_tokens\":8}}\r\n\r\n".to_vec());
+        chunks.push(b"data: [DONE]\n\n".to_vec());
+        let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        assert_eq!(scan("text/event-stream", &refs), Some(USAGE));
+        // Without the usage chunk (the client did not ask for it): none.
+        assert_eq!(scan("text/event-stream", &refs[..100]), None);
+    }
+
+    #[test]
+    fn the_event_stream_tail_stays_within_its_bound() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "text/event-stream".parse().unwrap(),
+        );
+        let mut s = UsageScan::for_response(&h);
+        for _ in 0..10_000 {
+            s.feed(&[b'x'; 1000]);
+            let Scan::Sse(tail) = &s.scan else { panic!() };
+            assert!(tail.len() <= 2 * USAGE_SSE_TAIL_BYTES);
+        }
+        s.feed(&vec![b'y'; 5 * USAGE_SSE_TAIL_BYTES]);
+        let Scan::Sse(tail) = &s.scan else { panic!() };
+        assert_eq!(tail.len(), USAGE_SSE_TAIL_BYTES);
+    }
+
+    #[test]
+    fn a_compressed_answer_is_not_scanned() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/json".parse().unwrap(),
+        );
+        h.insert(http::header::CONTENT_ENCODING, "gzip".parse().unwrap());
+        let mut s = UsageScan::for_response(&h);
+        s.feed(br#"{"usage":{"total_tokens":8}}"#);
+        assert_eq!(s.usage(), None);
+    }
+}
