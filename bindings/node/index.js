@@ -200,7 +200,8 @@ function headers(agentKey, passport, chainId, method, uri, body) {
  * A `fetch` that signs each request's final method, path and query, and body bytes, for
  * the openai SDK's `fetch` option. Bodies (strings, Uint8Array, Blob, streams) are read
  * once and sent as the signed bytes. SDK retries re-send the same bytes, hence the same
- * signature: one request to the gateway (see the README on replays).
+ * signature: one request to the gateway. To send the same prompt twice on purpose, give
+ * each call its own nonce: `{ query: { aps_nonce: crypto.randomUUID() } }`.
  */
 function passportFetch({ agentKey, passport, chainId, fetch: inner = globalThis.fetch }) {
   const signer = new Signer(agentKey, passport, chainId);

@@ -75,7 +75,7 @@ test('a model outside the scope is an SDK error with our code', async () => {
   });
 });
 
-test('the same prompt twice needs distinct bodies', async () => {
+test('the same prompt twice needs a nonce per call', async () => {
   const c = client(gateway.baseURL, 0);
   const body = hello();
   await c.chat.completions.create(body);
@@ -84,17 +84,17 @@ test('the same prompt twice needs distinct bodies', async () => {
     assert.equal(e.code, 'request_replayed');
     return true;
   });
-  await c.chat.completions.create(hello());
+  for (let i = 0; i < 2; i++) await c.chat.completions.create(body, { query: { aps_nonce: randomUUID() } });
 });
 
 test('a retry after an upstream 503 is not refused as a replay', async () => {
   const proxy = await startFaultProxy(mockllm.url, 503, 1);
   const flaky = await startGateway(proxy.url);
   try {
-    const answer = await client(flaky.baseURL, 2).chat.completions.create(hello());
+    const answer = await client(flaky.baseURL, 2).chat.completions.create(hello(), { query: { aps_nonce: randomUUID() } });
     assert.equal(answer.choices[0].message.content, 'hi from mockllm');
     assert.equal(proxy.seen.length, 2, 'the SDK retried once');
-    assert.equal(proxy.seen[0]['x-agent-sig'], proxy.seen[1]['x-agent-sig']);
+    assert.equal(proxy.seen[0]['x-agent-sig'], proxy.seen[1]['x-agent-sig'], "the retry kept the call's nonce");
   } finally {
     await stop(flaky.child);
     proxy.server.close();

@@ -101,20 +101,22 @@ def test_an_unsigned_request_is_refused(gateway):
     assert e.value.status_code == 401
 
 
-def test_the_same_prompt_twice_needs_distinct_bodies(gateway, credentials):
+def test_the_same_prompt_twice_needs_a_nonce_per_call(gateway, credentials):
     c = client(gateway.base_url, credentials, max_retries=0)
     body = hello()
     c.chat.completions.create(**body)
     with pytest.raises(openai.AuthenticationError) as e:
         c.chat.completions.create(**body)
     assert e.value.code == "request_replayed"
-    c.chat.completions.create(**hello())
+    for _ in range(2):
+        c.chat.completions.create(**body, extra_query={"aps_nonce": uuid.uuid4().hex})
 
 
 def test_a_retry_after_an_upstream_503_is_not_refused_as_a_replay(flaky_gateway, credentials):
     gateway, proxy = flaky_gateway
     c = client(gateway.base_url, credentials, max_retries=2)
-    answer = c.chat.completions.create(**hello())
+    answer = c.chat.completions.create(**hello(), extra_query={"aps_nonce": uuid.uuid4().hex})
     assert answer.choices[0].message.content == "hi from mockllm"
     assert len(proxy.seen) == 2, "the SDK retried once, with the same signed request"
-    assert proxy.seen[0].get("X-Agent-Sig") == proxy.seen[1].get("X-Agent-Sig")
+    assert proxy.seen[0].get("X-Agent-Sig") == proxy.seen[1].get("X-Agent-Sig"), \
+        "the retry kept the call's nonce"
