@@ -217,7 +217,10 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         let again = write_key_file(&path, &KeyFile::agent(&AgentSecret::from_bytes(&[4u8; 32])));
-        assert!(again.unwrap_err().to_string().contains("must not exist yet"));
+        assert!(again
+            .unwrap_err()
+            .to_string()
+            .contains("must not exist yet"));
         assert_eq!(load_agent_secret(&path).unwrap().to_bytes(), [3u8; 32]);
     }
 
@@ -226,8 +229,16 @@ mod tests {
         let secret = PrincipalSecret::from_bytes(&[5u8; 32]).unwrap();
         let text = key_file_text(&KeyFile::principal(&secret, "gonka").unwrap()).unwrap();
         assert!(text.ends_with("}\n"));
-        assert_eq!(parse_principal_secret(&text, "x").unwrap().to_bytes(), [5u8; 32]);
-        let err = parse_agent_secret(&text, "the key file text").unwrap_err().to_string();
-        assert_eq!(err, "the key file text holds a Principal key, not a Agent key");
+        assert_eq!(
+            parse_principal_secret(&text, "x").unwrap().to_bytes(),
+            [5u8; 32]
+        );
+        let err = parse_agent_secret(&text, "the key file text")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "the key file text holds a Principal key, not a Agent key"
+        );
     }
 }
