@@ -418,3 +418,112 @@ async fn a_flood_of_forged_requests_is_bounded_and_does_not_crowd_out_accepted_e
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// An upstream answering `/v1/chat/completions` with `chunks` SSE chunks of 64 KiB and
+/// `/v1/completions` with a JSON body of `chunks` times 64 KiB, usage at its end.
+async fn large_upstream(chunks: usize) -> std::net::SocketAddr {
+    let chunk = || {
+        let mut c = b"data: {\"choices\":[{\"delta\":{\"content\":\"".to_vec();
+        c.resize(64 * 1024 - 16, b'x');
+        c.extend_from_slice(b"\"}}]}\n\n");
+        Bytes::from(c)
+    };
+    let stream = move |last: &'static [u8], json: bool| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+        tokio::spawn(async move {
+            if json {
+                let _ = tx.send(Ok(Bytes::from_static(b"{\"pad\":\""))).await;
+            }
+            for _ in 0..chunks {
+                let c = if json {
+                    Bytes::from(vec![b'x'; 64 * 1024])
+                } else {
+                    chunk()
+                };
+                if tx.send(Ok(c)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Ok(Bytes::from_static(last))).await;
+        });
+        AxumBody::from_stream(ReceiverStream(rx))
+    };
+    let app = Router::new()
+        .route(
+            URI,
+            post(move || async move {
+                http::Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(stream(USAGE_CHUNK.as_bytes(), false))
+                    .unwrap()
+            }),
+        )
+        .route(
+            "/v1/completions",
+            post(move || async move {
+                http::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(stream(
+                        b"\",\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}",
+                        true,
+                    ))
+                    .unwrap()
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn looking_for_usage_holds_bounded_memory_for_long_streams_and_large_answers() {
+    const CHUNKS: usize = 1024; // 64 MiB each way
+    let up = large_upstream(CHUNKS).await;
+    let dir = support::serve::workdir("audit-usage-memory");
+    let (toml, audit) = audit_toml(up, &dir, "");
+    let gw = start("audit-usage-memory", &toml);
+    let f = support::live("urn:aps:agent:big");
+    // Warm up (allocator, connection pools), then measure.
+    for path in [URI, "/v1/completions"] {
+        let (status, _) = support::post(gw.listen, path, &f.headers(path, BODY), BODY).await;
+        assert_eq!(status, 200);
+    }
+    let before = gw.rss_kib();
+    let mut peak = before;
+    for (i, path) in [URI, "/v1/completions", URI, "/v1/completions"]
+        .iter()
+        .enumerate()
+    {
+        let body = format!(r#"{{"model":"echo-1","messages":[],"n":{i}}}"#);
+        let headers: Vec<(String, String)> = f.headers(path, body.as_bytes());
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let resp = support::serve::send(gw.listen, "POST", path, &headers, body.as_bytes()).await;
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut received = 0usize;
+        while let Some(frame) = body.frame().await {
+            received += frame.unwrap().data_ref().map_or(0, |d| d.len());
+            if received % (8 << 20) < 64 * 1024 {
+                peak = peak.max(gw.rss_kib());
+            }
+        }
+        assert!(received >= CHUNKS * 64_000, "{path}: {received}");
+    }
+    peak = peak.max(gw.rss_kib());
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 16 * 1024,
+        "RSS grew by {grown} KiB while 256 MiB passed (before {before} KiB, peak {peak} KiB)"
+    );
+    let events = audit_events(&audit, 6);
+    // The streams' usage came from their last chunk; the JSON answers were too large
+    // to be searched, so they record none.
+    assert_eq!(events[2]["total_tokens"], 18);
+    assert!(events[3].get("total_tokens").is_none(), "{}", events[3]);
+    assert_eq!(events[4]["total_tokens"], 18);
+    assert!(events[5].get("total_tokens").is_none(), "{}", events[5]);
+}

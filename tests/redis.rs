@@ -719,8 +719,8 @@ async fn in_redis_one_request_is_accepted_once_and_each_principal_has_a_quota() 
     assert_eq!(send(a, &headers, third).await.0, 200);
 }
 
-/// Spec section 7.1 with a Redis store, through the real binary: a copy sent while the
-/// first is forwarded is refused, and a 503 releases the record and its place in the
+/// Spec section 7.1 with a Redis store shared by two replicas of the real binary: a copy
+/// sent to the other replica while the first is forwarded is refused, and a 503 releases the record and its place in the
 /// principal's quota.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_redis_a_503_releases_the_record_and_its_quota_and_a_copy_meanwhile_is_refused() {
@@ -735,19 +735,24 @@ async fn in_redis_a_503_releases_the_record_and_its_quota_and_a_copy_meanwhile_i
             "replay_protection = true\nreplay_records_per_principal = 1\n",
         );
     let gw = support::serve::start("redis-retry", &toml);
+    let replica = support::serve::start("redis-retry-2", &toml);
     let f = support::live("urn:aps:agent:redis-retry");
     let headers = f.headers(URI, BODY);
+    // The copy goes to another replica while the first is held by the upstream.
     let (first, copy) = tokio::join!(send(gw.listen, &headers, BODY), async {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        send(gw.listen, &headers, BODY).await
+        send(replica.listen, &headers, BODY).await
     });
     assert_eq!(first.0, 503, "{first:?}");
     assert_eq!((copy.0, code(&copy.1).as_str()), (401, "request_replayed"));
     // The released record gave its place in the quota of one back: another request fits.
     let other = br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"2"}]}"#;
-    assert_eq!(send(gw.listen, &f.headers(URI, other), other).await.0, 200);
+    assert_eq!(
+        send(replica.listen, &f.headers(URI, other), other).await.0,
+        200
+    );
     // And the first is no longer recorded: it is judged by the quota, not as a replay.
-    let (status, text) = send(gw.listen, &headers, BODY).await;
+    let (status, text) = send(replica.listen, &headers, BODY).await;
     assert_eq!(
         (status, code(&text).as_str()),
         (429, "replay_quota_exceeded")

@@ -229,7 +229,19 @@ impl ReplayStore for MemoryReplayStore {
         let released = self
             .records
             .lock()
-            .map(|mut r| forget(&mut r, key))
+            .map(|mut r| {
+                forget(&mut r, key);
+                // A released record leaves its deadline in the heap until it passes;
+                // rebuilt once stale entries outnumber live ones, so the heap stays
+                // within twice the live records however often requests are released.
+                if r.by_expiry.len() > 2 * r.live.len() + 64 {
+                    r.by_expiry = r
+                        .live
+                        .iter()
+                        .map(|(key, (until, _))| Reverse((*until, *key)))
+                        .collect();
+                }
+            })
             .map_err(|_| ReplayError::Unavailable("replay store lock poisoned".into()));
         Box::pin(std::future::ready(released))
     }
@@ -448,6 +460,19 @@ mod tests {
         );
         // The stale deadline left in the heap does not forget the new record early.
         assert_eq!(s.len(T0.plus_seconds(59)), 1);
+    }
+
+    #[test]
+    fn releasing_the_same_request_again_and_again_keeps_the_store_bounded() {
+        let s = MemoryReplayStore::new(10, 10);
+        let until = T0.plus_seconds(3600);
+        for _ in 0..10_000 {
+            assert_eq!(decide(&s, 1, ALICE, T0, until), Ok(ReplayVerdict::Fresh));
+            futures_block_on(s.release(&[1; 32], ALICE)).unwrap();
+        }
+        let r = s.records.lock().unwrap();
+        assert!(r.live.is_empty() && r.per_principal.is_empty());
+        assert!(r.by_expiry.len() <= 64 + 1, "{}", r.by_expiry.len());
     }
 
     #[test]
