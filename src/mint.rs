@@ -630,4 +630,108 @@ mod tests {
         let other = AgentSecret::from_bytes(&[14u8; 32]);
         assert!(sign_request(&other, &passport, "gonka-mainnet", "POST", "/v1", b"{}").is_err());
     }
+
+    fn options(extra: serde_json::Value) -> MintOptions {
+        let (_, _, agent) = spec();
+        let mut v = serde_json::json!({
+            "chain_id": "gonka-mainnet", "agent_id": "urn:aps:agent:t",
+            "agent_pubkey": agent.public_key().to_base64(), "issued_at": "2026-05-21T12:00:00Z",
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        MintOptions::from_json(&v.to_string()).unwrap()
+    }
+
+    #[test]
+    fn mint_options_need_exactly_one_positive_expiry() {
+        let (_, p, _) = spec();
+        let both =
+            options(serde_json::json!({"ttl_seconds": 60, "expires_at": "2026-05-21T12:01:00Z"}));
+        assert_eq!(
+            both.mint(&p).unwrap_err().0,
+            "give ttl_seconds or expires_at, not both"
+        );
+        assert_eq!(
+            options(serde_json::json!({})).mint(&p).unwrap_err().0,
+            "give ttl_seconds or expires_at"
+        );
+        let negative = options(serde_json::json!({"ttl_seconds": -5}));
+        assert_eq!(
+            negative.mint(&p).unwrap_err().0,
+            "ttl_seconds -5: must be positive"
+        );
+        assert!(options(serde_json::json!({"ttl_seconds": 60}))
+            .mint(&p)
+            .is_ok());
+        assert!(MintOptions::from_json(
+            r#"{"chain_id":"c","agent_id":"a","agent_pubkey":"x","ttl":60}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn minting_with_a_secret_refuses_a_separate_principal_pubkey() {
+        let (_, p, _) = spec();
+        let o = options(
+            serde_json::json!({"ttl_seconds": 60, "principal_pubkey": p.public_key().to_base64()}),
+        );
+        assert!(o.mint(&p).unwrap_err().0.contains("unsigned flow"));
+        assert!(o.unsigned().is_ok());
+    }
+
+    #[test]
+    fn inspect_json_reports_the_validity_window_at_now() {
+        let (_, p, _) = spec();
+        let passport =
+            options(serde_json::json!({"ttl_seconds": 60, "not_before": "2026-05-21T12:00:10Z"}))
+                .mint(&p)
+                .unwrap();
+        let at = |t: &str| inspect_json(&passport, "gonka", Timestamp::parse(t).unwrap()).unwrap();
+        assert_eq!(at("2026-05-21T12:00:05Z")["state"], "not_yet_valid");
+        assert_eq!(at("2026-05-21T12:00:30Z")["state"], "valid");
+        assert_eq!(at("2026-05-21T12:02:00Z")["state"], "expired");
+        assert_eq!(at("2026-05-21T12:00:30Z")["address_matches"], true);
+        assert!(inspect_json("not base64!", "gonka", Timestamp::now()).is_err());
+    }
+
+    #[test]
+    fn verify_json_reads_the_values_as_the_layer_does() {
+        let request = |passport: &str, sig: &str| VerifyOptions {
+            chain_id: "gonka-mainnet".into(),
+            now: Some("2026-05-21T12:00:30Z".into()),
+            max_ttl_seconds: 3600,
+            prefix: "gonka".into(),
+            method: "POST".into(),
+            uri: "/v1".into(),
+            passport: passport.into(),
+            sig: sig.into(),
+        };
+        let empty = verify_json(&request("", ""), b"").unwrap();
+        assert_eq!(empty["passthrough"], true);
+        let spaced = verify_json(&request(" x", "y"), b"").unwrap();
+        assert_eq!(spaced["code"], "header_malformed");
+        let (_, p, a) = spec();
+        let passport = options(serde_json::json!({"ttl_seconds": 60}))
+            .mint(&p)
+            .unwrap();
+        let sig = sign_request(
+            &a,
+            &passport,
+            "gonka-mainnet",
+            "POST",
+            "/v1",
+            br#"{"model":"m"}"#,
+        )
+        .unwrap();
+        let accepted = verify_json(&request(&passport, &sig), br#"{"model":"m"}"#).unwrap();
+        assert_eq!(accepted["ok"], true, "{accepted}");
+        assert_eq!(
+            verify_json(&request(&passport, &sig), br#"{"model":"n"}"#).unwrap()["code"],
+            "agent_sig_invalid"
+        );
+        let mut absolute = request(&passport, &sig);
+        absolute.uri = "http://h/v1".into();
+        assert!(verify_json(&absolute, br#"{"model":"m"}"#).is_err());
+    }
 }
