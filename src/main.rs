@@ -4,7 +4,9 @@ use clap::{Args, Parser, Subcommand};
 use passport_gate::conformance::{generate, run_paths};
 use passport_gate::crypto::{decode_base64, AgentKey, AgentSecret, PrincipalKey, PrincipalSecret};
 use passport_gate::envelope::Envelope;
-use passport_gate::keyfile::{load_agent_secret, load_principal_secret, KeyFile};
+use passport_gate::keyfile::{
+    key_file_text, load_agent_secret, load_principal_secret, write_key_file, KeyFile,
+};
 use passport_gate::mint::{attach_signature, sign_request, PassportSpec};
 use passport_gate::terminal::escape_controls;
 use passport_gate::time::{FixedClock, SystemClock, Timestamp};
@@ -481,25 +483,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn write_secret_file(path: &Path, contents: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(path).map_err(|e| {
-        format!(
-            "cannot create {} (it must not exist yet): {e}",
-            path.display()
-        )
-    })?;
-    f.write_all(contents.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
 fn keygen(a: &KeygenArgs) -> Result<u8, Failure> {
     let file = if a.kind.principal {
         let secret = PrincipalSecret::generate().map_err(|e| format!("no randomness: {e}"))?;
@@ -507,17 +490,16 @@ fn keygen(a: &KeygenArgs) -> Result<u8, Failure> {
     } else {
         KeyFile::agent(&AgentSecret::generate().map_err(|e| format!("no randomness: {e}"))?)
     };
-    let json = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())? + "\n";
     match &a.out {
         Some(path) => {
-            write_secret_file(path, &json)?;
+            write_key_file(path, &file).map_err(|e| e.to_string())?;
             eprintln!("wrote {}", path.display());
             if let Some(addr) = &file.address {
                 eprintln!("principal address: {addr}");
             }
             eprintln!("public key: {}", file.public_key);
         }
-        None => print_out(&json, false),
+        None => print_out(&key_file_text(&file).map_err(|e| e.to_string())?, false),
     }
     Ok(0)
 }
