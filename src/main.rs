@@ -611,14 +611,8 @@ fn mint(a: &MintArgs) -> Result<u8, Failure> {
         let u = spec
             .unsigned(a.max_ttl_seconds)
             .map_err(|e| e.to_string())?;
-        let out = serde_json::json!({
-            "envelope": serde_json::from_slice::<serde_json::Value>(&u.envelope_json).map_err(|e| e.to_string())?,
-            "sign_arbitrary": {
-                "signer": u.signer,
-                "data": String::from_utf8_lossy(&u.data),
-            },
-            "next": "save .envelope to a file, have the wallet signArbitrary(chain_id, signer, data), then run: passport-gate mint --attach-sig <signature> --envelope <file>"
-        });
+        let mut out = u.to_json().map_err(|e| e.to_string())?;
+        out["next"] = "save .envelope to a file, have the wallet signArbitrary(chain_id, signer, data), then run: passport-gate mint --attach-sig <signature> --envelope <file>".into();
         say!(
             "{}",
             serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?

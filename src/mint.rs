@@ -65,6 +65,20 @@ pub struct UnsignedPassport {
     pub signer: String,
 }
 
+impl UnsignedPassport {
+    /// What `mint --unsigned` prints (less its `next` hint): `{"envelope": {...},
+    /// "sign_arbitrary": {"signer": ..., "data": ...}}`.
+    pub fn to_json(&self) -> Result<Value, MintError> {
+        Ok(serde_json::json!({
+            "envelope": serde_json::from_slice::<Value>(&self.envelope_json).map_err(|e| MintError(e.to_string()))?,
+            "sign_arbitrary": {
+                "signer": self.signer,
+                "data": String::from_utf8_lossy(&self.data),
+            },
+        }))
+    }
+}
+
 #[derive(Serialize)]
 struct KeyOut<'a> {
     #[serde(rename = "type")]
@@ -414,14 +428,7 @@ impl MintOptions {
             .ok_or_else(|| {
                 MintError("principal_pubkey is not base64 of a compressed secp256k1 key".into())
             })?;
-        let u = self.spec(key)?.unsigned(self.max_ttl_seconds)?;
-        Ok(serde_json::json!({
-            "envelope": serde_json::from_slice::<Value>(&u.envelope_json).map_err(|e| MintError(e.to_string()))?,
-            "sign_arbitrary": {
-                "signer": u.signer,
-                "data": String::from_utf8_lossy(&u.data),
-            },
-        }))
+        self.spec(key)?.unsigned(self.max_ttl_seconds)?.to_json()
     }
 }
 
