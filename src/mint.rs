@@ -499,7 +499,8 @@ impl VerifyOptions {
 /// Verifies one request with the verifier core (the gateway's own checks, with the
 /// layer's header reading) and returns the verdict as `passport-gate verify` prints it:
 /// `{"ok": true, ...identity}` or `{"ok": false, "status", "code", "message"}`. For tests
-/// and tooling: a fresh verifier each call, no replay or revocation state.
+/// and tooling: a fresh verifier each call, no replay or revocation state. Errors name the
+/// CLI's flags (`--now`, `--uri`): the CLI's `verify` is this function.
 pub fn verify_json(options: &VerifyOptions, body: &[u8]) -> Result<Value, MintError> {
     use crate::time::{FixedClock, SystemClock};
     use crate::verifier::{origin_form_target, PASSPORT_HEADER, SIGNATURE_HEADER};
@@ -511,7 +512,7 @@ pub fn verify_json(options: &VerifyOptions, body: &[u8]) -> Result<Value, MintEr
         address_prefix: options.prefix.clone(),
         ..Config::for_chain(options.chain_id.clone())
     };
-    let verifier = match option_time("now", &options.now)? {
+    let verifier = match option_time("--now", &options.now)? {
         Some(t) => Verifier::with_clock(&config, Arc::new(FixedClock::new(t))),
         None => Verifier::with_clock(&config, Arc::new(SystemClock)),
     }
@@ -525,7 +526,7 @@ pub fn verify_json(options: &VerifyOptions, body: &[u8]) -> Result<Value, MintEr
     })?;
     let uri = origin_form_target(&options.uri).ok_or_else(|| {
         MintError(format!(
-            "uri {:?}: expected an origin-form target (/path?query, no scheme, host or #fragment)",
+            "--uri {:?}: expected an origin-form target (/path?query, no scheme, host or #fragment)",
             options.uri
         ))
     })?;
