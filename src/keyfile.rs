@@ -78,16 +78,20 @@ impl KeyFile {
 fn read_secret(path: &Path, kind: KeyKind) -> Result<[u8; 32], KeyFileError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| KeyFileError(format!("cannot read key file {}: {e}", path.display())))?;
+    parse_secret(&text, &path.display().to_string(), kind)
+}
+
+/// Parses the text of a key file of `kind` (or a bare 64-hex-digit secret); `origin`
+/// names where the text came from in error messages.
+fn parse_secret(text: &str, origin: &str, kind: KeyKind) -> Result<[u8; 32], KeyFileError> {
     let trimmed = text.trim();
     let hex_secret = if trimmed.starts_with('{') {
         let file: KeyFile = serde_json::from_str(trimmed)
-            .map_err(|e| KeyFileError(format!("{} is not a key file: {e}", path.display())))?;
+            .map_err(|e| KeyFileError(format!("{origin} is not a key file: {e}")))?;
         if file.kind != kind {
             return Err(KeyFileError(format!(
-                "{} holds a {:?} key, not a {:?} key",
-                path.display(),
-                file.kind,
-                kind
+                "{origin} holds a {:?} key, not a {:?} key",
+                file.kind, kind
             )));
         }
         file.secret_key
@@ -97,8 +101,7 @@ fn read_secret(path: &Path, kind: KeyKind) -> Result<[u8; 32], KeyFileError> {
     let mut secret = [0u8; 32];
     hex::decode_to_slice(&hex_secret, &mut secret).map_err(|_| {
         KeyFileError(format!(
-            "{}: the secret must be exactly 64 hex digits",
-            path.display()
+            "{origin}: the secret must be exactly 64 hex digits"
         ))
     })?;
     Ok(secret)
@@ -106,18 +109,60 @@ fn read_secret(path: &Path, kind: KeyKind) -> Result<[u8; 32], KeyFileError> {
 
 /// Loads a principal secret key.
 pub fn load_principal_secret(path: &Path) -> Result<PrincipalSecret, KeyFileError> {
-    let bytes = read_secret(path, KeyKind::Principal)?;
-    PrincipalSecret::from_bytes(&bytes).ok_or_else(|| {
-        KeyFileError(format!(
-            "{}: not a valid secp256k1 secret key",
-            path.display()
-        ))
-    })
+    principal_from_bytes(
+        read_secret(path, KeyKind::Principal)?,
+        &path.display().to_string(),
+    )
 }
 
 /// Loads an agent secret key.
 pub fn load_agent_secret(path: &Path) -> Result<AgentSecret, KeyFileError> {
     read_secret(path, KeyKind::Agent).map(|b| AgentSecret::from_bytes(&b))
+}
+
+fn principal_from_bytes(bytes: [u8; 32], origin: &str) -> Result<PrincipalSecret, KeyFileError> {
+    PrincipalSecret::from_bytes(&bytes)
+        .ok_or_else(|| KeyFileError(format!("{origin}: not a valid secp256k1 secret key")))
+}
+
+/// A principal secret key from the text of a key file (or a bare 64-hex-digit secret),
+/// as the language bindings receive it; `origin` names the text in error messages.
+pub fn parse_principal_secret(text: &str, origin: &str) -> Result<PrincipalSecret, KeyFileError> {
+    principal_from_bytes(parse_secret(text, origin, KeyKind::Principal)?, origin)
+}
+
+/// An agent secret key from the text of a key file (or a bare 64-hex-digit secret).
+pub fn parse_agent_secret(text: &str, origin: &str) -> Result<AgentSecret, KeyFileError> {
+    parse_secret(text, origin, KeyKind::Agent).map(|b| AgentSecret::from_bytes(&b))
+}
+
+/// The text `passport-gate keygen` writes for `file`: pretty JSON and a newline.
+pub fn key_file_text(file: &KeyFile) -> Result<String, KeyFileError> {
+    serde_json::to_string_pretty(file)
+        .map(|json| json + "\n")
+        .map_err(|e| KeyFileError(e.to_string()))
+}
+
+/// Writes a secret key file as `keygen --out` does: created new (an existing file is an
+/// error, never overwritten) with mode 0600 on Unix, so no other user reads the secret.
+pub fn write_key_file(path: &Path, file: &KeyFile) -> Result<(), KeyFileError> {
+    use std::io::Write;
+    let text = key_file_text(file)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path).map_err(|e| {
+        KeyFileError(format!(
+            "cannot create {} (it must not exist yet): {e}",
+            path.display()
+        ))
+    })?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| KeyFileError(format!("cannot write {}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -154,5 +199,46 @@ mod tests {
             .to_string()
             .contains("64 hex digits"));
         assert!(load_agent_secret(Path::new("/nonexistent/key")).is_err());
+    }
+
+    #[test]
+    fn written_key_files_are_new_private_and_load_back() {
+        let dir = std::env::temp_dir().join(format!("pg-keyfile-w-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.json");
+        let _ = std::fs::remove_file(&path);
+        let secret = AgentSecret::from_bytes(&[3u8; 32]);
+        write_key_file(&path, &KeyFile::agent(&secret)).unwrap();
+        assert_eq!(load_agent_secret(&path).unwrap().to_bytes(), [3u8; 32]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = write_key_file(&path, &KeyFile::agent(&AgentSecret::from_bytes(&[4u8; 32])));
+        assert!(again
+            .unwrap_err()
+            .to_string()
+            .contains("must not exist yet"));
+        assert_eq!(load_agent_secret(&path).unwrap().to_bytes(), [3u8; 32]);
+    }
+
+    #[test]
+    fn key_file_text_parses_back_with_its_origin_in_errors() {
+        let secret = PrincipalSecret::from_bytes(&[5u8; 32]).unwrap();
+        let text = key_file_text(&KeyFile::principal(&secret, "gonka").unwrap()).unwrap();
+        assert!(text.ends_with("}\n"));
+        assert_eq!(
+            parse_principal_secret(&text, "x").unwrap().to_bytes(),
+            [5u8; 32]
+        );
+        let err = parse_agent_secret(&text, "the key file text")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "the key file text holds a Principal key, not a Agent key"
+        );
     }
 }

@@ -4,15 +4,16 @@ use clap::{Args, Parser, Subcommand};
 use passport_gate::conformance::{generate, run_paths};
 use passport_gate::crypto::{decode_base64, AgentKey, AgentSecret, PrincipalKey, PrincipalSecret};
 use passport_gate::envelope::Envelope;
-use passport_gate::keyfile::{load_agent_secret, load_principal_secret, KeyFile};
-use passport_gate::mint::{attach_signature, sign_request, PassportSpec};
+use passport_gate::keyfile::{
+    key_file_text, load_agent_secret, load_principal_secret, write_key_file, KeyFile,
+};
+use passport_gate::mint::{
+    attach_signature, sign_request, verify_json, PassportSpec, VerifyOptions,
+};
 use passport_gate::terminal::escape_controls;
-use passport_gate::time::{FixedClock, SystemClock, Timestamp};
-use passport_gate::verifier::{origin_form_target, PASSPORT_HEADER, SIGNATURE_HEADER};
-use passport_gate::{Config, Rejection, Verifier};
+use passport_gate::time::Timestamp;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -494,25 +495,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn write_secret_file(path: &Path, contents: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(path).map_err(|e| {
-        format!(
-            "cannot create {} (it must not exist yet): {e}",
-            path.display()
-        )
-    })?;
-    f.write_all(contents.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
 fn keygen(a: &KeygenArgs) -> Result<u8, Failure> {
     let file = if a.kind.principal {
         let secret = PrincipalSecret::generate().map_err(|e| format!("no randomness: {e}"))?;
@@ -520,17 +502,16 @@ fn keygen(a: &KeygenArgs) -> Result<u8, Failure> {
     } else {
         KeyFile::agent(&AgentSecret::generate().map_err(|e| format!("no randomness: {e}"))?)
     };
-    let json = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())? + "\n";
     match &a.out {
         Some(path) => {
-            write_secret_file(path, &json)?;
+            write_key_file(path, &file).map_err(|e| e.to_string())?;
             eprintln!("wrote {}", path.display());
             if let Some(addr) = &file.address {
                 eprintln!("principal address: {addr}");
             }
             eprintln!("public key: {}", file.public_key);
         }
-        None => print_out(&json, false),
+        None => print_out(&key_file_text(&file).map_err(|e| e.to_string())?, false),
     }
     Ok(0)
 }
@@ -642,14 +623,8 @@ fn mint(a: &MintArgs) -> Result<u8, Failure> {
         let u = spec
             .unsigned(a.max_ttl_seconds)
             .map_err(|e| e.to_string())?;
-        let out = serde_json::json!({
-            "envelope": serde_json::from_slice::<serde_json::Value>(&u.envelope_json).map_err(|e| e.to_string())?,
-            "sign_arbitrary": {
-                "signer": u.signer,
-                "data": String::from_utf8_lossy(&u.data),
-            },
-            "next": "save .envelope to a file, have the wallet signArbitrary(chain_id, signer, data), then run: passport-gate mint --attach-sig <signature> --envelope <file>"
-        });
+        let mut out = u.to_json().map_err(|e| e.to_string())?;
+        out["next"] = "save .envelope to a file, have the wallet signArbitrary(chain_id, signer, data), then run: passport-gate mint --attach-sig <signature> --envelope <file>".into();
         say!(
             "{}",
             serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
@@ -740,86 +715,23 @@ fn inspect(a: &InspectArgs) -> Result<u8, Failure> {
 }
 
 fn verify(a: &VerifyArgs) -> Result<u8, Failure> {
-    let config = Config {
+    // The values go through the layer's own header reading (in `verify_json`), so that a
+    // value the layer refuses (surrounding spaces, control characters) or treats as
+    // absent (empty) gets the same verdict here.
+    let options = VerifyOptions {
+        chain_id: a.chain_id.clone(),
+        now: a.now.clone(),
         max_ttl_seconds: a.max_ttl_seconds,
-        address_prefix: a.prefix.clone(),
-        ..Config::for_chain(a.chain_id.clone())
+        prefix: a.prefix.clone(),
+        method: a.method.clone(),
+        uri: a.uri.clone(),
+        passport: a.passport.read()?,
+        sig: a.sig.clone(),
     };
-    let verifier = match &a.now {
-        Some(t) => Verifier::with_clock(&config, Arc::new(FixedClock::new(parse_time("now", t)?))),
-        None => Verifier::with_clock(&config, Arc::new(SystemClock)),
-    }
-    .map_err(|errs| {
-        errs.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
-    let uri = origin_form_target(&a.uri).ok_or_else(|| {
-        format!(
-            "--uri {:?}: expected an origin-form target (/path?query, no scheme, host or #fragment)",
-            a.uri
-        )
-    })?;
     let body = a.body.read()?;
-    // The values go through the layer's own header reading, so that a value the layer
-    // refuses (surrounding spaces, control characters) or treats as absent (empty) gets
-    // the same verdict here.
-    let mut headers = http::HeaderMap::new();
-    let mut unsendable = false;
-    let passport = a.passport.read()?;
-    for (name, value) in [(PASSPORT_HEADER, &passport), (SIGNATURE_HEADER, &a.sig)] {
-        match http::HeaderValue::from_str(value) {
-            Ok(v) => {
-                headers.insert(name, v);
-            }
-            Err(_) => unsendable = true,
-        }
-    }
-    let headers = if unsendable {
-        Err(Rejection::HeaderMalformed)
-    } else {
-        verifier.passport_headers(&headers)
-    };
-    let verdict = match headers {
-        Ok(None) => {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "ok": false,
-                    "passthrough": true,
-                    "message": "no passport: both values are empty, and the layer forwards such a request unverified",
-                })
-            );
-            return Ok(1);
-        }
-        Ok(Some(h)) => verifier.verify_request(&h, &a.method, uri, &body),
-        Err(r) => Err(r),
-    };
-    let (json, code) = match verdict {
-        Ok(agent) => (
-            serde_json::json!({
-                "ok": true,
-                "agent_id": agent.agent_id(),
-                "agent_pubkey": agent.agent_key().to_base64(),
-                "principal_address": agent.principal_address(),
-                "model": agent.model(),
-                "beneficiary": agent.beneficiary(),
-                "allowed_models": agent.allowed_models(),
-                "expires_at": agent.expires_at().to_rfc3339(),
-                "envelope_sha256": hex::encode(agent.envelope_sha256()),
-                "passport_id": hex::encode(agent.passport_id()),
-                "request_body_sha256": hex::encode(agent.body_sha256()),
-            }),
-            0,
-        ),
-        Err(r) => (
-            serde_json::json!({"ok": false, "status": r.status().as_u16(), "code": r.code(), "message": r.message()}),
-            1,
-        ),
-    };
-    say!("{json}");
-    Ok(code)
+    let verdict = verify_json(&options, &body).map_err(|e| e.to_string())?;
+    say!("{verdict}");
+    Ok(if verdict["ok"] == true { 0 } else { 1 })
 }
 
 fn conformance(a: &ConformanceArgs) -> Result<u8, Failure> {

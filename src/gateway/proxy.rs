@@ -230,7 +230,11 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     /// A proxy to `upstream` with a pooled client, setting the `identity` headers.
-    pub fn new(upstream: Upstream, settings: UpstreamClient, identity: IdentityHeaders) -> Proxy<B> {
+    pub fn new(
+        upstream: Upstream,
+        settings: UpstreamClient,
+        identity: IdentityHeaders,
+    ) -> Proxy<B> {
         let mut tcp = HttpConnector::new();
         tcp.set_connect_timeout(Some(settings.connect_timeout));
         tcp.set_nodelay(true);

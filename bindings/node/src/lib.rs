@@ -1,0 +1,234 @@
+//! The native half of the `passport-gate` npm package: thin wrappers over the library's
+//! key files, minting, signing and verification (no second implementation of JCS, ADR-036
+//! or the signing payload). The JavaScript half (`index.js`) turns option objects into
+//! the JSON these functions take, maps errors to `PassportGateError` and adds
+//! `passportFetch`.
+// `deny`, not `forbid`: the `#[napi]` macros expand to FFI glue under `allow(unsafe_code)`;
+// this file itself has no unsafe code.
+#![deny(unsafe_code)]
+
+use napi::bindgen_prelude::{Error, Result, Status, Uint8Array};
+use napi_derive::napi;
+use passport_gate::crypto::{AgentSecret, PrincipalSecret};
+use passport_gate::keyfile::{
+    key_file_text, load_agent_secret, load_principal_secret, parse_agent_secret,
+    parse_principal_secret, write_key_file, KeyFile,
+};
+use passport_gate::mint::{self, AgentSigner, MintOptions, VerifyOptions};
+use passport_gate::time::Timestamp;
+use std::path::Path;
+
+fn refused(e: impl std::fmt::Display) -> Error {
+    Error::new(Status::InvalidArg, e.to_string())
+}
+
+fn no_randomness(e: impl std::fmt::Display) -> Error {
+    Error::new(Status::GenericFailure, format!("no randomness: {e}"))
+}
+
+/// An agent's Ed25519 secret key.
+#[napi]
+pub struct AgentKey {
+    secret: AgentSecret,
+}
+
+#[napi]
+impl AgentKey {
+    /// A new random key.
+    #[napi(factory)]
+    pub fn generate() -> Result<AgentKey> {
+        Ok(AgentKey {
+            secret: AgentSecret::generate().map_err(no_randomness)?,
+        })
+    }
+
+    /// The key in the text of a key file or a bare 64-hex-digit secret.
+    #[napi(factory)]
+    pub fn from_key_file(text: String) -> Result<AgentKey> {
+        Ok(AgentKey {
+            secret: parse_agent_secret(&text, "the key file text").map_err(refused)?,
+        })
+    }
+
+    /// The key in the file at `path`.
+    #[napi(factory)]
+    pub fn load(path: String) -> Result<AgentKey> {
+        Ok(AgentKey {
+            secret: load_agent_secret(Path::new(&path)).map_err(refused)?,
+        })
+    }
+
+    /// The public key, standard base64.
+    #[napi(getter)]
+    pub fn public_key(&self) -> String {
+        self.secret.public_key().to_base64()
+    }
+
+    /// The key file text, as `keygen --agent` writes it.
+    #[napi]
+    pub fn key_file(&self) -> Result<String> {
+        key_file_text(&KeyFile::agent(&self.secret)).map_err(refused)
+    }
+
+    /// Writes the key file at `path` (which must not exist), mode 0600.
+    #[napi]
+    pub fn save(&self, path: String) -> Result<()> {
+        write_key_file(Path::new(&path), &KeyFile::agent(&self.secret)).map_err(refused)
+    }
+}
+
+/// A principal's secp256k1 secret key.
+#[napi]
+pub struct PrincipalKey {
+    secret: PrincipalSecret,
+}
+
+#[napi]
+impl PrincipalKey {
+    /// A new random key.
+    #[napi(factory)]
+    pub fn generate() -> Result<PrincipalKey> {
+        Ok(PrincipalKey {
+            secret: PrincipalSecret::generate().map_err(no_randomness)?,
+        })
+    }
+
+    /// The key in the text of a key file or a bare 64-hex-digit secret.
+    #[napi(factory)]
+    pub fn from_key_file(text: String) -> Result<PrincipalKey> {
+        Ok(PrincipalKey {
+            secret: parse_principal_secret(&text, "the key file text").map_err(refused)?,
+        })
+    }
+
+    /// The key in the file at `path`.
+    #[napi(factory)]
+    pub fn load(path: String) -> Result<PrincipalKey> {
+        Ok(PrincipalKey {
+            secret: load_principal_secret(Path::new(&path)).map_err(refused)?,
+        })
+    }
+
+    /// The compressed public key, standard base64.
+    #[napi(getter)]
+    pub fn public_key(&self) -> String {
+        self.secret.public_key().to_base64()
+    }
+
+    /// The account address under `prefix`.
+    #[napi]
+    pub fn address(&self, prefix: String) -> Result<String> {
+        self.secret.public_key().address(&prefix).map_err(refused)
+    }
+
+    /// The key file text, as `keygen --principal` writes it.
+    #[napi]
+    pub fn key_file(&self, prefix: String) -> Result<String> {
+        key_file_text(&KeyFile::principal(&self.secret, &prefix).map_err(refused)?).map_err(refused)
+    }
+
+    /// Writes the key file at `path` (which must not exist), mode 0600.
+    #[napi]
+    pub fn save(&self, path: String, prefix: String) -> Result<()> {
+        write_key_file(
+            Path::new(&path),
+            &KeyFile::principal(&self.secret, &prefix).map_err(refused)?,
+        )
+        .map_err(refused)
+    }
+}
+
+/// An agent key bound to one passport for one chain.
+#[napi]
+pub struct Signer {
+    inner: AgentSigner,
+}
+
+#[napi]
+impl Signer {
+    /// Refuses a passport that does not parse or names another agent key.
+    #[napi(constructor)]
+    pub fn new(agent_key: &AgentKey, passport: String, chain_id: String) -> Result<Signer> {
+        Ok(Signer {
+            inner: AgentSigner::new(agent_key.secret.clone(), &passport, &chain_id)
+                .map_err(refused)?,
+        })
+    }
+
+    /// The `X-Agent-Passport` value.
+    #[napi(getter)]
+    pub fn passport(&self) -> String {
+        self.inner.passport().to_owned()
+    }
+
+    /// The `X-Agent-Sig` value for `method`, `uri` (path and ?query as sent) and `body`.
+    #[napi]
+    pub fn sign(&self, method: String, uri: String, body: Uint8Array) -> Result<String> {
+        self.inner.sign(&method, &uri, &body).map_err(refused)
+    }
+}
+
+/// Mints a passport; `options` is the JSON of the mint options (snake_case).
+#[napi]
+pub fn mint_json(principal_key: &PrincipalKey, options: String) -> Result<String> {
+    MintOptions::from_json(&options)
+        .and_then(|o| o.mint(&principal_key.secret))
+        .map_err(refused)
+}
+
+/// The unsigned envelope and the ADR-036 data for a wallet, as JSON.
+#[napi]
+pub fn mint_unsigned_json(options: String) -> Result<String> {
+    MintOptions::from_json(&options)
+        .and_then(|o| o.unsigned())
+        .map(|v| v.to_string())
+        .map_err(refused)
+}
+
+/// Completes an unsigned envelope with a wallet's ADR-036 signature.
+#[napi]
+pub fn attach_signature(
+    envelope_json: String,
+    signature: String,
+    prefix: String,
+) -> Result<String> {
+    mint::attach_signature(envelope_json.as_bytes(), &signature, &prefix).map_err(refused)
+}
+
+/// What `passport-gate inspect` shows, as JSON.
+#[napi]
+pub fn inspect_json(passport: String, prefix: String) -> Result<String> {
+    mint::inspect_json(&passport, &prefix, Timestamp::now())
+        .map(|v| v.to_string())
+        .map_err(refused)
+}
+
+/// The verifier's verdict on one request, as JSON.
+#[napi]
+pub fn verify_json(options: String, body: Uint8Array) -> Result<String> {
+    let options = VerifyOptions::from_json(&options).map_err(refused)?;
+    mint::verify_json(&options, &body)
+        .map(|v| v.to_string())
+        .map_err(refused)
+}
+
+/// The `X-Agent-Sig` value for one request.
+#[napi]
+pub fn sign_request(
+    agent_key: &AgentKey,
+    passport: String,
+    chain_id: String,
+    method: String,
+    uri: String,
+    body: Uint8Array,
+) -> Result<String> {
+    mint::sign_request(
+        &agent_key.secret,
+        &passport,
+        &chain_id,
+        &method,
+        &uri,
+        &body,
+    )
+    .map_err(refused)
+}

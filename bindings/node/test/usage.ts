@@ -1,0 +1,21 @@
+// Compiled (not run) by test/types.test.mjs: the README's usage against index.d.ts.
+import OpenAI from 'openai';
+import {
+  AgentKey, PrincipalKey, PassportGateError, Signer, Verdict, attachSignature, headers, inspect, mint,
+  mintUnsigned, passportFetch, signRequest, verify,
+} from '../index.js';
+
+const agentKey: AgentKey = AgentKey.generate();
+const principal: PrincipalKey = PrincipalKey.generate();
+const passport: string = mint(principal, { agentKey, agentId: 'a', chainId: 'c', ttlSeconds: 60, models: ['m'] });
+const unsigned = mintUnsigned(principal.publicKey, { agentPubkey: agentKey.publicKey, agentId: 'a', chainId: 'c', expiresAt: new Date() });
+const attached: string = attachSignature(unsigned.envelope, 'sig');
+const state: 'valid' | 'expired' | 'not_yet_valid' = inspect(passport).state;
+const sig: string = signRequest(agentKey, passport, 'c', 'POST', '/v1', new Uint8Array(4));
+const both: { 'X-Agent-Sig': string } = headers(agentKey, passport, 'c', 'GET', '/v1?x=1');
+const verdict: Verdict = verify({ chainId: 'c', method: 'POST', uri: '/v1', passport, sig, body: 'x' });
+if (verdict.ok) console.log(verdict.agent_id);
+const signer = new Signer(agentKey, passport, 'c');
+const client = new OpenAI({ baseURL: 'http://127.0.0.1:1/v1', apiKey: 'x', fetch: passportFetch({ agentKey, passport, chainId: 'c' }) });
+const e: Error = new PassportGateError('x');
+console.log(attached, state, both, signer.passport, client, e);
