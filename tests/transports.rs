@@ -429,6 +429,17 @@ async fn the_tls_listener_serves_http1_and_h2_chosen_by_alpn() {
         assert_eq!(format!("{:?}", resp.version()), version);
         assert_eq!(resp.status(), 200);
         assert_eq!(json(resp).await["uri"], "/v1/models");
+        // The upstream learns that the client came over TLS, and the host it asked for,
+        // whether that was in `Host` (HTTP/1.1) or in `:authority` (HTTP/2).
+        let seen = up.seen().pop().unwrap();
+        let forwarded = seen.headers["forwarded"].to_str().unwrap().to_owned();
+        assert!(forwarded.contains(";proto=https"), "{version}: {forwarded}");
+        let host = format!("localhost:{}", gw.listen.port());
+        assert!(
+            forwarded.ends_with(&format!(";host=\"{host}\"")),
+            "{version}: {forwarded}"
+        );
+        assert_eq!(seen.headers["x-forwarded-host"], host.as_str(), "{version}");
     }
     // curl, a client the gateway did not write.
     let ca_file = write(&dir, "ca.pem", &ca.pem());

@@ -472,6 +472,7 @@ pub async fn run(
             errors: transport.upstream(),
         },
         config.identity.clone(),
+        raw.server.tls.is_some(),
     );
     let listener_tls = match &raw.server.tls {
         Some(t) => {

@@ -152,7 +152,12 @@ fn hide_upstream_origin(headers: &mut HeaderMap, upstream: &Upstream) {
 }
 
 /// Appends the client to `X-Forwarded-For` and `Forwarded` (RFC 7239).
-fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&HeaderValue>) {
+fn add_forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    proto: &str,
+    host: Option<&HeaderValue>,
+) {
     let ip = peer.ip().to_string();
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),
@@ -166,7 +171,7 @@ fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&Header
     } else {
         ip
     };
-    let mut element = format!("for={node};proto=http");
+    let mut element = format!("for={node};proto={proto}");
     if let Some(h) = host.and_then(|h| h.to_str().ok()) {
         if !h.contains(['"', '\\']) {
             element.push_str(&format!(";host=\"{h}\""));
@@ -186,6 +191,7 @@ struct Shared<B> {
     upstream: Upstream,
     response_timeout: Duration,
     identity: IdentityHeaders,
+    listener_tls: bool,
     version: http::Version,
     errors: super::tls::UpstreamErrors,
 }
@@ -229,11 +235,14 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// A proxy to `upstream` with a pooled client, setting the `identity` headers.
+    /// A proxy to `upstream` with a pooled client, setting the `identity` headers;
+    /// `listener_tls` says whether clients reach the gateway over TLS (the `proto` of
+    /// `Forwarded`).
     pub fn new(
         upstream: Upstream,
         settings: UpstreamClient,
         identity: IdentityHeaders,
+        listener_tls: bool,
     ) -> Proxy<B> {
         let mut tcp = HttpConnector::new();
         tcp.set_connect_timeout(Some(settings.connect_timeout));
@@ -269,6 +278,7 @@ where
                 upstream,
                 response_timeout: settings.response_timeout,
                 identity,
+                listener_tls,
                 version,
                 errors: settings.errors,
             }),
@@ -328,8 +338,15 @@ where
             strip_hop_by_hop(&mut parts.headers);
             strip_unverified_passport(&mut parts);
             shared.identity.apply(&mut parts.headers, &parts.extensions);
-            let host = parts.headers.remove(header::HOST);
-            add_forwarded(&mut parts.headers, peer, host.as_ref());
+            // HTTP/2 clients name the host in `:authority` (the URI), not in `Host`.
+            let host = parts.headers.remove(header::HOST).or_else(|| {
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+            let proto = if shared.listener_tls { "https" } else { "http" };
+            add_forwarded(&mut parts.headers, peer, proto, host.as_ref());
             if let Some(h) = host {
                 parts.headers.insert("x-forwarded-host", h);
             }
@@ -443,6 +460,7 @@ mod tests {
         add_forwarded(
             &mut h,
             "127.0.0.2:5000".parse().unwrap(),
+            "http",
             Some(&HeaderValue::from_static("gw.local")),
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
@@ -451,7 +469,7 @@ mod tests {
             "for=127.0.0.2;proto=http;host=\"gw.local\""
         );
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "[::1]:5000".parse().unwrap(), None);
-        assert_eq!(h[header::FORWARDED], "for=\"[::1]\";proto=http");
+        add_forwarded(&mut h, "[::1]:5000".parse().unwrap(), "https", None);
+        assert_eq!(h[header::FORWARDED], "for=\"[::1]\";proto=https");
     }
 }
