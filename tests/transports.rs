@@ -151,6 +151,7 @@ fn describing(
             "method": req.method().as_str(),
             "uri": req.uri().to_string(),
             "client_cert": client_cert,
+            "te": req.headers().get("te").and_then(|v| v.to_str().ok()).map(str::to_owned),
         });
         async move {
             Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
@@ -385,9 +386,18 @@ async fn upstream_http2_speaks_h2_with_prior_knowledge_to_a_cleartext_upstream()
             &format!("http://{up}"),
             &format!("upstream_http2 = {http2}\n"),
         );
-        let resp = send(gw.listen, "GET", "/v1/models", &[], b"").await;
+        let resp = send(gw.listen, "GET", "/v1/models", &[("te", "trailers")], b"").await;
         assert_eq!(resp.status(), 200);
-        assert_eq!(json(resp).await["version"], version);
+        let answer = json(resp).await;
+        assert_eq!(answer["version"], version);
+        // gRPC needs `te: trailers` end to end: kept towards an HTTP/2 upstream, dropped
+        // as hop-by-hop towards HTTP/1.1.
+        let te = if http2 == "true" {
+            serde_json::json!("trailers")
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(answer["te"], te, "{version}");
     }
 }
 

@@ -335,7 +335,21 @@ where
             let Ok(uri) = uri else {
                 return Ok(GatewayError::UpstreamUnavailable.http_response());
             };
+            // `te: trailers` is the one TE value HTTP/2 allows, and gRPC needs it end to
+            // end (the upstream answers with trailers only to clients that accept them):
+            // it is kept towards an HTTP/2 upstream, as Envoy does.
+            let te_trailers = shared.version == http::Version::HTTP_2
+                && parts
+                    .headers
+                    .get_all(header::TE)
+                    .iter()
+                    .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
             strip_hop_by_hop(&mut parts.headers);
+            if te_trailers {
+                parts
+                    .headers
+                    .insert(header::TE, HeaderValue::from_static("trailers"));
+            }
             strip_unverified_passport(&mut parts);
             shared.identity.apply(&mut parts.headers, &parts.extensions);
             // HTTP/2 clients name the host in `:authority` (the URI), not in `Host`.
