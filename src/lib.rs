@@ -34,3 +34,4 @@ pub mod terminal;
 pub use layer::{Binding, PassportLayer};
 pub mod conformance;
 pub mod wallet;
+mod watch;

@@ -12,7 +12,7 @@ use crate::crypto::{check_address, AddressProblem};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// The largest allowlist file read, in bytes; a larger one is refused (at startup) or
 /// not reloaded (later), so a mistaken path cannot make the gateway read gigabytes.
@@ -185,43 +185,28 @@ impl PrincipalAllowlist {
         failures: prometheus::IntCounter,
     ) -> Result<(), String> {
         self.set_file(initial);
-        let list = Arc::downgrade(self);
-        std::thread::Builder::new()
-            .name("passport-gate-principals".into())
-            .spawn(move || {
-                let mut seen = stamp(&path);
-                loop {
-                    std::thread::sleep(interval);
-                    let Some(list) = list.upgrade() else { return };
-                    let now = stamp(&path);
-                    if now == seen {
-                        continue;
-                    }
-                    seen = now;
-                    match read_file(&path, &prefix) {
-                        Ok(set) => {
-                            tracing::info!(file = %path.display(), principals = set.len(), "principal allowlist reloaded");
-                            list.set_file(set);
-                        }
-                        Err(errors) => {
-                            failures.inc();
-                            tracing::warn!(
-                                file = %path.display(),
-                                errors = %errors.join("; "),
-                                "principal allowlist not reloaded: the last good list stays in force"
-                            );
-                        }
-                    }
+        crate::watch::watch_file(
+            "passport-gate-principals",
+            self,
+            path,
+            interval,
+            move |list: &Self, path| match read_file(path, &prefix) {
+                Ok(set) => {
+                    tracing::info!(file = %path.display(), principals = set.len(), "principal allowlist reloaded");
+                    list.set_file(set);
                 }
-            })
-            .map(|_| ())
+                Err(errors) => {
+                    failures.inc();
+                    tracing::warn!(
+                        file = %path.display(),
+                        errors = %errors.join("; "),
+                        "principal allowlist not reloaded: the last good list stays in force"
+                    );
+                }
+            },
+        )
             .map_err(|e| format!("cannot start the allowlist watcher: {e}"))
     }
-}
-
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
 }
 
 #[cfg(test)]

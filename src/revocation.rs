@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// A set of revoked identities. The field names are those of a conformance vector's
 /// `revoked` block.
@@ -326,40 +326,30 @@ impl RevocationList {
             ));
         }
         RevocationList::set(&self.from_file, initial);
-        let list = Arc::downgrade(self);
-        std::thread::Builder::new()
-            .name("passport-gate-revocations".into())
-            .spawn(move || {
-                let mut seen = stamp(&path);
-                loop {
-                    std::thread::sleep(interval);
-                    let Some(list) = list.upgrade() else { return };
-                    let now = stamp(&path);
-                    if now == seen {
-                        continue;
-                    }
-                    seen = now;
-                    match read_file(&path) {
-                        Ok((r, bad)) if bad.is_empty() => {
-                            tracing::info!(file = %path.display(), "revocation file reloaded");
-                            RevocationList::set(&list.from_file, r);
-                        }
-                        Ok((good, bad)) => {
-                            list.report_bad(&path.display().to_string(), &bad);
-                            let mut kept = (*read(&list.from_file)).clone();
-                            kept.extend(&good);
-                            tracing::warn!(
-                                file = %path.display(),
-                                bad_lines = bad.len(),
-                                "revocation file has bad lines: its good entries are added, and no earlier entry is dropped until it is fixed"
-                            );
-                            RevocationList::set(&list.from_file, kept);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "revocation file not reloaded"),
-                    }
+        crate::watch::watch_file(
+            "passport-gate-revocations",
+            self,
+            path,
+            interval,
+            |list: &Self, path| match read_file(path) {
+                Ok((r, bad)) if bad.is_empty() => {
+                    tracing::info!(file = %path.display(), "revocation file reloaded");
+                    RevocationList::set(&list.from_file, r);
                 }
-            })
-            .map(|_| ())
+                Ok((good, bad)) => {
+                    list.report_bad(&path.display().to_string(), &bad);
+                    let mut kept = (*read(&list.from_file)).clone();
+                    kept.extend(&good);
+                    tracing::warn!(
+                        file = %path.display(),
+                        bad_lines = bad.len(),
+                        "revocation file has bad lines: its good entries are added, and no earlier entry is dropped until it is fixed"
+                    );
+                    RevocationList::set(&list.from_file, kept);
+                }
+                Err(e) => tracing::warn!(error = %e, "revocation file not reloaded"),
+            },
+        )
             .map_err(|e| format!("cannot start the revocation watcher: {e}"))
     }
 
@@ -397,11 +387,6 @@ impl RevocationList {
 
 fn read(slot: &RwLock<Arc<Revoked>>) -> Arc<Revoked> {
     slot.read().map(|g| Arc::clone(&g)).unwrap_or_default()
-}
-
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
 }
 
 fn read_file(path: &Path) -> Result<(Revoked, Vec<BadLine>), String> {

@@ -215,6 +215,11 @@ pub fn spawn(name: &str, toml: &str, extra: &[&str]) -> (Child, mpsc::Receiver<S
 /// Starts `serve` and waits for its listening line.
 pub fn start(name: &str, toml: &str) -> Gateway {
     let (child, lines, dir) = spawn(name, toml, &[]);
+    listening(child, lines, dir)
+}
+
+/// Waits for the gateway's listening line and reads both addresses from it.
+fn listening(child: Child, lines: mpsc::Receiver<String>, dir: PathBuf) -> Gateway {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let line = lines
@@ -346,31 +351,7 @@ pub fn start_file(
     stdout: Stdio,
 ) -> Gateway {
     let (child, lines, dir) = spawn_file(name, config, envs, stdout);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the gateway printed its listening line");
-        if let Some(rest) = line.strip_prefix("passport-gate listening on http://") {
-            let listen = rest.split_whitespace().next().unwrap().parse().unwrap();
-            let admin = rest
-                .split("(admin http://")
-                .nth(1)
-                .unwrap()
-                .split(')')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            return Gateway {
-                child,
-                listen,
-                admin,
-                lines,
-                dir,
-            };
-        }
-    }
+    listening(child, lines, dir)
 }
 
 /// Starts `serve --config config` as [`start_file`] does; does not wait for it.

@@ -1,0 +1,44 @@
+//! Reloading a file when it changes: one polling thread per watched file, shared by the
+//! revocation file and the principal allowlist.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+/// What identifies a version of a file: its modification time and size.
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Checks `path` every `interval` on a thread named `name` and calls `reload` with the
+/// owner and the path whenever the file's modification time or size changed. The thread
+/// ends once the owner is dropped. Errors only when the thread cannot be started.
+pub(crate) fn watch_file<T, F>(
+    name: &str,
+    owner: &Arc<T>,
+    path: PathBuf,
+    interval: Duration,
+    mut reload: F,
+) -> std::io::Result<()>
+where
+    T: Send + Sync + 'static,
+    F: FnMut(&T, &Path) + Send + 'static,
+{
+    let owner: Weak<T> = Arc::downgrade(owner);
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let mut seen = stamp(&path);
+            loop {
+                std::thread::sleep(interval);
+                let Some(owner) = owner.upgrade() else { return };
+                let now = stamp(&path);
+                if now != seen {
+                    seen = now;
+                    reload(&owner, &path);
+                }
+            }
+        })
+        .map(|_| ())
+}
