@@ -80,6 +80,38 @@ impl RedisServer {
     }
 
     /// A server that listens (TCP or TLS, as `listen` says) on `port`.
+    /// A server reached only over TLS on `port`, with the certificates `tls_files` wrote
+    /// into `dir` (`ca` signs them); `client_certs` requires client certificates.
+    fn start_tls(
+        port: u16,
+        dir: &std::path::Path,
+        ca: &std::path::Path,
+        client_certs: bool,
+        settings: &[&str],
+    ) -> RedisServer {
+        let port_text = port.to_string();
+        let cert = dir.join("server.pem");
+        let key = dir.join("server.key");
+        RedisServer::start_on(
+            port,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port_text,
+                "--tls-cert-file",
+                cert.to_str().unwrap(),
+                "--tls-key-file",
+                key.to_str().unwrap(),
+                "--tls-ca-cert-file",
+                ca.to_str().unwrap(),
+                "--tls-auth-clients",
+                if client_certs { "yes" } else { "no" },
+            ],
+            settings,
+        )
+    }
+
     fn start_on(port: u16, listen: &[&str], settings: &[&str]) -> RedisServer {
         let child = Command::new("redis-server")
             .args(listen)
@@ -175,24 +207,7 @@ impl Deployment {
                 let port = free_port();
                 let dir = support::serve::workdir(&format!("redis-tls-files-{port}"));
                 let ca = tls_files(&dir);
-                let s = RedisServer::start_on(
-                    port,
-                    &[
-                        "--port",
-                        "0",
-                        "--tls-port",
-                        &port.to_string(),
-                        "--tls-cert-file",
-                        dir.join("server.pem").to_str().unwrap(),
-                        "--tls-key-file",
-                        dir.join("server.key").to_str().unwrap(),
-                        "--tls-ca-cert-file",
-                        ca.to_str().unwrap(),
-                        "--tls-auth-clients",
-                        "no",
-                    ],
-                    &plain,
-                );
+                let s = RedisServer::start_tls(port, &dir, &ca, false, &plain);
                 let url = format!("rediss://localhost:{port}");
                 let untrusted = Redis::new(RedisConfig::from_url(&url, timeout).unwrap());
                 assert!(
@@ -307,24 +322,8 @@ async fn a_redis_that_requires_client_certificates_is_reached_with_client_cert_f
     let port = free_port();
     let dir = support::serve::workdir(&format!("redis-mtls-files-{port}"));
     let ca = tls_files(&dir);
-    let _server = RedisServer::start_on(
-        port,
-        &[
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            dir.join("server.pem").to_str().unwrap(),
-            "--tls-key-file",
-            dir.join("server.key").to_str().unwrap(),
-            "--tls-ca-cert-file",
-            ca.to_str().unwrap(),
-            "--tls-auth-clients",
-            "yes",
-        ],
-        &["--save", "", "--appendonly", "no"],
-    );
+    let _server =
+        RedisServer::start_tls(port, &dir, &ca, true, &["--save", "", "--appendonly", "no"]);
     let url = format!("rediss://localhost:{port}");
     let timeout = Duration::from_millis(500);
     let connect = |client_cert| {
@@ -1069,22 +1068,11 @@ async fn the_gateway_keeps_replay_records_in_a_redis_over_tls_with_a_private_ca(
     let port = free_port();
     let dir = support::serve::workdir(&format!("redis-gw-tls-files-{port}"));
     let ca = tls_files(&dir);
-    let _server = RedisServer::start_on(
+    let _server = RedisServer::start_tls(
         port,
-        &[
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            dir.join("server.pem").to_str().unwrap(),
-            "--tls-key-file",
-            dir.join("server.key").to_str().unwrap(),
-            "--tls-ca-cert-file",
-            ca.to_str().unwrap(),
-            "--tls-auth-clients",
-            "no",
-        ],
+        &dir,
+        &ca,
+        false,
         &["--appendonly", "yes", "--requirepass", PASSWORD],
     );
     let up = support::serve::upstream().await;
