@@ -25,6 +25,14 @@ fn pairs(h: &[(String, String)]) -> Vec<(&str, &str)> {
     h.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
 }
 
+/// `BODY` posted to `PATH` with `f`'s passport and signature.
+async fn post_as(
+    gateway: std::net::SocketAddr,
+    f: &support::Fixture,
+) -> http::Response<hyper::body::Incoming> {
+    send(gateway, "POST", PATH, &pairs(&headers(f, BODY)), BODY).await
+}
+
 /// A passport issued now by the principal whose secret is 32 bytes of `principal`,
 /// for `agent_id`, with `beneficiary`.
 fn passport(principal: u8, agent_id: &str, beneficiary: Option<&str>) -> support::Fixture {
@@ -176,14 +184,7 @@ async fn a_fixed_requester_binds_every_request_to_the_operator() {
         assert_eq!(got["x-aps-requester-address"].to_str().unwrap(), operator);
     }
     // A principal that granted the operator nothing: principal_mismatch.
-    let resp = send(
-        gw.listen,
-        "POST",
-        PATH,
-        &pairs(&headers(&stranger, BODY)),
-        BODY,
-    )
-    .await;
+    let resp = post_as(gw.listen, &stranger).await;
     assert_eq!(resp.status(), 403);
     assert!(text(resp).await.contains("\"principal_mismatch\""));
 }
@@ -233,24 +234,10 @@ async fn principals_off_the_allowlist_get_403_principal_not_allowed() {
         allowed.principal_address.to_uppercase()
     );
     let gw = start("allowlist", &config(up.addr, &extra));
-    let resp = send(
-        gw.listen,
-        "POST",
-        PATH,
-        &pairs(&headers(&allowed, BODY)),
-        BODY,
-    )
-    .await;
+    let resp = post_as(gw.listen, &allowed).await;
     assert_eq!(resp.status(), 200);
     let calls = up.seen().len();
-    let resp = send(
-        gw.listen,
-        "POST",
-        PATH,
-        &pairs(&headers(&other, BODY)),
-        BODY,
-    )
-    .await;
+    let resp = post_as(gw.listen, &other).await;
     assert_eq!(resp.status(), 403);
     let body: serde_json::Value = serde_json::from_str(&text(resp).await).unwrap();
     assert_eq!(body["code"], "principal_not_allowed");
@@ -363,7 +350,7 @@ async fn the_access_log_has_one_json_line_per_request() {
     );
     let gw = start("access-log", &toml);
     let f = passport(0x61, "urn:aps:agent:log", None);
-    let ok = send(gw.listen, "POST", PATH, &pairs(&headers(&f, BODY)), BODY).await;
+    let ok = post_as(gw.listen, &f).await;
     assert_eq!(ok.status(), 200);
     let bad = headers(&f, b"{}");
     let rejected = send(gw.listen, "POST", PATH, &pairs(&bad), BODY).await;
@@ -521,7 +508,7 @@ async fn the_example_config_as_shipped_serves_the_echo_upstream() {
     );
     let f = support::live("urn:aps:agent:example");
     // Accepted.
-    let resp = send(gw.listen, "POST", PATH, &pairs(&headers(&f, BODY)), BODY).await;
+    let resp = post_as(gw.listen, &f).await;
     assert_eq!(resp.status(), 200);
     let answer: serde_json::Value = serde_json::from_str(&text(resp).await).unwrap();
     assert_eq!(answer["choices"][0]["message"]["content"], "echo: hi");
@@ -593,25 +580,11 @@ async fn the_readme_devshard_sidecar_config_parses_and_runs() {
     );
     // The README's operator is the fixture principal: its own agents are served...
     let operator = passport(0x61, "urn:aps:agent:sidecar", None);
-    let resp = send(
-        gw.listen,
-        "POST",
-        PATH,
-        &pairs(&headers(&operator, BODY)),
-        BODY,
-    )
-    .await;
+    let resp = post_as(gw.listen, &operator).await;
     assert_eq!(resp.status(), 200, "{}", text(resp).await);
     // ...and a principal off the allowlist is not.
     let other = passport(0x63, "urn:aps:agent:other", None);
-    let resp = send(
-        gw.listen,
-        "POST",
-        PATH,
-        &pairs(&headers(&other, BODY)),
-        BODY,
-    )
-    .await;
+    let resp = post_as(gw.listen, &other).await;
     assert_eq!(resp.status(), 403);
     assert!(text(resp).await.contains("principal_not_allowed"));
 }
