@@ -998,3 +998,57 @@ async fn http2_max_concurrent_streams_bounds_the_streams_of_one_connection() {
         .unwrap();
     assert_eq!(second.status(), 200);
 }
+
+/// One HTTP/2 connection carries many streams, and each stream the gateway forwards
+/// holds an upstream connection: `max_upstream_requests` bounds them for all clients
+/// together (the descriptors `max_connections` does not count), and the excess is a 503
+/// with `Retry-After` that never reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_the_upstream_are_bounded_across_the_streams_of_one_h2_connection() {
+    let slow = Duration::from_millis(800);
+    let up = support::serve::scripted_upstream(vec![(200, slow); 3]).await;
+    let gw = plain_gateway(
+        "upstream-in-flight",
+        &format!("http://{}", up.addr),
+        "max_upstream_requests = 3\n",
+    );
+    let client = h2c_client();
+    let url = format!("http://{}/v1/models", gw.listen);
+    let streams: Vec<_> = (0..10)
+        .map(|_| {
+            let client = client.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                let resp = client
+                    .request(
+                        http::Request::get(url)
+                            .body(Full::new(Bytes::new()))
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(resp.version(), http::Version::HTTP_2);
+                let status = resp.status().as_u16();
+                let retry = resp.headers().get("retry-after").cloned();
+                let body =
+                    String::from_utf8(resp.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+                (status, retry, body)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for s in streams {
+        answers.push(s.await.unwrap());
+    }
+    let served = answers.iter().filter(|a| a.0 == 200).count();
+    let busy: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    assert_eq!((served, busy.len()), (3, 7), "{answers:?}");
+    for (_, retry, body) in &busy {
+        assert_eq!(retry.as_ref().map(|v| v.to_str().unwrap()), Some("1"));
+        assert!(body.contains("\"upstream_busy\""), "{body}");
+    }
+    assert_eq!(up.calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    // Each answer gave its place back when it ended.
+    let resp = send(gw.listen, "GET", "/v1/models", &[], b"").await;
+    assert_eq!(resp.status(), 200);
+}

@@ -146,9 +146,9 @@ fn outcome<B>(response: &http::Response<B>) -> (&'static str, Option<&'static st
     }
     if let Some(e) = ext.get::<GatewayError>() {
         return match e {
-            GatewayError::UpstreamUnavailable | GatewayError::UpstreamTimeout => {
-                ("upstream_failed", Some(e.code()))
-            }
+            GatewayError::UpstreamUnavailable
+            | GatewayError::UpstreamTimeout
+            | GatewayError::UpstreamBusy => ("upstream_failed", Some(e.code())),
             _ => ("refused", Some(e.code())),
         };
     }

@@ -293,6 +293,9 @@ pub struct ServerSection {
     pub upstream_pool_max_idle: u64,
     /// An idle upstream connection is closed after this long (ms).
     pub upstream_pool_idle_timeout_ms: u64,
+    /// Requests with the upstream at once, all clients and protocols together (each
+    /// holds an upstream connection until its answer ends); beyond, 503 `upstream_busy`.
+    pub max_upstream_requests: u64,
     /// `[server.tls]`: serve the proxy listener over TLS.
     pub tls: Option<ServerTlsSection>,
 }
@@ -358,6 +361,12 @@ impl ServerSection {
                 self.upstream_pool_idle_timeout_ms,
                 100,
                 3_600_000,
+            ),
+            (
+                "max_upstream_requests",
+                self.max_upstream_requests,
+                1,
+                1_000_000,
             ),
         ] {
             if !(lo..=hi).contains(&v) {
@@ -428,6 +437,7 @@ impl Default for ServerSection {
             http2_keep_alive_timeout_ms: 10_000,
             upstream_pool_max_idle: 4_096,
             upstream_pool_idle_timeout_ms: 90_000,
+            max_upstream_requests: 4_096,
             tls: None,
         }
     }

@@ -16,6 +16,9 @@ pub enum GatewayError {
     UpstreamUnavailable,
     /// The upstream did not answer within `response_timeout_ms`.
     UpstreamTimeout,
+    /// `server.max_upstream_requests` requests are already with the upstream (each
+    /// holds an upstream connection until its answer ends).
+    UpstreamBusy,
     /// The route is not guarded and `routes.unguarded = "refuse"`.
     RouteNotAllowed,
     /// The path has a spelling whose meaning differs between decoders (an encoded `/`,
@@ -46,6 +49,7 @@ impl GatewayError {
         match self {
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::UpstreamBusy => "upstream_busy",
             GatewayError::RouteNotAllowed => "route_not_allowed",
             GatewayError::PathAmbiguous => "path_ambiguous",
             GatewayError::MethodNotAllowed => "method_not_allowed",
@@ -59,6 +63,7 @@ impl GatewayError {
         match self {
             GatewayError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::RouteNotAllowed => StatusCode::NOT_FOUND,
             GatewayError::PathAmbiguous
             | GatewayError::ConnectionHeaderInvalid
@@ -72,6 +77,9 @@ impl GatewayError {
         match self {
             GatewayError::UpstreamUnavailable => "the upstream inference server is unavailable",
             GatewayError::UpstreamTimeout => "the upstream inference server did not answer in time",
+            GatewayError::UpstreamBusy => {
+                "the gateway has as many requests with the upstream as it allows; retry"
+            }
             GatewayError::RouteNotAllowed => "this gateway does not serve this route",
             GatewayError::PathAmbiguous => {
                 "the request path has a spelling whose meaning differs between servers"
@@ -92,6 +100,10 @@ impl GatewayError {
         if self == GatewayError::MethodNotAllowed {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+        }
+        if self == GatewayError::UpstreamBusy {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         // The reason, for the access log.
         resp.extensions_mut().insert(self);

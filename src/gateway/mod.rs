@@ -470,6 +470,7 @@ pub async fn run(
             pool_max_idle: usize::try_from(raw.server.upstream_pool_max_idle).unwrap_or(usize::MAX),
             pool_idle_timeout: Duration::from_millis(raw.server.upstream_pool_idle_timeout_ms),
             errors: transport.upstream(),
+            max_requests: usize::try_from(raw.server.max_upstream_requests).unwrap_or(usize::MAX),
         },
         config.identity.clone(),
         raw.server.tls.is_some(),

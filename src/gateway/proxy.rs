@@ -26,6 +26,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::Service;
 
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1).
@@ -192,6 +193,8 @@ struct Shared<B> {
     response_timeout: Duration,
     identity: IdentityHeaders,
     listener_tls: bool,
+    /// Requests with the upstream, at most `server.max_upstream_requests`.
+    in_flight: Arc<Semaphore>,
     version: http::Version,
     errors: super::tls::UpstreamErrors,
 }
@@ -212,6 +215,9 @@ pub struct UpstreamClient {
     pub pool_idle_timeout: Duration,
     /// Where connection failures are counted.
     pub errors: super::tls::UpstreamErrors,
+    /// Requests with the upstream at once (each holds an upstream connection until its
+    /// answer ends); beyond, 503 `upstream_busy`.
+    pub max_requests: usize,
 }
 
 /// Forwards requests to the upstream. One per connection (it knows the peer); clones
@@ -279,6 +285,7 @@ where
                 response_timeout: settings.response_timeout,
                 identity,
                 listener_tls,
+                in_flight: Arc::new(Semaphore::new(settings.max_requests)),
                 version,
                 errors: settings.errors,
             }),
@@ -299,7 +306,42 @@ where
 const UPSTREAM_READ_BUFFER: usize = 16 * 1024;
 
 /// The upstream's response body, or the gateway's own answer.
-pub type ProxyBody = PassportBody<hyper::body::Incoming>;
+pub type ProxyBody = PassportBody<UpstreamBody>;
+
+pin_project_lite::pin_project! {
+    /// The upstream's answer. It holds its place among `server.max_upstream_requests`
+    /// (its upstream connection is busy) until it ends, fails or is dropped.
+    pub struct UpstreamBody {
+        #[pin]
+        body: hyper::body::Incoming,
+        permit: Option<OwnedSemaphorePermit>,
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            *this.permit = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 impl<B> Service<Request<PassportBody<B>>> for Proxy<B>
 where
@@ -370,12 +412,24 @@ where
                 .extensions
                 .get::<VerifiedAgent>()
                 .map(|a| AcceptedAgent(a.agent_id().to_owned()));
+            // One HTTP/2 client connection carries many streams, each needing its own
+            // upstream connection: the descriptors and memory they hold are bounded here,
+            // not by `max_connections`.
+            let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
+                let mut resp = GatewayError::UpstreamBusy.http_response();
+                resp.extensions_mut().insert(crate::replay::NotForwarded);
+                return Ok(resp);
+            };
             let sent = shared.client.request(Request::from_parts(parts, body));
             let mut response = match tokio::time::timeout(shared.response_timeout, sent).await {
                 Ok(Ok(resp)) => {
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
                     hide_upstream_origin(&mut parts.headers, &shared.upstream);
+                    let body = UpstreamBody {
+                        body,
+                        permit: Some(permit),
+                    };
                     Response::from_parts(parts, PassportBody::original(body))
                 }
                 Ok(Err(e)) => {
