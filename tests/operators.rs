@@ -85,6 +85,7 @@ async fn the_verified_identity_reaches_the_upstream_and_client_copies_never_do()
         ("x-aps-passport-id", "forged"),
         ("x-aps-model", "forged"),
         ("x-aps-requester-address", "forged"),
+        ("x_aps_agent_id", "forged"),
     ] {
         h.push((name.into(), value.into()));
     }
@@ -97,6 +98,7 @@ async fn the_verified_identity_reaches_the_upstream_and_client_copies_never_do()
         percent_decode(got["x-aps-agent-id"].to_str().unwrap()),
         nasty
     );
+    assert!(got.get("x_aps_agent_id").is_none(), "{got:?}");
     assert_eq!(
         got["x-aps-principal-address"].to_str().unwrap(),
         f.principal_address
@@ -116,13 +118,31 @@ async fn the_verified_identity_reaches_the_upstream_and_client_copies_never_do()
         "binding is off"
     );
 
-    // An unguarded route, without a passport: every client copy is removed too.
-    let forged = [("X-APS-Agent-Id", "forged"), ("x-aps-model", "forged")];
+    // An unguarded route, without a passport: every client copy is removed too, and so
+    // are the `_` spellings that WSGI/CGI upstreams read as the same variable.
+    let forged = [
+        ("X-APS-Agent-Id", "forged"),
+        ("x-aps-model", "forged"),
+        ("x_aps_agent_id", "forged"),
+        ("X_Aps_Principal-Address", "gonka1forged"),
+        ("x_agent_passport", "forged"),
+        ("x_forwarded_for", "10.9.9.9"),
+        ("x_unrelated_header", "kept"),
+    ];
     let resp = send(gw.listen, "GET", "/v1/models", &forged, b"").await;
     assert_eq!(resp.status(), 200);
     let got = up.seen().last().unwrap().headers.clone();
     assert!(got.get("x-aps-agent-id").is_none(), "{got:?}");
     assert!(got.get("x-aps-model").is_none(), "{got:?}");
+    for underscored in [
+        "x_aps_agent_id",
+        "x_aps_principal-address",
+        "x_agent_passport",
+        "x_forwarded_for",
+    ] {
+        assert!(got.get(underscored).is_none(), "{underscored}: {got:?}");
+    }
+    assert_eq!(got["x_unrelated_header"], "kept");
 
     // A guarded route without a passport (optional mode passes it through): removed.
     let resp = send(gw.listen, "POST", PATH, &forged, BODY).await;

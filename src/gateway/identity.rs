@@ -34,6 +34,16 @@ const RESERVED: [&str; 7] = [
     "forwarded",
 ];
 
+/// Headers besides the identity names whose `_` spelling is removed: the passport
+/// headers and those the gateway sets about the client.
+const UNDERSCORE_GUARDED: [&str; 5] = [
+    "x-agent-passport",
+    "x-agent-sig",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "forwarded",
+];
+
 impl IdentityHeaders {
     /// Checks the section: every name a valid header name, none reserved, no two alike
     /// (header names are compared in lowercase). One line per problem, naming its key.
@@ -81,6 +91,26 @@ impl IdentityHeaders {
         }
     }
 
+    /// Removes headers that are one of the names the gateway judges or sets, spelled
+    /// with `_` for `-` (`x_aps_agent_id`): WSGI and CGI servers read both spellings as
+    /// one variable (`HTTP_X_APS_AGENT_ID`), so such a header would let a client choose
+    /// an identity the upstream takes as verified.
+    fn remove_underscore_spellings(&self, headers: &mut HeaderMap) {
+        let spellings: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| n.as_str().contains('_'))
+            .filter(|n| {
+                let dashed = n.as_str().replace('_', "-");
+                self.names().iter().any(|m| m.as_str() == dashed)
+                    || UNDERSCORE_GUARDED.contains(&dashed.as_str())
+            })
+            .cloned()
+            .collect();
+        for name in spellings {
+            headers.remove(name);
+        }
+    }
+
     fn names(&self) -> [&HeaderName; 6] {
         [
             &self.agent_id,
@@ -99,6 +129,7 @@ impl IdentityHeaders {
         for name in self.names() {
             headers.remove(name);
         }
+        self.remove_underscore_spellings(headers);
         if !self.enabled {
             return;
         }
