@@ -527,3 +527,54 @@ async fn looking_for_usage_holds_bounded_memory_for_long_streams_and_large_answe
     assert_eq!(events[4]["total_tokens"], 18);
     assert!(events[5].get("total_tokens").is_none(), "{}", events[5]);
 }
+
+/// Anyone can send forged requests and each refusal is an audit line: at most
+/// `audit_refusals_per_second` of them are written in a second, and the rest are counted
+/// as dropped, so the audit file grows by a bounded number of lines a second however
+/// fast the flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusal_events_are_written_at_most_at_their_rate_and_the_rest_counted() {
+    let (up, _go) = openai_upstream().await;
+    let dir = support::serve::workdir("audit-refusal-rate");
+    let (toml, audit) = audit_toml(up, &dir, "audit_refusals_per_second = 10\n");
+    let gw = start("audit-refusal-rate", &toml);
+    let f = support::live("urn:aps:agent:refusal-rate");
+    let forged = f.headers(URI, b"{\"model\":\"forged\"}");
+    const FORGED: usize = 200;
+    let started = Instant::now();
+    for _ in 0..FORGED / 20 {
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (addr, headers) = (gw.listen, forged.clone());
+                tokio::spawn(async move { support::post(addr, URI, &headers, BODY).await.0 })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 401);
+        }
+    }
+    let seconds = started.elapsed().as_secs() as usize + 1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"outcome\":\"refused\""))
+            .count();
+        let dropped = gw
+            .metric("passport_gate_attribution_events_dropped_total")
+            .await as usize;
+        if refused + dropped == FORGED {
+            assert!(
+                (1..=10 * (seconds + 1)).contains(&refused),
+                "{refused} refusal lines in about {seconds} s"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "refused {refused}, dropped {dropped}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -183,6 +183,33 @@ pub struct AttributionSender {
     tx: Sender<AttributionEvent>,
     counters: Arc<Counters>,
     metrics: Metrics,
+    refusal_rate: Option<Arc<RefusalRate>>,
+}
+
+/// At most `per_second` refusal events in each wall-clock second: anyone can send
+/// forged requests, and each refusal event is a line in the audit file.
+#[derive(Debug)]
+struct RefusalRate {
+    per_second: u64,
+    /// The current second (Unix) and the refusals queued in it.
+    window: std::sync::Mutex<(u64, u64)>,
+}
+
+impl RefusalRate {
+    fn admit(&self) -> bool {
+        let second = Timestamp::now().unix_seconds().max(0).unsigned_abs();
+        let Ok(mut w) = self.window.lock() else {
+            return false;
+        };
+        if w.0 != second {
+            *w = (second, 0);
+        }
+        if w.1 >= self.per_second {
+            return false;
+        }
+        w.1 += 1;
+        true
+    }
 }
 
 impl std::fmt::Debug for AttributionSender {
@@ -197,12 +224,25 @@ impl AttributionSender {
     /// ones. Returns false (and counts a drop) otherwise.
     pub fn emit_refusal(&self, event: AttributionEvent) -> bool {
         let capacity = self.tx.capacity().unwrap_or(usize::MAX);
-        if self.tx.len() >= capacity.div_ceil(2) {
+        let over_rate = self.refusal_rate.as_ref().is_some_and(|r| !r.admit());
+        if over_rate || self.tx.len() >= capacity.div_ceil(2) {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             self.metrics.attribution_dropped.inc();
             return false;
         }
         self.emit(event)
+    }
+
+    /// This sender, queueing at most `per_second` refusal events in each second (the
+    /// rest dropped and counted); `0` leaves refusals unlimited but for the queue.
+    pub fn limit_refusals(mut self, per_second: u64) -> Self {
+        self.refusal_rate = (per_second > 0).then(|| {
+            Arc::new(RefusalRate {
+                per_second,
+                window: std::sync::Mutex::new((0, 0)),
+            })
+        });
+        self
     }
 
     /// Queues `event` without waiting. Returns false (and counts a drop) when the queue
@@ -266,6 +306,7 @@ impl AttributionQueue {
                 tx,
                 counters,
                 metrics,
+                refusal_rate: None,
             },
             stop: stop_tx,
             drain: Mutex::new(Some(drain)),
@@ -408,6 +449,33 @@ mod tests {
     }
 
     #[test]
+    fn refusals_beyond_the_rate_are_dropped_and_counted() {
+        let (tx, rx) = bounded(1_000);
+        let sender = AttributionSender {
+            tx,
+            counters: Arc::new(Counters {
+                written: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+            }),
+            metrics: Metrics::new(),
+            refusal_rate: None,
+        }
+        .limit_refusals(5);
+        let refusal = || AttributionEvent {
+            outcome: Outcome::Refused,
+            ..event(9)
+        };
+        // At most five a second (a second boundary in between admits five more, never
+        // all fifty); accepted events are not limited.
+        let queued = (0..50).filter(|_| sender.emit_refusal(refusal())).count();
+        assert!((5..=10).contains(&queued), "{queued}");
+        assert_eq!(sender.metrics.attribution_dropped.get(), 50 - queued as u64);
+        assert!((0..20).all(|i| sender.emit(event(i))));
+        assert_eq!(rx.len(), queued + 20);
+    }
+
+    #[test]
     fn refusals_are_queued_only_while_the_queue_is_under_half_full() {
         let (tx, rx) = bounded(4);
         let sender = AttributionSender {
@@ -418,6 +486,7 @@ mod tests {
                 failed: AtomicU64::new(0),
             }),
             metrics: Metrics::new(),
+            refusal_rate: None,
         };
         let refusal = || AttributionEvent {
             outcome: Outcome::Refused,

@@ -548,6 +548,9 @@ pub struct AttributionSection {
     pub audit_max_bytes: u64,
     /// Record refused requests in the audit file too (default true).
     pub audit_refusals: bool,
+    /// At most this many refusal events a second (the rest dropped and counted): anyone
+    /// can send forged requests, and each refusal is an audit line. 0: no rate limit.
+    pub audit_refusals_per_second: u64,
 }
 
 impl Default for AttributionSection {
@@ -562,6 +565,7 @@ impl Default for AttributionSection {
             audit_fsync: crate::attribution::FsyncPolicy::Batch,
             audit_max_bytes: 0,
             audit_refusals: true,
+            audit_refusals_per_second: 100,
         }
     }
 }

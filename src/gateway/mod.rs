@@ -342,9 +342,14 @@ pub async fn run(
         builder = builder.principals(list);
     }
     if let Some(q) = &queue {
-        builder = builder.attribution(q.sender()).record_refusals(
-            raw.attribution.audit_file.is_some() && raw.attribution.audit_refusals,
-        );
+        builder = builder
+            .attribution(
+                q.sender()
+                    .limit_refusals(raw.attribution.audit_refusals_per_second),
+            )
+            .record_refusals(
+                raw.attribution.audit_file.is_some() && raw.attribution.audit_refusals,
+            );
     }
     if let (config::ReplayStoreKind::Redis, Some(c), true) = (
         raw.replay.store,
