@@ -86,6 +86,7 @@ async fn the_verified_identity_reaches_the_upstream_and_client_copies_never_do()
         ("x-aps-model", "forged"),
         ("x-aps-requester-address", "forged"),
         ("x_aps_agent_id", "forged"),
+        ("accept-encoding", "gzip, br"),
     ] {
         h.push((name.into(), value.into()));
     }
@@ -99,6 +100,8 @@ async fn the_verified_identity_reaches_the_upstream_and_client_copies_never_do()
         nasty
     );
     assert!(got.get("x_aps_agent_id").is_none(), "{got:?}");
+    // Its answer is read for token usage, so the upstream is asked not to compress it.
+    assert_eq!(got["accept-encoding"], "identity");
     assert_eq!(
         got["x-aps-principal-address"].to_str().unwrap(),
         f.principal_address

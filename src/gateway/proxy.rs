@@ -394,6 +394,14 @@ where
             }
             strip_unverified_passport(&mut parts);
             shared.identity.apply(&mut parts.headers, &parts.extensions);
+            // An accepted request's answer is read for its token usage (spec section 9),
+            // which a compressed answer would hide: the client may not choose that.
+            if parts.extensions.get::<VerifiedAgent>().is_some() {
+                parts.headers.insert(
+                    header::ACCEPT_ENCODING,
+                    HeaderValue::from_static("identity"),
+                );
+            }
             // HTTP/2 clients name the host in `:authority` (the URI), not in `Host`.
             let host = parts.headers.remove(header::HOST).or_else(|| {
                 parts
