@@ -34,6 +34,16 @@ pub fn canonical_address(prefix: &str, address: &str) -> Result<String, AddressP
 /// Parses an allowlist file: one address per line; blank lines and lines starting with
 /// `#` are skipped, surrounding whitespace is trimmed. Every bad line is one error.
 pub fn parse_lines(text: &str, prefix: &str) -> Result<HashSet<String>, Vec<String>> {
+    let (set, errors) = parse_good_lines(text, prefix);
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The valid addresses of `text`, and one error per bad line.
+fn parse_good_lines(text: &str, prefix: &str) -> (HashSet<String>, Vec<String>) {
     let mut set = HashSet::new();
     let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -51,26 +61,25 @@ pub fn parse_lines(text: &str, prefix: &str) -> Result<HashSet<String>, Vec<Stri
             )),
         }
     }
-    if errors.is_empty() {
-        Ok(set)
-    } else {
-        Err(errors)
+    (set, errors)
+}
+
+/// The file's text, unless it cannot be read or is over [`MAX_ALLOW_FILE_BYTES`].
+fn read_text(path: &Path) -> Result<String, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .len();
+    if size > MAX_ALLOW_FILE_BYTES {
+        return Err(format!(
+            "{} is {size} bytes; the most read is {MAX_ALLOW_FILE_BYTES}",
+            path.display()
+        ));
     }
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 fn read_file(path: &Path, prefix: &str) -> Result<HashSet<String>, Vec<String>> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?
-        .len();
-    if size > MAX_ALLOW_FILE_BYTES {
-        return Err(vec![format!(
-            "{} is {size} bytes; the most read is {MAX_ALLOW_FILE_BYTES}",
-            path.display()
-        )]);
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
-    parse_lines(&text, prefix)
+    parse_lines(&read_text(path).map_err(|e| vec![e])?, prefix)
 }
 
 /// `[principals]`, checked, with the file read once.
@@ -166,6 +175,14 @@ impl PrincipalAllowlist {
                 .unwrap_or(false)
     }
 
+    /// The entries from the file now in force.
+    fn file_entries(&self) -> Arc<HashSet<String>> {
+        self.from_file
+            .read()
+            .map(|g| Arc::clone(&g))
+            .unwrap_or_default()
+    }
+
     fn set_file(&self, set: HashSet<String>) {
         if let Ok(mut g) = self.from_file.write() {
             *g = Arc::new(set);
@@ -173,9 +190,10 @@ impl PrincipalAllowlist {
     }
 
     /// Starts from `initial` (the file as validated) and reloads `path` whenever its
-    /// modification time or size changes, checking every `interval`. A file that cannot
-    /// be read, is too large or has a bad line is not taken: the last good list stays
-    /// in force, the problem is logged and counted on `failures`.
+    /// modification time or size changes, checking every `interval`. A file with bad
+    /// lines only removes (the principals it no longer names), a deleted file allows
+    /// nobody, and a file that cannot be read otherwise or is too large is not taken;
+    /// each problem is logged and counted on `failures`.
     pub fn watch_file(
         self: &Arc<Self>,
         path: PathBuf,
@@ -190,16 +208,38 @@ impl PrincipalAllowlist {
             self,
             path,
             interval,
-            move |list: &Self, path| match read_file(path, &prefix) {
-                Ok(set) => {
-                    tracing::info!(file = %path.display(), principals = set.len(), "principal allowlist reloaded");
-                    list.set_file(set);
-                }
-                Err(errors) => {
+            move |list: &Self, path| match read_text(path) {
+                Ok(text) => {
+                    let (set, errors) = parse_good_lines(&text, &prefix);
+                    if errors.is_empty() {
+                        tracing::info!(file = %path.display(), principals = set.len(), "principal allowlist reloaded");
+                        list.set_file(set);
+                        return;
+                    }
+                    // A bad line never widens the list and never blocks a removal: while
+                    // the file has bad lines, the list in force loses every principal the
+                    // file no longer names, and gains none.
                     failures.inc();
+                    let kept: HashSet<String> = list.file_entries().intersection(&set).cloned().collect();
                     tracing::warn!(
                         file = %path.display(),
                         errors = %errors.join("; "),
+                        principals = kept.len(),
+                        "principal allowlist has bad lines: removals are applied, nothing is added until it is fixed"
+                    );
+                    list.set_file(kept);
+                }
+                Err(error) if !path.exists() => {
+                    // Deleted: nobody from the file is allowed any more (fails closed).
+                    failures.inc();
+                    tracing::warn!(file = %path.display(), %error, "principal allowlist file is gone: its principals are no longer allowed");
+                    list.set_file(HashSet::new());
+                }
+                Err(error) => {
+                    failures.inc();
+                    tracing::warn!(
+                        file = %path.display(),
+                        %error,
                         "principal allowlist not reloaded: the last good list stays in force"
                     );
                 }

@@ -279,7 +279,7 @@ async fn principals_off_the_allowlist_get_403_principal_not_allowed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_allow_file_is_reloaded_and_a_bad_file_keeps_the_last_good_list() {
+async fn the_allow_file_is_reloaded_and_a_bad_line_never_widens_it_nor_blocks_a_removal() {
     let up = upstream().await;
     let a = passport(0x61, "a", None);
     let b = passport(0x63, "b", None);
@@ -306,6 +306,8 @@ async fn the_allow_file_is_reloaded_and_a_bad_file_keeps_the_last_good_list() {
     );
     assert_eq!(status(&a).await, 403);
 
+    // The operator removes b and adds a, with a typo on another line: the removal is
+    // applied, and nothing is added until the file is clean.
     std::fs::write(&file, format!("{}\nnot-an-address\n", a.principal_address)).unwrap();
     assert!(
         eventually(Duration::from_secs(5), async || gw
@@ -318,11 +320,27 @@ async fn the_allow_file_is_reloaded_and_a_bad_file_keeps_the_last_good_list() {
     assert!(
         gw.drain_lines()
             .iter()
-            .any(|l| l.contains("principal allowlist not reloaded") && l.contains("line 2")),
+            .any(|l| l.contains("principal allowlist has bad lines") && l.contains("line 2")),
         "the bad file was not logged"
     );
-    assert_eq!(status(&b).await, 200, "the last good list stays in force");
-    assert_eq!(status(&a).await, 403, "no entry of a bad file is taken");
+    assert_eq!(
+        status(&b).await,
+        403,
+        "a removal is applied despite a bad line"
+    );
+    assert_eq!(status(&a).await, 403, "no entry of a bad file is added");
+
+    // Fixed: a is allowed. Deleted: nobody from the file is.
+    std::fs::write(&file, format!("{}\n", a.principal_address)).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), async || status(&a).await == 200).await,
+        "the fixed file was not taken"
+    );
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), async || status(&a).await == 403).await,
+        "a deleted file still allowed its principals"
+    );
 }
 
 #[test]
