@@ -197,14 +197,28 @@ pub async fn run(
 /// IP, with or without a port.
 fn is_loopback_host(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
+        // `[v6]` or `[v6]:port`, nothing else after the bracket.
+        match rest.split_once(']') {
+            Some((ip, "")) => ip,
+            Some((ip, port)) if port.strip_prefix(':').is_some_and(is_port) => ip,
+            _ => return false,
+        }
+    } else if let Some((h, port)) = host.rsplit_once(':') {
+        if !is_port(port) {
+            return false;
+        }
+        h
     } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
+        host
     };
     name.eq_ignore_ascii_case("localhost")
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
 }
 
 async fn read_json(req: Request<Incoming>) -> Result<Bytes, WalletError> {
@@ -339,6 +353,9 @@ mod tests {
             "10.0.0.1:8787",
             "localhost.evil.example",
             "[::2]:1",
+            "[::1]evil.example",
+            "[::1]:80evil",
+            "localhost:x",
         ] {
             assert!(!is_loopback_host(bad), "{bad}");
         }
