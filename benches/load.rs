@@ -96,7 +96,10 @@ fn spawn_gateway(config: &std::path::Path) -> Gateway {
             .next()
             .expect("the gateway printed its listening line")
             .unwrap();
-        if let Some(rest) = line.strip_prefix("passport-gate listening on http://") {
+        if let Some(rest) = line
+            .strip_prefix("passport-gate listening on http://")
+            .or_else(|| line.strip_prefix("passport-gate listening on https://"))
+        {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };

@@ -838,10 +838,15 @@ fn serve(a: &ServeArgs) -> Result<u8, Failure> {
         "passports DISABLED: every request passes untouched".to_owned()
     };
     let upstream = validated.raw.server.upstream.clone();
+    let scheme = if validated.raw.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let report = runtime()?
         .block_on(gateway::run(validated, gateway::shutdown_signal(), |b| {
             eprintln!(
-                "passport-gate listening on http://{} (admin http://{}), upstream {upstream}, {describe}",
+                "passport-gate listening on {scheme}://{} (admin http://{}), upstream {upstream}, {describe}",
                 b.listen, b.admin
             );
         }))

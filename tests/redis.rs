@@ -732,7 +732,10 @@ async fn an_audit_file_written_during_kill_9_verifies_up_to_its_last_complete_li
         let mut lines = std::io::BufReader::new(stderr).lines();
         loop {
             let line = lines.next().unwrap().unwrap();
-            if let Some(rest) = line.strip_prefix("passport-gate listening on http://") {
+            if let Some(rest) = line
+                .strip_prefix("passport-gate listening on http://")
+                .or_else(|| line.strip_prefix("passport-gate listening on https://"))
+            {
                 std::thread::spawn(move || for _ in lines {});
                 break rest.split_whitespace().next().unwrap().parse().unwrap();
             }

@@ -225,7 +225,10 @@ fn listening(child: Child, lines: mpsc::Receiver<String>, dir: PathBuf) -> Gatew
         let line = lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("the gateway printed its listening line");
-        if let Some(rest) = line.strip_prefix("passport-gate listening on http://") {
+        if let Some(rest) = line
+            .strip_prefix("passport-gate listening on http://")
+            .or_else(|| line.strip_prefix("passport-gate listening on https://"))
+        {
             let listen = rest.split_whitespace().next().unwrap().parse().unwrap();
             let admin = rest
                 .split("(admin http://")
