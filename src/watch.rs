@@ -5,10 +5,27 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-/// What identifies a version of a file: its modification time and size.
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+/// What identifies a version of a file: its modification time and size, and on Unix
+/// its device, inode and change time, so that a file renamed over it (which may carry
+/// the same modification time and size, as `cp -p`, `touch -r` or an unpacked image
+/// leave it) is seen; the change time cannot be set from user space.
+#[cfg(unix)]
+fn stamp(path: &Path) -> Option<(SystemTime, u64, [i64; 4])> {
+    use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+    let identity = [
+        i64::try_from(m.dev()).unwrap_or(i64::MAX),
+        i64::try_from(m.ino()).unwrap_or(i64::MAX),
+        m.ctime(),
+        m.ctime_nsec(),
+    ];
+    Some((m.modified().ok()?, m.len(), identity))
+}
+
+#[cfg(not(unix))]
+fn stamp(path: &Path) -> Option<(SystemTime, u64, [i64; 4])> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), [0; 4]))
 }
 
 /// Checks `path` every `interval` on a thread named `name` and calls `reload` with the

@@ -450,6 +450,7 @@ async fn the_tls_listener_serves_http1_and_h2_chosen_by_alpn() {
             "{version}: {forwarded}"
         );
         assert_eq!(seen.headers["x-forwarded-host"], host.as_str(), "{version}");
+        assert_eq!(seen.headers["x-forwarded-proto"], "https", "{version}");
     }
     // curl, a client the gateway did not write.
     let ca_file = write(&dir, "ca.pem", &ca.pem());

@@ -34,16 +34,6 @@ const RESERVED: [&str; 7] = [
     "forwarded",
 ];
 
-/// Headers besides the identity names whose `_` spelling is removed: the passport
-/// headers and those the gateway sets about the client.
-const UNDERSCORE_GUARDED: [&str; 5] = [
-    "x-agent-passport",
-    "x-agent-sig",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "forwarded",
-];
-
 impl IdentityHeaders {
     /// Checks the section: every name a valid header name, none reserved, no two alike
     /// (header names are compared in lowercase). One line per problem, naming its key.
@@ -52,6 +42,12 @@ impl IdentityHeaders {
         let mut seen: Vec<(HeaderName, &str)> = Vec::new();
         let mut name = |key: &'static str, value: &str| -> HeaderName {
             match HeaderName::try_from(value) {
+                Ok(h) if h.as_str().contains('_') => {
+                    errors.push(format!(
+                        "forward_identity.{key}: {value:?} contains `_`, which WSGI and CGI servers read as `-`: a client could send that spelling; use `-`"
+                    ));
+                    h
+                }
                 Ok(h) if RESERVED.contains(&h.as_str()) => {
                     errors.push(format!(
                         "forward_identity.{key}: {value:?} is a header the gateway judges or sets itself"
@@ -91,19 +87,15 @@ impl IdentityHeaders {
         }
     }
 
-    /// Removes headers that are one of the names the gateway judges or sets, spelled
-    /// with `_` for `-` (`x_aps_agent_id`): WSGI and CGI servers read both spellings as
-    /// one variable (`HTTP_X_APS_AGENT_ID`), so such a header would let a client choose
-    /// an identity the upstream takes as verified.
+    /// Removes every header whose name contains `_`, as nginx does by default. WSGI and
+    /// CGI servers read `x_aps_agent_id` and `x-aps-agent-id` as one variable
+    /// (`HTTP_X_APS_AGENT_ID`), so any `_` spelling could let a client add a value to a
+    /// header the gateway sets or judges (an identity, `Accept-Encoding`, a forwarding
+    /// header), whatever names are configured.
     fn remove_underscore_spellings(&self, headers: &mut HeaderMap) {
         let spellings: Vec<HeaderName> = headers
             .keys()
             .filter(|n| n.as_str().contains('_'))
-            .filter(|n| {
-                let dashed = n.as_str().replace('_', "-");
-                self.names().iter().any(|m| m.as_str() == dashed)
-                    || UNDERSCORE_GUARDED.contains(&dashed.as_str())
-            })
             .cloned()
             .collect();
         for name in spellings {
@@ -191,12 +183,15 @@ mod tests {
             agent_id: "X-Agent-Sig".into(),
             model: "X-APS-Principal-Address".into(),
             passport_id: "bad name".into(),
+            beneficiary: "x_aps_beneficiary".into(),
             ..ForwardIdentitySection::default()
         };
         let errors = IdentityHeaders::from_section(&s).unwrap_err();
-        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors[0].starts_with("forward_identity.agent_id"));
-        assert!(errors[1].starts_with("forward_identity.passport_id"));
-        assert!(errors[2].starts_with("forward_identity.model"));
+        assert!(errors[1].starts_with("forward_identity.beneficiary"));
+        assert!(errors[1].contains("contains `_`"));
+        assert!(errors[2].starts_with("forward_identity.passport_id"));
+        assert!(errors[3].starts_with("forward_identity.model"));
     }
 }

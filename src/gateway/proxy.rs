@@ -411,6 +411,13 @@ where
             });
             let proto = if shared.listener_tls { "https" } else { "http" };
             add_forwarded(&mut parts.headers, peer, proto, host.as_ref());
+            // Only the gateway says how and where the client connected: a client's own
+            // `X-Forwarded-Host` (kept when it sent no `Host`) or `X-Forwarded-Proto`
+            // never reaches the upstream.
+            parts.headers.remove("x-forwarded-host");
+            parts
+                .headers
+                .insert("x-forwarded-proto", HeaderValue::from_static(proto));
             if let Some(h) = host {
                 parts.headers.insert("x-forwarded-host", h);
             }
