@@ -448,9 +448,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn refusals_beyond_the_rate_are_dropped_and_counted() {
-        let (tx, rx) = bounded(1_000);
+    /// A sender on a bounded queue of `cap` events, and the queue's receiving end.
+    fn queue_of(
+        cap: usize,
+    ) -> (
+        AttributionSender,
+        crossbeam_channel::Receiver<AttributionEvent>,
+    ) {
+        let (tx, rx) = bounded(cap);
         let sender = AttributionSender {
             tx,
             counters: Arc::new(Counters {
@@ -460,12 +465,21 @@ mod tests {
             }),
             metrics: Metrics::new(),
             refusal_rate: None,
-        }
-        .limit_refusals(5);
-        let refusal = || AttributionEvent {
+        };
+        (sender, rx)
+    }
+
+    fn refusal() -> AttributionEvent {
+        AttributionEvent {
             outcome: Outcome::Refused,
             ..event(9)
-        };
+        }
+    }
+
+    #[test]
+    fn refusals_beyond_the_rate_are_dropped_and_counted() {
+        let (sender, rx) = queue_of(1_000);
+        let sender = sender.limit_refusals(5);
         // At most five a second (a second boundary in between admits five more, never
         // all fifty); accepted events are not limited.
         let queued = (0..50).filter(|_| sender.emit_refusal(refusal())).count();
@@ -477,21 +491,7 @@ mod tests {
 
     #[test]
     fn refusals_are_queued_only_while_the_queue_is_under_half_full() {
-        let (tx, rx) = bounded(4);
-        let sender = AttributionSender {
-            tx,
-            counters: Arc::new(Counters {
-                written: AtomicU64::new(0),
-                dropped: AtomicU64::new(0),
-                failed: AtomicU64::new(0),
-            }),
-            metrics: Metrics::new(),
-            refusal_rate: None,
-        };
-        let refusal = || AttributionEvent {
-            outcome: Outcome::Refused,
-            ..event(9)
-        };
+        let (sender, rx) = queue_of(4);
         assert!(sender.emit_refusal(refusal()));
         assert!(sender.emit(event(1)));
         // Half full: a flood of refusals is dropped and counted ...
