@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use passport_gate::conformance::{generate, run_paths};
 use passport_gate::crypto::{decode_base64, AgentKey, AgentSecret, PrincipalKey, PrincipalSecret};
-use passport_gate::envelope::Envelope;
+use passport_gate::envelope::{Envelope, Window};
 use passport_gate::keyfile::{
     key_file_text, load_agent_secret, load_principal_secret, write_key_file, KeyFile,
 };
@@ -702,12 +702,10 @@ fn inspect(a: &InspectArgs) -> Result<u8, Failure> {
     }
     say!("expires at:        {}", both_times(e.scope.expires_at));
     let now = Timestamp::now();
-    let state = if now > e.scope.expires_at {
-        "expired"
-    } else if e.scope.not_before.is_some_and(|nb| now < nb) {
-        "not yet valid"
-    } else {
-        "inside its validity window"
+    let state = match e.scope.window_at(now) {
+        Window::Expired => "expired",
+        Window::NotYetValid => "not yet valid",
+        Window::Valid => "inside its validity window",
     };
     say!("now:               {} ({state})", both_times(now));
     say!("signatures:        not checked here; use `passport-gate verify`");

@@ -5,8 +5,8 @@ use crate::crypto::{
     decode_base64, encode_base64, AgentKey, AgentSecret, PrincipalKey, PrincipalSecret,
 };
 use crate::envelope::{
-    beneficiary_is_valid, parse_strict, signing_document_of, Envelope, AGENT_KEY_TYPE, AUDIENCE,
-    PRINCIPAL_KEY_TYPE, VERSION,
+    beneficiary_is_valid, parse_strict, signing_document_of, Envelope, Window, AGENT_KEY_TYPE,
+    AUDIENCE, PRINCIPAL_KEY_TYPE, VERSION,
 };
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -444,12 +444,10 @@ pub fn inspect_json(passport_b64: &str, prefix: &str, now: Timestamp) -> Result<
     let derived = decode_base64(&e.principal_pubkey.public_key)
         .and_then(|b| PrincipalKey::from_compressed(&b))
         .and_then(|k| k.address(prefix).ok());
-    let state = if now > e.scope.expires_at {
-        "expired"
-    } else if e.scope.not_before.is_some_and(|nb| now < nb) {
-        "not_yet_valid"
-    } else {
-        "valid"
+    let state = match e.scope.window_at(now) {
+        Window::Expired => "expired",
+        Window::NotYetValid => "not_yet_valid",
+        Window::Valid => "valid",
     };
     Ok(serde_json::json!({
         "envelope": envelope_value,

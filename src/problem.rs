@@ -21,9 +21,13 @@ pub fn problem_response(status: StatusCode, code: &str, message: &str) -> Respon
             "code": code,
             "param": null,
         },
-    })
-    .to_string();
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    });
+    problem_json(status, &body)
+}
+
+/// `body` as an `application/problem+json` answer with `status`.
+pub fn problem_json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -53,6 +53,31 @@ pub struct Scope {
     pub expires_at_text: String,
 }
 
+/// Where an instant falls against a scope's validity window (without clock skew: for
+/// display; the verifier applies its skew itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    /// Before `not_before`.
+    NotYetValid,
+    /// Inside the window.
+    Valid,
+    /// After `expires_at`.
+    Expired,
+}
+
+impl Scope {
+    /// Where `now` falls against the window.
+    pub fn window_at(&self, now: Timestamp) -> Window {
+        if now > self.expires_at {
+            Window::Expired
+        } else if self.not_before.is_some_and(|nb| now < nb) {
+            Window::NotYetValid
+        } else {
+            Window::Valid
+        }
+    }
+}
+
 /// A parsed passport with the bytes it came from and its canonical forms.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Envelope {

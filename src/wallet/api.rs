@@ -6,7 +6,7 @@
 use super::error::WalletError;
 use super::WalletConfig;
 use crate::crypto::{decode_base64, AgentKey, PrincipalKey};
-use crate::envelope::{beneficiary_is_valid, Envelope};
+use crate::envelope::{beneficiary_is_valid, Envelope, Window};
 use crate::mint::{attach_signature, PassportSpec};
 use crate::time::Timestamp;
 use crate::verifier::{Rejection, Verifier, MAX_AGENT_ID_BYTES, MAX_MODEL_BYTES};
@@ -248,12 +248,10 @@ pub fn decode(c: &WalletConfig, verifier: &Verifier, body: &[u8]) -> Result<Valu
 }
 
 fn window_state(e: &Envelope, now: Timestamp) -> &'static str {
-    if now > e.scope.expires_at {
-        "expired"
-    } else if e.scope.not_before.is_some_and(|nb| now < nb) {
-        "not yet valid"
-    } else {
-        "inside its validity window"
+    match e.scope.window_at(now) {
+        Window::Expired => "expired",
+        Window::NotYetValid => "not yet valid",
+        Window::Valid => "inside its validity window",
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::mint::MintError;
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::Full;
 
 /// A refused API request.
@@ -185,14 +185,7 @@ impl WalletError {
             "code": self.code(),
             "error": self.code(),
             "field": self.field(),
-        })
-        .to_string();
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
-        *resp.status_mut() = self.status();
-        resp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        resp
+        });
+        crate::problem::problem_json(self.status(), &body)
     }
 }
