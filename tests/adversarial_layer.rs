@@ -387,18 +387,23 @@ async fn slow_upstream(delay: Duration) -> SocketAddr {
     addr
 }
 
+/// Sends `f`'s signed request and hangs up after `wait`, before the answer.
+async fn hang_up_after(addr: std::net::SocketAddr, f: &support::Fixture, wait: Duration) {
+    let sig = f.sign(URI, BODY);
+    let h = headers(&f.passport, &sig);
+    let sent = send(addr, "POST", URI, &h, BODY);
+    assert!(
+        tokio::time::timeout(wait, sent).await.is_err(),
+        "answered before the client hung up"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_early_still_leaves_exactly_one_event() {
     let up = slow_upstream(Duration::from_millis(800)).await;
     let f = support::live("urn:aps:agent:impatient");
     let (g, events) = with_events("hangup-events", up, "");
-    let sig = f.sign(URI, BODY);
-    let gone = tokio::time::timeout(
-        Duration::from_millis(200),
-        send(g.listen, "POST", URI, &headers(&f.passport, &sig), BODY),
-    )
-    .await;
-    assert!(gone.is_err(), "the client gave up before the answer");
+    hang_up_after(g.listen, &f, Duration::from_millis(200)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let lines = events_in(&events);
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -518,15 +523,9 @@ async fn shutdown_waits_for_the_event_of_a_request_whose_client_left() {
     let up = slow_upstream(Duration::from_secs(2)).await;
     let f = support::live("urn:aps:agent:left-before-shutdown");
     let (g, events) = with_events("shutdown-events", up, "");
-    let sig = f.sign(URI, BODY);
     // The client hangs up once its request is on its way upstream; the gateway is
     // stopped while the upstream still works on it.
-    let gone = tokio::time::timeout(
-        Duration::from_millis(300),
-        send(g.listen, "POST", URI, &headers(&f.passport, &sig), BODY),
-    )
-    .await;
-    assert!(gone.is_err());
+    hang_up_after(g.listen, &f, Duration::from_millis(300)).await;
     let report = stop(&g);
     let lines = events_in(&events);
     assert_eq!(lines.len(), 1, "{report:?}");
