@@ -87,22 +87,6 @@ impl IdentityHeaders {
         }
     }
 
-    /// Removes every header whose name contains `_`, as nginx does by default. WSGI and
-    /// CGI servers read `x_aps_agent_id` and `x-aps-agent-id` as one variable
-    /// (`HTTP_X_APS_AGENT_ID`), so any `_` spelling could let a client add a value to a
-    /// header the gateway sets or judges (an identity, `Accept-Encoding`, a forwarding
-    /// header), whatever names are configured.
-    fn remove_underscore_spellings(&self, headers: &mut HeaderMap) {
-        let spellings: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| n.as_str().contains('_'))
-            .cloned()
-            .collect();
-        for name in spellings {
-            headers.remove(name);
-        }
-    }
-
     fn names(&self) -> [&HeaderName; 6] {
         [
             &self.agent_id,
@@ -121,7 +105,6 @@ impl IdentityHeaders {
         for name in self.names() {
             headers.remove(name);
         }
-        self.remove_underscore_spellings(headers);
         if !self.enabled {
             return;
         }

@@ -55,6 +55,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes every header whose name contains `_`, as nginx does by default. WSGI and CGI
+/// servers read `x_aps_agent_id` and `x-aps-agent-id` as one variable
+/// (`HTTP_X_APS_AGENT_ID`), so a `_` spelling would add a client's value to a header the
+/// gateway sets or judges (an identity, `Accept-Encoding`, a forwarding header).
+fn strip_underscore_names(headers: &mut HeaderMap) {
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in underscored {
+        headers.remove(name);
+    }
+}
+
 /// The normal form of the request path ([`super::path::normalize`]), put in the
 /// request's extensions by the dispatcher: the upstream receives exactly the path the
 /// route was chosen on, while the passport layer still verifies the agent signature over
@@ -387,6 +402,7 @@ where
                     .iter()
                     .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
             strip_hop_by_hop(&mut parts.headers);
+            strip_underscore_names(&mut parts.headers);
             if te_trailers {
                 parts
                     .headers
