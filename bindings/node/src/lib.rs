@@ -9,13 +9,13 @@
 
 use napi::bindgen_prelude::{Error, Result, Status, Uint8Array};
 use napi_derive::napi;
-use passport_gate::crypto::{AgentSecret, PrincipalSecret};
-use passport_gate::keyfile::{
+use passport_core::crypto::{AgentSecret, PrincipalSecret};
+use passport_core::keyfile::{
     key_file_text, load_agent_secret, load_principal_secret, parse_agent_secret,
     parse_principal_secret, write_key_file, KeyFile,
 };
-use passport_gate::mint::{self, AgentSigner, MintOptions, VerifyOptions};
-use passport_gate::time::Timestamp;
+use passport_core::mint::{self, AgentSigner, MintOptions, VerifyOptions};
+use passport_core::time::Timestamp;
 use std::path::Path;
 
 fn refused(e: impl std::fmt::Display) -> Error {

@@ -1,0 +1,219 @@
+//! The conformance suite: the vector format, the runner that drives the production
+//! layer with each vector, and the generator that writes `conformance/vectors/`.
+//!
+//! The format is shared with other implementations; see `conformance/README.md`.
+
+mod generator;
+mod runner;
+
+pub use generator::generate;
+pub use runner::{layer_for, run_paths, run_vector, RunReport, VectorBody, VectorOutcome};
+
+use passport_gate::grants::Grant;
+use serde::{Deserialize, Serialize};
+
+/// One conformance vector: a configuration and the requests to send, in order, to one
+/// layer instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vector {
+    /// Unique name.
+    pub name: String,
+    /// What the case checks, and why the expectation is what it is.
+    pub description: String,
+    /// The layer's configuration.
+    pub config: VectorConfig,
+    /// The requests, sent in order.
+    pub steps: Vec<Step>,
+}
+
+/// The configuration block of a vector.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorConfig {
+    /// The verifier's chain id.
+    pub chain_id: String,
+    /// The clock, RFC 3339.
+    pub now: String,
+    /// Default 3600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ttl_seconds: Option<u64>,
+    /// Default 10 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_size: Option<u64>,
+    /// Default `gonka`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_prefix: Option<String>,
+    /// Requester binding with a static grant list; absent means no binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<VectorBinding>,
+    /// Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_protection: Option<bool>,
+    /// Revoked identities; absent means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<passport_gate::revocation::Revoked>,
+    /// `optional` (default, the reference's behaviour) or `required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<VectorMode>,
+    /// How long the whole body may take to arrive; default 30000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_read_timeout_ms: Option<u64>,
+    /// The replay store, with `replay_protection: true`; absent means the in-process
+    /// store with its default capacity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_store: Option<VectorReplayStore>,
+    /// Bytes left in the verifier's body budget (`max_buffered_body_bytes`) while the
+    /// vector runs, as if other requests held the rest; absent means the whole budget
+    /// is free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_budget_free: Option<u64>,
+    /// Live replay records one principal may hold (section 8's
+    /// `replay_records_per_principal`), with `replay_protection: true`; absent means
+    /// the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_records_per_principal: Option<u64>,
+    /// The principal allowlist (addresses in normal form); absent means every
+    /// principal is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principals_allowed: Option<Vec<String>>,
+    /// Section 8's `cold_verifications_per_second` (section 6.3); absent means the
+    /// default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_verifications_per_second: Option<u64>,
+}
+
+/// `config.mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VectorMode {
+    /// A request without passport headers passes unverified.
+    Optional,
+    /// A request without passport headers is refused with `passport_required`.
+    Required,
+}
+
+/// `config.replay_store`: `"unavailable"` or `{"capacity": N}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum VectorReplayStore {
+    /// A store in a named state.
+    State(ReplayStoreState),
+    /// The in-process store holding at most `capacity` live records.
+    Bounded(ReplayStoreCapacity),
+}
+
+/// A replay store's named state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayStoreState {
+    /// Every query fails (a shared store that is down), with fail-closed behaviour.
+    Unavailable,
+}
+
+/// `{"capacity": N}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayStoreCapacity {
+    /// The most live records the store holds.
+    pub capacity: u64,
+}
+
+/// Requester binding in a vector.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorBinding {
+    /// The header naming the requester.
+    pub requester_header: String,
+    /// The grants the static source knows.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    /// A grant source that fails instead of answering: `"error"` or `"timeout"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail: Option<GrantFailure>,
+    /// The longest a grant query may take; default 15000 (the reference's bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_timeout_ms: Option<u64>,
+}
+
+/// How a failing grant source fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantFailure {
+    /// Every query answers with an error (the node is down or answers 5xx).
+    Error,
+    /// Every query hangs until the query timeout.
+    Timeout,
+}
+
+/// One request and what must happen to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Overrides `config.now` for this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<String>,
+    /// The request.
+    pub request: StepRequest,
+    /// The expected outcome.
+    pub expect: Expect,
+}
+
+/// A request of a step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Headers in order; a name may repeat.
+    pub headers: Vec<(String, String)>,
+    /// The body, standard base64.
+    pub body_base64: String,
+    /// How the body arrives; absent means whole and at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_behaviour: Option<BodyBehaviour>,
+}
+
+/// `request.body_behaviour`: a body that does not arrive whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BodyBehaviour {
+    /// The first N bytes arrive, then the stream fails (the client reset).
+    BreakAfter(u64),
+    /// The first N bytes arrive, then nothing more, ever.
+    StallAfter(u64),
+}
+
+/// The expected outcome of a step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// 200 means forwarded to the inner service.
+    pub status: u16,
+    /// The rejection code, when `status` is not 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The identity the inner service must see, when a passport was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<ExpectVerified>,
+}
+
+/// The identity an accepted passport must produce.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectVerified {
+    /// `agent_id`.
+    pub agent_id: String,
+    /// `principal_address`.
+    pub principal_address: String,
+    /// The body's model.
+    pub model: String,
+    /// The beneficiary, or null.
+    pub beneficiary: Option<String>,
+    /// Hex SHA-256 of the decoded passport header.
+    pub envelope_sha256: String,
+    /// Hex SHA-256 of the body.
+    pub request_body_sha256: String,
+}

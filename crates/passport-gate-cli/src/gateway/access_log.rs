@@ -1,0 +1,159 @@
+//! The access log (`server.access_log`): one JSON line per request the proxy listener
+//! answered, written by a thread of its own.
+//!
+//! Requests never wait for the sink: a line goes into a queue of
+//! `server.access_log_buffer_lines` lines, and when the sink is slower than the traffic
+//! (a full disk, a stdout nobody reads) the queue fills and further lines are dropped
+//! and counted in `passport_gate_access_log_dropped_total`, never buffered without
+//! bound. At shutdown, once the connections closed, the queue gets up to
+//! [`SHUTDOWN_FLUSH`] to reach the sink.
+
+use super::config::AccessLogTarget;
+use super::error::GatewayError;
+use passport_core::verifier::Rejection;
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How long the queued lines get to reach the sink at shutdown.
+pub const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The agent of an accepted request, put in the response's extensions by the proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcceptedAgent(pub String);
+
+/// A running access log.
+#[derive(Debug)]
+pub struct AccessLog {
+    lines: SyncSender<String>,
+    dropped: prometheus::IntCounter,
+    /// Lines queued and not yet flushed to the sink.
+    pending: Arc<AtomicUsize>,
+}
+
+impl AccessLog {
+    /// Opens the sink and starts the writer thread; `None` when the log is off.
+    pub fn start(
+        target: &AccessLogTarget,
+        capacity: usize,
+        dropped: prometheus::IntCounter,
+    ) -> Result<Option<AccessLog>, String> {
+        let sink: Box<dyn Write + Send> = match target {
+            AccessLogTarget::Off => return Ok(None),
+            AccessLogTarget::Stdout => Box::new(std::io::stdout()),
+            AccessLogTarget::File(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        format!("server.access_log: cannot open {}: {e}", path.display())
+                    })?,
+            ),
+        };
+        let (tx, rx) = sync_channel::<String>(capacity);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let written_lines = Arc::clone(&pending);
+        std::thread::Builder::new()
+            .name("passport-gate-access-log".into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::new(sink);
+                while let Ok(line) = rx.recv() {
+                    let mut taken = 1;
+                    let mut written = out.write_all(line.as_bytes());
+                    // Flush whenever the queue runs empty: lines reach the sink promptly
+                    // without a write per line under load.
+                    while let Ok(line) = rx.try_recv() {
+                        taken += 1;
+                        written = written.and_then(|()| out.write_all(line.as_bytes()));
+                    }
+                    if let Err(e) = written.and_then(|()| out.flush()) {
+                        tracing::warn!(error = %e, "access log: write failed");
+                    }
+                    written_lines.fetch_sub(taken, Ordering::SeqCst);
+                }
+            })
+            .map_err(|e| format!("cannot start the access log thread: {e}"))?;
+        Ok(Some(AccessLog {
+            lines: tx,
+            dropped,
+            pending,
+        }))
+    }
+
+    /// Completes once every queued line reached the sink, or after `wait` (a sink that
+    /// does not take them); returns the lines still queued. Called at shutdown, after
+    /// the connections closed.
+    pub async fn flushed(&self, wait: std::time::Duration) -> usize {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = self.pending.load(Ordering::SeqCst);
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Queues the line of one answered request, or drops and counts it when the queue
+    /// is full.
+    pub fn record<B>(
+        &self,
+        method: &http::Method,
+        path: &str,
+        response: &http::Response<B>,
+        started: Instant,
+    ) {
+        let (outcome, code) = outcome(response);
+        let agent = response
+            .extensions()
+            .get::<AcceptedAgent>()
+            .map(|a| a.0.as_str());
+        let mut line = serde_json::json!({
+            "time": passport_core::time::Timestamp::now().to_rfc3339(),
+            "method": method.as_str(),
+            "path": path,
+            "status": response.status().as_u16(),
+            "outcome": outcome,
+            "code": code,
+            "agent": agent,
+            "latency_ms": started.elapsed().as_millis() as u64,
+        })
+        .to_string();
+        line.push('\n');
+        // Counted before it is sent, so the writer never uncounts a line first.
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        match self.lines.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+                self.dropped.inc();
+            }
+        }
+    }
+}
+
+/// What happened to a request, from the marks the layer and the gateway leave on the
+/// response: `rejected` (a passport check failed), `refused` (the gateway refused it
+/// before any passport check), `upstream_failed` (the upstream could not answer),
+/// `accepted` (a verified passport, forwarded) or `forwarded` (no passport check).
+fn outcome<B>(response: &http::Response<B>) -> (&'static str, Option<&'static str>) {
+    let ext = response.extensions();
+    if let Some(r) = ext.get::<Rejection>() {
+        return ("rejected", Some(r.code()));
+    }
+    if let Some(e) = ext.get::<GatewayError>() {
+        return match e {
+            GatewayError::UpstreamUnavailable
+            | GatewayError::UpstreamTimeout
+            | GatewayError::UpstreamBusy => ("upstream_failed", Some(e.code())),
+            _ => ("refused", Some(e.code())),
+        };
+    }
+    if ext.get::<AcceptedAgent>().is_some() {
+        return ("accepted", None);
+    }
+    ("forwarded", None)
+}

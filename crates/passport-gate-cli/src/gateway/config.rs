@@ -1,0 +1,1398 @@
+//! The gateway's TOML configuration: `[server]`, `[agent_envelope]` (the reference's
+//! block), `[routes]`, `[binding]`, `[principals]`, `[forward_identity]` and
+//! `[attribution]`. See `passport-gate.example.toml`.
+
+use super::tls;
+use passport_core::config::Config;
+use passport_gate::grants::Grant;
+use http::Method;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Listeners, upstream and timeouts.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// The verifier (the reference's `agent_envelope` block plus our keys).
+    #[serde(default)]
+    pub agent_envelope: Config,
+    /// Which routes need a passport check.
+    #[serde(default)]
+    pub routes: RoutesSection,
+    /// Requester binding; absent means none.
+    #[serde(default)]
+    pub binding: Option<BindingSection>,
+    /// Where attribution events go.
+    #[serde(default)]
+    pub attribution: AttributionSection,
+    /// A Redis server shared by every replica; absent means none.
+    #[serde(default)]
+    pub redis: Option<RedisSection>,
+    /// Where replay records are kept (with `agent_envelope.replay_protection = true`).
+    #[serde(default)]
+    pub replay: ReplaySection,
+    /// Where revocations come from.
+    #[serde(default)]
+    pub revocation: RevocationSection,
+    /// Which principals the gateway serves; absent means every principal.
+    #[serde(default)]
+    pub principals: Option<PrincipalsSection>,
+    /// The verified identity as request headers for the upstream.
+    #[serde(default)]
+    pub forward_identity: ForwardIdentitySection,
+}
+
+/// `[principals]`: the principal allowlist.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrincipalsSection {
+    /// Principal addresses allowed (bech32 account addresses with the chain's prefix).
+    pub allow: Vec<String>,
+    /// A file of allowed principal addresses, one per line, reloaded when it changes.
+    pub allow_file: Option<PathBuf>,
+    /// How often the file is checked for changes.
+    pub reload_ms: u64,
+}
+
+impl Default for PrincipalsSection {
+    fn default() -> Self {
+        PrincipalsSection {
+            allow: Vec::new(),
+            allow_file: None,
+            reload_ms: 1_000,
+        }
+    }
+}
+
+/// `[forward_identity]`: the header names the verified identity is sent upstream in.
+/// Client-sent headers with these names are always removed, whether or not `enabled`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardIdentitySection {
+    /// Set the headers on accepted requests (true, default).
+    pub enabled: bool,
+    /// The passport's `agent_id`, percent-encoded (see the spec, section 7.4).
+    pub agent_id: String,
+    /// The passport's `principal_address`.
+    pub principal_address: String,
+    /// The passport's `beneficiary`, percent-encoded, when it has one.
+    pub beneficiary: String,
+    /// The passport id (64 hex digits).
+    pub passport_id: String,
+    /// The body's `model`, percent-encoded.
+    pub model: String,
+    /// The bound requester, with requester binding on.
+    pub requester_address: String,
+}
+
+impl Default for ForwardIdentitySection {
+    fn default() -> Self {
+        ForwardIdentitySection {
+            enabled: true,
+            agent_id: "x-aps-agent-id".into(),
+            principal_address: "x-aps-principal-address".into(),
+            beneficiary: "x-aps-beneficiary".into(),
+            passport_id: "x-aps-passport-id".into(),
+            model: "x-aps-model".into(),
+            requester_address: "x-aps-requester-address".into(),
+        }
+    }
+}
+
+/// `[server.upstream_probe]`: how `/readyz` learns the upstream's health.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamProbeSection {
+    /// The path asked with `GET` (under the upstream's base path).
+    pub path: String,
+    /// How often the upstream is asked.
+    pub interval_ms: u64,
+    /// How long one probe may take.
+    pub timeout_ms: u64,
+}
+
+impl Default for UpstreamProbeSection {
+    fn default() -> Self {
+        UpstreamProbeSection {
+            path: "/v1/models".into(),
+            interval_ms: 5_000,
+            timeout_ms: 2_000,
+        }
+    }
+}
+
+/// `[redis]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSection {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub url: String,
+    /// Prefix of every key passport-gate writes.
+    pub key_prefix: String,
+    /// Time allowed for each command, waiting for a connection included.
+    pub timeout_ms: u64,
+    // Transports (issue 11): TLS and Cluster.
+    /// Redis Cluster: `url` (and `cluster_nodes`) are seed nodes, keys are routed by slot.
+    pub cluster: bool,
+    /// More seed nodes of the cluster (URLs like `url`).
+    pub cluster_nodes: Vec<String>,
+    /// PEM CA for `rediss://`; without it the platform's roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for `rediss://` (mTLS).
+    pub client_cert_file: Option<PathBuf>,
+    /// Its PEM key.
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl RedisSection {
+    /// The client settings this section describes.
+    pub fn client_config(&self) -> Result<passport_gate::redis_client::RedisConfig, String> {
+        let client_cert = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => return Err("client_cert_file and client_key_file go together".into()),
+        };
+        let nodes: Vec<&str> = std::iter::once(self.url.as_str())
+            .chain(self.cluster_nodes.iter().map(String::as_str))
+            .collect();
+        passport_gate::redis_client::RedisConfig::new(
+            &nodes,
+            self.cluster,
+            passport_gate::redis_client::RedisTlsFiles {
+                ca_file: self.ca_file.as_deref(),
+                client_cert,
+            },
+            Duration::from_millis(self.timeout_ms),
+        )
+    }
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        RedisSection {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "aps:".into(),
+            timeout_ms: 500,
+            cluster: false,
+            cluster_nodes: Vec::new(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+        }
+    }
+}
+
+/// Which replay store to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayStoreKind {
+    /// In-process, per replica (bounded by `agent_envelope.replay_cache_capacity`).
+    #[default]
+    Memory,
+    /// Redis, shared by every replica.
+    Redis,
+}
+
+/// `[replay]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplaySection {
+    /// `memory` (default) or `redis`.
+    pub store: ReplayStoreKind,
+    /// When Redis is unreachable: accept (true) or refuse with 503 (false, default).
+    pub fail_open: bool,
+    /// Use a Redis that can silently forget records (an eviction policy other than
+    /// `noeviction`, no persistence, or `CONFIG` refused) instead of refusing to start;
+    /// logged as a warning and counted on every connection (false, default).
+    pub accept_forgetful_redis: bool,
+}
+
+/// `[revocation]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationSection {
+    /// A revocation file, reloaded when it changes.
+    pub file: Option<PathBuf>,
+    /// How often the file is checked for changes.
+    pub reload_ms: u64,
+    /// Also poll the Redis set `<key_prefix>revoked`.
+    pub redis: bool,
+    /// How often the Redis set is polled.
+    pub redis_poll_ms: u64,
+}
+
+impl Default for RevocationSection {
+    fn default() -> Self {
+        RevocationSection {
+            file: None,
+            reload_ms: 1_000,
+            redis: false,
+            redis_poll_ms: 1_000,
+        }
+    }
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// The proxy's address.
+    pub listen: String,
+    /// The admin address (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_listen: String,
+    /// The OpenAI-compatible upstream, `http://host:port`.
+    pub upstream: String,
+    /// Time allowed to connect to the upstream.
+    pub connect_timeout_ms: u64,
+    /// Time allowed until the upstream's response head (streaming bodies may last longer).
+    pub response_timeout_ms: u64,
+    /// Time in-flight requests get to finish after SIGTERM or SIGINT.
+    pub shutdown_grace_seconds: u64,
+    /// Response header carrying the upstream's inference id, for attribution events.
+    pub inference_id_header: Option<String>,
+    /// Time a client gets to send a whole request head, counted from the moment the
+    /// gateway waits for it: on a new connection and between keep-alive requests (so it
+    /// is also the idle keep-alive timeout). Both listeners.
+    pub header_read_timeout_ms: u64,
+    /// Largest request head (request line and headers), in bytes; larger is 431.
+    /// Both listeners.
+    pub max_header_bytes: u64,
+    /// Connections the proxy listener keeps open at once; beyond it a new connection is
+    /// closed at once and counted.
+    pub max_connections: u64,
+    /// The same, for the admin listener.
+    pub admin_max_connections: u64,
+    /// `"off"` (default), `"stdout"` or a file path: one JSON line per request.
+    pub access_log: String,
+    /// Access log lines waiting for a slow sink; beyond it lines are dropped and counted.
+    pub access_log_buffer_lines: u64,
+    /// Probe the upstream for `/readyz`; absent means no probe.
+    pub upstream_probe: Option<UpstreamProbeSection>,
+    // Transports (issue 11): TLS both ways and HTTP/2.
+    /// PEM file of the private CA that signs the upstream's (and the `https://` chain
+    /// node's) certificate; without it the webpki roots (Mozilla's list) are trusted.
+    pub upstream_ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to an `https://` upstream and chain node (mTLS).
+    pub upstream_client_cert_file: Option<PathBuf>,
+    /// Its PEM private key.
+    pub upstream_client_key_file: Option<PathBuf>,
+    /// Speak HTTP/2 to the upstream (ALPN `h2` over TLS, prior knowledge over
+    /// cleartext), for gRPC upstreams; HTTP/1.1 otherwise.
+    pub upstream_http2: bool,
+    /// Streams one HTTP/2 client connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
+    /// Interval of HTTP/2 keep-alive pings to clients; 0 turns them off.
+    pub http2_keep_alive_interval_ms: u64,
+    /// Time a client has to answer a keep-alive ping before its connection is closed.
+    pub http2_keep_alive_timeout_ms: u64,
+    /// Idle upstream connections kept for reuse, at most (0 keeps none).
+    pub upstream_pool_max_idle: u64,
+    /// An idle upstream connection is closed after this long (ms).
+    pub upstream_pool_idle_timeout_ms: u64,
+    /// Requests with the upstream at once, all clients and protocols together (each
+    /// holds an upstream connection until its answer ends); beyond, 503 `upstream_busy`.
+    pub max_upstream_requests: u64,
+    /// `[server.tls]`: serve the proxy listener over TLS.
+    pub tls: Option<ServerTlsSection>,
+}
+
+impl ServerSection {
+    /// The transport keys (issue 11): TLS files exist and load, the mTLS pair is
+    /// complete, the HTTP/2 bounds are in range.
+    fn validate_transports(&self, errors: &mut Vec<String>) {
+        use super::tls;
+        match (&self.upstream_client_cert_file, &self.upstream_client_key_file) {
+            (Some(_), None) | (None, Some(_)) => errors.push(
+                "server.upstream_client_cert_file: set together with server.upstream_client_key_file".into(),
+            ),
+            _ => {}
+        }
+        if let Err(e) = tls::client_config(&self.upstream_tls()) {
+            errors.push(format!("server.upstream TLS: {e}"));
+        }
+        if let Some(t) = &self.tls {
+            if let Err(e) = tls::ReloadingCertificate::load(t.cert_file.clone(), t.key_file.clone())
+            {
+                errors.push(format!("server.tls: {e}"));
+            }
+            if let Some(ca) = &t.client_ca_file {
+                if let Err(e) = tls::roots(ca) {
+                    errors.push(format!("server.tls.client_ca_file: {e}"));
+                }
+            }
+            if !(100..=3_600_000).contains(&t.reload_ms) {
+                errors.push(format!(
+                    "server.tls.reload_ms: {} is out of range; accepted: 100 to 3600000",
+                    t.reload_ms
+                ));
+            }
+        }
+        for (key, v, lo, hi) in [
+            (
+                "http2_max_concurrent_streams",
+                u64::from(self.http2_max_concurrent_streams),
+                1,
+                10_000,
+            ),
+            (
+                "http2_keep_alive_interval_ms",
+                self.http2_keep_alive_interval_ms,
+                0,
+                3_600_000,
+            ),
+            (
+                "http2_keep_alive_timeout_ms",
+                self.http2_keep_alive_timeout_ms,
+                100,
+                600_000,
+            ),
+            (
+                "upstream_pool_max_idle",
+                self.upstream_pool_max_idle,
+                0,
+                1_000_000,
+            ),
+            (
+                "upstream_pool_idle_timeout_ms",
+                self.upstream_pool_idle_timeout_ms,
+                100,
+                3_600_000,
+            ),
+            (
+                "max_upstream_requests",
+                self.max_upstream_requests,
+                1,
+                1_000_000,
+            ),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                errors.push(format!(
+                    "server.{key}: {v} is out of range; accepted: {lo} to {hi}"
+                ));
+            }
+        }
+    }
+
+    /// What the upstream and chain-node clients trust and present.
+    pub fn upstream_tls(&self) -> super::tls::ClientTls<'_> {
+        super::tls::ClientTls {
+            ca_file: self.upstream_ca_file.as_deref(),
+            client_cert: self
+                .upstream_client_cert_file
+                .as_deref()
+                .zip(self.upstream_client_key_file.as_deref()),
+        }
+    }
+}
+
+/// `[server.tls]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsSection {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf.
+    pub key_file: PathBuf,
+    /// PEM CA file: when set, every client must present a certificate it signs.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the two files are checked for a change, in milliseconds.
+    #[serde(default = "ServerTlsSection::default_reload_ms")]
+    pub reload_ms: u64,
+}
+
+impl ServerTlsSection {
+    fn default_reload_ms() -> u64 {
+        1_000
+    }
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9090".into(),
+            upstream: String::new(),
+            connect_timeout_ms: 5_000,
+            response_timeout_ms: 300_000,
+            shutdown_grace_seconds: 30,
+            inference_id_header: None,
+            header_read_timeout_ms: 10_000,
+            max_header_bytes: 65_536,
+            max_connections: 4_096,
+            admin_max_connections: 64,
+            access_log: "off".into(),
+            access_log_buffer_lines: 8_192,
+            upstream_probe: None,
+            upstream_ca_file: None,
+            upstream_client_cert_file: None,
+            upstream_client_key_file: None,
+            upstream_http2: false,
+            http2_max_concurrent_streams: 100,
+            http2_keep_alive_interval_ms: 30_000,
+            http2_keep_alive_timeout_ms: 10_000,
+            upstream_pool_max_idle: 4_096,
+            upstream_pool_idle_timeout_ms: 90_000,
+            max_upstream_requests: 4_096,
+            tls: None,
+        }
+    }
+}
+
+/// What happens to a request on a route that is not guarded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unguarded {
+    /// Forward it: without a passport check in optional mode, through the passport
+    /// layer with `agent_envelope.mode = "required"`.
+    #[default]
+    Forward,
+    /// Answer 404 `route_not_allowed`.
+    Refuse,
+}
+
+/// `[routes]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesSection {
+    /// `"METHOD /path"` entries whose requests go through the passport layer.
+    pub guarded: Vec<String>,
+    /// `"METHOD /path"` entries forwarded without a passport even with
+    /// `agent_envelope.mode = "required"`.
+    pub public: Vec<String>,
+    /// `forward` (default) or `refuse`.
+    pub unguarded: Unguarded,
+}
+
+impl Default for RoutesSection {
+    fn default() -> Self {
+        RoutesSection {
+            guarded: vec![
+                "POST /v1/chat/completions".into(),
+                "POST /v1/completions".into(),
+                "POST /v1/responses".into(),
+                "POST /v1/embeddings".into(),
+            ],
+            public: Vec::new(),
+            unguarded: Unguarded::Forward,
+        }
+    }
+}
+
+/// `[binding]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BindingSection {
+    /// The header naming the requester (default `X-Requester-Address`).
+    pub requester_header: Option<String>,
+    /// A fixed requester (the devshard operator), instead of a header.
+    pub requester: Option<String>,
+    /// A chain node's REST (LCD) base URL, `http://host:port`.
+    pub chain_node: Option<String>,
+    /// A static grant list (instead of a chain node).
+    pub grants: Vec<Grant>,
+    /// How long a found grant is trusted.
+    pub grant_ttl_seconds: u64,
+    /// How long "no grant" is remembered.
+    pub no_grant_ttl_seconds: u64,
+    /// The longest a grant query may take.
+    pub query_timeout_ms: u64,
+    /// How long a failed grant query is remembered as a failure (503, no new query).
+    pub failure_ttl_ms: u64,
+    /// The most bytes the grant cache holds, keys included.
+    pub grant_cache_max_bytes: u64,
+    /// The most grant queries in flight at once (beyond: 503 without a query).
+    pub max_concurrent_queries: u64,
+}
+
+impl Default for BindingSection {
+    fn default() -> Self {
+        BindingSection {
+            requester_header: None,
+            requester: None,
+            chain_node: None,
+            grants: Vec::new(),
+            grant_ttl_seconds: 120,
+            no_grant_ttl_seconds: 10,
+            query_timeout_ms: 15_000,
+            failure_ttl_ms: 1_000,
+            grant_cache_max_bytes: 16 << 20,
+            max_concurrent_queries: 32,
+        }
+    }
+}
+
+/// `[attribution]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttributionSection {
+    /// Write events as JSON lines to standard output.
+    pub stdout: bool,
+    /// Append events as JSON lines to this file.
+    pub file: Option<PathBuf>,
+    /// At shutdown, how long the queue may take to drain.
+    pub drain_deadline_ms: u64,
+    /// Append events to this Redis stream (needs `[redis]`).
+    pub redis_stream: Option<String>,
+    /// Approximate length the stream is trimmed to.
+    pub redis_stream_maxlen: u64,
+    /// A hash-chained audit file (see `passport-gate audit verify`).
+    pub audit_file: Option<PathBuf>,
+    /// `always`, `batch` (default) or `never`.
+    pub audit_fsync: passport_gate::attribution::FsyncPolicy,
+    /// Rotate the audit file when it reaches this size; 0 never rotates.
+    pub audit_max_bytes: u64,
+    /// Record refused requests in the audit file too (default true).
+    pub audit_refusals: bool,
+    /// At most this many refusal events a second (the rest dropped and counted): anyone
+    /// can send forged requests, and each refusal is an audit line. 0: no rate limit.
+    pub audit_refusals_per_second: u64,
+}
+
+impl Default for AttributionSection {
+    fn default() -> Self {
+        AttributionSection {
+            stdout: false,
+            file: None,
+            drain_deadline_ms: 5_000,
+            redis_stream: None,
+            redis_stream_maxlen: 1_000_000,
+            audit_file: None,
+            audit_fsync: passport_gate::attribution::FsyncPolicy::Batch,
+            audit_max_bytes: 0,
+            audit_refusals: true,
+            audit_refusals_per_second: 100,
+        }
+    }
+}
+
+/// A route: a method and a path in normal form, without a trailing slash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The method.
+    pub method: Method,
+    /// The path, as [`super::path::route_key`] gives it.
+    pub path: String,
+}
+
+/// The upstream, split for building request URIs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    /// `host:port`.
+    pub authority: http::uri::Authority,
+    /// A path prefix, without a trailing slash (often empty).
+    pub base_path: String,
+}
+
+/// A configuration checked and converted into what the gateway runs with.
+#[derive(Clone, Debug)]
+pub struct Validated {
+    /// The file as given (with overrides applied).
+    pub raw: GatewayConfig,
+    /// The proxy address.
+    pub listen: SocketAddr,
+    /// The admin address.
+    pub admin_listen: SocketAddr,
+    /// The upstream.
+    pub upstream: Upstream,
+    /// Guarded routes.
+    pub routes: Vec<Route>,
+    /// Public routes (no passport even in required mode).
+    pub public: Vec<Route>,
+    /// `server.header_read_timeout_ms`.
+    pub header_read_timeout: Duration,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Upstream response-head timeout.
+    pub response_timeout: Duration,
+    /// Shutdown grace period.
+    pub shutdown_grace: Duration,
+    /// Where the binding takes the requester from, when binding is on.
+    pub requester: Option<passport_gate::layer::RequesterSource>,
+    /// The principal allowlist, its file already read once.
+    pub principals: Option<passport_gate::principals::AllowlistSettings>,
+    /// The identity headers for the upstream.
+    pub identity: super::identity::IdentityHeaders,
+    /// Where access log lines go.
+    pub access_log: AccessLogTarget,
+    /// The upstream probe behind `/readyz`.
+    pub upstream_probe: Option<UpstreamProbe>,
+}
+
+/// `server.access_log`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// No access log (default).
+    Off,
+    /// Standard output.
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+/// `[server.upstream_probe]`, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamProbe {
+    /// The probe's full URI on the upstream.
+    pub uri: http::Uri,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Time one probe may take.
+    pub timeout: Duration,
+}
+
+/// Overrides from flags and `PASSPORT_GATE_*` variables, applied over the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `server.listen`.
+    pub listen: Option<String>,
+    /// `server.admin_listen`.
+    pub admin_listen: Option<String>,
+    /// `server.upstream`.
+    pub upstream: Option<String>,
+    /// `agent_envelope.chain_id`.
+    pub chain_id: Option<String>,
+    /// `agent_envelope.enabled`.
+    pub enabled: Option<bool>,
+    /// `binding.chain_node`.
+    pub chain_node: Option<String>,
+}
+
+impl Overrides {
+    /// Reads `PASSPORT_GATE_LISTEN`, `_ADMIN_LISTEN`, `_UPSTREAM`, `_CHAIN_ID`,
+    /// `_ENABLED` (`true`/`false`) and `_CHAIN_NODE`.
+    pub fn from_env() -> Result<Overrides, String> {
+        let var = |name: &str| std::env::var(format!("PASSPORT_GATE_{name}")).ok();
+        let enabled = match var("ENABLED").as_deref() {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(other) => {
+                return Err(format!(
+                    "PASSPORT_GATE_ENABLED: {other:?} is not true or false"
+                ))
+            }
+        };
+        Ok(Overrides {
+            listen: var("LISTEN"),
+            admin_listen: var("ADMIN_LISTEN"),
+            upstream: var("UPSTREAM"),
+            chain_id: var("CHAIN_ID"),
+            enabled,
+            chain_node: var("CHAIN_NODE"),
+        })
+    }
+
+    /// Values set here win over `other`'s.
+    pub fn over(self, other: Overrides) -> Overrides {
+        Overrides {
+            listen: self.listen.or(other.listen),
+            admin_listen: self.admin_listen.or(other.admin_listen),
+            upstream: self.upstream.or(other.upstream),
+            chain_id: self.chain_id.or(other.chain_id),
+            enabled: self.enabled.or(other.enabled),
+            chain_node: self.chain_node.or(other.chain_node),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Parses TOML text; every problem is one line in the error.
+    pub fn from_toml(text: &str) -> Result<GatewayConfig, String> {
+        let (config, errors) = GatewayConfig::load(text);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Parses TOML text section by section, so that one bad section does not hide the
+    /// problems of the others: the sections that parse are kept (a bad one is left at
+    /// its default), and every problem is one line naming its section. Text that is not
+    /// TOML at all is one line.
+    pub fn load(text: &str) -> (GatewayConfig, Vec<String>) {
+        let one_line = |e: &dyn std::fmt::Display| e.to_string().trim().replace('\n', " ");
+        let mut config = GatewayConfig::default();
+        let table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => return (config, vec![one_line(&e)]),
+        };
+        let mut errors = Vec::new();
+        for (key, value) in table {
+            let parsed = match key.as_str() {
+                "server" => value.try_into().map(|v| config.server = v),
+                "agent_envelope" => value.try_into().map(|v| config.agent_envelope = v),
+                "routes" => value.try_into().map(|v| config.routes = v),
+                "binding" => value.try_into().map(|v| config.binding = Some(v)),
+                "attribution" => value.try_into().map(|v| config.attribution = v),
+                "redis" => value.try_into().map(|v| config.redis = Some(v)),
+                "replay" => value.try_into().map(|v| config.replay = v),
+                "revocation" => value.try_into().map(|v| config.revocation = v),
+                "principals" => value.try_into().map(|v| config.principals = Some(v)),
+                "forward_identity" => value.try_into().map(|v| config.forward_identity = v),
+                _ => {
+                    errors.push(format!(
+                        "{key}: unknown section; expected server, agent_envelope, routes, binding, principals, forward_identity, attribution, redis, replay or revocation"
+                    ));
+                    continue;
+                }
+            };
+            if let Err(e) = parsed {
+                errors.push(format!("{key}: {}", one_line(&e)));
+            }
+        }
+        (config, errors)
+    }
+
+    /// Applies overrides.
+    pub fn apply(&mut self, o: Overrides) {
+        if let Some(v) = o.listen {
+            self.server.listen = v;
+        }
+        if let Some(v) = o.admin_listen {
+            self.server.admin_listen = v;
+        }
+        if let Some(v) = o.upstream {
+            self.server.upstream = v;
+        }
+        if let Some(v) = o.chain_id {
+            self.agent_envelope.chain_id = v;
+        }
+        if let Some(v) = o.enabled {
+            self.agent_envelope.enabled = v;
+        }
+        if let Some(v) = o.chain_node {
+            self.binding
+                .get_or_insert_with(BindingSection::default)
+                .chain_node = Some(v);
+        }
+    }
+
+    /// Checks every setting; returns one line per problem, each naming its key.
+    pub fn validate(self) -> Result<Validated, Vec<String>> {
+        let mut errors = Vec::new();
+        let addr = |key: &str, v: &str, errors: &mut Vec<String>| match v.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errors.push(format!(
+                    "server.{key}: {v:?} is not an address like 127.0.0.1:8080"
+                ));
+                None
+            }
+        };
+        let listen = addr("listen", &self.server.listen, &mut errors);
+        let admin_listen = addr("admin_listen", &self.server.admin_listen, &mut errors);
+        if listen.is_some_and(|l| l.port() != 0) && listen == admin_listen {
+            errors.push("server.admin_listen: must differ from server.listen".into());
+        }
+        let upstream = parse_upstream(&self.server.upstream)
+            .map_err(|e| errors.push(format!("server.upstream: {e}")))
+            .ok();
+        for (key, v) in [
+            ("connect_timeout_ms", self.server.connect_timeout_ms),
+            ("response_timeout_ms", self.server.response_timeout_ms),
+        ] {
+            if v == 0 || v > 3_600_000 {
+                errors.push(format!(
+                    "server.{key}: {v} is out of range; accepted: 1 to 3600000"
+                ));
+            }
+        }
+        if self.server.shutdown_grace_seconds > 3600 {
+            errors.push(format!(
+                "server.shutdown_grace_seconds: {} is out of range; accepted: 0 to 3600",
+                self.server.shutdown_grace_seconds
+            ));
+        }
+        if let Some(h) = &self.server.inference_id_header {
+            if http::HeaderName::try_from(h.as_str()).is_err() {
+                errors.push(format!(
+                    "server.inference_id_header: {h:?} is not a header name"
+                ));
+            }
+        }
+        for (key, v, lo, hi) in [
+            (
+                "header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+                100,
+                300_000,
+            ),
+            (
+                "max_header_bytes",
+                self.server.max_header_bytes,
+                8_192,
+                1_048_576,
+            ),
+            ("max_connections", self.server.max_connections, 1, 1_000_000),
+            (
+                "admin_max_connections",
+                self.server.admin_max_connections,
+                1,
+                10_000,
+            ),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                errors.push(format!(
+                    "server.{key}: {v} is out of range; accepted: {lo} to {hi}"
+                ));
+            }
+        }
+        self.server.validate_transports(&mut errors);
+        let mut route_list = |key: &str, entries: &[String]| {
+            let mut routes = Vec::new();
+            for r in entries {
+                match parse_route(r) {
+                    Ok(route) => routes.push(route),
+                    Err(e) => errors.push(format!("routes.{key}: {e}")),
+                }
+            }
+            routes
+        };
+        let routes = route_list("guarded", &self.routes.guarded);
+        let public = route_list("public", &self.routes.public);
+        for p in &public {
+            if routes.contains(p) {
+                errors.push(format!(
+                    "routes.public: \"{} {}\" is also in routes.guarded",
+                    p.method, p.path
+                ));
+            }
+        }
+        if let Err(list) = self.agent_envelope.validate() {
+            errors.extend(list.iter().map(|e| format!("agent_envelope.{e}")));
+        }
+        let prefix = self.agent_envelope.address_prefix.as_str();
+        let mut requester = None;
+        if let Some(b) = &self.binding {
+            requester = match (&b.requester, &b.requester_header) {
+                (Some(_), Some(_)) => {
+                    errors.push(
+                        "binding.requester and binding.requester_header: set one, not both (requester is a fixed requester, requester_header names the header carrying it)"
+                            .into(),
+                    );
+                    None
+                }
+                (Some(fixed), None) => match passport_gate::principals::canonical_address(prefix, fixed) {
+                    Ok(a) => Some(passport_gate::layer::RequesterSource::Fixed(a)),
+                    Err(e) => {
+                        errors.push(format!(
+                            "binding.requester: {fixed:?} is not an account address with the prefix {prefix:?}: {e}"
+                        ));
+                        None
+                    }
+                },
+                (None, header) => {
+                    let header = header.as_deref().unwrap_or(DEFAULT_REQUESTER_HEADER);
+                    match http::HeaderName::try_from(header) {
+                        Ok(h) => Some(passport_gate::layer::RequesterSource::Header(h)),
+                        Err(_) => {
+                            errors.push(format!(
+                                "binding.requester_header: {header:?} is not a header name"
+                            ));
+                            None
+                        }
+                    }
+                }
+            };
+            if b.chain_node.is_some() && !b.grants.is_empty() {
+                errors.push("binding: set chain_node or grants, not both".into());
+            }
+            if let Some(node) = &b.chain_node {
+                if let Err(e) = tls::client_config(&Default::default()).map_err(|e| e.to_string()).and_then(|t| passport_gate::grants::LcdGrantSource::with_tls(node, t).map_err(|e| e.to_string())) {
+                    errors.push(format!("binding.chain_node: {e}"));
+                }
+            }
+            for (key, v, hi) in [
+                ("grant_ttl_seconds", b.grant_ttl_seconds, 86_400),
+                ("no_grant_ttl_seconds", b.no_grant_ttl_seconds, 86_400),
+                ("query_timeout_ms", b.query_timeout_ms, 120_000),
+                ("failure_ttl_ms", b.failure_ttl_ms, 60_000),
+                ("grant_cache_max_bytes", b.grant_cache_max_bytes, 1 << 34),
+                ("max_concurrent_queries", b.max_concurrent_queries, 4096),
+            ] {
+                if v == 0 || v > hi {
+                    errors.push(format!(
+                        "binding.{key}: {v} is out of range; accepted: 1 to {hi}"
+                    ));
+                }
+            }
+        }
+        if self.attribution.drain_deadline_ms > 600_000 {
+            errors.push(format!(
+                "attribution.drain_deadline_ms: {} is out of range; accepted: 0 to 600000",
+                self.attribution.drain_deadline_ms
+            ));
+        }
+        match &self.redis {
+            Some(r) => {
+                if let Err(e) = r.client_config() {
+                    errors.push(format!("redis.url: {e}"));
+                }
+                if r.timeout_ms == 0 || r.timeout_ms > 60_000 {
+                    errors.push(format!(
+                        "redis.timeout_ms: {} is out of range; accepted: 1 to 60000",
+                        r.timeout_ms
+                    ));
+                }
+            }
+            None => {
+                if self.replay.store == ReplayStoreKind::Redis {
+                    errors.push("replay.store: \"redis\" needs a [redis] section".into());
+                }
+                if self.revocation.redis {
+                    errors.push("revocation.redis: needs a [redis] section".into());
+                }
+                if self.attribution.redis_stream.is_some() {
+                    errors.push("attribution.redis_stream: needs a [redis] section".into());
+                }
+            }
+        }
+        for (key, v) in [
+            ("revocation.reload_ms", self.revocation.reload_ms),
+            ("revocation.redis_poll_ms", self.revocation.redis_poll_ms),
+        ] {
+            if !(10..=3_600_000).contains(&v) {
+                errors.push(format!(
+                    "{key}: {v} is out of range; accepted: 10 to 3600000"
+                ));
+            }
+        }
+        let principals = self.principals.as_ref().and_then(|p| {
+            allowlist_settings(p, prefix)
+                .map_err(|list| errors.extend(list))
+                .ok()
+        });
+        let identity = super::identity::IdentityHeaders::from_section(&self.forward_identity)
+            .map_err(|list| errors.extend(list))
+            .ok();
+        let access_log = match self.server.access_log.as_str() {
+            "off" => AccessLogTarget::Off,
+            "stdout" => AccessLogTarget::Stdout,
+            "" => {
+                errors.push(
+                    "server.access_log: empty; write \"off\", \"stdout\" or a file path".into(),
+                );
+                AccessLogTarget::Off
+            }
+            path => AccessLogTarget::File(PathBuf::from(path)),
+        };
+        if !(1..=1_000_000).contains(&self.server.access_log_buffer_lines) {
+            errors.push(format!(
+                "server.access_log_buffer_lines: {} is out of range; accepted: 1 to 1000000",
+                self.server.access_log_buffer_lines
+            ));
+        }
+        let upstream_probe = match (&self.server.upstream_probe, &upstream) {
+            (Some(p), Some(up)) => check_probe(p, up).map_err(|list| errors.extend(list)).ok(),
+            _ => None,
+        };
+        match (listen, admin_listen, upstream, identity) {
+            (Some(listen), Some(admin_listen), Some(upstream), Some(identity))
+                if errors.is_empty() =>
+            {
+                Ok(Validated {
+                    requester,
+                    principals,
+                    identity,
+                    access_log,
+                    upstream_probe,
+                    listen,
+                    admin_listen,
+                    upstream,
+                    routes,
+                    public,
+                    header_read_timeout: Duration::from_millis(self.server.header_read_timeout_ms),
+                    connect_timeout: Duration::from_millis(self.server.connect_timeout_ms),
+                    response_timeout: Duration::from_millis(self.server.response_timeout_ms),
+                    shutdown_grace: Duration::from_secs(self.server.shutdown_grace_seconds),
+                    raw: self,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// The requester header when `[binding]` names neither a header nor a fixed requester.
+const DEFAULT_REQUESTER_HEADER: &str = "X-Requester-Address";
+
+fn check_probe(
+    p: &UpstreamProbeSection,
+    upstream: &Upstream,
+) -> Result<UpstreamProbe, Vec<String>> {
+    let mut errors = Vec::new();
+    if !p.path.starts_with('/') || p.path.contains(['#', ' ']) {
+        errors.push(format!(
+            "server.upstream_probe.path: {:?} must be an absolute path like \"/v1/models\"",
+            p.path
+        ));
+    }
+    let uri = http::Uri::builder()
+        .scheme(upstream.scheme.clone())
+        .authority(upstream.authority.clone())
+        .path_and_query(format!("{}{}", upstream.base_path, p.path))
+        .build();
+    if uri.is_err() && errors.is_empty() {
+        errors.push(format!(
+            "server.upstream_probe.path: {:?} is not a valid path",
+            p.path
+        ));
+    }
+    if !(100..=3_600_000).contains(&p.interval_ms) {
+        errors.push(format!(
+            "server.upstream_probe.interval_ms: {} is out of range; accepted: 100 to 3600000",
+            p.interval_ms
+        ));
+    }
+    if p.timeout_ms == 0 || p.timeout_ms > p.interval_ms.min(60_000) {
+        errors.push(format!(
+            "server.upstream_probe.timeout_ms: {} is out of range; accepted: 1 to the smaller of interval_ms and 60000",
+            p.timeout_ms
+        ));
+    }
+    match uri {
+        Ok(uri) if errors.is_empty() => Ok(UpstreamProbe {
+            uri,
+            interval: Duration::from_millis(p.interval_ms),
+            timeout: Duration::from_millis(p.timeout_ms),
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    if s.is_empty() {
+        return Err("must be set (http://host:port of the OpenAI-compatible server)".into());
+    }
+    let uri: http::Uri = s.parse().map_err(|_| format!("{s:?} is not a URL"))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => http::uri::Scheme::HTTP,
+        Some("https") => http::uri::Scheme::HTTPS,
+        _ => return Err(format!("{s:?}: must be an http:// or https:// URL")),
+    };
+    if uri.query().is_some() {
+        return Err(format!("{s:?}: must not have a query"));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{s:?} has no host"))?;
+    Ok(Upstream {
+        scheme,
+        authority,
+        base_path: uri.path().trim_end_matches('/').to_owned(),
+    })
+}
+
+/// A route entry: an uppercase method the gateway proxies, one space, and a path that
+/// is already in the gateway's normal form without a trailing slash (so the entry
+/// means exactly what the guard compares).
+fn parse_route(s: &str) -> Result<Route, String> {
+    let (method, path) = s
+        .split_once(' ')
+        .ok_or_else(|| format!("{s:?} must look like \"POST /v1/chat/completions\""))?;
+    let method = Method::from_bytes(method.as_bytes())
+        .ok()
+        .filter(super::admission::is_proxied)
+        .ok_or_else(|| {
+            format!(
+                "{s:?}: the method must be one of {}",
+                super::error::ALLOWED_METHODS
+            )
+        })?;
+    if path.contains(['?', '#', ' ']) {
+        return Err(format!("{s:?}: the path must have no query"));
+    }
+    match super::path::normalize(path) {
+        Ok(normal) if super::path::route_key(&normal) == path => Ok(Route {
+            method,
+            path: path.to_owned(),
+        }),
+        Ok(normal) => Err(format!(
+            "{s:?}: the path is not in normal form; write {:?}",
+            super::path::route_key(&normal)
+        )),
+        Err(why) => Err(format!("{s:?}: the path has {why}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_file_validates_with_the_reference_defaults() {
+        let c =
+            GatewayConfig::from_toml("[server]\nupstream = \"http://127.0.0.1:8000\"\n").unwrap();
+        let v = c.validate().unwrap();
+        assert_eq!(v.routes.len(), 4);
+        assert!(v.public.is_empty());
+        assert!(!v.raw.agent_envelope.enabled);
+        assert_eq!(v.upstream.authority.as_str(), "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn every_bad_setting_gets_its_own_line() {
+        let text = r#"
+[server]
+listen = "nowhere"
+upstream = "ftp://upstream.example"
+connect_timeout_ms = 0
+[agent_envelope]
+enabled = true
+max_ttl_seconds = 0
+[routes]
+guarded = ["POST"]
+[binding]
+requester_header = "bad header"
+chain_node = "ftp://x"
+"#;
+        let errors = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        for key in [
+            "server.listen",
+            "server.upstream",
+            "server.connect_timeout_ms",
+            "routes.guarded",
+            "agent_envelope.chain_id",
+            "agent_envelope.max_ttl_seconds",
+            "binding.requester_header",
+            "binding.chain_node",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "{key} missing from {errors:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_annotated_example_file_is_valid() {
+        let text = include_str!("../../passport-gate.example.toml");
+        let v = GatewayConfig::from_toml(text).unwrap().validate().unwrap();
+        assert!(v.raw.agent_envelope.enabled);
+        assert_eq!(
+            v.raw.agent_envelope,
+            Config {
+                enabled: true,
+                chain_id: "gonka-mainnet".into(),
+                ..Config::default()
+            }
+        );
+        assert!(
+            v.raw.binding.is_none(),
+            "binding needs a chain node: off as shipped"
+        );
+        assert!(v.upstream_probe.is_some());
+        assert_eq!(v.upstream.authority.as_str(), "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn route_entries_must_be_an_uppercase_proxied_method_and_a_normal_path() {
+        for (entry, fragment) in [
+            ("post /v1/chat/completions", "the method must be one of"),
+            ("CONNECT /v1/x", "the method must be one of"),
+            (
+                "POST /v1/chat/completions/",
+                "write \"/v1/chat/completions\"",
+            ),
+            (
+                "POST /v1//chat/completions",
+                "write \"/v1/chat/completions\"",
+            ),
+            (
+                "POST /v1/chat/%63ompletions",
+                "write \"/v1/chat/completions\"",
+            ),
+            ("POST /v1/chat%2Fcompletions", "an encoded / or"),
+            ("POST /v1/chat;x", "a ;"),
+            ("POST v1/chat", "not an origin-form path"),
+            ("POST /v1/chat?x=1", "no query"),
+        ] {
+            let text = format!(
+                "[server]\nupstream = \"http://127.0.0.1:1\"\n[routes]\npublic = [{entry:?}]\n"
+            );
+            let errors = GatewayConfig::from_toml(&text)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with("routes.public") && e.contains(fragment)),
+                "{entry}: {errors:?}"
+            );
+        }
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\n[routes]\npublic = [\"POST /v1/embeddings\"]\n";
+        let errors = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(errors[0].contains("also in routes.guarded"), "{errors:?}");
+    }
+
+    #[test]
+    fn connection_bounds_are_range_checked() {
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nheader_read_timeout_ms = 0\nmax_header_bytes = 100\nmax_connections = 0\nadmin_max_connections = 0\n";
+        let errors = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        for key in [
+            "server.header_read_timeout_ms",
+            "server.max_header_bytes",
+            "server.max_connections",
+            "server.admin_max_connections",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "{key}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_section_that_does_not_parse_is_one_line_and_the_others_are_kept() {
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nlisten = 5\n[routes]\nguard = []\n[principal]\nallow = []\n[replay]\nfail_open = true\n";
+        let (config, errors) = GatewayConfig::load(text);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].starts_with("principal: unknown section"));
+        assert!(errors[1].starts_with("routes: unknown field `guard`"));
+        assert!(errors[2].starts_with("server: invalid type"));
+        assert!(config.replay.fail_open, "a good section is kept");
+    }
+
+    #[test]
+    fn transport_settings_are_checked_at_startup() {
+        let text = r#"
+[server]
+upstream = "https://127.0.0.1:1"
+upstream_client_cert_file = "/nonexistent/client.pem"
+upstream_ca_file = "/nonexistent/ca.pem"
+http2_max_concurrent_streams = 0
+http2_keep_alive_timeout_ms = 1
+[server.tls]
+cert_file = "/nonexistent/cert.pem"
+key_file = "/nonexistent/key.pem"
+reload_ms = 1
+[redis]
+url = "rediss://127.0.0.1:1/#insecure"
+cluster_nodes = ["redis://127.0.0.1:2"]
+"#;
+        let errors = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        for needle in [
+            "server.upstream_client_cert_file: set together with server.upstream_client_key_file",
+            "server.upstream TLS: cannot read /nonexistent/ca.pem",
+            "server.tls: cannot read /nonexistent/cert.pem",
+            "server.tls.reload_ms",
+            "server.http2_max_concurrent_streams",
+            "server.http2_keep_alive_timeout_ms",
+            "redis.url:",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(needle)),
+                "{needle} missing from {errors:#?}"
+            );
+        }
+        let https = "[server]\nupstream = \"https://node.example:8443/api\"\n";
+        let v = GatewayConfig::from_toml(https).unwrap().validate().unwrap();
+        assert_eq!(v.upstream.scheme, http::uri::Scheme::HTTPS);
+        assert_eq!(v.upstream.base_path, "/api");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(GatewayConfig::from_toml("[server]\nupstreem = \"x\"\n").is_err());
+        assert!(GatewayConfig::from_toml("[agent_envelope]\nenable = true\n").is_err());
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let mut c =
+            GatewayConfig::from_toml("[server]\nupstream = \"http://127.0.0.1:1\"\n").unwrap();
+        let flags = Overrides {
+            upstream: Some("http://127.0.0.1:2".into()),
+            ..Overrides::default()
+        };
+        let env = Overrides {
+            upstream: Some("http://127.0.0.1:3".into()),
+            chain_id: Some("gonka-mainnet".into()),
+            enabled: Some(true),
+            ..Overrides::default()
+        };
+        c.apply(flags.over(env));
+        assert_eq!(c.server.upstream, "http://127.0.0.1:2");
+        assert_eq!(c.agent_envelope.chain_id, "gonka-mainnet");
+        assert!(c.validate().is_ok());
+    }
+}
+
+/// Checks `[principals]`: every entry of `allow`, and every line of `allow_file`
+/// (which must exist), one error per problem naming its key.
+pub(crate) fn allowlist_settings(
+    section: &PrincipalsSection,
+    prefix: &str,
+) -> Result<passport_gate::principals::AllowlistSettings, Vec<String>> {
+    let mut errors = Vec::new();
+    if section.allow.is_empty() && section.allow_file.is_none() {
+        errors.push(
+            "principals: set allow, allow_file or both (remove the section to serve every principal)"
+                .into(),
+        );
+    }
+    let mut fixed = HashSet::new();
+    for (i, entry) in section.allow.iter().enumerate() {
+        match passport_gate::principals::canonical_address(prefix, entry) {
+            Ok(a) => {
+                fixed.insert(a);
+            }
+            Err(e) => errors.push(format!(
+                "principals.allow[{i}]: {entry:?} is not an account address with the prefix {prefix:?}: {e}"
+            )),
+        }
+    }
+    if !(10..=3_600_000).contains(&section.reload_ms) {
+        errors.push(format!(
+            "principals.reload_ms: {} is out of range; accepted: 10 to 3600000",
+            section.reload_ms
+        ));
+    }
+    let file = match &section.allow_file {
+        None => None,
+        Some(path) => match passport_gate::principals::read_file(path, prefix) {
+            Ok(set) => Some((path.clone(), set, Duration::from_millis(section.reload_ms))),
+            Err(list) => {
+                errors.extend(
+                    list.into_iter()
+                        .map(|e| format!("principals.allow_file: {e}")),
+                );
+                None
+            }
+        },
+    };
+    if errors.is_empty() {
+        Ok(passport_gate::principals::AllowlistSettings {
+            fixed,
+            file,
+            prefix: prefix.to_owned(),
+        })
+    } else {
+        Err(errors)
+    }
+}
+

@@ -1,0 +1,655 @@
+//! The tamper-evident audit file: JSON lines chained by SHA-256.
+//!
+//! Each line is `{"prev_hash": <hex>, "hash": <hex>, "event": {...}}` where
+//! `hash = SHA-256(prev_hash as 32 raw bytes || RFC 8785 form of event)`, and the first
+//! line of a chain has `prev_hash` = 64 zeros. Editing, deleting or reordering a line
+//! breaks the chain at that line or the next. Rotation renames the full file to
+//! `<name>.<n>` and continues the chain in a fresh file.
+
+use super::{AttributionEvent, Sink};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// When the audit file is made durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// After every event (slowest, loses nothing the OS acknowledged).
+    Always,
+    /// Whenever the queue runs empty, and at shutdown (default).
+    #[default]
+    Batch,
+    /// Never explicitly (the OS decides).
+    Never,
+}
+
+/// The hash before the first line of a chain.
+pub const GENESIS: [u8; 32] = [0; 32];
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    prev_hash: String,
+    hash: String,
+    event: AttributionEvent,
+}
+
+/// `SHA-256(prev || JCS(event))`.
+pub fn chain_hash(prev: &[u8; 32], event: &AttributionEvent) -> io::Result<[u8; 32]> {
+    let jcs = serde_jcs::to_vec(event).map_err(io::Error::other)?;
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(&jcs);
+    Ok(h.finalize().into())
+}
+
+/// Appends chained lines to a file, rotating by size.
+pub struct AuditFileSink {
+    name: String,
+    path: PathBuf,
+    file: File,
+    size: u64,
+    head: [u8; 32],
+    fsync: FsyncPolicy,
+    max_bytes: Option<u64>,
+}
+
+fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// The highest rotation number present next to `path`.
+fn last_rotation(path: &Path) -> u32 {
+    (1..)
+        .take_while(|n| rotated(path, *n).exists())
+        .last()
+        .unwrap_or(0)
+}
+
+/// The hash of the last complete line of `path`, after cutting off an incomplete last
+/// line (an interrupted write). `None` for an empty or missing file.
+fn recover_head(path: &Path, cut_partial: bool) -> io::Result<Option<[u8; 32]>> {
+    let mut file = match OpenOptions::new().read(true).write(cut_partial).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut text = Vec::new();
+    file.read_to_end(&mut text)?;
+    let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if complete < text.len() && cut_partial {
+        tracing::warn!(
+            file = %path.display(),
+            bytes = text.len() - complete,
+            "cutting an incomplete last line left by an interrupted write"
+        );
+        file.set_len(complete as u64)?;
+        file.seek(SeekFrom::End(0))?;
+    }
+    let Some(last) = text[..complete]
+        .split(|b| *b == b'\n')
+        .rev()
+        .find(|l| !l.is_empty())
+    else {
+        return Ok(None);
+    };
+    let line: Line = serde_json::from_slice(last).map_err(|e| {
+        io::Error::other(format!(
+            "{}: the last line is not an audit line: {e}",
+            path.display()
+        ))
+    })?;
+    decode_hash(&line.hash).map(Some).ok_or_else(|| {
+        io::Error::other(format!("{}: the last line has a bad hash", path.display()))
+    })
+}
+
+fn decode_hash(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
+}
+
+impl AuditFileSink {
+    /// Opens (or creates) `path`, continuing the chain from its last complete line, or
+    /// from the newest rotated file when `path` is empty.
+    pub fn open(
+        path: &Path,
+        fsync: FsyncPolicy,
+        max_bytes: Option<u64>,
+    ) -> io::Result<AuditFileSink> {
+        let mut head = recover_head(path, true)?;
+        if head.is_none() {
+            let n = last_rotation(path);
+            if n > 0 {
+                head = recover_head(&rotated(path, n), false)?;
+            }
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(AuditFileSink {
+            name: format!("audit:{}", path.display()),
+            path: path.to_path_buf(),
+            file,
+            size,
+            head: head.unwrap_or(GENESIS),
+            fsync,
+            max_bytes,
+        })
+    }
+
+    /// The hash of the last line written: keep it elsewhere to detect lines removed
+    /// from the end.
+    pub fn head(&self) -> [u8; 32] {
+        self.head
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file.sync_all()?;
+        let target = rotated(&self.path, last_rotation(&self.path) + 1);
+        std::fs::rename(&self.path, &target)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        tracing::info!(rotated_to = %target.display(), "audit file rotated");
+        Ok(())
+    }
+}
+
+impl Sink for AuditFileSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn write(&mut self, event: &AttributionEvent) -> io::Result<()> {
+        if self.max_bytes.is_some_and(|m| self.size >= m) {
+            self.rotate()?;
+        }
+        let hash = chain_hash(&self.head, event)?;
+        let line = Line {
+            prev_hash: hex::encode(self.head),
+            hash: hex::encode(hash),
+            event: event.clone(),
+        };
+        let mut bytes = serde_json::to_vec(&line).map_err(io::Error::other)?;
+        bytes.push(b'\n');
+        // One write call per line: a crash leaves at most one incomplete last line.
+        self.file.write_all(&bytes)?;
+        self.size += bytes.len() as u64;
+        self.head = hash;
+        if self.fsync == FsyncPolicy::Always {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.fsync != FsyncPolicy::Never {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// The audit trail records refused requests too (when the layer emits them).
+    fn records_refusals(&self) -> bool {
+        true
+    }
+}
+
+/// The outcome of checking audit files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Lines that verified.
+    pub lines: u64,
+    /// The hash of the last verified line (hex).
+    pub head: String,
+    /// The first problem, as `file:line: what`, if any.
+    pub broken: Option<String>,
+    /// Whether the last file ends in an incomplete line (an interrupted write).
+    pub incomplete_tail: bool,
+    /// Whether the first line continued an earlier chain (its `prev_hash` is not the
+    /// genesis hash), so earlier files were not part of the check.
+    pub starts_mid_chain: bool,
+}
+
+/// Checks the chain across `files`, in order.
+pub fn verify_files(files: &[PathBuf]) -> io::Result<ChainReport> {
+    let mut report = ChainReport {
+        lines: 0,
+        head: hex::encode(GENESIS),
+        broken: None,
+        incomplete_tail: false,
+        starts_mid_chain: false,
+    };
+    let mut expected: Option<[u8; 32]> = None;
+    for (fi, path) in files.iter().enumerate() {
+        let mut reader = BufReader::new(File::open(path)?);
+        let mut buf = Vec::new();
+        let mut number = 0u64;
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            number += 1;
+            let at = format!("{}:{number}", path.display());
+            if buf.last() != Some(&b'\n') {
+                if fi + 1 == files.len() {
+                    report.incomplete_tail = true;
+                } else {
+                    report.broken = Some(format!(
+                        "{at}: incomplete line in the middle of the chain (truncated)"
+                    ));
+                }
+                return Ok(report);
+            }
+            let fail = |report: &ChainReport, why: String| {
+                Ok(ChainReport {
+                    broken: Some(format!("{at}: {why}")),
+                    ..report.clone()
+                })
+            };
+            let parsed = passport_core::envelope::parse_strict(&buf)
+                .map_err(|e| e.to_string())
+                .and_then(|v| serde_json::from_value::<Line>(v).map_err(|e| e.to_string()));
+            let line = match parsed {
+                Ok(l) => l,
+                Err(e) => {
+                    return fail(
+                        &report,
+                        format!("not an audit line ({e}): edited or corrupted"),
+                    )
+                }
+            };
+            let (Some(prev), Some(hash)) = (decode_hash(&line.prev_hash), decode_hash(&line.hash))
+            else {
+                return fail(
+                    &report,
+                    "prev_hash or hash is not 64 hex digits: edited".into(),
+                );
+            };
+            match expected {
+                None if prev != GENESIS => report.starts_mid_chain = true,
+                Some(e) if prev != e => {
+                    return fail(
+                        &report,
+                        "prev_hash is not the hash of the line before: a line was deleted, inserted or reordered here, or the previous line was edited and rehashed".into(),
+                    )
+                }
+                _ => {}
+            }
+            if chain_hash(&prev, &line.event)? != hash {
+                return fail(
+                    &report,
+                    "hash does not match the line's content: the event was edited".into(),
+                );
+            }
+            expected = Some(hash);
+            report.lines += 1;
+            report.head = line.hash;
+        }
+    }
+    Ok(report)
+}
+
+/// The events of a set of files, for a report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFiles {
+    /// Every event, in order.
+    pub events: Vec<AttributionEvent>,
+    /// Whether the files are audit files (hash-chained lines); otherwise plain JSON-lines
+    /// event files, which have no chain to verify.
+    pub chained: bool,
+    /// Incomplete last lines (an interrupted write) that were not counted.
+    pub incomplete_tails: u64,
+}
+
+/// Every event in `files`, in order. A line that is neither an audit line nor an event,
+/// or files mixing the two kinds, are an error naming the file and line: nothing is
+/// skipped silently. Only an incomplete last line of a file (an interrupted write, not
+/// part of the chain) is left out, and counted.
+pub fn read_events(files: &[PathBuf]) -> io::Result<EventFiles> {
+    let mut out = EventFiles::default();
+    let mut kind: Option<bool> = None;
+    for path in files {
+        let mut reader = BufReader::new(File::open(path)?);
+        let mut buf = Vec::new();
+        let mut number = 0u64;
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            number += 1;
+            if buf.pop() != Some(b'\n') {
+                out.incomplete_tails += 1;
+                break;
+            }
+            let bad = |why: String| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}:{number}: {why}", path.display()),
+                )
+            };
+            // Audit lines wrap the event; plain JSON-lines sinks write it bare.
+            let (event, chained) = match serde_json::from_slice::<Line>(&buf) {
+                Ok(l) => (l.event, true),
+                Err(_) => match serde_json::from_slice::<AttributionEvent>(&buf) {
+                    Ok(e) => (e, false),
+                    Err(e) => return Err(bad(format!("neither an audit line nor an event: {e}"))),
+                },
+            };
+            match kind {
+                Some(k) if k != chained => {
+                    return Err(bad(
+                        "audit lines and plain event lines are mixed; report them separately"
+                            .into(),
+                    ))
+                }
+                _ => kind = Some(chained),
+            }
+            out.events.push(event);
+        }
+    }
+    out.chained = kind.unwrap_or(false);
+    Ok(out)
+}
+
+/// Calls and tokens per day, principal, agent and model.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct CallCount {
+    /// `YYYY-MM-DD` (UTC) of `verified_at`.
+    pub day: String,
+    /// The principal.
+    pub principal_address: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The model.
+    pub model: String,
+    /// How many calls.
+    pub calls: u64,
+    /// Sum of `prompt_tokens` over the calls whose answer carried usage.
+    pub prompt_tokens: u64,
+    /// Sum of `completion_tokens`.
+    pub completion_tokens: u64,
+    /// Sum of `total_tokens`.
+    pub total_tokens: u64,
+    /// How many of the calls carried usage (the others count no tokens).
+    pub calls_with_usage: u64,
+}
+
+/// Counts accepted `events` and sums their tokens by day, principal, agent and model,
+/// sorted by those keys. Refusal events carry no verified identity and are not counted
+/// here (see [`refusals`]).
+pub fn summarize(events: &[AttributionEvent]) -> Vec<CallCount> {
+    let mut counts: std::collections::BTreeMap<(String, String, String, String), CallCount> =
+        Default::default();
+    for e in events.iter().filter(|e| e.outcome.is_accepted()) {
+        let day = e.verified_at.get(..10).unwrap_or(&e.verified_at).to_owned();
+        let key = (
+            day,
+            e.principal_address.clone(),
+            e.agent_id.clone(),
+            e.model.clone(),
+        );
+        let row = counts.entry(key.clone()).or_insert_with(|| CallCount {
+            day: key.0,
+            principal_address: key.1,
+            agent_id: key.2,
+            model: key.3,
+            calls: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            total_tokens: 0,
+            calls_with_usage: 0,
+        });
+        row.calls += 1;
+        if e.prompt_tokens.is_some() || e.completion_tokens.is_some() || e.total_tokens.is_some() {
+            row.calls_with_usage += 1;
+        }
+        row.prompt_tokens = row
+            .prompt_tokens
+            .saturating_add(e.prompt_tokens.unwrap_or(0));
+        row.completion_tokens = row
+            .completion_tokens
+            .saturating_add(e.completion_tokens.unwrap_or(0));
+        row.total_tokens = row.total_tokens.saturating_add(e.total_tokens.unwrap_or(0));
+    }
+    counts.into_values().collect()
+}
+
+/// How many refused requests `events` record, per code, sorted by code.
+pub fn refusals(events: &[AttributionEvent]) -> Vec<(String, u64)> {
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    for e in events.iter().filter(|e| !e.outcome.is_accepted()) {
+        *counts
+            .entry(e.code.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn event(n: u64) -> AttributionEvent {
+        AttributionEvent {
+            v: super::super::EVENT_VERSION.into(),
+            event_id: format!("{n:032x}"),
+            inference_id: format!("inf-{n}"),
+            chain_id: "gonka-mainnet".into(),
+            model: if n % 2 == 0 {
+                "m-even".into()
+            } else {
+                "m-odd".into()
+            },
+            agent_id: "urn:aps:agent:a".into(),
+            principal_address: "gonka1p".into(),
+            beneficiary: None,
+            requester_address: None,
+            request_body_sha256: "00".repeat(32),
+            envelope_sha256: "11".repeat(32),
+            passport_expires_at: "2026-05-21T13:00:00Z".into(),
+            verified_at: format!("2026-05-2{}T12:00:00Z", 1 + n % 2),
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            status: 200,
+            latency_ms: n,
+            passport_id: String::new(),
+            client_disconnected: false,
+            ..Default::default()
+        }
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pg-audit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn write(path: &Path, range: std::ops::Range<u64>, max_bytes: Option<u64>) -> [u8; 32] {
+        let mut s = AuditFileSink::open(path, FsyncPolicy::Batch, max_bytes).unwrap();
+        for n in range {
+            s.write(&event(n)).unwrap();
+        }
+        s.flush().unwrap();
+        s.head()
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn the_report_counts_by_day_principal_agent_and_model() {
+        let events: Vec<_> = (0..5).map(event).collect();
+        let rows = summarize(&events);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].day.as_str(), rows[0].model.as_str(), rows[0].calls),
+            ("2026-05-21", "m-even", 3)
+        );
+        assert_eq!(
+            (rows[1].day.as_str(), rows[1].model.as_str(), rows[1].calls),
+            ("2026-05-22", "m-odd", 2)
+        );
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies_and_reports_its_head() {
+        let d = dir("ok");
+        let p = d.join("audit.jsonl");
+        let head = write(&p, 0..5, None);
+        let r = verify_files(&[p]).unwrap();
+        assert_eq!(r.lines, 5);
+        assert_eq!(r.head, hex::encode(head));
+        assert_eq!(r.broken, None);
+        assert!(!r.starts_mid_chain);
+    }
+
+    #[test]
+    fn the_chain_continues_across_reopening() {
+        let d = dir("reopen");
+        let p = d.join("audit.jsonl");
+        write(&p, 0..3, None);
+        write(&p, 3..6, None);
+        assert_eq!(verify_files(&[p]).unwrap().lines, 6);
+    }
+
+    fn tampered(name: &str, edit: impl Fn(&mut Vec<String>)) -> ChainReport {
+        let d = dir(name);
+        let p = d.join("audit.jsonl");
+        write(&p, 0..6, None);
+        let mut l = lines(&p);
+        edit(&mut l);
+        std::fs::write(&p, l.join("\n") + "\n").unwrap();
+        verify_files(&[p]).unwrap()
+    }
+
+    #[test]
+    fn an_edited_line_is_named() {
+        let r = tampered("edit", |l| l[2] = l[2].replace("m-even", "m-odd"));
+        assert!(
+            r.broken
+                .as_deref()
+                .unwrap()
+                .contains("audit.jsonl:3: hash does not match"),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn an_edited_and_rehashed_line_breaks_the_next_link() {
+        let r = tampered("rehash", |l| {
+            let mut line: serde_json::Value = serde_json::from_str(&l[2]).unwrap();
+            line["event"]["model"] = "forged".into();
+            let event: AttributionEvent = serde_json::from_value(line["event"].clone()).unwrap();
+            let prev = decode_hash(line["prev_hash"].as_str().unwrap()).unwrap();
+            line["hash"] = hex::encode(chain_hash(&prev, &event).unwrap()).into();
+            l[2] = line.to_string();
+        });
+        assert!(
+            r.broken
+                .as_deref()
+                .unwrap()
+                .contains("audit.jsonl:4: prev_hash"),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn a_deleted_line_is_named() {
+        let r = tampered("delete", |l| {
+            l.remove(3);
+        });
+        assert!(
+            r.broken
+                .as_deref()
+                .unwrap()
+                .contains("audit.jsonl:4: prev_hash"),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn reordered_lines_are_named() {
+        let r = tampered("reorder", |l| l.swap(1, 2));
+        assert!(
+            r.broken
+                .as_deref()
+                .unwrap()
+                .contains("audit.jsonl:2: prev_hash"),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn truncation_in_the_middle_is_named_and_at_the_end_needs_the_head() {
+        let r = tampered("cut-middle", |l| l[2].truncate(40));
+        assert!(
+            r.broken
+                .as_deref()
+                .unwrap()
+                .contains("audit.jsonl:3: not an audit line"),
+            "{r:?}"
+        );
+        let full = tampered("cut-none", |_| {});
+        let cut = tampered("cut-end", |l| {
+            l.pop();
+        });
+        assert_eq!(
+            cut.broken, None,
+            "lines removed from the end are not detectable alone"
+        );
+        assert_ne!(cut.head, full.head, "but the head hash differs");
+    }
+
+    #[test]
+    fn an_interrupted_last_line_is_reported_and_cut_on_reopen() {
+        let d = dir("partial");
+        let p = d.join("audit.jsonl");
+        write(&p, 0..3, None);
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"{\"prev_hash\":\"00").unwrap();
+        drop(f);
+        let r = verify_files(std::slice::from_ref(&p)).unwrap();
+        assert_eq!((r.lines, r.incomplete_tail, r.broken), (3, true, None));
+        write(&p, 3..5, None);
+        let r = verify_files(&[p]).unwrap();
+        assert_eq!((r.lines, r.incomplete_tail, r.broken), (5, false, None));
+    }
+
+    #[test]
+    fn rotation_continues_the_chain_across_files() {
+        let d = dir("rotate");
+        let p = d.join("audit.jsonl");
+        write(&p, 0..10, Some(1500));
+        let n = last_rotation(&p);
+        assert!(n >= 2, "rotated {n} times");
+        let mut files: Vec<PathBuf> = (1..=n).map(|i| rotated(&p, i)).collect();
+        files.push(p.clone());
+        let r = verify_files(&files).unwrap();
+        assert_eq!((r.lines, r.broken), (10, None));
+        // Verifying from a later file alone works, and says it starts mid-chain.
+        let r = verify_files(&files[1..]).unwrap();
+        assert!(r.starts_mid_chain && r.broken.is_none());
+        // Reopening after rotation continues from the newest file.
+        write(&p, 10..12, Some(1500));
+        let mut files: Vec<PathBuf> = (1..=last_rotation(&p)).map(|i| rotated(&p, i)).collect();
+        files.push(p);
+        assert_eq!(verify_files(&files).unwrap().lines, 12);
+    }
+}

@@ -1,0 +1,372 @@
+//! [`PassportLayer`] and its builder.
+
+use super::PassportService;
+use crate::attribution::AttributionSender;
+use passport_core::config::{Config, ConfigError, Mode};
+use crate::grants::{GrantCache, START_INFERENCE_MSG};
+use crate::metrics::Metrics;
+use crate::principals::PrincipalAllowlist;
+use crate::replay::{MemoryReplayStore, ReplayStore};
+use crate::revocation::RevocationList;
+use passport_core::time::{Clock, SystemClock};
+use passport_core::verifier::Verifier;
+use http::HeaderName;
+use std::sync::Arc;
+use tower::Layer;
+
+/// Where the requester of the binding comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequesterSource {
+    /// A header carrying the requester's account address (Gonka:
+    /// `X-Requester-Address`).
+    Header(HeaderName),
+    /// One requester for every request, a canonical account address (a devshard
+    /// sidecar: the operator who pays).
+    Fixed(String),
+}
+
+/// The requester a request was bound to, in the extensions of an accepted request
+/// (with requester binding on).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundRequester(pub String);
+
+/// Requester binding (step 12): where the requester comes from, and the grants.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    /// The requester's source.
+    pub requester: RequesterSource,
+    /// Where grants are looked up.
+    pub grants: GrantCache,
+    /// The message type the grant must cover.
+    pub msg_type_url: String,
+}
+
+impl Binding {
+    /// Binding on `requester_header` with grants for `MsgStartInference`.
+    pub fn new(requester_header: HeaderName, grants: GrantCache) -> Binding {
+        Binding::from_source(RequesterSource::Header(requester_header), grants)
+    }
+
+    /// Binding on `requester` with grants for `MsgStartInference`.
+    pub fn from_source(requester: RequesterSource, grants: GrantCache) -> Binding {
+        Binding {
+            requester,
+            grants,
+            msg_type_url: START_INFERENCE_MSG.to_owned(),
+        }
+    }
+}
+
+/// Replay protection as the layer applies it.
+pub(crate) struct ReplayGuard {
+    pub(crate) store: Arc<dyn ReplayStore>,
+    pub(crate) fail_open: bool,
+    pub(crate) clock_skew_seconds: i64,
+}
+
+/// Accepted requests whose inner call runs in its own task (attribution on), so that
+/// shutdown can wait for their events.
+#[derive(Debug, Default)]
+pub(crate) struct Forwarding {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl Forwarding {
+    /// Counts one call; the returned guard uncounts it when dropped.
+    pub(crate) fn start(self: &Arc<Self>) -> ForwardingGuard {
+        self.running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ForwardingGuard(Arc::clone(self))
+    }
+}
+
+/// Held by one forwarded call's task.
+pub(crate) struct ForwardingGuard(Arc<Forwarding>);
+
+impl Drop for ForwardingGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) mode: Mode,
+    pub(crate) forwarding: Arc<Forwarding>,
+    pub(crate) body_read_timeout: std::time::Duration,
+    /// Bytes of request bodies all requests may hold at once (one permit per byte).
+    pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
+    pub(crate) replay: Option<ReplayGuard>,
+    pub(crate) revocations: Option<Arc<RevocationList>>,
+    /// `None` when the layer is disabled.
+    pub(crate) verifier: Option<Verifier>,
+    pub(crate) binding: Option<Binding>,
+    pub(crate) principals: Option<Arc<PrincipalAllowlist>>,
+    pub(crate) attribution: Option<AttributionSender>,
+    /// Whether refused requests are queued as refusal events too.
+    pub(crate) record_refusals: bool,
+    pub(crate) inference_id_header: Option<HeaderName>,
+    pub(crate) metrics: Metrics,
+}
+
+/// Verifies agent passports in front of an inner service. Cheap to clone.
+///
+/// Disabled (the default), it forwards every request untouched. Enabled, a request
+/// without passport headers passes untouched too (unless `mode = required`); a request
+/// with them is verified and either reaches the inner service with a
+/// [`VerifiedAgent`](passport_core::VerifiedAgent) in its extensions, or is answered with a
+/// problem+json rejection without reaching it.
+#[derive(Clone)]
+pub struct PassportLayer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PassportLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassportLayer")
+            .field("enabled", &self.shared.verifier.is_some())
+            .field("mode", &self.shared.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`PassportLayer`].
+pub struct PassportLayerBuilder {
+    config: Config,
+    clock: Arc<dyn Clock>,
+    binding: Option<Binding>,
+    principals: Option<Arc<PrincipalAllowlist>>,
+    attribution: Option<AttributionSender>,
+    record_refusals: bool,
+    inference_id_header: Option<HeaderName>,
+    metrics: Option<Metrics>,
+    replay_store: Option<Arc<dyn ReplayStore>>,
+    replay_fail_open: bool,
+    revocations: Option<Arc<RevocationList>>,
+}
+
+impl PassportLayer {
+    /// Holds all but `free` bytes of the body budget for the layer's lifetime, as other
+    /// requests' bodies would: the conformance runner's `body_budget_free` setting.
+    #[doc(hidden)]
+    pub fn hold_body_budget(&self, free: u64) -> Result<(), String> {
+        let budget = &self.shared.body_budget;
+        let held = budget.available_permits().saturating_sub(free as usize);
+        let held = u32::try_from(held).map_err(|_| "body_budget_free is too small")?;
+        budget
+            .try_acquire_many(held)
+            .map_err(|e| format!("body_budget_free: {e}"))?
+            .forget();
+        Ok(())
+    }
+
+    /// Starts a builder from `config`.
+    pub fn builder(config: Config) -> PassportLayerBuilder {
+        PassportLayerBuilder {
+            config,
+            clock: Arc::new(SystemClock),
+            binding: None,
+            principals: None,
+            attribution: None,
+            record_refusals: false,
+            inference_id_header: None,
+            metrics: None,
+            replay_store: None,
+            replay_fail_open: false,
+            revocations: None,
+        }
+    }
+
+    /// A layer for `config` with no binding, attribution or registered metrics.
+    pub fn new(config: Config) -> Result<PassportLayer, Vec<ConfigError>> {
+        PassportLayer::builder(config).build()
+    }
+
+    /// A layer that forwards everything untouched.
+    pub fn disabled() -> PassportLayer {
+        PassportLayer {
+            shared: Arc::new(Shared {
+                mode: Mode::Optional,
+                forwarding: Arc::default(),
+                body_read_timeout: std::time::Duration::from_millis(
+                    Config::default().body_read_timeout_ms,
+                ),
+                body_budget: Arc::new(tokio::sync::Semaphore::new(0)),
+                replay: None,
+                revocations: None,
+                verifier: None,
+                binding: None,
+                principals: None,
+                attribution: None,
+                record_refusals: false,
+                inference_id_header: None,
+                metrics: Metrics::new(),
+            }),
+        }
+    }
+
+    /// The verifier, when the layer is enabled.
+    pub fn verifier(&self) -> Option<&Verifier> {
+        self.shared.verifier.as_ref()
+    }
+
+    /// The layer's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Accepted requests whose call to the inner service is still running in its own
+    /// task (with attribution on), each with its event still to come.
+    pub fn forwarded_in_flight(&self) -> usize {
+        self.shared
+            .forwarding
+            .running
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Completes once no forwarded call is running (their events are queued). A
+    /// gateway's shutdown waits on this, within its grace period, after the
+    /// connections closed: a client that hung up does not hold a connection open, but
+    /// its forwarded request still owes an event.
+    pub async fn forwarded_done(&self) {
+        loop {
+            let idle = self.shared.forwarding.idle.notified();
+            if self.forwarded_in_flight() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl PassportLayerBuilder {
+    /// Reads "now" from `clock` instead of the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Enables requester binding.
+    pub fn binding(mut self, binding: Binding) -> Self {
+        self.binding = Some(binding);
+        self
+    }
+
+    /// Refuses principals not on `list` with `principal_not_allowed`.
+    pub fn principals(mut self, list: Arc<PrincipalAllowlist>) -> Self {
+        self.principals = Some(list);
+        self
+    }
+
+    /// Sends an attribution event for every accepted request.
+    pub fn attribution(mut self, sender: AttributionSender) -> Self {
+        self.attribution = Some(sender);
+        self
+    }
+
+    /// Also queues a refusal event (outcome, code, status, method, path, time and the
+    /// claimed, unverified identity) for every refused request, for the sinks that take
+    /// them (the audit file). Needs [`attribution`](Self::attribution). Refusals are
+    /// queued only while the queue is less than half full, so that a flood of forged
+    /// requests cannot crowd out the events of accepted ones.
+    pub fn record_refusals(mut self, on: bool) -> Self {
+        self.record_refusals = on;
+        self
+    }
+
+    /// Takes the attribution event's `inference_id` from this response header.
+    pub fn inference_id_header(mut self, name: HeaderName) -> Self {
+        self.inference_id_header = Some(name);
+        self
+    }
+
+    /// Records metrics on `metrics` (register them with [`Metrics::register`]).
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Keeps replay records in `store` (for example Redis, shared by every replica)
+    /// instead of the in-process store. Used only with `replay_protection = true`.
+    pub fn replay_store(mut self, store: Arc<dyn ReplayStore>) -> Self {
+        self.replay_store = Some(store);
+        self
+    }
+
+    /// When the replay store is unreachable, accept (true) instead of answering 503
+    /// `replay_store_unavailable` (false, the default). Either way a metric counts it.
+    pub fn replay_fail_open(mut self, fail_open: bool) -> Self {
+        self.replay_fail_open = fail_open;
+        self
+    }
+
+    /// Refuses passports on this revocation list with `passport_revoked`.
+    pub fn revocations(mut self, list: Arc<RevocationList>) -> Self {
+        self.revocations = Some(list);
+        self
+    }
+
+    /// Validates the configuration and builds the layer.
+    pub fn build(self) -> Result<PassportLayer, Vec<ConfigError>> {
+        self.config.validate()?;
+        let metrics = self.metrics.unwrap_or_default();
+        let verifier = if self.config.enabled {
+            let mut v = Verifier::with_clock(&self.config, self.clock)?;
+            v.count_cache_on(std::sync::Arc::clone(&metrics.envelope_cache));
+            Some(v)
+        } else {
+            None
+        };
+        let replay = self.config.replay_protection.then(|| ReplayGuard {
+            store: self.replay_store.unwrap_or_else(|| {
+                Arc::new(MemoryReplayStore::new(
+                    self.config.replay_cache_capacity as usize,
+                    self.config.replay_records_per_principal,
+                ))
+            }),
+            fail_open: self.replay_fail_open,
+            clock_skew_seconds: self.config.clock_skew_seconds as i64,
+        });
+        Ok(PassportLayer {
+            shared: Arc::new(Shared {
+                mode: self.config.mode,
+                forwarding: Arc::default(),
+                body_read_timeout: std::time::Duration::from_millis(
+                    self.config.body_read_timeout_ms,
+                ),
+                body_budget: Arc::new(tokio::sync::Semaphore::new(
+                    usize::try_from(self.config.max_buffered_body_bytes)
+                        .unwrap_or(usize::MAX)
+                        .min(tokio::sync::Semaphore::MAX_PERMITS),
+                )),
+                replay,
+                revocations: self.revocations,
+                verifier,
+                binding: self.binding,
+                principals: self.principals,
+                attribution: self.attribution,
+                record_refusals: self.record_refusals,
+                inference_id_header: self.inference_id_header,
+                metrics,
+            }),
+        })
+    }
+}
+
+impl<S> Layer<S> for PassportLayer {
+    type Service = PassportService<S>;
+
+    fn layer(&self, inner: S) -> PassportService<S> {
+        PassportService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
