@@ -30,7 +30,6 @@ use hyper_util::client::legacy::connect::Connect;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use passport_core::crypto::{AgentSecret, PrincipalSecret};
-use crate::echo::EchoUpstream;
 use passport_core::mint::{AgentSigner, PassportSpec};
 use passport_core::time::Timestamp;
 use std::io::{BufRead, BufReader};
@@ -77,6 +76,43 @@ fn start_gateway(upstream: SocketAddr, enabled: bool, cache: u64, extra: &str) -
     )
     .unwrap();
     spawn_gateway(&config)
+}
+
+/// `passport-gate echo` in its own process: the upstream every phase forwards to.
+struct EchoProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl EchoProcess {
+    /// Starts `passport-gate echo --listen 127.0.0.1:0` and reads the address it prints.
+    fn start() -> EchoProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+            .args(["echo", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the passport-gate binary runs");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("echo prints its address");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("echo printed {line:?}"));
+        EchoProcess { child, addr }
+    }
+}
+
+impl Drop for EchoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Runs `serve` with the configuration file `config` and waits for its listening line.
@@ -636,16 +672,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let upstream = rt.block_on(async {
-        EchoUpstream::start("127.0.0.1:0".parse().unwrap(), Duration::from_millis(1))
-            .await
-            .unwrap()
-    });
-    let upstream_addr = upstream.addr();
+    let upstream = EchoProcess::start();
+    let upstream_addr = upstream.addr;
     let figures = rt.block_on(async {
         println!(
             "load: {seconds} s per phase, {connections} connections, {requests} distinct requests, {passports} passports, echo upstream at {}",
-            upstream.addr()
+            upstream.addr
         );
         println!("{:<28} {:>10} {:>9} {:>9} {:>7} {:>11} {:>11}", "phase", "req/s", "p50 ms", "p99 ms", "errors", "RSS start", "RSS end");
         let mut with_passports = 0.0;

@@ -278,8 +278,14 @@ fn bench_layer(c: &mut Criterion) {
 }
 
 fn estimate_ns(group: &str, id: &str) -> Option<f64> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/criterion")
+    // Where criterion writes: $CARGO_TARGET_DIR/criterion, else target/criterion below
+    // the directory cargo runs the bench in (this package's).
+    let root = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+        std::path::PathBuf::from,
+    );
+    let path = root
+        .join("criterion")
         .join(group)
         .join(id)
         .join("new/estimates.json");

@@ -287,7 +287,7 @@ impl PassportLayerBuilder {
         self
     }
 
-    /// Records metrics on `metrics` (register them with [`Metrics::register`]).
+    /// Records metrics on `metrics` (with the `prometheus` feature, register them with `Metrics::register`).
     pub fn metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
         self

@@ -3,13 +3,13 @@
 //! number of series is bounded whatever clients send.
 //!
 //! The counters count in every build. With the `prometheus` feature they are Prometheus
-//! series ([`Metrics::register`], [`render`]); without it they are plain atomics read
+//! series (`Metrics::register`, `render`); without it they are plain atomics read
 //! through the accessors. The gateway's own series (connections, admission refusals) are
 //! the gateway's.
 
 mod counter;
 
-pub use counter::{Histogram, IntCounter, IntGauge};
+pub use counter::{Histogram, IntCounter, IntGauge, BUCKETS};
 use passport_core::verifier::{CacheCounters, Rejection};
 use std::sync::Arc;
 
