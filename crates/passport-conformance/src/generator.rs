@@ -882,7 +882,8 @@ pub fn generate() -> Vec<Vector> {
         ));
 
         let mut v = envelope(&k);
-        let low = passport_core::crypto::decode_base64(&principal_sig(&v, &k.principal)).expect("base64");
+        let low =
+            passport_core::crypto::decode_base64(&principal_sig(&v, &k.principal)).expect("base64");
         v["principal_sig"] = json!(encode_base64(&high_s_twin(&low)));
         let raw = serde_json::to_vec(&v).expect("serializes");
         out.push(vector(

@@ -5,19 +5,19 @@
 use super::{
     BodyBehaviour, Expect, GrantFailure, ReplayStoreState, Vector, VectorMode, VectorReplayStore,
 };
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
 use passport_core::config::{Config, Mode};
 use passport_core::crypto::decode_base64;
+use passport_core::time::{FixedClock, Timestamp};
+use passport_core::verifier::VerifiedAgent;
 use passport_gate::grants::{
     GrantCache, GrantCacheSettings, GrantFuture, GrantQueryError, GrantSource, StaticGrants,
 };
 use passport_gate::layer::{Binding, PassportBody, PassportLayer};
 use passport_gate::replay::{ReleaseFuture, ReplayError, ReplayFuture, ReplayRecord, ReplayStore};
-use passport_core::time::{FixedClock, Timestamp};
-use passport_core::verifier::VerifiedAgent;
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response};
-use http_body::{Body, Frame};
-use http_body_util::{BodyExt, Full};
 use std::convert::Infallible;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -237,9 +237,9 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
         )));
     }
     if let Some(allowed) = &vector.config.principals_allowed {
-        builder = builder.principals(Arc::new(passport_gate::principals::PrincipalAllowlist::new(
-            allowed.iter().cloned().collect(),
-        )));
+        builder = builder.principals(Arc::new(
+            passport_gate::principals::PrincipalAllowlist::new(allowed.iter().cloned().collect()),
+        ));
     }
     if let Some(b) = &vector.config.binding {
         let header = HeaderName::try_from(b.requester_header.as_str())

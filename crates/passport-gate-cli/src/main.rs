@@ -6,6 +6,7 @@ mod gateway;
 mod terminal;
 mod wallet;
 
+use crate::terminal::escape_controls;
 use clap::{Args, Parser, Subcommand};
 use passport_conformance::{generate, run_paths};
 use passport_core::crypto::{decode_base64, AgentKey, AgentSecret, PrincipalKey, PrincipalSecret};
@@ -16,7 +17,6 @@ use passport_core::keyfile::{
 use passport_core::mint::{
     attach_signature, sign_request, verify_json, PassportSpec, VerifyOptions,
 };
-use crate::terminal::escape_controls;
 use passport_core::time::Timestamp;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -882,8 +882,8 @@ fn serve(a: &ServeArgs) -> Result<u8, Failure> {
 fn request(a: &RequestArgs) -> Result<u8, Failure> {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
-    use passport_gate::client::SignerLayer;
     use passport_core::mint::AgentSigner;
+    use passport_gate::client::SignerLayer;
     use std::io::Write;
     use tower::{Layer, ServiceExt};
 
@@ -1213,13 +1213,11 @@ fn wallet(a: &WalletArgs) -> Result<u8, Failure> {
     }
     let chain = a.chain_id.clone();
     runtime()?
-        .block_on(run(
-            config,
-            crate::gateway::shutdown_signal(),
-            |addr| {
-                eprintln!("passport-gate wallet page on http://{addr}/ for chain {chain} (Ctrl-C stops it)");
-            },
-        ))
+        .block_on(run(config, crate::gateway::shutdown_signal(), |addr| {
+            eprintln!(
+                "passport-gate wallet page on http://{addr}/ for chain {chain} (Ctrl-C stops it)"
+            );
+        }))
         .map_err(|e| Failure(e, 1))?;
     Ok(0)
 }

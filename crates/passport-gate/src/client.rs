@@ -25,12 +25,12 @@
 //! # }
 //! ```
 
-use passport_core::mint::{AgentSigner, MintError};
-use passport_core::verifier::{PASSPORT_HEADER, SIGNATURE_HEADER};
 use bytes::Bytes;
 use http::{HeaderValue, Request};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
+use passport_core::mint::{AgentSigner, MintError};
+use passport_core::verifier::{PASSPORT_HEADER, SIGNATURE_HEADER};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -48,4 +48,3 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 pub use passport_core::{Config, ConfigError, Mode, Rejection, VerifiedAgent, Verifier};
 pub use request_path::RequestPath;
-

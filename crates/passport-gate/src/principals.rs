@@ -95,7 +95,6 @@ pub struct AllowlistSettings {
     pub prefix: String,
 }
 
-
 /// The principals allowed: `allow` plus what `allow_file` last said.
 #[derive(Debug, Default)]
 pub struct PrincipalAllowlist {

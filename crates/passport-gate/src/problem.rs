@@ -7,7 +7,9 @@ use passport_core::Rejection;
 
 /// The problem document for `status`, `code` and `message` as an HTTP answer.
 pub fn problem_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    full(passport_core::problem::problem_response(status, code, message))
+    full(passport_core::problem::problem_response(
+        status, code, message,
+    ))
 }
 
 /// `body` as an `application/problem+json` answer with `status`.

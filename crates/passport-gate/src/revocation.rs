@@ -17,9 +17,9 @@
 //! The kind and the value are separated by one space; an unquoted value is the rest of
 //! the line verbatim (`#` and spaces included). `envelope <hex>` means `passport <hex>`.
 
-use passport_core::crypto::{check_address, decode_base64, AgentKey};
 #[cfg(feature = "redis")]
 use crate::redis_client::Redis;
+use passport_core::crypto::{check_address, decode_base64, AgentKey};
 use passport_core::verifier::{VerifiedAgent, MAX_AGENT_ID_BYTES};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -468,7 +468,11 @@ mod tests {
         assert!(Entry::new("principal", "cosmos1h806c7khnvmjlywdrkdgk2vrayy2mmvf9rxk2q").is_err());
         assert!(Entry::new("agent_pubkey", &key()).is_ok());
         assert!(Entry::new("agent_pubkey", key().trim_end_matches('=')).is_err());
-        assert!(Entry::new("agent_pubkey", &passport_core::crypto::encode_base64(&[0; 32])).is_err());
+        assert!(Entry::new(
+            "agent_pubkey",
+            &passport_core::crypto::encode_base64(&[0; 32])
+        )
+        .is_err());
         assert_eq!(
             Entry::new("envelope", &"AB".repeat(32)).unwrap(),
             Entry::Passport("ab".repeat(32))

@@ -167,7 +167,12 @@ mod maps {
             self.by_id.insert(passport_id, Entry { envelope, ttl });
         }
 
-        pub(super) fn insert_alias(&self, raw_sha256: [u8; 32], passport_id: [u8; 32], ttl: Duration) {
+        pub(super) fn insert_alias(
+            &self,
+            raw_sha256: [u8; 32],
+            passport_id: [u8; 32],
+            ttl: Duration,
+        ) {
             self.by_raw.insert(raw_sha256, Alias { passport_id, ttl });
         }
 

@@ -6,16 +6,16 @@
 //! a request failing two checks gets the same code from both implementations.
 
 mod admission;
+mod cache;
 #[cfg(feature = "axum")]
 mod extract;
-mod cache;
 mod model;
 mod rejection;
 mod request;
 
 pub use admission::{ColdAdmission, ColdPermit};
-pub use cache::{EnvelopeCache, CACHE_AVAILABLE};
 use cache::Found;
+pub use cache::{EnvelopeCache, CACHE_AVAILABLE};
 pub use rejection::Rejection;
 pub use request::{
     has_passport_headers, origin_form_target, requested_model, signed_target, PassportHeaders,
@@ -28,8 +28,8 @@ use crate::envelope::{
     beneficiary_is_valid, Envelope, AGENT_KEY_TYPE, AUDIENCE, PRINCIPAL_KEY_TYPE, VERSION,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
-use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 

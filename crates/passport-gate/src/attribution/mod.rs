@@ -18,8 +18,8 @@ pub use sink::RedisStreamSink;
 pub use sink::{JsonLinesSink, Sink};
 
 use crate::metrics::Metrics;
-use passport_core::time::Timestamp;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use passport_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,13 +2,13 @@
 //! `GET /cosmos/authz/v1beta1/grants?granter=..&grantee=..&msg_type_url=..`.
 
 use super::{Grant, GrantFuture, GrantQueryError, GrantSource};
-use passport_core::time::Timestamp;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use passport_core::time::Timestamp;
 use serde::Deserialize;
 
 /// The largest LCD answer read; a node answering more is treated as broken.
@@ -56,7 +56,21 @@ struct ErrorAnswer {
 
 impl LcdGrantSource {
     /// A source for the node at `base_url` (`http://` or `https://host[:port]`, no
-    /// trailing path); an `https://` node is verified as `tls` says (its roots, a private
+    /// trailing path); an `https://` node is verified against the webpki roots.
+    pub fn new(base_url: &str) -> Result<LcdGrantSource, GrantQueryError> {
+        let roots =
+            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| GrantQueryError(format!("chain node TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        LcdGrantSource::with_tls(base_url, tls)
+    }
+
+    /// The same, verifying an `https://` node as `tls` says (its roots, a private
     /// CA, a client certificate for mTLS).
     pub fn with_tls(
         base_url: &str,
@@ -200,13 +214,6 @@ fn percent_encode(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn tls() -> rustls::ClientConfig {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        rustls::ClientConfig::builder()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth()
-    }
-
     #[test]
     fn query_values_are_percent_encoded() {
         assert_eq!(
@@ -218,9 +225,9 @@ mod tests {
 
     #[test]
     fn only_http_and_https_urls_are_accepted() {
-        assert!(LcdGrantSource::with_tls(tls(), "http://127.0.0.1:1317").is_ok());
-        assert!(LcdGrantSource::with_tls(tls(), "https://node.example").is_ok());
-        assert!(LcdGrantSource::with_tls(tls(), "ftp://node.example").is_err());
-        assert!(LcdGrantSource::with_tls(tls(), "not a url").is_err());
+        assert!(LcdGrantSource::new("http://127.0.0.1:1317").is_ok());
+        assert!(LcdGrantSource::new("https://node.example").is_ok());
+        assert!(LcdGrantSource::new("ftp://node.example").is_err());
+        assert!(LcdGrantSource::new("not a url").is_err());
     }
 }

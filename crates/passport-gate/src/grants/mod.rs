@@ -8,10 +8,10 @@ mod lcd;
 #[cfg(feature = "lcd")]
 pub use lcd::LcdGrantSource;
 
-use passport_core::crypto::{check_address, AddressProblem};
-use passport_core::time::Timestamp;
 use moka::future::Cache;
 use moka::Expiry;
+use passport_core::crypto::{check_address, AddressProblem};
+use passport_core::time::Timestamp;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;

@@ -2,15 +2,15 @@
 
 use super::PassportService;
 use crate::attribution::AttributionSender;
-use passport_core::config::{Config, ConfigError, Mode};
 use crate::grants::{GrantCache, START_INFERENCE_MSG};
 use crate::metrics::Metrics;
 use crate::principals::PrincipalAllowlist;
 use crate::replay::{MemoryReplayStore, ReplayStore};
 use crate::revocation::RevocationList;
+use http::HeaderName;
+use passport_core::config::{Config, ConfigError, Mode};
 use passport_core::time::{Clock, SystemClock};
 use passport_core::verifier::Verifier;
-use http::HeaderName;
 use std::sync::Arc;
 use tower::Layer;
 

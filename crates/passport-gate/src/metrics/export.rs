@@ -44,7 +44,12 @@ impl Metrics {
         let descs = FAMILIES
             .iter()
             .map(|(name, help)| {
-                Desc::new((*name).into(), (*help).into(), Vec::new(), Default::default())
+                Desc::new(
+                    (*name).into(),
+                    (*help).into(),
+                    Vec::new(),
+                    Default::default(),
+                )
             })
             .collect::<Result<Vec<_>, _>>()?;
         registry.register(Box::new(LayerCollector {
@@ -123,11 +128,17 @@ impl Collector for LayerCollector {
         let m = &self.metrics;
         let plain = |c: &IntCounter| vec![counter(c.get(), &[])];
         let mut requests = vec![
-            counter(m.passthrough.get(), &[("code", ""), ("outcome", "passthrough")]),
+            counter(
+                m.passthrough.get(),
+                &[("code", ""), ("outcome", "passthrough")],
+            ),
             counter(m.accepted.get(), &[("code", ""), ("outcome", "accepted")]),
         ];
         for (r, c) in Rejection::ALL.iter().zip(m.rejected.iter()) {
-            requests.push(counter(c.get(), &[("code", r.code()), ("outcome", "rejected")]));
+            requests.push(counter(
+                c.get(),
+                &[("code", r.code()), ("outcome", "rejected")],
+            ));
         }
         let cache = m.envelope_cache.stats();
         use MetricType::{COUNTER, GAUGE, HISTOGRAM};
@@ -150,7 +161,10 @@ impl Collector for LayerCollector {
                 14,
                 COUNTER,
                 vec![
-                    counter(m.replay_store_failures[0].get(), &[("action", "fail_closed")]),
+                    counter(
+                        m.replay_store_failures[0].get(),
+                        &[("action", "fail_closed")],
+                    ),
                     counter(m.replay_store_failures[1].get(), &[("action", "fail_open")]),
                 ],
             ),

@@ -1,6 +1,9 @@
 //! The replay store in Redis (the `redis` feature): one record set for every replica.
 
-use super::{ReplayError, ReplayFuture, ReleaseFuture, ReplayRecord, ReplayStore, ReplayVerdict, DEFAULT_RECORDS_PER_PRINCIPAL};
+use super::{
+    ReleaseFuture, ReplayError, ReplayFuture, ReplayRecord, ReplayStore, ReplayVerdict,
+    DEFAULT_RECORDS_PER_PRINCIPAL,
+};
 use crate::redis_client::{Redis, RedisError, Reply};
 use passport_core::time::Timestamp;
 use std::sync::Arc;
@@ -132,4 +135,3 @@ impl ReplayStore for RedisReplayStore {
         })
     }
 }
-
