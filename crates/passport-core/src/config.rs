@@ -37,7 +37,8 @@ pub struct Config {
     pub attribution_queue_cap: usize,
     /// How many serializations of verified passports the cache remembers (each is 32
     /// bytes of key plus a small entry); 0 turns the cache off (every request pays the
-    /// full verification).
+    /// full verification). Default 100,000; 0 in a build without passport-core's `cache`
+    /// feature, which refuses any other value.
     pub envelope_cache_capacity: u64,
     /// How many bytes of verified passports the cache holds at most, counted per entry
     /// from the parsed envelope's sizes (see spec section 6.2).
@@ -81,7 +82,13 @@ impl Default for Config {
             clock_skew_seconds: 30,
             max_body_size: 10 * 1024 * 1024,
             attribution_queue_cap: 1024,
-            envelope_cache_capacity: 100_000,
+            // No cache where the build has none (the `cache` feature): 0 is the only
+            // capacity such a build accepts.
+            envelope_cache_capacity: if crate::verifier::CACHE_AVAILABLE {
+                100_000
+            } else {
+                0
+            },
             envelope_cache_max_bytes: 64 * 1024 * 1024,
             max_passport_bytes: 16 * 1024,
             max_buffered_body_bytes: 256 * 1024 * 1024,

@@ -92,9 +92,18 @@ impl PrincipalKey {
         let Ok(sig) = secp256k1::ecdsa::Signature::from_compact(signature) else {
             return false;
         };
-        let digest: [u8; 32] = Sha256::digest(adr036_sign_bytes(signer, data)).into();
+        self.verify_digest(Sha256::digest(adr036_sign_bytes(signer, data)).into(), &sig)
+    }
+
+    /// Checks an ECDSA signature over a SHA-256 `digest` with libsecp256k1; range and
+    /// low-S are the caller's to check first (both callers refuse a high `s`).
+    pub(crate) fn verify_digest(
+        &self,
+        digest: [u8; 32],
+        sig: &secp256k1::ecdsa::Signature,
+    ) -> bool {
         let message = secp256k1::Message::from_digest(digest);
-        verifier().verify_ecdsa(&message, &sig, &self.key).is_ok()
+        verifier().verify_ecdsa(&message, sig, &self.key).is_ok()
     }
 }
 

@@ -11,13 +11,6 @@ pub const DEFAULT_MAX_AGE_NS: i64 = 10_000_000_000;
 /// How far ahead a timestamp may be: the chain parameter `TimestampAdvance`'s default.
 pub const DEFAULT_MAX_ADVANCE_NS: i64 = 10_000_000_000;
 
-/// libsecp256k1's verification context (immutable; built once).
-fn context() -> &'static secp256k1::Secp256k1<secp256k1::VerifyOnly> {
-    static CONTEXT: std::sync::OnceLock<secp256k1::Secp256k1<secp256k1::VerifyOnly>> =
-        std::sync::OnceLock::new();
-    CONTEXT.get_or_init(secp256k1::Secp256k1::verification_only)
-}
-
 /// Checks a native request signature by `key` over `body`, as a Gonka API node does.
 ///
 /// `node_address` is the transfer address the node signs with when `X-Transfer-Address`
@@ -47,12 +40,11 @@ pub fn verify_native(
     }
     let transfer = headers.transfer_address.as_deref().unwrap_or(node_address);
     let input = native_signed_input(body, headers.timestamp, transfer);
-    let message = secp256k1::Message::from_digest(Sha256::digest(input).into());
-    let public = secp256k1::PublicKey::from_slice(key.compressed())
-        .map_err(|_| NativeSigError::SignatureInvalid)?;
-    context()
-        .verify_ecdsa(&message, &signature, &public)
-        .map_err(|_| NativeSigError::SignatureInvalid)
+    if key.verify_digest(Sha256::digest(input).into(), &signature) {
+        Ok(())
+    } else {
+        Err(NativeSigError::SignatureInvalid)
+    }
 }
 
 /// Decodes `Authorization` into a signature: strict standard base64 of exactly 64 bytes
