@@ -203,10 +203,9 @@ pub fn unsigned(c: &WalletConfig, body: &[u8], now: Timestamp) -> Result<Value, 
     let u = spec
         .unsigned(c.max_ttl_seconds)
         .map_err(WalletError::PassportRefused)?;
-    let envelope = String::from_utf8(u.envelope_json)
-        .map_err(|e| WalletError::PassportRefused(passport_core::mint::MintError(e.to_string())))?;
-    let data = String::from_utf8(u.data)
-        .map_err(|e| WalletError::PassportRefused(passport_core::mint::MintError(e.to_string())))?;
+    // Both are written by serde_json and the JCS writer, which only write UTF-8.
+    let envelope = String::from_utf8_lossy(&u.envelope_json).into_owned();
+    let data = String::from_utf8_lossy(&u.data).into_owned();
     Ok(json!({
         "envelope": envelope,
         "sign_arbitrary": { "chain_id": c.chain_id, "signer": u.signer, "data": data },

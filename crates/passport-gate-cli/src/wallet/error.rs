@@ -2,13 +2,13 @@
 //! stable code, an HTTP status, a one-line message and the form field it belongs to, so
 //! the page shows every refusal next to the control that caused it.
 
-use passport_core::mint::MintError;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
+use passport_core::mint::MintError;
 
 /// A refused API request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum WalletError {
     /// No such page or API route.
     NotFound,
