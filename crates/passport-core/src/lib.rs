@@ -21,6 +21,7 @@
 pub mod config;
 pub mod crypto;
 pub mod envelope;
+pub mod inspect;
 pub mod keyfile;
 pub mod mint;
 pub mod problem;

@@ -7,9 +7,10 @@ use crate::crypto::{
     PrincipalSecret,
 };
 use crate::envelope::{
-    beneficiary_is_valid, parse_strict, signing_document_of, Envelope, EnvelopeError, Window,
+    beneficiary_is_valid, parse_strict, signing_document_of, Envelope, EnvelopeError,
     AGENT_KEY_TYPE, AUDIENCE, PRINCIPAL_KEY_TYPE, VERSION,
 };
+use crate::inspect::{inspect, InspectError};
 use crate::time::{Timestamp, TimestampError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -621,31 +622,20 @@ impl MintOptions {
 
 /// What `passport-gate inspect` shows, as JSON: the envelope, its ids, the address derived
 /// from `principal_pubkey` and whether the validity window contains `now`. Signatures are
-/// not checked (that is [`verify_json`]).
+/// not checked (that is [`verify_json`]): [`crate::inspect::Inspection::into_json`].
 pub fn inspect_json(passport_b64: &str, prefix: &str, now: Timestamp) -> Result<Value, MintError> {
-    let raw = decode_base64(passport_b64.trim()).ok_or(MintError::PassportNotBase64)?;
-    let envelope_value =
-        serde_json::from_slice::<Value>(&raw).map_err(MintError::PassportNotJson)?;
-    let e = Envelope::parse(&raw).map_err(MintError::EnvelopeMalformed)?;
-    let derived = decode_base64(&e.principal_pubkey.public_key)
-        .and_then(|b| PrincipalKey::from_compressed(&b))
-        .and_then(|k| k.address(prefix).ok());
-    let state = match e.scope.window_at(now) {
-        Window::Expired => "expired",
-        Window::NotYetValid => "not_yet_valid",
-        Window::Valid => "valid",
-    };
-    Ok(serde_json::json!({
-        "envelope": envelope_value,
-        "envelope_sha256": hex::encode(e.sha256()),
-        "passport_id": hex::encode(e.passport_id()),
-        "derived_address": derived,
-        "address_matches": derived.as_deref() == Some(e.principal_address.as_str()),
-        "issued_at": e.issued_at.to_rfc3339(),
-        "not_before": e.scope.not_before.map(Timestamp::to_rfc3339),
-        "expires_at": e.scope.expires_at.to_rfc3339(),
-        "state": state,
-    }))
+    inspect(passport_b64, prefix, now, None)?
+        .into_json()
+        .map_err(MintError::EnvelopeMalformed)
+}
+
+impl From<InspectError> for MintError {
+    fn from(e: InspectError) -> Self {
+        match e {
+            InspectError::NotBase64 => MintError::PassportNotBase64,
+            InspectError::NotJson(e) => MintError::PassportNotJson(e),
+        }
+    }
 }
 
 /// One request to check with [`verify_json`], as the bindings pass it (JSON).
