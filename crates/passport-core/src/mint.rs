@@ -39,7 +39,7 @@ pub enum MintError {
         max_ttl_seconds: u64,
     },
     /// `not_before` is at or after the expiry: the passport would never be valid.
-    NotBeforeNotBeforeExpiry,
+    NeverValid,
     /// The beneficiary is too long or holds control characters.
     BeneficiaryInvalid,
     /// No principal address can be derived under the prefix.
@@ -135,7 +135,7 @@ impl fmt::Display for MintError {
                 f,
                 "the passport would live {lifetime_seconds} s, more than the {max_ttl_seconds} s a verifier accepts (raise --max-ttl-seconds only if the gateway's max_ttl_seconds is raised too)"
             ),
-            MintError::NotBeforeNotBeforeExpiry => f.write_str(
+            MintError::NeverValid => f.write_str(
                 "not_before must be before expires_at, or the passport is never valid",
             ),
             MintError::BeneficiaryInvalid => f.write_str(
@@ -331,7 +331,7 @@ impl PassportSpec {
             });
         }
         if self.not_before.is_some_and(|nb| nb >= self.expires_at) {
-            return Err(MintError::NotBeforeNotBeforeExpiry);
+            return Err(MintError::NeverValid);
         }
         if let Some(b) = &self.beneficiary {
             if !beneficiary_is_valid(b) {
