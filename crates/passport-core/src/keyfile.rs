@@ -1,10 +1,11 @@
 //! Key files for the agent-builder tools: JSON with the secret in hex and the public key
 //! in base64, or a file holding only the 64-hex-digit secret.
 
-use crate::crypto::{AgentSecret, PrincipalSecret};
+use crate::crypto::{AddressError, AgentSecret, PrincipalSecret};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 
 /// Which kind of key a file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,17 +34,114 @@ pub struct KeyFile {
     pub address: Option<String>,
 }
 
-/// A key file that cannot be used.
+/// A key file that cannot be read, used or written. `origin` names where the text came
+/// from (a path, or what a binding called it).
 #[derive(Debug)]
-pub struct KeyFileError(pub String);
+#[non_exhaustive]
+pub enum KeyFileError {
+    /// The file could not be read.
+    Read {
+        /// The key file's path.
+        path: PathBuf,
+        /// Why reading failed.
+        source: io::Error,
+    },
+    /// The text starts like JSON but is not a key file.
+    NotAKeyFile {
+        /// Where the text came from.
+        origin: String,
+        /// Why the JSON was refused.
+        source: serde_json::Error,
+    },
+    /// The key file holds another kind of key than the one asked for.
+    WrongKind {
+        /// Where the text came from.
+        origin: String,
+        /// The kind the file holds.
+        found: KeyKind,
+        /// The kind asked for.
+        expected: KeyKind,
+    },
+    /// The secret is not exactly 64 hex digits.
+    SecretNotHex {
+        /// Where the text came from.
+        origin: String,
+    },
+    /// The 32 bytes are not a valid secp256k1 secret key (zero or not below the order).
+    InvalidSecp256k1 {
+        /// Where the text came from.
+        origin: String,
+    },
+    /// No address can be derived for the principal key under the prefix.
+    Address(AddressError),
+    /// The key file could not be serialized.
+    Serialize(serde_json::Error),
+    /// The file could not be created (it must not exist yet).
+    Create {
+        /// The key file's path.
+        path: PathBuf,
+        /// Why creating failed.
+        source: io::Error,
+    },
+    /// The file was created but could not be written.
+    Write {
+        /// The key file's path.
+        path: PathBuf,
+        /// Why writing failed.
+        source: io::Error,
+    },
+}
 
 impl fmt::Display for KeyFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            KeyFileError::Read { path, source } => {
+                write!(f, "cannot read key file {}: {source}", path.display())
+            }
+            KeyFileError::NotAKeyFile { origin, source } => {
+                write!(f, "{origin} is not a key file: {source}")
+            }
+            KeyFileError::WrongKind {
+                origin,
+                found,
+                expected,
+            } => write!(f, "{origin} holds a {found:?} key, not a {expected:?} key"),
+            KeyFileError::SecretNotHex { origin } => {
+                write!(f, "{origin}: the secret must be exactly 64 hex digits")
+            }
+            KeyFileError::InvalidSecp256k1 { origin } => {
+                write!(f, "{origin}: not a valid secp256k1 secret key")
+            }
+            KeyFileError::Address(e) => e.fmt(f),
+            KeyFileError::Serialize(e) => e.fmt(f),
+            KeyFileError::Create { path, source } => write!(
+                f,
+                "cannot create {} (it must not exist yet): {source}",
+                path.display()
+            ),
+            KeyFileError::Write { path, source } => {
+                write!(f, "cannot write {}: {source}", path.display())
+            }
+        }
     }
 }
 
-impl std::error::Error for KeyFileError {}
+impl std::error::Error for KeyFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KeyFileError::Read { source, .. }
+            | KeyFileError::Create { source, .. }
+            | KeyFileError::Write { source, .. } => Some(source),
+            KeyFileError::NotAKeyFile { source, .. } | KeyFileError::Serialize(source) => {
+                Some(source)
+            }
+            KeyFileError::Address(e) => Some(e),
+            KeyFileError::WrongKind { .. }
+            | KeyFileError::SecretNotHex { .. }
+            | KeyFileError::InvalidSecp256k1 { .. } => None,
+        }
+    }
+}
 
 impl KeyFile {
     /// The key file for a principal key, with its address under `prefix`.
@@ -54,11 +152,7 @@ impl KeyFile {
             key_type: "secp256k1".into(),
             secret_key: hex::encode(secret.to_bytes()),
             public_key: public.to_base64(),
-            address: Some(
-                public
-                    .address(prefix)
-                    .map_err(|e| KeyFileError(e.to_string()))?,
-            ),
+            address: Some(public.address(prefix).map_err(KeyFileError::Address)?),
         })
     }
 
@@ -76,8 +170,10 @@ impl KeyFile {
 
 /// Reads the 32-byte secret from a key file of `kind`, or from a bare 64-hex-digit secret.
 fn read_secret(path: &Path, kind: KeyKind) -> Result<[u8; 32], KeyFileError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| KeyFileError(format!("cannot read key file {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     parse_secret(&text, &path.display().to_string(), kind)
 }
 
@@ -86,23 +182,25 @@ fn read_secret(path: &Path, kind: KeyKind) -> Result<[u8; 32], KeyFileError> {
 fn parse_secret(text: &str, origin: &str, kind: KeyKind) -> Result<[u8; 32], KeyFileError> {
     let trimmed = text.trim();
     let hex_secret = if trimmed.starts_with('{') {
-        let file: KeyFile = serde_json::from_str(trimmed)
-            .map_err(|e| KeyFileError(format!("{origin} is not a key file: {e}")))?;
+        let file: KeyFile =
+            serde_json::from_str(trimmed).map_err(|source| KeyFileError::NotAKeyFile {
+                origin: origin.to_owned(),
+                source,
+            })?;
         if file.kind != kind {
-            return Err(KeyFileError(format!(
-                "{origin} holds a {:?} key, not a {:?} key",
-                file.kind, kind
-            )));
+            return Err(KeyFileError::WrongKind {
+                origin: origin.to_owned(),
+                found: file.kind,
+                expected: kind,
+            });
         }
         file.secret_key
     } else {
         trimmed.to_owned()
     };
     let mut secret = [0u8; 32];
-    hex::decode_to_slice(&hex_secret, &mut secret).map_err(|_| {
-        KeyFileError(format!(
-            "{origin}: the secret must be exactly 64 hex digits"
-        ))
+    hex::decode_to_slice(&hex_secret, &mut secret).map_err(|_| KeyFileError::SecretNotHex {
+        origin: origin.to_owned(),
     })?;
     Ok(secret)
 }
@@ -121,8 +219,9 @@ pub fn load_agent_secret(path: &Path) -> Result<AgentSecret, KeyFileError> {
 }
 
 fn principal_from_bytes(bytes: [u8; 32], origin: &str) -> Result<PrincipalSecret, KeyFileError> {
-    PrincipalSecret::from_bytes(&bytes)
-        .ok_or_else(|| KeyFileError(format!("{origin}: not a valid secp256k1 secret key")))
+    PrincipalSecret::from_bytes(&bytes).ok_or_else(|| KeyFileError::InvalidSecp256k1 {
+        origin: origin.to_owned(),
+    })
 }
 
 /// A principal secret key from the text of a key file (or a bare 64-hex-digit secret),
@@ -140,7 +239,7 @@ pub fn parse_agent_secret(text: &str, origin: &str) -> Result<AgentSecret, KeyFi
 pub fn key_file_text(file: &KeyFile) -> Result<String, KeyFileError> {
     serde_json::to_string_pretty(file)
         .map(|json| json + "\n")
-        .map_err(|e| KeyFileError(e.to_string()))
+        .map_err(KeyFileError::Serialize)
 }
 
 /// Writes a secret key file as `keygen --out` does: created new (an existing file is an
@@ -155,14 +254,15 @@ pub fn write_key_file(path: &Path, file: &KeyFile) -> Result<(), KeyFileError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut f = options.open(path).map_err(|e| {
-        KeyFileError(format!(
-            "cannot create {} (it must not exist yet): {e}",
-            path.display()
-        ))
+    let mut f = options.open(path).map_err(|source| KeyFileError::Create {
+        path: path.to_owned(),
+        source,
     })?;
     f.write_all(text.as_bytes())
-        .map_err(|e| KeyFileError(format!("cannot write {}: {e}", path.display())))
+        .map_err(|source| KeyFileError::Write {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -191,14 +291,25 @@ mod tests {
     fn the_wrong_kind_and_bad_hex_are_clear_errors() {
         let file = KeyFile::agent(&AgentSecret::from_bytes(&[2u8; 32]));
         let p = temp("a.json", &serde_json::to_string(&file).unwrap());
-        let err = load_principal_secret(&p).unwrap_err().to_string();
+        let err = load_principal_secret(&p).unwrap_err();
+        assert!(matches!(
+            err,
+            KeyFileError::WrongKind {
+                found: KeyKind::Agent,
+                expected: KeyKind::Principal,
+                ..
+            }
+        ));
+        let err = err.to_string();
         assert!(err.contains("not a Principal key"), "{err}");
         let bad = temp("bad.hex", "abc");
-        assert!(load_agent_secret(&bad)
-            .unwrap_err()
-            .to_string()
-            .contains("64 hex digits"));
-        assert!(load_agent_secret(Path::new("/nonexistent/key")).is_err());
+        let err = load_agent_secret(&bad).unwrap_err();
+        assert!(matches!(err, KeyFileError::SecretNotHex { .. }));
+        assert!(err.to_string().contains("64 hex digits"));
+        assert!(matches!(
+            load_agent_secret(Path::new("/nonexistent/key")),
+            Err(KeyFileError::Read { .. })
+        ));
     }
 
     #[test]
@@ -216,11 +327,10 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let again = write_key_file(&path, &KeyFile::agent(&AgentSecret::from_bytes(&[4u8; 32])));
-        assert!(again
-            .unwrap_err()
-            .to_string()
-            .contains("must not exist yet"));
+        let again = write_key_file(&path, &KeyFile::agent(&AgentSecret::from_bytes(&[4u8; 32])))
+            .unwrap_err();
+        assert!(matches!(again, KeyFileError::Create { .. }));
+        assert!(again.to_string().contains("must not exist yet"));
         assert_eq!(load_agent_secret(&path).unwrap().to_bytes(), [3u8; 32]);
     }
 

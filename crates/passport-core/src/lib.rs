@@ -2,10 +2,10 @@
 //!
 //! Bytes and a clock in, a verdict out: the envelope ([`envelope`]) and its RFC 8785 form,
 //! the keys and signatures ([`crypto`]), the verifier ([`verifier`], steps 2 to 11 of the
-//! spec's verification order), and the agent-builder side ([`mint`], [`keyfile`]). It
-//! compiles no async runtime and no HTTP stack: the tower layer (`passport-gate`), the
-//! gateway binary, the conformance runner and the Python and Node bindings all call this
-//! crate, and none re-implements a check.
+//! spec's verification order), and the agent-builder side ([`mint`], [`keyfile`],
+//! [`inspect`]). It compiles no async runtime and no HTTP stack: the tower layer
+//! (`passport-gate`), the gateway binary, the conformance runner and the Python and Node
+//! bindings all call this crate, and none re-implements a check.
 //!
 //! ```
 //! use passport_core::{Config, Verifier};
@@ -22,6 +22,7 @@ pub mod config;
 pub mod crypto;
 pub mod envelope;
 pub mod gonka;
+pub mod inspect;
 pub mod keyfile;
 pub mod mint;
 pub mod problem;

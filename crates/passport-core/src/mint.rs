@@ -1,32 +1,227 @@
 //! Agent-builder tools as a library: mint a passport, complete one signed by a wallet,
 //! sign a request. The `passport-gate` CLI is a thin layer over these functions.
 
+use crate::config::ConfigError;
 use crate::crypto::{
-    decode_base64, encode_base64, AgentKey, AgentSecret, PrincipalKey, PrincipalSecret,
+    decode_base64, encode_base64, AddressError, AgentKey, AgentSecret, PrincipalKey,
+    PrincipalSecret,
 };
 use crate::envelope::{
-    beneficiary_is_valid, parse_strict, signing_document_of, Envelope, Window, AGENT_KEY_TYPE,
-    AUDIENCE, PRINCIPAL_KEY_TYPE, VERSION,
+    beneficiary_is_valid, parse_strict, signing_document_of, Envelope, EnvelopeError,
+    AGENT_KEY_TYPE, AUDIENCE, PRINCIPAL_KEY_TYPE, VERSION,
 };
-use crate::time::Timestamp;
+use crate::inspect::{inspect, InspectError};
+use crate::time::{Timestamp, TimestampError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
 
-/// Why a passport could not be minted or a request signed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MintError(pub String);
+/// Why a passport could not be minted, completed, inspected or a request signed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MintError {
+    /// The chain id is empty.
+    ChainIdEmpty,
+    /// The agent id is empty.
+    AgentIdEmpty,
+    /// The expiry is not after the issue time.
+    ExpiryNotAfterIssue {
+        /// The issue time.
+        issued_at: Timestamp,
+        /// The expiry.
+        expires_at: Timestamp,
+    },
+    /// The lifetime is longer than a verifier accepts.
+    LifetimeTooLong {
+        /// The passport's lifetime, in whole seconds.
+        lifetime_seconds: i128,
+        /// The verifier's maximum.
+        max_ttl_seconds: u64,
+    },
+    /// `not_before` is at or after the expiry: the passport would never be valid.
+    NeverValid,
+    /// The beneficiary is too long or holds control characters.
+    BeneficiaryInvalid,
+    /// No principal address can be derived under the prefix.
+    Address(AddressError),
+    /// JSON could not be written or read back (never expected for our own output).
+    Json(serde_json::Error),
+    /// The envelope we built or completed does not parse.
+    Envelope(EnvelopeError),
+    /// The principal secret key is not the key the passport names.
+    SecretKeyMismatch,
+    /// The unsigned envelope is not strict JSON.
+    UnsignedNotJson(serde_json::Error),
+    /// The unsigned envelope is not a JSON object.
+    UnsignedNotObject,
+    /// The unsigned envelope's `principal_sig` is not `""`.
+    UnsignedAlreadySigned,
+    /// The wallet's signature is not strict standard base64.
+    SignatureNotBase64,
+    /// `principal_pubkey` in the envelope is not a compressed secp256k1 key.
+    PrincipalKeyInvalid,
+    /// `principal_address` is not the address of `principal_pubkey` under the prefix.
+    AddressMismatch {
+        /// The address the envelope names.
+        claimed: String,
+        /// The address derived from `principal_pubkey`.
+        derived: String,
+    },
+    /// The wallet's signature does not verify for the envelope and address.
+    SignatureInvalid,
+    /// The passport is not strict standard base64.
+    PassportNotBase64,
+    /// The passport does not parse as an envelope (signing).
+    PassportMalformed(EnvelopeError),
+    /// The agent key is not the passport's `agent_pubkey`.
+    AgentKeyMismatch,
+    /// A request field is too long to be framed in the signing payload.
+    RequestFieldTooLong,
+    /// A time option is not an RFC 3339 timestamp.
+    Time {
+        /// The option's name, e.g. `not_before` or `--now`.
+        option: &'static str,
+        /// Why the timestamp was refused.
+        source: TimestampError,
+    },
+    /// The mint options object does not deserialize.
+    MintOptions(serde_json::Error),
+    /// Both `ttl_seconds` and `expires_at` are given.
+    TtlAndExpiry,
+    /// `ttl_seconds` is zero or negative.
+    TtlNotPositive {
+        /// The refused lifetime.
+        ttl_seconds: i64,
+    },
+    /// Neither `ttl_seconds` nor `expires_at` is given.
+    NoExpiry,
+    /// `agent_pubkey` is not base64 of a valid Ed25519 key.
+    AgentPubkeyInvalid,
+    /// `principal_pubkey` was given to a mint with a secret key.
+    PrincipalPubkeyWithSecret,
+    /// `principal_pubkey` (the unsigned flow) is not base64 of a compressed secp256k1 key.
+    PrincipalPubkeyInvalid,
+    /// The passport decodes but is not JSON (inspection).
+    PassportNotJson(serde_json::Error),
+    /// The passport is JSON but not a well-formed envelope (inspection).
+    EnvelopeMalformed(EnvelopeError),
+    /// The verify options object does not deserialize.
+    VerifyOptions(serde_json::Error),
+    /// The verifier refused its configuration.
+    Config(Vec<ConfigError>),
+    /// The request target is not origin-form.
+    UriNotOriginForm {
+        /// The refused target.
+        uri: String,
+    },
+}
 
 impl fmt::Display for MintError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            MintError::ChainIdEmpty => f.write_str("the chain id must not be empty"),
+            MintError::AgentIdEmpty => f.write_str("the agent id must not be empty"),
+            MintError::ExpiryNotAfterIssue {
+                issued_at,
+                expires_at,
+            } => write!(
+                f,
+                "expires_at ({expires_at}) must be after issued_at ({issued_at})"
+            ),
+            MintError::LifetimeTooLong {
+                lifetime_seconds,
+                max_ttl_seconds,
+            } => write!(
+                f,
+                "the passport would live {lifetime_seconds} s, more than the {max_ttl_seconds} s a verifier accepts (raise --max-ttl-seconds only if the gateway's max_ttl_seconds is raised too)"
+            ),
+            MintError::NeverValid => f.write_str(
+                "not_before must be before expires_at, or the passport is never valid",
+            ),
+            MintError::BeneficiaryInvalid => f.write_str(
+                "the beneficiary must be at most 255 bytes with no control characters",
+            ),
+            MintError::Address(e) => e.fmt(f),
+            MintError::Json(e) => e.fmt(f),
+            MintError::Envelope(e) => e.fmt(f),
+            MintError::SecretKeyMismatch => {
+                f.write_str("the principal secret key does not match the principal public key")
+            }
+            MintError::UnsignedNotJson(e) => write!(f, "the envelope is not valid JSON: {e}"),
+            MintError::UnsignedNotObject => f.write_str("the envelope must be a JSON object"),
+            MintError::UnsignedAlreadySigned => {
+                f.write_str("the envelope must carry \"principal_sig\": \"\" before signing")
+            }
+            MintError::SignatureNotBase64 => {
+                f.write_str("the signature is not strict standard base64")
+            }
+            MintError::PrincipalKeyInvalid => {
+                f.write_str("principal_pubkey is not a compressed secp256k1 key")
+            }
+            MintError::AddressMismatch { claimed, derived } => write!(
+                f,
+                "principal_address {claimed} is not the address of principal_pubkey ({derived})"
+            ),
+            MintError::SignatureInvalid => f.write_str("the signature does not verify: sign exactly the data printed by `mint --unsigned`, as the principal address"),
+            MintError::PassportNotBase64 => f.write_str("the passport is not strict standard base64"),
+            MintError::PassportMalformed(e) => write!(f, "the passport is malformed: {e}"),
+            MintError::AgentKeyMismatch => {
+                f.write_str("the agent key does not match the passport's agent_pubkey")
+            }
+            MintError::RequestFieldTooLong => f.write_str("a request field is longer than 4 GiB"),
+            MintError::Time { option, source } => write!(f, "{option}: {source}"),
+            MintError::MintOptions(e) => write!(f, "mint options: {e}"),
+            MintError::TtlAndExpiry => f.write_str("give ttl_seconds or expires_at, not both"),
+            MintError::TtlNotPositive { ttl_seconds } => {
+                write!(f, "ttl_seconds {ttl_seconds}: must be positive")
+            }
+            MintError::NoExpiry => f.write_str("give ttl_seconds or expires_at"),
+            MintError::AgentPubkeyInvalid => {
+                f.write_str("agent_pubkey is not base64 of a valid Ed25519 key")
+            }
+            MintError::PrincipalPubkeyWithSecret => f.write_str(
+                "principal_pubkey is for the unsigned flow; minting uses the secret key's own",
+            ),
+            MintError::PrincipalPubkeyInvalid => {
+                f.write_str("principal_pubkey is not base64 of a compressed secp256k1 key")
+            }
+            MintError::PassportNotJson(e) => write!(f, "the passport is not JSON: {e}"),
+            MintError::EnvelopeMalformed(e) => write!(f, "malformed envelope: {e}"),
+            MintError::VerifyOptions(e) => write!(f, "verify options: {e}"),
+            MintError::Config(errs) => {
+                for (i, e) in errs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    e.fmt(f)?;
+                }
+                Ok(())
+            }
+            MintError::UriNotOriginForm { uri } => write!(
+                f,
+                "--uri {uri:?}: expected an origin-form target (/path?query, no scheme, host or #fragment)"
+            ),
+        }
     }
 }
 
-impl std::error::Error for MintError {}
-
-fn err<T>(msg: impl Into<String>) -> Result<T, MintError> {
-    Err(MintError(msg.into()))
+impl std::error::Error for MintError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MintError::Address(e) => Some(e),
+            MintError::Json(e)
+            | MintError::UnsignedNotJson(e)
+            | MintError::MintOptions(e)
+            | MintError::PassportNotJson(e)
+            | MintError::VerifyOptions(e) => Some(e),
+            MintError::Envelope(e)
+            | MintError::PassportMalformed(e)
+            | MintError::EnvelopeMalformed(e) => Some(e),
+            MintError::Time { source, .. } => Some(source),
+            MintError::Config(errs) => errs.first().map(|e| e as _),
+            _ => None,
+        }
+    }
 }
 
 /// Everything a principal decides when it issues a passport.
@@ -70,7 +265,7 @@ impl UnsignedPassport {
     /// "sign_arbitrary": {"signer": ..., "data": ...}}`.
     pub fn to_json(&self) -> Result<Value, MintError> {
         Ok(serde_json::json!({
-            "envelope": serde_json::from_slice::<Value>(&self.envelope_json).map_err(|e| MintError(e.to_string()))?,
+            "envelope": serde_json::from_slice::<Value>(&self.envelope_json).map_err(MintError::Json)?,
             "sign_arbitrary": {
                 "signer": self.signer,
                 "data": String::from_utf8_lossy(&self.data),
@@ -117,30 +312,30 @@ impl PassportSpec {
     /// `not_before` at or after expiry, an invalid beneficiary.
     pub fn check(&self, max_ttl_seconds: u64) -> Result<(), MintError> {
         if self.chain_id.is_empty() {
-            return err("the chain id must not be empty");
+            return Err(MintError::ChainIdEmpty);
         }
         if self.agent_id.is_empty() {
-            return err("the agent id must not be empty");
+            return Err(MintError::AgentIdEmpty);
         }
         let lifetime = self.expires_at.nanos_since(self.issued_at);
         if lifetime <= 0 {
-            return err(format!(
-                "expires_at ({}) must be after issued_at ({})",
-                self.expires_at, self.issued_at
-            ));
+            return Err(MintError::ExpiryNotAfterIssue {
+                issued_at: self.issued_at,
+                expires_at: self.expires_at,
+            });
         }
         if lifetime > i128::from(max_ttl_seconds) * 1_000_000_000 {
-            return err(format!(
-                "the passport would live {} s, more than the {max_ttl_seconds} s a verifier accepts (raise --max-ttl-seconds only if the gateway's max_ttl_seconds is raised too)",
-                lifetime / 1_000_000_000
-            ));
+            return Err(MintError::LifetimeTooLong {
+                lifetime_seconds: lifetime / 1_000_000_000,
+                max_ttl_seconds,
+            });
         }
         if self.not_before.is_some_and(|nb| nb >= self.expires_at) {
-            return err("not_before must be before expires_at, or the passport is never valid");
+            return Err(MintError::NeverValid);
         }
         if let Some(b) = &self.beneficiary {
             if !beneficiary_is_valid(b) {
-                return err("the beneficiary must be at most 255 bytes with no control characters");
+                return Err(MintError::BeneficiaryInvalid);
             }
         }
         Ok(())
@@ -150,7 +345,7 @@ impl PassportSpec {
         let address = self
             .principal_key
             .address(&self.address_prefix)
-            .map_err(|e| MintError(e.to_string()))?;
+            .map_err(MintError::Address)?;
         let out = EnvelopeOut {
             v: VERSION,
             audience: AUDIENCE,
@@ -174,7 +369,7 @@ impl PassportSpec {
             issued_at: self.issued_at.to_rfc3339(),
             principal_sig,
         };
-        serde_json::to_vec(&out).map_err(|e| MintError(e.to_string()))
+        serde_json::to_vec(&out).map_err(MintError::Json)
     }
 
     /// The envelope and the exact ADR-036 `data` and signer for a wallet to sign.
@@ -182,11 +377,11 @@ impl PassportSpec {
         self.check(max_ttl_seconds)?;
         let envelope_json = self.envelope_json("")?;
         Ok(UnsignedPassport {
-            data: signing_document_of(&envelope_json).map_err(|e| MintError(e.to_string()))?,
+            data: signing_document_of(&envelope_json).map_err(MintError::Envelope)?,
             signer: self
                 .principal_key
                 .address(&self.address_prefix)
-                .map_err(|e| MintError(e.to_string()))?,
+                .map_err(MintError::Address)?,
             envelope_json,
         })
     }
@@ -199,7 +394,7 @@ impl PassportSpec {
         max_ttl_seconds: u64,
     ) -> Result<String, MintError> {
         if secret.public_key() != self.principal_key {
-            return err("the principal secret key does not match the principal public key");
+            return Err(MintError::SecretKeyMismatch);
         }
         let unsigned = self.unsigned(max_ttl_seconds)?;
         let sig = secret.sign_adr036(&unsigned.signer, &unsigned.data);
@@ -215,37 +410,33 @@ pub fn attach_signature(
     signature_b64: &str,
     address_prefix: &str,
 ) -> Result<String, MintError> {
-    let mut value = parse_strict(unsigned_json)
-        .map_err(|e| MintError(format!("the envelope is not valid JSON: {e}")))?;
+    let mut value = parse_strict(unsigned_json).map_err(MintError::UnsignedNotJson)?;
     let Some(obj) = value.as_object_mut() else {
-        return err("the envelope must be a JSON object");
+        return Err(MintError::UnsignedNotObject);
     };
     if obj.get("principal_sig") != Some(&Value::String(String::new())) {
-        return err("the envelope must carry \"principal_sig\": \"\" before signing");
+        return Err(MintError::UnsignedAlreadySigned);
     }
-    let sig = decode_base64(signature_b64.trim())
-        .ok_or_else(|| MintError("the signature is not strict standard base64".into()))?;
+    let sig = decode_base64(signature_b64.trim()).ok_or(MintError::SignatureNotBase64)?;
     obj.insert("principal_sig".into(), Value::String(encode_base64(&sig)));
-    let json = serde_json::to_vec(&value).map_err(|e| MintError(e.to_string()))?;
-    let envelope = Envelope::parse(&json).map_err(|e| MintError(e.to_string()))?;
+    let json = serde_json::to_vec(&value).map_err(MintError::Json)?;
+    let envelope = Envelope::parse(&json).map_err(MintError::Envelope)?;
     let key = decode_base64(&envelope.principal_pubkey.public_key)
         .and_then(|b| PrincipalKey::from_compressed(&b))
-        .ok_or_else(|| MintError("principal_pubkey is not a compressed secp256k1 key".into()))?;
-    let derived = key
-        .address(address_prefix)
-        .map_err(|e| MintError(e.to_string()))?;
+        .ok_or(MintError::PrincipalKeyInvalid)?;
+    let derived = key.address(address_prefix).map_err(MintError::Address)?;
     if derived != envelope.principal_address {
-        return err(format!(
-            "principal_address {} is not the address of principal_pubkey ({derived})",
-            envelope.principal_address
-        ));
+        return Err(MintError::AddressMismatch {
+            claimed: envelope.principal_address.clone(),
+            derived,
+        });
     }
     if !key.verify_adr036(
         &envelope.principal_address,
         envelope.signing_document(),
         &sig,
     ) {
-        return err("the signature does not verify: sign exactly the data printed by `mint --unsigned`, as the principal address");
+        return Err(MintError::SignatureInvalid);
     }
     Ok(encode_base64(&json))
 }
@@ -269,12 +460,10 @@ impl AgentSigner {
         chain_id: &str,
     ) -> Result<AgentSigner, MintError> {
         let passport = passport_b64.trim().to_owned();
-        let raw = decode_base64(&passport)
-            .ok_or_else(|| MintError("the passport is not strict standard base64".into()))?;
-        let envelope = Envelope::parse(&raw)
-            .map_err(|e| MintError(format!("the passport is malformed: {e}")))?;
+        let raw = decode_base64(&passport).ok_or(MintError::PassportNotBase64)?;
+        let envelope = Envelope::parse(&raw).map_err(MintError::PassportMalformed)?;
         if envelope.agent_pubkey.public_key != agent.public_key().to_base64() {
-            return err("the agent key does not match the passport's agent_pubkey");
+            return Err(MintError::AgentKeyMismatch);
         }
         Ok(AgentSigner {
             agent,
@@ -294,7 +483,7 @@ impl AgentSigner {
         let sig = self
             .agent
             .sign_request(&self.chain_id, method, uri, &self.envelope_jcs, body)
-            .ok_or_else(|| MintError("a request field is longer than 4 GiB".into()))?;
+            .ok_or(MintError::RequestFieldTooLong)?;
         Ok(encode_base64(&sig))
     }
 }
@@ -360,17 +549,20 @@ fn default_max_ttl_seconds() -> u64 {
     3600
 }
 
-fn option_time(name: &str, value: &Option<String>) -> Result<Option<Timestamp>, MintError> {
+fn option_time(
+    option: &'static str,
+    value: &Option<String>,
+) -> Result<Option<Timestamp>, MintError> {
     value
         .as_deref()
-        .map(|t| Timestamp::parse(t).map_err(|e| MintError(format!("{name}: {e}"))))
+        .map(|t| Timestamp::parse(t).map_err(|source| MintError::Time { option, source }))
         .transpose()
 }
 
 impl MintOptions {
     /// Parses the JSON object a binding sends.
     pub fn from_json(json: &str) -> Result<MintOptions, MintError> {
-        serde_json::from_str(json).map_err(|e| MintError(format!("mint options: {e}")))
+        serde_json::from_str(json).map_err(MintError::MintOptions)
     }
 
     /// The passport these options describe for `principal_key`.
@@ -383,15 +575,15 @@ impl MintOptions {
             self.ttl_seconds,
             option_time("expires_at", &self.expires_at)?,
         ) {
-            (Some(_), Some(_)) => return err("give ttl_seconds or expires_at, not both"),
+            (Some(_), Some(_)) => return Err(MintError::TtlAndExpiry),
             (Some(ttl), None) if ttl > 0 => issued_at.plus_seconds(ttl),
-            (Some(ttl), None) => return err(format!("ttl_seconds {ttl}: must be positive")),
+            (Some(ttl), None) => return Err(MintError::TtlNotPositive { ttl_seconds: ttl }),
             (None, Some(t)) => t,
-            (None, None) => return err("give ttl_seconds or expires_at"),
+            (None, None) => return Err(MintError::NoExpiry),
         };
         let agent_key = decode_base64(&self.agent_pubkey)
             .and_then(|b| AgentKey::from_bytes(&b))
-            .ok_or_else(|| MintError("agent_pubkey is not base64 of a valid Ed25519 key".into()))?;
+            .ok_or(MintError::AgentPubkeyInvalid)?;
         Ok(PassportSpec {
             chain_id: self.chain_id.clone(),
             agent_id: self.agent_id.clone(),
@@ -409,9 +601,7 @@ impl MintOptions {
     /// Mints with the principal's secret key: the `X-Agent-Passport` value.
     pub fn mint(&self, secret: &PrincipalSecret) -> Result<String, MintError> {
         if self.principal_pubkey.is_some() {
-            return err(
-                "principal_pubkey is for the unsigned flow; minting uses the secret key's own",
-            );
+            return Err(MintError::PrincipalPubkeyWithSecret);
         }
         self.spec(secret.public_key())?
             .mint(secret, self.max_ttl_seconds)
@@ -425,41 +615,27 @@ impl MintOptions {
             .as_deref()
             .and_then(decode_base64)
             .and_then(|b| PrincipalKey::from_compressed(&b))
-            .ok_or_else(|| {
-                MintError("principal_pubkey is not base64 of a compressed secp256k1 key".into())
-            })?;
+            .ok_or(MintError::PrincipalPubkeyInvalid)?;
         self.spec(key)?.unsigned(self.max_ttl_seconds)?.to_json()
     }
 }
 
 /// What `passport-gate inspect` shows, as JSON: the envelope, its ids, the address derived
 /// from `principal_pubkey` and whether the validity window contains `now`. Signatures are
-/// not checked (that is [`verify_json`]).
+/// not checked (that is [`verify_json`]): [`crate::inspect::Inspection::into_json`].
 pub fn inspect_json(passport_b64: &str, prefix: &str, now: Timestamp) -> Result<Value, MintError> {
-    let raw = decode_base64(passport_b64.trim())
-        .ok_or_else(|| MintError("the passport is not strict standard base64".into()))?;
-    let envelope_value = serde_json::from_slice::<Value>(&raw)
-        .map_err(|e| MintError(format!("the passport is not JSON: {e}")))?;
-    let e = Envelope::parse(&raw).map_err(|e| MintError(format!("malformed envelope: {e}")))?;
-    let derived = decode_base64(&e.principal_pubkey.public_key)
-        .and_then(|b| PrincipalKey::from_compressed(&b))
-        .and_then(|k| k.address(prefix).ok());
-    let state = match e.scope.window_at(now) {
-        Window::Expired => "expired",
-        Window::NotYetValid => "not_yet_valid",
-        Window::Valid => "valid",
-    };
-    Ok(serde_json::json!({
-        "envelope": envelope_value,
-        "envelope_sha256": hex::encode(e.sha256()),
-        "passport_id": hex::encode(e.passport_id()),
-        "derived_address": derived,
-        "address_matches": derived.as_deref() == Some(e.principal_address.as_str()),
-        "issued_at": e.issued_at.to_rfc3339(),
-        "not_before": e.scope.not_before.map(Timestamp::to_rfc3339),
-        "expires_at": e.scope.expires_at.to_rfc3339(),
-        "state": state,
-    }))
+    inspect(passport_b64, prefix, now, None)?
+        .into_json()
+        .map_err(MintError::EnvelopeMalformed)
+}
+
+impl From<InspectError> for MintError {
+    fn from(e: InspectError) -> Self {
+        match e {
+            InspectError::NotBase64 => MintError::PassportNotBase64,
+            InspectError::NotJson(e) => MintError::PassportNotJson(e),
+        }
+    }
 }
 
 /// One request to check with [`verify_json`], as the bindings pass it (JSON).
@@ -490,7 +666,7 @@ pub struct VerifyOptions {
 impl VerifyOptions {
     /// Parses the JSON object a binding sends.
     pub fn from_json(json: &str) -> Result<VerifyOptions, MintError> {
-        serde_json::from_str(json).map_err(|e| MintError(format!("verify options: {e}")))
+        serde_json::from_str(json).map_err(MintError::VerifyOptions)
     }
 }
 
@@ -516,19 +692,9 @@ pub fn verify_json(options: &VerifyOptions, body: &[u8]) -> Result<Value, MintEr
         Some(t) => Verifier::with_clock(&config, Arc::new(FixedClock::new(t))),
         None => Verifier::with_clock(&config, Arc::new(SystemClock)),
     }
-    .map_err(|errs| {
-        MintError(
-            errs.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
-    let uri = origin_form_target(&options.uri).ok_or_else(|| {
-        MintError(format!(
-            "--uri {:?}: expected an origin-form target (/path?query, no scheme, host or #fragment)",
-            options.uri
-        ))
+    .map_err(MintError::Config)?;
+    let uri = origin_form_target(&options.uri).ok_or_else(|| MintError::UriNotOriginForm {
+        uri: options.uri.clone(),
     })?;
     let mut headers = http::HeaderMap::new();
     let mut unsendable = false;
@@ -608,13 +774,26 @@ mod tests {
     fn minting_refuses_what_a_default_verifier_rejects() {
         let (mut s, p, _) = spec();
         s.expires_at = s.issued_at.plus_seconds(3601);
-        assert!(s.mint(&p, 3600).unwrap_err().0.contains("3600"));
+        assert!(matches!(
+            s.mint(&p, 3600),
+            Err(MintError::LifetimeTooLong {
+                lifetime_seconds: 3601,
+                max_ttl_seconds: 3600
+            })
+        ));
+        assert!(s.mint(&p, 3600).unwrap_err().to_string().contains("3600"));
         assert!(s.mint(&p, 7200).is_ok());
         s.expires_at = s.issued_at;
-        assert!(s.mint(&p, 3600).is_err());
+        assert!(matches!(
+            s.mint(&p, 3600),
+            Err(MintError::ExpiryNotAfterIssue { .. })
+        ));
         let (mut s, p, _) = spec();
         s.beneficiary = Some("a\nb".into());
-        assert!(s.mint(&p, 3600).is_err());
+        assert!(matches!(
+            s.mint(&p, 3600),
+            Err(MintError::BeneficiaryInvalid)
+        ));
     }
 
     #[test]
@@ -627,7 +806,10 @@ mod tests {
         assert!(Envelope::parse(&decode_base64(&header).unwrap()).is_ok());
         let other = PrincipalSecret::from_bytes(&[13u8; 32]).unwrap();
         let bad = other.sign_adr036(&unsigned.signer, &unsigned.data);
-        assert!(attach_signature(&unsigned.envelope_json, &encode_base64(&bad), "gonka").is_err());
+        assert!(matches!(
+            attach_signature(&unsigned.envelope_json, &encode_base64(&bad), "gonka"),
+            Err(MintError::SignatureInvalid)
+        ));
     }
 
     #[test]
@@ -636,7 +818,10 @@ mod tests {
         let passport = s.mint(&p, 3600).unwrap();
         assert!(sign_request(&a, &passport, "gonka-mainnet", "POST", "/v1", b"{}").is_ok());
         let other = AgentSecret::from_bytes(&[14u8; 32]);
-        assert!(sign_request(&other, &passport, "gonka-mainnet", "POST", "/v1", b"{}").is_err());
+        assert!(matches!(
+            sign_request(&other, &passport, "gonka-mainnet", "POST", "/v1", b"{}"),
+            Err(MintError::AgentKeyMismatch)
+        ));
     }
 
     fn options(extra: serde_json::Value) -> MintOptions {
@@ -656,17 +841,29 @@ mod tests {
         let (_, p, _) = spec();
         let both =
             options(serde_json::json!({"ttl_seconds": 60, "expires_at": "2026-05-21T12:01:00Z"}));
+        assert!(matches!(both.mint(&p), Err(MintError::TtlAndExpiry)));
         assert_eq!(
-            both.mint(&p).unwrap_err().0,
+            both.mint(&p).unwrap_err().to_string(),
             "give ttl_seconds or expires_at, not both"
         );
+        assert!(matches!(
+            options(serde_json::json!({})).mint(&p),
+            Err(MintError::NoExpiry)
+        ));
         assert_eq!(
-            options(serde_json::json!({})).mint(&p).unwrap_err().0,
+            options(serde_json::json!({}))
+                .mint(&p)
+                .unwrap_err()
+                .to_string(),
             "give ttl_seconds or expires_at"
         );
         let negative = options(serde_json::json!({"ttl_seconds": -5}));
+        assert!(matches!(
+            negative.mint(&p),
+            Err(MintError::TtlNotPositive { ttl_seconds: -5 })
+        ));
         assert_eq!(
-            negative.mint(&p).unwrap_err().0,
+            negative.mint(&p).unwrap_err().to_string(),
             "ttl_seconds -5: must be positive"
         );
         assert!(options(serde_json::json!({"ttl_seconds": 60}))
@@ -684,7 +881,15 @@ mod tests {
         let o = options(
             serde_json::json!({"ttl_seconds": 60, "principal_pubkey": p.public_key().to_base64()}),
         );
-        assert!(o.mint(&p).unwrap_err().0.contains("unsigned flow"));
+        assert!(matches!(
+            o.mint(&p),
+            Err(MintError::PrincipalPubkeyWithSecret)
+        ));
+        assert!(o
+            .mint(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("unsigned flow"));
         assert!(o.unsigned().is_ok());
     }
 
@@ -740,6 +945,9 @@ mod tests {
         );
         let mut absolute = request(&passport, &sig);
         absolute.uri = "http://h/v1".into();
-        assert!(verify_json(&absolute, br#"{"model":"m"}"#).is_err());
+        assert!(matches!(
+            verify_json(&absolute, br#"{"model":"m"}"#),
+            Err(MintError::UriNotOriginForm { .. })
+        ));
     }
 }

@@ -16,12 +16,43 @@ pub struct Timestamp {
 }
 
 /// Why a timestamp string was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TimestampError(&'static str);
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimestampError {
+    /// Shorter than the shortest accepted spelling (`YYYY-MM-DDTHH:MM:SSZ`).
+    TooShort,
+    /// A month, day (for that month and year) outside the calendar.
+    DateOutOfRange,
+    /// An hour, minute or second outside the day; leap seconds are refused.
+    TimeOfDayOutOfRange,
+    /// A fraction of zero or more than nine digits.
+    FractionDigits,
+    /// A numeric offset beyond `±23:59`.
+    OffsetOutOfRange,
+    /// Neither `Z` nor a `±HH:MM` offset closes the string.
+    MissingOffset,
+    /// A separator (`-`, `T`, `:`) is not where the profile puts it.
+    UnexpectedCharacter,
+    /// The string ends inside a field.
+    Truncated,
+    /// A field holds something other than ASCII digits.
+    ExpectedDigit,
+}
 
 impl fmt::Display for TimestampError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "not an RFC 3339 timestamp: {}", self.0)
+        let reason = match self {
+            TimestampError::TooShort => "too short",
+            TimestampError::DateOutOfRange => "date out of range",
+            TimestampError::TimeOfDayOutOfRange => "time of day out of range",
+            TimestampError::FractionDigits => "fraction must have one to nine digits",
+            TimestampError::OffsetOutOfRange => "offset out of range",
+            TimestampError::MissingOffset => "expected Z or a ±HH:MM offset at the end",
+            TimestampError::UnexpectedCharacter => "unexpected character",
+            TimestampError::Truncated => "truncated",
+            TimestampError::ExpectedDigit => "expected a digit",
+        };
+        write!(f, "not an RFC 3339 timestamp: {reason}")
     }
 }
 
@@ -78,7 +109,7 @@ impl Timestamp {
     pub fn parse(s: &str) -> Result<Self, TimestampError> {
         let b = s.as_bytes();
         if b.len() < 20 {
-            return Err(TimestampError("too short"));
+            return Err(TimestampError::TooShort);
         }
         let year = digits(b, 0, 4)?;
         expect(b, 4, b'-')?;
@@ -92,10 +123,10 @@ impl Timestamp {
         expect(b, 16, b':')?;
         let second = digits(b, 17, 2)?;
         if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
-            return Err(TimestampError("date out of range"));
+            return Err(TimestampError::DateOutOfRange);
         }
         if hour > 23 || minute > 59 || second > 59 {
-            return Err(TimestampError("time of day out of range"));
+            return Err(TimestampError::TimeOfDayOutOfRange);
         }
         let mut pos = 19;
         let mut fraction: i128 = 0;
@@ -107,7 +138,7 @@ impl Timestamp {
             }
             let count = pos - start;
             if count == 0 || count > 9 {
-                return Err(TimestampError("fraction must have one to nine digits"));
+                return Err(TimestampError::FractionDigits);
             }
             fraction = i128::from(digits(b, start, count)?) * 10i128.pow(9 - count as u32);
         }
@@ -118,7 +149,7 @@ impl Timestamp {
                 expect(b, pos + 3, b':')?;
                 let om = digits(b, pos + 4, 2)?;
                 if oh > 23 || om > 59 {
-                    return Err(TimestampError("offset out of range"));
+                    return Err(TimestampError::OffsetOutOfRange);
                 }
                 let magnitude = i64::from(oh * 3600 + om * 60);
                 if sign == b'+' {
@@ -127,7 +158,7 @@ impl Timestamp {
                     -magnitude
                 }
             }
-            _ => return Err(TimestampError("expected Z or a ±HH:MM offset at the end")),
+            _ => return Err(TimestampError::MissingOffset),
         };
         let days = days_from_civil(i64::from(year), month, day);
         let local = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
@@ -175,19 +206,19 @@ fn expect(b: &[u8], pos: usize, want: u8) -> Result<(), TimestampError> {
     if b.get(pos) == Some(&want) {
         Ok(())
     } else {
-        Err(TimestampError("unexpected character"))
+        Err(TimestampError::UnexpectedCharacter)
     }
 }
 
 fn digits(b: &[u8], start: usize, count: usize) -> Result<u32, TimestampError> {
     let slice = b
         .get(start..start + count)
-        .ok_or(TimestampError("truncated"))?;
+        .ok_or(TimestampError::Truncated)?;
     slice.iter().try_fold(0u32, |acc, &c| {
         if c.is_ascii_digit() {
             Ok(acc * 10 + u32::from(c - b'0'))
         } else {
-            Err(TimestampError("expected a digit"))
+            Err(TimestampError::ExpectedDigit)
         }
     })
 }
@@ -292,6 +323,29 @@ impl Clock for FixedClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_refusal_names_its_reason() {
+        for (text, reason) in [
+            ("2026-05-21T12:00Z", TimestampError::TooShort),
+            ("2026-02-30T12:00:00Z", TimestampError::DateOutOfRange),
+            ("2026-05-21T12:00:60Z", TimestampError::TimeOfDayOutOfRange),
+            ("2026-05-21T12:00:00.Z", TimestampError::FractionDigits),
+            (
+                "2026-05-21T12:00:00+24:00",
+                TimestampError::OffsetOutOfRange,
+            ),
+            ("2026-05-21T12:00:00z", TimestampError::MissingOffset),
+            ("2026-05-21 12:00:00Z", TimestampError::UnexpectedCharacter),
+            ("2026-0a-21T12:00:00Z", TimestampError::ExpectedDigit),
+        ] {
+            assert_eq!(Timestamp::parse(text), Err(reason), "{text}");
+        }
+        assert_eq!(
+            TimestampError::MissingOffset.to_string(),
+            "not an RFC 3339 timestamp: expected Z or a ±HH:MM offset at the end"
+        );
+    }
 
     #[test]
     fn utc_and_offsets_name_the_same_instant() {

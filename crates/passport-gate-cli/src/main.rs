@@ -10,7 +10,8 @@ use crate::terminal::escape_controls;
 use clap::{Args, Parser, Subcommand};
 use passport_conformance::{generate, run_paths};
 use passport_core::crypto::{decode_base64, AgentKey, AgentSecret, PrincipalKey, PrincipalSecret};
-use passport_core::envelope::{Envelope, Window};
+use passport_core::envelope::Envelope;
+use passport_core::inspect::{window_phrase, DerivedAddress};
 use passport_core::keyfile::{
     key_file_text, load_agent_secret, load_principal_secret, write_key_file, KeyFile,
 };
@@ -678,43 +679,43 @@ fn both_times(t: Timestamp) -> String {
 
 fn inspect(a: &InspectArgs) -> Result<u8, Failure> {
     let passport = passport_value(a.passport.as_deref(), a.passport_file.as_deref())?;
-    let raw = decode_base64(passport.trim())
-        .ok_or("the passport is not strict standard base64".to_string())?;
-    let pretty = serde_json::from_slice::<serde_json::Value>(&raw)
-        .and_then(|v| serde_json::to_string_pretty(&v))
+    let now = Timestamp::now();
+    let i = passport_core::inspect::inspect(&passport, &a.prefix, now, None)
+        .map_err(|e| e.to_string())?;
+    let pretty = serde_json::to_string_pretty(&i.json)
         .map_err(|e| format!("the passport is not JSON: {e}"))?;
     say!("{pretty}");
-    let e = Envelope::parse(&raw).map_err(|e| Failure(format!("malformed envelope: {e}"), 1))?;
-    let derived = decode_base64(&e.principal_pubkey.public_key)
-        .and_then(|b| PrincipalKey::from_compressed(&b))
-        .map(|k| k.address(&a.prefix));
+    let f = i
+        .envelope
+        .map_err(|e| Failure(format!("malformed envelope: {e}"), 1))?;
+    let e = &f.envelope;
     say!("");
     say!("envelope sha256:   {}", hex::encode(e.sha256()));
     say!("passport id:       {}", hex::encode(e.passport_id()));
-    match derived {
-        Some(Ok(addr)) => {
-            let verdict = if addr == e.principal_address {
+    match &f.derived_address {
+        DerivedAddress::Derived(addr) => {
+            let verdict = if f.address_matches() {
                 "matches"
             } else {
                 "DOES NOT MATCH principal_address"
             };
             say!("derived address:   {addr} ({verdict})");
         }
-        Some(Err(err)) => say!("derived address:   cannot derive: {err}"),
-        None => say!("derived address:   principal_pubkey is not a compressed secp256k1 key"),
+        DerivedAddress::Failed(err) => say!("derived address:   cannot derive: {err}"),
+        DerivedAddress::KeyInvalid => {
+            say!("derived address:   principal_pubkey is not a compressed secp256k1 key")
+        }
     }
     say!("issued at:         {}", both_times(e.issued_at));
     if let Some(nb) = e.scope.not_before {
         say!("not before:        {}", both_times(nb));
     }
     say!("expires at:        {}", both_times(e.scope.expires_at));
-    let now = Timestamp::now();
-    let state = match e.scope.window_at(now) {
-        Window::Expired => "expired",
-        Window::NotYetValid => "not yet valid",
-        Window::Valid => "inside its validity window",
-    };
-    say!("now:               {} ({state})", both_times(now));
+    say!(
+        "now:               {} ({})",
+        both_times(now),
+        window_phrase(f.window)
+    );
     say!("signatures:        not checked here; use `passport-gate verify`");
     Ok(0)
 }

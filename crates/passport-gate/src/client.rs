@@ -77,6 +77,10 @@ pub enum SignError<E> {
     Body(Box<dyn std::error::Error + Send + Sync>),
     /// The request could not be signed.
     Sign(MintError),
+    /// The passport is not a valid HTTP header value.
+    PassportNotHeaderValue,
+    /// The signature is not a valid HTTP header value.
+    SignatureNotHeaderValue,
     /// The inner service failed.
     Inner(E),
 }
@@ -86,6 +90,12 @@ impl<E: std::fmt::Display> std::fmt::Display for SignError<E> {
         match self {
             SignError::Body(e) => write!(f, "reading the request body: {e}"),
             SignError::Sign(e) => write!(f, "signing the request: {e}"),
+            SignError::PassportNotHeaderValue => {
+                f.write_str("signing the request: the passport is not a valid header value")
+            }
+            SignError::SignatureNotHeaderValue => {
+                f.write_str("signing the request: the signature is not a valid header value")
+            }
             SignError::Inner(e) => write!(f, "{e}"),
         }
     }
@@ -98,6 +108,7 @@ impl<E: std::error::Error + 'static> std::error::Error for SignError<E> {
         match self {
             SignError::Body(e) => Some(e.as_ref()),
             SignError::Sign(e) => Some(e),
+            SignError::PassportNotHeaderValue | SignError::SignatureNotHeaderValue => None,
             SignError::Inner(e) => Some(e),
         }
     }
@@ -134,14 +145,10 @@ where
             let sig = signer
                 .sign(parts.method.as_str(), uri, &bytes)
                 .map_err(SignError::Sign)?;
-            let passport = HeaderValue::from_str(signer.passport()).map_err(|_| {
-                SignError::Sign(MintError("the passport is not a valid header value".into()))
-            })?;
-            let sig = HeaderValue::from_str(&sig).map_err(|_| {
-                SignError::Sign(MintError(
-                    "the signature is not a valid header value".into(),
-                ))
-            })?;
+            let passport = HeaderValue::from_str(signer.passport())
+                .map_err(|_| SignError::PassportNotHeaderValue)?;
+            let sig =
+                HeaderValue::from_str(&sig).map_err(|_| SignError::SignatureNotHeaderValue)?;
             parts.headers.insert(PASSPORT_HEADER, passport);
             parts.headers.insert(SIGNATURE_HEADER, sig);
             inner

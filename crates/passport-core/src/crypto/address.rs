@@ -9,17 +9,50 @@ use std::fmt;
 /// The address prefix on Gonka.
 pub const DEFAULT_ADDRESS_PREFIX: &str = "gonka";
 
-/// The prefix cannot be used as a bech32 human-readable part.
+/// Why no address can be derived under a prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AddressError(pub String);
+#[non_exhaustive]
+pub enum AddressError {
+    /// The prefix is empty or holds something other than lowercase letters and digits.
+    PrefixCharacters {
+        /// The refused prefix.
+        prefix: String,
+    },
+    /// The prefix is not a valid bech32 human-readable part (BIP-173).
+    Prefix {
+        /// The refused prefix.
+        prefix: String,
+        /// What bech32 found wrong with it.
+        source: bech32::primitives::hrp::Error,
+    },
+    /// bech32 could not encode the address (for example, it would be too long).
+    Encode(bech32::EncodeError),
+}
 
 impl fmt::Display for AddressError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            AddressError::PrefixCharacters { prefix } => write!(
+                f,
+                "address prefix {prefix:?} must be non-empty lowercase letters and digits"
+            ),
+            AddressError::Prefix { prefix, source } => {
+                write!(f, "address prefix {prefix:?}: {source}")
+            }
+            AddressError::Encode(e) => write!(f, "cannot encode address: {e}"),
+        }
     }
 }
 
-impl std::error::Error for AddressError {}
+impl std::error::Error for AddressError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AddressError::PrefixCharacters { .. } => None,
+            AddressError::Prefix { source, .. } => Some(source),
+            AddressError::Encode(e) => Some(e),
+        }
+    }
+}
 
 fn checked_prefix(prefix: &str) -> Result<Hrp, AddressError> {
     if prefix.is_empty()
@@ -27,11 +60,14 @@ fn checked_prefix(prefix: &str) -> Result<Hrp, AddressError> {
             .bytes()
             .any(|b| !b.is_ascii_lowercase() && !b.is_ascii_digit())
     {
-        return Err(AddressError(format!(
-            "address prefix {prefix:?} must be non-empty lowercase letters and digits"
-        )));
+        return Err(AddressError::PrefixCharacters {
+            prefix: prefix.to_owned(),
+        });
     }
-    Hrp::parse(prefix).map_err(|e| AddressError(format!("address prefix {prefix:?}: {e}")))
+    Hrp::parse(prefix).map_err(|source| AddressError::Prefix {
+        prefix: prefix.to_owned(),
+        source,
+    })
 }
 
 /// The account address of a 33-byte compressed secp256k1 key: lowercase bech32 (not
@@ -39,8 +75,7 @@ fn checked_prefix(prefix: &str) -> Result<Hrp, AddressError> {
 pub fn derive_address(prefix: &str, compressed_key: &[u8; 33]) -> Result<String, AddressError> {
     let hrp = checked_prefix(prefix)?;
     let hash = Ripemd160::digest(Sha256::digest(compressed_key));
-    bech32::encode_lower::<Bech32>(hrp, &hash)
-        .map_err(|e| AddressError(format!("cannot encode address: {e}")))
+    bech32::encode_lower::<Bech32>(hrp, &hash).map_err(AddressError::Encode)
 }
 
 /// The longest bech32 string (BIP-173); anything longer is refused before decoding.
@@ -106,6 +141,25 @@ pub fn is_canonical_address(prefix: &str, address: &str) -> bool {
 mod tests {
     use super::*;
     use crate::crypto::decode_base64;
+
+    #[test]
+    fn a_prefix_outside_lowercase_letters_and_digits_is_refused_by_name() {
+        let err = derive_address("Gonka", &[2u8; 33]).unwrap_err();
+        assert_eq!(
+            err,
+            AddressError::PrefixCharacters {
+                prefix: "Gonka".into()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "address prefix \"Gonka\" must be non-empty lowercase letters and digits"
+        );
+        assert!(matches!(
+            derive_address("", &[2u8; 33]),
+            Err(AddressError::PrefixCharacters { .. })
+        ));
+    }
 
     fn key(b64: &str) -> [u8; 33] {
         decode_base64(b64).unwrap().try_into().unwrap()

@@ -11,7 +11,7 @@ mod json;
 pub(crate) use jcs::write_string as write_json_string;
 pub use json::parse_strict;
 
-use crate::time::Timestamp;
+use crate::time::{Timestamp, TimestampError};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -123,16 +123,53 @@ impl fmt::Debug for Envelope {
 /// Why bytes are not a well-formed envelope. The text is for operators and tools; HTTP
 /// answers carry only the code `envelope_malformed`, never this text, because it can quote
 /// request bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EnvelopeError(pub String);
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// Not one JSON object of the envelope's shape: a syntax error, a duplicate or unknown
+    /// member, a member of the wrong JSON type or a missing required member.
+    Json(serde_json::Error),
+    /// A required member is present but empty.
+    EmptyMember {
+        /// The member's dotted path, e.g. `agent_pubkey.public_key`.
+        member: &'static str,
+    },
+    /// A timestamp member outside the strict RFC 3339 profile.
+    Timestamp {
+        /// The member's dotted path, e.g. `scope.expires_at`.
+        member: &'static str,
+        /// Why the timestamp was refused.
+        source: TimestampError,
+    },
+    /// `issued_at` names Go's zero time, which the reference cannot tell from a missing one.
+    ZeroIssuedAt,
+    /// A value could not be written in RFC 8785 canonical form.
+    Canonicalize(serde_json::Error),
+}
 
 impl fmt::Display for EnvelopeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            EnvelopeError::Json(e) => write!(f, "invalid envelope: {e}"),
+            EnvelopeError::EmptyMember { member } => write!(f, "member {member} is empty"),
+            EnvelopeError::Timestamp { member, source } => write!(f, "member {member}: {source}"),
+            EnvelopeError::ZeroIssuedAt => {
+                f.write_str("member issued_at is the zero instant 0001-01-01T00:00:00Z")
+            }
+            EnvelopeError::Canonicalize(e) => write!(f, "cannot canonicalize: {e}"),
+        }
     }
 }
 
-impl std::error::Error for EnvelopeError {}
+impl std::error::Error for EnvelopeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EnvelopeError::Json(e) | EnvelopeError::Canonicalize(e) => Some(e),
+            EnvelopeError::Timestamp { source, .. } => Some(source),
+            EnvelopeError::EmptyMember { .. } | EnvelopeError::ZeroIssuedAt => None,
+        }
+    }
+}
 
 // Deserialized straight from the received bytes: serde's derive refuses duplicate and
 // unknown member names (compared after unescaping, case-sensitively) at every depth.
@@ -210,17 +247,17 @@ fn present_unescaped<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, 
     unescaped(d).map(Some)
 }
 
-fn required<'a>(name: &str, value: &'a str) -> Result<&'a str, EnvelopeError> {
+fn required<'a>(member: &'static str, value: &'a str) -> Result<&'a str, EnvelopeError> {
     if value.is_empty() {
-        Err(EnvelopeError(format!("member {name} is empty")))
+        Err(EnvelopeError::EmptyMember { member })
     } else {
         Ok(value)
     }
 }
 
-fn timestamp(name: &str, value: &str) -> Result<Timestamp, EnvelopeError> {
-    Timestamp::parse(required(name, value)?)
-        .map_err(|e| EnvelopeError(format!("member {name}: {e}")))
+fn timestamp(member: &'static str, value: &str) -> Result<Timestamp, EnvelopeError> {
+    Timestamp::parse(required(member, value)?)
+        .map_err(|source| EnvelopeError::Timestamp { member, source })
 }
 
 impl Envelope {
@@ -237,8 +274,7 @@ impl Envelope {
     /// [`Envelope::parse`] for bytes whose SHA-256 the caller already computed (the
     /// verifier hashes them once, for its cache key).
     pub(crate) fn parse_hashed(raw: &[u8], sha256: [u8; 32]) -> Result<Envelope, EnvelopeError> {
-        let wire: WireEnvelope = serde_json::from_slice(raw)
-            .map_err(|e| EnvelopeError(format!("invalid envelope: {e}")))?;
+        let wire: WireEnvelope = serde_json::from_slice(raw).map_err(EnvelopeError::Json)?;
 
         for (name, v) in [
             ("agent_id", &wire.agent_id),
@@ -255,9 +291,7 @@ impl Envelope {
         let issued_at = timestamp("issued_at", &wire.issued_at)?;
         // The reference cannot tell Go's zero time from a missing `issued_at`.
         if issued_at == Timestamp::ZERO_INSTANT {
-            return Err(EnvelopeError(
-                "member issued_at is the zero instant 0001-01-01T00:00:00Z".into(),
-            ));
+            return Err(EnvelopeError::ZeroIssuedAt);
         }
         let expires_at = timestamp("scope.expires_at", &wire.scope.expires_at)?;
         // Present means a timestamp: `""` is malformed, as in the reference.
@@ -357,8 +391,7 @@ impl Envelope {
 /// `principal_sig` may be empty): the same canonical writer the verifier uses, so a
 /// minting tool and the verifier cannot disagree about what the principal signs.
 pub(crate) fn signing_document_of(json: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
-    let wire: WireEnvelope = serde_json::from_slice(json)
-        .map_err(|e| EnvelopeError(format!("invalid envelope: {e}")))?;
+    let wire: WireEnvelope = serde_json::from_slice(json).map_err(EnvelopeError::Json)?;
     let mut out = Vec::with_capacity(json.len());
     jcs::write_envelope(&wire, "", &mut out);
     Ok(out)
@@ -366,7 +399,7 @@ pub(crate) fn signing_document_of(json: &[u8]) -> Result<Vec<u8>, EnvelopeError>
 
 /// RFC 8785 canonical form of a value we parsed ourselves with duplicates refused.
 pub fn canonical(value: &Value) -> Result<Vec<u8>, EnvelopeError> {
-    serde_jcs::to_vec(value).map_err(|e| EnvelopeError(format!("cannot canonicalize: {e}")))
+    serde_jcs::to_vec(value).map_err(EnvelopeError::Canonicalize)
 }
 
 /// Checks the beneficiary rule: at most 255 bytes of UTF-8 and no C0 or C1 control
@@ -501,7 +534,12 @@ mod tests {
     fn not_before_empty_is_malformed() {
         let mut v = sample();
         v["scope"]["not_before"] = "".into();
-        assert!(parse_value(&v).is_err());
+        assert!(matches!(
+            parse_value(&v),
+            Err(EnvelopeError::EmptyMember {
+                member: "scope.not_before"
+            })
+        ));
     }
 
     #[test]
@@ -509,7 +547,12 @@ mod tests {
         for zero in ["0001-01-01T00:00:00Z", "0001-01-01T05:00:00+05:00"] {
             let mut v = sample();
             v["issued_at"] = zero.into();
-            assert!(parse_value(&v).is_err(), "{zero}");
+            let err = parse_value(&v).unwrap_err();
+            assert!(matches!(err, EnvelopeError::ZeroIssuedAt), "{zero}");
+            assert_eq!(
+                err.to_string(),
+                "member issued_at is the zero instant 0001-01-01T00:00:00Z"
+            );
         }
     }
 
@@ -523,11 +566,36 @@ mod tests {
         ] {
             let mut v = sample();
             v.as_object_mut().unwrap().remove(name);
-            assert!(parse_value(&v).is_err(), "missing {name}");
+            assert!(
+                matches!(parse_value(&v), Err(EnvelopeError::Json(_))),
+                "missing {name}"
+            );
             let mut v = sample();
             v[name] = "".into();
-            assert!(parse_value(&v).is_err(), "empty {name}");
+            assert!(
+                matches!(parse_value(&v), Err(EnvelopeError::EmptyMember { member }) if member == name),
+                "empty {name}"
+            );
         }
+    }
+
+    #[test]
+    fn a_timestamp_outside_the_profile_names_its_member_and_reason() {
+        let mut v = sample();
+        v["scope"]["expires_at"] = "2026-05-21t13:00:00Z".into();
+        let err = parse_value(&v).unwrap_err();
+        assert!(matches!(
+            err,
+            EnvelopeError::Timestamp {
+                member: "scope.expires_at",
+                source: TimestampError::UnexpectedCharacter
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "member scope.expires_at: not an RFC 3339 timestamp: unexpected character"
+        );
+        assert!(std::error::Error::source(&err).is_some());
     }
 
     #[test]

@@ -6,7 +6,8 @@
 use super::error::WalletError;
 use super::WalletConfig;
 use passport_core::crypto::{decode_base64, AgentKey, PrincipalKey};
-use passport_core::envelope::{beneficiary_is_valid, Envelope, Window};
+use passport_core::envelope::{beneficiary_is_valid, Envelope};
+use passport_core::inspect::{inspect, window_phrase, InspectError};
 use passport_core::mint::{attach_signature, PassportSpec};
 use passport_core::time::Timestamp;
 use passport_core::verifier::{Rejection, Verifier, MAX_AGENT_ID_BYTES, MAX_MODEL_BYTES};
@@ -203,10 +204,9 @@ pub fn unsigned(c: &WalletConfig, body: &[u8], now: Timestamp) -> Result<Value, 
     let u = spec
         .unsigned(c.max_ttl_seconds)
         .map_err(WalletError::PassportRefused)?;
-    let envelope = String::from_utf8(u.envelope_json)
-        .map_err(|e| WalletError::PassportRefused(passport_core::mint::MintError(e.to_string())))?;
-    let data = String::from_utf8(u.data)
-        .map_err(|e| WalletError::PassportRefused(passport_core::mint::MintError(e.to_string())))?;
+    // Both are written by serde_json and the JCS writer, which only write UTF-8.
+    let envelope = String::from_utf8_lossy(&u.envelope_json).into_owned();
+    let data = String::from_utf8_lossy(&u.data).into_owned();
     Ok(json!({
         "envelope": envelope,
         "sign_arbitrary": { "chain_id": c.chain_id, "signer": u.signer, "data": data },
@@ -247,26 +247,15 @@ pub fn decode(c: &WalletConfig, verifier: &Verifier, body: &[u8]) -> Result<Valu
     describe(c, verifier, &form.passport)
 }
 
-fn window_state(e: &Envelope, now: Timestamp) -> &'static str {
-    match e.scope.window_at(now) {
-        Window::Expired => "expired",
-        Window::NotYetValid => "not yet valid",
-        Window::Valid => "inside its validity window",
-    }
-}
-
 fn describe(c: &WalletConfig, verifier: &Verifier, passport: &str) -> Result<Value, WalletError> {
-    let passport = passport.trim();
-    let raw = decode_base64(passport).ok_or_else(|| {
-        WalletError::PassportUnreadable(
-            "this is not a passport: not strict standard base64 (paste the whole X-Agent-Passport value)".into(),
-        )
+    let i = inspect(passport, &c.prefix, verifier.now(), Some(verifier)).map_err(|e| {
+        WalletError::PassportUnreadable(match e {
+            InspectError::NotJson(e) => format!("this is not a passport: not JSON ({e})"),
+            InspectError::NotBase64 => "this is not a passport: not strict standard base64 (paste the whole X-Agent-Passport value)".into(),
+        })
     })?;
-    let pretty = serde_json::from_slice::<Value>(&raw).map_err(|e| {
-        WalletError::PassportUnreadable(format!("this is not a passport: not JSON ({e})"))
-    })?;
-    let verdict = match verifier.check_passport(&raw) {
-        Ok(_) => json!({ "ok": true, "message": format!(
+    let verdict = i.verdict.map(|v| match v {
+        Ok(()) => json!({ "ok": true, "message": format!(
             "verifies: a gateway on {} (prefix {}, max lifetime {} s) accepts this passport now",
             c.chain_id, c.prefix, c.max_ttl_seconds) }),
         // Signed and scoped correctly, only early: the page says when it starts to work
@@ -275,21 +264,18 @@ fn describe(c: &WalletConfig, verifier: &Verifier, passport: &str) -> Result<Val
             "ok": false, "code": r.code(), "not_yet_valid": true,
             "message": "signed correctly, but not valid yet: a gateway accepts it from its not-before time" }),
         Err(r) => json!({ "ok": false, "code": r.code(), "message": r.message() }),
-    };
-    let mut answer = json!({ "envelope": pretty, "verdict": verdict });
-    let Ok(e) = Envelope::parse(&raw) else {
+    });
+    let mut answer = json!({ "envelope": i.json, "verdict": verdict });
+    let Ok(f) = i.envelope else {
         return Ok(answer);
     };
-    let derived = decode_base64(&e.principal_pubkey.public_key)
-        .and_then(|b| PrincipalKey::from_compressed(&b))
-        .and_then(|k| k.address(&c.prefix).ok());
-    let now = verifier.now();
+    let e = &f.envelope;
     if let Some(obj) = answer.as_object_mut() {
         obj.insert("passport_id".into(), json!(hex::encode(e.passport_id())));
         obj.insert("envelope_sha256".into(), json!(hex::encode(e.sha256())));
         obj.insert(
             "derived_address".into(),
-            json!({ "address": derived, "matches": derived.as_deref() == Some(e.principal_address.as_str()) }),
+            json!({ "address": f.derived_address.address(), "matches": f.address_matches() }),
         );
         obj.insert(
             "window".into(),
@@ -297,11 +283,11 @@ fn describe(c: &WalletConfig, verifier: &Verifier, passport: &str) -> Result<Val
                 "issued_at": e.issued_at.to_rfc3339(),
                 "not_before": e.scope.not_before.map(Timestamp::to_rfc3339),
                 "expires_at": e.scope.expires_at.to_rfc3339(),
-                "now": now.to_rfc3339(),
-                "state": window_state(&e, now),
+                "now": i.now.to_rfc3339(),
+                "state": window_phrase(f.window),
             }),
         );
-        obj.insert("next".into(), json!(next_command(c, &e)));
+        obj.insert("next".into(), json!(next_command(c, e)));
     }
     Ok(answer)
 }

@@ -8,7 +8,7 @@ use http_body_util::Full;
 use passport_core::mint::MintError;
 
 /// A refused API request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum WalletError {
     /// No such page or API route.
     NotFound,
