@@ -442,7 +442,9 @@ fn error_codes_are_unique_snake_case_and_messages_one_line() {
         NativeSigError::TimestampTooOld,
         NativeSigError::TimestampTooFarAhead,
         NativeSigError::AddressMismatch,
-        NativeSigError::PrefixInvalid(crate::crypto::AddressError("x".into())),
+        NativeSigError::PrefixInvalid(crate::crypto::AddressError::PrefixCharacters {
+            prefix: "X".into(),
+        }),
     ];
     let mut codes: Vec<_> = all.iter().map(NativeSigError::code).collect();
     for (e, code) in all.iter().zip(&codes) {
