@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use passport_gate::conformance::{run_vector, Vector};
+use passport_conformance::{run_vector, Vector};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(vector) = serde_json::from_slice::<Vector>(data) {

@@ -3,8 +3,8 @@
 //! some of them valid, so acceptance itself is expected for those.
 #![no_main]
 
-use passport_gate::time::{FixedClock, Timestamp};
-use passport_gate::{Config, Verifier};
+use passport_core::time::{FixedClock, Timestamp};
+use passport_core::{Config, Verifier};
 use std::sync::{Arc, OnceLock};
 
 #[path = "../harness.rs"]
