@@ -225,6 +225,7 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
     if vector.config.replay_store.is_some() && !config.replay_protection {
         return Err("config.replay_store needs replay_protection: true".into());
     }
+    let vector_prefix = config.address_prefix.clone();
     let mut builder = PassportLayer::builder(config).clock(Arc::new(clock));
     if let Some(VectorReplayStore::State(ReplayStoreState::Unavailable)) =
         vector.config.replay_store
@@ -256,7 +257,51 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
             ..defaults
         };
         let grants = GrantCache::new(source, settings);
-        builder = builder.binding(Binding::new(header, grants));
+        let mut binding = Binding::new(header, grants);
+        if let Some(msg) = &b.msg_type_url {
+            binding = binding.with_msg_type_url(msg.clone());
+        }
+        if let Some(accounts) = &b.accounts {
+            let mut map = std::collections::HashMap::new();
+            for (address, key) in accounts {
+                let key = match key {
+                    None => None,
+                    Some(k) => Some(
+                        passport_core::crypto::decode_base64(k)
+                            .and_then(|b| passport_core::crypto::PrincipalKey::from_compressed(&b))
+                            .ok_or_else(|| format!("binding.accounts.{address}: not a key"))?,
+                    ),
+                };
+                map.insert(address.clone(), key);
+            }
+            let accounts = passport_gate::grants::AccountCache::new(
+                Arc::new(passport_gate::grants::StaticAccounts(map)),
+                settings,
+            );
+            binding = match &b.requester_signature {
+                None => binding.with_accounts(accounts),
+                Some(rs) => {
+                    let mut s = passport_gate::grants::RequesterSignatureSettings::new(
+                        &rs.transfer_address,
+                    );
+                    s.prefix.clone_from(&vector_prefix);
+                    if let Some(ms) = rs.max_age_ms {
+                        s.max_age_ns =
+                            i64::try_from(ms).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
+                    }
+                    if let Some(ms) = rs.max_advance_ms {
+                        s.max_advance_ns =
+                            i64::try_from(ms).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
+                    }
+                    binding.with_requester_signature(
+                        passport_gate::grants::RequesterSignature::new(s, accounts),
+                    )
+                }
+            };
+        } else if b.requester_signature.is_some() {
+            return Err("binding.requester_signature needs binding.accounts".into());
+        }
+        builder = builder.binding(binding);
     }
     let layer = builder.build().map_err(|errors| {
         errors
