@@ -119,6 +119,7 @@ impl ReplayStore for UnavailableReplayStore {
 #[derive(Clone, Debug)]
 struct Reached {
     agent: Option<VerifiedAgent>,
+    headers: http::HeaderMap,
     body: Bytes,
 }
 
@@ -141,6 +142,7 @@ impl Service<Request<PassportBody<VectorBody>>> for Recorder {
         let seen = Arc::clone(&self.seen);
         Box::pin(async move {
             let agent = req.extensions().get::<VerifiedAgent>().cloned();
+            let headers = req.headers().clone();
             // A body that broke off reaches here only when passed through unread; it is
             // recorded as what arrived before the break.
             let body = req
@@ -150,7 +152,11 @@ impl Service<Request<PassportBody<VectorBody>>> for Recorder {
                 .map(|c| c.to_bytes())
                 .unwrap_or_default();
             if let Ok(mut s) = seen.lock() {
-                s.push(Reached { agent, body });
+                s.push(Reached {
+                    agent,
+                    headers,
+                    body,
+                });
             }
             Ok(Response::new(Full::new(Bytes::new())))
         })
@@ -342,6 +348,7 @@ fn check_step(
     status: u16,
     response_body: &[u8],
     reached: Option<&Reached>,
+    sent: &Request<VectorBody>,
     sent_body: &Bytes,
 ) -> Result<(), String> {
     if status != expect.status {
@@ -372,6 +379,15 @@ fn check_step(
     let reached = reached.ok_or("the request was accepted but never reached the inner service")?;
     if reached.body != sent_body {
         return Err("the forwarded body differs from the body sent".into());
+    }
+    // The layer forwards every header as sent (the native signature headers included:
+    // the node behind checks them again, spec section 7.0).
+    for name in sent.headers().keys() {
+        let want: Vec<_> = sent.headers().get_all(name).iter().collect();
+        let got: Vec<_> = reached.headers.get_all(name).iter().collect();
+        if want != got {
+            return Err(format!("the header {name} was not forwarded as sent"));
+        }
     }
     match (&expect.verified, &reached.agent) {
         (None, None) => Ok(()),
@@ -420,6 +436,7 @@ pub async fn run_vector(vector: &Vector) -> Result<VectorOutcome, String> {
         };
         clock.set(now);
         let (req, sent_body) = build_request(step).map_err(|e| format!("steps[{i}]: {e}"))?;
+        let (sent, _) = build_request(step).map_err(|e| format!("steps[{i}]: {e}"))?;
         let before = recorder.seen.lock().map(|s| s.len()).unwrap_or(0);
         std::future::poll_fn(|cx| Service::<Request<VectorBody>>::poll_ready(&mut service, cx))
             .await
@@ -440,7 +457,14 @@ pub async fn run_vector(vector: &Vector) -> Result<VectorOutcome, String> {
             .lock()
             .ok()
             .and_then(|s| s.get(before).cloned());
-        if let Err(why) = check_step(&step.expect, status, &body, reached.as_ref(), &sent_body) {
+        if let Err(why) = check_step(
+            &step.expect,
+            status,
+            &body,
+            reached.as_ref(),
+            &sent,
+            &sent_body,
+        ) {
             return Ok(VectorOutcome::Failed(format!("step {}: {why}", i + 1)));
         }
     }
