@@ -44,6 +44,39 @@ impl RequesterSignatureSettings {
     }
 }
 
+impl RequesterSignatureSettings {
+    /// Checks the settings before a gateway starts: the prefix is a bech32 prefix, the
+    /// transfer address a canonical account address with it, both windows within
+    /// `0..=1 hour` and `max_seen` at least 1. Returns one message per problem, naming
+    /// the field.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        const HOUR_NS: i64 = 3_600_000_000_000;
+        let mut problems = Vec::new();
+        if let Err(e) = passport_core::crypto::check_address(&self.prefix, &self.transfer_address) {
+            problems.push(format!(
+                "transfer_address: not a canonical account address with prefix {:?}: {e:?}",
+                self.prefix
+            ));
+        }
+        for (name, value) in [
+            ("max_age_ns", self.max_age_ns),
+            ("max_advance_ns", self.max_advance_ns),
+        ] {
+            if !(0..=HOUR_NS).contains(&value) {
+                problems.push(format!("{name}: {value} is not within 0 and one hour"));
+            }
+        }
+        if self.max_seen == 0 {
+            problems.push("max_seen: must be at least 1".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
 /// Native signature checking on a binding: the settings, the requester accounts, and the
 /// `Authorization` values already accepted.
 #[derive(Clone, Debug)]
@@ -147,6 +180,20 @@ impl SeenSignatures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_are_validated_field_by_field() {
+        let node = "gonka1w508d6qejxtdg4y5r3zarvary0c5xw7k2gsyg6";
+        assert_eq!(RequesterSignatureSettings::new(node).validate(), Ok(()));
+        let mut s = RequesterSignatureSettings::new("gonka1nope");
+        s.max_age_ns = -1;
+        s.max_seen = 0;
+        let problems = s.validate().unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("transfer_address"));
+        assert!(problems[1].starts_with("max_age_ns"));
+        assert!(problems[2].starts_with("max_seen"));
+    }
 
     #[test]
     fn a_signature_is_refused_until_it_expires_and_the_set_is_bounded() {
