@@ -14,7 +14,9 @@ mod native;
 
 pub use accounts::{Account, AccountCache, AccountFuture, AccountSource, StaticAccounts};
 pub use cache::{LookupCache, Weigh};
-pub use native::{RequesterSignature, RequesterSignatureSettings, Seen, SeenSignatures};
+pub use native::{
+    RequesterSignature, RequesterSignatureProblem, RequesterSignatureSettings, Seen, SeenSignatures,
+};
 
 use passport_core::crypto::{check_address, AddressProblem};
 use passport_core::time::Timestamp;

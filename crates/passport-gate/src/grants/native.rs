@@ -3,9 +3,11 @@
 //! (`passport_core::gonka`) verifies with the requester's on-chain key.
 
 use super::AccountCache;
+use passport_core::crypto::{check_address, AddressProblem};
 use passport_core::gonka::{DEFAULT_MAX_ADVANCE_NS, DEFAULT_MAX_AGE_NS};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
 use std::sync::{Arc, Mutex};
 
 /// How native requester signatures are checked.
@@ -44,30 +46,59 @@ impl RequesterSignatureSettings {
     }
 }
 
+/// Why [`RequesterSignatureSettings`] cannot be used; one variant per setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequesterSignatureProblem {
+    /// `transfer_address` is not a canonical account address with `prefix`.
+    TransferAddress(AddressProblem),
+    /// `max_age_ns` is negative or more than an hour.
+    MaxAge,
+    /// `max_advance_ns` is negative or more than an hour.
+    MaxAdvance,
+    /// `max_seen` is 0.
+    MaxSeen,
+}
+
+impl fmt::Display for RequesterSignatureProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequesterSignatureProblem::TransferAddress(p) => write!(
+                f,
+                "transfer_address: not a canonical account address with the prefix: {p}"
+            ),
+            RequesterSignatureProblem::MaxAge => {
+                f.write_str("max_age: must be between 0 and one hour")
+            }
+            RequesterSignatureProblem::MaxAdvance => {
+                f.write_str("max_advance: must be between 0 and one hour")
+            }
+            RequesterSignatureProblem::MaxSeen => f.write_str("max_seen: must be at least 1"),
+        }
+    }
+}
+
+impl std::error::Error for RequesterSignatureProblem {}
+
 impl RequesterSignatureSettings {
-    /// Checks the settings before a gateway starts: the prefix is a bech32 prefix, the
-    /// transfer address a canonical account address with it, both windows within
-    /// `0..=1 hour` and `max_seen` at least 1. Returns one message per problem, naming
-    /// the field.
-    pub fn validate(&self) -> Result<(), Vec<String>> {
+    /// Checks the settings before a gateway starts, so that a typo is a startup error and
+    /// never a weaker check: the transfer address is a canonical account address with the
+    /// prefix (which checks the prefix too), both windows are within `0..=1 hour` (a
+    /// longer window is a longer replay horizon and a larger seen-set), and `max_seen` is
+    /// at least 1. Returns every problem.
+    pub fn validate(&self) -> Result<(), Vec<RequesterSignatureProblem>> {
         const HOUR_NS: i64 = 3_600_000_000_000;
         let mut problems = Vec::new();
-        if let Err(e) = passport_core::crypto::check_address(&self.prefix, &self.transfer_address) {
-            problems.push(format!(
-                "transfer_address: not a canonical account address with prefix {:?}: {e:?}",
-                self.prefix
-            ));
+        if let Err(p) = check_address(&self.prefix, &self.transfer_address) {
+            problems.push(RequesterSignatureProblem::TransferAddress(p));
         }
-        for (name, value) in [
-            ("max_age_ns", self.max_age_ns),
-            ("max_advance_ns", self.max_advance_ns),
-        ] {
-            if !(0..=HOUR_NS).contains(&value) {
-                problems.push(format!("{name}: {value} is not within 0 and one hour"));
-            }
+        if !(0..=HOUR_NS).contains(&self.max_age_ns) {
+            problems.push(RequesterSignatureProblem::MaxAge);
+        }
+        if !(0..=HOUR_NS).contains(&self.max_advance_ns) {
+            problems.push(RequesterSignatureProblem::MaxAdvance);
         }
         if self.max_seen == 0 {
-            problems.push("max_seen: must be at least 1".into());
+            problems.push(RequesterSignatureProblem::MaxSeen);
         }
         if problems.is_empty() {
             Ok(())
@@ -188,11 +219,14 @@ mod tests {
         let mut s = RequesterSignatureSettings::new("gonka1nope");
         s.max_age_ns = -1;
         s.max_seen = 0;
-        let problems = s.validate().unwrap_err();
-        assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems[0].starts_with("transfer_address"));
-        assert!(problems[1].starts_with("max_age_ns"));
-        assert!(problems[2].starts_with("max_seen"));
+        assert_eq!(
+            s.validate(),
+            Err(vec![
+                RequesterSignatureProblem::TransferAddress(AddressProblem::NotBech32),
+                RequesterSignatureProblem::MaxAge,
+                RequesterSignatureProblem::MaxSeen,
+            ])
+        );
     }
 
     #[test]
