@@ -81,13 +81,11 @@ impl Binding {
     }
 
     /// Requires the requester's native signature (`requester_signature = "gonka"`). The
-    /// requester is then always `X-Requester-Address` (the header the node reads); its
-    /// key comes from `signature.accounts`, which also becomes the binding's accounts
-    /// when none were set.
+    /// requester is then always `X-Requester-Address` (the header the node reads, so a
+    /// fixed requester is replaced); its key comes from `signature.accounts`, which also
+    /// becomes the binding's accounts (grantees without a key then never count).
     pub fn with_requester_signature(mut self, signature: RequesterSignature) -> Binding {
-        if self.accounts.is_none() {
-            self.accounts = Some(signature.accounts.clone());
-        }
+        self.accounts = Some(signature.accounts.clone());
         self.requester = RequesterSource::Header(HeaderName::from_static("x-requester-address"));
         self.requester_signature = Some(signature);
         self
