@@ -1,6 +1,10 @@
 //! Requester binding: is the principal the requester, or has it granted the requester an
-//! x/authz authorization for `MsgStartInference`? Answers come from a [`GrantSource`]
-//! (a static list, or a chain node's REST API) through the [`GrantCache`].
+//! x/authz authorization for `MsgStartInference` (or the configured message type)?
+//! Answers come from a [`GrantSource`] (a static list, or a chain node's REST API)
+//! through the [`GrantCache`]; accounts and their keys from an [`AccountSource`] through
+//! the [`AccountCache`]; both caches are a [`LookupCache`]. With a
+//! [`RequesterSignature`], the requester must prove itself with Gonka's native request
+//! signature.
 
 #[cfg(feature = "lcd")]
 mod lcd;
