@@ -8,12 +8,16 @@
 use super::{
     BodyBehaviour, Expect, ExpectVerified, GrantFailure, ReplayStoreCapacity, ReplayStoreState,
     Step, StepRequest, Vector, VectorBinding, VectorConfig, VectorMode, VectorReplayStore,
+    VectorRequesterSignature,
 };
 use passport_core::crypto::{derive_address, encode_base64, AgentSecret, PrincipalSecret};
 use passport_core::envelope::{canonical, parse_strict};
+use passport_core::gonka::NativeSigner;
+use passport_gate::grants::CLAIM_REWARDS_MSG;
 use passport_gate::grants::{Grant, START_INFERENCE_MSG};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 const NOW: &str = "2026-05-21T12:00:00Z";
 const ISSUED: &str = "2026-05-21T11:59:00Z";
@@ -41,7 +45,8 @@ fn status_of(code: &str) -> u16 {
         | "principal_mismatch"
         | "principal_not_allowed" => 403,
         "replay_quota_exceeded" => 429,
-        "chain_query_failed"
+        "requester_sig_store_full"
+        | "chain_query_failed"
         | "replay_store_unavailable"
         | "replay_store_full"
         | "body_budget_exhausted"
@@ -248,6 +253,9 @@ fn bound(grants: Vec<Grant>) -> VectorConfig {
         grants,
         fail: None,
         query_timeout_ms: None,
+        msg_type_url: None,
+        accounts: None,
+        requester_signature: None,
     });
     c
 }
@@ -1379,6 +1387,8 @@ pub fn generate() -> Vec<Vector> {
     parity(&k, &mut out);
     unexpressed_before(&k, &mut out);
     hardening(&k, &mut out);
+    requester_binding_parity(&k, &mut out);
+    requester_signatures(&k, &mut out);
     out
 }
 
@@ -2076,6 +2086,9 @@ fn unexpressed_before(k: &Keys, out: &mut Vec<Vector>) {
             grants: vec![],
             fail: Some(failure),
             query_timeout_ms: Some(50),
+            msg_type_url: None,
+            accounts: None,
+            requester_signature: None,
         });
         let mut r = signed(k, &valid, URI, &b);
         r.headers.push((
@@ -2152,4 +2165,434 @@ fn high_s_twin(sig: &[u8]) -> Vec<u8> {
         borrow = i16::from(d < 0);
     }
     out
+}
+
+/// The chain's accounts for a vector: each address with its key, or null for none.
+fn accounts_of(entries: &[(&str, Option<&PrincipalSecret>)]) -> BTreeMap<String, Option<String>> {
+    entries
+        .iter()
+        .map(|(a, s)| ((*a).to_owned(), s.map(|s| s.public_key().to_base64())))
+        .collect()
+}
+
+/// `bound(grants)` with the chain's accounts (spec section 7: a grantee without a key does
+/// not count).
+fn bound_with_accounts(
+    grants: Vec<Grant>,
+    accounts: BTreeMap<String, Option<String>>,
+) -> VectorConfig {
+    let mut c = bound(grants);
+    if let Some(b) = &mut c.binding {
+        b.accounts = Some(accounts);
+    }
+    c
+}
+
+/// Requester binding on real chain data (V01 to V03 of issue 21): the grant's message
+/// type, grantees without a key, principals without an account.
+fn requester_binding_parity(k: &Keys, out: &mut Vec<Vector>) {
+    let p_addr = Keys::address(&k.principal);
+    let r_addr = Keys::address(&k.other_principal);
+    let b = body(MODEL);
+    let valid = seal(envelope(k), &k.principal);
+    let with_requester = |who: &str| {
+        let mut r = signed(k, &valid, URI, &b);
+        r.headers.push(("X-Requester-Address".into(), who.into()));
+        r
+    };
+    let ok = accepted(&valid, AGENT_ID, &p_addr, MODEL, None, &b);
+    // V01: the default is x/authz's meaning (a MsgStartInference grant); a gateway in front
+    // of the newest keeper may configure MsgClaimRewards, the legacy warm-key marker that
+    // keeper answers MsgStartInference queries from.
+    out.push(vector(
+        "binding-claim-rewards-grant-by-default",
+        "with the default message type, a grant of only MsgClaimRewards does not authorize (spec section 11: the newest keeper's GranteesByMessageType counts it)",
+        bound(vec![grant_of(&p_addr, &r_addr, CLAIM_REWARDS_MSG, None)]),
+        vec![step(with_requester(&r_addr), rejected("principal_mismatch"))],
+    ));
+    let claim_rewards = |grants: Vec<Grant>| {
+        let mut c = bound(grants);
+        if let Some(b) = &mut c.binding {
+            b.msg_type_url = Some(CLAIM_REWARDS_MSG.into());
+        }
+        c
+    };
+    out.push(vector(
+        "binding-msg-type-claim-rewards-authorizes",
+        "binding.msg_type_url = MsgClaimRewards (the newest keeper): a MsgClaimRewards grant authorizes",
+        claim_rewards(vec![grant_of(&p_addr, &r_addr, CLAIM_REWARDS_MSG, None)]),
+        vec![step(with_requester(&r_addr), ok.clone())],
+    ));
+    out.push(vector(
+        "binding-msg-type-claim-rewards-start-inference-only",
+        "binding.msg_type_url = MsgClaimRewards (the newest keeper): a grant of only MsgStartInference does not authorize",
+        claim_rewards(vec![grant_of(&p_addr, &r_addr, START_INFERENCE_MSG, None)]),
+        vec![step(with_requester(&r_addr), rejected("principal_mismatch"))],
+    ));
+    // V02: a grantee counts only if its account holds a public key.
+    let grant = vec![grant_of(&p_addr, &r_addr, START_INFERENCE_MSG, None)];
+    out.push(vector(
+        "binding-grantee-with-key",
+        "with the chain's accounts known, a grantee whose account has a public key counts",
+        bound_with_accounts(
+            grant.clone(),
+            accounts_of(&[
+                (&p_addr, Some(&k.principal)),
+                (&r_addr, Some(&k.other_principal)),
+            ]),
+        ),
+        vec![step(with_requester(&r_addr), ok.clone())],
+    ));
+    out.push(vector(
+        "binding-grantee-without-key",
+        "a grantee whose chain account has no public key does not count, as in the reference",
+        bound_with_accounts(
+            grant.clone(),
+            accounts_of(&[(&p_addr, Some(&k.principal)), (&r_addr, None)]),
+        ),
+        vec![step(
+            with_requester(&r_addr),
+            rejected("principal_mismatch"),
+        )],
+    ));
+    out.push(vector(
+        "binding-grantee-without-account",
+        "a grantee with no chain account has no public key either: it does not count",
+        bound_with_accounts(grant, accounts_of(&[(&p_addr, Some(&k.principal))])),
+        vec![step(
+            with_requester(&r_addr),
+            rejected("principal_mismatch"),
+        )],
+    ));
+    // V03: a principal without a chain account has granted nothing.
+    out.push(vector(
+        "binding-principal-without-account",
+        "a principal with no chain account and another requester: principal_mismatch (the reference answers 500 chain_query_failed; spec section 11)",
+        bound_with_accounts(vec![], accounts_of(&[(&r_addr, Some(&k.other_principal))])),
+        vec![step(with_requester(&r_addr), rejected("principal_mismatch"))],
+    ));
+    out.push(vector(
+        "binding-requester-is-principal-without-key",
+        "without requester signatures, the principal as requester needs no account lookup",
+        bound_with_accounts(vec![], BTreeMap::new()),
+        vec![step(with_requester(&p_addr), ok)],
+    ));
+}
+
+/// Gonka's native request signature at the gateway (spec section 7, requester
+/// signatures): the requester verified, not trusted.
+fn requester_signatures(k: &Keys, out: &mut Vec<Vector>) {
+    let p_addr = Keys::address(&k.principal);
+    let r_addr = Keys::address(&k.other_principal);
+    let node_secret = PrincipalSecret::from_bytes(&[0x55; 32]).expect("below the order");
+    let node = Keys::address(&node_secret);
+    let now_ns = i64::try_from(
+        passport_core::time::Timestamp::parse(NOW)
+            .expect("NOW parses")
+            .unix_nanos(),
+    )
+    .expect("NOW fits");
+    const WINDOW: i64 = 10_000_000_000;
+    let b = body(MODEL);
+    let valid = seal(envelope(k), &k.principal);
+    let ok = accepted(&valid, AGENT_ID, &p_addr, MODEL, None, &b);
+    let accounts = accounts_of(&[
+        (&p_addr, Some(&k.principal)),
+        (&r_addr, Some(&k.other_principal)),
+    ]);
+    let config_with = |grants: Vec<Grant>, accounts: BTreeMap<String, Option<String>>| {
+        let mut c = bound_with_accounts(grants, accounts);
+        if let Some(b) = &mut c.binding {
+            b.requester_signature = Some(VectorRequesterSignature {
+                transfer_address: node.clone(),
+                max_age_ms: None,
+                max_advance_ms: None,
+            });
+        }
+        c
+    };
+    let signer = |s: &PrincipalSecret| NativeSigner::new(s, "gonka").expect("gonka prefix");
+    // The passport request plus the native headers of `who` over `signed_body` at `ts`,
+    // signed for `transfer`; `send_transfer` says whether X-Transfer-Address is sent.
+    let native = |who: &PrincipalSecret,
+                  signed_body: &[u8],
+                  ts: i64,
+                  transfer: &str,
+                  send_transfer: bool| {
+        let mut r = signed(k, &valid, URI, &b);
+        for (name, value) in signer(who).sign(signed_body, ts, transfer).pairs() {
+            if name == "X-Transfer-Address" && !send_transfer {
+                continue;
+            }
+            r.headers.push((name.into(), value));
+        }
+        r
+    };
+    let plain = |who: &PrincipalSecret, ts: i64| native(who, &b, ts, &node, false);
+    let one =
+        |name: &str,
+         description: &str,
+         config: VectorConfig,
+         request: StepRequest,
+         expect: Expect| { vector(name, description, config, vec![step(request, expect)]) };
+
+    out.push(one(
+        "requester-sig-principal-signs",
+        "the principal is the requester and signs natively with its on-chain key, without X-Transfer-Address (the node's own address is signed)",
+        config_with(vec![], accounts.clone()),
+        plain(&k.principal, now_ns),
+        ok.clone(),
+    ));
+    out.push(one(
+        "requester-sig-grantee-signs",
+        "a grantee with a MsgStartInference grant signs natively with its on-chain key",
+        config_with(
+            vec![grant_of(&p_addr, &r_addr, START_INFERENCE_MSG, None)],
+            accounts.clone(),
+        ),
+        plain(&k.other_principal, now_ns),
+        ok.clone(),
+    ));
+    out.push(one(
+        "requester-sig-transfer-address-configured",
+        "X-Transfer-Address equal to the configured transfer address, and signed over",
+        config_with(vec![], accounts.clone()),
+        native(&k.principal, &b, now_ns, &node, true),
+        ok.clone(),
+    ));
+    out.push(one(
+        "requester-sig-transfer-address-other",
+        "X-Transfer-Address naming another node than the configured one is refused, even though the signature covers it",
+        config_with(vec![], accounts.clone()),
+        native(&k.principal, &b, now_ns, &p_addr, true),
+        rejected("requester_transfer_address_mismatch"),
+    ));
+    {
+        let mut r = plain(&k.principal, now_ns);
+        r.headers.retain(|(n, _)| n != "Authorization");
+        out.push(one(
+            "requester-sig-missing",
+            "with requester signatures on, a request without Authorization is refused",
+            config_with(vec![], accounts.clone()),
+            r,
+            rejected("requester_sig_missing"),
+        ));
+        let mut r = plain(&k.principal, now_ns);
+        r.headers.retain(|(n, _)| n != "X-Timestamp");
+        out.push(one(
+            "requester-sig-timestamp-missing",
+            "with requester signatures on, a request without X-Timestamp is refused",
+            config_with(vec![], accounts.clone()),
+            r,
+            rejected("requester_sig_missing"),
+        ));
+    }
+    {
+        let mut bearer = plain(&k.principal, now_ns);
+        for (n, v) in &mut bearer.headers {
+            if n == "Authorization" {
+                *v = format!("Bearer {v}");
+            }
+        }
+        let mut high_s = plain(&k.principal, now_ns);
+        for (n, v) in &mut high_s.headers {
+            if n == "Authorization" {
+                let sig = passport_core::crypto::decode_base64(v).expect("base64");
+                *v = encode_base64(&high_s_twin(&sig));
+            }
+        }
+        let mut repeated = plain(&k.principal, now_ns);
+        repeated
+            .headers
+            .push(("X-Timestamp".into(), now_ns.to_string()));
+        let mut padded_ts = plain(&k.principal, now_ns);
+        for (n, v) in &mut padded_ts.headers {
+            if n == "X-Timestamp" {
+                *v = format!("0{v}");
+            }
+        }
+        for (name, description, request) in [
+            (
+                "requester-sig-bearer",
+                "Authorization with a Bearer prefix is not the node's form",
+                bearer,
+            ),
+            (
+                "requester-sig-high-s",
+                "the high-S twin of a valid signature: the node (Cosmos SDK) refuses it",
+                high_s,
+            ),
+            (
+                "requester-sig-timestamp-repeated",
+                "X-Timestamp sent twice",
+                repeated,
+            ),
+            (
+                "requester-sig-timestamp-not-canonical",
+                "X-Timestamp with a leading zero is not canonical decimal",
+                padded_ts,
+            ),
+        ] {
+            out.push(one(
+                name,
+                description,
+                config_with(vec![], accounts.clone()),
+                request,
+                rejected("requester_sig_malformed"),
+            ));
+        }
+    }
+    {
+        // The window: 10 s each way by default, both ends included.
+        let c = config_with(vec![], accounts.clone());
+        out.push(vector(
+            "requester-sig-timestamp-window",
+            "X-Timestamp exactly 10 s old or 10 s ahead is accepted; one nanosecond further is requester_timestamp_out_of_window",
+            c,
+            vec![
+                step(plain(&k.principal, now_ns - WINDOW), ok.clone()),
+                step(plain(&k.principal, now_ns + WINDOW), ok.clone()),
+                step(
+                    plain(&k.principal, now_ns - WINDOW - 1),
+                    rejected("requester_timestamp_out_of_window"),
+                ),
+                step(
+                    plain(&k.principal, now_ns + WINDOW + 1),
+                    rejected("requester_timestamp_out_of_window"),
+                ),
+            ],
+        ));
+        let mut c = config_with(vec![], accounts.clone());
+        if let Some(b) = &mut c.binding {
+            if let Some(rs) = &mut b.requester_signature {
+                rs.max_age_ms = Some(2_000);
+                rs.max_advance_ms = Some(1_000);
+            }
+        }
+        out.push(vector(
+            "requester-sig-timestamp-window-configured",
+            "a window of 2 s back and 1 s ahead",
+            c,
+            vec![
+                step(plain(&k.principal, now_ns - 2_000_000_000), ok.clone()),
+                step(
+                    plain(&k.principal, now_ns - 2_000_000_001),
+                    rejected("requester_timestamp_out_of_window"),
+                ),
+                step(plain(&k.principal, now_ns + 1_000_000_000), ok.clone()),
+                step(
+                    plain(&k.principal, now_ns + 1_000_000_001),
+                    rejected("requester_timestamp_out_of_window"),
+                ),
+            ],
+        ));
+    }
+    out.push(one(
+        "requester-sig-account-unknown",
+        "the requester has no chain account, so no key to verify with",
+        config_with(vec![], BTreeMap::new()),
+        plain(&k.principal, now_ns),
+        rejected("requester_pubkey_unknown"),
+    ));
+    out.push(one(
+        "requester-sig-account-without-key",
+        "the requester's chain account holds no public key",
+        config_with(vec![], accounts_of(&[(&p_addr, None)])),
+        plain(&k.principal, now_ns),
+        rejected("requester_pubkey_unknown"),
+    ));
+    out.push(one(
+        "requester-sig-other-body",
+        "the native signature covers another body",
+        config_with(vec![], accounts.clone()),
+        native(&k.principal, b"{}", now_ns, &node, false),
+        rejected("requester_sig_invalid"),
+    ));
+    {
+        // Signed by the grantee's key but naming the principal as requester.
+        let mut r = plain(&k.other_principal, now_ns);
+        for (n, v) in &mut r.headers {
+            if n == "X-Requester-Address" {
+                v.clone_from(&p_addr);
+            }
+        }
+        out.push(one(
+            "requester-sig-other-key",
+            "X-Requester-Address names the principal, but another key signed",
+            config_with(vec![], accounts.clone()),
+            r,
+            rejected("requester_sig_invalid"),
+        ));
+    }
+    out.push(one(
+        "requester-sig-signed-for-other-node",
+        "without X-Transfer-Address the configured node address is signed; a signature over another address does not verify",
+        config_with(vec![], accounts.clone()),
+        native(&k.principal, &b, now_ns, &p_addr, false),
+        rejected("requester_sig_invalid"),
+    ));
+    out.push(vector(
+        "requester-sig-replayed",
+        "an Authorization already accepted within its window is refused; a new signature (another timestamp) is accepted",
+        config_with(vec![], accounts.clone()),
+        vec![
+            step(plain(&k.principal, now_ns), ok.clone()),
+            step(plain(&k.principal, now_ns), rejected("requester_sig_replayed")),
+            step(plain(&k.principal, now_ns + 1), ok.clone()),
+        ],
+    ));
+    {
+        let mut second = step(plain(&k.principal, now_ns), ok.clone());
+        second.now = Some("2026-05-21T12:00:10Z".into());
+        let mut third = step(
+            plain(&k.principal, now_ns),
+            rejected("requester_timestamp_out_of_window"),
+        );
+        third.now = Some("2026-05-21T12:00:10.000000001Z".into());
+        out.push(vector(
+            "requester-sig-replay-until-window-end",
+            "a seen Authorization stays refused while its timestamp is in the window, and is refused by the window afterwards",
+            config_with(vec![], accounts.clone()),
+            vec![
+                step(plain(&k.principal, now_ns), ok.clone()),
+                {
+                    let mut s = second;
+                    s.expect = rejected("requester_sig_replayed");
+                    s
+                },
+                third,
+            ],
+        ));
+    }
+    // Order (spec section 6): the header checks before the grant, the key after it, the
+    // signature over the body after the agent signature.
+    out.push(one(
+        "requester-sig-window-before-grant",
+        "no grant and a stale X-Timestamp: the window is judged first, without a chain query",
+        config_with(vec![], accounts.clone()),
+        plain(&k.other_principal, now_ns - WINDOW - 1),
+        rejected("requester_timestamp_out_of_window"),
+    ));
+    out.push(one(
+        "requester-sig-grant-before-key",
+        "no grant and no account: principal_mismatch comes before the key lookup",
+        config_with(vec![], accounts_of(&[(&p_addr, Some(&k.principal))])),
+        plain(&k.other_principal, now_ns),
+        rejected("principal_mismatch"),
+    ));
+    {
+        let mut r = native(&k.principal, b"{}", now_ns, &node, false);
+        for (n, v) in &mut r.headers {
+            if n == "X-Agent-Sig" {
+                *v = encode_base64(&[0u8; 64]);
+            }
+        }
+        out.push(one(
+            "requester-sig-after-agent-sig",
+            "a wrong agent signature and a wrong native signature: agent_sig_invalid (step 10b) comes first",
+            config_with(vec![], accounts.clone()),
+            r,
+            rejected("agent_sig_invalid"),
+        ));
+    }
 }

@@ -134,6 +134,33 @@ pub struct VectorBinding {
     /// The longest a grant query may take; default 15000 (the reference's bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query_timeout_ms: Option<u64>,
+    /// The message type a grant must cover; default
+    /// `/inference.inference.MsgStartInference`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_type_url: Option<String>,
+    /// The chain's accounts: address to standard base64 of the 33-byte compressed
+    /// secp256k1 key, or null for an account without a key; an address not listed has
+    /// no account. Present: a grantee without a key does not count (spec section 7), and
+    /// requester signatures take keys from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<std::collections::BTreeMap<String, Option<String>>>,
+    /// Requires the requester's native signature (spec section 7); needs `accounts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_signature: Option<VectorRequesterSignature>,
+}
+
+/// `binding.requester_signature`: Gonka's native signature, checked as a gateway would.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorRequesterSignature {
+    /// The transfer address of the node behind the gateway.
+    pub transfer_address: String,
+    /// How old `X-Timestamp` may be, in milliseconds; default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_ms: Option<u64>,
+    /// How far ahead `X-Timestamp` may be, in milliseconds; default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_advance_ms: Option<u64>,
 }
 
 /// How a failing grant source fails.
@@ -216,4 +243,51 @@ pub struct ExpectVerified {
     pub envelope_sha256: String,
     /// Hex SHA-256 of the body.
     pub request_body_sha256: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    fn vectors_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance/vectors")
+    }
+
+    fn write(dir: &Path, vectors: &[Vector]) {
+        std::fs::create_dir_all(dir).unwrap();
+        for v in vectors {
+            let text = serde_json::to_string_pretty(v).unwrap() + "\n";
+            std::fs::write(dir.join(format!("{}.json", v.name)), text).unwrap();
+        }
+    }
+
+    /// Every generated vector passes through the layer, and the checked-in directory
+    /// holds exactly what the generator writes. `REGENERATE_VECTORS=1` rewrites it first
+    /// (as `passport-gate conformance --generate conformance/vectors` does).
+    #[test]
+    fn generated_vectors_pass_and_match_the_checked_in_files() {
+        let vectors = generate();
+        let dir = vectors_dir();
+        if std::env::var_os("REGENERATE_VECTORS").is_some() {
+            write(&dir, &vectors);
+        }
+        let tmp = std::env::temp_dir().join(format!("passport-vectors-{}", std::process::id()));
+        write(&tmp, &vectors);
+        let report = run_paths(std::slice::from_ref(&tmp));
+        let _ = std::fs::remove_dir_all(&tmp);
+        assert!(report.invalid.is_empty(), "{:?}", report.invalid);
+        assert!(report.failed.is_empty(), "{:#?}", report.failed);
+        assert_eq!(report.passed, vectors.len());
+        for v in &vectors {
+            let text = serde_json::to_string_pretty(v).unwrap() + "\n";
+            let path = dir.join(format!("{}.json", v.name));
+            assert_eq!(
+                std::fs::read_to_string(&path).ok().as_deref(),
+                Some(text.as_str()),
+                "{} differs from the generator",
+                path.display()
+            );
+        }
+    }
 }

@@ -119,6 +119,7 @@ impl ReplayStore for UnavailableReplayStore {
 #[derive(Clone, Debug)]
 struct Reached {
     agent: Option<VerifiedAgent>,
+    headers: http::HeaderMap,
     body: Bytes,
 }
 
@@ -141,6 +142,7 @@ impl Service<Request<PassportBody<VectorBody>>> for Recorder {
         let seen = Arc::clone(&self.seen);
         Box::pin(async move {
             let agent = req.extensions().get::<VerifiedAgent>().cloned();
+            let headers = req.headers().clone();
             // A body that broke off reaches here only when passed through unread; it is
             // recorded as what arrived before the break.
             let body = req
@@ -150,7 +152,11 @@ impl Service<Request<PassportBody<VectorBody>>> for Recorder {
                 .map(|c| c.to_bytes())
                 .unwrap_or_default();
             if let Ok(mut s) = seen.lock() {
-                s.push(Reached { agent, body });
+                s.push(Reached {
+                    agent,
+                    headers,
+                    body,
+                });
             }
             Ok(Response::new(Full::new(Bytes::new())))
         })
@@ -225,6 +231,7 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
     if vector.config.replay_store.is_some() && !config.replay_protection {
         return Err("config.replay_store needs replay_protection: true".into());
     }
+    let vector_prefix = config.address_prefix.clone();
     let mut builder = PassportLayer::builder(config).clock(Arc::new(clock));
     if let Some(VectorReplayStore::State(ReplayStoreState::Unavailable)) =
         vector.config.replay_store
@@ -256,7 +263,51 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
             ..defaults
         };
         let grants = GrantCache::new(source, settings);
-        builder = builder.binding(Binding::new(header, grants));
+        let mut binding = Binding::new(header, grants);
+        if let Some(msg) = &b.msg_type_url {
+            binding = binding.with_msg_type_url(msg.clone());
+        }
+        if let Some(accounts) = &b.accounts {
+            let mut map = std::collections::HashMap::new();
+            for (address, key) in accounts {
+                let key = match key {
+                    None => None,
+                    Some(k) => Some(
+                        passport_core::crypto::decode_base64(k)
+                            .and_then(|b| passport_core::crypto::PrincipalKey::from_compressed(&b))
+                            .ok_or_else(|| format!("binding.accounts.{address}: not a key"))?,
+                    ),
+                };
+                map.insert(address.clone(), key);
+            }
+            let accounts = passport_gate::grants::AccountCache::new(
+                Arc::new(passport_gate::grants::StaticAccounts(map)),
+                settings,
+            );
+            binding = match &b.requester_signature {
+                None => binding.with_accounts(accounts),
+                Some(rs) => {
+                    let mut s = passport_gate::grants::RequesterSignatureSettings::new(
+                        &rs.transfer_address,
+                    );
+                    s.prefix.clone_from(&vector_prefix);
+                    if let Some(ms) = rs.max_age_ms {
+                        s.max_age_ns =
+                            i64::try_from(ms).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
+                    }
+                    if let Some(ms) = rs.max_advance_ms {
+                        s.max_advance_ns =
+                            i64::try_from(ms).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
+                    }
+                    binding.with_requester_signature(
+                        passport_gate::grants::RequesterSignature::new(s, accounts),
+                    )
+                }
+            };
+        } else if b.requester_signature.is_some() {
+            return Err("binding.requester_signature needs binding.accounts".into());
+        }
+        builder = builder.binding(binding);
     }
     let layer = builder.build().map_err(|errors| {
         errors
@@ -297,6 +348,7 @@ fn check_step(
     status: u16,
     response_body: &[u8],
     reached: Option<&Reached>,
+    sent: &Request<VectorBody>,
     sent_body: &Bytes,
 ) -> Result<(), String> {
     if status != expect.status {
@@ -327,6 +379,15 @@ fn check_step(
     let reached = reached.ok_or("the request was accepted but never reached the inner service")?;
     if reached.body != sent_body {
         return Err("the forwarded body differs from the body sent".into());
+    }
+    // The layer forwards every header as sent (the native signature headers included:
+    // the node behind checks them again, spec section 7.0).
+    for name in sent.headers().keys() {
+        let want: Vec<_> = sent.headers().get_all(name).iter().collect();
+        let got: Vec<_> = reached.headers.get_all(name).iter().collect();
+        if want != got {
+            return Err(format!("the header {name} was not forwarded as sent"));
+        }
     }
     match (&expect.verified, &reached.agent) {
         (None, None) => Ok(()),
@@ -375,6 +436,7 @@ pub async fn run_vector(vector: &Vector) -> Result<VectorOutcome, String> {
         };
         clock.set(now);
         let (req, sent_body) = build_request(step).map_err(|e| format!("steps[{i}]: {e}"))?;
+        let (sent, _) = build_request(step).map_err(|e| format!("steps[{i}]: {e}"))?;
         let before = recorder.seen.lock().map(|s| s.len()).unwrap_or(0);
         std::future::poll_fn(|cx| Service::<Request<VectorBody>>::poll_ready(&mut service, cx))
             .await
@@ -395,7 +457,14 @@ pub async fn run_vector(vector: &Vector) -> Result<VectorOutcome, String> {
             .lock()
             .ok()
             .and_then(|s| s.get(before).cloned());
-        if let Err(why) = check_step(&step.expect, status, &body, reached.as_ref(), &sent_body) {
+        if let Err(why) = check_step(
+            &step.expect,
+            status,
+            &body,
+            reached.as_ref(),
+            &sent,
+            &sent_body,
+        ) {
             return Ok(VectorOutcome::Failed(format!("step {}: {why}", i + 1)));
         }
     }

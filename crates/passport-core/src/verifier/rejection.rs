@@ -75,6 +75,26 @@ pub enum Rejection {
     PrincipalMismatch,
     /// The chain could not be asked about grants; retry later.
     ChainQueryFailed,
+    /// Requester signatures are required (`requester_signature = "gonka"`) and
+    /// `Authorization` or `X-Timestamp` is absent.
+    RequesterSigMissing,
+    /// A native signature header is repeated, not visible ASCII, or malformed
+    /// (`Authorization` not padded base64 of 64 bytes `r‖s` with `r`, `s` in range and
+    /// `s` low; `X-Timestamp` not canonical decimal nanoseconds).
+    RequesterSigMalformed,
+    /// `X-Transfer-Address` is present and is not the configured transfer address.
+    RequesterTransferAddressMismatch,
+    /// `X-Timestamp` is outside the configured window around the gateway's clock.
+    RequesterTimestampOutOfWindow,
+    /// The requester has no chain account, or its account holds no public key.
+    RequesterPubkeyUnknown,
+    /// The native signature does not verify with the requester's on-chain key.
+    RequesterSigInvalid,
+    /// This `Authorization` was already accepted within its window.
+    RequesterSigReplayed,
+    /// The set of recently seen `Authorization` values is full of live entries; retry
+    /// later.
+    RequesterSigStoreFull,
     /// The gateway requires a passport and none was sent.
     PassportRequired,
     /// The passport is on the revocation list.
@@ -91,7 +111,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every variant, in verification order.
-    pub const ALL: [Rejection; 38] = [
+    pub const ALL: [Rejection; 46] = [
         Rejection::SigHeaderMismatch,
         Rejection::HeaderMalformed,
         Rejection::PassportTooLarge,
@@ -114,8 +134,13 @@ impl Rejection {
         Rejection::PrincipalSigInvalid,
         Rejection::PrincipalNotAllowed,
         Rejection::RequesterAddressInvalid,
+        Rejection::RequesterSigMissing,
+        Rejection::RequesterSigMalformed,
+        Rejection::RequesterTransferAddressMismatch,
+        Rejection::RequesterTimestampOutOfWindow,
         Rejection::PrincipalMismatch,
         Rejection::ChainQueryFailed,
+        Rejection::RequesterPubkeyUnknown,
         Rejection::BodyTooLarge,
         Rejection::BodyBudgetExhausted,
         Rejection::BodyReadFailed,
@@ -125,6 +150,9 @@ impl Rejection {
         Rejection::AllowedModelsEmpty,
         Rejection::ModelNotAllowed,
         Rejection::PassportRevoked,
+        Rejection::RequesterSigInvalid,
+        Rejection::RequesterSigReplayed,
+        Rejection::RequesterSigStoreFull,
         Rejection::RequestReplayed,
         Rejection::ReplayStoreUnavailable,
         Rejection::ReplayStoreFull,
@@ -168,6 +196,14 @@ impl Rejection {
                 "principal_mismatch"
             }
             Rejection::ChainQueryFailed => "chain_query_failed",
+            Rejection::RequesterSigMissing => "requester_sig_missing",
+            Rejection::RequesterSigMalformed => "requester_sig_malformed",
+            Rejection::RequesterTransferAddressMismatch => "requester_transfer_address_mismatch",
+            Rejection::RequesterTimestampOutOfWindow => "requester_timestamp_out_of_window",
+            Rejection::RequesterPubkeyUnknown => "requester_pubkey_unknown",
+            Rejection::RequesterSigInvalid => "requester_sig_invalid",
+            Rejection::RequesterSigReplayed => "requester_sig_replayed",
+            Rejection::RequesterSigStoreFull => "requester_sig_store_full",
             Rejection::PassportRequired => "passport_required",
             Rejection::PassportRevoked => "passport_revoked",
             Rejection::RequestReplayed => "request_replayed",
@@ -202,7 +238,8 @@ impl Rejection {
             | Rejection::BodyBudgetExhausted
             | Rejection::VerificationBusy
             | Rejection::ReplayStoreUnavailable
-            | Rejection::ReplayStoreFull => StatusCode::SERVICE_UNAVAILABLE,
+            | Rejection::ReplayStoreFull
+            | Rejection::RequesterSigStoreFull => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::VersionUnknown
             | Rejection::AudienceMismatch
             | Rejection::ChainIdMismatch
@@ -217,7 +254,14 @@ impl Rejection {
             | Rejection::AgentSigInvalid
             | Rejection::PassportRequired
             | Rejection::PassportRevoked
-            | Rejection::RequestReplayed => StatusCode::UNAUTHORIZED,
+            | Rejection::RequestReplayed
+            | Rejection::RequesterSigMissing
+            | Rejection::RequesterSigMalformed
+            | Rejection::RequesterTransferAddressMismatch
+            | Rejection::RequesterTimestampOutOfWindow
+            | Rejection::RequesterPubkeyUnknown
+            | Rejection::RequesterSigInvalid
+            | Rejection::RequesterSigReplayed => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -275,6 +319,30 @@ impl Rejection {
                 "the principal is not the requester and has granted it no authorization"
             }
             Rejection::ChainQueryFailed => "the chain could not be queried for grants; retry later",
+            Rejection::RequesterSigMissing => {
+                "this gateway requires the requester's native signature (Authorization and X-Timestamp)"
+            }
+            Rejection::RequesterSigMalformed => {
+                "a native signature header is repeated or malformed (Authorization: padded base64 of a 64-byte low-S r||s; X-Timestamp: decimal nanoseconds)"
+            }
+            Rejection::RequesterTransferAddressMismatch => {
+                "X-Transfer-Address is not the transfer address this gateway forwards to"
+            }
+            Rejection::RequesterTimestampOutOfWindow => {
+                "X-Timestamp is outside the window this gateway accepts; sign the request again"
+            }
+            Rejection::RequesterPubkeyUnknown => {
+                "the requester has no account with a public key on chain"
+            }
+            Rejection::RequesterSigInvalid => {
+                "the requester's native signature does not verify for this request"
+            }
+            Rejection::RequesterSigReplayed => {
+                "this Authorization was already accepted; sign the request again"
+            }
+            Rejection::RequesterSigStoreFull => {
+                "the gateway remembers as many recent requester signatures as it can; retry later"
+            }
             Rejection::PassportRequired => "this endpoint requires an agent passport",
             Rejection::PassportRevoked => "the passport has been revoked",
             Rejection::RequestReplayed => {
@@ -299,7 +367,9 @@ impl Rejection {
             Rejection::ChainQueryFailed
             | Rejection::ReplayStoreUnavailable
             | Rejection::ReplayStoreFull => Some(5),
-            Rejection::BodyBudgetExhausted | Rejection::VerificationBusy => Some(1),
+            Rejection::BodyBudgetExhausted
+            | Rejection::VerificationBusy
+            | Rejection::RequesterSigStoreFull => Some(1),
             Rejection::ReplayQuotaExceeded => Some(60),
             _ => None,
         }

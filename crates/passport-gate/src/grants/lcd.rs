@@ -1,13 +1,16 @@
 //! Grants from a chain node's Cosmos REST (LCD) API:
 //! `GET /cosmos/authz/v1beta1/grants?granter=..&grantee=..&msg_type_url=..`.
 
-use super::{Grant, GrantFuture, GrantQueryError, GrantSource};
+use super::{
+    Account, AccountFuture, AccountSource, Grant, GrantFuture, GrantQueryError, GrantSource,
+};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use passport_core::crypto::{decode_base64, PrincipalKey};
 use passport_core::time::Timestamp;
 use serde::Deserialize;
 
@@ -46,6 +49,27 @@ struct Pagination {
     #[serde(default)]
     next_key: Option<String>,
 }
+
+#[derive(Deserialize)]
+struct AccountAnswer {
+    account: LcdAccount,
+}
+
+#[derive(Deserialize)]
+struct LcdAccount {
+    #[serde(default)]
+    pub_key: Option<LcdPubKey>,
+}
+
+#[derive(Deserialize)]
+struct LcdPubKey {
+    #[serde(rename = "@type")]
+    type_url: String,
+    key: String,
+}
+
+/// The only key type a requester's native signature can be checked with.
+const SECP256K1_PUBKEY: &str = "/cosmos.crypto.secp256k1.PubKey";
 
 #[derive(Deserialize)]
 struct ErrorAnswer {
@@ -186,6 +210,52 @@ impl LcdGrantSource {
     }
 }
 
+impl LcdGrantSource {
+    /// `GET /cosmos/auth/v1beta1/accounts/{address}`: 404 with code 5 is no account; a
+    /// `pub_key` of null (or absent) is an account without a key; a key of another type
+    /// than secp256k1 (multisig, ed25519) counts as none, since no native signature can
+    /// verify under it; a secp256k1 key that is not a 33-byte compressed point is an error.
+    async fn account_query(&self, address: &str) -> Result<Account, GrantQueryError> {
+        let url = format!(
+            "{}/cosmos/auth/v1beta1/accounts/{}",
+            self.base,
+            percent_encode(address)
+        );
+        let (status, body) = self.page(url).await?;
+        if !status.is_success() {
+            return match serde_json::from_slice::<ErrorAnswer>(&body) {
+                Ok(e) if e.code == GRPC_NOT_FOUND => Ok(Account::Unknown),
+                Ok(e) => Err(GrantQueryError(format!(
+                    "chain node answered {status} with code {}: {}",
+                    e.code,
+                    e.message.chars().take(200).collect::<String>()
+                ))),
+                Err(_) => Err(GrantQueryError(format!("chain node answered {status}"))),
+            };
+        }
+        parse_account(&body)
+    }
+}
+
+fn parse_account(body: &[u8]) -> Result<Account, GrantQueryError> {
+    let answer: AccountAnswer = serde_json::from_slice(body)
+        .map_err(|e| GrantQueryError(format!("chain node answer is not an account: {e}")))?;
+    match answer.account.pub_key {
+        None => Ok(Account::NoPublicKey),
+        Some(k) if k.type_url != SECP256K1_PUBKEY => Ok(Account::NoPublicKey),
+        Some(k) => decode_base64(&k.key)
+            .and_then(|b| PrincipalKey::from_compressed(&b))
+            .map(Account::Key)
+            .ok_or_else(|| GrantQueryError("chain node answered an invalid secp256k1 key".into())),
+    }
+}
+
+impl AccountSource for LcdGrantSource {
+    fn account<'a>(&'a self, address: &'a str) -> AccountFuture<'a> {
+        Box::pin(self.account_query(address))
+    }
+}
+
 impl GrantSource for LcdGrantSource {
     fn grants<'a>(
         &'a self,
@@ -221,6 +291,25 @@ mod tests {
             "%2Finference.inference.MsgStartInference"
         );
         assert_eq!(percent_encode("a+b="), "a%2Bb%3D");
+    }
+
+    #[test]
+    fn account_answers_are_read_as_the_node_writes_them() {
+        let key = "Anm+Zn753LusVaBilc6HCwcCm/zbLc4o2VnygVsW+BeY";
+        let with = format!(
+            r#"{{"account":{{"@type":"/cosmos.auth.v1beta1.BaseAccount","address":"gonka1x","pub_key":{{"@type":"/cosmos.crypto.secp256k1.PubKey","key":"{key}"}},"account_number":"7","sequence":"1"}}}}"#
+        );
+        assert!(matches!(
+            parse_account(with.as_bytes()),
+            Ok(Account::Key(_))
+        ));
+        let without = br#"{"account":{"@type":"/cosmos.auth.v1beta1.BaseAccount","address":"gonka1x","pub_key":null,"account_number":"7","sequence":"0"}}"#;
+        assert_eq!(parse_account(without).unwrap(), Account::NoPublicKey);
+        let multisig = br#"{"account":{"pub_key":{"@type":"/cosmos.crypto.multisig.LegacyAminoPubKey","key":"x"}}}"#;
+        assert_eq!(parse_account(multisig).unwrap(), Account::NoPublicKey);
+        let bad =
+            br#"{"account":{"pub_key":{"@type":"/cosmos.crypto.secp256k1.PubKey","key":"AAAA"}}}"#;
+        assert!(parse_account(bad).is_err());
     }
 
     #[test]

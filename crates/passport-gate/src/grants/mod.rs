@@ -1,6 +1,10 @@
 //! Requester binding: is the principal the requester, or has it granted the requester an
-//! x/authz authorization for `MsgStartInference`? Answers come from a [`GrantSource`]
-//! (a static list, or a chain node's REST API) through the [`GrantCache`].
+//! x/authz authorization for `MsgStartInference` (or the configured message type)?
+//! Answers come from a [`GrantSource`] (a static list, or a chain node's REST API)
+//! through the [`GrantCache`]; accounts and their keys from an [`AccountSource`] through
+//! the [`AccountCache`]; both caches are a [`LookupCache`]. With a
+//! [`RequesterSignature`], the requester must prove itself with Gonka's native request
+//! signature.
 
 #[cfg(feature = "lcd")]
 mod lcd;
@@ -8,18 +12,33 @@ mod lcd;
 #[cfg(feature = "lcd")]
 pub use lcd::LcdGrantSource;
 
-use moka::future::Cache;
-use moka::Expiry;
+mod accounts;
+mod cache;
+mod native;
+
+pub use accounts::{Account, AccountCache, AccountFuture, AccountSource, StaticAccounts};
+pub use cache::{LookupCache, Weigh};
+pub use native::{
+    RequesterSignature, RequesterSignatureProblem, RequesterSignatureSettings, Seen, SeenSignatures,
+};
+
 use passport_core::crypto::{check_address, AddressProblem};
 use passport_core::time::Timestamp;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The message type a principal must have granted for inference.
+/// The message type a principal must have granted for inference (the default: x/authz's
+/// own meaning, on every chain version).
 pub const START_INFERENCE_MSG: &str = "/inference.inference.MsgStartInference";
+
+/// The legacy warm-key marker: the newest inference keeper answers a
+/// `GranteesByMessageType` query for `MsgStartInference` from grants of this type (spec
+/// section 11). Set it as [`Binding::msg_type_url`](crate::layer::Binding) to follow
+/// that keeper.
+pub const CLAIM_REWARDS_MSG: &str = "/inference.inference.MsgClaimRewards";
 
 /// Checks the requester value before anything is looked up or cached for it: it must be
 /// a canonical account address (at most 90 characters, lowercase bech32, not bech32m,
@@ -118,38 +137,9 @@ enum Decision {
     NotGranted,
 }
 
-#[derive(Clone, Debug)]
-struct Entry {
-    decision: Decision,
-    /// A failed query, remembered briefly as a failure (never as "no grant") so that a
-    /// down or slow chain node is not asked again by every request.
-    failure: Option<GrantQueryError>,
-    ttl: Duration,
-}
-
-/// The bytes a cached answer costs, roughly: its key strings, the entry and a fixed
-/// allowance for the cache's own bookkeeping.
-fn weight(key: &(String, String, String), entry: &Entry) -> u32 {
-    const OVERHEAD: usize = 160;
-    let bytes = key.0.len()
-        + key.1.len()
-        + key.2.len()
-        + std::mem::size_of::<Entry>()
-        + entry.failure.as_ref().map_or(0, |e| e.0.len())
-        + OVERHEAD;
-    u32::try_from(bytes).unwrap_or(u32::MAX)
-}
-
-struct EntryTtl;
-
-impl Expiry<(String, String, String), Entry> for EntryTtl {
-    fn expire_after_create(
-        &self,
-        _: &(String, String, String),
-        e: &Entry,
-        _: Instant,
-    ) -> Option<Duration> {
-        Some(e.ttl)
+impl Weigh for Decision {
+    fn weigh(&self) -> usize {
+        std::mem::size_of::<Decision>()
     }
 }
 
@@ -200,15 +190,13 @@ pub struct GrantLookup {
 #[derive(Clone)]
 pub struct GrantCache {
     source: Arc<dyn GrantSource>,
-    cache: Cache<(String, String, String), Entry>,
-    settings: GrantCacheSettings,
-    in_flight: Arc<tokio::sync::Semaphore>,
+    cache: LookupCache<(String, String, String), Decision>,
 }
 
 impl fmt::Debug for GrantCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GrantCache")
-            .field("settings", &self.settings)
+            .field("settings", self.cache.settings())
             .finish_non_exhaustive()
     }
 }
@@ -218,13 +206,7 @@ impl GrantCache {
     pub fn new(source: Arc<dyn GrantSource>, settings: GrantCacheSettings) -> GrantCache {
         GrantCache {
             source,
-            cache: Cache::builder()
-                .max_capacity(settings.max_bytes)
-                .weigher(weight)
-                .expire_after(EntryTtl)
-                .build(),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_queries)),
-            settings,
+            cache: LookupCache::new(settings, "grant"),
         }
     }
 
@@ -246,29 +228,15 @@ impl GrantCache {
             requester.to_owned(),
             msg_type_url.to_owned(),
         );
-        let mut loaded = false;
-        let entry = self
+        let (decision, hit) = self
             .cache
-            .get_with(key, async {
-                loaded = true;
-                match self.load(principal, requester, msg_type_url, now).await {
-                    Ok(entry) => entry,
-                    Err(e) => Entry {
-                        decision: Decision::NotGranted,
-                        failure: Some(e),
-                        ttl: self.settings.failure_ttl,
-                    },
-                }
-            })
-            .await;
-        if let Some(e) = entry.failure {
-            return Err(e);
-        }
-        let granted = match entry.decision {
+            .get(key, self.load(principal, requester, msg_type_url, now))
+            .await?;
+        let granted = match decision {
             Decision::Granted { expiration } => grant_is_live(expiration, now),
             Decision::NotGranted => false,
         };
-        Ok((granted, GrantLookup { hit: !loaded }))
+        Ok((granted, GrantLookup { hit }))
     }
 
     async fn load(
@@ -277,24 +245,9 @@ impl GrantCache {
         grantee: &str,
         msg: &str,
         now: Timestamp,
-    ) -> Result<Entry, GrantQueryError> {
-        let _slot = self.in_flight.try_acquire().map_err(|_| {
-            GrantQueryError(format!(
-                "{} grant queries already in flight",
-                self.settings.max_concurrent_queries
-            ))
-        })?;
-        let grants = tokio::time::timeout(
-            self.settings.query_timeout,
-            self.source.grants(granter, grantee, msg),
-        )
-        .await
-        .map_err(|_| {
-            GrantQueryError(format!(
-                "grant query timed out after {:?}",
-                self.settings.query_timeout
-            ))
-        })??;
+    ) -> Result<(Decision, Duration), GrantQueryError> {
+        let settings = self.cache.settings();
+        let grants = self.source.grants(granter, grantee, msg).await?;
         // Among live matching grants, one without expiry wins, else the latest expiry.
         let live: Vec<Option<Timestamp>> = grants
             .iter()
@@ -317,22 +270,13 @@ impl GrantCache {
                             u64::try_from(t.unix_seconds() - now.unix_seconds()).unwrap_or(0),
                         )
                     })
-                    .unwrap_or(self.settings.ttl);
-                Entry {
-                    decision: Decision::Granted { expiration },
-                    failure: None,
-                    ttl: self
-                        .settings
-                        .ttl
-                        .min(until_expiry)
-                        .max(Duration::from_secs(1)),
-                }
+                    .unwrap_or(settings.ttl);
+                (
+                    Decision::Granted { expiration },
+                    settings.ttl.min(until_expiry).max(Duration::from_secs(1)),
+                )
             }
-            None => Entry {
-                decision: Decision::NotGranted,
-                failure: None,
-                ttl: self.settings.negative_ttl,
-            },
+            None => (Decision::NotGranted, settings.negative_ttl),
         })
     }
 }
@@ -584,12 +528,8 @@ mod tests {
                 .await
                 .unwrap();
         }
-        cache.cache.run_pending_tasks().await;
-        assert!(
-            cache.cache.weighted_size() <= 64 * 1024,
-            "{}",
-            cache.cache.weighted_size()
-        );
+        let size = cache.cache.weighted_size().await;
+        assert!(size <= 64 * 1024, "{size}");
     }
 
     async fn futures_join_all<F: Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {

@@ -2,7 +2,7 @@
 
 use super::PassportService;
 use crate::attribution::AttributionSender;
-use crate::grants::{GrantCache, START_INFERENCE_MSG};
+use crate::grants::{AccountCache, GrantCache, RequesterSignature, START_INFERENCE_MSG};
 use crate::metrics::Metrics;
 use crate::principals::PrincipalAllowlist;
 use crate::replay::{MemoryReplayStore, ReplayStore};
@@ -37,8 +37,17 @@ pub struct Binding {
     pub requester: RequesterSource,
     /// Where grants are looked up.
     pub grants: GrantCache,
-    /// The message type the grant must cover.
+    /// The message type the grant must cover (default
+    /// [`START_INFERENCE_MSG`]; [`CLAIM_REWARDS_MSG`](crate::grants::CLAIM_REWARDS_MSG)
+    /// follows the newest inference keeper, spec section 11).
     pub msg_type_url: String,
+    /// Chain accounts: when set, a grantee (a requester other than the principal) whose
+    /// account has no public key does not count, as in the reference (spec section 7).
+    /// Set by [`Binding::with_requester_signature`] too.
+    pub accounts: Option<AccountCache>,
+    /// The requester's native signature, checked before `X-Requester-Address` is
+    /// believed (spec section 7.0); `None`: the header is trusted as sent.
+    pub requester_signature: Option<RequesterSignature>,
 }
 
 impl Binding {
@@ -53,7 +62,33 @@ impl Binding {
             requester,
             grants,
             msg_type_url: START_INFERENCE_MSG.to_owned(),
+            accounts: None,
+            requester_signature: None,
         }
+    }
+
+    /// The grant must cover `msg_type_url` instead of `MsgStartInference`.
+    pub fn with_msg_type_url(mut self, msg_type_url: impl Into<String>) -> Binding {
+        self.msg_type_url = msg_type_url.into();
+        self
+    }
+
+    /// Looks up grantees' accounts in `accounts`: a grantee without a public key does
+    /// not count (the reference's rule).
+    pub fn with_accounts(mut self, accounts: AccountCache) -> Binding {
+        self.accounts = Some(accounts);
+        self
+    }
+
+    /// Requires the requester's native signature (`requester_signature = "gonka"`). The
+    /// requester is then always `X-Requester-Address` (the header the node reads, so a
+    /// fixed requester is replaced); its key comes from `signature.accounts`, which also
+    /// becomes the binding's accounts (grantees without a key then never count).
+    pub fn with_requester_signature(mut self, signature: RequesterSignature) -> Binding {
+        self.accounts = Some(signature.accounts.clone());
+        self.requester = RequesterSource::Header(HeaderName::from_static("x-requester-address"));
+        self.requester_signature = Some(signature);
+        self
     }
 }
 

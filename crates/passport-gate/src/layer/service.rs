@@ -369,7 +369,7 @@ where
     // header, so it runs before the body is read too: with binding on, a principal
     // without a grant (anyone can mint a passport for a key of their own) never makes
     // the gateway hold a body.
-    let requester = bind_requester(shared, parts, principal, passport.now()).await?;
+    let (requester, native) = bind_requester(shared, parts, principal, passport.now()).await?;
     let (body, budget) = tokio::time::timeout(
         shared.body_read_timeout,
         read_limited(
@@ -405,6 +405,9 @@ where
     {
         return Err(Rejection::PassportRevoked);
     }
+    if let Some(pending) = &native {
+        check_native(shared, pending, &body, agent.verified_at())?;
+    }
     let reservation = match &shared.replay {
         Some(guard) => {
             check_replay(
@@ -427,57 +430,178 @@ where
     })
 }
 
+/// A native request signature that passed every check but the signature itself, which
+/// needs the body: the headers and the requester's on-chain key.
+struct PendingNative {
+    headers: passport_core::gonka::NativeHeaders,
+    signature: [u8; 64],
+    key: passport_core::crypto::PrincipalKey,
+}
+
 /// Step 12: the requester binding, when configured. A requester header must appear once
 /// and be a canonical account address (it is unsigned: an arbitrary value must not key
-/// a cache or a chain query); a fixed requester was checked at startup. The principal
-/// must be the requester or have granted it.
+/// a cache or a chain query); a fixed requester was checked at startup. With requester
+/// signatures on, the native headers are read and their form, transfer address and
+/// window checked next (no chain query for a request failing them). The principal must
+/// be the requester or have granted it; with accounts configured, a grantee without a
+/// public key does not count. With requester signatures on, the requester's key is
+/// looked up last; the signature over the body is checked after the body
+/// ([`check_native`]).
 async fn bind_requester(
     shared: &Shared,
     parts: &Parts,
     principal: &str,
     now: passport_core::time::Timestamp,
-) -> Result<Option<String>, Rejection> {
-    match &shared.binding {
-        None => Ok(None),
-        Some(binding) => {
-            let requester = match &binding.requester {
-                super::RequesterSource::Fixed(r) => r.as_str(),
-                super::RequesterSource::Header(name) => {
-                    let mut values = parts.headers.get_all(name).iter();
-                    let requester = match (values.next(), values.next()) {
-                        (Some(v), None) => v.to_str().map_err(|_| Rejection::PrincipalMismatch)?,
-                        _ => return Err(Rejection::PrincipalMismatch),
-                    };
-                    if crate::grants::check_requester(principal, requester).is_err() {
-                        return Err(Rejection::RequesterAddressInvalid);
-                    }
-                    requester
-                }
+) -> Result<(Option<String>, Option<PendingNative>), Rejection> {
+    let Some(binding) = &shared.binding else {
+        return Ok((None, None));
+    };
+    let requester = match &binding.requester {
+        super::RequesterSource::Fixed(r) => r.as_str(),
+        super::RequesterSource::Header(name) => {
+            let mut values = parts.headers.get_all(name).iter();
+            let requester = match (values.next(), values.next()) {
+                (Some(v), None) => v.to_str().map_err(|_| Rejection::PrincipalMismatch)?,
+                _ => return Err(Rejection::PrincipalMismatch),
             };
-            let started = Instant::now();
-            let lookup = binding
-                .grants
-                .is_authorized(principal, requester, &binding.msg_type_url, now)
-                .await;
-            let (granted, how) = lookup.map_err(|e| {
+            if crate::grants::check_requester(principal, requester).is_err() {
+                return Err(Rejection::RequesterAddressInvalid);
+            }
+            requester
+        }
+    };
+    let native = match &binding.requester_signature {
+        Some(sig) => Some(native_headers(parts, sig, now)?),
+        None => None,
+    };
+    let started = Instant::now();
+    let lookup = binding
+        .grants
+        .is_authorized(principal, requester, &binding.msg_type_url, now)
+        .await;
+    let (granted, how) = lookup.map_err(|e| {
+        shared.metrics.chain_query_errors.inc();
+        tracing::warn!(error = %e, "grant query failed");
+        Rejection::ChainQueryFailed
+    })?;
+    if how.hit {
+        shared.metrics.grant_cache_hits.inc();
+    } else {
+        shared.metrics.grant_cache_misses.inc();
+        shared
+            .metrics
+            .chain_query_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+    if !granted {
+        return Err(Rejection::PrincipalMismatch);
+    }
+    let needs_account = native.is_some() || requester != principal;
+    let account = match &binding.accounts {
+        Some(accounts) if needs_account => {
+            let (account, _) = accounts.account(requester).await.map_err(|e| {
                 shared.metrics.chain_query_errors.inc();
-                tracing::warn!(error = %e, "grant query failed");
+                tracing::warn!(error = %e, "account query failed");
                 Rejection::ChainQueryFailed
             })?;
-            if how.hit {
-                shared.metrics.grant_cache_hits.inc();
-            } else {
-                shared.metrics.grant_cache_misses.inc();
-                shared
-                    .metrics
-                    .chain_query_seconds
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            if !granted {
-                return Err(Rejection::PrincipalMismatch);
-            }
-            Ok(Some(requester.to_owned()))
+            Some(account)
         }
+        _ => None,
+    };
+    let key = account.as_ref().and_then(|a| a.key());
+    if requester != principal && account.is_some() && key.is_none() {
+        // The reference counts only grantees whose account holds a public key.
+        return Err(Rejection::PrincipalMismatch);
+    }
+    let pending = match native {
+        None => None,
+        Some((headers, signature)) => Some(PendingNative {
+            headers,
+            signature,
+            key: key.cloned().ok_or(Rejection::RequesterPubkeyUnknown)?,
+        }),
+    };
+    Ok((Some(requester.to_owned()), pending))
+}
+
+/// Reads the native signature headers and checks what needs neither the chain nor the
+/// body: presence, form, the transfer address and the timestamp window.
+fn native_headers(
+    parts: &Parts,
+    sig: &crate::grants::RequesterSignature,
+    now: passport_core::time::Timestamp,
+) -> Result<(passport_core::gonka::NativeHeaders, [u8; 64]), Rejection> {
+    use passport_core::gonka::{check_native_window, NativeHeaders, NativeSigError};
+    let headers = NativeHeaders::from_headers(&parts.headers).map_err(|e| match e {
+        NativeSigError::HeaderMissing { .. } => Rejection::RequesterSigMissing,
+        _ => Rejection::RequesterSigMalformed,
+    })?;
+    let signature: [u8; 64] = passport_core::crypto::decode_base64(&headers.authorization)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(Rejection::RequesterSigMalformed)?;
+    if headers
+        .transfer_address
+        .as_deref()
+        .is_some_and(|t| t != sig.settings.transfer_address)
+    {
+        return Err(Rejection::RequesterTransferAddressMismatch);
+    }
+    if headers.timestamp <= 0 {
+        return Err(Rejection::RequesterTimestampOutOfWindow);
+    }
+    check_native_window(
+        headers.timestamp,
+        now_ns(now),
+        sig.settings.max_age_ns,
+        sig.settings.max_advance_ns,
+    )
+    .map_err(|_| Rejection::RequesterTimestampOutOfWindow)?;
+    Ok((headers, signature))
+}
+
+fn now_ns(now: passport_core::time::Timestamp) -> i64 {
+    i64::try_from(now.unix_nanos()).unwrap_or(i64::MAX)
+}
+
+/// The native signature over the body, then the seen-set: a signature is remembered only
+/// once it verified, so unauthenticated requests cannot fill the set.
+fn check_native(
+    shared: &Shared,
+    pending: &PendingNative,
+    body: &[u8],
+    now: passport_core::time::Timestamp,
+) -> Result<(), Rejection> {
+    use crate::grants::Seen;
+    use passport_core::gonka::{verify_native, NativeSigError};
+    let Some(sig) = shared
+        .binding
+        .as_ref()
+        .and_then(|b| b.requester_signature.as_ref())
+    else {
+        return Ok(());
+    };
+    verify_native(
+        &pending.key,
+        &pending.headers,
+        body,
+        &sig.settings.prefix,
+        &sig.settings.transfer_address,
+    )
+    .map_err(|e| match e {
+        NativeSigError::SignatureMalformed
+        | NativeSigError::SignatureWrongLength { .. }
+        | NativeSigError::SignatureOutOfRange
+        | NativeSigError::SignatureHighS => Rejection::RequesterSigMalformed,
+        _ => Rejection::RequesterSigInvalid,
+    })?;
+    let expires = pending
+        .headers
+        .timestamp
+        .saturating_add(sig.settings.max_age_ns);
+    match sig.seen.insert(pending.signature, expires, now_ns(now)) {
+        Seen::Fresh => Ok(()),
+        Seen::Replayed => Err(Rejection::RequesterSigReplayed),
+        Seen::Full => Err(Rejection::RequesterSigStoreFull),
     }
 }
 
