@@ -2,9 +2,9 @@
 //! replays the committed corpora under `cargo test`.
 #![allow(dead_code)]
 
-use passport_gate::envelope::Envelope;
-use passport_gate::verifier::PassportHeaders;
-use passport_gate::Verifier;
+use passport_core::envelope::Envelope;
+use passport_core::verifier::PassportHeaders;
+use passport_core::Verifier;
 
 /// Whatever parses re-parses from its canonical form to the same canonical forms.
 pub fn envelope_parse(data: &[u8]) -> bool {
