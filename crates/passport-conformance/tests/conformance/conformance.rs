@@ -75,9 +75,7 @@ fn a_wrong_expectation_makes_the_runner_fail() {
         .enable_all()
         .build()
         .unwrap();
-    let outcome = rt
-        .block_on(passport_conformance::run_vector(&v))
-        .unwrap();
+    let outcome = rt.block_on(passport_conformance::run_vector(&v)).unwrap();
     assert!(matches!(
         outcome,
         passport_conformance::VectorOutcome::Failed(_)

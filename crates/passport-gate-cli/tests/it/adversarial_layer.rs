@@ -522,7 +522,7 @@ async fn declared_but_unsent_bodies_hold_none_of_the_body_budget() {
 async fn shutdown_waits_for_the_event_of_a_request_whose_client_left() {
     let up = slow_upstream(Duration::from_secs(2)).await;
     let f = support::live("urn:aps:agent:left-before-shutdown");
-    let (g, events) = with_events("shutdown-events", up, "");
+    let (g, events) = with_events("adv-shutdown-events", up, "");
     // The client hangs up once its request is on its way upstream; the gateway is
     // stopped while the upstream still works on it.
     hang_up_after(g.listen, &f, Duration::from_millis(300)).await;

@@ -135,9 +135,7 @@ fn a_request_body_that_never_arrives_is_given_up() {
     let _ = std::io::Read::read_to_end(&mut s, &mut answer);
     let answer = String::from_utf8_lossy(&answer);
     assert_eq!(status_of(&answer), 408, "{answer}");
-    assert!(
-        started.elapsed() < wallet::REQUEST_READ_TIMEOUT + Duration::from_secs(5)
-    );
+    assert!(started.elapsed() < wallet::REQUEST_READ_TIMEOUT + Duration::from_secs(5));
 }
 
 #[test]

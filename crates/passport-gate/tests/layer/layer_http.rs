@@ -9,14 +9,14 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use passport_gate::attribution::{AttributionEvent, AttributionQueue, Sink};
 use passport_conformance::{generate, layer_for, Step};
 use passport_core::crypto::{decode_base64, PrincipalSecret};
+use passport_core::time::{FixedClock, Timestamp};
+use passport_gate::attribution::{AttributionEvent, AttributionQueue, Sink};
 use passport_gate::grants::{
     GrantCache, GrantCacheSettings, LcdGrantSource, StaticGrants, START_INFERENCE_MSG,
 };
 use passport_gate::metrics::{render, Metrics};
-use passport_core::time::{FixedClock, Timestamp};
 use passport_gate::{Binding, Config, Mode, PassportLayer, VerifiedAgent};
 use std::convert::Infallible;
 use std::net::SocketAddr;

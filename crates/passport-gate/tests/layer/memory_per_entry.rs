@@ -5,9 +5,9 @@
 
 use crate::support;
 
-use passport_gate::replay::{MemoryReplayStore, ReplayRecord, ReplayStore};
 use passport_core::time::{FixedClock, Timestamp};
 use passport_core::verifier::{PassportHeaders, PassportRequest};
+use passport_gate::replay::{MemoryReplayStore, ReplayRecord, ReplayStore};
 use passport_gate::{Config, Verifier};
 use std::sync::Arc;
 
