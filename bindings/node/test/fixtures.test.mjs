@@ -1,5 +1,5 @@
 // The shared SDK fixtures (conformance/sdk-fixtures.json), byte for byte: the Rust test
-// (tests/sdk_fixtures.rs) and pytest check the same file.
+// (crates/passport-core/tests/core/sdk_fixtures.rs) and pytest check the same file.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, statSync } from 'node:fs';

@@ -1,5 +1,5 @@
 """The shared SDK fixtures (conformance/sdk-fixtures.json), byte for byte: the Rust test
-(tests/sdk_fixtures.rs) and node:test check the same file."""
+(crates/passport-core/tests/core/sdk_fixtures.rs) and node:test check the same file."""
 
 import base64
 import json

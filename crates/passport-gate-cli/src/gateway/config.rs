@@ -1188,7 +1188,7 @@ chain_node = "ftp://x"
 
     #[test]
     fn the_annotated_example_file_is_valid() {
-        let text = include_str!("../../passport-gate.example.toml");
+        let text = include_str!("../../../../passport-gate.example.toml");
         let v = GatewayConfig::from_toml(text).unwrap().validate().unwrap();
         assert!(v.raw.agent_envelope.enabled);
         assert_eq!(

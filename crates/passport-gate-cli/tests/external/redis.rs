@@ -1,0 +1,1092 @@
+//! Several replicas on one real `redis-server` (started here on loopback; `.ci/run`
+//! installs it): shared replay records, fail-closed when Redis dies, revocation by file
+//! and by shared set, one attribution stream, and an audit file that survives `kill -9`.
+
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use passport_core::time::{FixedClock, Timestamp};
+use passport_gate::attribution::{AttributionQueue, RedisStreamSink};
+use passport_gate::metrics::Metrics;
+use passport_gate::redis_client::{Redis, RedisConfig, RedisTlsFiles, Reply};
+use passport_gate::replay::RedisReplayStore;
+use passport_gate::revocation::RevocationList;
+use passport_gate::{Config, PassportLayer};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+use crate::support;
+
+const BODY: &[u8] = br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"hi"}]}"#;
+const URI: &str = "/v1/chat/completions";
+
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `redis-server` can be run. Without it these tests are skipped with a message
+/// on a developer's machine, and fail under CI (`CI` set), where `.ci/run` installs it.
+fn redis_available() -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "redis-server is not installed, and CI must run the Redis tests"
+        );
+        eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
+    }
+    found
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        RedisServer::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// A server with `settings` (command-line `--name value` pairs) added; its files go
+    /// to a fresh temporary directory.
+    fn start_with(settings: &[&str]) -> RedisServer {
+        let port = free_port();
+        RedisServer::start_on(port, &["--port", &port.to_string()], settings)
+    }
+
+    /// A server that listens (TCP or TLS, as `listen` says) on `port`.
+    /// A server reached only over TLS on `port`, with the certificates `tls_files` wrote
+    /// into `dir` (`ca` signs them); `client_certs` requires client certificates.
+    fn start_tls(
+        port: u16,
+        dir: &std::path::Path,
+        ca: &std::path::Path,
+        client_certs: bool,
+        settings: &[&str],
+    ) -> RedisServer {
+        let port_text = port.to_string();
+        let cert = dir.join("server.pem");
+        let key = dir.join("server.key");
+        RedisServer::start_on(
+            port,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port_text,
+                "--tls-cert-file",
+                cert.to_str().unwrap(),
+                "--tls-key-file",
+                key.to_str().unwrap(),
+                "--tls-ca-cert-file",
+                ca.to_str().unwrap(),
+                "--tls-auth-clients",
+                if client_certs { "yes" } else { "no" },
+            ],
+            settings,
+        )
+    }
+
+    fn start_on(port: u16, listen: &[&str], settings: &[&str]) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args(listen)
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                support::serve::workdir(&format!("redis-{port}"))
+                    .to_str()
+                    .unwrap(),
+            ])
+            .args(settings)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server; .ci/run does it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer { child, port }
+    }
+
+    fn config(&self) -> RedisConfig {
+        RedisConfig::from_url(&self.url(), Duration::from_millis(500)).unwrap()
+    }
+
+    fn client(&self) -> Arc<Redis> {
+        Arc::new(Redis::new(self.config()))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+/// The ways operators run Redis; the replay and revocation tests run against each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// One server, no password.
+    Plain,
+    /// One server with `requirepass` (as managed Redis has).
+    Password,
+    /// One server reached over TLS only (`--port 0 --tls-port`), its certificate
+    /// signed by a private CA made here.
+    Tls,
+    /// A three-node Redis Cluster.
+    Cluster,
+}
+
+/// A running deployment and the client settings that reach it.
+struct Deployment {
+    _servers: Vec<RedisServer>,
+    config: RedisConfig,
+    /// A URL the `revoke --redis` CLI can use (one server, no private CA), if any.
+    cli_url: Option<String>,
+}
+
+const PASSWORD: &str = "s3cret-for-tests";
+
+/// Whether `redis` refuses a command.
+async fn refuses(redis: &Redis) -> bool {
+    redis.sadd("probe", "x").await.is_err()
+}
+
+impl Deployment {
+    async fn start(kind: Kind) -> Deployment {
+        let timeout = Duration::from_millis(500);
+        let plain = ["--save", "", "--appendonly", "no"];
+        match kind {
+            Kind::Plain => {
+                let s = RedisServer::start();
+                Deployment {
+                    config: s.config(),
+                    cli_url: Some(s.url()),
+                    _servers: vec![s],
+                }
+            }
+            Kind::Password => {
+                let mut settings = plain.to_vec();
+                settings.extend(["--requirepass", PASSWORD]);
+                let s = RedisServer::start_with(&settings);
+                assert!(refuses(&Redis::new(s.config())).await, "no password");
+                let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/0", s.port);
+                Deployment {
+                    config: RedisConfig::from_url(&url, timeout).unwrap(),
+                    cli_url: Some(url),
+                    _servers: vec![s],
+                }
+            }
+            Kind::Tls => {
+                let port = free_port();
+                let dir = support::serve::workdir(&format!("redis-tls-files-{port}"));
+                let ca = tls_files(&dir);
+                let s = RedisServer::start_tls(port, &dir, &ca, false, &plain);
+                let url = format!("rediss://localhost:{port}");
+                let untrusted = Redis::new(RedisConfig::from_url(&url, timeout).unwrap());
+                assert!(
+                    refuses(&untrusted).await,
+                    "the private CA is not trusted by default"
+                );
+                let tls = RedisTlsFiles {
+                    ca_file: Some(&ca),
+                    client_cert: None,
+                };
+                Deployment {
+                    config: RedisConfig::new(&[&url], false, tls, timeout).unwrap(),
+                    cli_url: None,
+                    _servers: vec![s],
+                }
+            }
+            Kind::Cluster => {
+                let servers: Vec<RedisServer> = (0..3)
+                    .map(|_| {
+                        let port = free_port();
+                        let bus = free_port().to_string();
+                        let mut settings = plain.to_vec();
+                        settings.extend([
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-port",
+                            &bus,
+                            "--cluster-node-timeout",
+                            "2000",
+                        ]);
+                        RedisServer::start_on(port, &["--port", &port.to_string()], &settings)
+                    })
+                    .collect();
+                let nodes: Vec<String> = servers
+                    .iter()
+                    .map(|s| format!("127.0.0.1:{}", s.port))
+                    .collect();
+                let out = Command::new("redis-cli")
+                    .arg("--cluster")
+                    .arg("create")
+                    .args(&nodes)
+                    .arg("--cluster-yes")
+                    .output()
+                    .expect("redis-cli is installed (it comes with redis-server)");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+                let deadline = Instant::now() + Duration::from_secs(20);
+                for s in &servers {
+                    loop {
+                        let info = Command::new("redis-cli")
+                            .args(["-p", &s.port.to_string(), "cluster", "info"])
+                            .output()
+                            .unwrap();
+                        if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                            break;
+                        }
+                        assert!(Instant::now() < deadline, "the cluster did not form");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+                let urls: Vec<String> = nodes.iter().map(|n| format!("redis://{n}")).collect();
+                let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+                Deployment {
+                    config: RedisConfig::new(&urls, true, RedisTlsFiles::default(), timeout)
+                        .unwrap(),
+                    cli_url: None,
+                    _servers: servers,
+                }
+            }
+        }
+    }
+
+    fn client(&self) -> Arc<Redis> {
+        Arc::new(Redis::new(self.config.clone()))
+    }
+}
+
+/// A CA, and a server certificate for `localhost` and 127.0.0.1 signed by it, written
+/// to `dir` (`ca.pem`, `server.pem`, `server.key`); returns the CA file.
+fn tls_files(dir: &std::path::Path) -> std::path::PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(DnType::CommonName, "redis test ca");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = p.self_signed(&ca_key).unwrap();
+    let leaf =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    let client = CertificateParams::new(vec!["gateway.local".to_owned()]).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = client.signed_by(&client_key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.join("client.pem"), client.pem()).unwrap();
+    std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    ca_file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_requires_client_certificates_is_reached_with_client_cert_file() {
+    if !redis_available() {
+        return;
+    }
+    let port = free_port();
+    let dir = support::serve::workdir(&format!("redis-mtls-files-{port}"));
+    let ca = tls_files(&dir);
+    let _server =
+        RedisServer::start_tls(port, &dir, &ca, true, &["--save", "", "--appendonly", "no"]);
+    let url = format!("rediss://localhost:{port}");
+    let timeout = Duration::from_millis(500);
+    let connect = |client_cert| {
+        Redis::new(
+            RedisConfig::new(
+                &[&url],
+                false,
+                RedisTlsFiles {
+                    ca_file: Some(&ca),
+                    client_cert,
+                },
+                timeout,
+            )
+            .unwrap(),
+        )
+    };
+    assert!(refuses(&connect(None)).await, "no client certificate");
+    let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
+    let with = connect(Some((&cert, &key)));
+    with.sadd("aps:revoked", "agent_id x").await.unwrap();
+    assert_eq!(with.smembers("aps:revoked").await.unwrap(), ["agent_id x"]);
+}
+
+fn clock() -> Arc<FixedClock> {
+    Arc::new(FixedClock::new(
+        Timestamp::parse("2026-05-21T12:00:00Z").unwrap(),
+    ))
+}
+
+fn replaying() -> Config {
+    Config {
+        replay_protection: true,
+        ..Config::for_chain("gonka-mainnet")
+    }
+}
+
+async fn serve(layer: PassportLayer) -> SocketAddr {
+    let app = Router::new()
+        .route(URI, post(|| async { "ok" }))
+        .layer(layer);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+async fn send(addr: SocketAddr, headers: &[(String, String)], body: &[u8]) -> (u16, String) {
+    support::post(addr, URI, headers, body).await
+}
+
+fn code(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// A replay is refused whichever replica sees it second, and the record lives as long
+/// as the passport (plus the skew).
+async fn a_replay_is_refused_across_two_replicas(kind: Kind) {
+    if !redis_available() {
+        return;
+    }
+    let redis = Deployment::start(kind).await;
+    let replica = |redis: Arc<Redis>| {
+        PassportLayer::builder(replaying())
+            .clock(clock())
+            .replay_store(Arc::new(RedisReplayStore::new(redis, "test:")))
+            .build()
+            .unwrap()
+    };
+    let a = serve(replica(redis.client())).await;
+    let b = serve(replica(redis.client())).await;
+    let f = support::fixture("urn:aps:agent:replay", None, None);
+    let headers = f.headers(URI, BODY);
+    assert_eq!(send(a, &headers, BODY).await.0, 200);
+    let (status, text) = send(b, &headers, BODY).await;
+    assert_eq!((status, code(&text).as_str()), (401, "request_replayed"));
+    let (status, text) = send(a, &headers, BODY).await;
+    assert_eq!((status, code(&text).as_str()), (401, "request_replayed"));
+    // The same passport with another body is another request.
+    let other = br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"again"}]}"#;
+    assert_eq!(send(b, &f.headers(URI, other), other).await.0, 200);
+    // The record expires with the passport (plus the skew), not before.
+    let keys = redis
+        .client()
+        .command(&[b"KEYS", b"test:replay:*"])
+        .await
+        .unwrap();
+    let Reply::Array(Some(keys)) = keys else {
+        panic!("{keys:?}")
+    };
+    assert_eq!(keys.len(), 2);
+    let Reply::Bulk(Some(key)) = &keys[0] else {
+        panic!()
+    };
+    let Reply::Integer(ttl_ms) = redis.client().command(&[b"PTTL", key]).await.unwrap() else {
+        panic!()
+    };
+    // Passport expires 12:29:00, clock 12:00:00, skew 30 s: 1770 s.
+    assert!((1_769_000..=1_770_000).contains(&ttl_ms), "{ttl_ms}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_refused_across_two_replicas_sharing_redis() {
+    a_replay_is_refused_across_two_replicas(Kind::Plain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_refused_across_two_replicas_sharing_a_redis_with_a_password() {
+    a_replay_is_refused_across_two_replicas(Kind::Password).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_refused_across_two_replicas_sharing_a_redis_over_tls() {
+    a_replay_is_refused_across_two_replicas(Kind::Tls).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_refused_across_two_replicas_sharing_a_redis_cluster() {
+    a_replay_is_refused_across_two_replicas(Kind::Cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_dying_mid_run_fails_closed_unless_told_to_fail_open() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::register(&registry).unwrap();
+    let closed = PassportLayer::builder(replaying())
+        .clock(clock())
+        .metrics(metrics.clone())
+        .replay_store(Arc::new(RedisReplayStore::new(redis.client(), "t:")))
+        .build()
+        .unwrap();
+    let open_metrics = Metrics::new();
+    let open = PassportLayer::builder(replaying())
+        .clock(clock())
+        .metrics(open_metrics.clone())
+        .replay_fail_open(true)
+        .replay_store(Arc::new(RedisReplayStore::new(redis.client(), "t:")))
+        .build()
+        .unwrap();
+    let closed_addr = serve(closed).await;
+    let open_addr = serve(open).await;
+    let f = support::fixture("urn:aps:agent:down", None, None);
+    assert_eq!(send(closed_addr, &f.headers(URI, BODY), BODY).await.0, 200);
+
+    drop(redis);
+    let body2 = br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"2"}]}"#;
+    let started = Instant::now();
+    let (status, text) = send(closed_addr, &f.headers(URI, body2), body2).await;
+    assert_eq!(
+        (status, code(&text).as_str()),
+        (503, "replay_store_unavailable")
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(metrics.replay_store_failure_count(false), 1);
+    assert!(passport_gate::metrics::render(&registry)
+        .contains("passport_gate_replay_store_failures_total{action=\"fail_closed\"} 1"));
+
+    let body3 = br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"3"}]}"#;
+    assert_eq!(send(open_addr, &f.headers(URI, body3), body3).await.0, 200);
+    assert_eq!(open_metrics.replay_store_failure_count(true), 1);
+}
+
+/// Runs `passport-gate revoke ARGS`.
+fn revoke_cli(args: &[&std::ffi::OsStr]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .arg("revoke")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sends the request until it is refused as revoked (within 5 s).
+async fn until_revoked(addr: SocketAddr, headers: &[(String, String)], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, text) = send(addr, headers, BODY).await;
+        if status == 401 {
+            assert_eq!(code(&text), "passport_revoked");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} never took effect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A file entry reaches the replica watching the file; a shared entry in Redis reaches
+/// every replica, and editing the file does not undo it.
+async fn revocation_takes_effect_on_file_change_and_across_replicas_on(kind: Kind) {
+    if !redis_available() {
+        return;
+    }
+    let redis = Deployment::start(kind).await;
+    let f = support::fixture("urn:aps:agent:revoke", None, None);
+    let dir = std::env::temp_dir().join(format!("pg-revoke-{kind:?}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("revoked.txt");
+    std::fs::write(&file, "# nothing yet\n").unwrap();
+
+    let replica = |with_file: bool| {
+        let list = Arc::new(RevocationList::default());
+        if with_file {
+            list.watch_file(file.clone(), Duration::from_millis(20))
+                .unwrap();
+        }
+        list.watch_redis(
+            redis.client(),
+            "aps:revoked".into(),
+            Duration::from_millis(50),
+        );
+        PassportLayer::builder(Config::for_chain("gonka-mainnet"))
+            .clock(clock())
+            .revocations(list)
+            .build()
+            .unwrap()
+    };
+    let a = serve(replica(true)).await;
+    let b = serve(replica(false)).await;
+    let headers = f.headers(URI, BODY);
+    assert_eq!(send(a, &headers, BODY).await.0, 200);
+    assert_eq!(send(b, &headers, BODY).await.0, 200);
+
+    // A file entry, added with the CLI, reaches replica A without a restart.
+    revoke_cli(&[
+        "--agent-id".as_ref(),
+        "urn:aps:agent:revoke".as_ref(),
+        "--file".as_ref(),
+        file.as_os_str(),
+    ]);
+    until_revoked(a, &headers, "the file change").await;
+    assert_eq!(
+        send(b, &headers, BODY).await.0,
+        200,
+        "replica B does not watch the file"
+    );
+
+    // A shared entry, added to Redis with the CLI (or, where the CLI cannot reach
+    // the deployment, with the client the CLI uses), reaches both replicas.
+    match &redis.cli_url {
+        Some(url) => revoke_cli(&[
+            "--principal".as_ref(),
+            f.principal_address.as_ref(),
+            "--redis".as_ref(),
+            url.as_ref(),
+        ]),
+        None => redis
+            .client()
+            .sadd("aps:revoked", &format!("principal {}", f.principal_address))
+            .await
+            .unwrap(),
+    }
+    until_revoked(b, &headers, "the shared revocation").await;
+    // Editing the file back does not undo the shared entry.
+    std::fs::write(&file, "").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(send(a, &headers, BODY).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_takes_effect_on_file_change_and_across_replicas() {
+    revocation_takes_effect_on_file_change_and_across_replicas_on(Kind::Plain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_takes_effect_across_replicas_sharing_a_redis_with_a_password() {
+    revocation_takes_effect_on_file_change_and_across_replicas_on(Kind::Password).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_takes_effect_across_replicas_sharing_a_redis_over_tls() {
+    revocation_takes_effect_on_file_change_and_across_replicas_on(Kind::Tls).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_takes_effect_across_replicas_sharing_a_redis_cluster() {
+    revocation_takes_effect_on_file_change_and_across_replicas_on(Kind::Cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_two_replicas_land_in_one_stream() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let replica = |agent: &'static str| {
+        let queue = AttributionQueue::start(
+            64,
+            vec![Box::new(
+                RedisStreamSink::new(redis.config(), "aps:attribution", 1000).unwrap(),
+            )],
+            Metrics::new(),
+        )
+        .unwrap();
+        let layer = PassportLayer::builder(Config::for_chain("gonka-mainnet"))
+            .clock(clock())
+            .attribution(queue.sender())
+            .build()
+            .unwrap();
+        (queue, layer, support::fixture(agent, None, None))
+    };
+    let (qa, la, fa) = replica("urn:aps:agent:replica-a");
+    let (qb, lb, fb) = replica("urn:aps:agent:replica-b");
+    let a = serve(la).await;
+    let b = serve(lb).await;
+    for i in 0..3 {
+        let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{i}"}}]}}"#);
+        assert_eq!(
+            send(a, &fa.headers(URI, body.as_bytes()), body.as_bytes())
+                .await
+                .0,
+            200
+        );
+        assert_eq!(
+            send(b, &fb.headers(URI, body.as_bytes()), body.as_bytes())
+                .await
+                .0,
+            200
+        );
+    }
+    let ra = qa.shutdown(Duration::from_secs(5));
+    let rb = qb.shutdown(Duration::from_secs(5));
+    assert_eq!(
+        (ra.written, ra.sink_failures, rb.written, rb.sink_failures),
+        (3, 0, 3, 0)
+    );
+    let client = redis.client();
+    assert_eq!(
+        client
+            .command(&[b"XLEN", b"aps:attribution"])
+            .await
+            .unwrap(),
+        Reply::Integer(6)
+    );
+    let Reply::Array(Some(entries)) = client
+        .command(&[b"XRANGE", b"aps:attribution", b"-", b"+"])
+        .await
+        .unwrap()
+    else {
+        panic!("XRANGE")
+    };
+    let mut agents: Vec<String> = entries
+        .iter()
+        .map(|entry| {
+            let Reply::Array(Some(parts)) = entry else {
+                panic!()
+            };
+            let Reply::Array(Some(fields)) = &parts[1] else {
+                panic!()
+            };
+            let Reply::Bulk(Some(json)) = &fields[1] else {
+                panic!()
+            };
+            let e: passport_gate::attribution::AttributionEvent =
+                serde_json::from_slice(json).unwrap();
+            e.agent_id
+        })
+        .collect();
+    agents.sort();
+    agents.dedup();
+    assert_eq!(
+        agents,
+        ["urn:aps:agent:replica-a", "urn:aps:agent:replica-b"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_file_written_during_kill_9_verifies_up_to_its_last_complete_line() {
+    // The demo's echo upstream, run by the binary (`passport-gate echo`).
+    let upstream = support::serve::echo();
+    let dir = std::env::temp_dir().join(format!("pg-kill9-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let audit = dir.join("audit.jsonl");
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[agent_envelope]\nenabled = true\nchain_id = \"gonka-mainnet\"\n[attribution]\naudit_file = {:?}\naudit_fsync = \"never\"\n",
+            upstream.addr,
+            audit.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let listen: SocketAddr = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        loop {
+            let line = lines.next().unwrap().unwrap();
+            if let Some(rest) = line
+                .strip_prefix("passport-gate listening on http://")
+                .or_else(|| line.strip_prefix("passport-gate listening on https://"))
+            {
+                std::thread::spawn(move || for _ in lines {});
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        }
+    };
+    // A passport valid now, and a stream of accepted requests while the gateway is killed.
+    let f = support::live("urn:aps:agent:kill9");
+    let mut accepted = 0;
+    let load = async {
+        for i in 0.. {
+            let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{i}"}}]}}"#);
+            let headers = vec![
+                ("x-agent-passport".to_owned(), f.passport.clone()),
+                ("x-agent-sig".to_owned(), f.sign(URI, body.as_bytes())),
+            ];
+            let mut req = Request::post(format!("http://{listen}{URI}"));
+            for (n, v) in &headers {
+                req = req.header(n, v);
+            }
+            match Client::builder(TokioExecutor::new())
+                .build_http::<Full<Bytes>>()
+                .request(req.body(Full::new(Bytes::from(body))).unwrap())
+                .await
+            {
+                Ok(r) if r.status() == 200 => accepted += 1,
+                _ => break,
+            }
+        }
+    };
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Command::new("kill")
+            .arg("-9")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+    };
+    tokio::join!(load, killer);
+    let _ = child.wait();
+    assert!(accepted > 10, "only {accepted} requests before the kill");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .args(["audit", "verify"])
+        .arg(&audit)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let verified: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("ok: ")
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap();
+    assert!(
+        verified > 0 && verified <= accepted,
+        "{verified} of {accepted}: {text}"
+    );
+}
+
+/// The gateway's TOML for a Redis replay store at `url`, plus `replay` keys.
+fn gateway_with_redis_replay(upstream: SocketAddr, url: &str, replay: &str) -> String {
+    support::serve::config(
+        upstream,
+        &format!(
+            "replay_protection = true\n[replay]\nstore = \"redis\"\n{replay}\n[redis]\nurl = \"{url}\"\ntimeout_ms = 500\n"
+        ),
+    )
+}
+
+/// Runs `serve` with `toml` until it exits (within 20 s); returns its exit code and
+/// stderr lines.
+fn serve_until_exit(name: &str, toml: &str) -> (Option<i32>, Vec<String>) {
+    let (mut child, lines, _dir) = support::serve::spawn(name, toml, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the gateway did not exit: {:?}",
+                lines.try_iter().collect::<Vec<_>>()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    (status.code(), lines.try_iter().collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_can_forget_records_is_refused_at_startup_unless_accepted() {
+    if !redis_available() {
+        return;
+    }
+    let up = support::serve::upstream().await;
+    for (settings, named) in [
+        (
+            vec!["--maxmemory-policy", "allkeys-lru"],
+            "maxmemory-policy is allkeys-lru",
+        ),
+        (
+            vec!["--maxmemory-policy", "volatile-ttl"],
+            "maxmemory-policy is volatile-ttl",
+        ),
+        (vec!["--save", "", "--appendonly", "no"], "no persistence"),
+        (
+            vec!["--save", "3600 1", "--appendonly", "no"],
+            "only RDB snapshots",
+        ),
+        // Managed Redis often forbids CONFIG: the settings are unknown, hence refused.
+        (
+            vec![
+                "--appendonly",
+                "yes",
+                "--user",
+                "default",
+                "on",
+                "nopass",
+                "~*",
+                "&*",
+                "+@all",
+                "-config",
+            ],
+            "eviction policy unknown",
+        ),
+    ] {
+        let redis = RedisServer::start_with(&settings);
+        let (code, lines) = serve_until_exit(
+            "forgetful",
+            &gateway_with_redis_replay(up.addr, &redis.url(), ""),
+        );
+        assert_ne!(code, Some(0));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(named) && l.contains("noeviction")),
+            "{named}: {lines:?}"
+        );
+    }
+    // Explicitly accepted: it serves, says so loudly and counts it.
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let gw = support::serve::start(
+        "forgetful-accepted",
+        &gateway_with_redis_replay(up.addr, &redis.url(), "accept_forgetful_redis = true"),
+    );
+    let f = support::live("urn:aps:agent:accepted");
+    let uri = "/v1/completions";
+    assert_eq!(
+        support::post(gw.listen, uri, &f.headers(uri, BODY), BODY)
+            .await
+            .0,
+        200
+    );
+    assert!(
+        gw.metric("passport_gate_replay_store_forgetful_connections_total")
+            .await
+            >= 1.0
+    );
+    // The warning comes before the listening line.
+    let (mut child, lines, _dir) = support::serve::spawn(
+        "forgetful-warned",
+        &gateway_with_redis_replay(up.addr, &redis.url(), "accept_forgetful_redis = true"),
+        &[],
+    );
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let done = line.contains("listening on");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("CAN SILENTLY FORGET") && l.contains("allkeys-lru")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_starts_evicting_is_refused_on_reconnect_even_when_failing_open() {
+    if !redis_available() {
+        return;
+    }
+    let up = support::serve::upstream().await;
+    let redis = RedisServer::start_with(&["--appendonly", "yes"]);
+    let gw = support::serve::start(
+        "evicting-later",
+        &gateway_with_redis_replay(up.addr, &redis.url(), "fail_open = true"),
+    );
+    let f = support::live("urn:aps:agent:reconnect");
+    let uri = "/v1/completions";
+    let body = |n: usize| format!(r#"{{"model":"m","prompt":"{n}"}}"#).into_bytes();
+    let b = body(0);
+    assert_eq!(
+        support::post(gw.listen, uri, &f.headers(uri, &b), &b)
+            .await
+            .0,
+        200
+    );
+
+    let admin = redis.client();
+    admin
+        .command(&[b"CONFIG", b"SET", b"maxmemory-policy", b"allkeys-lru"])
+        .await
+        .unwrap();
+    admin
+        .command(&[b"CLIENT", b"KILL", b"TYPE", b"normal"])
+        .await
+        .unwrap();
+    // The next connection reads the new policy and is refused, fail-open or not.
+    let mut refused = None;
+    for n in 1..=5 {
+        let b = body(n);
+        let (status, text) = support::post(gw.listen, uri, &f.headers(uri, &b), &b).await;
+        if status == 503 {
+            refused = Some(code(&text));
+            break;
+        }
+    }
+    assert_eq!(refused.as_deref(), Some("replay_store_unavailable"));
+    let b = body(9);
+    assert_eq!(
+        support::post(gw.listen, uri, &f.headers(uri, &b), &b)
+            .await
+            .0,
+        503
+    );
+    assert!(gw
+        .drain_lines()
+        .iter()
+        .any(|l| l.contains("maxmemory-policy is allkeys-lru")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_redis_one_request_is_accepted_once_and_each_principal_has_a_quota() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let replica = || {
+        PassportLayer::builder(replaying())
+            .clock(clock())
+            .replay_store(Arc::new(
+                RedisReplayStore::new(redis.client(), "q:").records_per_principal(2),
+            ))
+            .build()
+            .unwrap()
+    };
+    let a = serve(replica()).await;
+    let b = serve(replica()).await;
+    let f = support::fixture("urn:aps:agent:quota", None, None);
+    // Two replicas, one request at once: exactly one acceptance.
+    let headers = f.headers(URI, BODY);
+    let (ra, rb) = tokio::join!(send(a, &headers, BODY), send(b, &headers, BODY));
+    let mut statuses = [ra.0, rb.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 401]);
+    let other = br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"2"}]}"#;
+    assert_eq!(send(b, &f.headers(URI, other), other).await.0, 200);
+    let third = br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"3"}]}"#;
+    let (status, text) = send(a, &f.headers(URI, third), third).await;
+    assert_eq!(
+        (status, code(&text).as_str()),
+        (429, "replay_quota_exceeded")
+    );
+    // The quota is per principal: the holder of another principal key is served.
+    let other = support::fixture_of(
+        0x71,
+        "urn:aps:agent:quota",
+        None,
+        None,
+        Timestamp::parse("2026-05-21T11:59:00Z").unwrap(),
+    );
+    let headers = other.headers(URI, third);
+    assert_eq!(send(a, &headers, third).await.0, 200);
+}
+
+/// Spec section 7.1 with a Redis store shared by two replicas of the real binary: a copy
+/// sent to the other replica while the first is forwarded is refused, and a 503 releases the record and its place in the
+/// principal's quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_redis_a_503_releases_the_record_and_its_quota_and_a_copy_meanwhile_is_refused() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let up = support::serve::scripted_upstream(vec![(503, Duration::from_millis(600))]).await;
+    let toml = gateway_with_redis_replay(up.addr, &redis.url(), "accept_forgetful_redis = true")
+        .replace(
+            "replay_protection = true\n",
+            "replay_protection = true\nreplay_records_per_principal = 1\n",
+        );
+    let gw = support::serve::start("redis-retry", &toml);
+    let replica = support::serve::start("redis-retry-2", &toml);
+    let f = support::live("urn:aps:agent:redis-retry");
+    let headers = f.headers(URI, BODY);
+    // The copy goes to another replica while the first is held by the upstream.
+    let (first, copy) = tokio::join!(send(gw.listen, &headers, BODY), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        send(replica.listen, &headers, BODY).await
+    });
+    assert_eq!(first.0, 503, "{first:?}");
+    assert_eq!((copy.0, code(&copy.1).as_str()), (401, "request_replayed"));
+    // The released record gave its place in the quota of one back: another request fits.
+    let other = br#"{"model":"qwen/qwen3-32b","messages":[{"role":"user","content":"2"}]}"#;
+    assert_eq!(
+        send(replica.listen, &f.headers(URI, other), other).await.0,
+        200
+    );
+    // And the first is no longer recorded: it is judged by the quota, not as a replay.
+    let (status, text) = send(replica.listen, &headers, BODY).await;
+    assert_eq!(
+        (status, code(&text).as_str()),
+        (429, "replay_quota_exceeded")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_keeps_replay_records_in_a_redis_over_tls_with_a_private_ca() {
+    if !redis_available() {
+        return;
+    }
+    let port = free_port();
+    let dir = support::serve::workdir(&format!("redis-gw-tls-files-{port}"));
+    let ca = tls_files(&dir);
+    let _server = RedisServer::start_tls(
+        port,
+        &dir,
+        &ca,
+        false,
+        &["--appendonly", "yes", "--requirepass", PASSWORD],
+    );
+    let up = support::serve::upstream().await;
+    let toml = gateway_with_redis_replay(
+        up.addr,
+        &format!("rediss://:{PASSWORD}@localhost:{port}/0"),
+        "",
+    ) + &format!("ca_file = {:?}\n", ca.display().to_string());
+    let gw = support::serve::start("redis-gw-tls", &toml);
+    let f = support::live("urn:aps:agent:gw-tls");
+    let uri = "/v1/completions";
+    let headers = f.headers(uri, BODY);
+    assert_eq!(support::post(gw.listen, uri, &headers, BODY).await.0, 200);
+    let (status, text) = support::post(gw.listen, uri, &headers, BODY).await;
+    assert_eq!((status, code(&text).as_str()), (401, "request_replayed"));
+}

@@ -1,0 +1,580 @@
+//! The audit trail through the real binary: refused requests are recorded with the
+//! identity they claimed marked unverified, accepted ones with the token usage of the
+//! upstream's answer (JSON, or the final chunk of a stream that is not held back), and
+//! `audit report` verifies the chain before it sums calls and tokens.
+
+use crate::support;
+
+use axum::body::Body as AxumBody;
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::serve::{config, start, ReceiverStream};
+
+const URI: &str = "/v1/chat/completions";
+const BODY: &[u8] = br#"{"model":"echo-1","messages":[{"role":"user","content":"hi"}]}"#;
+const USAGE_CHUNK: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":11,\"total_tokens\":18}}\n\n";
+
+/// An OpenAI-like upstream: JSON with usage on `/v1/completions`; on `/v1/chat/completions` an
+/// event stream whose first chunk comes at once and whose usage chunk and `[DONE]` come
+/// only when the test sends on the returned channel.
+async fn openai_upstream() -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedSender<()>) {
+    let (go_tx, go_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let go_rx = std::sync::Arc::new(tokio::sync::Mutex::new(go_rx));
+    let app = Router::new()
+        .route(
+            "/v1/completions",
+            post(|| async {
+                http::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(AxumBody::from(
+                        r#"{"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#,
+                    ))
+                    .unwrap()
+            }),
+        )
+        .route(
+            URI,
+            post(move || {
+                let go = go_rx.clone();
+                async move {
+                    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+                    tokio::spawn(async move {
+                        let first = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n";
+                        let _ = tx.send(Ok(Bytes::from_static(first.as_bytes()))).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(10), go.lock().await.recv()).await;
+                        let _ = tx.send(Ok(Bytes::from_static(USAGE_CHUNK.as_bytes()))).await;
+                        let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+                    });
+                    http::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(AxumBody::from_stream(ReceiverStream(rx)))
+                        .unwrap()
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, go_tx)
+}
+
+/// The events of the audit file at `path` once it holds `n` lines (within 10 s).
+fn audit_events(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
+            .collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            assert_eq!(lines.len(), n, "{text}");
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn audit_toml(upstream: std::net::SocketAddr, dir: &Path, extra: &str) -> (String, PathBuf) {
+    let audit = dir.join("audit.jsonl");
+    let toml = config(
+        upstream,
+        &format!("\n[attribution]\naudit_file = {audit:?}\n{extra}"),
+    );
+    (toml, audit)
+}
+
+/// A passport header claiming `agent_id` and the fixture's principal, signed by no one.
+fn forged_passport(agent_id: &str, principal: &str) -> String {
+    use base64::Engine;
+    let f = support::live("urn:aps:agent:x");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&f.passport)
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    v["agent_id"] = agent_id.into();
+    v["principal_address"] = principal.into();
+    base64::engine::general_purpose::STANDARD.encode(v.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_is_audited_with_its_claimed_identity_marked_unverified() {
+    let (up, _go) = openai_upstream().await;
+    let dir = support::serve::workdir("audit-refusals");
+    let plain = dir.join("events.jsonl");
+    let (toml, audit) = audit_toml(up, &dir, &format!("file = {plain:?}\n"));
+    let gw = start("audit-refusals", &toml);
+    let f = support::live("urn:aps:agent:honest");
+    // A real passport with a signature over another body: agent_sig_invalid.
+    let mut headers = f.headers(URI, b"{\"model\":\"other\"}");
+    assert_eq!(support::post(gw.listen, URI, &headers, BODY).await.0, 401);
+    // A forged passport naming someone else's principal and a huge agent id.
+    headers[0].1 = forged_passport(&"a".repeat(5000), "gonka1victim");
+    assert_eq!(support::post(gw.listen, URI, &headers, BODY).await.0, 400);
+    let events = audit_events(&audit, 2);
+    let first = &events[0];
+    assert_eq!(first["outcome"], "refused");
+    assert_eq!(first["code"], "agent_sig_invalid");
+    assert_eq!(first["status"], 401);
+    assert_eq!(first["method"], "POST");
+    assert_eq!(first["path"], URI);
+    assert!(first["refused_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(first["claimed_agent_id_unverified"], "urn:aps:agent:honest");
+    assert_eq!(
+        first["claimed_principal_address_unverified"],
+        f.principal_address.as_str()
+    );
+    // No verified identity field at all: a reader of agent_id or principal_address
+    // can never take a claim for a verified identity.
+    for field in [
+        "agent_id",
+        "principal_address",
+        "model",
+        "verified_at",
+        "passport_id",
+    ] {
+        assert!(first.get(field).is_none(), "{field}: {first}");
+    }
+    let forged = &events[1];
+    assert_eq!(forged["code"], "agent_id_too_long");
+    assert_eq!(
+        forged["claimed_agent_id_unverified"]
+            .as_str()
+            .unwrap()
+            .len(),
+        256
+    );
+    assert_eq!(
+        forged["claimed_principal_address_unverified"],
+        "gonka1victim"
+    );
+    // The chain verifies with refusals in it; the plain JSON-lines sink has none.
+    let verify = cli(&["audit", "verify", audit.to_str().unwrap()]);
+    assert!(verify.status.success(), "{verify:?}");
+    assert_eq!(std::fs::read_to_string(&plain).unwrap_or_default(), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_refusals_false_keeps_refusals_out_of_the_audit_file() {
+    let (up, _go) = openai_upstream().await;
+    let dir = support::serve::workdir("audit-no-refusals");
+    let (toml, audit) = audit_toml(up, &dir, "audit_refusals = false\n");
+    let gw = start("audit-no-refusals", &toml);
+    let f = support::live("urn:aps:agent:honest");
+    let bad = f.headers(URI, b"{}");
+    assert_eq!(
+        support::post(gw.listen, "/v1/completions", &bad, BODY)
+            .await
+            .0,
+        401
+    );
+    let good = f.headers("/v1/completions", BODY);
+    assert_eq!(
+        support::post(gw.listen, "/v1/completions", &good, BODY)
+            .await
+            .0,
+        200
+    );
+    let events = audit_events(&audit, 1);
+    assert!(events[0].get("outcome").is_none(), "{}", events[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_usage_is_recorded_from_a_json_answer_and_from_the_last_chunk_of_a_stream() {
+    let (up, go) = openai_upstream().await;
+    let dir = support::serve::workdir("audit-usage");
+    let (toml, audit) = audit_toml(up, &dir, "");
+    let gw = start("audit-usage", &toml);
+    let f = support::live("urn:aps:agent:tokens");
+    let json = support::post(
+        gw.listen,
+        "/v1/completions",
+        &f.headers("/v1/completions", BODY),
+        BODY,
+    )
+    .await;
+    assert_eq!(json.0, 200);
+
+    // The stream reaches the client chunk by chunk: the first arrives while the upstream
+    // still holds the usage chunk back.
+    let resp = support::serve::send(
+        gw.listen,
+        "POST",
+        URI,
+        &f.headers(URI, BODY)
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+        BODY,
+    )
+    .await;
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("the first chunk is not held back")
+        .unwrap()
+        .unwrap();
+    assert!(first.data_ref().unwrap().starts_with(b"data: "));
+    go.send(()).unwrap();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert!(rest.ends_with(b"data: [DONE]\n\n"));
+
+    let events = audit_events(&audit, 2);
+    assert_eq!(
+        (
+            &events[0]["prompt_tokens"],
+            &events[0]["completion_tokens"],
+            &events[0]["total_tokens"]
+        ),
+        (&3.into(), &5.into(), &8.into())
+    );
+    assert_eq!(
+        (
+            &events[1]["prompt_tokens"],
+            &events[1]["completion_tokens"],
+            &events[1]["total_tokens"]
+        ),
+        (&7.into(), &11.into(), &18.into())
+    );
+
+    // The report verifies the chain, then sums tokens per principal, agent, model and day.
+    let report = cli(&["audit", "report", audit.to_str().unwrap(), "--json"]);
+    assert!(report.status.success(), "{report:?}");
+    assert!(String::from_utf8_lossy(&report.stderr).contains("chain verified: 2 line(s)"));
+    let rows: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["principal_address"], f.principal_address.as_str());
+    assert_eq!(rows[0]["agent_id"], "urn:aps:agent:tokens");
+    assert_eq!(rows[0]["model"], "echo-1");
+    assert_eq!(
+        (
+            &rows[0]["calls"],
+            &rows[0]["prompt_tokens"],
+            &rows[0]["completion_tokens"],
+            &rows[0]["total_tokens"]
+        ),
+        (&2.into(), &10.into(), &16.into(), &26.into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_stream_still_gets_its_event() {
+    let (up, go) = openai_upstream().await;
+    let dir = support::serve::workdir("audit-hangup");
+    let (toml, audit) = audit_toml(up, &dir, "");
+    let gw = start("audit-hangup", &toml);
+    let f = support::live("urn:aps:agent:hangup");
+    let headers = f.headers(URI, BODY);
+    let mut head = format!(
+        "POST {URI} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        BODY.len()
+    );
+    for (n, v) in &headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(BODY);
+    // Reads the head and the first chunk, then closes the connection.
+    let got = support::serve::raw(gw.listen, &request, Duration::from_millis(500));
+    assert_eq!(support::serve::status_of(&got), 200, "{got}");
+    let events = audit_events(&audit, 1);
+    assert_eq!(events[0]["agent_id"], "urn:aps:agent:hangup");
+    assert!(events[0].get("total_tokens").is_none());
+    drop(go);
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn audit_report_refuses_a_broken_chain_unless_no_verify_and_names_a_bad_line() {
+    use passport_gate::attribution::{AttributionEvent, AuditFileSink, FsyncPolicy, Sink};
+    let dir = support::serve::workdir("audit-report");
+    let path = dir.join("audit.jsonl");
+    let mut sink = AuditFileSink::open(&path, FsyncPolicy::Always, None).unwrap();
+    for n in 0..3u64 {
+        sink.write(&AttributionEvent {
+            v: "aps-attribution-v1".into(),
+            event_id: format!("{n:032x}"),
+            inference_id: format!("inf-{n}"),
+            chain_id: "gonka-mainnet".into(),
+            model: "echo-1".into(),
+            agent_id: "urn:aps:agent:a".into(),
+            principal_address: "gonka1alice".into(),
+            request_body_sha256: "00".repeat(32),
+            envelope_sha256: "11".repeat(32),
+            passport_expires_at: "2026-05-21T13:00:00Z".into(),
+            verified_at: "2026-05-21T12:00:00Z".into(),
+            method: "POST".into(),
+            path: URI.into(),
+            status: 200,
+            total_tokens: Some(10),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    drop(sink);
+    let p = path.to_str().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("\"total_tokens\":10", "\"total_tokens\":1000", 1),
+    )
+    .unwrap();
+    let refused = cli(&["audit", "report", p]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("BROKEN") && err.contains("audit.jsonl:1"),
+        "{err}"
+    );
+    assert!(refused.stdout.is_empty());
+
+    let unverified = cli(&["audit", "report", p, "--no-verify", "--json"]);
+    assert!(unverified.status.success());
+    assert!(String::from_utf8_lossy(&unverified.stderr).contains("WARNING: --no-verify"));
+    let rows: serde_json::Value = serde_json::from_slice(&unverified.stdout).unwrap();
+    assert_eq!(rows[0]["total_tokens"], 1020);
+
+    // A line that is no event is named, never skipped.
+    std::fs::write(&path, text.clone() + "not json\n" + &text).unwrap();
+    let bad = cli(&["audit", "report", p, "--no-verify"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("audit.jsonl:4"),
+        "{bad:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_forged_requests_is_bounded_and_does_not_crowd_out_accepted_events() {
+    let (up, _go) = openai_upstream().await;
+    let dir = support::serve::workdir("audit-flood");
+    let (toml, audit) = audit_toml(up, &dir, "");
+    let toml = toml.replace(
+        "max_ttl_seconds = 604800\n",
+        "max_ttl_seconds = 604800\nattribution_queue_cap = 8\n",
+    );
+    let gw = start("audit-flood", &toml);
+    let f = support::live("urn:aps:agent:flood");
+    let forged = f.headers(URI, b"{\"model\":\"forged\"}");
+    let honest = f.headers("/v1/completions", BODY);
+    const FORGED: usize = 400;
+    let started = Instant::now();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    // Twenty at a time: the gateway's own connection limits are not what is tested.
+    for batch in 0..FORGED / 20 {
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (addr, headers) = (gw.listen, forged.clone());
+            tasks.push(tokio::spawn(async move {
+                support::post(addr, URI, &headers, BODY).await.0
+            }));
+        }
+        if batch % 5 == 2 {
+            let (addr, headers) = (gw.listen, honest.clone());
+            tasks.push(tokio::spawn(async move {
+                support::post(addr, "/v1/completions", &headers, BODY)
+                    .await
+                    .0
+            }));
+        }
+        for t in tasks {
+            *statuses.entry(t.await.unwrap()).or_default() += 1;
+        }
+    }
+    assert_eq!(statuses.get(&401), Some(&FORGED), "{statuses:?}");
+    assert_eq!(statuses.get(&200), Some(&4), "{statuses:?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Every refusal is written or counted as dropped; every accepted event is written.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        let accepted = text
+            .lines()
+            .filter(|l| !l.contains("\"outcome\":\"refused\""))
+            .count();
+        let refused = text.lines().count() - accepted;
+        let dropped = gw
+            .metric("passport_gate_attribution_events_dropped_total")
+            .await as usize;
+        if accepted == 4 && refused + dropped == FORGED {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "accepted {accepted}, refused {refused}, dropped {dropped}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An upstream answering `/v1/chat/completions` with `chunks` SSE chunks of 64 KiB and
+/// `/v1/completions` with a JSON body of `chunks` times 64 KiB, usage at its end.
+async fn large_upstream(chunks: usize) -> std::net::SocketAddr {
+    let chunk = || {
+        let mut c = b"data: {\"choices\":[{\"delta\":{\"content\":\"".to_vec();
+        c.resize(64 * 1024 - 16, b'x');
+        c.extend_from_slice(b"\"}}]}\n\n");
+        Bytes::from(c)
+    };
+    let stream = move |last: &'static [u8], json: bool| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+        tokio::spawn(async move {
+            if json {
+                let _ = tx.send(Ok(Bytes::from_static(b"{\"pad\":\""))).await;
+            }
+            for _ in 0..chunks {
+                let c = if json {
+                    Bytes::from(vec![b'x'; 64 * 1024])
+                } else {
+                    chunk()
+                };
+                if tx.send(Ok(c)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Ok(Bytes::from_static(last))).await;
+        });
+        AxumBody::from_stream(ReceiverStream(rx))
+    };
+    let app = Router::new()
+        .route(
+            URI,
+            post(move || async move {
+                http::Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(stream(USAGE_CHUNK.as_bytes(), false))
+                    .unwrap()
+            }),
+        )
+        .route(
+            "/v1/completions",
+            post(move || async move {
+                http::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(stream(
+                        b"\",\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}",
+                        true,
+                    ))
+                    .unwrap()
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn looking_for_usage_holds_bounded_memory_for_long_streams_and_large_answers() {
+    const CHUNKS: usize = 1024; // 64 MiB each way
+    let up = large_upstream(CHUNKS).await;
+    let dir = support::serve::workdir("audit-usage-memory");
+    let (toml, audit) = audit_toml(up, &dir, "");
+    let gw = start("audit-usage-memory", &toml);
+    let f = support::live("urn:aps:agent:big");
+    // Warm up (allocator, connection pools), then measure.
+    for path in [URI, "/v1/completions"] {
+        let (status, _) = support::post(gw.listen, path, &f.headers(path, BODY), BODY).await;
+        assert_eq!(status, 200);
+    }
+    let before = gw.rss_kib();
+    let mut peak = before;
+    for (i, path) in [URI, "/v1/completions", URI, "/v1/completions"]
+        .iter()
+        .enumerate()
+    {
+        let body = format!(r#"{{"model":"echo-1","messages":[],"n":{i}}}"#);
+        let headers: Vec<(String, String)> = f.headers(path, body.as_bytes());
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let resp = support::serve::send(gw.listen, "POST", path, &headers, body.as_bytes()).await;
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut received = 0usize;
+        while let Some(frame) = body.frame().await {
+            received += frame.unwrap().data_ref().map_or(0, |d| d.len());
+            if received % (8 << 20) < 64 * 1024 {
+                peak = peak.max(gw.rss_kib());
+            }
+        }
+        assert!(received >= CHUNKS * 64_000, "{path}: {received}");
+    }
+    peak = peak.max(gw.rss_kib());
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 16 * 1024,
+        "RSS grew by {grown} KiB while 256 MiB passed (before {before} KiB, peak {peak} KiB)"
+    );
+    let events = audit_events(&audit, 6);
+    // The streams' usage came from their last chunk; the JSON answers were too large
+    // to be searched, so they record none.
+    assert_eq!(events[2]["total_tokens"], 18);
+    assert!(events[3].get("total_tokens").is_none(), "{}", events[3]);
+    assert_eq!(events[4]["total_tokens"], 18);
+    assert!(events[5].get("total_tokens").is_none(), "{}", events[5]);
+}
+
+/// Anyone can send forged requests and each refusal is an audit line: at most
+/// `audit_refusals_per_second` of them are written in a second, and the rest are counted
+/// as dropped, so the audit file grows by a bounded number of lines a second however
+/// fast the flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusal_events_are_written_at_most_at_their_rate_and_the_rest_counted() {
+    let (up, _go) = openai_upstream().await;
+    let dir = support::serve::workdir("audit-refusal-rate");
+    let (toml, audit) = audit_toml(up, &dir, "audit_refusals_per_second = 10\n");
+    let gw = start("audit-refusal-rate", &toml);
+    let f = support::live("urn:aps:agent:refusal-rate");
+    let forged = f.headers(URI, b"{\"model\":\"forged\"}");
+    const FORGED: usize = 200;
+    let started = Instant::now();
+    for _ in 0..FORGED / 20 {
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (addr, headers) = (gw.listen, forged.clone());
+                tokio::spawn(async move { support::post(addr, URI, &headers, BODY).await.0 })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 401);
+        }
+    }
+    let seconds = started.elapsed().as_secs() as usize + 1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"outcome\":\"refused\""))
+            .count();
+        let dropped = gw
+            .metric("passport_gate_attribution_events_dropped_total")
+            .await as usize;
+        if refused + dropped == FORGED {
+            assert!(
+                (1..=10 * (seconds + 1)).contains(&refused),
+                "{refused} refusal lines in about {seconds} s"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "refused {refused}, dropped {dropped}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,239 @@
+//! The CLI's inputs and failures: `--body-file -` reads standard input, `sign`, `verify`
+//! and `inspect` take `--passport-file`, and `request` names the URL and the cause of a
+//! failure.
+
+use crate::support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const CHAIN: &str = "gonka-mainnet";
+const URI: &str = "/v1/chat/completions";
+const BODY: &str = r#"{"model":"echo-1","messages":[]}"#;
+
+fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(bytes) = stdin {
+        input.write_all(bytes).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn ok(args: &[&str], stdin: Option<&[u8]>) -> String {
+    let out = run(args, stdin);
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// An agent key file and a passport file (written as `mint > file`, newline included).
+fn credentials(dir: &Path) -> (String, String, String) {
+    let agent = dir.join("agent.json");
+    let principal = dir.join("principal.json");
+    let passport_file = dir.join("passport.txt");
+    ok(
+        &["keygen", "--agent", "--out", agent.to_str().unwrap()],
+        None,
+    );
+    ok(
+        &[
+            "keygen",
+            "--principal",
+            "--out",
+            principal.to_str().unwrap(),
+        ],
+        None,
+    );
+    let passport = ok(
+        &[
+            "mint",
+            "--principal-key",
+            principal.to_str().unwrap(),
+            "--agent-key",
+            agent.to_str().unwrap(),
+            "--agent-id",
+            "urn:aps:agent:cli",
+            "--chain-id",
+            CHAIN,
+            "--ttl",
+            "10m",
+        ],
+        None,
+    );
+    std::fs::write(&passport_file, &passport).unwrap();
+    (
+        agent.to_str().unwrap().to_owned(),
+        passport_file.to_str().unwrap().to_owned(),
+        passport.trim().to_owned(),
+    )
+}
+
+#[test]
+fn body_file_dash_reads_the_body_from_standard_input() {
+    let dir = support::serve::workdir("cli-stdin");
+    let (agent, _, passport) = credentials(&dir);
+    let sign = |body: &[&str], stdin: Option<&[u8]>| {
+        let mut args = vec![
+            "sign",
+            "--agent-key",
+            &agent,
+            "--passport",
+            &passport,
+            "--chain-id",
+            CHAIN,
+            "--method",
+            "POST",
+            "--uri",
+            URI,
+        ];
+        args.extend_from_slice(body);
+        ok(&args, stdin)
+    };
+    let from_arg = sign(&["--body", BODY], None);
+    let from_stdin = sign(&["--body-file", "-"], Some(BODY.as_bytes()));
+    assert_eq!(from_arg, from_stdin);
+    assert_ne!(from_stdin, sign(&["--body-file", "-"], Some(b"{}")));
+}
+
+#[test]
+fn sign_verify_and_inspect_take_a_passport_file() {
+    let dir = support::serve::workdir("cli-passport-file");
+    let (agent, passport_file, passport) = credentials(&dir);
+    let sig = ok(
+        &[
+            "sign",
+            "--agent-key",
+            &agent,
+            "--passport-file",
+            &passport_file,
+            "--chain-id",
+            CHAIN,
+            "--method",
+            "POST",
+            "--uri",
+            URI,
+            "--body",
+            BODY,
+        ],
+        None,
+    );
+    let by_value = ok(
+        &[
+            "sign",
+            "--agent-key",
+            &agent,
+            "--passport",
+            &passport,
+            "--chain-id",
+            CHAIN,
+            "--method",
+            "POST",
+            "--uri",
+            URI,
+            "--body",
+            BODY,
+        ],
+        None,
+    );
+    assert_eq!(sig, by_value);
+    let verdict = ok(
+        &[
+            "verify",
+            "--chain-id",
+            CHAIN,
+            "--method",
+            "POST",
+            "--uri",
+            URI,
+            "--passport-file",
+            &passport_file,
+            "--sig",
+            sig.trim(),
+            "--body",
+            BODY,
+        ],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_str(&verdict).unwrap();
+    assert_eq!(v["ok"], true, "{verdict}");
+    let shown = ok(&["inspect", "--passport-file", &passport_file], None);
+    assert!(
+        shown.contains("urn:aps:agent:cli") && shown.contains("passport id:"),
+        "{shown}"
+    );
+    // One of the two, not both.
+    let both = run(
+        &["inspect", &passport, "--passport-file", &passport_file],
+        None,
+    );
+    assert_eq!(both.status.code(), Some(2));
+}
+
+fn request_error(url: &str, extra: &[&str]) -> String {
+    let dir = support::serve::workdir("cli-request-errors");
+    let (agent, passport_file, _) = credentials(&dir);
+    let mut args = vec![
+        "request",
+        url,
+        "--agent-key",
+        &agent,
+        "--passport-file",
+        &passport_file,
+        "--chain-id",
+        CHAIN,
+        "--body",
+        BODY,
+    ];
+    args.extend_from_slice(extra);
+    let out = run(&args, None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn request_names_the_url_and_the_cause_of_a_failure() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let url = format!("http://{addr}{URI}");
+    let err = request_error(&url, &[]);
+    assert!(
+        err.contains(&format!("request to {url} failed: connection refused")),
+        "{err}"
+    );
+
+    let url = "http://no-such-host.invalid/v1/chat/completions";
+    let err = request_error(url, &[]);
+    assert!(
+        err.contains(&format!("request to {url} failed: DNS lookup failed")),
+        "{err}"
+    );
+
+    let url = format!("https://{addr}{URI}");
+    let err = request_error(&url, &[]);
+    assert!(
+        err.contains(&format!("request to {url} failed: TLS")),
+        "{err}"
+    );
+
+    // A server that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}{URI}", silent.local_addr().unwrap());
+    let started = std::time::Instant::now();
+    let err = request_error(&url, &["--timeout-seconds", "1"]);
+    assert!(
+        err.contains(&format!("request to {url} failed: timeout")),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    drop(silent);
+}

@@ -1,0 +1,20 @@
+//! The `passport-gate` binary's integration tests, one binary: each module runs the real
+//! binary (`CARGO_BIN_EXE_passport-gate`) over loopback, with nothing but this machine
+//! (the tests that need redis-server, chromium or the Python SDK are in tests/external).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod adversarial_gateway;
+mod adversarial_layer;
+mod adversarial_state;
+mod audit_trail;
+mod cli;
+mod cli_inputs;
+mod cold_admission;
+mod gateway_e2e;
+mod operators;
+mod parity_gateway;
+mod replay_retry;
+mod transports;
+mod wallet_api;
