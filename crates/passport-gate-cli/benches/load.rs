@@ -691,7 +691,7 @@ fn main() {
             let prepared = Arc::new(prepare(signed, passports, requests));
             // The naive configuration verifies every request in full: unbounded.
             let extra = if cache == 0 { "cold_verifications_per_second = 0\n" } else { "" };
-            let gateway = start_gateway(upstream.addr(), enabled, cache, extra);
+            let gateway = start_gateway(upstream.addr, enabled, cache, extra);
             let f = drive(&gateway, prepared, connections, seconds).await;
             print_row(name, &f);
             let rps = f.requests as f64 / f.seconds;
@@ -701,7 +701,7 @@ fn main() {
                 with_passports = rps;
             }
         }
-        tls_phase(upstream.addr(), passports, requests, connections, seconds).await;
+        tls_phase(upstream.addr, passports, requests, connections, seconds).await;
         (with_passports, naive)
     });
     let (with_passports, naive) = figures;
