@@ -24,13 +24,13 @@
 //! distinct signed requests (default 1024), `LOAD_FORGED` distinct forged passports
 //! (default 4096), `LOAD_FORGER_CONNECTIONS` (default 32), `LOAD_FLOOD_RATE_PERCENT`.
 
+use crate::echo::EchoUpstream;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::Connect;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use passport_core::crypto::{AgentSecret, PrincipalSecret};
-use crate::echo::EchoUpstream;
 use passport_core::mint::{AgentSigner, PassportSpec};
 use passport_core::time::Timestamp;
 use std::io::{BufRead, BufReader};

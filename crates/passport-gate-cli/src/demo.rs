@@ -2,17 +2,17 @@
 //! passports enabled, and a fresh principal and agent; then real HTTP requests that show
 //! each behaviour, a table of what happened, and the attribution events written.
 
-use passport_gate::client::SignerLayer;
-use passport_core::crypto::{encode_base64, AgentSecret, PrincipalSecret};
 use crate::echo::EchoUpstream;
 use crate::gateway::{self, Bound, GatewayConfig, Overrides};
-use passport_core::mint::{AgentSigner, PassportSpec};
-use passport_core::time::Timestamp;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use passport_core::crypto::{encode_base64, AgentSecret, PrincipalSecret};
+use passport_core::mint::{AgentSigner, PassportSpec};
+use passport_core::time::Timestamp;
+use passport_gate::client::SignerLayer;
 use std::time::Duration;
 use tower::{Layer, ServiceExt};
 

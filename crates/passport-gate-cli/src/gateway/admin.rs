@@ -209,7 +209,10 @@ pub(super) async fn probe_upstream(
 
 /// Asks the chain node for its node info once a second until it answers at all, then
 /// marks the gateway ready.
-pub(super) async fn probe_chain_node(node: passport_gate::grants::LcdGrantSource, ready: Arc<AtomicBool>) {
+pub(super) async fn probe_chain_node(
+    node: passport_gate::grants::LcdGrantSource,
+    ready: Arc<AtomicBool>,
+) {
     loop {
         if node.answers(Duration::from_secs(5)).await {
             ready.store(true, Ordering::Relaxed);

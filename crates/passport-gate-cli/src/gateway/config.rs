@@ -3,9 +3,9 @@
 //! `[attribution]`. See `passport-gate.example.toml`.
 
 use super::tls;
+use http::Method;
 use passport_core::config::Config;
 use passport_gate::grants::Grant;
-use http::Method;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -882,15 +882,17 @@ impl GatewayConfig {
                     );
                     None
                 }
-                (Some(fixed), None) => match passport_gate::principals::canonical_address(prefix, fixed) {
-                    Ok(a) => Some(passport_gate::layer::RequesterSource::Fixed(a)),
-                    Err(e) => {
-                        errors.push(format!(
+                (Some(fixed), None) => {
+                    match passport_gate::principals::canonical_address(prefix, fixed) {
+                        Ok(a) => Some(passport_gate::layer::RequesterSource::Fixed(a)),
+                        Err(e) => {
+                            errors.push(format!(
                             "binding.requester: {fixed:?} is not an account address with the prefix {prefix:?}: {e}"
                         ));
-                        None
+                            None
+                        }
                     }
-                },
+                }
                 (None, header) => {
                     let header = header.as_deref().unwrap_or(DEFAULT_REQUESTER_HEADER);
                     match http::HeaderName::try_from(header) {
@@ -908,7 +910,13 @@ impl GatewayConfig {
                 errors.push("binding: set chain_node or grants, not both".into());
             }
             if let Some(node) = &b.chain_node {
-                if let Err(e) = tls::client_config(&Default::default()).map_err(|e| e.to_string()).and_then(|t| passport_gate::grants::LcdGrantSource::with_tls(node, t).map_err(|e| e.to_string())) {
+                if let Err(e) = tls::client_config(&Default::default())
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| {
+                        passport_gate::grants::LcdGrantSource::with_tls(node, t)
+                            .map_err(|e| e.to_string())
+                    })
+                {
                     errors.push(format!("binding.chain_node: {e}"));
                 }
             }
@@ -1395,4 +1403,3 @@ pub(crate) fn allowlist_settings(
         Err(errors)
     }
 }
-

@@ -1,10 +1,10 @@
 //! Why the gateway itself answered instead of the upstream: one variant per reason,
 //! each with a stable code, a status and a one-line message, answered as problem+json.
 
-use passport_gate::layer::PassportBody;
-use passport_gate::problem::problem_response;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
+use passport_gate::layer::PassportBody;
+use passport_gate::problem::problem_response;
 
 /// The methods the gateway proxies, as the `Allow` header lists them.
 pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";

@@ -6,9 +6,9 @@
 //! not forwarding is on.
 
 use super::config::ForwardIdentitySection;
-use passport_gate::layer::BoundRequester;
-use passport_core::verifier::VerifiedAgent;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use passport_core::verifier::VerifiedAgent;
+use passport_gate::layer::BoundRequester;
 
 /// The checked header names, and whether they are set.
 #[derive(Clone, Debug)]

@@ -5,8 +5,8 @@
 //! such as EMFILE without flooding the log. The proxy listener speaks HTTP/1.1 and
 //! HTTP/2 (ALPN over TLS, prior knowledge over cleartext), with the same bounds.
 
-use super::tls::TransportMetrics;
 use super::metrics::ConnectionMetrics;
+use super::tls::TransportMetrics;
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper::service::Service;

@@ -16,27 +16,31 @@ pub mod tls;
 
 pub use config::{GatewayConfig, Overrides, Validated};
 pub use error::GatewayError;
-pub use proxy::Proxy;
 use passport_gate::RequestPath;
+pub use proxy::Proxy;
 
-use passport_gate::attribution::{
-    AttributionQueue, AuditFileSink, DrainReport, JsonLinesSink, RedisStreamSink, Sink,
-};
-use passport_core::config::Mode;
-use passport_gate::grants::{GrantCache, GrantCacheSettings, GrantSource, LcdGrantSource, StaticGrants};
-use passport_gate::layer::{Binding, PassportBody, PassportLayer, PassportService, RequesterSource};
-use metrics::{GatewayMetrics, Unguarded as UnguardedAction};
-use passport_gate::metrics::Metrics;
-use passport_gate::principals::PrincipalAllowlist;
-use passport_gate::redis_client::{Durability, Redis, RedisConfig, RedisError};
-use passport_gate::replay::RedisReplayStore;
-use passport_gate::revocation::RevocationList;
 use access_log::AccessLog;
 use admission::Admission;
 use hyper::body::Incoming;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use listener::{Acceptor, ConnectionLimits, Http2Limits, ProxyProtocols};
+use metrics::{GatewayMetrics, Unguarded as UnguardedAction};
+use passport_core::config::Mode;
+use passport_gate::attribution::{
+    AttributionQueue, AuditFileSink, DrainReport, JsonLinesSink, RedisStreamSink, Sink,
+};
+use passport_gate::grants::{
+    GrantCache, GrantCacheSettings, GrantSource, LcdGrantSource, StaticGrants,
+};
+use passport_gate::layer::{
+    Binding, PassportBody, PassportLayer, PassportService, RequesterSource,
+};
+use passport_gate::metrics::Metrics;
+use passport_gate::principals::PrincipalAllowlist;
+use passport_gate::redis_client::{Durability, Redis, RedisConfig, RedisError};
+use passport_gate::replay::RedisReplayStore;
+use passport_gate::revocation::RevocationList;
 use prometheus::Registry;
 use proxy::ProxyBody;
 use routes::{Decision, RouteTable};

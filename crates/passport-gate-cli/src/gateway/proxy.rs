@@ -5,13 +5,10 @@
 //! the response streamed back as it arrives, with redirects to the upstream's own
 //! address turned into paths on the gateway.
 
-use passport_gate::RequestPath;
 use super::access_log::AcceptedAgent;
 use super::config::Upstream;
 use super::error::GatewayError;
 use super::identity::IdentityHeaders;
-use passport_gate::layer::PassportBody;
-use passport_core::verifier::{VerifiedAgent, PASSPORT_HEADER, SIGNATURE_HEADER};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
@@ -20,6 +17,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use passport_core::verifier::{VerifiedAgent, PASSPORT_HEADER, SIGNATURE_HEADER};
+use passport_gate::layer::PassportBody;
+use passport_gate::RequestPath;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -70,7 +70,6 @@ fn strip_underscore_names(headers: &mut HeaderMap) {
         headers.remove(name);
     }
 }
-
 
 /// Removes the passport headers from a request forwarded without an accepted passport
 /// (unguarded or public route, layer disabled): an upstream that reads them must never
@@ -443,7 +442,8 @@ where
             // not by `max_connections`.
             let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
                 let mut resp = GatewayError::UpstreamBusy.http_response();
-                resp.extensions_mut().insert(passport_gate::replay::NotForwarded);
+                resp.extensions_mut()
+                    .insert(passport_gate::replay::NotForwarded);
                 return Ok(resp);
             };
             let sent = shared.client.request(Request::from_parts(parts, body));
@@ -469,7 +469,8 @@ where
                     // No connection (TCP or TLS): the upstream never saw the request, so its
                     // replay record is released and the client's retry is not a replay.
                     if e.is_connect() {
-                        resp.extensions_mut().insert(passport_gate::replay::NotForwarded);
+                        resp.extensions_mut()
+                            .insert(passport_gate::replay::NotForwarded);
                     }
                     resp
                 }

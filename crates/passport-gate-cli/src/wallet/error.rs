@@ -2,10 +2,10 @@
 //! stable code, an HTTP status, a one-line message and the form field it belongs to, so
 //! the page shows every refusal next to the control that caused it.
 
-use passport_core::mint::MintError;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
+use passport_core::mint::MintError;
 
 /// A refused API request.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -29,15 +29,15 @@ mod error;
 
 pub use error::WalletError;
 
-use passport_core::config::Config;
-use passport_core::time::SystemClock;
-use passport_core::verifier::Verifier;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use passport_core::config::Config;
+use passport_core::time::SystemClock;
+use passport_core::verifier::Verifier;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
