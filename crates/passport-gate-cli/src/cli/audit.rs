@@ -32,7 +32,9 @@ pub(crate) enum AuditCommand {
 }
 
 pub fn run(a: &AuditCommand) -> Result<u8, Failure> {
-    use passport_gate::attribution::audit::{read_events, refusals, summarize, verify_files};
+    use passport_gate::attribution::audit::{
+        self, verify_files, ChainCheck, ChainStatus, ReportError,
+    };
     match a {
         AuditCommand::Verify { files, head } => {
             let r = verify_files(files).map_err(|e| Failure(format!("cannot read: {e}"), 2))?;
@@ -66,41 +68,50 @@ pub fn run(a: &AuditCommand) -> Result<u8, Failure> {
             json,
             no_verify,
         } => {
-            let read = read_events(files).map_err(|e| Failure(format!("cannot report: {e}"), 2))?;
-            if !read.chained {
-                if !read.events.is_empty() {
-                    eprintln!("WARNING: plain JSON-lines event files have no hash chain: these numbers are NOT verified");
-                }
-            } else if *no_verify {
-                eprintln!("WARNING: --no-verify: the hash chain was NOT checked; these numbers may include edited, inserted or reordered lines, and miss deleted ones");
+            let check = if *no_verify {
+                ChainCheck::Skip
             } else {
-                let r = verify_files(files).map_err(|e| Failure(format!("cannot read: {e}"), 2))?;
-                if let Some(broken) = &r.broken {
-                    return Err(Failure(
-                        format!("not reporting: the chain is BROKEN at {broken} (see `passport-gate audit verify`; --no-verify reports anyway)"),
-                        1,
-                    ));
+                ChainCheck::Verify
+            };
+            let report = audit::report(files, check).map_err(|e| match e {
+                ReportError::Read(e) => Failure(format!("cannot report: {e}"), 2),
+                ReportError::Verify(e) => Failure(format!("cannot read: {e}"), 2),
+                ReportError::Broken(broken) => Failure(
+                    format!("not reporting: the chain is BROKEN at {broken} (see `passport-gate audit verify`; --no-verify reports anyway)"),
+                    1,
+                ),
+            })?;
+            match &report.chain {
+                ChainStatus::Unchained => {
+                    if report.has_events {
+                        eprintln!("WARNING: plain JSON-lines event files have no hash chain: these numbers are NOT verified");
+                    }
                 }
-                eprintln!(
-                    "chain verified: {} line(s), head hash {} (compare it with the head kept elsewhere: lines removed from the end are not detected otherwise)",
-                    r.lines, r.head
-                );
-                if r.starts_mid_chain {
-                    eprintln!("note: the first line continues an earlier file; give every file from the first to check the whole chain");
+                ChainStatus::NotChecked => {
+                    eprintln!("WARNING: --no-verify: the hash chain was NOT checked; these numbers may include edited, inserted or reordered lines, and miss deleted ones");
+                }
+                ChainStatus::Verified(r) => {
+                    eprintln!(
+                        "chain verified: {} line(s), head hash {} (compare it with the head kept elsewhere: lines removed from the end are not detected otherwise)",
+                        r.lines, r.head
+                    );
+                    if r.starts_mid_chain {
+                        eprintln!("note: the first line continues an earlier file; give every file from the first to check the whole chain");
+                    }
                 }
             }
-            if read.incomplete_tails > 0 {
+            if report.incomplete_tails > 0 {
                 eprintln!(
                     "note: {} incomplete last line(s) (an interrupted write) not counted",
-                    read.incomplete_tails
+                    report.incomplete_tails
                 );
             }
-            let rows = summarize(&read.events);
-            let refused = refusals(&read.events);
+            let rows = &report.rows;
+            let refused = &report.refusals;
             if *json {
                 say!(
                     "{}",
-                    serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
+                    serde_json::to_string_pretty(rows).map_err(|e| e.to_string())?
                 );
                 return Ok(0);
             }
@@ -115,7 +126,7 @@ pub fn run(a: &AuditCommand) -> Result<u8, Failure> {
                 "completion",
                 "tokens"
             );
-            for r in &rows {
+            for r in rows {
                 say!(
                     "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}  {:>10}  {:>10}  {:>10}",
                     escape_controls(&r.day),
@@ -128,7 +139,7 @@ pub fn run(a: &AuditCommand) -> Result<u8, Failure> {
                     r.total_tokens
                 );
             }
-            for (code, n) in &refused {
+            for (code, n) in refused {
                 say!("refused ({}): {n}", escape_controls(code));
             }
             let calls: u64 = rows.iter().map(|r| r.calls).sum();

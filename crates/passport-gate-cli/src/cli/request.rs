@@ -64,10 +64,14 @@ pub fn run(a: &RequestArgs) -> Result<u8, Failure> {
     let req = req
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("bad request: {e}"))?;
+    let https = req.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
     runtime()?.block_on(async move {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
+            Resolver(hyper_util::client::legacy::connect::dns::GaiResolver::new()),
+        );
         let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http();
+                .build(connector);
         let sent = SignerLayer::new(signer).layer(client).oneshot(req);
         let resp = tokio::time::timeout(std::time::Duration::from_secs(a.timeout_seconds), sent)
             .await
@@ -80,7 +84,7 @@ pub fn run(a: &RequestArgs) -> Result<u8, Failure> {
                     1,
                 )
             })?
-            .map_err(|e| Failure(request_failure(&a.url, &e), 1))?;
+            .map_err(|e| Failure(failure_message(&a.url, Reason::of(&e, https), &e), 1))?;
         eprintln!("{:?} {}", resp.version(), resp.status());
         for (name, value) in resp.headers() {
             eprintln!("{name}: {}", value.to_str().unwrap_or("<binary>"));
@@ -104,38 +108,121 @@ pub fn run(a: &RequestArgs) -> Result<u8, Failure> {
     })
 }
 
-/// "request to URL failed: CAUSE (detail)", with the cause named from the error chain
-/// (connection refused, DNS lookup, TLS, timeout), so that the user knows what to fix.
-pub(crate) fn request_failure(url: &str, e: &(dyn std::error::Error + 'static)) -> String {
-    let mut chain = Vec::new();
-    let mut cause = None;
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = next {
-        let text = err.to_string();
-        if cause.is_none() {
-            cause = match err
-                .downcast_ref::<std::io::Error>()
-                .map(std::io::Error::kind)
-            {
-                Some(std::io::ErrorKind::ConnectionRefused) => Some("connection refused"),
-                Some(std::io::ErrorKind::TimedOut) => Some("timeout"),
-                Some(std::io::ErrorKind::ConnectionReset) => Some("connection reset"),
-                _ if text.contains("dns error") => Some("DNS lookup failed"),
-                _ if text.contains("scheme is not http") => {
-                    Some("TLS: https is not supported by this command; use http")
+/// Why a request got no response, named so that the user knows what to fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    /// Nothing listens at the address.
+    ConnectionRefused,
+    /// The connection or the exchange timed out.
+    Timeout,
+    /// The server cut the connection.
+    ConnectionReset,
+    /// The host name did not resolve.
+    Dns,
+    /// An https URL: this command speaks plain HTTP only.
+    HttpsUnsupported,
+    /// Anything else.
+    Other,
+}
+
+impl Reason {
+    /// The reason from the error's types: the first error in the chain that names one.
+    fn of(e: &(dyn std::error::Error + 'static), https: bool) -> Reason {
+        let mut next = Some(e);
+        while let Some(err) = next {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => return Reason::ConnectionRefused,
+                    std::io::ErrorKind::TimedOut => return Reason::Timeout,
+                    std::io::ErrorKind::ConnectionReset => return Reason::ConnectionReset,
+                    _ => {}
                 }
-                _ if text.to_ascii_lowercase().contains("tls") => Some("TLS handshake failed"),
-                _ if text.contains("timed out") => Some("timeout"),
-                _ => None,
-            };
+            }
+            if err.downcast_ref::<DnsFailure>().is_some() {
+                return Reason::Dns;
+            }
+            if let Some(client) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
+                // The plain-HTTP connector refuses an https URL before connecting.
+                if https && client.is_connect() {
+                    return Reason::HttpsUnsupported;
+                }
+            }
+            if err
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout)
+            {
+                return Reason::Timeout;
+            }
+            next = err.source();
         }
-        chain.push(text);
+        Reason::Other
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Reason::ConnectionRefused => "connection refused",
+            Reason::Timeout => "timeout",
+            Reason::ConnectionReset => "connection reset",
+            Reason::Dns => "DNS lookup failed",
+            Reason::HttpsUnsupported => "TLS: https is not supported by this command; use http",
+            Reason::Other => "error",
+        }
+    }
+}
+
+/// "request to URL failed: REASON: detail", the detail being the error chain.
+fn failure_message(url: &str, reason: Reason, e: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        chain.push(err.to_string());
         next = err.source();
     }
     chain.dedup();
     format!(
         "request to {url} failed: {}: {}",
-        cause.unwrap_or("error"),
+        reason.message(),
         chain.join(": ")
     )
+}
+
+/// A failed host name lookup: the system resolver's error, typed so that
+/// [`Reason::of`] finds it in the chain.
+#[derive(Debug)]
+struct DnsFailure(std::io::Error);
+
+impl std::fmt::Display for DnsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DnsFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// The system resolver, with its failures marked as [`DnsFailure`].
+#[derive(Clone)]
+struct Resolver(hyper_util::client::legacy::connect::dns::GaiResolver);
+
+impl tower::Service<hyper_util::client::legacy::connect::dns::Name> for Resolver {
+    type Response = hyper_util::client::legacy::connect::dns::GaiAddrs;
+    type Error = DnsFailure;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, DnsFailure>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), DnsFailure>> {
+        self.0.poll_ready(cx).map_err(DnsFailure)
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let lookup = self.0.call(name);
+        Box::pin(async move { lookup.await.map_err(DnsFailure) })
+    }
 }

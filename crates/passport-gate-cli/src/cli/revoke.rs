@@ -3,8 +3,6 @@
 use crate::cli::output::{runtime, Failure};
 use crate::terminal::escape_controls;
 use clap::Args;
-use passport_core::crypto::decode_base64;
-use passport_core::envelope::Envelope;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -55,35 +53,33 @@ pub(crate) struct RevokeArgs {
     prefix: String,
 }
 
-/// The passport_id (hex) of an X-Agent-Passport value.
-pub(crate) fn passport_id_of(header: &str) -> Result<String, String> {
-    let raw = decode_base64(header.trim())
-        .ok_or("the passport is not strict standard base64".to_string())?;
-    let e = Envelope::parse(&raw).map_err(|e| format!("malformed envelope: {e}"))?;
-    Ok(hex::encode(e.passport_id()))
-}
-
 pub fn run(a: &RevokeArgs) -> Result<u8, Failure> {
     use passport_gate::revocation::{append_to_file, Entry};
     let t = &a.target;
+    let refused = |e: passport_gate::revocation::EntryError| {
+        format!("refused, this entry could never match: {e}")
+    };
     let entry = if let Some(v) = &t.agent_id {
-        Entry::new("agent_id", v)
+        Entry::agent_id(v).map_err(refused)?
     } else if let Some(v) = &t.agent_pubkey {
-        Entry::new("agent_pubkey", v)
+        Entry::agent_key(v).map_err(refused)?
     } else if let Some(v) = &t.principal {
-        Entry::new("principal", v)
+        Entry::principal(v).map_err(refused)?
     } else if let Some(v) = &t.passport {
-        Entry::new("passport", &passport_id_of(v)?)
+        Entry::passport(v).map_err(|e| e.to_string())?
     } else if let Some(p) = &t.passport_file {
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-        Entry::new("passport", &passport_id_of(&text)?)
+        let text =
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        Entry::passport(&text).map_err(|e| e.to_string())?
     } else if let Some(v) = &t.passport_id {
-        Entry::new("passport", v)
+        Entry::passport_id(v).map_err(refused)?
     } else {
-        Err("give one of --agent-id, --agent-pubkey, --principal, --passport, --passport-file, --passport-id".into())
-    }
-    .map_err(|e| format!("refused, this entry could never match: {e}"))?;
+        return Err(format!(
+            "refused, this entry could never match: {}",
+            "give one of --agent-id, --agent-pubkey, --principal, --passport, --passport-file, --passport-id"
+        )
+        .into());
+    };
     if !entry.fits_prefix(&a.prefix) {
         return Err(format!(
             "refused, this entry could never match: the principal's prefix is not {:?} (see --prefix)",

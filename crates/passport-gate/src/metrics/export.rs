@@ -165,7 +165,7 @@ impl Collector for LayerCollector {
 /// The Prometheus text exposition of `registry`.
 pub fn render(registry: &Registry) -> String {
     let mut out = String::default();
-    let encoder = prometheus::TextEncoder::default();
+    let encoder = prometheus::TextEncoder;
     if encoder.encode_utf8(&registry.gather(), &mut out).is_err() {
         out.clear();
     }
