@@ -6,6 +6,7 @@ mod demo;
 mod echo;
 mod gateway;
 mod terminal;
+mod transport;
 mod wallet;
 
 use crate::cli::output::Failure;
@@ -56,7 +57,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    gateway::tls::install_default_provider();
+    transport::tls::install_default_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keygen(a) => cli::keygen::run(&a),

@@ -2,7 +2,7 @@
 //! block), `[routes]`, `[binding]`, `[principals]`, `[forward_identity]` and
 //! `[attribution]`. See `passport-gate.example.toml`.
 
-use super::tls;
+use crate::transport::tls;
 use http::Method;
 use passport_core::config::Config;
 use passport_gate::grants::Grant;
@@ -306,7 +306,7 @@ impl ServerSection {
     /// The transport keys (issue 11): TLS files exist and load, the mTLS pair is
     /// complete, the HTTP/2 bounds are in range.
     fn validate_transports(&self, errors: &mut Vec<String>) {
-        use super::tls;
+        use crate::transport::tls;
         match (&self.upstream_client_cert_file, &self.upstream_client_key_file) {
             (Some(_), None) | (None, Some(_)) => errors.push(
                 "server.upstream_client_cert_file: set together with server.upstream_client_key_file".into(),
@@ -380,8 +380,8 @@ impl ServerSection {
     }
 
     /// What the upstream and chain-node clients trust and present.
-    pub fn upstream_tls(&self) -> super::tls::ClientTls<'_> {
-        super::tls::ClientTls {
+    pub fn upstream_tls(&self) -> crate::transport::tls::ClientTls<'_> {
+        crate::transport::tls::ClientTls {
             ca_file: self.upstream_ca_file.as_deref(),
             client_cert: self
                 .upstream_client_cert_file

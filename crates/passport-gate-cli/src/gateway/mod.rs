@@ -12,8 +12,8 @@ pub mod metrics;
 pub mod path;
 mod proxy;
 mod routes;
-pub mod tls;
 
+use crate::transport::tls;
 pub use config::{GatewayConfig, Overrides, Validated};
 pub use error::GatewayError;
 use passport_gate::RequestPath;
