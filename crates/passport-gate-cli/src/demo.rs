@@ -2,8 +2,9 @@
 //! passports enabled, and a fresh principal and agent; then real HTTP requests that show
 //! each behaviour, a table of what happened, and the attribution events written.
 
+use crate::config::{GatewayConfig, Overrides};
 use crate::echo::EchoUpstream;
-use crate::gateway::{self, Bound, GatewayConfig, Overrides};
+use crate::gateway::{self, Bound};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};

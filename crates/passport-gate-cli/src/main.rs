@@ -2,6 +2,7 @@
 //! (`cli/`), which prints over the library.
 
 mod cli;
+mod config;
 mod demo;
 mod echo;
 mod gateway;

@@ -31,7 +31,8 @@ pub(crate) struct ServeArgs {
 }
 
 pub fn run(a: &ServeArgs) -> Result<u8, Failure> {
-    use crate::gateway::{self, GatewayConfig, Overrides};
+    use crate::config::{GatewayConfig, Overrides};
+    use crate::gateway;
     // Every problem is reported in one run: the file's sections are parsed one by one,
     // and the sections that parsed are validated too.
     let (mut config, parse_errors) = match &a.config {

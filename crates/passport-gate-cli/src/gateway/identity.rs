@@ -5,7 +5,7 @@
 //! own, whatever the route, whether or not the passport was accepted, and whether or
 //! not forwarding is on.
 
-use super::config::ForwardIdentitySection;
+use crate::config::file::ForwardIdentitySection;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use passport_core::verifier::VerifiedAgent;
 use passport_gate::layer::BoundRequester;

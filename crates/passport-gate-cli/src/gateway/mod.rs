@@ -4,8 +4,7 @@
 pub mod access_log;
 mod admin;
 pub mod admission;
-pub mod config;
-mod error;
+pub(crate) mod error;
 pub mod identity;
 mod listener;
 pub mod metrics;
@@ -13,8 +12,9 @@ pub mod path;
 mod proxy;
 mod routes;
 
+use crate::config::file as config;
+pub use crate::config::file::Validated;
 use crate::transport::tls;
-pub use config::{GatewayConfig, Overrides, Validated};
 pub use error::GatewayError;
 use passport_gate::RequestPath;
 pub use proxy::Proxy;

@@ -6,9 +6,9 @@
 //! address turned into paths on the gateway.
 
 use super::access_log::AcceptedAgent;
-use super::config::Upstream;
 use super::error::GatewayError;
 use super::identity::IdentityHeaders;
+use crate::config::file::Upstream;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};

@@ -1,7 +1,7 @@
 //! The route decision, made on the method and the normal path of an admitted request.
 
-use super::config::{Route, Unguarded};
 use super::path::route_key;
+use crate::config::file::{Route, Unguarded};
 use http::Method;
 
 /// What happens to an admitted request.

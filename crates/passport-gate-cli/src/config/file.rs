@@ -577,7 +577,7 @@ impl Default for AttributionSection {
 pub struct Route {
     /// The method.
     pub method: Method,
-    /// The path, as [`super::path::route_key`] gives it.
+    /// The path, as [`crate::gateway::path::route_key`] gives it.
     pub path: String,
 }
 
@@ -620,7 +620,7 @@ pub struct Validated {
     /// The principal allowlist, its file already read once.
     pub principals: Option<passport_gate::principals::AllowlistSettings>,
     /// The identity headers for the upstream.
-    pub identity: super::identity::IdentityHeaders,
+    pub identity: crate::gateway::identity::IdentityHeaders,
     /// Where access log lines go.
     pub access_log: AccessLogTarget,
     /// The upstream probe behind `/readyz`.
@@ -980,9 +980,10 @@ impl GatewayConfig {
                 .map_err(|list| errors.extend(list))
                 .ok()
         });
-        let identity = super::identity::IdentityHeaders::from_section(&self.forward_identity)
-            .map_err(|list| errors.extend(list))
-            .ok();
+        let identity =
+            crate::gateway::identity::IdentityHeaders::from_section(&self.forward_identity)
+                .map_err(|list| errors.extend(list))
+                .ok();
         let access_log = match self.server.access_log.as_str() {
             "off" => AccessLogTarget::Off,
             "stdout" => AccessLogTarget::Stdout,
@@ -1111,24 +1112,24 @@ fn parse_route(s: &str) -> Result<Route, String> {
         .ok_or_else(|| format!("{s:?} must look like \"POST /v1/chat/completions\""))?;
     let method = Method::from_bytes(method.as_bytes())
         .ok()
-        .filter(super::admission::is_proxied)
+        .filter(crate::gateway::admission::is_proxied)
         .ok_or_else(|| {
             format!(
                 "{s:?}: the method must be one of {}",
-                super::error::ALLOWED_METHODS
+                crate::gateway::error::ALLOWED_METHODS
             )
         })?;
     if path.contains(['?', '#', ' ']) {
         return Err(format!("{s:?}: the path must have no query"));
     }
-    match super::path::normalize(path) {
-        Ok(normal) if super::path::route_key(&normal) == path => Ok(Route {
+    match crate::gateway::path::normalize(path) {
+        Ok(normal) if crate::gateway::path::route_key(&normal) == path => Ok(Route {
             method,
             path: path.to_owned(),
         }),
         Ok(normal) => Err(format!(
             "{s:?}: the path is not in normal form; write {:?}",
-            super::path::route_key(&normal)
+            crate::gateway::path::route_key(&normal)
         )),
         Err(why) => Err(format!("{s:?}: the path has {why}")),
     }
