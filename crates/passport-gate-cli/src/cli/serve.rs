@@ -31,7 +31,7 @@ pub(crate) struct ServeArgs {
 }
 
 pub fn run(a: &ServeArgs) -> Result<u8, Failure> {
-    use crate::config::{GatewayConfig, Overrides};
+    use crate::config::{ConfigError, GatewayConfig, Overrides};
     use crate::gateway;
     // Every problem is reported in one run: the file's sections are parsed one by one,
     // and the sections that parsed are validated too.
@@ -65,21 +65,21 @@ pub fn run(a: &ServeArgs) -> Result<u8, Failure> {
         // validation lines would only repeat the problem.
         let failed: Vec<&str> = parse_errors
             .iter()
-            .filter_map(|e| e.split_once(':').map(|(section, _)| section))
+            .filter_map(ConfigError::section)
             .collect();
-        let errors: Vec<String> = parse_errors
+        let errors: Vec<ConfigError> = parse_errors
             .iter()
             .cloned()
-            .chain(validation_errors.into_iter().filter(|e| {
-                !failed
-                    .iter()
-                    .any(|f| e.starts_with(&format!("{f}.")) || e.starts_with(&format!("{f}:")))
-            }))
+            .chain(
+                validation_errors
+                    .into_iter()
+                    .filter(|e| e.section().is_none_or(|s| !failed.contains(&s))),
+            )
             .collect();
         // One line per problem (the failure line itself escapes line breaks).
         eprintln!("passport-gate: invalid configuration:");
         for e in &errors {
-            eprintln!("  {}", escape_controls(e));
+            eprintln!("  {}", escape_controls(&e.to_string()));
         }
         Failure(
             format!(
