@@ -306,7 +306,9 @@ pub struct ServerSection {
 impl ServerSection {
     /// The transport keys (issue 11): TLS files exist and load, the mTLS pair is
     /// complete, the HTTP/2 bounds are in range.
-    fn validate_transports(&self, errors: &mut Vec<ConfigError>) {
+    /// Returns the upstream TLS client configuration, built here once (the proxy, the
+    /// upstream probe and the chain node client share it).
+    fn validate_transports(&self, errors: &mut Vec<ConfigError>) -> Option<rustls::ClientConfig> {
         use crate::transport::tls;
         match (
             &self.upstream_client_cert_file,
@@ -318,9 +320,9 @@ impl ServerSection {
             )),
             _ => {}
         }
-        if let Err(e) = tls::client_config(&self.upstream_tls()) {
-            errors.push(ConfigError::new("server.upstream TLS", e));
-        }
+        let upstream_tls = tls::client_config(&self.upstream_tls())
+            .map_err(|e| errors.push(ConfigError::new("server.upstream TLS", e)))
+            .ok();
         if let Some(t) = &self.tls {
             if let Err(e) = tls::ReloadingCertificate::load(t.cert_file.clone(), t.key_file.clone())
             {
@@ -383,6 +385,7 @@ impl ServerSection {
                 ));
             }
         }
+        upstream_tls
     }
 
     /// What the upstream and chain-node clients trust and present.
@@ -631,6 +634,8 @@ pub struct Validated {
     pub access_log: AccessLogTarget,
     /// The upstream probe behind `/readyz`.
     pub upstream_probe: Option<UpstreamProbe>,
+    /// The TLS client configuration for the upstream and the chain node, built once.
+    pub upstream_tls: rustls::ClientConfig,
 }
 
 /// `server.access_log`.
@@ -869,7 +874,7 @@ impl GatewayConfig {
                 ));
             }
         }
-        self.server.validate_transports(&mut errors);
+        let upstream_tls = self.server.validate_transports(&mut errors);
         let mut route_list = |key: &str, entries: &[String]| {
             let mut routes = Vec::new();
             for r in entries {
@@ -1048,28 +1053,31 @@ impl GatewayConfig {
             (Some(p), Some(up)) => check_probe(p, up).map_err(|list| errors.extend(list)).ok(),
             _ => None,
         };
-        match (listen, admin_listen, upstream, identity) {
-            (Some(listen), Some(admin_listen), Some(upstream), Some(identity))
-                if errors.is_empty() =>
-            {
-                Ok(Validated {
-                    requester,
-                    principals,
-                    identity,
-                    access_log,
-                    upstream_probe,
-                    listen,
-                    admin_listen,
-                    upstream,
-                    routes,
-                    public,
-                    header_read_timeout: Duration::from_millis(self.server.header_read_timeout_ms),
-                    connect_timeout: Duration::from_millis(self.server.connect_timeout_ms),
-                    response_timeout: Duration::from_millis(self.server.response_timeout_ms),
-                    shutdown_grace: Duration::from_secs(self.server.shutdown_grace_seconds),
-                    raw: self,
-                })
-            }
+        match (listen, admin_listen, upstream, identity, upstream_tls) {
+            (
+                Some(listen),
+                Some(admin_listen),
+                Some(upstream),
+                Some(identity),
+                Some(upstream_tls),
+            ) if errors.is_empty() => Ok(Validated {
+                upstream_tls,
+                requester,
+                principals,
+                identity,
+                access_log,
+                upstream_probe,
+                listen,
+                admin_listen,
+                upstream,
+                routes,
+                public,
+                header_read_timeout: Duration::from_millis(self.server.header_read_timeout_ms),
+                connect_timeout: Duration::from_millis(self.server.connect_timeout_ms),
+                response_timeout: Duration::from_millis(self.server.response_timeout_ms),
+                shutdown_grace: Duration::from_secs(self.server.shutdown_grace_seconds),
+                raw: self,
+            }),
             _ => Err(errors),
         }
     }

@@ -271,9 +271,7 @@ pub async fn run(
     if let (Some(b), Some(requester_source)) = (&raw.binding, &config.requester) {
         let grants: Arc<dyn GrantSource> = match &b.chain_node {
             Some(url) => {
-                let tls = tls::client_config(&raw.server.upstream_tls())
-                    .map_err(|e| format!("binding.chain_node TLS: {e}"))?;
-                let node = LcdGrantSource::with_tls(url, tls)
+                let node = LcdGrantSource::with_tls(url, config.upstream_tls.clone())
                     .map_err(|e| format!("binding.chain_node: {e}"))?;
                 chain_node = Some(node.clone());
                 Arc::new(node)
@@ -407,8 +405,7 @@ pub async fn run(
         let health = Arc::new(admin::UpstreamHealth::default());
         tokio::spawn(admin::probe_upstream(
             probe.clone(),
-            tls::client_config(&raw.server.upstream_tls())
-                .map_err(|e| format!("server.upstream TLS: {e}"))?,
+            config.upstream_tls.clone(),
             raw.server.upstream_http2,
             Arc::clone(&health),
             gateway_metrics.upstream_up.clone(),
@@ -439,8 +436,7 @@ pub async fn run(
         proxy::UpstreamClient {
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
-            tls: tls::client_config(&raw.server.upstream_tls())
-                .map_err(|e| format!("server.upstream TLS: {e}"))?,
+            tls: config.upstream_tls.clone(),
             http2: raw.server.upstream_http2,
             pool_max_idle: usize::try_from(raw.server.upstream_pool_max_idle).unwrap_or(usize::MAX),
             pool_idle_timeout: Duration::from_millis(raw.server.upstream_pool_idle_timeout_ms),
