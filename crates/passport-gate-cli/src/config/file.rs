@@ -636,6 +636,8 @@ pub struct Validated {
     pub upstream_probe: Option<UpstreamProbe>,
     /// The TLS client configuration for the upstream and the chain node, built once.
     pub upstream_tls: rustls::ClientConfig,
+    /// The Redis client settings, built once, when `[redis]` is present.
+    pub redis: Option<passport_gate::redis_client::RedisConfig>,
 }
 
 /// `server.access_log`.
@@ -975,10 +977,12 @@ impl GatewayConfig {
                 ),
             ));
         }
+        let mut redis = None;
         match &self.redis {
             Some(r) => {
-                if let Err(e) = r.client_config() {
-                    errors.push(ConfigError::new("redis.url", e));
+                match r.client_config() {
+                    Ok(c) => redis = Some(c),
+                    Err(e) => errors.push(ConfigError::new("redis.url", e)),
                 }
                 if r.timeout_ms == 0 || r.timeout_ms > 60_000 {
                     errors.push(ConfigError::new(
@@ -1061,6 +1065,7 @@ impl GatewayConfig {
                 Some(identity),
                 Some(upstream_tls),
             ) if errors.is_empty() => Ok(Validated {
+                redis,
                 upstream_tls,
                 requester,
                 principals,

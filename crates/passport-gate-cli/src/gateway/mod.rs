@@ -237,10 +237,7 @@ pub async fn run(
     let transport =
         tls::TransportMetrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
 
-    let redis_config = match &raw.redis {
-        Some(r) => Some(r.client_config().map_err(|e| format!("redis.url: {e}"))?),
-        None => None,
-    };
+    let redis_config = config.redis.clone();
     let redis = redis_config.clone().map(|c| Arc::new(Redis::new(c)));
     let key_prefix = raw
         .redis
