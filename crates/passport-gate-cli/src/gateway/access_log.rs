@@ -9,7 +9,7 @@
 //! [`SHUTDOWN_FLUSH`] to reach the sink.
 
 use super::error::GatewayError;
-use crate::config::file::AccessLogTarget;
+use super::settings::AccessLogTarget;
 use passport_core::verifier::Rejection;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -11,13 +11,14 @@ pub mod metrics;
 pub mod path;
 mod proxy;
 mod routes;
+pub mod settings;
 
 use crate::config::file as config;
-pub use crate::config::file::Validated;
 use crate::transport::tls;
 pub use error::GatewayError;
 use passport_gate::RequestPath;
 pub use proxy::Proxy;
+pub use settings::Settings as Validated;
 
 use access_log::AccessLog;
 use admission::Admission;

@@ -8,7 +8,7 @@
 use super::access_log::AcceptedAgent;
 use super::error::GatewayError;
 use super::identity::IdentityHeaders;
-use crate::config::file::Upstream;
+use super::settings::Upstream;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
