@@ -529,6 +529,23 @@ mod tests {
         assert_eq!(verify_files(&[p]).unwrap().lines, 6);
     }
 
+    #[test]
+    fn a_report_needs_a_verified_chain_unless_told_to_skip_the_check() {
+        let d = dir("report-rule");
+        let p = d.join("audit.jsonl");
+        write(&p, 0..4, None);
+        let ok = report(std::slice::from_ref(&p), ChainCheck::Verify).unwrap();
+        assert!(matches!(&ok.chain, ChainStatus::Verified(r) if r.lines == 4));
+        assert_eq!(ok.rows.iter().map(|r| r.calls).sum::<u64>(), 4);
+        let mut l = lines(&p);
+        l[1] = l[1].replace("m-odd", "m-even");
+        std::fs::write(&p, l.join("\n") + "\n").unwrap();
+        let refused = report(std::slice::from_ref(&p), ChainCheck::Verify).unwrap_err();
+        assert!(matches!(refused, ReportError::Broken(_)), "{refused}");
+        let skipped = report(&[p], ChainCheck::Skip).unwrap();
+        assert_eq!(skipped.chain, ChainStatus::NotChecked);
+    }
+
     fn tampered(name: &str, edit: impl Fn(&mut Vec<String>)) -> ChainReport {
         let d = dir(name);
         let p = d.join("audit.jsonl");

@@ -218,9 +218,9 @@ mod tests {
 
     #[test]
     fn only_http_and_https_urls_are_accepted() {
-        assert!(LcdGrantSource::with_tls(tls(), "http://127.0.0.1:1317").is_ok());
-        assert!(LcdGrantSource::with_tls(tls(), "https://node.example").is_ok());
-        assert!(LcdGrantSource::with_tls(tls(), "ftp://node.example").is_err());
-        assert!(LcdGrantSource::with_tls(tls(), "not a url").is_err());
+        assert!(LcdGrantSource::with_tls("http://127.0.0.1:1317", tls()).is_ok());
+        assert!(LcdGrantSource::with_tls("https://node.example", tls()).is_ok());
+        assert!(LcdGrantSource::with_tls("ftp://node.example", tls()).is_err());
+        assert!(LcdGrantSource::with_tls("not a url", tls()).is_err());
     }
 }
