@@ -137,6 +137,10 @@ impl Reason {
                     std::io::ErrorKind::ConnectionReset => return Reason::ConnectionReset,
                     _ => {}
                 }
+                // An io::Error hides the error it wraps from `source()`.
+                if io.get_ref().is_some_and(|inner| inner.is::<DnsFailure>()) {
+                    return Reason::Dns;
+                }
             }
             if err.downcast_ref::<DnsFailure>().is_some() {
                 return Reason::Dns;
@@ -224,5 +228,36 @@ impl tower::Service<hyper_util::client::legacy::connect::dns::Name> for Resolver
     fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
         let lookup = self.0.call(name);
         Box::pin(async move { lookup.await.map_err(DnsFailure) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_comes_from_the_error_types_in_the_chain() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(Reason::of(&refused, false), Reason::ConnectionRefused);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(Reason::of(&reset, true), Reason::ConnectionReset);
+        let dns = DnsFailure(std::io::Error::other(
+            "failed to lookup address information",
+        ));
+        assert_eq!(Reason::of(&dns, false), Reason::Dns);
+        let wrapped = std::io::Error::other(DnsFailure(std::io::Error::other("no such host")));
+        assert_eq!(Reason::of(&wrapped, false), Reason::Dns);
+        let other = std::io::Error::other("something else");
+        assert_eq!(Reason::of(&other, false), Reason::Other);
+    }
+
+    #[test]
+    fn the_message_names_the_reason_then_the_chain() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let text = failure_message("http://h/", Reason::ConnectionRefused, &refused);
+        assert_eq!(
+            text,
+            "request to http://h/ failed: connection refused: connection refused"
+        );
     }
 }
