@@ -2,8 +2,9 @@
 //! passports enabled, and a fresh principal and agent; then real HTTP requests that show
 //! each behaviour, a table of what happened, and the attribution events written.
 
+use crate::config::{GatewayConfig, Overrides};
 use crate::echo::EchoUpstream;
-use crate::gateway::{self, Bound, GatewayConfig, Overrides};
+use crate::gateway::{self, Bound};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
@@ -66,7 +67,12 @@ pub async fn run() -> Result<u8, String> {
     );
     let mut config = GatewayConfig::from_toml(&toml)?;
     config.apply(Overrides::default());
-    let validated = config.validate().map_err(|e| e.join("\n"))?;
+    let validated = config.validate().map_err(|e| {
+        e.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel::<Bound>();
     let gateway = tokio::spawn(gateway::run(

@@ -57,6 +57,78 @@ pub enum Entry {
     Passport(String),
 }
 
+/// Why a value can never be a revocation entry (it could never match a passport).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryError {
+    /// An agent id that is empty or longer than the verifier accepts (its length).
+    AgentIdLength(usize),
+    /// An agent key that is not strict base64 of a valid Ed25519 key.
+    AgentKey,
+    /// A principal address mixing upper and lower case.
+    PrincipalMixedCase,
+    /// A principal that is not a bech32 account address (why).
+    PrincipalAddress(String),
+    /// A `passport` value that is not 64 hex digits.
+    PassportId,
+    /// An `envelope` value (the older name) that is not 64 hex digits.
+    EnvelopeId,
+    /// A kind other than agent_id, agent_pubkey, principal, passport, envelope.
+    UnknownKind,
+}
+
+impl fmt::Display for EntryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntryError::AgentIdLength(n) => write!(
+                f,
+                "an agent_id is 1 to {MAX_AGENT_ID_BYTES} bytes (this one has {n})"
+            ),
+            EntryError::AgentKey => f.write_str(
+                "an agent_pubkey is strict standard base64 (padded) of a valid 32-byte Ed25519 key",
+            ),
+            EntryError::PrincipalMixedCase => {
+                f.write_str("a principal address must not mix upper and lower case")
+            }
+            EntryError::PrincipalAddress(why) => {
+                write!(f, "a principal is a bech32 account address: {why}")
+            }
+            EntryError::PassportId => {
+                f.write_str("a passport entry is a passport_id: 64 hex digits")
+            }
+            EntryError::EnvelopeId => {
+                f.write_str("a envelope entry is a passport_id: 64 hex digits")
+            }
+            EntryError::UnknownKind => {
+                f.write_str("unknown kind (agent_id, agent_pubkey, principal, passport, envelope)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for EntryError {}
+
+/// Why an X-Agent-Passport value names no passport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PassportValueError {
+    /// The value is not strict standard base64.
+    NotBase64,
+    /// The decoded bytes are not an envelope (why).
+    Malformed(String),
+}
+
+impl fmt::Display for PassportValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PassportValueError::NotBase64 => {
+                f.write_str("the passport is not strict standard base64")
+            }
+            PassportValueError::Malformed(why) => write!(f, "malformed envelope: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for PassportValueError {}
+
 /// Whether `value` must be written as a JSON string: empty, starting with `"`, white
 /// space at either end, white space followed by `#`, or any control character (which
 /// includes line breaks). The unquoted form refuses the same values, so that a file in
@@ -99,43 +171,64 @@ impl Entry {
     /// 20-byte payload, an id that is not 64 hex digits.
     pub fn new(kind: &str, value: &str) -> Result<Entry, String> {
         match kind {
-            "agent_id" => {
-                if value.is_empty() || value.len() > MAX_AGENT_ID_BYTES {
-                    return Err(format!(
-                        "an agent_id is 1 to {MAX_AGENT_ID_BYTES} bytes (this one has {})",
-                        value.len()
-                    ));
-                }
-                Ok(Entry::AgentId(value.to_owned()))
-            }
-            "agent_pubkey" => decode_base64(value)
-                .and_then(|b| AgentKey::from_bytes(&b))
-                .map(|k| Entry::AgentPubkey(k.to_base64()))
-                .ok_or_else(|| {
-                    "an agent_pubkey is strict standard base64 (padded) of a valid 32-byte Ed25519 key"
-                        .to_owned()
-                }),
-            "principal" => {
-                // Bech32 is case-insensitive but must not mix cases; addresses are
-                // compared in their lowercase form.
-                let lower = value.to_ascii_lowercase();
-                if value != lower && value != value.to_ascii_uppercase() {
-                    return Err("a principal address must not mix upper and lower case".into());
-                }
-                let prefix = lower.rsplit_once('1').map_or("", |(hrp, _)| hrp);
-                check_address(prefix, &lower)
-                    .map(|()| Entry::Principal(lower.clone()))
-                    .map_err(|e| format!("a principal is a bech32 account address: {e}"))
-            }
-            "passport" | "envelope" => {
-                if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    Ok(Entry::Passport(value.to_ascii_lowercase()))
-                } else {
-                    Err(format!("a {kind} entry is a passport_id: 64 hex digits"))
-                }
-            }
-            _ => Err("unknown kind (agent_id, agent_pubkey, principal, passport, envelope)".into()),
+            "agent_id" => Entry::agent_id(value),
+            "agent_pubkey" => Entry::agent_key(value),
+            "principal" => Entry::principal(value),
+            "passport" => Entry::passport_id(value),
+            "envelope" => Entry::passport_id(value).map_err(|_| EntryError::EnvelopeId),
+            _ => Err(EntryError::UnknownKind),
         }
+        .map_err(|e| e.to_string())
+    }
+
+    /// Every passport naming this agent id (1 to 256 bytes, any characters).
+    pub fn agent_id(value: &str) -> Result<Entry, EntryError> {
+        if value.is_empty() || value.len() > MAX_AGENT_ID_BYTES {
+            return Err(EntryError::AgentIdLength(value.len()));
+        }
+        Ok(Entry::AgentId(value.to_owned()))
+    }
+
+    /// Every passport naming this agent key (strict standard base64 of an Ed25519 key),
+    /// in its normal base64 form.
+    pub fn agent_key(value: &str) -> Result<Entry, EntryError> {
+        decode_base64(value)
+            .and_then(|b| AgentKey::from_bytes(&b))
+            .map(|k| Entry::AgentPubkey(k.to_base64()))
+            .ok_or(EntryError::AgentKey)
+    }
+
+    /// Every passport issued by this principal (a bech32 account address, kept in
+    /// lowercase).
+    pub fn principal(value: &str) -> Result<Entry, EntryError> {
+        // Bech32 is case-insensitive but must not mix cases; addresses are
+        // compared in their lowercase form.
+        let lower = value.to_ascii_lowercase();
+        if value != lower && value != value.to_ascii_uppercase() {
+            return Err(EntryError::PrincipalMixedCase);
+        }
+        let prefix = lower.rsplit_once('1').map_or("", |(hrp, _)| hrp);
+        check_address(prefix, &lower)
+            .map(|()| Entry::Principal(lower.clone()))
+            .map_err(|e| EntryError::PrincipalAddress(e.to_string()))
+    }
+
+    /// One passport by its passport_id (64 hex digits, kept in lowercase).
+    pub fn passport_id(value: &str) -> Result<Entry, EntryError> {
+        if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Entry::Passport(value.to_ascii_lowercase()))
+        } else {
+            Err(EntryError::PassportId)
+        }
+    }
+
+    /// One passport given as its X-Agent-Passport value (surrounding white space is
+    /// ignored): the entry names its computed passport_id.
+    pub fn passport(header: &str) -> Result<Entry, PassportValueError> {
+        let raw = decode_base64(header.trim()).ok_or(PassportValueError::NotBase64)?;
+        let envelope = passport_core::envelope::Envelope::parse(&raw)
+            .map_err(|e| PassportValueError::Malformed(e.to_string()))?;
+        Ok(Entry::Passport(hex::encode(envelope.passport_id())))
     }
 
     /// Parses one `kind value` line (without its line break). The messages never quote

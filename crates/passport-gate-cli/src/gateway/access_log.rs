@@ -8,8 +8,8 @@
 //! bound. At shutdown, once the connections closed, the queue gets up to
 //! [`SHUTDOWN_FLUSH`] to reach the sink.
 
-use super::config::AccessLogTarget;
 use super::error::GatewayError;
+use super::settings::AccessLogTarget;
 use passport_core::verifier::Rejection;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -148,7 +148,7 @@ pub(super) async fn serve(
 /// status from 200 to 399 (as a Kubernetes HTTP probe counts it). `up` is 1 while
 /// healthy, else 0.
 pub(super) async fn probe_upstream(
-    probe: super::config::UpstreamProbe,
+    probe: super::settings::UpstreamProbe,
     tls: rustls::ClientConfig,
     http2: bool,
     health: Arc<UpstreamHealth>,

@@ -5,7 +5,8 @@
 //! own, whatever the route, whether or not the passport was accepted, and whether or
 //! not forwarding is on.
 
-use super::config::ForwardIdentitySection;
+use crate::config::file::ForwardIdentitySection;
+use crate::config::ConfigError;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use passport_core::verifier::VerifiedAgent;
 use passport_gate::layer::BoundRequester;
@@ -37,35 +38,37 @@ const RESERVED: [&str; 7] = [
 impl IdentityHeaders {
     /// Checks the section: every name a valid header name, none reserved, no two alike
     /// (header names are compared in lowercase). One line per problem, naming its key.
-    pub fn from_section(s: &ForwardIdentitySection) -> Result<IdentityHeaders, Vec<String>> {
+    pub fn from_section(s: &ForwardIdentitySection) -> Result<IdentityHeaders, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut seen: Vec<(HeaderName, &str)> = Vec::new();
         let mut name = |key: &'static str, value: &str| -> HeaderName {
             match HeaderName::try_from(value) {
                 Ok(h) if h.as_str().contains('_') => {
-                    errors.push(format!(
-                        "forward_identity.{key}: {value:?} contains `_`, which WSGI and CGI servers read as `-`: a client could send that spelling; use `-`"
-                    ));
+                    errors.push(ConfigError::new(format!("forward_identity.{key}"), format!("{value:?} contains `_`, which WSGI and CGI servers read as `-`: a client could send that spelling; use `-`"
+                    )));
                     h
                 }
                 Ok(h) if RESERVED.contains(&h.as_str()) => {
-                    errors.push(format!(
-                        "forward_identity.{key}: {value:?} is a header the gateway judges or sets itself"
+                    errors.push(ConfigError::new(
+                        format!("forward_identity.{key}"),
+                        format!("{value:?} is a header the gateway judges or sets itself"),
                     ));
                     h
                 }
                 Ok(h) => {
                     if let Some((_, other)) = seen.iter().find(|(n, _)| *n == h) {
-                        errors.push(format!(
-                            "forward_identity.{key}: {value:?} is also forward_identity.{other}"
+                        errors.push(ConfigError::new(
+                            format!("forward_identity.{key}"),
+                            format!("{value:?} is also forward_identity.{other}"),
                         ));
                     }
                     seen.push((h.clone(), key));
                     h
                 }
                 Err(_) => {
-                    errors.push(format!(
-                        "forward_identity.{key}: {value:?} is not a header name"
+                    errors.push(ConfigError::new(
+                        format!("forward_identity.{key}"),
+                        format!("{value:?} is not a header name"),
                     ));
                     HeaderName::from_static("x-invalid")
                 }
@@ -169,7 +172,11 @@ mod tests {
             beneficiary: "x_aps_beneficiary".into(),
             ..ForwardIdentitySection::default()
         };
-        let errors = IdentityHeaders::from_section(&s).unwrap_err();
+        let errors: Vec<String> = IdentityHeaders::from_section(&s)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(errors[0].starts_with("forward_identity.agent_id"));
         assert!(errors[1].starts_with("forward_identity.beneficiary"));

@@ -6,7 +6,7 @@
 //! HTTP/2 (ALPN over TLS, prior knowledge over cleartext), with the same bounds.
 
 use super::metrics::ConnectionMetrics;
-use super::tls::TransportMetrics;
+use crate::transport::tls::TransportMetrics;
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper::service::Service;

@@ -4,20 +4,21 @@
 pub mod access_log;
 mod admin;
 pub mod admission;
-pub mod config;
-mod error;
+pub(crate) mod error;
 pub mod identity;
 mod listener;
 pub mod metrics;
 pub mod path;
 mod proxy;
 mod routes;
-pub mod tls;
+pub mod settings;
 
-pub use config::{GatewayConfig, Overrides, Validated};
+use crate::config::file as config;
+use crate::transport::tls;
 pub use error::GatewayError;
 use passport_gate::RequestPath;
 pub use proxy::Proxy;
+pub use settings::Settings as Validated;
 
 use access_log::AccessLog;
 use admission::Admission;
@@ -237,10 +238,7 @@ pub async fn run(
     let transport =
         tls::TransportMetrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
 
-    let redis_config = match &raw.redis {
-        Some(r) => Some(r.client_config().map_err(|e| format!("redis.url: {e}"))?),
-        None => None,
-    };
+    let redis_config = config.redis.clone();
     let redis = redis_config.clone().map(|c| Arc::new(Redis::new(c)));
     let key_prefix = raw
         .redis
@@ -271,9 +269,7 @@ pub async fn run(
     if let (Some(b), Some(requester_source)) = (&raw.binding, &config.requester) {
         let grants: Arc<dyn GrantSource> = match &b.chain_node {
             Some(url) => {
-                let tls = tls::client_config(&raw.server.upstream_tls())
-                    .map_err(|e| format!("binding.chain_node TLS: {e}"))?;
-                let node = LcdGrantSource::with_tls(url, tls)
+                let node = LcdGrantSource::with_tls(url, config.upstream_tls.clone())
                     .map_err(|e| format!("binding.chain_node: {e}"))?;
                 chain_node = Some(node.clone());
                 Arc::new(node)
@@ -407,8 +403,7 @@ pub async fn run(
         let health = Arc::new(admin::UpstreamHealth::default());
         tokio::spawn(admin::probe_upstream(
             probe.clone(),
-            tls::client_config(&raw.server.upstream_tls())
-                .map_err(|e| format!("server.upstream TLS: {e}"))?,
+            config.upstream_tls.clone(),
             raw.server.upstream_http2,
             Arc::clone(&health),
             gateway_metrics.upstream_up.clone(),
@@ -439,8 +434,7 @@ pub async fn run(
         proxy::UpstreamClient {
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
-            tls: tls::client_config(&raw.server.upstream_tls())
-                .map_err(|e| format!("server.upstream TLS: {e}"))?,
+            tls: config.upstream_tls.clone(),
             http2: raw.server.upstream_http2,
             pool_max_idle: usize::try_from(raw.server.upstream_pool_max_idle).unwrap_or(usize::MAX),
             pool_idle_timeout: Duration::from_millis(raw.server.upstream_pool_idle_timeout_ms),

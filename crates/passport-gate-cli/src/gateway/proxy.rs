@@ -6,9 +6,9 @@
 //! address turned into paths on the gateway.
 
 use super::access_log::AcceptedAgent;
-use super::config::Upstream;
 use super::error::GatewayError;
 use super::identity::IdentityHeaders;
+use super::settings::Upstream;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
@@ -205,7 +205,7 @@ struct Shared<B> {
     /// Requests with the upstream, at most `server.max_upstream_requests`.
     in_flight: Arc<Semaphore>,
     version: http::Version,
-    errors: super::tls::UpstreamErrors,
+    errors: crate::transport::tls::UpstreamErrors,
 }
 
 /// How the proxy connects to the upstream.
@@ -223,7 +223,7 @@ pub struct UpstreamClient {
     /// Idle connections are closed after this long.
     pub pool_idle_timeout: Duration,
     /// Where connection failures are counted.
-    pub errors: super::tls::UpstreamErrors,
+    pub errors: crate::transport::tls::UpstreamErrors,
     /// Requests with the upstream at once (each holds an upstream connection until its
     /// answer ends); beyond, 503 `upstream_busy`.
     pub max_requests: usize,
@@ -461,7 +461,7 @@ where
                 Ok(Err(e)) => {
                     let reason = shared.errors.count(&e);
                     tracing::warn!(
-                        error = %super::tls::error_chain(&e),
+                        error = %crate::transport::tls::error_chain(&e),
                         reason = reason.label(),
                         "upstream request failed"
                     );

@@ -1,7 +1,8 @@
 //! The route decision, made on the method and the normal path of an admitted request.
 
-use super::config::{Route, Unguarded};
 use super::path::route_key;
+use super::settings::Route;
+use crate::config::file::Unguarded;
 use http::Method;
 
 /// What happens to an admitted request.

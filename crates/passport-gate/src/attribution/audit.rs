@@ -529,6 +529,23 @@ mod tests {
         assert_eq!(verify_files(&[p]).unwrap().lines, 6);
     }
 
+    #[test]
+    fn a_report_needs_a_verified_chain_unless_told_to_skip_the_check() {
+        let d = dir("report-rule");
+        let p = d.join("audit.jsonl");
+        write(&p, 0..4, None);
+        let ok = report(std::slice::from_ref(&p), ChainCheck::Verify).unwrap();
+        assert!(matches!(&ok.chain, ChainStatus::Verified(r) if r.lines == 4));
+        assert_eq!(ok.rows.iter().map(|r| r.calls).sum::<u64>(), 4);
+        let mut l = lines(&p);
+        l[1] = l[1].replace("m-odd", "m-even");
+        std::fs::write(&p, l.join("\n") + "\n").unwrap();
+        let refused = report(std::slice::from_ref(&p), ChainCheck::Verify).unwrap_err();
+        assert!(matches!(refused, ReportError::Broken(_)), "{refused}");
+        let skipped = report(&[p], ChainCheck::Skip).unwrap();
+        assert_eq!(skipped.chain, ChainStatus::NotChecked);
+    }
+
     fn tampered(name: &str, edit: impl Fn(&mut Vec<String>)) -> ChainReport {
         let d = dir(name);
         let p = d.join("audit.jsonl");
@@ -652,4 +669,87 @@ mod tests {
         files.push(p);
         assert_eq!(verify_files(&files).unwrap().lines, 12);
     }
+}
+
+/// Whether a report checks the hash chain of audit files first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainCheck {
+    /// Check it, and refuse to report on a broken chain.
+    Verify,
+    /// Do not check it (the numbers may include edited lines).
+    Skip,
+}
+
+/// What a report knows of the chain behind its numbers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChainStatus {
+    /// Plain JSON-lines event files: there is no chain to check.
+    Unchained,
+    /// Audit files whose chain was not checked ([`ChainCheck::Skip`]).
+    NotChecked,
+    /// Audit files whose chain verified.
+    Verified(ChainReport),
+}
+
+/// Calls and tokens of a set of files, with what is known of their chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// What is known of the chain.
+    pub chain: ChainStatus,
+    /// Whether any event was read.
+    pub has_events: bool,
+    /// Incomplete last lines (an interrupted write) that were not counted.
+    pub incomplete_tails: u64,
+    /// Calls and tokens by day, principal, agent and model.
+    pub rows: Vec<CallCount>,
+    /// Refused requests by code.
+    pub refusals: Vec<(String, u64)>,
+}
+
+/// Why no report was made.
+#[derive(Debug)]
+pub enum ReportError {
+    /// The events could not be read (or a line is neither an audit line nor an event).
+    Read(io::Error),
+    /// The chain could not be checked.
+    Verify(io::Error),
+    /// The chain is broken at `file:line: what`: numbers over it would not be evidence.
+    Broken(String),
+}
+
+impl std::fmt::Display for ReportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReportError::Read(e) => write!(f, "cannot read the events: {e}"),
+            ReportError::Verify(e) => write!(f, "cannot check the chain: {e}"),
+            ReportError::Broken(at) => write!(f, "the chain is BROKEN at {at}"),
+        }
+    }
+}
+
+impl std::error::Error for ReportError {}
+
+/// Summarises `files` (audit files in chain order, or JSON-lines event files). Audit
+/// files are reported only over a verified chain unless `check` is
+/// [`ChainCheck::Skip`]: a broken chain is [`ReportError::Broken`].
+pub fn report(files: &[PathBuf], check: ChainCheck) -> Result<Report, ReportError> {
+    let read = read_events(files).map_err(ReportError::Read)?;
+    let chain = if !read.chained {
+        ChainStatus::Unchained
+    } else if check == ChainCheck::Skip {
+        ChainStatus::NotChecked
+    } else {
+        let r = verify_files(files).map_err(ReportError::Verify)?;
+        if let Some(broken) = r.broken {
+            return Err(ReportError::Broken(broken));
+        }
+        ChainStatus::Verified(r)
+    };
+    Ok(Report {
+        chain,
+        has_events: !read.events.is_empty(),
+        incomplete_tails: read.incomplete_tails,
+        rows: summarize(&read.events),
+        refusals: refusals(&read.events),
+    })
 }

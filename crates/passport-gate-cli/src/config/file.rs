@@ -2,7 +2,11 @@
 //! block), `[routes]`, `[binding]`, `[principals]`, `[forward_identity]` and
 //! `[attribution]`. See `passport-gate.example.toml`.
 
-use super::tls;
+use super::error::ConfigError;
+pub use crate::gateway::settings::{
+    AccessLogTarget, Route, Settings as Validated, Upstream, UpstreamProbe,
+};
+use crate::transport::tls;
 use http::Method;
 use passport_core::config::Config;
 use passport_gate::grants::Grant;
@@ -305,31 +309,37 @@ pub struct ServerSection {
 impl ServerSection {
     /// The transport keys (issue 11): TLS files exist and load, the mTLS pair is
     /// complete, the HTTP/2 bounds are in range.
-    fn validate_transports(&self, errors: &mut Vec<String>) {
-        use super::tls;
-        match (&self.upstream_client_cert_file, &self.upstream_client_key_file) {
-            (Some(_), None) | (None, Some(_)) => errors.push(
-                "server.upstream_client_cert_file: set together with server.upstream_client_key_file".into(),
-            ),
+    /// Returns the upstream TLS client configuration, built here once (the proxy, the
+    /// upstream probe and the chain node client share it).
+    fn validate_transports(&self, errors: &mut Vec<ConfigError>) -> Option<rustls::ClientConfig> {
+        use crate::transport::tls;
+        match (
+            &self.upstream_client_cert_file,
+            &self.upstream_client_key_file,
+        ) {
+            (Some(_), None) | (None, Some(_)) => errors.push(ConfigError::new(
+                "server.upstream_client_cert_file",
+                "set together with server.upstream_client_key_file",
+            )),
             _ => {}
         }
-        if let Err(e) = tls::client_config(&self.upstream_tls()) {
-            errors.push(format!("server.upstream TLS: {e}"));
-        }
+        let upstream_tls = tls::client_config(&self.upstream_tls())
+            .map_err(|e| errors.push(ConfigError::new("server.upstream TLS", e)))
+            .ok();
         if let Some(t) = &self.tls {
             if let Err(e) = tls::ReloadingCertificate::load(t.cert_file.clone(), t.key_file.clone())
             {
-                errors.push(format!("server.tls: {e}"));
+                errors.push(ConfigError::new("server.tls", e));
             }
             if let Some(ca) = &t.client_ca_file {
                 if let Err(e) = tls::roots(ca) {
-                    errors.push(format!("server.tls.client_ca_file: {e}"));
+                    errors.push(ConfigError::new("server.tls.client_ca_file", e));
                 }
             }
             if !(100..=3_600_000).contains(&t.reload_ms) {
-                errors.push(format!(
-                    "server.tls.reload_ms: {} is out of range; accepted: 100 to 3600000",
-                    t.reload_ms
+                errors.push(ConfigError::new(
+                    "server.tls.reload_ms",
+                    format!("{} is out of range; accepted: 100 to 3600000", t.reload_ms),
                 ));
             }
         }
@@ -372,16 +382,18 @@ impl ServerSection {
             ),
         ] {
             if !(lo..=hi).contains(&v) {
-                errors.push(format!(
-                    "server.{key}: {v} is out of range; accepted: {lo} to {hi}"
+                errors.push(ConfigError::new(
+                    format!("server.{key}"),
+                    format!("{v} is out of range; accepted: {lo} to {hi}"),
                 ));
             }
         }
+        upstream_tls
     }
 
     /// What the upstream and chain-node clients trust and present.
-    pub fn upstream_tls(&self) -> super::tls::ClientTls<'_> {
-        super::tls::ClientTls {
+    pub fn upstream_tls(&self) -> crate::transport::tls::ClientTls<'_> {
+        crate::transport::tls::ClientTls {
             ca_file: self.upstream_ca_file.as_deref(),
             client_cert: self
                 .upstream_client_cert_file
@@ -572,83 +584,6 @@ impl Default for AttributionSection {
     }
 }
 
-/// A route: a method and a path in normal form, without a trailing slash.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
-    /// The method.
-    pub method: Method,
-    /// The path, as [`super::path::route_key`] gives it.
-    pub path: String,
-}
-
-/// The upstream, split for building request URIs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Upstream {
-    /// `http` or `https`.
-    pub scheme: http::uri::Scheme,
-    /// `host:port`.
-    pub authority: http::uri::Authority,
-    /// A path prefix, without a trailing slash (often empty).
-    pub base_path: String,
-}
-
-/// A configuration checked and converted into what the gateway runs with.
-#[derive(Clone, Debug)]
-pub struct Validated {
-    /// The file as given (with overrides applied).
-    pub raw: GatewayConfig,
-    /// The proxy address.
-    pub listen: SocketAddr,
-    /// The admin address.
-    pub admin_listen: SocketAddr,
-    /// The upstream.
-    pub upstream: Upstream,
-    /// Guarded routes.
-    pub routes: Vec<Route>,
-    /// Public routes (no passport even in required mode).
-    pub public: Vec<Route>,
-    /// `server.header_read_timeout_ms`.
-    pub header_read_timeout: Duration,
-    /// Upstream connect timeout.
-    pub connect_timeout: Duration,
-    /// Upstream response-head timeout.
-    pub response_timeout: Duration,
-    /// Shutdown grace period.
-    pub shutdown_grace: Duration,
-    /// Where the binding takes the requester from, when binding is on.
-    pub requester: Option<passport_gate::layer::RequesterSource>,
-    /// The principal allowlist, its file already read once.
-    pub principals: Option<passport_gate::principals::AllowlistSettings>,
-    /// The identity headers for the upstream.
-    pub identity: super::identity::IdentityHeaders,
-    /// Where access log lines go.
-    pub access_log: AccessLogTarget,
-    /// The upstream probe behind `/readyz`.
-    pub upstream_probe: Option<UpstreamProbe>,
-}
-
-/// `server.access_log`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AccessLogTarget {
-    /// No access log (default).
-    Off,
-    /// Standard output.
-    Stdout,
-    /// Appended to a file.
-    File(PathBuf),
-}
-
-/// `[server.upstream_probe]`, checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamProbe {
-    /// The probe's full URI on the upstream.
-    pub uri: http::Uri,
-    /// Time between probes.
-    pub interval: Duration,
-    /// Time one probe may take.
-    pub timeout: Duration,
-}
-
 /// Overrides from flags and `PASSPORT_GATE_*` variables, applied over the file.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
@@ -711,7 +646,11 @@ impl GatewayConfig {
         if errors.is_empty() {
             Ok(config)
         } else {
-            Err(errors.join("; "))
+            Err(errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "))
         }
     }
 
@@ -719,12 +658,12 @@ impl GatewayConfig {
     /// problems of the others: the sections that parse are kept (a bad one is left at
     /// its default), and every problem is one line naming its section. Text that is not
     /// TOML at all is one line.
-    pub fn load(text: &str) -> (GatewayConfig, Vec<String>) {
+    pub fn load(text: &str) -> (GatewayConfig, Vec<ConfigError>) {
         let one_line = |e: &dyn std::fmt::Display| e.to_string().trim().replace('\n', " ");
         let mut config = GatewayConfig::default();
         let table: toml::Table = match text.parse() {
             Ok(t) => t,
-            Err(e) => return (config, vec![one_line(&e)]),
+            Err(e) => return (config, vec![ConfigError::syntax(one_line(&e))]),
         };
         let mut errors = Vec::new();
         for (key, value) in table {
@@ -740,14 +679,15 @@ impl GatewayConfig {
                 "principals" => value.try_into().map(|v| config.principals = Some(v)),
                 "forward_identity" => value.try_into().map(|v| config.forward_identity = v),
                 _ => {
-                    errors.push(format!(
-                        "{key}: unknown section; expected server, agent_envelope, routes, binding, principals, forward_identity, attribution, redis, replay or revocation"
+                    errors.push(ConfigError::new(
+                        key,
+                        "unknown section; expected server, agent_envelope, routes, binding, principals, forward_identity, attribution, redis, replay or revocation",
                     ));
                     continue;
                 }
             };
             if let Err(e) = parsed {
-                errors.push(format!("{key}: {}", one_line(&e)));
+                errors.push(ConfigError::new(key, one_line(&e)));
             }
         }
         (config, errors)
@@ -778,13 +718,15 @@ impl GatewayConfig {
     }
 
     /// Checks every setting; returns one line per problem, each naming its key.
-    pub fn validate(self) -> Result<Validated, Vec<String>> {
+    pub fn validate(self) -> Result<Validated, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let addr = |key: &str, v: &str, errors: &mut Vec<String>| match v.parse::<SocketAddr>() {
+        let addr = |key: &str, v: &str, errors: &mut Vec<ConfigError>| match v.parse::<SocketAddr>()
+        {
             Ok(a) => Some(a),
             Err(_) => {
-                errors.push(format!(
-                    "server.{key}: {v:?} is not an address like 127.0.0.1:8080"
+                errors.push(ConfigError::new(
+                    format!("server.{key}"),
+                    format!("{v:?} is not an address like 127.0.0.1:8080"),
                 ));
                 None
             }
@@ -792,31 +734,39 @@ impl GatewayConfig {
         let listen = addr("listen", &self.server.listen, &mut errors);
         let admin_listen = addr("admin_listen", &self.server.admin_listen, &mut errors);
         if listen.is_some_and(|l| l.port() != 0) && listen == admin_listen {
-            errors.push("server.admin_listen: must differ from server.listen".into());
+            errors.push(ConfigError::new(
+                "server.admin_listen",
+                "must differ from server.listen",
+            ));
         }
         let upstream = parse_upstream(&self.server.upstream)
-            .map_err(|e| errors.push(format!("server.upstream: {e}")))
+            .map_err(|e| errors.push(ConfigError::new("server.upstream", e)))
             .ok();
         for (key, v) in [
             ("connect_timeout_ms", self.server.connect_timeout_ms),
             ("response_timeout_ms", self.server.response_timeout_ms),
         ] {
             if v == 0 || v > 3_600_000 {
-                errors.push(format!(
-                    "server.{key}: {v} is out of range; accepted: 1 to 3600000"
+                errors.push(ConfigError::new(
+                    format!("server.{key}"),
+                    format!("{v} is out of range; accepted: 1 to 3600000"),
                 ));
             }
         }
         if self.server.shutdown_grace_seconds > 3600 {
-            errors.push(format!(
-                "server.shutdown_grace_seconds: {} is out of range; accepted: 0 to 3600",
-                self.server.shutdown_grace_seconds
+            errors.push(ConfigError::new(
+                "server.shutdown_grace_seconds",
+                format!(
+                    "{} is out of range; accepted: 0 to 3600",
+                    self.server.shutdown_grace_seconds
+                ),
             ));
         }
         if let Some(h) = &self.server.inference_id_header {
             if http::HeaderName::try_from(h.as_str()).is_err() {
-                errors.push(format!(
-                    "server.inference_id_header: {h:?} is not a header name"
+                errors.push(ConfigError::new(
+                    "server.inference_id_header",
+                    format!("{h:?} is not a header name"),
                 ));
             }
         }
@@ -842,18 +792,19 @@ impl GatewayConfig {
             ),
         ] {
             if !(lo..=hi).contains(&v) {
-                errors.push(format!(
-                    "server.{key}: {v} is out of range; accepted: {lo} to {hi}"
+                errors.push(ConfigError::new(
+                    format!("server.{key}"),
+                    format!("{v} is out of range; accepted: {lo} to {hi}"),
                 ));
             }
         }
-        self.server.validate_transports(&mut errors);
+        let upstream_tls = self.server.validate_transports(&mut errors);
         let mut route_list = |key: &str, entries: &[String]| {
             let mut routes = Vec::new();
             for r in entries {
                 match parse_route(r) {
                     Ok(route) => routes.push(route),
-                    Err(e) => errors.push(format!("routes.{key}: {e}")),
+                    Err(e) => errors.push(ConfigError::new(format!("routes.{key}"), e)),
                 }
             }
             routes
@@ -862,33 +813,32 @@ impl GatewayConfig {
         let public = route_list("public", &self.routes.public);
         for p in &public {
             if routes.contains(p) {
-                errors.push(format!(
-                    "routes.public: \"{} {}\" is also in routes.guarded",
-                    p.method, p.path
+                errors.push(ConfigError::new(
+                    "routes.public",
+                    format!("\"{} {}\" is also in routes.guarded", p.method, p.path),
                 ));
             }
         }
         if let Err(list) = self.agent_envelope.validate() {
-            errors.extend(list.iter().map(|e| format!("agent_envelope.{e}")));
+            errors.extend(
+                list.iter()
+                    .map(|e| ConfigError::new(format!("agent_envelope.{}", e.key), &e.message)),
+            );
         }
         let prefix = self.agent_envelope.address_prefix.as_str();
         let mut requester = None;
         if let Some(b) = &self.binding {
             requester = match (&b.requester, &b.requester_header) {
                 (Some(_), Some(_)) => {
-                    errors.push(
-                        "binding.requester and binding.requester_header: set one, not both (requester is a fixed requester, requester_header names the header carrying it)"
-                            .into(),
-                    );
+                    errors.push(ConfigError::new("binding.requester and binding.requester_header", "set one, not both (requester is a fixed requester, requester_header names the header carrying it)"));
                     None
                 }
                 (Some(fixed), None) => {
                     match passport_gate::principals::canonical_address(prefix, fixed) {
                         Ok(a) => Some(passport_gate::layer::RequesterSource::Fixed(a)),
                         Err(e) => {
-                            errors.push(format!(
-                            "binding.requester: {fixed:?} is not an account address with the prefix {prefix:?}: {e}"
-                        ));
+                            errors.push(ConfigError::new("binding.requester", format!("{fixed:?} is not an account address with the prefix {prefix:?}: {e}"
+                        )));
                             None
                         }
                     }
@@ -898,8 +848,9 @@ impl GatewayConfig {
                     match http::HeaderName::try_from(header) {
                         Ok(h) => Some(passport_gate::layer::RequesterSource::Header(h)),
                         Err(_) => {
-                            errors.push(format!(
-                                "binding.requester_header: {header:?} is not a header name"
+                            errors.push(ConfigError::new(
+                                "binding.requester_header",
+                                format!("{header:?} is not a header name"),
                             ));
                             None
                         }
@@ -907,7 +858,10 @@ impl GatewayConfig {
                 }
             };
             if b.chain_node.is_some() && !b.grants.is_empty() {
-                errors.push("binding: set chain_node or grants, not both".into());
+                errors.push(ConfigError::new(
+                    "binding",
+                    "set chain_node or grants, not both",
+                ));
             }
             if let Some(node) = &b.chain_node {
                 if let Err(e) = tls::client_config(&Default::default())
@@ -917,7 +871,7 @@ impl GatewayConfig {
                             .map_err(|e| e.to_string())
                     })
                 {
-                    errors.push(format!("binding.chain_node: {e}"));
+                    errors.push(ConfigError::new("binding.chain_node", e));
                 }
             }
             for (key, v, hi) in [
@@ -929,39 +883,54 @@ impl GatewayConfig {
                 ("max_concurrent_queries", b.max_concurrent_queries, 4096),
             ] {
                 if v == 0 || v > hi {
-                    errors.push(format!(
-                        "binding.{key}: {v} is out of range; accepted: 1 to {hi}"
+                    errors.push(ConfigError::new(
+                        format!("binding.{key}"),
+                        format!("{v} is out of range; accepted: 1 to {hi}"),
                     ));
                 }
             }
         }
         if self.attribution.drain_deadline_ms > 600_000 {
-            errors.push(format!(
-                "attribution.drain_deadline_ms: {} is out of range; accepted: 0 to 600000",
-                self.attribution.drain_deadline_ms
+            errors.push(ConfigError::new(
+                "attribution.drain_deadline_ms",
+                format!(
+                    "{} is out of range; accepted: 0 to 600000",
+                    self.attribution.drain_deadline_ms
+                ),
             ));
         }
+        let mut redis = None;
         match &self.redis {
             Some(r) => {
-                if let Err(e) = r.client_config() {
-                    errors.push(format!("redis.url: {e}"));
+                match r.client_config() {
+                    Ok(c) => redis = Some(c),
+                    Err(e) => errors.push(ConfigError::new("redis.url", e)),
                 }
                 if r.timeout_ms == 0 || r.timeout_ms > 60_000 {
-                    errors.push(format!(
-                        "redis.timeout_ms: {} is out of range; accepted: 1 to 60000",
-                        r.timeout_ms
+                    errors.push(ConfigError::new(
+                        "redis.timeout_ms",
+                        format!("{} is out of range; accepted: 1 to 60000", r.timeout_ms),
                     ));
                 }
             }
             None => {
                 if self.replay.store == ReplayStoreKind::Redis {
-                    errors.push("replay.store: \"redis\" needs a [redis] section".into());
+                    errors.push(ConfigError::new(
+                        "replay.store",
+                        "\"redis\" needs a [redis] section",
+                    ));
                 }
                 if self.revocation.redis {
-                    errors.push("revocation.redis: needs a [redis] section".into());
+                    errors.push(ConfigError::new(
+                        "revocation.redis",
+                        "needs a [redis] section",
+                    ));
                 }
                 if self.attribution.redis_stream.is_some() {
-                    errors.push("attribution.redis_stream: needs a [redis] section".into());
+                    errors.push(ConfigError::new(
+                        "attribution.redis_stream",
+                        "needs a [redis] section",
+                    ));
                 }
             }
         }
@@ -970,8 +939,9 @@ impl GatewayConfig {
             ("revocation.redis_poll_ms", self.revocation.redis_poll_ms),
         ] {
             if !(10..=3_600_000).contains(&v) {
-                errors.push(format!(
-                    "{key}: {v} is out of range; accepted: 10 to 3600000"
+                errors.push(ConfigError::new(
+                    key,
+                    format!("{v} is out of range; accepted: 10 to 3600000"),
                 ));
             }
         }
@@ -980,52 +950,61 @@ impl GatewayConfig {
                 .map_err(|list| errors.extend(list))
                 .ok()
         });
-        let identity = super::identity::IdentityHeaders::from_section(&self.forward_identity)
-            .map_err(|list| errors.extend(list))
-            .ok();
+        let identity =
+            crate::gateway::identity::IdentityHeaders::from_section(&self.forward_identity)
+                .map_err(|list| errors.extend(list))
+                .ok();
         let access_log = match self.server.access_log.as_str() {
             "off" => AccessLogTarget::Off,
             "stdout" => AccessLogTarget::Stdout,
             "" => {
-                errors.push(
-                    "server.access_log: empty; write \"off\", \"stdout\" or a file path".into(),
-                );
+                errors.push(ConfigError::new(
+                    "server.access_log",
+                    "empty; write \"off\", \"stdout\" or a file path",
+                ));
                 AccessLogTarget::Off
             }
             path => AccessLogTarget::File(PathBuf::from(path)),
         };
         if !(1..=1_000_000).contains(&self.server.access_log_buffer_lines) {
-            errors.push(format!(
-                "server.access_log_buffer_lines: {} is out of range; accepted: 1 to 1000000",
-                self.server.access_log_buffer_lines
+            errors.push(ConfigError::new(
+                "server.access_log_buffer_lines",
+                format!(
+                    "{} is out of range; accepted: 1 to 1000000",
+                    self.server.access_log_buffer_lines
+                ),
             ));
         }
         let upstream_probe = match (&self.server.upstream_probe, &upstream) {
             (Some(p), Some(up)) => check_probe(p, up).map_err(|list| errors.extend(list)).ok(),
             _ => None,
         };
-        match (listen, admin_listen, upstream, identity) {
-            (Some(listen), Some(admin_listen), Some(upstream), Some(identity))
-                if errors.is_empty() =>
-            {
-                Ok(Validated {
-                    requester,
-                    principals,
-                    identity,
-                    access_log,
-                    upstream_probe,
-                    listen,
-                    admin_listen,
-                    upstream,
-                    routes,
-                    public,
-                    header_read_timeout: Duration::from_millis(self.server.header_read_timeout_ms),
-                    connect_timeout: Duration::from_millis(self.server.connect_timeout_ms),
-                    response_timeout: Duration::from_millis(self.server.response_timeout_ms),
-                    shutdown_grace: Duration::from_secs(self.server.shutdown_grace_seconds),
-                    raw: self,
-                })
-            }
+        match (listen, admin_listen, upstream, identity, upstream_tls) {
+            (
+                Some(listen),
+                Some(admin_listen),
+                Some(upstream),
+                Some(identity),
+                Some(upstream_tls),
+            ) if errors.is_empty() => Ok(Validated {
+                redis,
+                upstream_tls,
+                requester,
+                principals,
+                identity,
+                access_log,
+                upstream_probe,
+                listen,
+                admin_listen,
+                upstream,
+                routes,
+                public,
+                header_read_timeout: Duration::from_millis(self.server.header_read_timeout_ms),
+                connect_timeout: Duration::from_millis(self.server.connect_timeout_ms),
+                response_timeout: Duration::from_millis(self.server.response_timeout_ms),
+                shutdown_grace: Duration::from_secs(self.server.shutdown_grace_seconds),
+                raw: self,
+            }),
             _ => Err(errors),
         }
     }
@@ -1037,12 +1016,12 @@ const DEFAULT_REQUESTER_HEADER: &str = "X-Requester-Address";
 fn check_probe(
     p: &UpstreamProbeSection,
     upstream: &Upstream,
-) -> Result<UpstreamProbe, Vec<String>> {
+) -> Result<UpstreamProbe, Vec<ConfigError>> {
     let mut errors = Vec::new();
     if !p.path.starts_with('/') || p.path.contains(['#', ' ']) {
-        errors.push(format!(
-            "server.upstream_probe.path: {:?} must be an absolute path like \"/v1/models\"",
-            p.path
+        errors.push(ConfigError::new(
+            "server.upstream_probe.path",
+            format!("{:?} must be an absolute path like \"/v1/models\"", p.path),
         ));
     }
     let uri = http::Uri::builder()
@@ -1051,21 +1030,27 @@ fn check_probe(
         .path_and_query(format!("{}{}", upstream.base_path, p.path))
         .build();
     if uri.is_err() && errors.is_empty() {
-        errors.push(format!(
-            "server.upstream_probe.path: {:?} is not a valid path",
-            p.path
+        errors.push(ConfigError::new(
+            "server.upstream_probe.path",
+            format!("{:?} is not a valid path", p.path),
         ));
     }
     if !(100..=3_600_000).contains(&p.interval_ms) {
-        errors.push(format!(
-            "server.upstream_probe.interval_ms: {} is out of range; accepted: 100 to 3600000",
-            p.interval_ms
+        errors.push(ConfigError::new(
+            "server.upstream_probe.interval_ms",
+            format!(
+                "{} is out of range; accepted: 100 to 3600000",
+                p.interval_ms
+            ),
         ));
     }
     if p.timeout_ms == 0 || p.timeout_ms > p.interval_ms.min(60_000) {
-        errors.push(format!(
-            "server.upstream_probe.timeout_ms: {} is out of range; accepted: 1 to the smaller of interval_ms and 60000",
-            p.timeout_ms
+        errors.push(ConfigError::new(
+            "server.upstream_probe.timeout_ms",
+            format!(
+                "{} is out of range; accepted: 1 to the smaller of interval_ms and 60000",
+                p.timeout_ms
+            ),
         ));
     }
     match uri {
@@ -1111,26 +1096,84 @@ fn parse_route(s: &str) -> Result<Route, String> {
         .ok_or_else(|| format!("{s:?} must look like \"POST /v1/chat/completions\""))?;
     let method = Method::from_bytes(method.as_bytes())
         .ok()
-        .filter(super::admission::is_proxied)
+        .filter(crate::gateway::admission::is_proxied)
         .ok_or_else(|| {
             format!(
                 "{s:?}: the method must be one of {}",
-                super::error::ALLOWED_METHODS
+                crate::gateway::error::ALLOWED_METHODS
             )
         })?;
     if path.contains(['?', '#', ' ']) {
         return Err(format!("{s:?}: the path must have no query"));
     }
-    match super::path::normalize(path) {
-        Ok(normal) if super::path::route_key(&normal) == path => Ok(Route {
+    match crate::gateway::path::normalize(path) {
+        Ok(normal) if crate::gateway::path::route_key(&normal) == path => Ok(Route {
             method,
             path: path.to_owned(),
         }),
         Ok(normal) => Err(format!(
             "{s:?}: the path is not in normal form; write {:?}",
-            super::path::route_key(&normal)
+            crate::gateway::path::route_key(&normal)
         )),
         Err(why) => Err(format!("{s:?}: the path has {why}")),
+    }
+}
+
+/// Checks `[principals]`: every entry of `allow`, and every line of `allow_file`
+/// (which must exist), one error per problem naming its key.
+pub(crate) fn allowlist_settings(
+    section: &PrincipalsSection,
+    prefix: &str,
+) -> Result<passport_gate::principals::AllowlistSettings, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    if section.allow.is_empty() && section.allow_file.is_none() {
+        errors.push(ConfigError::new(
+            "principals",
+            "set allow, allow_file or both (remove the section to serve every principal)",
+        ));
+    }
+    let mut fixed = HashSet::new();
+    for (i, entry) in section.allow.iter().enumerate() {
+        match passport_gate::principals::canonical_address(prefix, entry) {
+            Ok(a) => {
+                fixed.insert(a);
+            }
+            Err(e) => errors.push(ConfigError::new(
+                format!("principals.allow[{i}]"),
+                format!("{entry:?} is not an account address with the prefix {prefix:?}: {e}"),
+            )),
+        }
+    }
+    if !(10..=3_600_000).contains(&section.reload_ms) {
+        errors.push(ConfigError::new(
+            "principals.reload_ms",
+            format!(
+                "{} is out of range; accepted: 10 to 3600000",
+                section.reload_ms
+            ),
+        ));
+    }
+    let file = match &section.allow_file {
+        None => None,
+        Some(path) => match passport_gate::principals::read_file(path, prefix) {
+            Ok(set) => Some((path.clone(), set, Duration::from_millis(section.reload_ms))),
+            Err(list) => {
+                errors.extend(
+                    list.into_iter()
+                        .map(|e| ConfigError::new("principals.allow_file", e)),
+                );
+                None
+            }
+        },
+    };
+    if errors.is_empty() {
+        Ok(passport_gate::principals::AllowlistSettings {
+            fixed,
+            file,
+            prefix: prefix.to_owned(),
+        })
+    } else {
+        Err(errors)
     }
 }
 
@@ -1168,7 +1211,10 @@ chain_node = "ftp://x"
         let errors = GatewayConfig::from_toml(text)
             .unwrap()
             .validate()
-            .unwrap_err();
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
         for key in [
             "server.listen",
             "server.upstream",
@@ -1235,7 +1281,10 @@ chain_node = "ftp://x"
             let errors = GatewayConfig::from_toml(&text)
                 .unwrap()
                 .validate()
-                .unwrap_err();
+                .unwrap_err()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>();
             assert!(
                 errors
                     .iter()
@@ -1247,7 +1296,10 @@ chain_node = "ftp://x"
         let errors = GatewayConfig::from_toml(text)
             .unwrap()
             .validate()
-            .unwrap_err();
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
         assert!(errors[0].contains("also in routes.guarded"), "{errors:?}");
     }
 
@@ -1257,7 +1309,10 @@ chain_node = "ftp://x"
         let errors = GatewayConfig::from_toml(text)
             .unwrap()
             .validate()
-            .unwrap_err();
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
         for key in [
             "server.header_read_timeout_ms",
             "server.max_header_bytes",
@@ -1275,6 +1330,7 @@ chain_node = "ftp://x"
     fn every_section_that_does_not_parse_is_one_line_and_the_others_are_kept() {
         let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nlisten = 5\n[routes]\nguard = []\n[principal]\nallow = []\n[replay]\nfail_open = true\n";
         let (config, errors) = GatewayConfig::load(text);
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].starts_with("principal: unknown section"));
         assert!(errors[1].starts_with("routes: unknown field `guard`"));
@@ -1302,7 +1358,10 @@ cluster_nodes = ["redis://127.0.0.1:2"]
         let errors = GatewayConfig::from_toml(text)
             .unwrap()
             .validate()
-            .unwrap_err();
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
         for needle in [
             "server.upstream_client_cert_file: set together with server.upstream_client_key_file",
             "server.upstream TLS: cannot read /nonexistent/ca.pem",
@@ -1347,59 +1406,5 @@ cluster_nodes = ["redis://127.0.0.1:2"]
         assert_eq!(c.server.upstream, "http://127.0.0.1:2");
         assert_eq!(c.agent_envelope.chain_id, "gonka-mainnet");
         assert!(c.validate().is_ok());
-    }
-}
-
-/// Checks `[principals]`: every entry of `allow`, and every line of `allow_file`
-/// (which must exist), one error per problem naming its key.
-pub(crate) fn allowlist_settings(
-    section: &PrincipalsSection,
-    prefix: &str,
-) -> Result<passport_gate::principals::AllowlistSettings, Vec<String>> {
-    let mut errors = Vec::new();
-    if section.allow.is_empty() && section.allow_file.is_none() {
-        errors.push(
-            "principals: set allow, allow_file or both (remove the section to serve every principal)"
-                .into(),
-        );
-    }
-    let mut fixed = HashSet::new();
-    for (i, entry) in section.allow.iter().enumerate() {
-        match passport_gate::principals::canonical_address(prefix, entry) {
-            Ok(a) => {
-                fixed.insert(a);
-            }
-            Err(e) => errors.push(format!(
-                "principals.allow[{i}]: {entry:?} is not an account address with the prefix {prefix:?}: {e}"
-            )),
-        }
-    }
-    if !(10..=3_600_000).contains(&section.reload_ms) {
-        errors.push(format!(
-            "principals.reload_ms: {} is out of range; accepted: 10 to 3600000",
-            section.reload_ms
-        ));
-    }
-    let file = match &section.allow_file {
-        None => None,
-        Some(path) => match passport_gate::principals::read_file(path, prefix) {
-            Ok(set) => Some((path.clone(), set, Duration::from_millis(section.reload_ms))),
-            Err(list) => {
-                errors.extend(
-                    list.into_iter()
-                        .map(|e| format!("principals.allow_file: {e}")),
-                );
-                None
-            }
-        },
-    };
-    if errors.is_empty() {
-        Ok(passport_gate::principals::AllowlistSettings {
-            fixed,
-            file,
-            prefix: prefix.to_owned(),
-        })
-    } else {
-        Err(errors)
     }
 }

@@ -1,0 +1,263 @@
+//! `passport-gate request`: sign and send one request.
+
+use crate::cli::input::{passport_value, BodyArg};
+use crate::cli::output::{runtime, Failure};
+use clap::Args;
+use passport_core::keyfile::load_agent_secret;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub(crate) struct RequestArgs {
+    /// The URL, e.g. http://127.0.0.1:8080/v1/chat/completions.
+    url: String,
+    /// The agent's key file.
+    #[arg(long)]
+    agent_key: PathBuf,
+    /// The X-Agent-Passport value.
+    #[arg(long, required_unless_present = "passport_file")]
+    passport: Option<String>,
+    /// A file holding the X-Agent-Passport value.
+    #[arg(long, conflicts_with = "passport")]
+    passport_file: Option<PathBuf>,
+    /// The gateway's chain id.
+    #[arg(long)]
+    chain_id: String,
+    /// The HTTP method.
+    #[arg(long, default_value = "POST")]
+    method: String,
+    /// Extra header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    #[command(flatten)]
+    body: BodyArg,
+    /// Give up when the response head has not arrived within this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_seconds: u64,
+}
+
+pub fn run(a: &RequestArgs) -> Result<u8, Failure> {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use passport_core::mint::AgentSigner;
+    use passport_gate::client::SignerLayer;
+    use std::io::Write;
+    use tower::{Layer, ServiceExt};
+
+    let agent = load_agent_secret(&a.agent_key).map_err(|e| e.to_string())?;
+    let passport = passport_value(a.passport.as_deref(), a.passport_file.as_deref())?;
+    let signer = AgentSigner::new(agent, &passport, &a.chain_id).map_err(|e| e.to_string())?;
+    let body = a.body.read()?;
+    let mut req = http::Request::builder()
+        .method(a.method.as_str())
+        .uri(a.url.as_str());
+    let mut has_content_type = false;
+    for h in &a.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("-H {h:?}: expected `Name: value`"))?;
+        has_content_type |= name.trim().eq_ignore_ascii_case("content-type");
+        req = req.header(name.trim(), value.trim());
+    }
+    if !has_content_type {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("bad request: {e}"))?;
+    let https = req.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+    runtime()?.block_on(async move {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
+            Resolver(hyper_util::client::legacy::connect::dns::GaiResolver::new()),
+        );
+        let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector);
+        let sent = SignerLayer::new(signer).layer(client).oneshot(req);
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(a.timeout_seconds), sent)
+            .await
+            .map_err(|_| {
+                Failure(
+                    format!(
+                        "request to {} failed: timeout: no response within {} s",
+                        a.url, a.timeout_seconds
+                    ),
+                    1,
+                )
+            })?
+            .map_err(|e| Failure(failure_message(&a.url, Reason::of(&e, https), &e), 1))?;
+        eprintln!("{:?} {}", resp.version(), resp.status());
+        for (name, value) in resp.headers() {
+            eprintln!("{name}: {}", value.to_str().unwrap_or("<binary>"));
+        }
+        eprintln!();
+        let ok = resp.status().is_success();
+        let mut body = resp.into_body();
+        let mut out = std::io::stdout();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Failure(format!("reading the response: {e}"), 1))?;
+            if let Some(data) = frame.data_ref() {
+                match out.write_all(data).and_then(|()| out.flush()) {
+                    Ok(()) => {}
+                    // The reader went away (`| head`): stop quietly.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                    Err(e) => return Err(Failure(e.to_string(), 1)),
+                }
+            }
+        }
+        Ok(if ok { 0 } else { 1 })
+    })
+}
+
+/// Why a request got no response, named so that the user knows what to fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    /// Nothing listens at the address.
+    ConnectionRefused,
+    /// The connection or the exchange timed out.
+    Timeout,
+    /// The server cut the connection.
+    ConnectionReset,
+    /// The host name did not resolve.
+    Dns,
+    /// An https URL: this command speaks plain HTTP only.
+    HttpsUnsupported,
+    /// Anything else.
+    Other,
+}
+
+impl Reason {
+    /// The reason from the error's types: the first error in the chain that names one.
+    fn of(e: &(dyn std::error::Error + 'static), https: bool) -> Reason {
+        let mut next = Some(e);
+        while let Some(err) = next {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => return Reason::ConnectionRefused,
+                    std::io::ErrorKind::TimedOut => return Reason::Timeout,
+                    std::io::ErrorKind::ConnectionReset => return Reason::ConnectionReset,
+                    _ => {}
+                }
+                // An io::Error hides the error it wraps from `source()`.
+                if io.get_ref().is_some_and(|inner| inner.is::<DnsFailure>()) {
+                    return Reason::Dns;
+                }
+            }
+            if err.downcast_ref::<DnsFailure>().is_some() {
+                return Reason::Dns;
+            }
+            if let Some(client) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
+                // The plain-HTTP connector refuses an https URL before connecting.
+                if https && client.is_connect() {
+                    return Reason::HttpsUnsupported;
+                }
+            }
+            if err
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout)
+            {
+                return Reason::Timeout;
+            }
+            next = err.source();
+        }
+        Reason::Other
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Reason::ConnectionRefused => "connection refused",
+            Reason::Timeout => "timeout",
+            Reason::ConnectionReset => "connection reset",
+            Reason::Dns => "DNS lookup failed",
+            Reason::HttpsUnsupported => "TLS: https is not supported by this command; use http",
+            Reason::Other => "error",
+        }
+    }
+}
+
+/// "request to URL failed: REASON: detail", the detail being the error chain.
+fn failure_message(url: &str, reason: Reason, e: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        chain.push(err.to_string());
+        next = err.source();
+    }
+    chain.dedup();
+    format!(
+        "request to {url} failed: {}: {}",
+        reason.message(),
+        chain.join(": ")
+    )
+}
+
+/// A failed host name lookup: the system resolver's error, typed so that
+/// [`Reason::of`] finds it in the chain.
+#[derive(Debug)]
+struct DnsFailure(std::io::Error);
+
+impl std::fmt::Display for DnsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DnsFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// The system resolver, with its failures marked as [`DnsFailure`].
+#[derive(Clone)]
+struct Resolver(hyper_util::client::legacy::connect::dns::GaiResolver);
+
+impl tower::Service<hyper_util::client::legacy::connect::dns::Name> for Resolver {
+    type Response = hyper_util::client::legacy::connect::dns::GaiAddrs;
+    type Error = DnsFailure;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, DnsFailure>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), DnsFailure>> {
+        self.0.poll_ready(cx).map_err(DnsFailure)
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let lookup = self.0.call(name);
+        Box::pin(async move { lookup.await.map_err(DnsFailure) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_comes_from_the_error_types_in_the_chain() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(Reason::of(&refused, false), Reason::ConnectionRefused);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(Reason::of(&reset, true), Reason::ConnectionReset);
+        let dns = DnsFailure(std::io::Error::other(
+            "failed to lookup address information",
+        ));
+        assert_eq!(Reason::of(&dns, false), Reason::Dns);
+        let wrapped = std::io::Error::other(DnsFailure(std::io::Error::other("no such host")));
+        assert_eq!(Reason::of(&wrapped, false), Reason::Dns);
+        let other = std::io::Error::other("something else");
+        assert_eq!(Reason::of(&other, false), Reason::Other);
+    }
+
+    #[test]
+    fn the_message_names_the_reason_then_the_chain() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let text = failure_message("http://h/", Reason::ConnectionRefused, &refused);
+        assert_eq!(
+            text,
+            "request to http://h/ failed: connection refused: connection refused"
+        );
+    }
+}
