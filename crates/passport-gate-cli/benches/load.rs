@@ -24,7 +24,6 @@
 //! distinct signed requests (default 1024), `LOAD_FORGED` distinct forged passports
 //! (default 4096), `LOAD_FORGER_CONNECTIONS` (default 32), `LOAD_FLOOD_RATE_PERCENT`.
 
-use crate::echo::EchoUpstream;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::Connect;

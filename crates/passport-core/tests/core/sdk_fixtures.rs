@@ -156,7 +156,7 @@ fn fixtures() -> Value {
                 .unwrap()
                 .mint(&principal)
                 .unwrap_err()
-                .0;
+                .to_string();
             json!({"name": name, "options": options, "error": error})
         })
         .collect();
