@@ -2,7 +2,7 @@
 //! `passport-gate serve` binary, in one run, with the layer disabled, enabled without
 //! passports, enabled with passports (cycling through many pre-signed requests), and,
 //! for comparison, a naive configuration that verifies the secp256k1 signature on every
-//! request (`envelope_cache_capacity = 0`), all in front of the embedded echo upstream.
+//! request (`envelope_cache_capacity = 0`), all in front of `passport-gate echo`, run as its own process.
 //! Also reports the gateway's resident memory after a 5 s warm-up at full concurrency and
 //! at the end of each phase, and counts every answer that is not 200 as an error.
 //!
