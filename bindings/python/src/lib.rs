@@ -269,7 +269,12 @@ impl GonkaSigner {
 
     /// The native headers, in order, for this body, timestamp and transfer address (empty
     /// for none). The transfer address is signed as given, unchecked.
-    fn sign(&self, body: &[u8], timestamp_ns: i64, transfer_address: &str) -> Vec<(String, String)> {
+    fn sign(
+        &self,
+        body: &[u8],
+        timestamp_ns: i64,
+        transfer_address: &str,
+    ) -> Vec<(String, String)> {
         pairs(self.inner.sign(body, timestamp_ns, transfer_address))
     }
 
