@@ -78,8 +78,10 @@ def gonka_sign(key: GonkaKey, body: Body, timestamp_ns: Union[int, str],
     empty). ``timestamp_ns`` is an ``int`` or its decimal string (never a float: nanoseconds
     do not fit one). The transfer address is signed as given."""
     if isinstance(timestamp_ns, str):
-        if not timestamp_ns.lstrip("-").isdigit():
-            raise PassportGateError(f"timestamp_ns {timestamp_ns!r} is not a decimal integer")
+        # Only the canonical spelling: X-Timestamp is sent as the signer writes the int.
+        if not timestamp_ns.lstrip("-").isdigit() or str(int(timestamp_ns)) != timestamp_ns:
+            raise PassportGateError(
+                f"timestamp_ns {timestamp_ns!r} is not the canonical decimal form of an integer")
         timestamp_ns = int(timestamp_ns)
     if isinstance(timestamp_ns, bool) or not isinstance(timestamp_ns, int):
         raise TypeError(f"timestamp_ns must be an int, not {type(timestamp_ns).__name__}")

@@ -1,6 +1,7 @@
 """Native Gonka signing from Python: the bugs other clients have, the endpoint list, wrong
 arguments, and PassportAuth sending both signatures over the bytes it sends."""
 
+import asyncio
 import base64
 import json
 
@@ -64,6 +65,9 @@ def test_wrong_types_are_refused_loudly():
         pg.transfer_addresses(endpoints="https://n.example/v1;" + NODE1)
     with pytest.raises(TypeError, match="timestamp_ns must be an int"):
         pg.gonka_sign("b2" * 32, b"x", 1.5e18, NODE1)
+    for spelling in ("01", "+1", "1e9", " 1"):
+        with pytest.raises(pg.PassportGateError, match="canonical decimal"):
+            pg.gonka_sign("b2" * 32, b"x", spelling, NODE1)
     with pytest.raises(TypeError, match="body must be bytes or str"):
         pg.gonka_sign("b2" * 32, {"model": "m"}, 5, NODE1)
     with pytest.raises(TypeError, match="transfer_address must be a str"):
@@ -145,3 +149,23 @@ def test_passport_auth_without_gonka_key_refuses_a_transfer_address():
     with pytest.raises(pg.PassportGateError, match="not both"):
         pg.PassportAuth(AGENT, PASSPORT, CHAIN, gonka_key=GONKA, transfer_address=NODE1,
                         endpoints=[])
+
+
+def test_async_passport_auth_signs_the_bytes_it_sends():
+    seen = []
+
+    async def handler(request):
+        await request.aread()
+        seen.append(request)
+        return httpx.Response(200, json={})
+
+    async def run():
+        auth = pg.PassportAuth(AGENT, PASSPORT, CHAIN, gonka_key=GONKA, transfer_address=NODE1)
+        async with httpx.AsyncClient(auth=auth, transport=httpx.MockTransport(handler)) as c:
+            await c.post("https://node1.example/v1/chat/completions", json={"model": "m"})
+
+    asyncio.run(run())
+    (r,) = seen
+    pg.gonka_verify(GONKA.public_key, {k: r.headers[k] for k in (
+        "Authorization", "X-Requester-Address", "X-Timestamp", "X-Transfer-Address")},
+        r.content, NODE2)

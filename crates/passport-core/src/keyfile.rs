@@ -244,7 +244,8 @@ pub fn parse_principal_secret(text: &str, origin: &str) -> Result<PrincipalSecre
 /// A principal secret key named by one value, as a binding's `gonka_key` receives it: a
 /// bare 64-hex-digit secret (with or without `0x`, as gonka-openai's `GONKA_PRIVATE_KEY`
 /// writes it), else the path of a key file (`passport-gate keygen --principal`). A value
-/// that is neither says both, naming `origin`.
+/// that is neither says both, naming `origin` but not repeating the value, which may be a
+/// mistyped secret.
 pub fn principal_secret_from_hex_or_path(
     value: &str,
     origin: &str,
