@@ -4,6 +4,7 @@
 // payload) through napi-rs; this file only shapes arguments and results and adds
 // passportFetch for the openai SDK's `fetch` option.
 
+const { fileURLToPath } = require('node:url');
 const native = require('./passport_gate.node');
 
 const PASSPORT_HEADER = 'X-Agent-Passport';
@@ -242,7 +243,7 @@ function gonkaSigner(key, prefix = 'gonka') {
   text('prefix', prefix);
   if (key instanceof GonkaSigner) return key;
   if (key instanceof PrincipalKey) return new GonkaSigner(refusing(() => native.GonkaSigner.fromPrincipalKey(key._inner, prefix)));
-  if (key instanceof URL) key = key.pathname;
+  if (key instanceof URL) key = fileURLToPath(key);
   if (typeof key !== 'string') {
     throw new TypeError(`gonkaKey must be a key file path, a 64-hex-digit secret or a PrincipalKey, not ${typeof key}`);
   }
