@@ -136,10 +136,73 @@ export function headers(
   body?: Body,
 ): { 'X-Agent-Passport': string; 'X-Agent-Sig': string };
 
-export interface PassportFetchOptions {
+/**
+ * A developer's Gonka key: the path of a principal key file (`passport-gate keygen
+ * --principal`), a 64-hex-digit secret (`0x` allowed), a PrincipalKey, or a GonkaSigner.
+ */
+export type GonkaKey = string | URL | PrincipalKey | GonkaSigner;
+/** Nanoseconds since the epoch: a bigint or its decimal string, never a number. */
+export type TimestampNs = bigint | string;
+
+/** The native headers, in the order sent; X-Transfer-Address only when not empty. */
+export interface NativeHeaders {
+  Authorization: string;
+  'X-Requester-Address': string;
+  'X-Timestamp': string;
+  'X-Transfer-Address'?: string;
+}
+
+/** Signs requests natively, as a Gonka API node expects. */
+export class GonkaSigner {
+  private constructor();
+  /** The X-Requester-Address value. */
+  readonly address: string;
+  /** The transfer address (empty: none) is signed as given. */
+  sign(body: Body, timestampNs: TimestampNs, transferAddress?: string): NativeHeaders;
+  /** `sign` at the process's monotonic nanosecond clock. */
+  signNow(body: Body, transferAddress?: string): NativeHeaders;
+}
+
+/** Where each request's transfer address comes from (see transferAddresses). */
+export interface TransferAddresses {
+  /** The transfer address for a request to `url` (empty: none). */
+  forUrl(url: string): string;
+}
+
+export interface TransferOptions {
+  /** One transfer address for every request (checked under `prefix`). */
+  transferAddress?: string;
+  /** gonka-openai's `url;address` entries: each request is signed for the one serving its URL. */
+  endpoints?: string[];
+  /** Bech32 prefix, default "gonka". */
+  prefix?: string;
+}
+
+export function gonkaSigner(key: GonkaKey, prefix?: string): GonkaSigner;
+export function gonkaAddress(key: GonkaKey, prefix?: string): string;
+export function gonkaSign(key: GonkaKey, body: Body, timestampNs: TimestampNs, transferAddress?: string, prefix?: string): NativeHeaders;
+/** Throws PassportGateError naming the reason (e.g. `requester_sig_invalid: ...`). */
+export function gonkaVerify(options: {
+  /** PrincipalKey.publicKey: compressed, base64. */
+  publicKey: string;
+  headers: Record<string, string> | Headers;
+  body?: Body;
+  /** What the node signs with when X-Transfer-Address is absent. */
+  nodeAddress: string;
+  prefix?: string;
+}): void;
+/** `url;address` (no `;`: no transfer address). */
+export function parseEndpoint(entry: string, prefix?: string): { url: string; transferAddress: string | null };
+export function transferAddresses(options?: TransferOptions): TransferAddresses;
+/** Nanoseconds since the epoch, strictly increasing within this process. */
+export function monotonicTimestampNs(): bigint;
+
+export interface PassportFetchOptions extends TransferOptions {
   agentKey: AgentKey;
   passport: string;
   chainId: string;
+  /** Also sign natively for a Gonka API node, over the same body (with transferAddress or endpoints). */
+  gonkaKey?: GonkaKey;
   /** The fetch to wrap; default globalThis.fetch. */
   fetch?: typeof fetch;
 }

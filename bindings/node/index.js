@@ -4,6 +4,7 @@
 // payload) through napi-rs; this file only shapes arguments and results and adds
 // passportFetch for the openai SDK's `fetch` option.
 
+const { fileURLToPath } = require('node:url');
 const native = require('./passport_gate.node');
 
 const PASSPORT_HEADER = 'X-Agent-Passport';
@@ -196,15 +197,129 @@ function headers(agentKey, passport, chainId, method, uri, body) {
   return new Signer(agentKey, passport, chainId).headers(method, uri, body);
 }
 
+/** A developer's Gonka key, signing requests natively as a Gonka API node expects. */
+class GonkaSigner {
+  constructor(inner) {
+    this._inner = inner;
+  }
+  /** The X-Requester-Address value. */
+  get address() {
+    return this._inner.address;
+  }
+  /**
+   * The native headers, in the order sent, for `body`, `timestampNs` (a bigint or its
+   * decimal string) and `transferAddress` (empty: none; signed as given).
+   */
+  sign(body, timestampNs, transferAddress = '') {
+    const b = bytes(body);
+    const ts = timestamp(timestampNs);
+    const t = text('transferAddress', transferAddress);
+    return Object.fromEntries(refusing(() => this._inner.sign(b, ts, t)));
+  }
+  /** `sign` at the process's monotonic nanosecond clock. */
+  signNow(body, transferAddress = '') {
+    const b = bytes(body);
+    const t = text('transferAddress', transferAddress);
+    return Object.fromEntries(refusing(() => this._inner.signNow(b, t)));
+  }
+}
+
+function text(name, value) {
+  if (typeof value !== 'string') throw new TypeError(`${name} must be a string, not ${typeof value}`);
+  return value;
+}
+
+function timestamp(value) {
+  if (typeof value === 'bigint') return value.toString();
+  if (typeof value === 'string') return value;
+  throw new TypeError(`timestampNs must be a bigint or a decimal string, not ${typeof value} (a number cannot hold nanoseconds)`);
+}
+
+/**
+ * A signer for `key`: the path of a principal key file (`passport-gate keygen
+ * --principal`), a 64-hex-digit secret (`0x` allowed), a PrincipalKey, or a GonkaSigner.
+ */
+function gonkaSigner(key, prefix = 'gonka') {
+  text('prefix', prefix);
+  if (key instanceof GonkaSigner) return key;
+  if (key instanceof PrincipalKey) return new GonkaSigner(refusing(() => native.GonkaSigner.fromPrincipalKey(key._inner, prefix)));
+  if (key instanceof URL) key = fileURLToPath(key);
+  if (typeof key !== 'string') {
+    throw new TypeError(`gonkaKey must be a key file path, a 64-hex-digit secret or a PrincipalKey, not ${typeof key}`);
+  }
+  return new GonkaSigner(refusing(() => native.GonkaSigner.fromKey(key, prefix)));
+}
+
+/** The X-Requester-Address of `key` (see gonkaSigner). */
+function gonkaAddress(key, prefix = 'gonka') {
+  return gonkaSigner(key, prefix).address;
+}
+
+/** The native headers for one request (see GonkaSigner.sign). */
+function gonkaSign(key, body, timestampNs, transferAddress = '', prefix = 'gonka') {
+  return gonkaSigner(key, prefix).sign(body, timestampNs, transferAddress);
+}
+
+/**
+ * Checks native headers as a Gonka API node does (signature, requester address, timestamp
+ * after 1970; no window or replay); throws PassportGateError naming the reason.
+ */
+function gonkaVerify({ publicKey, headers, body, nodeAddress, prefix = 'gonka' }) {
+  const pairs = headers instanceof Headers ? [...headers] : Object.entries(headers);
+  const b = bytes(body);
+  refusing(() => native.gonkaVerify(text('publicKey', publicKey), pairs, b, text('nodeAddress', nodeAddress), prefix));
+}
+
+/** `{ url, transferAddress }` of a gonka-openai `url;address` entry (no `;`: no address). */
+function parseEndpoint(entry, prefix = 'gonka') {
+  const e = refusing(() => native.parseEndpoint(text('entry', entry), prefix));
+  return { url: e.url, transferAddress: e.transferAddress ?? null };
+}
+
+/**
+ * Where each request's transfer address comes from: one checked `transferAddress`, or the
+ * `endpoints` entry (`url;address`) serving the request URL. Not both.
+ */
+function transferAddresses({ transferAddress, endpoints, prefix = 'gonka' } = {}) {
+  if (endpoints !== undefined && endpoints !== null) {
+    if (transferAddress !== undefined && transferAddress !== null) {
+      throw new PassportGateError('give transferAddress or endpoints, not both');
+    }
+    if (!Array.isArray(endpoints)) {
+      throw new TypeError(`endpoints must be an array of 'url;address' strings, not ${typeof endpoints}`);
+    }
+    endpoints.forEach((e) => text('each endpoint', e));
+    return refusing(() => native.TransferAddresses.endpoints(endpoints, prefix));
+  }
+  const one = transferAddress === undefined || transferAddress === null ? null : text('transferAddress', transferAddress);
+  return refusing(() => native.TransferAddresses.one(one, prefix));
+}
+
+/** Nanoseconds since the epoch, strictly increasing within this process. */
+function monotonicTimestampNs() {
+  return BigInt(native.monotonicTimestampNs());
+}
+
 /**
  * A `fetch` that signs each request's final method, path and query, and body bytes, for
  * the openai SDK's `fetch` option. Bodies (strings, Uint8Array, Blob, streams) are read
  * once and sent as the signed bytes. SDK retries re-send the same bytes, hence the same
  * signature: one request to the gateway. To send the same prompt twice on purpose, give
  * each call its own nonce: `{ query: { aps_nonce: crypto.randomUUID() } }`.
+ *
+ * With `gonkaKey` (calling a Gonka API node directly), each request also carries the
+ * native headers (`Authorization`, replacing the SDK's Bearer, `X-Requester-Address`,
+ * `X-Timestamp`, `X-Transfer-Address`) signed over the same bytes, for `transferAddress`
+ * or for the `endpoints` entry (`url;address`) serving the request URL.
  */
-function passportFetch({ agentKey, passport, chainId, fetch: inner = globalThis.fetch }) {
+function passportFetch({ agentKey, passport, chainId, gonkaKey, transferAddress, endpoints, prefix = 'gonka', fetch: inner = globalThis.fetch }) {
   const signer = new Signer(agentKey, passport, chainId);
+  let gonka = null;
+  if (gonkaKey !== undefined && gonkaKey !== null) {
+    gonka = { signer: gonkaSigner(gonkaKey, prefix), transfers: transferAddresses({ transferAddress, endpoints, prefix }) };
+  } else if (transferAddress != null || endpoints != null) {
+    throw new PassportGateError('transferAddress and endpoints are for native signing: give gonkaKey too');
+  }
   return async function signedFetch(input, init = {}) {
     const request = new Request(input, { ...init, duplex: init.body ? 'half' : undefined });
     const body = request.body ? new Uint8Array(await request.arrayBuffer()) : new Uint8Array(0);
@@ -212,6 +327,10 @@ function passportFetch({ agentKey, passport, chainId, fetch: inner = globalThis.
     const hdrs = new Headers(request.headers);
     hdrs.set(PASSPORT_HEADER, signer.passport);
     hdrs.set(SIGNATURE_HEADER, signer.sign(request.method, url.pathname + url.search, body));
+    if (gonka) {
+      const transfer = refusing(() => gonka.transfers.forUrl(request.url));
+      for (const [name, value] of Object.entries(gonka.signer.signNow(body, transfer))) hdrs.set(name, value);
+    }
     return inner(request.url, {
       method: request.method,
       headers: hdrs,
@@ -237,4 +356,12 @@ module.exports = {
   signRequest,
   headers,
   passportFetch,
+  GonkaSigner,
+  gonkaSigner,
+  gonkaAddress,
+  gonkaSign,
+  gonkaVerify,
+  parseEndpoint,
+  transferAddresses,
+  monotonicTimestampNs,
 };

@@ -9,10 +9,14 @@
 
 use napi::bindgen_prelude::{Error, Result, Status, Uint8Array};
 use napi_derive::napi;
-use passport_core::crypto::{AgentSecret, PrincipalSecret};
+use passport_core::crypto::{AgentSecret, PrincipalKey as PrincipalPublicKey, PrincipalSecret};
+use passport_core::gonka::{
+    self, parse_timestamp, verify_native, Endpoint, NativeHeaders, NativeSigner,
+    TransferAddresses as Transfers,
+};
 use passport_core::keyfile::{
     key_file_text, load_agent_secret, load_principal_secret, parse_agent_secret,
-    parse_principal_secret, write_key_file, KeyFile,
+    parse_principal_secret, principal_secret_from_hex_or_path, write_key_file, KeyFile,
 };
 use passport_core::mint::{self, AgentSigner, MintOptions, VerifyOptions};
 use passport_core::time::Timestamp;
@@ -231,4 +235,160 @@ pub fn sign_request(
         &body,
     )
     .map_err(refused)
+}
+
+/// A developer's Gonka key, signing requests natively as a Gonka API node expects.
+#[napi]
+pub struct GonkaSigner {
+    inner: NativeSigner,
+}
+
+#[napi]
+impl GonkaSigner {
+    /// `key` is a 64-hex-digit secret (optionally `0x`-prefixed) or the path of a
+    /// principal key file (`passport-gate keygen --principal`).
+    #[napi(factory)]
+    pub fn from_key(key: String, prefix: String) -> Result<GonkaSigner> {
+        let secret = principal_secret_from_hex_or_path(&key, "gonkaKey").map_err(refused)?;
+        GonkaSigner::from_secret(&secret, &prefix)
+    }
+
+    /// A signer for a principal key already loaded.
+    #[napi(factory)]
+    pub fn from_principal_key(key: &PrincipalKey, prefix: String) -> Result<GonkaSigner> {
+        GonkaSigner::from_secret(&key.secret, &prefix)
+    }
+
+    /// The `X-Requester-Address` value.
+    #[napi(getter)]
+    pub fn address(&self) -> String {
+        self.inner.address().to_owned()
+    }
+
+    /// The native headers, in order, as `[name, value]` pairs; `timestamp_ns` is the
+    /// canonical decimal string (a JavaScript number cannot hold nanoseconds). The
+    /// transfer address (empty for none) is signed as given, unchecked.
+    #[napi]
+    pub fn sign(
+        &self,
+        body: Uint8Array,
+        timestamp_ns: String,
+        transfer_address: String,
+    ) -> Result<Vec<Vec<String>>> {
+        let ts = parse_timestamp(&timestamp_ns).map_err(|_| {
+            refused(format!(
+                "timestampNs {timestamp_ns:?} is not the decimal form of a 64-bit integer"
+            ))
+        })?;
+        Ok(pairs(self.inner.sign(&body, ts, &transfer_address)))
+    }
+
+    /// `sign` at the process's monotonic nanosecond clock.
+    #[napi]
+    pub fn sign_now(&self, body: Uint8Array, transfer_address: String) -> Vec<Vec<String>> {
+        pairs(self.inner.sign_now(&body, &transfer_address))
+    }
+}
+
+impl GonkaSigner {
+    fn from_secret(secret: &PrincipalSecret, prefix: &str) -> Result<GonkaSigner> {
+        Ok(GonkaSigner {
+            inner: NativeSigner::new(secret, prefix).map_err(refused)?,
+        })
+    }
+}
+
+fn pairs(headers: NativeHeaders) -> Vec<Vec<String>> {
+    headers
+        .pairs()
+        .into_iter()
+        .map(|(name, value)| vec![name.to_owned(), value])
+        .collect()
+}
+
+/// Where each request's transfer address comes from: one address, or a `url;address`
+/// endpoint list.
+#[napi]
+pub struct TransferAddresses {
+    inner: Transfers,
+}
+
+#[napi]
+impl TransferAddresses {
+    /// One transfer address for every request, checked under `prefix`; none when absent.
+    #[napi(factory)]
+    pub fn one(address: Option<String>, prefix: String) -> Result<TransferAddresses> {
+        Ok(TransferAddresses {
+            inner: Transfers::one(address.as_deref(), &prefix).map_err(refused)?,
+        })
+    }
+
+    /// An endpoint list of `url;address` entries.
+    #[napi(factory)]
+    pub fn endpoints(entries: Vec<String>, prefix: String) -> Result<TransferAddresses> {
+        Ok(TransferAddresses {
+            inner: Transfers::endpoints(entries.iter().map(String::as_str), &prefix)
+                .map_err(refused)?,
+        })
+    }
+
+    /// The transfer address for a request to `url` (empty: none).
+    #[napi]
+    pub fn for_url(&self, url: String) -> Result<String> {
+        self.inner.for_url(&url).map(str::to_owned).map_err(refused)
+    }
+}
+
+/// One `url;address` entry, read.
+#[napi(object)]
+pub struct ParsedEndpoint {
+    /// The URL as given.
+    pub url: String,
+    /// The transfer address, when the entry names one.
+    pub transfer_address: Option<String>,
+}
+
+/// Reads one `url;address` entry (no `;`: no transfer address).
+#[napi]
+pub fn parse_endpoint(entry: String, prefix: String) -> Result<ParsedEndpoint> {
+    let e = Endpoint::parse(&entry, &prefix).map_err(refused)?;
+    Ok(ParsedEndpoint {
+        url: e.url().to_owned(),
+        transfer_address: e.transfer_address().map(str::to_owned),
+    })
+}
+
+/// Checks native headers (`[name, value]` pairs) as a Gonka API node does (signature,
+/// address, timestamp > 0; no window or replay); `public_key` is compressed, base64.
+#[napi]
+pub fn gonka_verify(
+    public_key: String,
+    headers: Vec<Vec<String>>,
+    body: Uint8Array,
+    node_address: String,
+    prefix: String,
+) -> Result<()> {
+    let key = passport_core::crypto::decode_base64(&public_key)
+        .and_then(|b| PrincipalPublicKey::from_compressed(&b))
+        .ok_or_else(|| refused("publicKey is not a base64 compressed secp256k1 key"))?;
+    let mut map = http::HeaderMap::new();
+    for pair in &headers {
+        let [name, value] = pair.as_slice() else {
+            return Err(refused("each header must be a [name, value] pair"));
+        };
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| refused(format!("{name:?} is not a header name")))?;
+        let value = http::HeaderValue::from_str(value)
+            .map_err(|_| refused(format!("the {name} value is not a header value")))?;
+        map.append(name, value);
+    }
+    NativeHeaders::from_headers(&map)
+        .and_then(|h| verify_native(&key, &h, &body, &prefix, &node_address))
+        .map_err(|e| refused(format!("{}: {}", e.code(), e.message())))
+}
+
+/// Nanoseconds since the epoch, strictly increasing within this process, as decimal.
+#[napi]
+pub fn monotonic_timestamp_ns() -> String {
+    gonka::monotonic_timestamp_ns().to_string()
 }

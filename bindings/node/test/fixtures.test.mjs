@@ -103,3 +103,18 @@ test('saved key files load back and are never overwritten', () => {
   assert.equal(pg.AgentKey.load(path).publicKey, key.publicKey);
   assert.throws(() => pg.AgentKey.generate().save(path), { name: 'PassportGateError', message: /must not exist yet/ });
 });
+
+for (const c of F.gonka_native) {
+  test(`gonka native signature matches: ${c.name}`, () => {
+    const body = new Uint8Array(Buffer.from(c.body_base64, 'base64'));
+    const expected = { Authorization: c.authorization, 'X-Requester-Address': c.address, 'X-Timestamp': c.timestamp_ns };
+    if (c.transfer_address) expected['X-Transfer-Address'] = c.transfer_address;
+    // The decimal string and its BigInt sign alike; no JS number on the way.
+    for (const ts of [c.timestamp_ns, BigInt(c.timestamp_ns)]) {
+      const headers = pg.gonkaSign(c.secret_hex, body, ts, c.transfer_address, c.prefix);
+      assert.deepEqual(headers, expected);
+      assert.deepEqual(Object.keys(headers), Object.keys(expected));
+    }
+    assert.equal(pg.gonkaAddress(c.secret_hex, c.prefix), c.address);
+  });
+}

@@ -17,7 +17,7 @@ test('the README usage type-checks against index.d.ts', () => {
 
 test('every name index.d.ts declares is exported by index.js', () => {
   const pg = require('../index.js');
-  for (const name of ['AgentKey', 'PrincipalKey', 'Signer', 'PassportGateError', 'PASSPORT_HEADER', 'SIGNATURE_HEADER', 'mint', 'mintUnsigned', 'attachSignature', 'inspect', 'verify', 'signRequest', 'headers', 'passportFetch']) {
+  for (const name of ['AgentKey', 'PrincipalKey', 'Signer', 'PassportGateError', 'PASSPORT_HEADER', 'SIGNATURE_HEADER', 'mint', 'mintUnsigned', 'attachSignature', 'inspect', 'verify', 'signRequest', 'headers', 'passportFetch', 'GonkaSigner', 'gonkaSigner', 'gonkaAddress', 'gonkaSign', 'gonkaVerify', 'parseEndpoint', 'transferAddresses', 'monotonicTimestampNs']) {
     assert.notEqual(pg[name], undefined, name);
   }
 });

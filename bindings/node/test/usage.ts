@@ -2,7 +2,8 @@
 import OpenAI from 'openai';
 import {
   AgentKey, PrincipalKey, PassportGateError, Signer, Verdict, attachSignature, headers, inspect, mint,
-  mintUnsigned, passportFetch, signRequest, verify,
+  mintUnsigned, passportFetch, signRequest, verify, gonkaSign, gonkaVerify, parseEndpoint, monotonicTimestampNs,
+  NativeHeaders,
 } from '../index.js';
 
 const agentKey: AgentKey = AgentKey.generate();
@@ -17,5 +18,11 @@ const verdict: Verdict = verify({ chainId: 'c', method: 'POST', uri: '/v1', pass
 if (verdict.ok) console.log(verdict.agent_id);
 const signer = new Signer(agentKey, passport, 'c');
 const client = new OpenAI({ baseURL: 'http://127.0.0.1:1/v1', apiKey: 'x', fetch: passportFetch({ agentKey, passport, chainId: 'c' }) });
+const gonka = passportFetch({
+  agentKey, passport, chainId: 'c', gonkaKey: 'gonka.json',
+  endpoints: ['https://node1.example/v1;gonka1w508d6qejxtdg4y5r3zarvary0c5xw7k2gsyg6'],
+});
+const native: NativeHeaders = gonkaSign(principal, 'x', monotonicTimestampNs(), parseEndpoint('https://n/v1').transferAddress ?? '');
+gonkaVerify({ publicKey: principal.publicKey, headers: { ...native }, body: 'x', nodeAddress: '' });
 const e: Error = new PassportGateError('x');
-console.log(attached, state, both, signer.passport, client, e);
+console.log(attached, state, both, signer.passport, client, e, gonka);

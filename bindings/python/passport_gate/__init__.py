@@ -24,22 +24,33 @@ from ._native import mint_json as _mint_json
 from ._native import mint_unsigned_json as _mint_unsigned_json
 from ._native import sign_request as _sign_request
 from ._native import verify_json as _verify_json
+from .gonka import (GonkaSigner, TransferAddresses, gonka_address, gonka_sign, gonka_signer,
+                    gonka_verify, monotonic_timestamp_ns, parse_endpoint, transfer_addresses)
 
 if TYPE_CHECKING:
     from .auth import PassportAuth
 
 __all__ = [
     "AgentKey",
+    "GonkaSigner",
     "PassportAuth",
     "PassportGateError",
     "PrincipalKey",
     "Signer",
+    "TransferAddresses",
     "attach_signature",
+    "gonka_address",
+    "gonka_sign",
+    "gonka_signer",
+    "gonka_verify",
     "headers",
     "inspect",
     "mint",
     "mint_unsigned",
+    "monotonic_timestamp_ns",
+    "parse_endpoint",
     "sign_request",
+    "transfer_addresses",
     "verify",
 ]
 

@@ -5,10 +5,13 @@
 //! `PassportAuth` for httpx.
 #![forbid(unsafe_code)]
 
-use passport_core::crypto::{AgentSecret, PrincipalSecret};
+use passport_core::crypto::{AgentSecret, PrincipalKey as PrincipalPublicKey, PrincipalSecret};
+use passport_core::gonka::{
+    self, verify_native, Endpoint, NativeHeaders, NativeSigner, TransferAddresses,
+};
 use passport_core::keyfile::{
     key_file_text, load_agent_secret, load_principal_secret, parse_agent_secret,
-    parse_principal_secret, write_key_file, KeyFile,
+    parse_principal_secret, principal_secret_from_hex_or_path, write_key_file, KeyFile,
 };
 use passport_core::mint::{self, AgentSigner, MintOptions, VerifyOptions};
 use passport_core::time::Timestamp;
@@ -234,6 +237,148 @@ fn sign_request(
     mint::sign_request(&agent_key.secret, passport, chain_id, method, uri, body).map_err(refused)
 }
 
+/// A developer's Gonka key, signing requests natively as a Gonka API node expects.
+#[pyclass(frozen, module = "passport_gate._native")]
+struct GonkaSigner {
+    inner: NativeSigner,
+}
+
+#[pymethods]
+impl GonkaSigner {
+    /// `key` is a 64-hex-digit secret (optionally `0x`-prefixed) or the path of a
+    /// principal key file (`passport-gate keygen --principal`).
+    #[new]
+    #[pyo3(signature = (key, prefix = "gonka"))]
+    fn new(key: &str, prefix: &str) -> PyResult<GonkaSigner> {
+        let secret = principal_secret_from_hex_or_path(key, "gonka_key").map_err(refused)?;
+        GonkaSigner::from_secret(&secret, prefix)
+    }
+
+    /// A signer for a principal key already loaded.
+    #[staticmethod]
+    #[pyo3(signature = (key, prefix = "gonka"))]
+    fn from_principal_key(key: &PrincipalKey, prefix: &str) -> PyResult<GonkaSigner> {
+        GonkaSigner::from_secret(&key.secret, prefix)
+    }
+
+    /// The `X-Requester-Address` value.
+    #[getter]
+    fn address(&self) -> &str {
+        self.inner.address()
+    }
+
+    /// The native headers, in order, for this body, timestamp and transfer address (empty
+    /// for none). The transfer address is signed as given, unchecked.
+    fn sign(
+        &self,
+        body: &[u8],
+        timestamp_ns: i64,
+        transfer_address: &str,
+    ) -> Vec<(String, String)> {
+        pairs(self.inner.sign(body, timestamp_ns, transfer_address))
+    }
+
+    /// [`GonkaSigner::sign`] at the process's monotonic nanosecond clock.
+    fn sign_now(&self, body: &[u8], transfer_address: &str) -> Vec<(String, String)> {
+        pairs(self.inner.sign_now(body, transfer_address))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("GonkaSigner(address={:?})", self.address())
+    }
+}
+
+impl GonkaSigner {
+    fn from_secret(secret: &PrincipalSecret, prefix: &str) -> PyResult<GonkaSigner> {
+        Ok(GonkaSigner {
+            inner: NativeSigner::new(secret, prefix).map_err(refused)?,
+        })
+    }
+}
+
+fn pairs(headers: NativeHeaders) -> Vec<(String, String)> {
+    headers
+        .pairs()
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
+}
+
+/// Where each request's transfer address comes from: one address, or a `url;address`
+/// endpoint list.
+#[pyclass(frozen, name = "TransferAddresses", module = "passport_gate._native")]
+struct PyTransferAddresses {
+    inner: TransferAddresses,
+}
+
+/// The transfer address source for one address (checked under `prefix`; `None`: none).
+#[pyfunction]
+#[pyo3(signature = (address, prefix = "gonka"))]
+fn transfer_address(address: Option<&str>, prefix: &str) -> PyResult<PyTransferAddresses> {
+    Ok(PyTransferAddresses {
+        inner: TransferAddresses::one(address, prefix).map_err(refused)?,
+    })
+}
+
+/// The transfer address source for a list of `url;address` entries.
+#[pyfunction]
+#[pyo3(signature = (entries, prefix = "gonka"))]
+fn endpoint_list(entries: Vec<String>, prefix: &str) -> PyResult<PyTransferAddresses> {
+    Ok(PyTransferAddresses {
+        inner: TransferAddresses::endpoints(entries.iter().map(String::as_str), prefix)
+            .map_err(refused)?,
+    })
+}
+
+#[pymethods]
+impl PyTransferAddresses {
+    /// The transfer address for a request to `url` (empty: none).
+    fn for_url(&self, url: &str) -> PyResult<String> {
+        self.inner.for_url(url).map(str::to_owned).map_err(refused)
+    }
+}
+
+/// `(url, transfer_address or None)` of one `url;address` entry.
+#[pyfunction]
+#[pyo3(signature = (entry, prefix = "gonka"))]
+fn parse_endpoint(entry: &str, prefix: &str) -> PyResult<(String, Option<String>)> {
+    let e = Endpoint::parse(entry, prefix).map_err(refused)?;
+    Ok((e.url().to_owned(), e.transfer_address().map(str::to_owned)))
+}
+
+/// Checks native headers as a Gonka API node does (signature, address, timestamp > 0;
+/// no window or replay); `public_key` is the compressed key, base64.
+#[pyfunction]
+#[pyo3(signature = (public_key, headers, body, node_address, prefix = "gonka"))]
+fn gonka_verify(
+    public_key: &str,
+    headers: Vec<(String, String)>,
+    body: &[u8],
+    node_address: &str,
+    prefix: &str,
+) -> PyResult<()> {
+    let key = passport_core::crypto::decode_base64(public_key)
+        .and_then(|b| PrincipalPublicKey::from_compressed(&b))
+        .ok_or_else(|| refused("public_key is not a base64 compressed secp256k1 key"))?;
+    let mut map = http::HeaderMap::new();
+    for (name, value) in &headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| refused(format!("{name:?} is not a header name")))?;
+        let value = http::HeaderValue::from_str(value)
+            .map_err(|_| refused(format!("the {name} value is not a header value")))?;
+        map.append(name, value);
+    }
+    NativeHeaders::from_headers(&map)
+        .and_then(|h| verify_native(&key, &h, body, prefix, node_address))
+        .map_err(|e| refused(format!("{}: {}", e.code(), e.message())))
+}
+
+/// Nanoseconds since the epoch, strictly increasing within this process.
+#[pyfunction]
+fn monotonic_timestamp_ns() -> i64 {
+    gonka::monotonic_timestamp_ns()
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PassportGateError", m.py().get_type::<PassportGateError>())?;
@@ -246,5 +391,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(inspect_json, m)?)?;
     m.add_function(wrap_pyfunction!(verify_json, m)?)?;
     m.add_function(wrap_pyfunction!(sign_request, m)?)?;
+    m.add_class::<GonkaSigner>()?;
+    m.add_class::<PyTransferAddresses>()?;
+    m.add_function(wrap_pyfunction!(transfer_address, m)?)?;
+    m.add_function(wrap_pyfunction!(endpoint_list, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_endpoint, m)?)?;
+    m.add_function(wrap_pyfunction!(gonka_verify, m)?)?;
+    m.add_function(wrap_pyfunction!(monotonic_timestamp_ns, m)?)?;
     Ok(())
 }

@@ -88,3 +88,20 @@ def test_saved_key_files_load_back_and_are_never_overwritten(tmp_path):
     pg.PrincipalKey.generate().save(principal)
     with pytest.raises(pg.PassportGateError, match="not a Agent key"):
         pg.AgentKey.load(principal)
+
+
+@pytest.mark.parametrize("case", F["gonka_native"], ids=[c["name"] for c in F["gonka_native"]])
+def test_gonka_native_signatures_match(case):
+    body = base64.b64decode(case["body_base64"])
+    headers = pg.gonka_sign(case["secret_hex"], body, int(case["timestamp_ns"]),
+                            case["transfer_address"], prefix=case["prefix"])
+    expected = {"Authorization": case["authorization"], "X-Requester-Address": case["address"],
+                "X-Timestamp": case["timestamp_ns"]}
+    if case["transfer_address"]:
+        expected["X-Transfer-Address"] = case["transfer_address"]
+    assert headers == expected
+    assert list(headers) == list(expected)
+    assert pg.gonka_address(case["secret_hex"], case["prefix"]) == case["address"]
+    # The decimal string is taken as is: no float on the way.
+    assert pg.gonka_sign(case["secret_hex"], body, case["timestamp_ns"], case["transfer_address"],
+                         prefix=case["prefix"]) == headers

@@ -72,6 +72,12 @@ pub enum KeyFileError {
         /// Where the text came from.
         origin: String,
     },
+    /// A value that should be a secret or a key file path is neither 64 hex digits nor
+    /// the path of an existing file.
+    NeitherHexNorFile {
+        /// What the value was given as.
+        origin: String,
+    },
     /// No address can be derived for the principal key under the prefix.
     Address(AddressError),
     /// The key file could not be serialized.
@@ -112,6 +118,10 @@ impl fmt::Display for KeyFileError {
             KeyFileError::InvalidSecp256k1 { origin } => {
                 write!(f, "{origin}: not a valid secp256k1 secret key")
             }
+            KeyFileError::NeitherHexNorFile { origin } => write!(
+                f,
+                "{origin} is neither a 64-hex-digit secret key nor the path of an existing key file"
+            ),
             KeyFileError::Address(e) => e.fmt(f),
             KeyFileError::Serialize(e) => e.fmt(f),
             KeyFileError::Create { path, source } => write!(
@@ -138,6 +148,7 @@ impl std::error::Error for KeyFileError {
             KeyFileError::Address(e) => Some(e),
             KeyFileError::WrongKind { .. }
             | KeyFileError::SecretNotHex { .. }
+            | KeyFileError::NeitherHexNorFile { .. }
             | KeyFileError::InvalidSecp256k1 { .. } => None,
         }
     }
@@ -228,6 +239,29 @@ fn principal_from_bytes(bytes: [u8; 32], origin: &str) -> Result<PrincipalSecret
 /// as the language bindings receive it; `origin` names the text in error messages.
 pub fn parse_principal_secret(text: &str, origin: &str) -> Result<PrincipalSecret, KeyFileError> {
     principal_from_bytes(parse_secret(text, origin, KeyKind::Principal)?, origin)
+}
+
+/// A principal secret key named by one value, as a binding's `gonka_key` receives it: a
+/// bare 64-hex-digit secret (with or without `0x`, as gonka-openai's `GONKA_PRIVATE_KEY`
+/// writes it), else the path of a key file (`passport-gate keygen --principal`). A value
+/// that is neither says both, naming `origin` but not repeating the value, which may be a
+/// mistyped secret.
+pub fn principal_secret_from_hex_or_path(
+    value: &str,
+    origin: &str,
+) -> Result<PrincipalSecret, KeyFileError> {
+    let trimmed = value.trim();
+    let bare = trimmed.strip_prefix("0x").unwrap_or(trimmed);
+    if bare.len() == 64 && bare.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return parse_principal_secret(bare, origin);
+    }
+    let path = Path::new(value);
+    if !path.exists() {
+        return Err(KeyFileError::NeitherHexNorFile {
+            origin: origin.to_owned(),
+        });
+    }
+    load_principal_secret(path)
 }
 
 /// An agent secret key from the text of a key file (or a bare 64-hex-digit secret).
@@ -349,6 +383,27 @@ mod tests {
         assert_eq!(
             err,
             "the key file text holds a Principal key, not a Agent key"
+        );
+    }
+
+    #[test]
+    fn a_gonka_key_is_64_hex_digits_or_a_key_file_path() {
+        let hex_secret = hex::encode([6u8; 32]);
+        for value in [hex_secret.clone(), format!("0x{hex_secret}\n")] {
+            let secret = principal_secret_from_hex_or_path(&value, "gonka_key").unwrap();
+            assert_eq!(secret.to_bytes(), [6u8; 32]);
+        }
+        let secret = PrincipalSecret::from_bytes(&[6u8; 32]).unwrap();
+        let p = temp(
+            "g.json",
+            &key_file_text(&KeyFile::principal(&secret, "gonka").unwrap()).unwrap(),
+        );
+        let loaded = principal_secret_from_hex_or_path(p.to_str().unwrap(), "gonka_key").unwrap();
+        assert_eq!(loaded.to_bytes(), [6u8; 32]);
+        let err = principal_secret_from_hex_or_path(&hex_secret[..63], "gonka_key").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "gonka_key is neither a 64-hex-digit secret key nor the path of an existing key file"
         );
     }
 }

@@ -43,11 +43,13 @@
 //! assert!(check_native_window(headers.timestamp, now, DEFAULT_MAX_AGE_NS, DEFAULT_MAX_ADVANCE_NS).is_ok());
 //! ```
 
+mod endpoint;
 mod error;
 mod headers;
 mod sign;
 mod verify;
 
+pub use endpoint::{check_transfer_address, Endpoint, EndpointError, TransferAddresses};
 pub use error::NativeSigError;
 pub use headers::{
     parse_timestamp, NativeHeaders, AUTHORIZATION, X_REQUESTER_ADDRESS, X_TIMESTAMP,
