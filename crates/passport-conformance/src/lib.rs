@@ -3,10 +3,10 @@
 //!
 //! The format is shared with other implementations; see `conformance/README.md`.
 
-mod generator;
+mod generate;
 mod runner;
 
-pub use generator::generate;
+pub use generate::generate;
 pub use runner::{layer_for, run_paths, run_vector, RunReport, VectorBody, VectorOutcome};
 
 use passport_gate::grants::Grant;
