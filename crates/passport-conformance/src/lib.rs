@@ -7,7 +7,7 @@ mod generate;
 mod runner;
 
 pub use generate::generate;
-pub use runner::{layer_for, run_paths, run_vector, RunReport, VectorBody, VectorOutcome};
+pub use runner::{layer_for, run_paths, run_vector, RunReport, VectorOutcome};
 
 use passport_gate::grants::Grant;
 use serde::{Deserialize, Serialize};
