@@ -3,11 +3,11 @@
 //!
 //! The format is shared with other implementations; see `conformance/README.md`.
 
-mod generator;
+mod generate;
 mod runner;
 
-pub use generator::generate;
-pub use runner::{layer_for, run_paths, run_vector, RunReport, VectorBody, VectorOutcome};
+pub use generate::generate;
+pub use runner::{layer_for, run_paths, run_vector, RunReport, VectorOutcome};
 
 use passport_gate::grants::Grant;
 use serde::{Deserialize, Serialize};

@@ -28,14 +28,14 @@ use tower::{Layer, Service};
 
 /// A request body as a vector describes it: whole, or cut off by `body_behaviour`.
 #[derive(Debug)]
-pub struct VectorBody {
+pub(crate) struct VectorBody {
     data: Option<Bytes>,
     after: Option<BodyBehaviour>,
 }
 
 impl VectorBody {
     /// `body` arriving as `behaviour` says (`None`: whole, in one frame).
-    pub fn new(body: Bytes, behaviour: Option<BodyBehaviour>) -> VectorBody {
+    pub(crate) fn new(body: Bytes, behaviour: Option<BodyBehaviour>) -> VectorBody {
         let data = match behaviour {
             None => body,
             Some(BodyBehaviour::BreakAfter(n) | BodyBehaviour::StallAfter(n)) => {
@@ -51,7 +51,7 @@ impl VectorBody {
 
 /// The error a breaking body ends with.
 #[derive(Debug)]
-pub struct BodyBroken;
+pub(crate) struct BodyBroken;
 
 impl std::fmt::Display for BodyBroken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

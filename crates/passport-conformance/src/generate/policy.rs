@@ -1,0 +1,180 @@
+//! Replay protection, revocation and the principal allowlist (spec sections 7.1 to 7.3).
+
+use super::{
+    accepted, body, config, envelope, rejected, seal, signed, step, vector, Keys, AGENT_ID, MODEL,
+    URI,
+};
+use crate::Vector;
+use passport_core::crypto::encode_base64;
+use sha2::{Digest, Sha256};
+
+/// Replay protection (off unless the vector turns it on).
+pub(super) fn replay(k: &Keys, out: &mut Vec<Vector>) {
+    let p_addr = Keys::address(&k.principal);
+    let agent_id = AGENT_ID;
+    let b = body(MODEL);
+    let valid = seal(envelope(k), &k.principal);
+
+    {
+        let replaying = || {
+            let mut c = config();
+            c.replay_protection = Some(true);
+            c
+        };
+        let ok = accepted(&valid, agent_id, &p_addr, MODEL, None, &b);
+        out.push(vector(
+            "replay-exact-request-refused",
+            "with replay_protection, the same signed request is accepted once and then refused",
+            replaying(),
+            vec![
+                step(signed(k, &valid, URI, &b), ok.clone()),
+                step(signed(k, &valid, URI, &b), rejected("request_replayed")),
+            ],
+        ));
+        let other_body = body("llama-3.1-8b");
+        out.push(vector(
+            "replay-same-passport-new-request-accepted",
+            "the same passport with a new body and signature is a new request",
+            replaying(),
+            vec![
+                step(signed(k, &valid, URI, &b), ok.clone()),
+                step(
+                    signed(k, &valid, URI, &other_body),
+                    accepted(&valid, agent_id, &p_addr, "llama-3.1-8b", None, &other_body),
+                ),
+            ],
+        ));
+        // The forged request carries the genuine request's signature over another body;
+        // had the store recorded it before verification, the genuine request would be
+        // refused as a replay.
+        let genuine = signed(k, &valid, URI, &b);
+        let mut forged = genuine.clone();
+        forged.body_base64 = encode_base64(&body("llama-3.1-8b"));
+        out.push(vector(
+            "replay-forged-request-does-not-poison-the-store",
+            "a request failing verification is not recorded, so the genuine request with the same signature is accepted",
+            replaying(),
+            vec![step(forged, rejected("agent_sig_invalid")), step(genuine, ok.clone())],
+        ));
+        out.push(vector(
+            "replay-protection-off-by-default",
+            "without replay_protection (the reference's behaviour) a repeated request is accepted",
+            config(),
+            vec![
+                step(signed(k, &valid, URI, &b), ok.clone()),
+                step(signed(k, &valid, URI, &b), ok.clone()),
+            ],
+        ));
+    }
+}
+
+/// The principal allowlist: checked right after the principal signature, before the
+/// body.
+pub(super) fn allowlist(k: &Keys, out: &mut Vec<Vector>) {
+    let p_addr = Keys::address(&k.principal);
+    let agent_id = AGENT_ID;
+    let b = body(MODEL);
+    let valid = seal(envelope(k), &k.principal);
+
+    {
+        let allowing = |address: String| {
+            let mut c = config();
+            c.principals_allowed = Some(vec![address]);
+            c
+        };
+        out.push(vector(
+            "principal-not-allowed",
+            "a gateway that serves only the principals on its allowlist refuses a valid passport of another principal, before the body is read",
+            allowing(Keys::address(&k.other_principal)),
+            vec![step(
+                signed(k, &valid, URI, b"not json"),
+                rejected("principal_not_allowed"),
+            )],
+        ));
+        out.push(vector(
+            "accept-principal-allowed",
+            "a principal on the allowlist is served",
+            allowing(p_addr.clone()),
+            vec![step(
+                signed(k, &valid, URI, &b),
+                accepted(&valid, agent_id, &p_addr, MODEL, None, &b),
+            )],
+        ));
+    }
+}
+
+/// Revocation by agent id, agent key, principal and envelope hash.
+pub(super) fn revocation(k: &Keys, out: &mut Vec<Vector>) {
+    let p_addr = Keys::address(&k.principal);
+    let agent_id = AGENT_ID;
+    let b = body(MODEL);
+    let valid = seal(envelope(k), &k.principal);
+
+    {
+        use passport_gate::revocation::Revoked;
+        let revoking = |r: Revoked| {
+            let mut c = config();
+            c.revoked = Some(r);
+            c
+        };
+        let one = |v: &str| std::iter::once(v.to_owned()).collect();
+        for (name, description, revoked) in [
+            (
+                "revoked-agent-id",
+                "the agent id is revoked",
+                Revoked {
+                    agent_ids: one(agent_id),
+                    ..Revoked::default()
+                },
+            ),
+            (
+                "revoked-agent-pubkey",
+                "the agent key is revoked",
+                Revoked {
+                    agent_pubkeys: one(&k.agent.public_key().to_base64()),
+                    ..Revoked::default()
+                },
+            ),
+            (
+                "revoked-principal",
+                "every passport of the principal is revoked",
+                Revoked {
+                    principal_addresses: one(&p_addr),
+                    ..Revoked::default()
+                },
+            ),
+            (
+                "revoked-envelope",
+                "this passport is revoked by its SHA-256",
+                Revoked {
+                    envelope_sha256: one(&hex::encode(Sha256::digest(&valid))),
+                    ..Revoked::default()
+                },
+            ),
+        ] {
+            out.push(vector(
+                name,
+                description,
+                revoking(revoked),
+                vec![step(
+                    signed(k, &valid, URI, &b),
+                    rejected("passport_revoked"),
+                )],
+            ));
+        }
+        out.push(vector(
+            "revoked-other-identities-unaffected",
+            "revoking another agent, key, principal and passport leaves this passport valid",
+            revoking(Revoked {
+                agent_ids: one("urn:aps:agent:other"),
+                agent_pubkeys: one(&k.other_agent.public_key().to_base64()),
+                principal_addresses: one(&Keys::address(&k.other_principal)),
+                envelope_sha256: one(&"0".repeat(64)),
+            }),
+            vec![step(
+                signed(k, &valid, URI, &b),
+                accepted(&valid, agent_id, &p_addr, MODEL, None, &b),
+            )],
+        ));
+    }
+}
