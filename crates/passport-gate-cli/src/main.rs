@@ -42,6 +42,9 @@ enum Command {
     Conformance(cli::conformance::ConformanceArgs),
     /// Run the gateway: a reverse proxy enforcing passports in front of an upstream.
     Serve(cli::serve::ServeArgs),
+    /// Print a request's Gonka native signature headers (Authorization, X-Requester-Address,
+    /// X-Timestamp, X-Transfer-Address), as a Gonka API node verifies them.
+    GonkaSign(cli::gonka_sign::GonkaSignArgs),
     /// Sign and send one request with an agent key and a passport (curl for agents).
     Request(cli::request::RequestArgs),
     /// Start an echo upstream, the gateway and fresh keys, and walk through scenarios.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => cli::verify::run(&a),
         Command::Conformance(a) => cli::conformance::run(&a),
         Command::Serve(a) => cli::serve::run(&a),
+        Command::GonkaSign(a) => cli::gonka_sign::run(&a),
         Command::Request(a) => cli::request::run(&a),
         Command::Demo => cli::demo::run(),
         Command::Echo(a) => cli::echo::run(&a),

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod conformance;
 pub mod demo;
 pub mod echo;
+pub mod gonka_sign;
 pub mod input;
 pub mod inspect;
 pub mod keygen;

@@ -504,3 +504,86 @@ fn verify_refuses_targets_no_request_line_carries() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("origin-form"));
     }
 }
+
+/// `gonka-sign` prints the native signature headers of every `gonka_native` fixture in
+/// conformance/sdk-fixtures.json byte for byte (the three public fixtures among them),
+/// with `X-Transfer-Address` only when it is not empty; the key may be a bare secret or a
+/// `keygen --principal` key file.
+#[test]
+fn gonka_sign_reproduces_the_native_fixtures_byte_for_byte() {
+    use base64::Engine;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance/sdk-fixtures.json");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let fixtures = doc["gonka_native"].as_array().unwrap();
+    assert!(fixtures.len() >= 3);
+    let dir = workdir("gonka-sign");
+    for f in fixtures {
+        let name = f["name"].as_str().unwrap();
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(f["body_base64"].as_str().unwrap())
+            .unwrap();
+        let body_file = dir.join(format!("{name}.body"));
+        std::fs::write(&body_file, &body).unwrap();
+        let transfer = f["transfer_address"].as_str().unwrap();
+        let out = stdout(&run(&[
+            "gonka-sign",
+            "--key",
+            f["secret_hex"].as_str().unwrap(),
+            "--body-file",
+            body_file.to_str().unwrap(),
+            "--timestamp-ns",
+            f["timestamp_ns"].as_str().unwrap(),
+            "--transfer-address",
+            transfer,
+            "--prefix",
+            f["prefix"].as_str().unwrap(),
+        ]));
+        let mut expected = vec![
+            format!("Authorization: {}", f["authorization"].as_str().unwrap()),
+            format!("X-Requester-Address: {}", f["address"].as_str().unwrap()),
+            format!("X-Timestamp: {}", f["timestamp_ns"].as_str().unwrap()),
+        ];
+        if !transfer.is_empty() {
+            expected.push(format!("X-Transfer-Address: {transfer}"));
+        }
+        assert_eq!(out, expected.join("\n"), "fixture {name}");
+    }
+    // The same key as a key file: the first fixture's headers again.
+    let f = &fixtures[0];
+    let secret: [u8; 32] = hex::decode(f["secret_hex"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let key_file = dir.join("principal.json");
+    let principal = PrincipalSecret::from_bytes(&secret).unwrap();
+    let file = passport_core::keyfile::KeyFile::principal(&principal, "gonka").unwrap();
+    passport_core::keyfile::write_key_file(&key_file, &file).unwrap();
+    let body_file = dir.join(format!("{}.body", f["name"].as_str().unwrap()));
+    let out = stdout(&run(&[
+        "gonka-sign",
+        "--key",
+        key_file.to_str().unwrap(),
+        "--body-file",
+        body_file.to_str().unwrap(),
+        "--timestamp-ns",
+        f["timestamp_ns"].as_str().unwrap(),
+        "--transfer-address",
+        f["transfer_address"].as_str().unwrap(),
+        "--prefix",
+        f["prefix"].as_str().unwrap(),
+    ]));
+    let first = format!("Authorization: {}", f["authorization"].as_str().unwrap());
+    assert_eq!(out.lines().next(), Some(first.as_str()));
+}
+
+/// A `--key` that is neither 64 hex digits nor a file is refused, naming the flag and not
+/// echoing the value (it may be a mistyped secret).
+#[test]
+fn gonka_sign_refuses_a_key_that_is_neither_hex_nor_a_file() {
+    let o = run(&["gonka-sign", "--key", "not-a-secret-xyz", "--body", "hello"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--key"), "{err}");
+    assert!(!err.contains("not-a-secret-xyz"), "{err}");
+}
