@@ -161,6 +161,9 @@ pub struct VectorRequesterSignature {
     /// How far ahead `X-Timestamp` may be, in milliseconds; default 10000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_advance_ms: Option<u64>,
+    /// How many verified signatures the seen-set holds; default 262144.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_seen: Option<u64>,
 }
 
 /// How a failing grant source fails.

@@ -299,6 +299,9 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
                         s.max_advance_ns =
                             i64::try_from(ms).unwrap_or(i64::MAX / 1_000_000) * 1_000_000;
                     }
+                    if let Some(n) = rs.max_seen {
+                        s.max_seen = usize::try_from(n).unwrap_or(usize::MAX);
+                    }
                     binding.with_requester_signature(
                         passport_gate::grants::RequesterSignature::new(s, accounts),
                     )

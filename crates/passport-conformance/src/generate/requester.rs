@@ -38,6 +38,7 @@ pub(super) fn signatures(k: &Keys, out: &mut Vec<Vector>) {
                 transfer_address: node.clone(),
                 max_age_ms: None,
                 max_advance_ms: None,
+                max_seen: None,
             });
         }
         c
@@ -292,6 +293,29 @@ pub(super) fn signatures(k: &Keys, out: &mut Vec<Vector>) {
                     s
                 },
                 third,
+            ],
+        ));
+    }
+    {
+        let mut config = config_with(vec![], accounts.clone());
+        if let Some(rs) = config
+            .binding
+            .as_mut()
+            .and_then(|b| b.requester_signature.as_mut())
+        {
+            rs.max_seen = Some(1);
+        }
+        out.push(vector(
+            "requester-sig-store-full",
+            "the seen-set holds one signature: a second verified signature while the first is live is refused with requester_sig_store_full (503), never by forgetting a live one",
+            config,
+            vec![
+                step(plain(&k.principal, now_ns), ok.clone()),
+                step(
+                    plain(&k.principal, now_ns + 1),
+                    rejected("requester_sig_store_full"),
+                ),
+                step(plain(&k.principal, now_ns), rejected("requester_sig_replayed")),
             ],
         ));
     }

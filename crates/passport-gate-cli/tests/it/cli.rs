@@ -513,8 +513,7 @@ fn verify_refuses_targets_no_request_line_carries() {
 fn gonka_sign_reproduces_the_native_fixtures_byte_for_byte() {
     use base64::Engine;
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance/sdk-fixtures.json");
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     let fixtures = doc["gonka_native"].as_array().unwrap();
     assert!(fixtures.len() >= 3);
     let dir = workdir("gonka-sign");
