@@ -4,9 +4,12 @@
 
 use super::error::ConfigError;
 pub use crate::gateway::settings::{
-    AccessLogTarget, Route, Settings as Validated, Upstream, UpstreamProbe,
+    AccessLogTarget, Route, Settings as Validated, Unguarded, Upstream, UpstreamProbe,
 };
-use crate::transport::tls;
+use crate::gateway::settings::{
+    AttributionSettings, AuditFile, BindingSettings, GrantSourceSettings, Http2, RedisSettings,
+    ReplaySettings, RevocationSettings, ServerTls, UpstreamPool,
+};
 use http::Method;
 use passport_core::config::Config;
 use passport_gate::grants::Grant;
@@ -93,6 +96,25 @@ pub struct ForwardIdentitySection {
     pub model: String,
     /// The bound requester, with requester binding on.
     pub requester_address: String,
+}
+
+impl ForwardIdentitySection {
+    /// The checked header names; one problem per name, naming its key.
+    fn headers(&self) -> Result<crate::gateway::identity::IdentityHeaders, Vec<ConfigError>> {
+        let names = crate::gateway::identity::IdentityNames {
+            agent_id: &self.agent_id,
+            principal_address: &self.principal_address,
+            beneficiary: &self.beneficiary,
+            passport_id: &self.passport_id,
+            model: &self.model,
+            requester_address: &self.requester_address,
+        };
+        crate::gateway::identity::IdentityHeaders::new(self.enabled, &names).map_err(|list| {
+            list.into_iter()
+                .map(|p| ConfigError::new(format!("forward_identity.{}", p.field), p.problem))
+                .collect()
+        })
+    }
 }
 
 impl Default for ForwardIdentitySection {
@@ -310,8 +332,12 @@ impl ServerSection {
     /// The transport keys (issue 11): TLS files exist and load, the mTLS pair is
     /// complete, the HTTP/2 bounds are in range.
     /// Returns the upstream TLS client configuration, built here once (the proxy, the
-    /// upstream probe and the chain node client share it).
-    fn validate_transports(&self, errors: &mut Vec<ConfigError>) -> Option<rustls::ClientConfig> {
+    /// upstream probe and the chain node client share it), and the listener's
+    /// certificate and client CA, read here once.
+    fn validate_transports(
+        &self,
+        errors: &mut Vec<ConfigError>,
+    ) -> (Option<rustls::ClientConfig>, Option<ServerTls>) {
         use crate::transport::tls;
         match (
             &self.upstream_client_cert_file,
@@ -326,15 +352,28 @@ impl ServerSection {
         let upstream_tls = tls::client_config(&self.upstream_tls())
             .map_err(|e| errors.push(ConfigError::new("server.upstream TLS", e)))
             .ok();
+        let mut server_tls = None;
         if let Some(t) = &self.tls {
-            if let Err(e) = tls::ReloadingCertificate::load(t.cert_file.clone(), t.key_file.clone())
-            {
-                errors.push(ConfigError::new("server.tls", e));
-            }
-            if let Some(ca) = &t.client_ca_file {
-                if let Err(e) = tls::roots(ca) {
-                    errors.push(ConfigError::new("server.tls.client_ca_file", e));
-                }
+            let certificate =
+                tls::ReloadingCertificate::load(t.cert_file.clone(), t.key_file.clone())
+                    .map_err(|e| errors.push(ConfigError::new("server.tls", e)))
+                    .ok();
+            let client_ca = match &t.client_ca_file {
+                Some(ca) => match tls::roots(ca) {
+                    Ok(roots) => Some(Some((ca.clone(), roots))),
+                    Err(e) => {
+                        errors.push(ConfigError::new("server.tls.client_ca_file", e));
+                        None
+                    }
+                },
+                None => Some(None),
+            };
+            if let (Some(certificate), Some(client_ca)) = (certificate, client_ca) {
+                server_tls = Some(ServerTls {
+                    certificate: std::sync::Arc::new(certificate),
+                    client_ca,
+                    reload: Duration::from_millis(t.reload_ms),
+                });
             }
             if !(100..=3_600_000).contains(&t.reload_ms) {
                 errors.push(ConfigError::new(
@@ -388,7 +427,7 @@ impl ServerSection {
                 ));
             }
         }
-        upstream_tls
+        (upstream_tls, server_tls)
     }
 
     /// What the upstream and chain-node clients trust and present.
@@ -455,18 +494,6 @@ impl Default for ServerSection {
             tls: None,
         }
     }
-}
-
-/// What happens to a request on a route that is not guarded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Unguarded {
-    /// Forward it: without a passport check in optional mode, through the passport
-    /// layer with `agent_envelope.mode = "required"`.
-    #[default]
-    Forward,
-    /// Answer 404 `route_not_allowed`.
-    Refuse,
 }
 
 /// `[routes]`.
@@ -603,16 +630,18 @@ pub struct Overrides {
 
 impl Overrides {
     /// Reads `PASSPORT_GATE_LISTEN`, `_ADMIN_LISTEN`, `_UPSTREAM`, `_CHAIN_ID`,
-    /// `_ENABLED` (`true`/`false`) and `_CHAIN_NODE`.
-    pub fn from_env() -> Result<Overrides, String> {
+    /// `_ENABLED` (`true`/`false`) and `_CHAIN_NODE`; a bad value is an error naming its
+    /// variable.
+    pub fn from_env() -> Result<Overrides, ConfigError> {
         let var = |name: &str| std::env::var(format!("PASSPORT_GATE_{name}")).ok();
         let enabled = match var("ENABLED").as_deref() {
             None => None,
             Some("true") => Some(true),
             Some("false") => Some(false),
             Some(other) => {
-                return Err(format!(
-                    "PASSPORT_GATE_ENABLED: {other:?} is not true or false"
+                return Err(ConfigError::new(
+                    "PASSPORT_GATE_ENABLED",
+                    format!("{other:?} is not true or false"),
                 ))
             }
         };
@@ -798,7 +827,7 @@ impl GatewayConfig {
                 ));
             }
         }
-        let upstream_tls = self.server.validate_transports(&mut errors);
+        let (upstream_tls, server_tls) = self.server.validate_transports(&mut errors);
         let mut route_list = |key: &str, entries: &[String]| {
             let mut routes = Vec::new();
             for r in entries {
@@ -864,13 +893,7 @@ impl GatewayConfig {
                 ));
             }
             if let Some(node) = &b.chain_node {
-                if let Err(e) = tls::client_config(&Default::default())
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| {
-                        passport_gate::grants::LcdGrantSource::with_tls(node, t)
-                            .map_err(|e| e.to_string())
-                    })
-                {
+                if let Err(e) = check_chain_node(node) {
                     errors.push(ConfigError::new("binding.chain_node", e));
                 }
             }
@@ -950,10 +973,11 @@ impl GatewayConfig {
                 .map_err(|list| errors.extend(list))
                 .ok()
         });
-        let identity =
-            crate::gateway::identity::IdentityHeaders::from_section(&self.forward_identity)
-                .map_err(|list| errors.extend(list))
-                .ok();
+        let identity = self
+            .forward_identity
+            .headers()
+            .map_err(|list| errors.extend(list))
+            .ok();
         let access_log = match self.server.access_log.as_str() {
             "off" => AccessLogTarget::Off,
             "stdout" => AccessLogTarget::Stdout,
@@ -979,6 +1003,72 @@ impl GatewayConfig {
             (Some(p), Some(up)) => check_probe(p, up).map_err(|list| errors.extend(list)).ok(),
             _ => None,
         };
+        let binding = match (&self.binding, requester) {
+            (Some(b), Some(requester)) => Some(BindingSettings {
+                requester,
+                grants: match &b.chain_node {
+                    Some(url) => GrantSourceSettings::ChainNode(url.clone()),
+                    None => GrantSourceSettings::Static(b.grants.clone()),
+                },
+                cache: passport_gate::grants::GrantCacheSettings {
+                    ttl: Duration::from_secs(b.grant_ttl_seconds),
+                    negative_ttl: Duration::from_secs(b.no_grant_ttl_seconds),
+                    query_timeout: Duration::from_millis(b.query_timeout_ms),
+                    failure_ttl: Duration::from_millis(b.failure_ttl_ms),
+                    max_bytes: b.grant_cache_max_bytes,
+                    max_concurrent_queries: usize::try_from(b.max_concurrent_queries)
+                        .unwrap_or(4096),
+                },
+                msg_type_url: passport_gate::grants::START_INFERENCE_MSG.to_owned(),
+                requester_signature: None,
+            }),
+            _ => None,
+        };
+        let redis = match (&self.redis, redis) {
+            (Some(section), Some(client)) => Some(RedisSettings {
+                client,
+                key_prefix: section.key_prefix.clone(),
+            }),
+            _ => None,
+        };
+        let a = &self.attribution;
+        let attribution = AttributionSettings {
+            stdout: a.stdout,
+            file: a.file.clone(),
+            audit_file: a.audit_file.as_ref().map(|path| AuditFile {
+                path: path.clone(),
+                fsync: a.audit_fsync,
+                max_bytes: (a.audit_max_bytes > 0).then_some(a.audit_max_bytes),
+                refusals: a.audit_refusals,
+            }),
+            redis_stream: a
+                .redis_stream
+                .as_ref()
+                .map(|key| (key.clone(), a.redis_stream_maxlen)),
+            refusals_per_second: a.audit_refusals_per_second,
+            drain_deadline: Duration::from_millis(a.drain_deadline_ms),
+        };
+        let r = &self.revocation;
+        let revocation = (r.file.is_some() || r.redis).then(|| RevocationSettings {
+            file: r
+                .file
+                .as_ref()
+                .map(|path| (path.clone(), Duration::from_millis(r.reload_ms))),
+            redis_poll: r.redis.then(|| Duration::from_millis(r.redis_poll_ms)),
+        });
+        let replay = ReplaySettings {
+            redis: self.replay.store == ReplayStoreKind::Redis
+                && self.agent_envelope.replay_protection,
+            accept_forgetful_redis: self.replay.accept_forgetful_redis,
+            fail_open: self.replay.fail_open,
+        };
+        let inference_id_header = self
+            .server
+            .inference_id_header
+            .as_deref()
+            .and_then(|h| http::HeaderName::try_from(h).ok());
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let s = &self.server;
         match (listen, admin_listen, upstream, identity, upstream_tls) {
             (
                 Some(listen),
@@ -987,27 +1077,64 @@ impl GatewayConfig {
                 Some(identity),
                 Some(upstream_tls),
             ) if errors.is_empty() => Ok(Validated {
-                redis,
-                upstream_tls,
-                requester,
-                principals,
-                identity,
-                access_log,
-                upstream_probe,
                 listen,
                 admin_listen,
                 upstream,
                 routes,
                 public,
-                header_read_timeout: Duration::from_millis(self.server.header_read_timeout_ms),
-                connect_timeout: Duration::from_millis(self.server.connect_timeout_ms),
-                response_timeout: Duration::from_millis(self.server.response_timeout_ms),
-                shutdown_grace: Duration::from_secs(self.server.shutdown_grace_seconds),
-                raw: self,
+                unguarded: self.routes.unguarded,
+                header_read_timeout: Duration::from_millis(s.header_read_timeout_ms),
+                max_header_bytes: size(s.max_header_bytes),
+                max_connections: size(s.max_connections),
+                admin_max_connections: size(s.admin_max_connections),
+                http2: Http2 {
+                    max_concurrent_streams: s.http2_max_concurrent_streams,
+                    keep_alive_interval: (s.http2_keep_alive_interval_ms > 0)
+                        .then(|| Duration::from_millis(s.http2_keep_alive_interval_ms)),
+                    keep_alive_timeout: Duration::from_millis(s.http2_keep_alive_timeout_ms),
+                },
+                connect_timeout: Duration::from_millis(s.connect_timeout_ms),
+                response_timeout: Duration::from_millis(s.response_timeout_ms),
+                upstream_pool: UpstreamPool {
+                    http2: s.upstream_http2,
+                    max_idle: size(s.upstream_pool_max_idle),
+                    idle_timeout: Duration::from_millis(s.upstream_pool_idle_timeout_ms),
+                    max_requests: size(s.max_upstream_requests),
+                },
+                shutdown_grace: Duration::from_secs(s.shutdown_grace_seconds),
+                inference_id_header,
+                envelope: self.agent_envelope.clone(),
+                binding,
+                principals,
+                identity,
+                access_log,
+                access_log_buffer_lines: size(s.access_log_buffer_lines),
+                upstream_probe,
+                upstream_tls,
+                server_tls,
+                redis,
+                replay,
+                revocation,
+                attribution,
             }),
             _ => Err(errors),
         }
     }
+}
+
+/// The chain node's URL as the chain-node client takes it: `http://` or
+/// `https://host[:port]` (the client itself is built once, by the gateway).
+fn check_chain_node(url: &str) -> Result<(), String> {
+    let base = url.trim_end_matches('/');
+    let uri: http::Uri = base
+        .parse()
+        .map_err(|e| format!("chain node URL {url:?}: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(format!(
+            "chain node URL {url:?} must be http:// or https://host[:port]"
+        ));
+    }
+    Ok(())
 }
 
 /// The requester header when `[binding]` names neither a header nor a fixed requester.
@@ -1188,7 +1315,7 @@ mod tests {
         let v = c.validate().unwrap();
         assert_eq!(v.routes.len(), 4);
         assert!(v.public.is_empty());
-        assert!(!v.raw.agent_envelope.enabled);
+        assert!(!v.envelope.enabled);
         assert_eq!(v.upstream.authority.as_str(), "127.0.0.1:8000");
     }
 
@@ -1236,9 +1363,9 @@ chain_node = "ftp://x"
     fn the_annotated_example_file_is_valid() {
         let text = include_str!("../../../../passport-gate.example.toml");
         let v = GatewayConfig::from_toml(text).unwrap().validate().unwrap();
-        assert!(v.raw.agent_envelope.enabled);
+        assert!(v.envelope.enabled);
         assert_eq!(
-            v.raw.agent_envelope,
+            v.envelope,
             Config {
                 enabled: true,
                 chain_id: "gonka-mainnet".into(),
@@ -1246,7 +1373,7 @@ chain_node = "ftp://x"
             }
         );
         assert!(
-            v.raw.binding.is_none(),
+            v.binding.is_none(),
             "binding needs a chain node: off as shipped"
         );
         assert!(v.upstream_probe.is_some());
