@@ -548,6 +548,32 @@ pub struct BindingSection {
     pub grant_cache_max_bytes: u64,
     /// The most grant queries in flight at once (beyond: 503 without a query).
     pub max_concurrent_queries: u64,
+    /// `"none"` (default): the requester header is trusted as sent. `"gonka"`: the
+    /// requester must sign the request with Gonka's native signature, checked against its
+    /// on-chain key (needs `chain_node`).
+    pub requester_signature: RequesterSignatureKind,
+    /// The node's own account address, the signed transfer address (required with
+    /// `requester_signature = "gonka"`).
+    pub transfer_address: Option<String>,
+    /// How old `X-Timestamp` may be (ms).
+    pub requester_timestamp_max_age_ms: u64,
+    /// How far ahead `X-Timestamp` may be (ms).
+    pub requester_timestamp_max_advance_ms: u64,
+    /// The most native signatures remembered at once against replay.
+    pub requester_signatures_seen_max: u64,
+    /// The message type a grant must be for.
+    pub grant_msg_type_url: String,
+}
+
+/// `binding.requester_signature`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequesterSignatureKind {
+    /// The requester header is trusted as sent.
+    #[default]
+    None,
+    /// Gonka's native request signature, verified with the requester's on-chain key.
+    Gonka,
 }
 
 impl Default for BindingSection {
@@ -563,6 +589,12 @@ impl Default for BindingSection {
             failure_ttl_ms: 1_000,
             grant_cache_max_bytes: 16 << 20,
             max_concurrent_queries: 32,
+            requester_signature: RequesterSignatureKind::None,
+            transfer_address: None,
+            requester_timestamp_max_age_ms: 10_000,
+            requester_timestamp_max_advance_ms: 10_000,
+            requester_signatures_seen_max: 262_144,
+            grant_msg_type_url: passport_gate::grants::START_INFERENCE_MSG.to_owned(),
         }
     }
 }
@@ -856,6 +888,7 @@ impl GatewayConfig {
         }
         let prefix = self.agent_envelope.address_prefix.as_str();
         let mut requester = None;
+        let mut requester_signature = None;
         if let Some(b) = &self.binding {
             requester = match (&b.requester, &b.requester_header) {
                 (Some(_), Some(_)) => {
@@ -912,6 +945,7 @@ impl GatewayConfig {
                     ));
                 }
             }
+            requester_signature = requester_signature_settings(b, prefix, &mut errors);
         }
         if self.attribution.drain_deadline_ms > 600_000 {
             errors.push(ConfigError::new(
@@ -1019,8 +1053,8 @@ impl GatewayConfig {
                     max_concurrent_queries: usize::try_from(b.max_concurrent_queries)
                         .unwrap_or(4096),
                 },
-                msg_type_url: passport_gate::grants::START_INFERENCE_MSG.to_owned(),
-                requester_signature: None,
+                msg_type_url: b.grant_msg_type_url.clone(),
+                requester_signature,
             }),
             _ => None,
         };
@@ -1120,6 +1154,92 @@ impl GatewayConfig {
             _ => Err(errors),
         }
     }
+}
+
+/// The most native signatures `binding.requester_signatures_seen_max` may ask to keep.
+const MAX_SEEN_SIGNATURES: u64 = 1 << 24;
+
+/// Checks the requester-signature keys of `[binding]`; the settings when
+/// `requester_signature = "gonka"` and every key is right.
+fn requester_signature_settings(
+    b: &BindingSection,
+    prefix: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<passport_gate::grants::RequesterSignatureSettings> {
+    use passport_gate::grants::{RequesterSignatureProblem, RequesterSignatureSettings};
+    let before = errors.len();
+    let url = &b.grant_msg_type_url;
+    if !url.starts_with('/') || url.len() < 2 || url.contains(char::is_whitespace) {
+        errors.push(ConfigError::new(
+            "binding.grant_msg_type_url",
+            format!(
+                "{url:?} is not a message type URL like \"/inference.inference.MsgStartInference\""
+            ),
+        ));
+    }
+    for (key, v) in [
+        (
+            "requester_timestamp_max_age_ms",
+            b.requester_timestamp_max_age_ms,
+        ),
+        (
+            "requester_timestamp_max_advance_ms",
+            b.requester_timestamp_max_advance_ms,
+        ),
+    ] {
+        if v > 3_600_000 {
+            errors.push(ConfigError::new(
+                format!("binding.{key}"),
+                format!("{v} is out of range; accepted: 0 to 3600000"),
+            ));
+        }
+    }
+    let seen = b.requester_signatures_seen_max;
+    if !(1..=MAX_SEEN_SIGNATURES).contains(&seen) {
+        errors.push(ConfigError::new(
+            "binding.requester_signatures_seen_max",
+            format!("{seen} is out of range; accepted: 1 to {MAX_SEEN_SIGNATURES}"),
+        ));
+    }
+    if b.requester_signature == RequesterSignatureKind::None {
+        return None;
+    }
+    if b.chain_node.is_none() {
+        errors.push(ConfigError::new(
+            "binding.requester_signature",
+            "\"gonka\" needs binding.chain_node: the requester's public key is looked up on the chain",
+        ));
+    }
+    let Some(transfer_address) = &b.transfer_address else {
+        errors.push(ConfigError::new(
+            "binding.transfer_address",
+            "must be set with requester_signature = \"gonka\" (this node's own account address)",
+        ));
+        return None;
+    };
+    let ns = |ms: u64| i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+    let mut rs = RequesterSignatureSettings::new(transfer_address.clone());
+    rs.prefix = prefix.to_owned();
+    rs.max_age_ns = ns(b.requester_timestamp_max_age_ms);
+    rs.max_advance_ns = ns(b.requester_timestamp_max_advance_ms);
+    rs.max_seen = usize::try_from(seen).unwrap_or(usize::MAX);
+    if let Err(problems) = rs.validate() {
+        for p in problems {
+            match p {
+                RequesterSignatureProblem::TransferAddress(why) => {
+                    errors.push(ConfigError::new(
+                        "binding.transfer_address",
+                        format!("{transfer_address:?} is not a canonical account address with the prefix {prefix:?}: {why}"),
+                    ));
+                }
+                // The ranges above already name these keys.
+                RequesterSignatureProblem::MaxAge
+                | RequesterSignatureProblem::MaxAdvance
+                | RequesterSignatureProblem::MaxSeen => {}
+            }
+        }
+    }
+    (errors.len() == before).then_some(rs)
 }
 
 /// The chain node's URL as the chain-node client takes it: `http://` or
