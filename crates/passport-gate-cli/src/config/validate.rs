@@ -1072,13 +1072,4 @@ cluster_nodes = ["redis://127.0.0.1:2"]
         assert!(b.requester_signature.is_none());
         assert_eq!(b.msg_type_url, passport_gate::grants::START_INFERENCE_MSG);
     }
-
-    #[test]
-    fn a_bad_enabled_variable_is_a_typed_error_naming_it() {
-        let e = ConfigError::new("PASSPORT_GATE_ENABLED", "\"yes\" is not true or false");
-        assert_eq!(
-            e.to_string(),
-            "PASSPORT_GATE_ENABLED: \"yes\" is not true or false"
-        );
-    }
 }

@@ -504,3 +504,18 @@ fn verify_refuses_targets_no_request_line_carries() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("origin-form"));
     }
 }
+
+#[test]
+fn a_bad_passport_gate_enabled_variable_is_refused_naming_it() {
+    let o = bin()
+        .args(["serve", "--upstream", "http://127.0.0.1:9"])
+        .env("PASSPORT_GATE_ENABLED", "yes")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("PASSPORT_GATE_ENABLED: \"yes\" is not true or false"),
+        "{stderr}"
+    );
+}
