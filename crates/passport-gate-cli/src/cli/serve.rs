@@ -51,8 +51,10 @@ pub fn run(a: &ServeArgs) -> Result<u8, Failure> {
         enabled: a.enabled.then_some(true),
         chain_node: a.chain_node.clone(),
     };
-    let env = Overrides::from_env().map_err(|e| Failure(e, 2))?;
+    let env = Overrides::from_env().map_err(|e| Failure(e.to_string(), 2))?;
     config.apply(flags.over(env));
+    // For the startup line: the upstream as written.
+    let upstream = config.server.upstream.clone();
     let validated = config.validate().and_then(|v| {
         if parse_errors.is_empty() {
             Ok(v)
@@ -90,7 +92,7 @@ pub fn run(a: &ServeArgs) -> Result<u8, Failure> {
         )
     })?;
     init_logging();
-    let envelope = &validated.raw.agent_envelope;
+    let envelope = &validated.envelope;
     let describe = if envelope.enabled {
         format!(
             "passports enabled for chain {} ({:?} mode)",
@@ -99,8 +101,7 @@ pub fn run(a: &ServeArgs) -> Result<u8, Failure> {
     } else {
         "passports DISABLED: every request passes untouched".to_owned()
     };
-    let upstream = validated.raw.server.upstream.clone();
-    let scheme = if validated.raw.server.tls.is_some() {
+    let scheme = if validated.server_tls.is_some() {
         "https"
     } else {
         "http"

@@ -5,8 +5,6 @@
 //! own, whatever the route, whether or not the passport was accepted, and whether or
 //! not forwarding is on.
 
-use crate::config::file::ForwardIdentitySection;
-use crate::config::ConfigError;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use passport_core::verifier::VerifiedAgent;
 use passport_gate::layer::BoundRequester;
@@ -35,53 +33,79 @@ const RESERVED: [&str; 7] = [
     "forwarded",
 ];
 
+/// The identity header names as configured, not checked yet.
+#[derive(Clone, Copy, Debug)]
+pub struct IdentityNames<'a> {
+    /// The passport's `agent_id`.
+    pub agent_id: &'a str,
+    /// The passport's `principal_address`.
+    pub principal_address: &'a str,
+    /// The passport's `beneficiary`.
+    pub beneficiary: &'a str,
+    /// The passport id.
+    pub passport_id: &'a str,
+    /// The body's `model`.
+    pub model: &'a str,
+    /// The bound requester.
+    pub requester_address: &'a str,
+}
+
+/// A header name that cannot be used: which one (`agent_id`, ...) and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameProblem {
+    /// The name's field (`agent_id`, `model`, ...).
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
 impl IdentityHeaders {
-    /// Checks the section: every name a valid header name, none reserved, no two alike
-    /// (header names are compared in lowercase). One line per problem, naming its key.
-    pub fn from_section(s: &ForwardIdentitySection) -> Result<IdentityHeaders, Vec<ConfigError>> {
+    /// Checks the names: every name a valid header name, none reserved, no two alike
+    /// (header names are compared in lowercase). One problem per name, naming its field.
+    pub fn new(enabled: bool, n: &IdentityNames<'_>) -> Result<IdentityHeaders, Vec<NameProblem>> {
         let mut errors = Vec::new();
         let mut seen: Vec<(HeaderName, &str)> = Vec::new();
         let mut name = |key: &'static str, value: &str| -> HeaderName {
             match HeaderName::try_from(value) {
                 Ok(h) if h.as_str().contains('_') => {
-                    errors.push(ConfigError::new(format!("forward_identity.{key}"), format!("{value:?} contains `_`, which WSGI and CGI servers read as `-`: a client could send that spelling; use `-`"
-                    )));
+                    errors.push(NameProblem { field: key, problem: format!("{value:?} contains `_`, which WSGI and CGI servers read as `-`: a client could send that spelling; use `-`"
+                    )});
                     h
                 }
                 Ok(h) if RESERVED.contains(&h.as_str()) => {
-                    errors.push(ConfigError::new(
-                        format!("forward_identity.{key}"),
-                        format!("{value:?} is a header the gateway judges or sets itself"),
-                    ));
+                    errors.push(NameProblem {
+                        field: key,
+                        problem: format!("{value:?} is a header the gateway judges or sets itself"),
+                    });
                     h
                 }
                 Ok(h) => {
                     if let Some((_, other)) = seen.iter().find(|(n, _)| *n == h) {
-                        errors.push(ConfigError::new(
-                            format!("forward_identity.{key}"),
-                            format!("{value:?} is also forward_identity.{other}"),
-                        ));
+                        errors.push(NameProblem {
+                            field: key,
+                            problem: format!("{value:?} is also forward_identity.{other}"),
+                        });
                     }
                     seen.push((h.clone(), key));
                     h
                 }
                 Err(_) => {
-                    errors.push(ConfigError::new(
-                        format!("forward_identity.{key}"),
-                        format!("{value:?} is not a header name"),
-                    ));
+                    errors.push(NameProblem {
+                        field: key,
+                        problem: format!("{value:?} is not a header name"),
+                    });
                     HeaderName::from_static("x-invalid")
                 }
             }
         };
         let headers = IdentityHeaders {
-            enabled: s.enabled,
-            agent_id: name("agent_id", &s.agent_id),
-            principal_address: name("principal_address", &s.principal_address),
-            beneficiary: name("beneficiary", &s.beneficiary),
-            passport_id: name("passport_id", &s.passport_id),
-            model: name("model", &s.model),
-            requester_address: name("requester_address", &s.requester_address),
+            enabled,
+            agent_id: name("agent_id", n.agent_id),
+            principal_address: name("principal_address", n.principal_address),
+            beneficiary: name("beneficiary", n.beneficiary),
+            passport_id: name("passport_id", n.passport_id),
+            model: name("model", n.model),
+            requester_address: name("requester_address", n.requester_address),
         };
         if errors.is_empty() {
             Ok(headers)
@@ -165,23 +189,20 @@ mod tests {
 
     #[test]
     fn reserved_duplicate_and_invalid_names_are_refused_with_their_key() {
-        let s = ForwardIdentitySection {
-            agent_id: "X-Agent-Sig".into(),
-            model: "X-APS-Principal-Address".into(),
-            passport_id: "bad name".into(),
-            beneficiary: "x_aps_beneficiary".into(),
-            ..ForwardIdentitySection::default()
+        let n = IdentityNames {
+            agent_id: "X-Agent-Sig",
+            principal_address: "x-aps-principal-address",
+            beneficiary: "x_aps_beneficiary",
+            passport_id: "bad name",
+            model: "X-APS-Principal-Address",
+            requester_address: "x-aps-requester-address",
         };
-        let errors: Vec<String> = IdentityHeaders::from_section(&s)
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let errors = IdentityHeaders::new(true, &n).unwrap_err();
         assert_eq!(errors.len(), 4, "{errors:?}");
-        assert!(errors[0].starts_with("forward_identity.agent_id"));
-        assert!(errors[1].starts_with("forward_identity.beneficiary"));
-        assert!(errors[1].contains("contains `_`"));
-        assert!(errors[2].starts_with("forward_identity.passport_id"));
-        assert!(errors[3].starts_with("forward_identity.model"));
+        assert_eq!(errors[0].field, "agent_id");
+        assert_eq!(errors[1].field, "beneficiary");
+        assert!(errors[1].problem.contains("contains `_`"));
+        assert_eq!(errors[2].field, "passport_id");
+        assert_eq!(errors[3].field, "model");
     }
 }

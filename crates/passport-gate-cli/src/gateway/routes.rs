@@ -1,8 +1,7 @@
 //! The route decision, made on the method and the normal path of an admitted request.
 
 use super::path::route_key;
-use super::settings::Route;
-use crate::config::file::Unguarded;
+use super::settings::{Route, Unguarded};
 use http::Method;
 
 /// What happens to an admitted request.

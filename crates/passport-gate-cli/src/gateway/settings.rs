@@ -1,9 +1,10 @@
 //! What the gateway runs with: plain runtime values, checked and converted from the
-//! configuration file by `crate::config`.
+//! configuration file by the configuration module.
 
 use http::Method;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A route: a method and a path in normal form, without a trailing slash.
@@ -26,14 +27,24 @@ pub struct Upstream {
     pub base_path: String,
 }
 
-/// A configuration checked and converted into what the gateway runs with.
-///
-/// Still carries the file as given (`raw`), which `run` reads for the settings not yet
-/// converted here; the goal is a struct of plain runtime values only.
+/// What happens to a request on a route that is not guarded (`routes.unguarded`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unguarded {
+    /// Forward it: without a passport check in optional mode, through the passport
+    /// layer with `agent_envelope.mode = "required"`.
+    #[default]
+    Forward,
+    /// Answer 404 `route_not_allowed`.
+    Refuse,
+}
+
+/// A configuration checked and converted into what the gateway runs with: plain
+/// runtime values, and the files that had to be read to check them (the server
+/// certificate, the principal allowlist), read once. `gateway::build` turns it into the
+/// running objects.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// The file as given (with overrides applied).
-    pub raw: crate::config::file::GatewayConfig,
     /// The proxy address.
     pub listen: SocketAddr,
     /// The admin address.
@@ -44,28 +55,180 @@ pub struct Settings {
     pub routes: Vec<Route>,
     /// Public routes (no passport even in required mode).
     pub public: Vec<Route>,
+    /// What a route in neither list gets.
+    pub unguarded: Unguarded,
     /// `server.header_read_timeout_ms`.
     pub header_read_timeout: Duration,
+    /// The largest request head, both listeners.
+    pub max_header_bytes: usize,
+    /// Connections the proxy listener keeps open at once.
+    pub max_connections: usize,
+    /// Connections the admin listener keeps open at once.
+    pub admin_max_connections: usize,
+    /// HTTP/2 bounds towards clients.
+    pub http2: Http2,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
     /// Upstream response-head timeout.
     pub response_timeout: Duration,
+    /// The upstream connection pool and protocol.
+    pub upstream_pool: UpstreamPool,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
-    /// Where the binding takes the requester from, when binding is on.
-    pub requester: Option<passport_gate::layer::RequesterSource>,
+    /// The response header carrying the upstream's inference id.
+    pub inference_id_header: Option<http::HeaderName>,
+    /// The verifier's settings (`[agent_envelope]`, checked).
+    pub envelope: passport_core::config::Config,
+    /// Requester binding, when on.
+    pub binding: Option<BindingSettings>,
     /// The principal allowlist, its file already read once.
     pub principals: Option<passport_gate::principals::AllowlistSettings>,
     /// The identity headers for the upstream.
     pub identity: crate::gateway::identity::IdentityHeaders,
     /// Where access log lines go.
     pub access_log: AccessLogTarget,
+    /// Access log lines waiting for a slow sink, at most.
+    pub access_log_buffer_lines: usize,
     /// The upstream probe behind `/readyz`.
     pub upstream_probe: Option<UpstreamProbe>,
     /// The TLS client configuration for the upstream and the chain node, built once.
     pub upstream_tls: rustls::ClientConfig,
-    /// The Redis client settings, built once, when `[redis]` is present.
-    pub redis: Option<passport_gate::redis_client::RedisConfig>,
+    /// The proxy listener's TLS, when on: the certificate, loaded once.
+    pub server_tls: Option<ServerTls>,
+    /// The shared Redis, when configured.
+    pub redis: Option<RedisSettings>,
+    /// The replay store.
+    pub replay: ReplaySettings,
+    /// Where revocations come from, when anywhere.
+    pub revocation: Option<RevocationSettings>,
+    /// Where attribution events go.
+    pub attribution: AttributionSettings,
+}
+
+impl Settings {
+    /// Whether every route that is neither public nor refused needs a passport.
+    pub fn passport_required(&self) -> bool {
+        self.envelope.enabled && self.envelope.mode == passport_core::config::Mode::Required
+    }
+}
+
+/// HTTP/2 towards clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Http2 {
+    /// Streams open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Keep-alive ping interval; `None` sends none.
+    pub keep_alive_interval: Option<Duration>,
+    /// Time to answer a ping.
+    pub keep_alive_timeout: Duration,
+}
+
+/// The upstream client's protocol and pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamPool {
+    /// HTTP/2 to the upstream.
+    pub http2: bool,
+    /// Idle connections kept, at most.
+    pub max_idle: usize,
+    /// An idle connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// Requests with the upstream at once, at most.
+    pub max_requests: usize,
+}
+
+/// The proxy listener's TLS.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    /// The certificate pair, loaded (and checked) once.
+    pub certificate: Arc<crate::transport::tls::ReloadingCertificate>,
+    /// The client CA (its file and its roots, read once), when clients must present a
+    /// certificate.
+    pub client_ca: Option<(PathBuf, rustls::RootCertStore)>,
+    /// How often the pair is checked for a change.
+    pub reload: Duration,
+}
+
+/// Where grants come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GrantSourceSettings {
+    /// A chain node's REST (LCD) base URL, checked.
+    ChainNode(String),
+    /// A fixed list (test mode).
+    Static(Vec<passport_gate::grants::Grant>),
+}
+
+/// Requester binding.
+#[derive(Clone, Debug)]
+pub struct BindingSettings {
+    /// Where the requester comes from.
+    pub requester: passport_gate::layer::RequesterSource,
+    /// Where grants (and, with a chain node, accounts) come from.
+    pub grants: GrantSourceSettings,
+    /// The grant and account caches' bounds.
+    pub cache: passport_gate::grants::GrantCacheSettings,
+    /// The message type a grant must be for.
+    pub msg_type_url: String,
+    /// Gonka native requester signatures, when required (needs a chain node).
+    pub requester_signature: Option<passport_gate::grants::RequesterSignatureSettings>,
+}
+
+/// The shared Redis.
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    /// The client settings.
+    pub client: passport_gate::redis_client::RedisConfig,
+    /// The prefix of every key.
+    pub key_prefix: String,
+}
+
+/// The replay store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplaySettings {
+    /// Keep replay records in the shared Redis (otherwise in memory, per replica).
+    pub redis: bool,
+    /// Start with a Redis that can forget records.
+    pub accept_forgetful_redis: bool,
+    /// Accept requests while Redis is unreachable.
+    pub fail_open: bool,
+}
+
+/// Where revocations come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevocationSettings {
+    /// A revocation file and how often it is checked.
+    pub file: Option<(PathBuf, Duration)>,
+    /// How often the Redis set `<key_prefix>revoked` is polled, when it is.
+    pub redis_poll: Option<Duration>,
+}
+
+/// Where attribution events go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttributionSettings {
+    /// JSON lines to standard output.
+    pub stdout: bool,
+    /// JSON lines appended to a file.
+    pub file: Option<PathBuf>,
+    /// The hash-chained audit file.
+    pub audit_file: Option<AuditFile>,
+    /// A Redis stream: its key and approximate length.
+    pub redis_stream: Option<(String, u64)>,
+    /// Refusal events a second, at most (0: no limit).
+    pub refusals_per_second: u64,
+    /// How long the queue may take to drain at shutdown.
+    pub drain_deadline: Duration,
+}
+
+/// The audit file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditFile {
+    /// Its path.
+    pub path: PathBuf,
+    /// When it is synced.
+    pub fsync: passport_gate::attribution::FsyncPolicy,
+    /// Rotation size, when it rotates.
+    pub max_bytes: Option<u64>,
+    /// Refusals are recorded too.
+    pub refusals: bool,
 }
 
 /// `server.access_log`.

@@ -171,20 +171,19 @@ pub const LISTENER_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// The listener's TLS configuration: the reloading certificate, ALPN `h2` and
 /// `http/1.1`, and client certificates required and verified against `client_ca`
-/// when one is given.
+/// when one is given (its file, for messages, and its roots, read once by [`roots`]).
 pub fn server_config(
     cert: Arc<ReloadingCertificate>,
-    client_ca: Option<&Path>,
+    client_ca: Option<(&Path, RootCertStore)>,
 ) -> Result<ServerConfig, TlsFileError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsFileError::Provider)?;
     let builder = match client_ca {
-        Some(path) => {
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(path)?), provider())
-                    .build()
-                    .map_err(|e| TlsFileError::BadCa(path.to_owned(), e.to_string()))?;
+        Some((path, roots)) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| TlsFileError::BadCa(path.to_owned(), e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),

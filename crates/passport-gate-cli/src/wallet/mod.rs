@@ -44,7 +44,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 /// Largest API request body, in bytes (a form or a passport is a few KiB).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -155,7 +154,16 @@ pub async fn run(
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
     on_bound(addr);
     let state = Arc::new(State { config, verifier });
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // The gateway's accept loop: a slot per connection, refusals and accept errors
+    // counted and logged at a bounded rate, a backoff on errors.
+    let metrics = crate::gateway::metrics::GatewayMetrics::register(&prometheus::Registry::new())
+        .map_err(|e| format!("metrics: {e}"))?;
+    let mut acceptor = crate::gateway::listener::Acceptor::new(
+        listener,
+        MAX_CONNECTIONS,
+        metrics.connections("wallet"),
+        "wallet",
+    );
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -164,19 +172,9 @@ pub async fn run(
         .max_buf_size(MAX_HEADER_BYTES);
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, _, slot) = tokio::select! {
             () = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(_) => {
-                    // EMFILE and the like: wait instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            continue;
+            accepted = acceptor.next() => accepted,
         };
         let state = Arc::clone(&state);
         let conn = builder.serve_connection(
@@ -188,7 +186,7 @@ pub async fn run(
         );
         tokio::spawn(async move {
             let _ = conn.await;
-            drop(permit);
+            drop(slot);
         });
     }
 }

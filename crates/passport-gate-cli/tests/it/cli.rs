@@ -586,3 +586,18 @@ fn gonka_sign_refuses_a_key_that_is_neither_hex_nor_a_file() {
     assert!(err.contains("--key"), "{err}");
     assert!(!err.contains("not-a-secret-xyz"), "{err}");
 }
+
+#[test]
+fn a_bad_passport_gate_enabled_variable_is_refused_naming_it() {
+    let o = bin()
+        .args(["serve", "--upstream", "http://127.0.0.1:9"])
+        .env("PASSPORT_GATE_ENABLED", "yes")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("PASSPORT_GATE_ENABLED: \"yes\" is not true or false"),
+        "{stderr}"
+    );
+}

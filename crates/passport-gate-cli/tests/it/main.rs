@@ -16,5 +16,6 @@ mod gateway_e2e;
 mod operators;
 mod parity_gateway;
 mod replay_retry;
+mod requester;
 mod transports;
 mod wallet_api;

@@ -1,0 +1,1075 @@
+//! Validation: the file's sections, checked and converted into `gateway::Settings`, every
+//! problem one `ConfigError` naming its key.
+
+use super::error::ConfigError;
+use super::file::*;
+use crate::gateway::settings::{
+    AccessLogTarget, AttributionSettings, AuditFile, BindingSettings, GrantSourceSettings, Http2,
+    RedisSettings, ReplaySettings, RevocationSettings, Route, ServerTls, Settings as Validated,
+    Upstream, UpstreamPool, UpstreamProbe,
+};
+use http::Method;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+impl ForwardIdentitySection {
+    /// The checked header names; one problem per name, naming its key.
+    fn headers(&self) -> Result<crate::gateway::identity::IdentityHeaders, Vec<ConfigError>> {
+        let names = crate::gateway::identity::IdentityNames {
+            agent_id: &self.agent_id,
+            principal_address: &self.principal_address,
+            beneficiary: &self.beneficiary,
+            passport_id: &self.passport_id,
+            model: &self.model,
+            requester_address: &self.requester_address,
+        };
+        crate::gateway::identity::IdentityHeaders::new(self.enabled, &names).map_err(|list| {
+            list.into_iter()
+                .map(|p| ConfigError::new(format!("forward_identity.{}", p.field), p.problem))
+                .collect()
+        })
+    }
+}
+
+impl RedisSection {
+    /// The client settings this section describes.
+    pub fn client_config(&self) -> Result<passport_gate::redis_client::RedisConfig, String> {
+        let client_cert = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => return Err("client_cert_file and client_key_file go together".into()),
+        };
+        let nodes: Vec<&str> = std::iter::once(self.url.as_str())
+            .chain(self.cluster_nodes.iter().map(String::as_str))
+            .collect();
+        passport_gate::redis_client::RedisConfig::new(
+            &nodes,
+            self.cluster,
+            passport_gate::redis_client::RedisTlsFiles {
+                ca_file: self.ca_file.as_deref(),
+                client_cert,
+            },
+            Duration::from_millis(self.timeout_ms),
+        )
+    }
+}
+
+impl ServerSection {
+    /// The transport keys (issue 11): TLS files exist and load, the mTLS pair is
+    /// complete, the HTTP/2 bounds are in range.
+    /// Returns the upstream TLS client configuration, built here once (the proxy, the
+    /// upstream probe and the chain node client share it), and the listener's
+    /// certificate and client CA, read here once.
+    fn validate_transports(
+        &self,
+        errors: &mut Vec<ConfigError>,
+    ) -> (Option<rustls::ClientConfig>, Option<ServerTls>) {
+        use crate::transport::tls;
+        match (
+            &self.upstream_client_cert_file,
+            &self.upstream_client_key_file,
+        ) {
+            (Some(_), None) | (None, Some(_)) => errors.push(ConfigError::new(
+                "server.upstream_client_cert_file",
+                "set together with server.upstream_client_key_file",
+            )),
+            _ => {}
+        }
+        let upstream_tls = tls::client_config(&self.upstream_tls())
+            .map_err(|e| errors.push(ConfigError::new("server.upstream TLS", e)))
+            .ok();
+        let mut server_tls = None;
+        if let Some(t) = &self.tls {
+            let certificate =
+                tls::ReloadingCertificate::load(t.cert_file.clone(), t.key_file.clone())
+                    .map_err(|e| errors.push(ConfigError::new("server.tls", e)))
+                    .ok();
+            let client_ca = match &t.client_ca_file {
+                Some(ca) => match tls::roots(ca) {
+                    Ok(roots) => Some(Some((ca.clone(), roots))),
+                    Err(e) => {
+                        errors.push(ConfigError::new("server.tls.client_ca_file", e));
+                        None
+                    }
+                },
+                None => Some(None),
+            };
+            if let (Some(certificate), Some(client_ca)) = (certificate, client_ca) {
+                server_tls = Some(ServerTls {
+                    certificate: std::sync::Arc::new(certificate),
+                    client_ca,
+                    reload: Duration::from_millis(t.reload_ms),
+                });
+            }
+            if !(100..=3_600_000).contains(&t.reload_ms) {
+                errors.push(ConfigError::new(
+                    "server.tls.reload_ms",
+                    format!("{} is out of range; accepted: 100 to 3600000", t.reload_ms),
+                ));
+            }
+        }
+        for (key, v, lo, hi) in [
+            (
+                "http2_max_concurrent_streams",
+                u64::from(self.http2_max_concurrent_streams),
+                1,
+                10_000,
+            ),
+            (
+                "http2_keep_alive_interval_ms",
+                self.http2_keep_alive_interval_ms,
+                0,
+                3_600_000,
+            ),
+            (
+                "http2_keep_alive_timeout_ms",
+                self.http2_keep_alive_timeout_ms,
+                100,
+                600_000,
+            ),
+            (
+                "upstream_pool_max_idle",
+                self.upstream_pool_max_idle,
+                0,
+                1_000_000,
+            ),
+            (
+                "upstream_pool_idle_timeout_ms",
+                self.upstream_pool_idle_timeout_ms,
+                100,
+                3_600_000,
+            ),
+            (
+                "max_upstream_requests",
+                self.max_upstream_requests,
+                1,
+                1_000_000,
+            ),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                errors.push(ConfigError::new(
+                    format!("server.{key}"),
+                    format!("{v} is out of range; accepted: {lo} to {hi}"),
+                ));
+            }
+        }
+        (upstream_tls, server_tls)
+    }
+}
+
+impl GatewayConfig {
+    /// Checks every setting; returns one line per problem, each naming its key.
+    pub fn validate(self) -> Result<Validated, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let addr = |key: &str, v: &str, errors: &mut Vec<ConfigError>| match v.parse::<SocketAddr>()
+        {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errors.push(ConfigError::new(
+                    format!("server.{key}"),
+                    format!("{v:?} is not an address like 127.0.0.1:8080"),
+                ));
+                None
+            }
+        };
+        let listen = addr("listen", &self.server.listen, &mut errors);
+        let admin_listen = addr("admin_listen", &self.server.admin_listen, &mut errors);
+        if listen.is_some_and(|l| l.port() != 0) && listen == admin_listen {
+            errors.push(ConfigError::new(
+                "server.admin_listen",
+                "must differ from server.listen",
+            ));
+        }
+        let upstream = parse_upstream(&self.server.upstream)
+            .map_err(|e| errors.push(ConfigError::new("server.upstream", e)))
+            .ok();
+        for (key, v) in [
+            ("connect_timeout_ms", self.server.connect_timeout_ms),
+            ("response_timeout_ms", self.server.response_timeout_ms),
+        ] {
+            if v == 0 || v > 3_600_000 {
+                errors.push(ConfigError::new(
+                    format!("server.{key}"),
+                    format!("{v} is out of range; accepted: 1 to 3600000"),
+                ));
+            }
+        }
+        if self.server.shutdown_grace_seconds > 3600 {
+            errors.push(ConfigError::new(
+                "server.shutdown_grace_seconds",
+                format!(
+                    "{} is out of range; accepted: 0 to 3600",
+                    self.server.shutdown_grace_seconds
+                ),
+            ));
+        }
+        if let Some(h) = &self.server.inference_id_header {
+            if http::HeaderName::try_from(h.as_str()).is_err() {
+                errors.push(ConfigError::new(
+                    "server.inference_id_header",
+                    format!("{h:?} is not a header name"),
+                ));
+            }
+        }
+        for (key, v, lo, hi) in [
+            (
+                "header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+                100,
+                300_000,
+            ),
+            (
+                "max_header_bytes",
+                self.server.max_header_bytes,
+                8_192,
+                1_048_576,
+            ),
+            ("max_connections", self.server.max_connections, 1, 1_000_000),
+            (
+                "admin_max_connections",
+                self.server.admin_max_connections,
+                1,
+                10_000,
+            ),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                errors.push(ConfigError::new(
+                    format!("server.{key}"),
+                    format!("{v} is out of range; accepted: {lo} to {hi}"),
+                ));
+            }
+        }
+        let (upstream_tls, server_tls) = self.server.validate_transports(&mut errors);
+        let mut route_list = |key: &str, entries: &[String]| {
+            let mut routes = Vec::new();
+            for r in entries {
+                match parse_route(r) {
+                    Ok(route) => routes.push(route),
+                    Err(e) => errors.push(ConfigError::new(format!("routes.{key}"), e)),
+                }
+            }
+            routes
+        };
+        let routes = route_list("guarded", &self.routes.guarded);
+        let public = route_list("public", &self.routes.public);
+        for p in &public {
+            if routes.contains(p) {
+                errors.push(ConfigError::new(
+                    "routes.public",
+                    format!("\"{} {}\" is also in routes.guarded", p.method, p.path),
+                ));
+            }
+        }
+        if let Err(list) = self.agent_envelope.validate() {
+            errors.extend(
+                list.iter()
+                    .map(|e| ConfigError::new(format!("agent_envelope.{}", e.key), &e.message)),
+            );
+        }
+        let prefix = self.agent_envelope.address_prefix.as_str();
+        let mut requester = None;
+        let mut requester_signature = None;
+        if let Some(b) = &self.binding {
+            requester = match (&b.requester, &b.requester_header) {
+                (Some(_), Some(_)) => {
+                    errors.push(ConfigError::new("binding.requester and binding.requester_header", "set one, not both (requester is a fixed requester, requester_header names the header carrying it)"));
+                    None
+                }
+                (Some(fixed), None) => {
+                    match passport_gate::principals::canonical_address(prefix, fixed) {
+                        Ok(a) => Some(passport_gate::layer::RequesterSource::Fixed(a)),
+                        Err(e) => {
+                            errors.push(ConfigError::new("binding.requester", format!("{fixed:?} is not an account address with the prefix {prefix:?}: {e}"
+                        )));
+                            None
+                        }
+                    }
+                }
+                (None, header) => {
+                    let header = header.as_deref().unwrap_or(DEFAULT_REQUESTER_HEADER);
+                    match http::HeaderName::try_from(header) {
+                        Ok(h) => Some(passport_gate::layer::RequesterSource::Header(h)),
+                        Err(_) => {
+                            errors.push(ConfigError::new(
+                                "binding.requester_header",
+                                format!("{header:?} is not a header name"),
+                            ));
+                            None
+                        }
+                    }
+                }
+            };
+            if b.chain_node.is_some() && !b.grants.is_empty() {
+                errors.push(ConfigError::new(
+                    "binding",
+                    "set chain_node or grants, not both",
+                ));
+            }
+            if let Some(node) = &b.chain_node {
+                if let Err(e) = check_chain_node(node) {
+                    errors.push(ConfigError::new("binding.chain_node", e));
+                }
+            }
+            for (key, v, hi) in [
+                ("grant_ttl_seconds", b.grant_ttl_seconds, 86_400),
+                ("no_grant_ttl_seconds", b.no_grant_ttl_seconds, 86_400),
+                ("query_timeout_ms", b.query_timeout_ms, 120_000),
+                ("failure_ttl_ms", b.failure_ttl_ms, 60_000),
+                ("grant_cache_max_bytes", b.grant_cache_max_bytes, 1 << 34),
+                ("max_concurrent_queries", b.max_concurrent_queries, 4096),
+            ] {
+                if v == 0 || v > hi {
+                    errors.push(ConfigError::new(
+                        format!("binding.{key}"),
+                        format!("{v} is out of range; accepted: 1 to {hi}"),
+                    ));
+                }
+            }
+            requester_signature = requester_signature_settings(b, prefix, &mut errors);
+        }
+        if self.attribution.drain_deadline_ms > 600_000 {
+            errors.push(ConfigError::new(
+                "attribution.drain_deadline_ms",
+                format!(
+                    "{} is out of range; accepted: 0 to 600000",
+                    self.attribution.drain_deadline_ms
+                ),
+            ));
+        }
+        let mut redis = None;
+        match &self.redis {
+            Some(r) => {
+                match r.client_config() {
+                    Ok(c) => redis = Some(c),
+                    Err(e) => errors.push(ConfigError::new("redis.url", e)),
+                }
+                if r.timeout_ms == 0 || r.timeout_ms > 60_000 {
+                    errors.push(ConfigError::new(
+                        "redis.timeout_ms",
+                        format!("{} is out of range; accepted: 1 to 60000", r.timeout_ms),
+                    ));
+                }
+            }
+            None => {
+                if self.replay.store == ReplayStoreKind::Redis {
+                    errors.push(ConfigError::new(
+                        "replay.store",
+                        "\"redis\" needs a [redis] section",
+                    ));
+                }
+                if self.revocation.redis {
+                    errors.push(ConfigError::new(
+                        "revocation.redis",
+                        "needs a [redis] section",
+                    ));
+                }
+                if self.attribution.redis_stream.is_some() {
+                    errors.push(ConfigError::new(
+                        "attribution.redis_stream",
+                        "needs a [redis] section",
+                    ));
+                }
+            }
+        }
+        for (key, v) in [
+            ("revocation.reload_ms", self.revocation.reload_ms),
+            ("revocation.redis_poll_ms", self.revocation.redis_poll_ms),
+        ] {
+            if !(10..=3_600_000).contains(&v) {
+                errors.push(ConfigError::new(
+                    key,
+                    format!("{v} is out of range; accepted: 10 to 3600000"),
+                ));
+            }
+        }
+        let principals = self.principals.as_ref().and_then(|p| {
+            allowlist_settings(p, prefix)
+                .map_err(|list| errors.extend(list))
+                .ok()
+        });
+        let identity = self
+            .forward_identity
+            .headers()
+            .map_err(|list| errors.extend(list))
+            .ok();
+        let access_log = match self.server.access_log.as_str() {
+            "off" => AccessLogTarget::Off,
+            "stdout" => AccessLogTarget::Stdout,
+            "" => {
+                errors.push(ConfigError::new(
+                    "server.access_log",
+                    "empty; write \"off\", \"stdout\" or a file path",
+                ));
+                AccessLogTarget::Off
+            }
+            path => AccessLogTarget::File(PathBuf::from(path)),
+        };
+        if !(1..=1_000_000).contains(&self.server.access_log_buffer_lines) {
+            errors.push(ConfigError::new(
+                "server.access_log_buffer_lines",
+                format!(
+                    "{} is out of range; accepted: 1 to 1000000",
+                    self.server.access_log_buffer_lines
+                ),
+            ));
+        }
+        let upstream_probe = match (&self.server.upstream_probe, &upstream) {
+            (Some(p), Some(up)) => check_probe(p, up).map_err(|list| errors.extend(list)).ok(),
+            _ => None,
+        };
+        let binding = match (&self.binding, requester) {
+            (Some(b), Some(requester)) => Some(BindingSettings {
+                requester,
+                grants: match &b.chain_node {
+                    Some(url) => GrantSourceSettings::ChainNode(url.clone()),
+                    None => GrantSourceSettings::Static(b.grants.clone()),
+                },
+                cache: passport_gate::grants::GrantCacheSettings {
+                    ttl: Duration::from_secs(b.grant_ttl_seconds),
+                    negative_ttl: Duration::from_secs(b.no_grant_ttl_seconds),
+                    query_timeout: Duration::from_millis(b.query_timeout_ms),
+                    failure_ttl: Duration::from_millis(b.failure_ttl_ms),
+                    max_bytes: b.grant_cache_max_bytes,
+                    max_concurrent_queries: usize::try_from(b.max_concurrent_queries)
+                        .unwrap_or(4096),
+                },
+                msg_type_url: b.grant_msg_type_url.clone(),
+                requester_signature,
+            }),
+            _ => None,
+        };
+        let redis = match (&self.redis, redis) {
+            (Some(section), Some(client)) => Some(RedisSettings {
+                client,
+                key_prefix: section.key_prefix.clone(),
+            }),
+            _ => None,
+        };
+        let a = &self.attribution;
+        let attribution = AttributionSettings {
+            stdout: a.stdout,
+            file: a.file.clone(),
+            audit_file: a.audit_file.as_ref().map(|path| AuditFile {
+                path: path.clone(),
+                fsync: a.audit_fsync,
+                max_bytes: (a.audit_max_bytes > 0).then_some(a.audit_max_bytes),
+                refusals: a.audit_refusals,
+            }),
+            redis_stream: a
+                .redis_stream
+                .as_ref()
+                .map(|key| (key.clone(), a.redis_stream_maxlen)),
+            refusals_per_second: a.audit_refusals_per_second,
+            drain_deadline: Duration::from_millis(a.drain_deadline_ms),
+        };
+        let r = &self.revocation;
+        let revocation = (r.file.is_some() || r.redis).then(|| RevocationSettings {
+            file: r
+                .file
+                .as_ref()
+                .map(|path| (path.clone(), Duration::from_millis(r.reload_ms))),
+            redis_poll: r.redis.then(|| Duration::from_millis(r.redis_poll_ms)),
+        });
+        let replay = ReplaySettings {
+            redis: self.replay.store == ReplayStoreKind::Redis
+                && self.agent_envelope.replay_protection,
+            accept_forgetful_redis: self.replay.accept_forgetful_redis,
+            fail_open: self.replay.fail_open,
+        };
+        let inference_id_header = self
+            .server
+            .inference_id_header
+            .as_deref()
+            .and_then(|h| http::HeaderName::try_from(h).ok());
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let s = &self.server;
+        match (listen, admin_listen, upstream, identity, upstream_tls) {
+            (
+                Some(listen),
+                Some(admin_listen),
+                Some(upstream),
+                Some(identity),
+                Some(upstream_tls),
+            ) if errors.is_empty() => Ok(Validated {
+                listen,
+                admin_listen,
+                upstream,
+                routes,
+                public,
+                unguarded: self.routes.unguarded,
+                header_read_timeout: Duration::from_millis(s.header_read_timeout_ms),
+                max_header_bytes: size(s.max_header_bytes),
+                max_connections: size(s.max_connections),
+                admin_max_connections: size(s.admin_max_connections),
+                http2: Http2 {
+                    max_concurrent_streams: s.http2_max_concurrent_streams,
+                    keep_alive_interval: (s.http2_keep_alive_interval_ms > 0)
+                        .then(|| Duration::from_millis(s.http2_keep_alive_interval_ms)),
+                    keep_alive_timeout: Duration::from_millis(s.http2_keep_alive_timeout_ms),
+                },
+                connect_timeout: Duration::from_millis(s.connect_timeout_ms),
+                response_timeout: Duration::from_millis(s.response_timeout_ms),
+                upstream_pool: UpstreamPool {
+                    http2: s.upstream_http2,
+                    max_idle: size(s.upstream_pool_max_idle),
+                    idle_timeout: Duration::from_millis(s.upstream_pool_idle_timeout_ms),
+                    max_requests: size(s.max_upstream_requests),
+                },
+                shutdown_grace: Duration::from_secs(s.shutdown_grace_seconds),
+                inference_id_header,
+                envelope: self.agent_envelope.clone(),
+                binding,
+                principals,
+                identity,
+                access_log,
+                access_log_buffer_lines: size(s.access_log_buffer_lines),
+                upstream_probe,
+                upstream_tls,
+                server_tls,
+                redis,
+                replay,
+                revocation,
+                attribution,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// The most native signatures `binding.requester_signatures_seen_max` may ask to keep.
+const MAX_SEEN_SIGNATURES: u64 = 1 << 24;
+
+/// Checks the requester-signature keys of `[binding]`; the settings when
+/// `requester_signature = "gonka"` and every key is right.
+fn requester_signature_settings(
+    b: &BindingSection,
+    prefix: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<passport_gate::grants::RequesterSignatureSettings> {
+    use passport_gate::grants::{RequesterSignatureProblem, RequesterSignatureSettings};
+    let before = errors.len();
+    let url = &b.grant_msg_type_url;
+    if !url.starts_with('/') || url.len() < 2 || url.contains(char::is_whitespace) {
+        errors.push(ConfigError::new(
+            "binding.grant_msg_type_url",
+            format!(
+                "{url:?} is not a message type URL like \"/inference.inference.MsgStartInference\""
+            ),
+        ));
+    }
+    for (key, v) in [
+        (
+            "requester_timestamp_max_age_ms",
+            b.requester_timestamp_max_age_ms,
+        ),
+        (
+            "requester_timestamp_max_advance_ms",
+            b.requester_timestamp_max_advance_ms,
+        ),
+    ] {
+        if v > 3_600_000 {
+            errors.push(ConfigError::new(
+                format!("binding.{key}"),
+                format!("{v} is out of range; accepted: 0 to 3600000"),
+            ));
+        }
+    }
+    let seen = b.requester_signatures_seen_max;
+    if !(1..=MAX_SEEN_SIGNATURES).contains(&seen) {
+        errors.push(ConfigError::new(
+            "binding.requester_signatures_seen_max",
+            format!("{seen} is out of range; accepted: 1 to {MAX_SEEN_SIGNATURES}"),
+        ));
+    }
+    if b.requester_signature == RequesterSignatureKind::None {
+        return None;
+    }
+    if b.chain_node.is_none() {
+        errors.push(ConfigError::new(
+            "binding.requester_signature",
+            "\"gonka\" needs binding.chain_node: the requester's public key is looked up on the chain",
+        ));
+    }
+    let Some(transfer_address) = &b.transfer_address else {
+        errors.push(ConfigError::new(
+            "binding.transfer_address",
+            "must be set with requester_signature = \"gonka\" (this node's own account address)",
+        ));
+        return None;
+    };
+    let ns = |ms: u64| i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+    let mut rs = RequesterSignatureSettings::new(transfer_address.clone());
+    rs.prefix = prefix.to_owned();
+    rs.max_age_ns = ns(b.requester_timestamp_max_age_ms);
+    rs.max_advance_ns = ns(b.requester_timestamp_max_advance_ms);
+    rs.max_seen = usize::try_from(seen).unwrap_or(usize::MAX);
+    if let Err(problems) = rs.validate() {
+        for p in problems {
+            match p {
+                RequesterSignatureProblem::TransferAddress(why) => {
+                    errors.push(ConfigError::new(
+                        "binding.transfer_address",
+                        format!("{transfer_address:?} is not a canonical account address with the prefix {prefix:?}: {why}"),
+                    ));
+                }
+                // The ranges above already name these keys.
+                RequesterSignatureProblem::MaxAge
+                | RequesterSignatureProblem::MaxAdvance
+                | RequesterSignatureProblem::MaxSeen => {}
+            }
+        }
+    }
+    (errors.len() == before).then_some(rs)
+}
+
+/// The chain node's URL as the chain-node client takes it: `http://` or
+/// `https://host[:port]` (the client itself is built once, by the gateway).
+fn check_chain_node(url: &str) -> Result<(), String> {
+    let base = url.trim_end_matches('/');
+    let uri: http::Uri = base
+        .parse()
+        .map_err(|e| format!("chain node URL {url:?}: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(format!(
+            "chain node URL {url:?} must be http:// or https://host[:port]"
+        ));
+    }
+    Ok(())
+}
+
+/// The requester header when `[binding]` names neither a header nor a fixed requester.
+const DEFAULT_REQUESTER_HEADER: &str = "X-Requester-Address";
+
+fn check_probe(
+    p: &UpstreamProbeSection,
+    upstream: &Upstream,
+) -> Result<UpstreamProbe, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    if !p.path.starts_with('/') || p.path.contains(['#', ' ']) {
+        errors.push(ConfigError::new(
+            "server.upstream_probe.path",
+            format!("{:?} must be an absolute path like \"/v1/models\"", p.path),
+        ));
+    }
+    let uri = http::Uri::builder()
+        .scheme(upstream.scheme.clone())
+        .authority(upstream.authority.clone())
+        .path_and_query(format!("{}{}", upstream.base_path, p.path))
+        .build();
+    if uri.is_err() && errors.is_empty() {
+        errors.push(ConfigError::new(
+            "server.upstream_probe.path",
+            format!("{:?} is not a valid path", p.path),
+        ));
+    }
+    if !(100..=3_600_000).contains(&p.interval_ms) {
+        errors.push(ConfigError::new(
+            "server.upstream_probe.interval_ms",
+            format!(
+                "{} is out of range; accepted: 100 to 3600000",
+                p.interval_ms
+            ),
+        ));
+    }
+    if p.timeout_ms == 0 || p.timeout_ms > p.interval_ms.min(60_000) {
+        errors.push(ConfigError::new(
+            "server.upstream_probe.timeout_ms",
+            format!(
+                "{} is out of range; accepted: 1 to the smaller of interval_ms and 60000",
+                p.timeout_ms
+            ),
+        ));
+    }
+    match uri {
+        Ok(uri) if errors.is_empty() => Ok(UpstreamProbe {
+            uri,
+            interval: Duration::from_millis(p.interval_ms),
+            timeout: Duration::from_millis(p.timeout_ms),
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    if s.is_empty() {
+        return Err("must be set (http://host:port of the OpenAI-compatible server)".into());
+    }
+    let uri: http::Uri = s.parse().map_err(|_| format!("{s:?} is not a URL"))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => http::uri::Scheme::HTTP,
+        Some("https") => http::uri::Scheme::HTTPS,
+        _ => return Err(format!("{s:?}: must be an http:// or https:// URL")),
+    };
+    if uri.query().is_some() {
+        return Err(format!("{s:?}: must not have a query"));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{s:?} has no host"))?;
+    Ok(Upstream {
+        scheme,
+        authority,
+        base_path: uri.path().trim_end_matches('/').to_owned(),
+    })
+}
+
+/// A route entry: an uppercase method the gateway proxies, one space, and a path that
+/// is already in the gateway's normal form without a trailing slash (so the entry
+/// means exactly what the guard compares).
+fn parse_route(s: &str) -> Result<Route, String> {
+    let (method, path) = s
+        .split_once(' ')
+        .ok_or_else(|| format!("{s:?} must look like \"POST /v1/chat/completions\""))?;
+    let method = Method::from_bytes(method.as_bytes())
+        .ok()
+        .filter(crate::gateway::admission::is_proxied)
+        .ok_or_else(|| {
+            format!(
+                "{s:?}: the method must be one of {}",
+                crate::gateway::error::ALLOWED_METHODS
+            )
+        })?;
+    if path.contains(['?', '#', ' ']) {
+        return Err(format!("{s:?}: the path must have no query"));
+    }
+    match crate::gateway::path::normalize(path) {
+        Ok(normal) if crate::gateway::path::route_key(&normal) == path => Ok(Route {
+            method,
+            path: path.to_owned(),
+        }),
+        Ok(normal) => Err(format!(
+            "{s:?}: the path is not in normal form; write {:?}",
+            crate::gateway::path::route_key(&normal)
+        )),
+        Err(why) => Err(format!("{s:?}: the path has {why}")),
+    }
+}
+
+/// Checks `[principals]`: every entry of `allow`, and every line of `allow_file`
+/// (which must exist), one error per problem naming its key.
+pub(crate) fn allowlist_settings(
+    section: &PrincipalsSection,
+    prefix: &str,
+) -> Result<passport_gate::principals::AllowlistSettings, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    if section.allow.is_empty() && section.allow_file.is_none() {
+        errors.push(ConfigError::new(
+            "principals",
+            "set allow, allow_file or both (remove the section to serve every principal)",
+        ));
+    }
+    let mut fixed = HashSet::new();
+    for (i, entry) in section.allow.iter().enumerate() {
+        match passport_gate::principals::canonical_address(prefix, entry) {
+            Ok(a) => {
+                fixed.insert(a);
+            }
+            Err(e) => errors.push(ConfigError::new(
+                format!("principals.allow[{i}]"),
+                format!("{entry:?} is not an account address with the prefix {prefix:?}: {e}"),
+            )),
+        }
+    }
+    if !(10..=3_600_000).contains(&section.reload_ms) {
+        errors.push(ConfigError::new(
+            "principals.reload_ms",
+            format!(
+                "{} is out of range; accepted: 10 to 3600000",
+                section.reload_ms
+            ),
+        ));
+    }
+    let file = match &section.allow_file {
+        None => None,
+        Some(path) => match passport_gate::principals::read_file(path, prefix) {
+            Ok(set) => Some((path.clone(), set, Duration::from_millis(section.reload_ms))),
+            Err(list) => {
+                errors.extend(
+                    list.into_iter()
+                        .map(|e| ConfigError::new("principals.allow_file", e)),
+                );
+                None
+            }
+        },
+    };
+    if errors.is_empty() {
+        Ok(passport_gate::principals::AllowlistSettings {
+            fixed,
+            file,
+            prefix: prefix.to_owned(),
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+    use passport_core::config::Config;
+
+    #[test]
+    fn a_minimal_file_validates_with_the_reference_defaults() {
+        let c =
+            GatewayConfig::from_toml("[server]\nupstream = \"http://127.0.0.1:8000\"\n").unwrap();
+        let v = c.validate().unwrap();
+        assert_eq!(v.routes.len(), 4);
+        assert!(v.public.is_empty());
+        assert!(!v.envelope.enabled);
+        assert_eq!(v.upstream.authority.as_str(), "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn every_bad_setting_gets_its_own_line() {
+        let text = r#"
+[server]
+listen = "nowhere"
+upstream = "ftp://upstream.example"
+connect_timeout_ms = 0
+[agent_envelope]
+enabled = true
+max_ttl_seconds = 0
+[routes]
+guarded = ["POST"]
+[binding]
+requester_header = "bad header"
+chain_node = "ftp://x"
+"#;
+        let errors = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
+        for key in [
+            "server.listen",
+            "server.upstream",
+            "server.connect_timeout_ms",
+            "routes.guarded",
+            "agent_envelope.chain_id",
+            "agent_envelope.max_ttl_seconds",
+            "binding.requester_header",
+            "binding.chain_node",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "{key} missing from {errors:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_annotated_example_file_is_valid() {
+        let text = include_str!("../../../../passport-gate.example.toml");
+        let v = GatewayConfig::from_toml(text).unwrap().validate().unwrap();
+        assert!(v.envelope.enabled);
+        assert_eq!(
+            v.envelope,
+            Config {
+                enabled: true,
+                chain_id: "gonka-mainnet".into(),
+                ..Config::default()
+            }
+        );
+        assert!(
+            v.binding.is_none(),
+            "binding needs a chain node: off as shipped"
+        );
+        assert!(v.upstream_probe.is_some());
+        assert_eq!(v.upstream.authority.as_str(), "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn route_entries_must_be_an_uppercase_proxied_method_and_a_normal_path() {
+        for (entry, fragment) in [
+            ("post /v1/chat/completions", "the method must be one of"),
+            ("CONNECT /v1/x", "the method must be one of"),
+            (
+                "POST /v1/chat/completions/",
+                "write \"/v1/chat/completions\"",
+            ),
+            (
+                "POST /v1//chat/completions",
+                "write \"/v1/chat/completions\"",
+            ),
+            (
+                "POST /v1/chat/%63ompletions",
+                "write \"/v1/chat/completions\"",
+            ),
+            ("POST /v1/chat%2Fcompletions", "an encoded / or"),
+            ("POST /v1/chat;x", "a ;"),
+            ("POST v1/chat", "not an origin-form path"),
+            ("POST /v1/chat?x=1", "no query"),
+        ] {
+            let text = format!(
+                "[server]\nupstream = \"http://127.0.0.1:1\"\n[routes]\npublic = [{entry:?}]\n"
+            );
+            let errors = GatewayConfig::from_toml(&text)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>();
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with("routes.public") && e.contains(fragment)),
+                "{entry}: {errors:?}"
+            );
+        }
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\n[routes]\npublic = [\"POST /v1/embeddings\"]\n";
+        let errors = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
+        assert!(errors[0].contains("also in routes.guarded"), "{errors:?}");
+    }
+
+    #[test]
+    fn connection_bounds_are_range_checked() {
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nheader_read_timeout_ms = 0\nmax_header_bytes = 100\nmax_connections = 0\nadmin_max_connections = 0\n";
+        let errors = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
+        for key in [
+            "server.header_read_timeout_ms",
+            "server.max_header_bytes",
+            "server.max_connections",
+            "server.admin_max_connections",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "{key}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_section_that_does_not_parse_is_one_line_and_the_others_are_kept() {
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nlisten = 5\n[routes]\nguard = []\n[principal]\nallow = []\n[replay]\nfail_open = true\n";
+        let (config, errors) = GatewayConfig::load(text);
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].starts_with("principal: unknown section"));
+        assert!(errors[1].starts_with("routes: unknown field `guard`"));
+        assert!(errors[2].starts_with("server: invalid type"));
+        assert!(config.replay.fail_open, "a good section is kept");
+    }
+
+    #[test]
+    fn transport_settings_are_checked_at_startup() {
+        let text = r#"
+[server]
+upstream = "https://127.0.0.1:1"
+upstream_client_cert_file = "/nonexistent/client.pem"
+upstream_ca_file = "/nonexistent/ca.pem"
+http2_max_concurrent_streams = 0
+http2_keep_alive_timeout_ms = 1
+[server.tls]
+cert_file = "/nonexistent/cert.pem"
+key_file = "/nonexistent/key.pem"
+reload_ms = 1
+[redis]
+url = "rediss://127.0.0.1:1/#insecure"
+cluster_nodes = ["redis://127.0.0.1:2"]
+"#;
+        let errors = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
+        for needle in [
+            "server.upstream_client_cert_file: set together with server.upstream_client_key_file",
+            "server.upstream TLS: cannot read /nonexistent/ca.pem",
+            "server.tls: cannot read /nonexistent/cert.pem",
+            "server.tls.reload_ms",
+            "server.http2_max_concurrent_streams",
+            "server.http2_keep_alive_timeout_ms",
+            "redis.url:",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(needle)),
+                "{needle} missing from {errors:#?}"
+            );
+        }
+        let https = "[server]\nupstream = \"https://node.example:8443/api\"\n";
+        let v = GatewayConfig::from_toml(https).unwrap().validate().unwrap();
+        assert_eq!(v.upstream.scheme, http::uri::Scheme::HTTPS);
+        assert_eq!(v.upstream.base_path, "/api");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(GatewayConfig::from_toml("[server]\nupstreem = \"x\"\n").is_err());
+        assert!(GatewayConfig::from_toml("[agent_envelope]\nenable = true\n").is_err());
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let mut c =
+            GatewayConfig::from_toml("[server]\nupstream = \"http://127.0.0.1:1\"\n").unwrap();
+        let flags = Overrides {
+            upstream: Some("http://127.0.0.1:2".into()),
+            ..Overrides::default()
+        };
+        let env = Overrides {
+            upstream: Some("http://127.0.0.1:3".into()),
+            chain_id: Some("gonka-mainnet".into()),
+            enabled: Some(true),
+            ..Overrides::default()
+        };
+        c.apply(flags.over(env));
+        assert_eq!(c.server.upstream, "http://127.0.0.1:2");
+        assert_eq!(c.agent_envelope.chain_id, "gonka-mainnet");
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn the_requester_signature_keys_become_the_layer_settings() {
+        let transfer = passport_core::crypto::PrincipalSecret::from_bytes(&[0x74; 32])
+            .unwrap()
+            .public_key()
+            .address("gonka")
+            .unwrap();
+        let text = format!(
+            "[server]\nupstream = \"http://127.0.0.1:1\"\n[binding]\nchain_node = \"http://127.0.0.1:1317\"\nrequester_signature = \"gonka\"\ntransfer_address = \"{transfer}\"\nrequester_timestamp_max_age_ms = 5000\nrequester_signatures_seen_max = 7\ngrant_msg_type_url = \"/inference.inference.MsgClaimRewards\"\n"
+        );
+        let v = GatewayConfig::from_toml(&text).unwrap().validate().unwrap();
+        let b = v.binding.unwrap();
+        assert_eq!(b.msg_type_url, passport_gate::grants::CLAIM_REWARDS_MSG);
+        assert_eq!(
+            b.grants,
+            GrantSourceSettings::ChainNode("http://127.0.0.1:1317".into())
+        );
+        let rs = b.requester_signature.unwrap();
+        assert_eq!(rs.transfer_address, transfer);
+        assert_eq!(rs.prefix, "gonka");
+        assert_eq!(rs.max_age_ns, 5_000_000_000);
+        assert_eq!(rs.max_advance_ns, 10_000_000_000);
+        assert_eq!(rs.max_seen, 7);
+        let plain = "[server]\nupstream = \"http://127.0.0.1:1\"\n[binding]\ngrants = []\n";
+        let b = GatewayConfig::from_toml(plain)
+            .unwrap()
+            .validate()
+            .unwrap()
+            .binding
+            .unwrap();
+        assert!(b.requester_signature.is_none());
+        assert_eq!(b.msg_type_url, passport_gate::grants::START_INFERENCE_MSG);
+    }
+}

@@ -1,0 +1,322 @@
+//! Settings → the running objects, each built once, here: the metrics, the attribution
+//! sinks and queue, the grant and account sources, the principal allowlist watcher, the
+//! replay store, the revocation list, the passport layer, the access log, the upstream
+//! client and the proxy listener's TLS.
+
+use super::access_log::AccessLog;
+use super::admission::Admission;
+use super::listener::{ConnectionLimits, Http2Limits};
+use super::metrics::GatewayMetrics;
+use super::routes::RouteTable;
+use super::settings::{AttributionSettings, BindingSettings, GrantSourceSettings, Settings};
+use super::{proxy, Proxy};
+use crate::transport::tls;
+use hyper::body::Incoming;
+use passport_gate::attribution::{
+    AttributionQueue, AuditFileSink, JsonLinesSink, RedisStreamSink, Sink,
+};
+use passport_gate::grants::{
+    AccountCache, GrantCache, GrantSource, LcdGrantSource, RequesterSignature, StaticGrants,
+};
+use passport_gate::layer::{Binding, PassportLayer, RequesterSource};
+use passport_gate::metrics::Metrics;
+use passport_gate::principals::PrincipalAllowlist;
+use passport_gate::redis_client::{Durability, Redis, RedisConfig, RedisError};
+use passport_gate::replay::RedisReplayStore;
+use passport_gate::revocation::RevocationList;
+use prometheus::Registry;
+use std::sync::Arc;
+
+/// What the gateway runs: everything `run` needs besides the listeners.
+pub(crate) struct Built {
+    pub registry: Registry,
+    pub metrics: Metrics,
+    pub gateway_metrics: GatewayMetrics,
+    pub transport: tls::TransportMetrics,
+    pub queue: Option<AttributionQueue>,
+    pub layer: PassportLayer,
+    /// The chain-node client, shared by the grant and account lookups and the readiness
+    /// probe.
+    pub chain_node: Option<LcdGrantSource>,
+    pub access_log: Option<Arc<AccessLog>>,
+    pub proxy: Proxy<Incoming>,
+    pub listener_tls: Option<tokio_rustls::TlsAcceptor>,
+    pub proxy_limits: ConnectionLimits,
+    pub admin_limits: ConnectionLimits,
+    pub h2_limits: Http2Limits,
+    pub routes: Arc<RouteTable>,
+    pub admission: Arc<Admission>,
+}
+
+/// Builds everything once. Problems found while opening files are collected, so that one
+/// run reports every file that cannot be opened (each line naming its key).
+pub(crate) async fn build(config: &Settings) -> Result<Built, String> {
+    let registry = Registry::new();
+    let metrics = Metrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
+    let gateway_metrics =
+        GatewayMetrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
+    let transport =
+        tls::TransportMetrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
+
+    let redis_config = config.redis.as_ref().map(|r| &r.client);
+    let redis = redis_config.map(|c| Arc::new(Redis::new(c.clone())));
+    let key_prefix = config
+        .redis
+        .as_ref()
+        .map(|r| r.key_prefix.clone())
+        .unwrap_or_default();
+    let mut problems: Vec<String> = Vec::new();
+    let sinks = sinks(&config.attribution, redis_config)
+        .map_err(|list| problems.extend(list))
+        .unwrap_or_default();
+    let queue = if sinks.is_empty() {
+        None
+    } else {
+        Some(
+            AttributionQueue::start(
+                config.envelope.attribution_queue_cap,
+                sinks,
+                metrics.clone(),
+            )
+            .map_err(|e| format!("cannot start the attribution thread: {e}"))?,
+        )
+    };
+
+    let mut builder = PassportLayer::builder(config.envelope.clone()).metrics(metrics.clone());
+    let mut chain_node = None;
+    if let Some(b) = &config.binding {
+        let (binding, node) = binding(b, &config.upstream_tls)?;
+        chain_node = node;
+        builder = builder.binding(binding);
+    }
+    if let Some(p) = &config.principals {
+        let list = Arc::new(PrincipalAllowlist::new(p.fixed.clone()));
+        if let Some((path, initial, interval)) = &p.file {
+            list.watch_file(
+                path.clone(),
+                initial.clone(),
+                *interval,
+                p.prefix.clone(),
+                metrics.principals_reload_failures.clone(),
+            )
+            .map_err(|e| format!("principals.allow_file: {e}"))?;
+        }
+        builder = builder.principals(list);
+    }
+    if let Some(q) = &queue {
+        let a = &config.attribution;
+        builder = builder
+            .attribution(q.sender().limit_refusals(a.refusals_per_second))
+            .record_refusals(a.audit_file.as_ref().is_some_and(|f| f.refusals));
+    }
+    if let (true, Some(c)) = (config.replay.redis, redis_config) {
+        let store = replay_redis(c, config.replay.accept_forgetful_redis, &metrics).await?;
+        builder = builder.replay_store(Arc::new(
+            RedisReplayStore::new(store, &key_prefix)
+                .records_per_principal(config.envelope.replay_records_per_principal),
+        ));
+    }
+    builder = builder.replay_fail_open(config.replay.fail_open);
+    if let Some(r) = &config.revocation {
+        let mut list = RevocationList::default();
+        list.count_bad_lines_on(metrics.revocation_bad_lines.clone());
+        let list = Arc::new(list);
+        if let Some((path, every)) = &r.file {
+            if let Err(e) = list.watch_file(path.clone(), *every) {
+                problems.push(format!("revocation.file: {e}"));
+            }
+        }
+        if let (Some(every), Some(redis)) = (r.redis_poll, &redis) {
+            list.watch_redis(Arc::clone(redis), format!("{key_prefix}revoked"), every);
+        }
+        builder = builder.revocations(list);
+    }
+    if let Some(name) = &config.inference_id_header {
+        builder = builder.inference_id_header(name.clone());
+    }
+    let layer = builder.build().map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| format!("agent_envelope.{e}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+
+    let access_log = AccessLog::start(
+        &config.access_log,
+        config.access_log_buffer_lines,
+        gateway_metrics.access_log_dropped.clone(),
+    )
+    .map_err(|e| problems.push(e))
+    .ok()
+    .flatten()
+    .map(Arc::new);
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
+
+    let limits = |max_connections: usize| ConnectionLimits {
+        max_connections,
+        header_read_timeout: config.header_read_timeout,
+        max_header_bytes: config.max_header_bytes,
+    };
+    let pool = config.upstream_pool;
+    let proxy = Proxy::new(
+        config.upstream.clone(),
+        proxy::UpstreamClient {
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+            tls: config.upstream_tls.clone(),
+            http2: pool.http2,
+            pool_max_idle: pool.max_idle,
+            pool_idle_timeout: pool.idle_timeout,
+            errors: transport.upstream(),
+            max_requests: pool.max_requests,
+        },
+        config.identity.clone(),
+        config.server_tls.is_some(),
+    );
+    let listener_tls = match &config.server_tls {
+        Some(t) => {
+            t.certificate
+                .watch(t.reload, transport.certificate_reloads.clone());
+            let client_ca = t
+                .client_ca
+                .as_ref()
+                .map(|(path, roots)| (path.as_path(), roots.clone()));
+            let server = tls::server_config(Arc::clone(&t.certificate), client_ca)
+                .map_err(|e| format!("server.tls: {e}"))?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+        }
+        None => None,
+    };
+    let requester = match config.binding.as_ref().map(|b| &b.requester) {
+        Some(RequesterSource::Header(h)) => Some(h.clone()),
+        _ => None,
+    };
+    Ok(Built {
+        registry,
+        metrics,
+        gateway_metrics,
+        transport,
+        queue,
+        layer,
+        chain_node,
+        access_log,
+        proxy,
+        listener_tls,
+        proxy_limits: limits(config.max_connections),
+        admin_limits: limits(config.admin_max_connections),
+        h2_limits: Http2Limits {
+            max_concurrent_streams: config.http2.max_concurrent_streams,
+            keep_alive_interval: config.http2.keep_alive_interval,
+            keep_alive_timeout: config.http2.keep_alive_timeout,
+        },
+        routes: Arc::new(RouteTable::new(
+            config.routes.clone(),
+            config.public.clone(),
+            config.unguarded,
+            config.passport_required(),
+        )),
+        admission: Arc::new(Admission::new(requester)),
+    })
+}
+
+/// The binding: its grant source (a chain node or a fixed list), the grant cache, the
+/// account cache whenever there is a chain node, and the requester signature check.
+/// Returns the chain-node client too, for the readiness probe.
+fn binding(
+    b: &BindingSettings,
+    upstream_tls: &rustls::ClientConfig,
+) -> Result<(Binding, Option<LcdGrantSource>), String> {
+    let (grants, node): (Arc<dyn GrantSource>, _) = match &b.grants {
+        GrantSourceSettings::ChainNode(url) => {
+            let node = Arc::new(
+                LcdGrantSource::with_tls(url, upstream_tls.clone())
+                    .map_err(|e| format!("binding.chain_node: {e}"))?,
+            );
+            (node.clone(), Some(node))
+        }
+        GrantSourceSettings::Static(list) => (Arc::new(StaticGrants(list.clone())), None),
+    };
+    let mut binding = Binding::from_source(b.requester.clone(), GrantCache::new(grants, b.cache))
+        .with_msg_type_url(b.msg_type_url.clone());
+    let accounts = node.as_ref().map(|n| AccountCache::new(n.clone(), b.cache));
+    if let Some(accounts) = &accounts {
+        binding = binding.with_accounts(accounts.clone());
+    }
+    if let Some(rs) = &b.requester_signature {
+        // Checked by the configuration: a requester signature needs a chain node.
+        let accounts = accounts.ok_or("binding.requester_signature: needs binding.chain_node")?;
+        binding = binding.with_requester_signature(RequesterSignature::new(rs.clone(), accounts));
+    }
+    Ok((binding, node.map(|n| (*n).clone())))
+}
+
+/// Opens every configured sink; every sink that cannot be opened is one line.
+fn sinks(
+    config: &AttributionSettings,
+    redis: Option<&RedisConfig>,
+) -> Result<Vec<Box<dyn Sink>>, Vec<String>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let mut errors = Vec::new();
+    if let Some(audit) = &config.audit_file {
+        match AuditFileSink::open(&audit.path, audit.fsync, audit.max_bytes) {
+            Ok(sink) => sinks.push(Box::new(sink)),
+            Err(e) => errors.push(format!(
+                "attribution.audit_file: cannot open {}: {e}",
+                audit.path.display()
+            )),
+        }
+    }
+    if let (Some((key, maxlen)), Some(redis)) = (&config.redis_stream, redis) {
+        match RedisStreamSink::new(redis.clone(), key, *maxlen) {
+            Ok(sink) => sinks.push(Box::new(sink)),
+            Err(e) => errors.push(format!("attribution.redis_stream: {e}")),
+        }
+    }
+    if config.stdout {
+        sinks.push(Box::new(JsonLinesSink::stdout()));
+    }
+    if let Some(path) = &config.file {
+        match JsonLinesSink::create_file(path) {
+            Ok(sink) => sinks.push(Box::new(sink)),
+            Err(e) => errors.push(format!(
+                "attribution.file: cannot open {}: {e}",
+                path.display()
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(sinks)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The replay store's own Redis client: every connection it opens first checks that the
+/// server cannot silently forget records. A forgetful server refuses startup (unless
+/// `accept_forgetful_redis`); an unreachable one is reported and the store fails closed
+/// until it answers, checked again on every reconnect.
+async fn replay_redis(
+    config: &RedisConfig,
+    accept_forgetful: bool,
+    metrics: &Metrics,
+) -> Result<Arc<Redis>, String> {
+    let durability = if accept_forgetful {
+        Durability::AcceptForgetful {
+            counter: Some(metrics.replay_store_forgetful.clone()),
+        }
+    } else {
+        Durability::Required
+    };
+    let redis = Arc::new(Redis::new(config.clone()).with_durability(durability));
+    match redis.check().await {
+        Ok(()) => Ok(redis),
+        Err(RedisError::Forgetful(e)) => Err(format!("replay.store: {e}")),
+        Err(e) => {
+            tracing::warn!(error = %e, "replay store: Redis not reachable at startup; requests are refused until it is");
+            Ok(redis)
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The per-connection service: admission, then the route decision.
+
+use super::access_log::AccessLog;
+use super::admission::Admission;
+use super::metrics::{GatewayMetrics, Unguarded as UnguardedAction};
+use super::proxy::{Proxy, ProxyBody};
+use super::routes::{Decision, RouteTable};
+use super::GatewayError;
+use hyper::body::Incoming;
+use passport_gate::layer::{PassportBody, PassportService};
+use passport_gate::RequestPath;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::Service;
+
+/// The response body of the gateway.
+pub type GatewayBody = PassportBody<ProxyBody>;
+
+/// Per-connection service: admission first (method, path, `Connection`, framing), then
+/// the route decision on the normal path: through the layer, forwarded without a
+/// passport check, or refused.
+#[derive(Clone)]
+pub(super) struct Dispatch {
+    pub(super) guarded: PassportService<Proxy<Incoming>>,
+    pub(super) plain: Proxy<Incoming>,
+    pub(super) admission: Arc<Admission>,
+    pub(super) routes: Arc<RouteTable>,
+    pub(super) metrics: GatewayMetrics,
+    pub(super) access_log: Option<Arc<AccessLog>>,
+}
+
+type DispatchFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<GatewayBody>, Infallible>> + Send>>;
+
+impl Service<http::Request<Incoming>> for Dispatch {
+    type Response = http::Response<GatewayBody>;
+    type Error = Infallible;
+    type Future = DispatchFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Incoming>) -> DispatchFuture {
+        let Some(log) = &self.access_log else {
+            return self.route(req);
+        };
+        let log = Arc::clone(log);
+        let started = std::time::Instant::now();
+        let method = req.method().clone();
+        // The path as received, without the query (which may carry secrets).
+        let path = req.uri().path().to_owned();
+        let answered = self.route(req);
+        Box::pin(async move {
+            let response = answered.await?;
+            log.record(&method, &path, &response, started);
+            Ok(response)
+        })
+    }
+}
+
+impl Dispatch {
+    fn route(&mut self, mut req: http::Request<Incoming>) -> DispatchFuture {
+        let answer = |e: GatewayError| -> DispatchFuture {
+            Box::pin(std::future::ready(Ok(e.http_response())))
+        };
+        let normal = match self.admission.admit(req.method(), req.uri(), req.headers()) {
+            Ok(normal) => normal,
+            Err(e) => {
+                self.metrics.gateway_refusal(e);
+                return answer(e);
+            }
+        };
+        let decision = self.routes.decide(req.method(), &normal);
+        req.extensions_mut().insert(RequestPath(normal));
+        let action = match decision {
+            Decision::Guard => return Box::pin(self.guarded.call(req)),
+            Decision::Refuse => {
+                self.metrics.unguarded(UnguardedAction::Refused);
+                return answer(GatewayError::RouteNotAllowed);
+            }
+            Decision::Public => UnguardedAction::Public,
+            Decision::Forward => UnguardedAction::Forwarded,
+        };
+        self.metrics.unguarded(action);
+        let fut = self.plain.call(req.map(PassportBody::original));
+        Box::pin(async move { fut.await.map(|r| r.map(PassportBody::original)) })
+    }
+}

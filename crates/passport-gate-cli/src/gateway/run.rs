@@ -1,0 +1,202 @@
+//! Running the gateway: bind, serve until shutdown, drain, report.
+
+use super::dispatch::Dispatch;
+use super::listener::{Acceptor, ProxyProtocols};
+use super::{access_log, admin, build, Validated};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use passport_gate::attribution::DrainReport;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tower::Layer;
+
+/// What happened at shutdown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections still open when the grace period ended (they were cut).
+    pub connections_cut: usize,
+    /// Forwarded requests still waiting for the upstream when the grace period ended:
+    /// their events were never written (counted in
+    /// `passport_gate_attribution_events_lost_total`).
+    pub events_cut: usize,
+    /// The attribution queue's report, when attribution was on.
+    pub attribution: Option<DrainReport>,
+}
+
+/// A running gateway's addresses, known once it listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    /// The proxy's address.
+    pub listen: SocketAddr,
+    /// The admin listener's address.
+    pub admin: SocketAddr,
+}
+
+/// Runs the gateway until `shutdown` completes, then stops accepting, lets in-flight
+/// requests finish within the grace period, drains the attribution queue and reports.
+/// `on_bound` is called once both listeners are bound.
+pub async fn run(
+    config: Validated,
+    shutdown: impl Future<Output = ()>,
+    on_bound: impl FnOnce(Bound),
+) -> Result<ShutdownReport, String> {
+    let build::Built {
+        registry,
+        metrics,
+        gateway_metrics,
+        transport,
+        queue,
+        layer,
+        chain_node,
+        access_log,
+        proxy,
+        listener_tls,
+        proxy_limits,
+        admin_limits,
+        h2_limits,
+        routes,
+        admission,
+    } = build::build(&config).await?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("server.listen: cannot listen on {}: {e}", config.listen))?;
+    let admin_listener = TcpListener::bind(config.admin_listen).await.map_err(|e| {
+        format!(
+            "server.admin_listen: cannot listen on {}: {e}",
+            config.admin_listen
+        )
+    })?;
+    let bound = Bound {
+        listen: listener.local_addr().map_err(|e| e.to_string())?,
+        admin: admin_listener.local_addr().map_err(|e| e.to_string())?,
+    };
+
+    let mut readiness = admin::Readiness {
+        chain_node: None,
+        upstream: None,
+    };
+    if let Some(node) = chain_node {
+        let answered = Arc::new(AtomicBool::new(false));
+        tokio::spawn(admin::probe_chain_node(node, Arc::clone(&answered)));
+        readiness.chain_node = Some(answered);
+    }
+    if let Some(probe) = &config.upstream_probe {
+        let health = Arc::new(admin::UpstreamHealth::default());
+        tokio::spawn(admin::probe_upstream(
+            probe.clone(),
+            config.upstream_tls.clone(),
+            config.upstream_pool.http2,
+            Arc::clone(&health),
+            gateway_metrics.upstream_up.clone(),
+        ));
+        readiness.upstream = Some(health);
+    }
+    let admin_task = tokio::spawn(admin::serve(
+        Acceptor::new(
+            admin_listener,
+            admin_limits.max_connections,
+            gateway_metrics.connections("admin"),
+            "admin",
+        ),
+        admin_limits,
+        registry,
+        Arc::new(readiness),
+    ));
+
+    let protocols = Arc::new(ProxyProtocols::new(
+        &proxy_limits,
+        &h2_limits,
+        listener_tls,
+        transport.clone(),
+    ));
+    let mut acceptor = Acceptor::new(
+        listener,
+        proxy_limits.max_connections,
+        gateway_metrics.connections("proxy"),
+        "proxy",
+    );
+    let graceful = GracefulShutdown::new();
+    on_bound(bound);
+    tracing::info!(listen = %bound.listen, admin = %bound.admin, "gateway listening");
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            (stream, peer, slot) = acceptor.next() => {
+                let _ = stream.set_nodelay(true);
+                let plain = proxy.for_peer(peer);
+                let service = Dispatch {
+                    guarded: layer.layer(plain.clone()),
+                    plain,
+                    admission: Arc::clone(&admission),
+                    routes: Arc::clone(&routes),
+                    metrics: gateway_metrics.clone(),
+                    access_log: access_log.clone(),
+                };
+                let watcher = graceful.watcher();
+                let protocols = Arc::clone(&protocols);
+                tokio::spawn(async move {
+                    protocols
+                        .serve(stream, TowerToHyperService::new(service), watcher)
+                        .await;
+                    drop(slot);
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(acceptor);
+    tracing::info!("shutting down: no new connections, waiting for in-flight requests");
+    let open = graceful.count();
+    let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
+    let connections_cut = match tokio::time::timeout_at(grace_ends, graceful.shutdown()).await {
+        Ok(()) => 0,
+        Err(_) => open,
+    };
+    // Requests whose client already left are not connections any more, but they were
+    // forwarded and still owe an event: wait for them within the same grace period.
+    let events_cut = match tokio::time::timeout_at(grace_ends, layer.forwarded_done()).await {
+        Ok(()) => 0,
+        Err(_) => layer.forwarded_in_flight(),
+    };
+    metrics.attribution_lost.inc_by(events_cut as u64);
+    if let Some(log) = &access_log {
+        let left = log.flushed(access_log::SHUTDOWN_FLUSH).await;
+        if left > 0 {
+            tracing::warn!(lines = left, "access log: lines not written at shutdown");
+        }
+    }
+    admin_task.abort();
+    let attribution = queue.map(|q| q.shutdown(config.attribution.drain_deadline));
+    Ok(ShutdownReport {
+        connections_cut,
+        events_cut,
+        attribution,
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
