@@ -825,8 +825,7 @@ fn serve_until_exit(name: &str, toml: &str) -> (Option<i32>, Vec<String>) {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    std::thread::sleep(Duration::from_millis(50));
-    (status.code(), lines.try_iter().collect())
+    (status.code(), support::serve::lines_until_closed(&lines))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -272,7 +272,7 @@ async fn sigterm_finishes_in_flight_requests_and_loses_no_event() {
     );
     let status = gw.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-    let stderr: Vec<String> = gw.lines.try_iter().collect();
+    let stderr = gw.lines_until_closed();
     assert!(
         stderr
             .iter()

@@ -167,6 +167,24 @@ impl Gateway {
     pub fn drain_lines(&self) -> Vec<String> {
         self.lines.try_iter().collect()
     }
+
+    /// Everything the gateway printed on stderr until it closed, for a gateway that has
+    /// exited: the thread reading stderr may still be passing on the last lines when
+    /// `wait()` returns.
+    pub fn lines_until_closed(&self) -> Vec<String> {
+        lines_until_closed(&self.lines)
+    }
+}
+
+/// Every line `lines` yields until its sender is gone (the process's stderr reached its
+/// end), waiting 10 s at most.
+pub fn lines_until_closed(lines: &mpsc::Receiver<String>) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        out.push(line);
+    }
+    out
 }
 
 /// The resident set size of process `pid`, in KiB.
