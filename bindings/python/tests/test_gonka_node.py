@@ -115,18 +115,16 @@ def sdk(base_url: str, auth) -> Tuple[openai.OpenAI, List[Dict[str, str]]]:
                          max_retries=0), sent
 
 
-def chat(client: openai.OpenAI, nonce: bool = False):
-    # A distinct body each call; `nonce` also varies the URI (the passport signature)
-    # without touching the body (the native signature).
-    extra = {"extra_query": {"aps_nonce": uuid.uuid4().hex}} if nonce else {}
+def chat(client: openai.OpenAI):
+    # A distinct body each call (the gateway has replay protection on).
     return client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "hello there node"}],
-        user=str(uuid.uuid4()), **extra)
+        user=str(uuid.uuid4()))
 
 
-def refused(client: openai.OpenAI, nonce: bool = False) -> Tuple[int, str]:
+def refused(client: openai.OpenAI) -> Tuple[int, str]:
     with pytest.raises(openai.APIStatusError) as e:
-        chat(client, nonce)
+        chat(client)
     return e.value.status_code, e.value.code
 
 
