@@ -85,7 +85,8 @@ class Gateway:
         self.base_url = f"http://127.0.0.1:{port}/v1"
 
 
-def start_gateway(tmp: Path, upstream: str) -> Gateway:
+def start_gateway(tmp: Path, upstream: str, extra: str = "") -> Gateway:
+    """The real binary with `extra` appended to its config (e.g. a `[binding]` section)."""
     port, admin = free_port(), free_port()
     config = tmp / "gateway.toml"
     config.write_text(f"""
@@ -104,7 +105,7 @@ replay_protection = true
 
 [attribution]
 file = "{tmp / 'attribution.jsonl'}"
-""")
+{extra}""")
     proc = subprocess.Popen([gateway_binary(), "serve", "--config", str(config)], cwd=tmp,
                             stdout=(tmp / "gateway.log").open("w"), stderr=subprocess.STDOUT)
     wait_for_port(port, proc, "passport-gate serve")
