@@ -741,7 +741,7 @@ async fn an_audit_file_written_during_kill_9_verifies_up_to_its_last_complete_li
     };
     // A passport valid now, and a stream of accepted requests while the gateway is killed.
     let f = support::live("urn:aps:agent:kill9");
-    let mut accepted = 0;
+    let accepted = std::cell::Cell::new(0u64);
     let load = async {
         for i in 0.. {
             let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{i}"}}]}}"#);
@@ -758,13 +758,18 @@ async fn an_audit_file_written_during_kill_9_verifies_up_to_its_last_complete_li
                 .request(req.body(Full::new(Bytes::from(body))).unwrap())
                 .await
             {
-                Ok(r) if r.status() == 200 => accepted += 1,
+                Ok(r) if r.status() == 200 => accepted.set(accepted.get() + 1),
                 _ => break,
             }
         }
     };
+    // Killed mid-stream once a few dozen requests went through (however loaded the
+    // machine is), or after 20 s.
     let killer = async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while accepted.get() < 40 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Command::new("kill")
             .arg("-9")
             .arg(child.id().to_string())
@@ -773,6 +778,7 @@ async fn an_audit_file_written_during_kill_9_verifies_up_to_its_last_complete_li
     };
     tokio::join!(load, killer);
     let _ = child.wait();
+    let accepted = accepted.get();
     assert!(accepted > 10, "only {accepted} requests before the kill");
 
     let out = Command::new(env!("CARGO_BIN_EXE_passport-gate"))
