@@ -484,6 +484,23 @@ impl GatewayConfig {
             .as_deref()
             .and_then(|h| http::HeaderName::try_from(h).ok());
         let upstream_auth = self.upstream_auth.as_ref().and_then(|a| {
+            let fi = &self.forward_identity;
+            let identity_names = [
+                &fi.agent_id,
+                &fi.principal_address,
+                &fi.beneficiary,
+                &fi.passport_id,
+                &fi.model,
+                &fi.requester_address,
+            ];
+            if let Some(name) = &a.name {
+                if identity_names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                    errors.push(ConfigError::new(
+                        "upstream_auth.name",
+                        format!("{name:?} is also a forward_identity header"),
+                    ));
+                }
+            }
             upstream_auth_settings(a, prefix, self.agent_envelope.max_body_size, &mut errors)
         });
         let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
@@ -1248,6 +1265,76 @@ cluster_nodes = ["redis://127.0.0.1:2"]
         assert_eq!(c.server.upstream, "http://127.0.0.1:2");
         assert_eq!(c.agent_envelope.chain_id, "gonka-mainnet");
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn upstream_auth_keys_are_checked_each_naming_its_key() {
+        let errors = |section: &str| -> Vec<String> {
+            let text = format!(
+                "[server]\nupstream = \"http://127.0.0.1:8000\"\n[upstream_auth]\n{section}"
+            );
+            match GatewayConfig::from_toml(&text).unwrap().validate() {
+                Ok(_) => Vec::new(),
+                Err(list) => list.iter().map(ToString::to_string).collect(),
+            }
+        };
+        for (section, key) in [
+            (
+                "kind = \"bearer\"\nname = \"api-key\"\ntoken_env = \"PATH\"",
+                "upstream_auth.name",
+            ),
+            (
+                "kind = \"header\"\ntoken_env = \"PATH\"",
+                "upstream_auth.name",
+            ),
+            (
+                "kind = \"header\"\nname = \"api_key\"\ntoken_env = \"PATH\"",
+                "upstream_auth.name",
+            ),
+            (
+                "kind = \"header\"\nname = \"Host\"\ntoken_env = \"PATH\"",
+                "upstream_auth.name",
+            ),
+            (
+                "kind = \"header\"\nname = \"x-aps-model\"\ntoken_env = \"PATH\"",
+                "upstream_auth.name",
+            ),
+            (
+                "kind = \"bearer\"\ntoken_env = \"PATH\"\ntoken_file = \"/etc/hostname\"",
+                "upstream_auth.token_env",
+            ),
+            (
+                "kind = \"bearer\"\ntoken_env = \"PATH\"\nreload_ms = 0",
+                "upstream_auth.reload_ms",
+            ),
+            (
+                "kind = \"bearer\"\ntoken_env = \"PATH\"\nkey_file = \"k.json\"",
+                "upstream_auth.key_file",
+            ),
+            (
+                "kind = \"gonka\"\nkey_file = \"k.json\"",
+                "upstream_auth.transfer_address",
+            ),
+            (
+                "kind = \"gonka\"\ntransfer_address = \"gonka1x\"\nkey_file = \"/nonexistent\"",
+                "upstream_auth.transfer_address",
+            ),
+            (
+                "kind = \"gonka\"\ntoken_env = \"PATH\"\ntransfer_address = \"gonka1x\"",
+                "upstream_auth.token_env",
+            ),
+        ] {
+            let list = errors(section);
+            assert!(
+                list.iter().any(|e| e.starts_with(key)),
+                "{section}: {list:?}"
+            );
+        }
+        let path = std::env::var("PATH").unwrap();
+        assert!(errors("kind = \"bearer\"\ntoken_env = \"PATH\"")
+            .iter()
+            .all(|e| !e.contains(&path)));
+        assert!(errors("kind = \"header\"\nname = \"api-key\"\ntoken_env = \"PATH\"").is_empty());
     }
 
     #[test]
