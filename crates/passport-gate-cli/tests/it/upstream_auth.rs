@@ -520,3 +520,37 @@ fn a_gonka_key_file_others_can_read_is_refused_naming_the_key() {
     assert!(stderr.contains("0644"), "{stderr}");
     assert!(!stderr.contains(&hex::encode([7u8; 32])), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gonka_on_a_public_route_holds_no_body_beyond_max_body_size() {
+    let up = upstream().await;
+    let dir = token_dir("gonka-large");
+    let (key, _) = operator_key(&dir, 0o600);
+    let gw = start(
+        "upauth-gonka-large",
+        &config(
+            up.addr,
+            &format!(
+                "max_body_size = 1024\n{}\n[upstream_auth]\nkind = \"gonka\"\nkey_file = {:?}\ntransfer_address = {:?}\npublic_routes = true\n",
+                routes(),
+                key.display().to_string(),
+                node_address()
+            ),
+        ),
+    );
+    for h2 in [false, true] {
+        let calls = up.seen().len();
+        let big = vec![b'x'; 4096];
+        assert_eq!(
+            send_on(h2, gw.listen, "POST", "/v1/public", &[], &big).await,
+            413,
+            "h2={h2}"
+        );
+        assert_eq!(up.seen().len(), calls, "h2={h2}");
+        assert_eq!(
+            send_on(h2, gw.listen, "POST", "/v1/public", &[], &big[..512]).await,
+            200,
+            "h2={h2}"
+        );
+    }
+}
