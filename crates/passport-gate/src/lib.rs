@@ -30,7 +30,7 @@ pub mod redis_client;
 pub mod replay;
 mod request_path;
 pub mod revocation;
-mod watch;
+pub mod watch;
 
 pub use layer::{Binding, PassportLayer};
 

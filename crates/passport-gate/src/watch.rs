@@ -1,5 +1,6 @@
 //! Reloading a file when it changes: one polling thread per watched file, shared by the
-//! revocation file and the principal allowlist.
+//! revocation file and the principal allowlist (and, in the gateway binary, the upstream
+//! credential file).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
@@ -31,7 +32,7 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64, [i64; 4])> {
 /// Checks `path` every `interval` on a thread named `name` and calls `reload` with the
 /// owner and the path whenever the file's modification time or size changed. The thread
 /// ends once the owner is dropped. Errors only when the thread cannot be started.
-pub(crate) fn watch_file<T, F>(
+pub fn watch_file<T, F>(
     name: &str,
     owner: &Arc<T>,
     path: PathBuf,

@@ -1,6 +1,6 @@
 //! The gateway's TOML configuration: `[server]`, `[agent_envelope]` (the reference's
-//! block), `[routes]`, `[binding]`, `[principals]`, `[forward_identity]` and
-//! `[attribution]`. See `passport-gate.example.toml`.
+//! block), `[routes]`, `[binding]`, `[principals]`, `[forward_identity]`,
+//! `[upstream_auth]` and `[attribution]`. See `passport-gate.example.toml`.
 
 use crate::gateway::settings::Unguarded;
 use passport_core::config::Config;
@@ -42,6 +42,60 @@ pub struct GatewayConfig {
     /// The verified identity as request headers for the upstream.
     #[serde(default)]
     pub forward_identity: ForwardIdentitySection,
+    /// The gateway's own credential towards the upstream; absent means none.
+    #[serde(default)]
+    pub upstream_auth: Option<UpstreamAuthSection>,
+}
+
+/// `upstream_auth.kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamAuthKindName {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// `<name>: <token>`.
+    Header,
+    /// A Gonka native request signature by the operator's key.
+    Gonka,
+}
+
+/// `[upstream_auth]`: the credential the gateway presents to the upstream. The secret is
+/// never in this file: a token comes from `token_file` or `token_env`, a Gonka key from
+/// `key_file`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamAuthSection {
+    /// `bearer`, `header` or `gonka`.
+    pub kind: UpstreamAuthKindName,
+    /// The header, with `kind = "header"` (for example `api-key`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A file holding the token, reloaded when it changes.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding the token, read once at startup.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// How often `token_file` is checked for changes.
+    #[serde(default = "default_reload_ms")]
+    pub reload_ms: u64,
+    /// Requests on public routes get the credential too (false, default).
+    #[serde(default)]
+    pub public_routes: bool,
+    /// With `gonka`: the operator's key file (`passport-gate keygen --principal`), readable
+    /// by its owner only.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// With `gonka`: the node's account address, signed into every request.
+    #[serde(default)]
+    pub transfer_address: Option<String>,
+    /// With `gonka`: the address prefix (default `agent_envelope.address_prefix`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+fn default_reload_ms() -> u64 {
+    1_000
 }
 
 /// `[principals]`: the principal allowlist.

@@ -483,6 +483,26 @@ impl GatewayConfig {
             .inference_id_header
             .as_deref()
             .and_then(|h| http::HeaderName::try_from(h).ok());
+        let upstream_auth = self.upstream_auth.as_ref().and_then(|a| {
+            let fi = &self.forward_identity;
+            let identity_names = [
+                &fi.agent_id,
+                &fi.principal_address,
+                &fi.beneficiary,
+                &fi.passport_id,
+                &fi.model,
+                &fi.requester_address,
+            ];
+            if let Some(name) = &a.name {
+                if identity_names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                    errors.push(ConfigError::new(
+                        "upstream_auth.name",
+                        format!("{name:?} is also a forward_identity header"),
+                    ));
+                }
+            }
+            upstream_auth_settings(a, prefix, self.agent_envelope.max_body_size, &mut errors)
+        });
         let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         let s = &self.server;
         match (listen, admin_listen, upstream, identity, upstream_tls) {
@@ -532,10 +552,218 @@ impl GatewayConfig {
                 replay,
                 revocation,
                 attribution,
+                upstream_auth,
             }),
             _ => Err(errors),
         }
     }
+}
+
+/// Header names `upstream_auth.name` may not take: the gateway judges or sets them
+/// itself, or they describe the message's framing.
+const UPSTREAM_AUTH_RESERVED: [&str; 13] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "accept-encoding",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-agent-passport",
+    "x-agent-sig",
+    "cookie",
+];
+
+/// Checks `[upstream_auth]` and reads its secret once: the token (from `token_file` or
+/// `token_env`) or the operator's Gonka key. Every problem names its key; none repeats
+/// the secret.
+fn upstream_auth_settings(
+    a: &UpstreamAuthSection,
+    prefix: &str,
+    max_body_size: u64,
+    errors: &mut Vec<ConfigError>,
+) -> Option<crate::gateway::settings::UpstreamAuth> {
+    use crate::gateway::settings::{TokenSource, UpstreamAuth, UpstreamAuthKind};
+    use crate::gateway::upstream_auth::Secret;
+    let before = errors.len();
+    fn not_for(errors: &mut Vec<ConfigError>, key: &str, set: bool, kind: &str) {
+        if set {
+            errors.push(ConfigError::new(
+                format!("upstream_auth.{key}"),
+                format!("not used with kind = {kind:?}"),
+            ));
+        }
+    }
+    let kind = match a.kind {
+        UpstreamAuthKindName::Bearer | UpstreamAuthKindName::Header => {
+            let label = if a.kind == UpstreamAuthKindName::Bearer {
+                "bearer"
+            } else {
+                "header"
+            };
+            not_for(errors, "key_file", a.key_file.is_some(), label);
+            not_for(
+                errors,
+                "transfer_address",
+                a.transfer_address.is_some(),
+                label,
+            );
+            not_for(errors, "prefix", a.prefix.is_some(), label);
+            let bearer = a.kind == UpstreamAuthKindName::Bearer;
+            if bearer {
+                not_for(errors, "name", a.name.is_some(), label);
+            }
+            let name = if bearer {
+                Some(http::header::AUTHORIZATION)
+            } else {
+                upstream_auth_header_name(a.name.as_deref(), errors)
+            };
+            if !(10..=3_600_000).contains(&a.reload_ms) {
+                errors.push(ConfigError::new(
+                    "upstream_auth.reload_ms",
+                    format!("{} is out of range; accepted: 10 to 3600000", a.reload_ms),
+                ));
+            }
+            let (key, source) = match (&a.token_file, &a.token_env) {
+                (Some(path), None) => (
+                    "upstream_auth.token_file",
+                    TokenSource::File(path.clone(), Duration::from_millis(a.reload_ms)),
+                ),
+                (None, Some(var)) => ("upstream_auth.token_env", TokenSource::Env(var.clone())),
+                (Some(_), Some(_)) => {
+                    errors.push(ConfigError::new(
+                        "upstream_auth.token_env",
+                        "set token_file or token_env, not both",
+                    ));
+                    return None;
+                }
+                (None, None) => {
+                    errors.push(ConfigError::new(
+                        "upstream_auth.token_file",
+                        "set token_file or token_env: the token is never written in this file",
+                    ));
+                    return None;
+                }
+            };
+            let value = Secret::load(&source, bearer)
+                .map_err(|problem| {
+                    let what = match &source {
+                        TokenSource::Env(var) => format!("${var}: {problem}"),
+                        TokenSource::File(..) => problem.to_string(),
+                    };
+                    errors.push(ConfigError::new(key, what));
+                })
+                .ok();
+            UpstreamAuthKind::Header {
+                name: name?,
+                value: value?,
+                bearer,
+                source,
+            }
+        }
+        UpstreamAuthKindName::Gonka => {
+            for (key, set) in [
+                ("name", a.name.is_some()),
+                ("token_file", a.token_file.is_some()),
+                ("token_env", a.token_env.is_some()),
+            ] {
+                not_for(errors, key, set, "gonka");
+            }
+            let prefix = a.prefix.as_deref().unwrap_or(prefix);
+            let Some(transfer_address) = &a.transfer_address else {
+                errors.push(ConfigError::new(
+                    "upstream_auth.transfer_address",
+                    "must be set with kind = \"gonka\" (the account address of the node the gateway forwards to)",
+                ));
+                return None;
+            };
+            if let Err(e) = passport_core::gonka::check_transfer_address(transfer_address, prefix) {
+                errors.push(ConfigError::new("upstream_auth.transfer_address", e));
+            }
+            let Some(path) = &a.key_file else {
+                errors.push(ConfigError::new(
+                    "upstream_auth.key_file",
+                    "must be set with kind = \"gonka\" (a `passport-gate keygen --principal` key file)",
+                ));
+                return None;
+            };
+            let signer = operator_signer(path, prefix)
+                .map_err(|problem| errors.push(ConfigError::new("upstream_auth.key_file", problem)))
+                .ok()?;
+            UpstreamAuthKind::Gonka {
+                signer,
+                transfer_address: transfer_address.clone(),
+                max_body_size: usize::try_from(max_body_size).unwrap_or(usize::MAX),
+            }
+        }
+    };
+    (errors.len() == before).then_some(UpstreamAuth {
+        kind,
+        public_routes: a.public_routes,
+    })
+}
+
+/// `upstream_auth.name` with `kind = "header"`: a header name without `_` (WSGI and CGI
+/// servers read `_` as `-`, so a client's `_` spelling could reach the upstream as the
+/// credential) that the gateway does not judge or set itself.
+fn upstream_auth_header_name(
+    name: Option<&str>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<http::HeaderName> {
+    let problem = |p: String| ConfigError::new("upstream_auth.name", p);
+    let Some(name) = name else {
+        errors.push(problem(
+            "must be set with kind = \"header\" (for example \"api-key\")".into(),
+        ));
+        return None;
+    };
+    match http::HeaderName::try_from(name) {
+        Ok(h) if h.as_str().contains('_') => {
+            errors.push(problem(format!("{name:?} contains `_`; use `-`")));
+            None
+        }
+        Ok(h) if UPSTREAM_AUTH_RESERVED.contains(&h.as_str()) => {
+            errors.push(problem(format!(
+                "{name:?} is a header the gateway judges or sets itself"
+            )));
+            None
+        }
+        Ok(h) => Some(h),
+        Err(_) => {
+            errors.push(problem(format!("{name:?} is not a header name")));
+            None
+        }
+    }
+}
+
+/// The operator's Gonka signer from `path`. Refuses a key file that group or others may
+/// read or write (the key lets anyone spend the operator's escrow), as `ssh` refuses such
+/// a private key.
+fn operator_signer(
+    path: &std::path::Path,
+    prefix: &str,
+) -> Result<passport_core::gonka::NativeSigner, String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} has mode {:04o}: group or others may read it; chmod 600",
+                path.display(),
+                mode & 0o7777
+            ));
+        }
+    }
+    let secret = passport_core::keyfile::load_principal_secret(path).map_err(|e| e.to_string())?;
+    passport_core::gonka::NativeSigner::new(&secret, prefix)
+        .map_err(|e| format!("prefix {prefix:?}: {e}"))
 }
 
 /// The most native signatures `binding.requester_signatures_seen_max` may ask to keep.
@@ -1037,6 +1265,76 @@ cluster_nodes = ["redis://127.0.0.1:2"]
         assert_eq!(c.server.upstream, "http://127.0.0.1:2");
         assert_eq!(c.agent_envelope.chain_id, "gonka-mainnet");
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn upstream_auth_keys_are_checked_each_naming_its_key() {
+        let errors = |section: &str| -> Vec<String> {
+            let text = format!(
+                "[server]\nupstream = \"http://127.0.0.1:8000\"\n[upstream_auth]\n{section}"
+            );
+            match GatewayConfig::from_toml(&text).unwrap().validate() {
+                Ok(_) => Vec::new(),
+                Err(list) => list.iter().map(ToString::to_string).collect(),
+            }
+        };
+        for (section, key) in [
+            (
+                "kind = \"bearer\"\nname = \"api-key\"\ntoken_env = \"PATH\"",
+                "upstream_auth.name",
+            ),
+            (
+                "kind = \"header\"\ntoken_env = \"PATH\"",
+                "upstream_auth.name",
+            ),
+            (
+                "kind = \"header\"\nname = \"api_key\"\ntoken_env = \"PATH\"",
+                "upstream_auth.name",
+            ),
+            (
+                "kind = \"header\"\nname = \"Host\"\ntoken_env = \"PATH\"",
+                "upstream_auth.name",
+            ),
+            (
+                "kind = \"header\"\nname = \"x-aps-model\"\ntoken_env = \"PATH\"",
+                "upstream_auth.name",
+            ),
+            (
+                "kind = \"bearer\"\ntoken_env = \"PATH\"\ntoken_file = \"/etc/hostname\"",
+                "upstream_auth.token_env",
+            ),
+            (
+                "kind = \"bearer\"\ntoken_env = \"PATH\"\nreload_ms = 0",
+                "upstream_auth.reload_ms",
+            ),
+            (
+                "kind = \"bearer\"\ntoken_env = \"PATH\"\nkey_file = \"k.json\"",
+                "upstream_auth.key_file",
+            ),
+            (
+                "kind = \"gonka\"\nkey_file = \"k.json\"",
+                "upstream_auth.transfer_address",
+            ),
+            (
+                "kind = \"gonka\"\ntransfer_address = \"gonka1x\"\nkey_file = \"/nonexistent\"",
+                "upstream_auth.transfer_address",
+            ),
+            (
+                "kind = \"gonka\"\ntoken_env = \"PATH\"\ntransfer_address = \"gonka1x\"",
+                "upstream_auth.token_env",
+            ),
+        ] {
+            let list = errors(section);
+            assert!(
+                list.iter().any(|e| e.starts_with(key)),
+                "{section}: {list:?}"
+            );
+        }
+        let path = std::env::var("PATH").unwrap();
+        assert!(errors("kind = \"bearer\"\ntoken_env = \"PATH\"")
+            .iter()
+            .all(|e| !e.contains(&path)));
+        assert!(errors("kind = \"header\"\nname = \"api-key\"\ntoken_env = \"PATH\"").is_empty());
     }
 
     #[test]

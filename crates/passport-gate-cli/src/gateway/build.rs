@@ -1,7 +1,7 @@
 //! Settings → the running objects, each built once, here: the metrics, the attribution
 //! sinks and queue, the grant and account sources, the principal allowlist watcher, the
 //! replay store, the revocation list, the passport layer, the access log, the upstream
-//! client and the proxy listener's TLS.
+//! client, the upstream credential (and its file watcher) and the proxy listener's TLS.
 
 use super::access_log::AccessLog;
 use super::admission::Admission;
@@ -9,6 +9,7 @@ use super::listener::{ConnectionLimits, Http2Limits};
 use super::metrics::GatewayMetrics;
 use super::routes::RouteTable;
 use super::settings::{AttributionSettings, BindingSettings, GrantSourceSettings, Settings};
+use super::upstream_auth::UpstreamCredential;
 use super::{proxy, Proxy};
 use crate::transport::tls;
 use hyper::body::Incoming;
@@ -160,6 +161,14 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, String> {
         header_read_timeout: config.header_read_timeout,
         max_header_bytes: config.max_header_bytes,
     };
+    let upstream_auth = config
+        .upstream_auth
+        .as_ref()
+        .map(|a| {
+            UpstreamCredential::start(a, gateway_metrics.upstream_auth_reload_failures.clone())
+                .map_err(|e| format!("upstream_auth.token_file: cannot start the watcher: {e}"))
+        })
+        .transpose()?;
     let pool = config.upstream_pool;
     let proxy = Proxy::new(
         config.upstream.clone(),
@@ -175,6 +184,7 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, String> {
         },
         config.identity.clone(),
         config.server_tls.is_some(),
+        upstream_auth,
     );
     let listener_tls = match &config.server_tls {
         Some(t) => {

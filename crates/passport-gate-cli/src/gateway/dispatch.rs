@@ -82,7 +82,11 @@ impl Dispatch {
                 self.metrics.unguarded(UnguardedAction::Refused);
                 return answer(GatewayError::RouteNotAllowed);
             }
-            Decision::Public => UnguardedAction::Public,
+            Decision::Public => {
+                req.extensions_mut()
+                    .insert(super::upstream_auth::PublicRoute);
+                UnguardedAction::Public
+            }
             Decision::Forward => UnguardedAction::Forwarded,
         };
         self.metrics.unguarded(action);

@@ -33,6 +33,10 @@ pub enum GatewayError {
     /// A `Transfer-Encoding` other than exactly `chunked`: forwarding would re-frame
     /// the body and silently drop the other codings.
     TransferEncodingUnsupported,
+    /// A body the gateway must hold whole to sign it (`upstream_auth.kind = "gonka"` on
+    /// a public route) is larger than `agent_envelope.max_body_size`, or its client
+    /// broke off while sending it.
+    BodyTooLarge,
 }
 
 impl GatewayError {
@@ -55,6 +59,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::ConnectionHeaderInvalid => "connection_header_invalid",
             GatewayError::TransferEncodingUnsupported => "transfer_encoding_unsupported",
+            GatewayError::BodyTooLarge => "body_too_large",
         }
     }
 
@@ -69,6 +74,7 @@ impl GatewayError {
             | GatewayError::ConnectionHeaderInvalid
             | GatewayError::TransferEncodingUnsupported => StatusCode::BAD_REQUEST,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -91,6 +97,7 @@ impl GatewayError {
             GatewayError::TransferEncodingUnsupported => {
                 "only Transfer-Encoding: chunked is accepted"
             }
+            GatewayError::BodyTooLarge => "the request body is larger than this gateway accepts",
         }
     }
 

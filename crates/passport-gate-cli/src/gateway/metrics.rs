@@ -49,6 +49,9 @@ pub struct GatewayMetrics {
     pub access_log_dropped: IntCounter,
     /// 1 when the last upstream probe succeeded, else 0.
     pub upstream_up: IntGauge,
+    /// Reloads of `upstream_auth.token_file` that were not taken (empty, unreadable,
+    /// not a header value): the last good credential stays in force.
+    pub upstream_auth_reload_failures: IntCounter,
     unguarded_requests: IntCounterVec,
     gateway_refusals: IntCounterVec,
     open_connections: IntGaugeVec,
@@ -90,9 +93,15 @@ impl GatewayMetrics {
             "1 when the last upstream probe succeeded, else 0 (with [server.upstream_probe]).",
         )?;
         registry.register(Box::new(upstream_up.clone()))?;
+        let upstream_auth_reload_failures = IntCounter::new(
+            "passport_gate_upstream_auth_reload_failures_total",
+            "Reloads of upstream_auth.token_file not taken (empty, unreadable or not a header value); the last good credential stays in force.",
+        )?;
+        registry.register(Box::new(upstream_auth_reload_failures.clone()))?;
         Ok(GatewayMetrics {
             access_log_dropped,
             upstream_up,
+            upstream_auth_reload_failures,
             unguarded_requests: vec(
                 "passport_gate_unguarded_requests_total",
                 "Requests forwarded without a passport check (forwarded, public) or refused on an unguarded route",
@@ -160,6 +169,7 @@ mod tests {
             "passport_gate_connections_refused_total{listener=\"proxy\"}",
             "passport_gate_accept_errors_total{listener=\"proxy\"}",
             "passport_gate_gateway_refusals_total",
+            "passport_gate_upstream_auth_reload_failures_total 0",
         ] {
             assert!(text.contains(name), "{name} missing");
         }

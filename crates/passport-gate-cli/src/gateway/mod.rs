@@ -15,6 +15,7 @@ mod proxy;
 mod routes;
 mod run;
 pub mod settings;
+pub mod upstream_auth;
 
 pub use error::GatewayError;
 pub use proxy::Proxy;

@@ -1,7 +1,8 @@
 //! Forwarding to the upstream: the normal path, hop-by-hop headers dropped, passport
 //! headers only with an accepted passport, client-sent identity headers dropped and the
-//! verified identity set (section [`super::identity`]), `X-Forwarded-For` and
-//! `Forwarded` added;
+//! verified identity set (section [`super::identity`]), client copies of the upstream
+//! credential dropped and the gateway's own added (section [`super::upstream_auth`]),
+//! `X-Forwarded-For` and `Forwarded` added;
 //! the response streamed back as it arrives, with redirects to the upstream's own
 //! address turned into paths on the gateway.
 
@@ -9,6 +10,7 @@ use super::access_log::AcceptedAgent;
 use super::error::GatewayError;
 use super::identity::IdentityHeaders;
 use super::settings::Upstream;
+use super::upstream_auth::UpstreamCredential;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
@@ -196,6 +198,50 @@ fn add_forwarded(
     }
 }
 
+/// Adds the upstream credential. With `gonka` the signature covers the exact body
+/// forwarded, so the body is held whole: an accepted passport request's body already is
+/// (the layer read it), a public route's is read here, within the credential's body limit
+/// and `timeout`.
+async fn with_credential<B>(
+    auth: &UpstreamCredential,
+    headers: &mut HeaderMap,
+    body: PassportBody<B>,
+    timeout: Duration,
+) -> Result<PassportBody<B>, GatewayError>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::{BodyExt, Full, Limited};
+    let Some(limit) = auth.signs_body() else {
+        auth.add(headers, &[]);
+        return Ok(body);
+    };
+    let (bytes, body) = match body {
+        PassportBody::Held { body, budget } => {
+            let bytes = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(never) => match never {},
+            };
+            let held = PassportBody::Held {
+                body: Full::new(bytes.clone()),
+                budget,
+            };
+            (bytes, held)
+        }
+        other => {
+            let read = tokio::time::timeout(timeout, Limited::new(other, limit).collect()).await;
+            let Ok(Ok(collected)) = read else {
+                return Err(GatewayError::BodyTooLarge);
+            };
+            let bytes = collected.to_bytes();
+            (bytes.clone(), PassportBody::held(bytes))
+        }
+    };
+    auth.add(headers, &bytes);
+    Ok(body)
+}
+
 struct Shared<B> {
     client: Client<HttpsConnector<HttpConnector>, PassportBody<B>>,
     upstream: Upstream,
@@ -206,6 +252,7 @@ struct Shared<B> {
     in_flight: Arc<Semaphore>,
     version: http::Version,
     errors: crate::transport::tls::UpstreamErrors,
+    upstream_auth: Option<UpstreamCredential>,
 }
 
 /// How the proxy connects to the upstream.
@@ -250,14 +297,15 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// A proxy to `upstream` with a pooled client, setting the `identity` headers;
-    /// `listener_tls` says whether clients reach the gateway over TLS (the `proto` of
-    /// `Forwarded`).
+    /// A proxy to `upstream` with a pooled client, setting the `identity` headers and
+    /// the `upstream_auth` credential; `listener_tls` says whether clients reach the
+    /// gateway over TLS (the `proto` of `Forwarded`).
     pub fn new(
         upstream: Upstream,
         settings: UpstreamClient,
         identity: IdentityHeaders,
         listener_tls: bool,
+        upstream_auth: Option<UpstreamCredential>,
     ) -> Proxy<B> {
         let mut tcp = HttpConnector::new();
         tcp.set_connect_timeout(Some(settings.connect_timeout));
@@ -297,6 +345,7 @@ where
                 in_flight: Arc::new(Semaphore::new(settings.max_requests)),
                 version,
                 errors: settings.errors,
+                upstream_auth,
             }),
             peer: SocketAddr::from(([0, 0, 0, 0], 0)),
         }
@@ -404,6 +453,10 @@ where
             }
             strip_unverified_passport(&mut parts);
             shared.identity.apply(&mut parts.headers, &parts.extensions);
+            let credential = shared.upstream_auth.as_ref().and_then(|auth| {
+                auth.strip(&mut parts.headers);
+                auth.applies_to(&parts.extensions).then_some(auth)
+            });
             // An accepted request's answer is read for its token usage (spec section 9),
             // which a compressed answer would hide: the client may not choose that.
             if parts.extensions.get::<VerifiedAgent>().is_some() {
@@ -445,6 +498,22 @@ where
                 resp.extensions_mut()
                     .insert(passport_gate::replay::NotForwarded);
                 return Ok(resp);
+            };
+            let body = match credential {
+                Some(auth) => {
+                    match with_credential(auth, &mut parts.headers, body, shared.response_timeout)
+                        .await
+                    {
+                        Ok(body) => body,
+                        Err(e) => {
+                            let mut resp = e.http_response();
+                            resp.extensions_mut()
+                                .insert(passport_gate::replay::NotForwarded);
+                            return Ok(resp);
+                        }
+                    }
+                }
+                None => body,
             };
             let sent = shared.client.request(Request::from_parts(parts, body));
             let mut response = match tokio::time::timeout(shared.response_timeout, sent).await {

@@ -103,6 +103,8 @@ pub struct Settings {
     pub revocation: Option<RevocationSettings>,
     /// Where attribution events go.
     pub attribution: AttributionSettings,
+    /// The credential the gateway adds towards the upstream, when one is configured.
+    pub upstream_auth: Option<UpstreamAuth>,
 }
 
 impl Settings {
@@ -251,4 +253,49 @@ pub struct UpstreamProbe {
     pub interval: Duration,
     /// Time one probe may take.
     pub timeout: Duration,
+}
+
+/// `[upstream_auth]`, checked: the credential the gateway itself presents to the upstream.
+#[derive(Clone, Debug)]
+pub struct UpstreamAuth {
+    /// What is sent.
+    pub kind: UpstreamAuthKind,
+    /// Public routes get the credential too.
+    pub public_routes: bool,
+}
+
+/// `upstream_auth.kind`, with what each kind needs.
+#[derive(Clone, Debug)]
+pub enum UpstreamAuthKind {
+    /// A static secret in one header: `Authorization: Bearer <token>` (`bearer`) or
+    /// `<name>: <token>` (`header`).
+    Header {
+        /// The header.
+        name: http::HeaderName,
+        /// The value, read once at startup.
+        value: crate::gateway::upstream_auth::Secret,
+        /// `Bearer ` before the token.
+        bearer: bool,
+        /// Where the token comes from.
+        source: TokenSource,
+    },
+    /// A Gonka native request signature by the operator's key (`gonka`).
+    Gonka {
+        /// The operator's key, loaded once.
+        signer: passport_core::gonka::NativeSigner,
+        /// The node's address, signed into every request.
+        transfer_address: String,
+        /// The largest body held to be signed on a public route
+        /// (`agent_envelope.max_body_size`).
+        max_body_size: usize,
+    },
+}
+
+/// Where a static upstream token comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A file, reloaded when it changes, checked this often.
+    File(PathBuf, Duration),
+    /// An environment variable, read once.
+    Env(String),
 }

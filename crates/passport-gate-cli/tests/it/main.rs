@@ -18,4 +18,5 @@ mod parity_gateway;
 mod replay_retry;
 mod requester;
 mod transports;
+mod upstream_auth;
 mod wallet_api;
