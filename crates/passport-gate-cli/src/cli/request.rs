@@ -33,6 +33,17 @@ pub(crate) struct RequestArgs {
     /// Give up when the response head has not arrived within this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout_seconds: u64,
+    /// Also sign natively for a Gonka API node with this secp256k1 key (a `keygen
+    /// --principal` key file or 64 hex digits): Authorization, X-Requester-Address,
+    /// X-Timestamp and X-Transfer-Address over the same body as the passport signature.
+    #[arg(long)]
+    gonka_key: Option<String>,
+    /// With --gonka-key: the address of the node the request goes to.
+    #[arg(long, requires = "gonka_key")]
+    transfer_address: Option<String>,
+    /// With --gonka-key: the bech32 prefix of the requester address.
+    #[arg(long, default_value = "gonka", requires = "gonka_key")]
+    prefix: String,
 }
 
 pub fn run(a: &RequestArgs) -> Result<u8, Failure> {
@@ -65,6 +76,22 @@ pub fn run(a: &RequestArgs) -> Result<u8, Failure> {
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("bad request: {e}"))?;
     let https = req.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+    let layer = match &a.gonka_key {
+        None => SignerLayer::new(signer),
+        Some(key) => {
+            let secret =
+                passport_core::keyfile::principal_secret_from_hex_or_path(key, "--gonka-key")
+                    .map_err(|e| e.to_string())?;
+            let native = passport_core::gonka::NativeSigner::new(&secret, &a.prefix)
+                .map_err(|e| format!("--prefix {:?}: {e}", a.prefix))?;
+            let transfer = passport_core::gonka::TransferAddresses::one(
+                a.transfer_address.as_deref(),
+                &a.prefix,
+            )
+            .map_err(|e| format!("--transfer-address: {e}"))?;
+            SignerLayer::new(signer).with_native(native, transfer)
+        }
+    };
     runtime()?.block_on(async move {
         let connector = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
             Resolver(hyper_util::client::legacy::connect::dns::GaiResolver::new()),
@@ -72,7 +99,7 @@ pub fn run(a: &RequestArgs) -> Result<u8, Failure> {
         let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build(connector);
-        let sent = SignerLayer::new(signer).layer(client).oneshot(req);
+        let sent = layer.layer(client).oneshot(req);
         let resp = tokio::time::timeout(std::time::Duration::from_secs(a.timeout_seconds), sent)
             .await
             .map_err(|_| {

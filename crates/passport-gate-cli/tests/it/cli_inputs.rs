@@ -237,3 +237,85 @@ fn request_names_the_url_and_the_cause_of_a_failure() {
     assert!(started.elapsed() < Duration::from_secs(20));
     drop(silent);
 }
+
+/// `request --gonka-key` sends the native headers beside the passport headers, both over
+/// the bytes the server received: the native signature verifies with the key's public
+/// half for the given transfer address, and the agent signature with the passport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_with_a_gonka_key_sends_both_signatures_over_the_body_sent() {
+    let dir = support::serve::workdir("cli-request-gonka");
+    let (agent, passport_file, _) = credentials(&dir);
+    let principal = dir.join("principal.json").to_str().unwrap().to_owned();
+    let up = support::serve::upstream().await;
+    let node = passport_core::crypto::PrincipalSecret::from_bytes(&[9u8; 32])
+        .unwrap()
+        .public_key()
+        .address("gonka")
+        .unwrap();
+    let url = format!("http://{}/v1/completions", up.addr);
+    let out = tokio::task::spawn_blocking({
+        let (url, node) = (url.clone(), node.clone());
+        move || {
+            run(
+                &[
+                    "request",
+                    &url,
+                    "--agent-key",
+                    &agent,
+                    "--passport-file",
+                    &passport_file,
+                    "--chain-id",
+                    CHAIN,
+                    "--body",
+                    BODY,
+                    "--gonka-key",
+                    &principal,
+                    "--transfer-address",
+                    &node,
+                ],
+                None,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let seen = up.seen();
+    let last = seen.last().expect("the upstream got the request");
+    assert_eq!(&last.body[..], BODY.as_bytes());
+    let native = passport_core::gonka::NativeHeaders::from_headers(&last.headers).unwrap();
+    assert_eq!(native.transfer_address.as_deref(), Some(node.as_str()));
+    let key = passport_core::keyfile::load_principal_secret(Path::new(&principal))
+        .unwrap()
+        .public_key();
+    passport_core::gonka::verify_native(&key, &native, &last.body, "gonka", &node).unwrap();
+    assert!(last.headers.contains_key("x-agent-passport"));
+    assert!(last.headers.contains_key("x-agent-sig"));
+    // A transfer address that is not an address with the prefix is refused, naming the
+    // flag, before anything is sent (exit 2: a usage error).
+    let calls = up.seen().len();
+    let key = format!("{}01", "00".repeat(31));
+    let refused = run(
+        &[
+            "request",
+            &url,
+            "--agent-key",
+            dir.join("agent.json").to_str().unwrap(),
+            "--passport-file",
+            dir.join("passport.txt").to_str().unwrap(),
+            "--chain-id",
+            CHAIN,
+            "--body",
+            BODY,
+            "--gonka-key",
+            &key,
+            "--transfer-address",
+            "cosmos1xyz",
+        ],
+        None,
+    );
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--transfer-address"), "{err}");
+    assert_eq!(up.seen().len(), calls);
+}
