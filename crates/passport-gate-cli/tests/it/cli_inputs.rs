@@ -254,7 +254,7 @@ async fn request_with_a_gonka_key_sends_both_signatures_over_the_body_sent() {
         .unwrap();
     let url = format!("http://{}/v1/completions", up.addr);
     let out = tokio::task::spawn_blocking({
-        let (url, node) = (url.clone(), node.clone());
+        let (url, node, principal) = (url.clone(), node.clone(), principal.clone());
         move || {
             run(
                 &[
