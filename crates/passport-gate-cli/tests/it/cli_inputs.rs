@@ -237,3 +237,46 @@ fn request_names_the_url_and_the_cause_of_a_failure() {
     assert!(started.elapsed() < Duration::from_secs(20));
     drop(silent);
 }
+
+/// Redis URLs holding a password that the configuration refuses: `#insecure`, a URL
+/// that does not parse, another scheme.
+const REDIS_URLS_WITH_A_PASSWORD: [(&str, &str); 3] = [
+    (
+        "rediss://admin:hunter2-s3cret@127.0.0.1:1/#insecure",
+        "rediss://admin:***@127.0.0.1:1/#insecure",
+    ),
+    (
+        "redis://admin:hunter2-s3cret@127.0.0.1:notaport",
+        "redis://admin:***@127.0.0.1:notaport",
+    ),
+    (
+        "http://:hunter2-s3cret@127.0.0.1:1",
+        "http://:***@127.0.0.1:1",
+    ),
+];
+
+#[test]
+fn a_redis_password_never_appears_in_a_configuration_error() {
+    for (i, (url, shown)) in REDIS_URLS_WITH_A_PASSWORD.iter().enumerate() {
+        let toml =
+            format!("[server]\nupstream = \"http://127.0.0.1:1\"\n[redis]\nurl = \"{url}\"\n");
+        let (code, stderr) = support::serve::refused_config(&format!("redis-password-{i}"), &toml);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+        assert!(stderr.contains(shown), "{shown} missing from {stderr}");
+    }
+}
+
+#[test]
+fn a_redis_password_never_appears_in_a_revoke_error() {
+    for (url, shown) in REDIS_URLS_WITH_A_PASSWORD {
+        let out = run(
+            &["revoke", "--agent-id", "urn:aps:agent:x", "--redis", url],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+        assert!(stderr.contains(shown), "{shown} missing from {stderr}");
+    }
+}
