@@ -280,3 +280,51 @@ fn a_redis_password_never_appears_in_a_revoke_error() {
         assert!(stderr.contains(shown), "{shown} missing from {stderr}");
     }
 }
+
+#[test]
+fn mint_refuses_an_expiry_no_passport_can_spell() {
+    let dir = support::serve::workdir("cli-mint-latest");
+    credentials(&dir);
+    let principal = dir.join("principal.json");
+    let agent = dir.join("agent.json");
+    let mint = |issued_at: &str, ttl: &str| {
+        run(
+            &[
+                "mint",
+                "--principal-key",
+                principal.to_str().unwrap(),
+                "--agent-key",
+                agent.to_str().unwrap(),
+                "--agent-id",
+                "urn:aps:agent:cli",
+                "--chain-id",
+                CHAIN,
+                "--issued-at",
+                issued_at,
+                "--ttl",
+                ttl,
+                "--max-ttl-seconds",
+                "18446744073709551615",
+            ],
+            None,
+        )
+    };
+    // The last hour that can be written is still minted.
+    let last = mint("9999-12-31T22:59:59Z", "1h");
+    assert!(last.status.success(), "{:?}", last);
+    // An hour later would need a five-digit year; a ttl near i64::MAX seconds wrapped to
+    // a negative year.
+    for (issued_at, ttl) in [
+        ("9999-12-31T23:30:00Z", "1h"),
+        ("2026-01-01T00:00:00Z", "9223372036854775807"),
+    ] {
+        let out = mint(issued_at, ttl);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(out.stdout.is_empty(), "a passport was written");
+        assert!(
+            stderr.contains("ttl") && stderr.contains("9999-12-31T23:59:59"),
+            "{stderr}"
+        );
+    }
+}
