@@ -328,3 +328,76 @@ fn mint_refuses_an_expiry_no_passport_can_spell() {
         );
     }
 }
+
+#[test]
+fn a_secret_key_file_others_can_read_is_loaded_with_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = support::serve::workdir("cli-key-mode");
+    let (agent, passport_file, _) = credentials(&dir);
+    let principal = dir.join("principal.json");
+    let principal = principal.to_str().unwrap();
+    let mint = || {
+        run(
+            &[
+                "mint",
+                "--principal-key",
+                principal,
+                "--agent-key",
+                &agent,
+                "--agent-id",
+                "urn:aps:agent:cli",
+                "--chain-id",
+                CHAIN,
+                "--ttl",
+                "10m",
+            ],
+            None,
+        )
+    };
+    let sign = || {
+        run(
+            &[
+                "sign",
+                "--agent-key",
+                &agent,
+                "--passport-file",
+                &passport_file,
+                "--chain-id",
+                CHAIN,
+                "--method",
+                "POST",
+                "--uri",
+                URI,
+                "--body",
+                BODY,
+            ],
+            None,
+        )
+    };
+    let out = mint();
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(principal, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = mint();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for (file, mode) in [(principal, "644"), (agent.as_str(), "640")] {
+        assert!(
+            stderr.contains(&format!("{file} has mode {mode}"))
+                && stderr.contains(&format!("chmod 600 {file}")),
+            "{stderr}"
+        );
+    }
+    let out = sign();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{agent} has mode 640")),
+        "{stderr}"
+    );
+}
