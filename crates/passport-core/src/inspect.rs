@@ -10,7 +10,45 @@ use crate::envelope::{Envelope, EnvelopeError, Window};
 use crate::time::Timestamp;
 use crate::verifier::{Rejection, Verifier};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::fmt;
+
+/// Whether `c` must not reach a terminal or a log line raw: C0 controls (line breaks included), DEL,
+/// C1 controls, the bidi embeddings, overrides, isolates and marks, and the Unicode line
+/// and paragraph separators.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `s` with every unsafe character written as `\uXXXX` (the JSON escape, so the result
+/// is still valid inside a JSON string, and applied to a whole serialized JSON text it
+/// leaves the same JSON value): an agent-chosen string printed or logged cannot drive a
+/// terminal, nor read differently from its bytes through a bidi override. Borrows when
+/// there is nothing to escape.
+pub fn escape_controls(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if is_unsafe(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// Why a text is not a passport at all (as opposed to a malformed envelope, which an
 /// [`Inspection`] still shows as JSON).

@@ -93,6 +93,9 @@ pub enum MintError {
         /// The refused lifetime.
         ttl_seconds: i64,
     },
+    /// The expiry (`issued_at` plus the ttl) is after [`Timestamp::LATEST`]: no passport
+    /// can spell it.
+    ExpiryAfterLatest,
     /// Neither `ttl_seconds` nor `expires_at` is given.
     NoExpiry,
     /// `agent_pubkey` is not base64 of a valid Ed25519 key.
@@ -176,6 +179,11 @@ impl fmt::Display for MintError {
                 write!(f, "ttl_seconds {ttl_seconds}: must be positive")
             }
             MintError::NoExpiry => f.write_str("give ttl_seconds or expires_at"),
+            MintError::ExpiryAfterLatest => write!(
+                f,
+                "ttl: issued_at + ttl is after {}, the latest time a passport can hold (a year has four digits): give a shorter ttl",
+                Timestamp::LATEST
+            ),
             MintError::AgentPubkeyInvalid => {
                 f.write_str("agent_pubkey is not base64 of a valid Ed25519 key")
             }
@@ -309,13 +317,17 @@ struct EnvelopeOut<'a> {
 impl PassportSpec {
     /// Refuses what a verifier with `max_ttl_seconds` would reject whatever the time:
     /// an empty chain or agent id, expiry not after issue, a lifetime over the maximum,
-    /// `not_before` at or after expiry, an invalid beneficiary.
+    /// `not_before` at or after expiry, an invalid beneficiary, and an expiry after
+    /// [`Timestamp::LATEST`], which would be written as a timestamp no verifier parses.
     pub fn check(&self, max_ttl_seconds: u64) -> Result<(), MintError> {
         if self.chain_id.is_empty() {
             return Err(MintError::ChainIdEmpty);
         }
         if self.agent_id.is_empty() {
             return Err(MintError::AgentIdEmpty);
+        }
+        if self.expires_at > Timestamp::LATEST {
+            return Err(MintError::ExpiryAfterLatest);
         }
         let lifetime = self.expires_at.nanos_since(self.issued_at);
         if lifetime <= 0 {

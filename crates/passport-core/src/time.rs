@@ -74,6 +74,12 @@ impl Timestamp {
         nanos: -62_135_596_800 * NANOS_PER_SEC,
     };
 
+    /// `9999-12-31T23:59:59.999999999Z`, the latest instant the four-digit years of
+    /// section 3 can write; a later one has no spelling a verifier parses.
+    pub const LATEST: Timestamp = Timestamp {
+        nanos: 253_402_300_799 * NANOS_PER_SEC + 999_999_999,
+    };
+
     /// The current system time.
     pub fn now() -> Self {
         let nanos = match SystemTime::now().duration_since(UNIX_EPOCH) {

@@ -3,41 +3,8 @@
 //! `agent_id` could clear the screen or draw fake rows in `audit report`; a bidi
 //! override could make a line read differently from its bytes.
 
-use std::borrow::Cow;
-
-/// Whether `c` must not reach a terminal raw: C0 controls (line breaks included), DEL,
-/// C1 controls, the bidi embeddings, overrides, isolates and marks, and the Unicode line
-/// and paragraph separators.
-fn is_unsafe(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061C}'
-                | '\u{200E}'
-                | '\u{200F}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2066}'..='\u{2069}'
-        )
-}
-
-/// `s` with every unsafe character written as `\uXXXX` (the JSON escape, so the result
-/// is still valid inside a JSON string). Borrows when there is nothing to escape.
-pub fn escape_controls(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(is_unsafe) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        if is_unsafe(c) {
-            out.push_str(&format!("\\u{:04x}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
+/// The one escape for agent-chosen text, shared with the layer's audit file.
+pub use passport_core::inspect::escape_controls;
 
 #[cfg(test)]
 mod tests {

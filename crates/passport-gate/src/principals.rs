@@ -1,7 +1,8 @@
 //! The principal allowlist (`[principals]`): a gateway that serves only some principals
 //! (a devshard operator's own users) refuses every other one with
-//! `principal_not_allowed`, right after the principal signature verified and before any
-//! grant query or body read.
+//! `principal_not_allowed`, once the principal address is known to be derived from the
+//! passport's key (step 7) and before the principal signature is checked: a principal off
+//! the list never costs a cold verification, nor a grant query or a body read.
 //!
 //! Addresses are compared in one normal form, lowercase bech32: an entry written in
 //! uppercase is lowercased, a mixed-case one (invalid bech32) is refused, and an entry
@@ -111,7 +112,8 @@ impl PrincipalAllowlist {
         }
     }
 
-    /// Whether `principal` (a verified `principal_address`, lowercase) is allowed.
+    /// Whether `principal` (a `principal_address` derived from the passport's key, so
+    /// lowercase) is allowed.
     pub fn allows(&self, principal: &str) -> bool {
         self.fixed.contains(principal)
             || self

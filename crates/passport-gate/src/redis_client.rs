@@ -111,6 +111,22 @@ pub struct RedisTlsFiles<'a> {
     pub client_cert: Option<(&'a Path, &'a Path)>,
 }
 
+/// `url` as it may be shown in a message: the password of its user information replaced
+/// by `***` (`redis://user:***@host:6379`, `redis://***@host` when there is no user
+/// name), whether or not the rest parses, so that a configuration error never prints a
+/// credential.
+pub fn redacted_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let Some(at) = url[start..].rfind('@').map(|i| start + i) else {
+        return url.to_owned();
+    };
+    let shown = match url[start..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    format!("{}{shown}{}", &url[..start], &url[at..])
+}
+
 /// `host:port` of a URL, and whether it is TLS. Refuses Unix sockets and the
 /// `#insecure` fragment, which would turn certificate verification off silently.
 fn address_of(url: &str) -> Result<(String, bool), String> {
@@ -155,7 +171,8 @@ impl RedisConfig {
         let mut schemes = Vec::new();
         for url in nodes {
             // The URL may hold a password: messages name only its position.
-            let (_, tls) = address_of(url).map_err(|e| format!("Redis URL {url:?}: {e}"))?;
+            let (_, tls) =
+                address_of(url).map_err(|e| format!("Redis URL {:?}: {e}", redacted_url(url)))?;
             schemes.push(tls);
         }
         let (address, uses_tls) = address_of(first)?;
@@ -544,6 +561,19 @@ mod tests {
         let e =
             RedisConfig::from_url("rediss://x:6380/#insecure", Duration::from_secs(1)).unwrap_err();
         assert!(e.contains("#insecure"), "{e}");
+    }
+
+    #[test]
+    fn urls_are_shown_with_the_password_redacted() {
+        for (url, shown) in [
+            ("redis://u:s3cret@x:1/0", "redis://u:***@x:1/0"),
+            ("rediss://:s3cret@x/#insecure", "rediss://:***@x/#insecure"),
+            ("redis://s3cret@x:notaport", "redis://***@x:notaport"),
+            ("u:s3:cret@x", "u:***@x"),
+            ("redis://x:1", "redis://x:1"),
+        ] {
+            assert_eq!(redacted_url(url), shown);
+        }
     }
 
     #[test]

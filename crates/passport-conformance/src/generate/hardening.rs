@@ -192,21 +192,29 @@ pub(super) fn hardening(k: &Keys, out: &mut Vec<Vector>) {
     ));
 
     // Bounded cold verification: with one per second, the first passport is verified,
-    // another serialization of it (its bytes are not in the cache) is shed, and the
+    // another passport (it needs its own signature check) is shed, and another
+    // serialization of the first one (found by passport_id, no signature check) and the
     // cached bytes still pass.
     let mut one_per_second = config();
     one_per_second.cold_verifications_per_second = Some(1);
     let respaced = padded(&valid, 5);
+    let mut second = envelope(k);
+    second["agent_id"] = json!("urn:aps:agent:conformance-2");
+    let second = seal(second, &k.principal);
     out.push(vector(
         "verification-busy",
-        "with cold_verifications_per_second 1, a second passport whose bytes are not in the envelope cache within the same second gets 503 verification_busy before it is parsed, while the cached passport is still accepted",
+        "with cold_verifications_per_second 1, a second passport that needs its own principal signature check within the same second gets 503 verification_busy, while another serialization of the verified passport (found by passport_id, no signature check) and the cached passport are still accepted",
         one_per_second,
         vec![
             step(
                 signed(k, &valid, URI, &b),
                 accepted(&valid, agent_id, &p_addr, MODEL, None, &b),
             ),
-            step(signed(k, &respaced, URI, &b), rejected("verification_busy")),
+            step(signed(k, &second, URI, &b), rejected("verification_busy")),
+            step(
+                signed(k, &respaced, URI, &b),
+                accepted(&respaced, agent_id, &p_addr, MODEL, None, &b),
+            ),
             step(
                 signed(k, &valid, URI, &b),
                 accepted(&valid, agent_id, &p_addr, MODEL, None, &b),

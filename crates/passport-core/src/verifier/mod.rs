@@ -359,11 +359,27 @@ impl Verifier {
     /// serialization or `passport_id` is in the cache skips steps 3 to 10a except the
     /// time window (step 6), which is checked on every request.
     ///
-    /// A passport whose bytes are not in the cache is a cold verification: beyond the
-    /// bound of [`ColdAdmission`] it is refused with `verification_busy` before it is
-    /// parsed, so that shedding a flood of forged passports costs a hash and a lookup
-    /// each, and cached passports never wait behind them.
+    /// A passport whose bytes are not in the cache is a cold verification: it is parsed
+    /// and checked up to step 9 first (cheap next to a signature check), and only a
+    /// passport that passes them takes a token of [`ColdAdmission`], right before the
+    /// principal signature (step 10a); beyond the bound it is refused with
+    /// `verification_busy`. Bytes that cannot be a passport therefore never cost a
+    /// token, and cached passports never wait behind cold ones.
     pub fn check_passport(&self, passport: &[u8]) -> Result<CheckedPassport, Rejection> {
+        self.check_passport_allowing(passport, &|_| true)
+    }
+
+    /// [`Verifier::check_passport`] with a principal allowlist: a passport whose
+    /// `principal_address` `allows` refuses is refused with `principal_not_allowed`
+    /// after step 9 and before any cold-verification token is taken, so that traffic
+    /// from principals off the list can never shed a principal on it (spec section
+    /// 6.3). A cached passport is checked against `allows` on every request too, since
+    /// the list may change.
+    pub fn check_passport_allowing(
+        &self,
+        passport: &[u8],
+        allows: &dyn Fn(&str) -> bool,
+    ) -> Result<CheckedPassport, Rejection> {
         if passport.len() > self.max_passport_bytes {
             return Err(Rejection::PassportTooLarge);
         }
@@ -375,12 +391,19 @@ impl Verifier {
             found,
             now,
         };
+        let allowed = |e: &Envelope| {
+            if allows(&e.principal_address) {
+                Ok(())
+            } else {
+                Err(Rejection::PrincipalNotAllowed)
+            }
+        };
         if let Some(v) = self.cache.get_serialization(&raw_sha256) {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
             self.check_time_window(&v.envelope, now)?;
+            allowed(&v.envelope)?;
             return Ok(checked(v, Found::Serialization));
         }
-        let _permit = self.cold.try_admit().ok_or(Rejection::VerificationBusy)?;
         let envelope = Envelope::parse_hashed(passport, raw_sha256)
             .map_err(|_| Rejection::EnvelopeMalformed)?;
         if envelope.agent_id.len() > MAX_AGENT_ID_BYTES {
@@ -391,10 +414,11 @@ impl Verifier {
         if let Some(v) = self.cache.get_passport(&envelope.passport_id()) {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
             self.check_time_window(&v.envelope, now)?;
+            allowed(&v.envelope)?;
             return Ok(checked(v, Found::PassportId));
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
-        let v = Arc::new(self.verify_envelope(envelope, now)?);
+        let v = Arc::new(self.verify_envelope(envelope, now, &allowed)?);
         Ok(checked(v, Found::Nowhere))
     }
 
@@ -453,11 +477,14 @@ impl Verifier {
         })
     }
 
-    /// Steps 4 to 10a on a cache miss, in the reference's order.
+    /// Steps 4 to 10a on a cache miss, in the reference's order, with the allowlist
+    /// (`allowed`) and the cold-verification bound between step 9 and the one
+    /// expensive check, the principal signature.
     fn verify_envelope(
         &self,
         envelope: Envelope,
         now: Timestamp,
+        allowed: &dyn Fn(&Envelope) -> Result<(), Rejection>,
     ) -> Result<VerifiedEnvelope, Rejection> {
         self.check_identity(&envelope)?;
         self.check_lifetime(&envelope)?;
@@ -465,6 +492,8 @@ impl Verifier {
         let principal_key = self.check_principal_key(&envelope)?;
         let agent_key = check_agent_key(&envelope)?;
         check_beneficiary(&envelope)?;
+        allowed(&envelope)?;
+        let _permit = self.cold.try_admit().ok_or(Rejection::VerificationBusy)?;
         let principal_key = check_principal_signature(&envelope, &principal_key)?;
         Ok(VerifiedEnvelope {
             envelope,

@@ -27,6 +27,7 @@ pub(crate) struct GonkaSignArgs {
 }
 
 pub fn run(a: &GonkaSignArgs) -> Result<u8, Failure> {
+    crate::cli::input::warn_if_readable_by_others(std::path::Path::new(&a.key));
     let secret = principal_secret_from_hex_or_path(&a.key, "--key").map_err(|e| e.to_string())?;
     let signer = NativeSigner::new(&secret, &a.prefix)
         .map_err(|e| format!("--prefix {:?}: {e}", a.prefix))?;

@@ -60,3 +60,38 @@ pub(crate) fn passport_value(value: Option<&str>, file: Option<&Path>) -> Result
         (None, None) => Err("give --passport or --passport-file".into()),
     }
 }
+
+/// Warns on standard error when the secret key file at `path` can be read by its group
+/// or by others: other users of the machine could then sign as its owner. The key is
+/// still loaded (as gpg does, not ssh) so that a script on a shared host keeps working,
+/// but the warning names the file, its mode and the fix.
+pub(crate) fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_file() && mode & 0o044 != 0 {
+            let shown = crate::terminal::escape_controls(&path.to_string_lossy()).into_owned();
+            eprintln!(
+                "passport-gate: warning: the secret key file {shown} has mode {mode:03o}: other users can read it; run `chmod 600 {shown}`"
+            );
+        }
+    }
+}
+
+/// The agent secret key in the key file at `path` (warning when others can read it).
+pub(crate) fn agent_secret_file(path: &Path) -> Result<passport_core::crypto::AgentSecret, String> {
+    warn_if_readable_by_others(path);
+    passport_core::keyfile::load_agent_secret(path).map_err(|e| e.to_string())
+}
+
+/// The principal secret key in the key file at `path` (warning when others can read it).
+pub(crate) fn principal_secret_file(
+    path: &Path,
+) -> Result<passport_core::crypto::PrincipalSecret, String> {
+    warn_if_readable_by_others(path);
+    passport_core::keyfile::load_principal_secret(path).map_err(|e| e.to_string())
+}

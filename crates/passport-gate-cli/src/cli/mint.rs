@@ -1,9 +1,9 @@
 //! `passport-gate mint`: a passport, an unsigned envelope, or a wallet signature attached.
 
+use crate::cli::input::{agent_secret_file, principal_secret_file};
 use crate::cli::output::{say, Failure};
 use clap::Args;
 use passport_core::crypto::{decode_base64, AgentKey, PrincipalKey};
-use passport_core::keyfile::{load_agent_secret, load_principal_secret};
 use passport_core::mint::{attach_signature, PassportSpec};
 use passport_core::time::Timestamp;
 use std::path::PathBuf;
@@ -92,9 +92,7 @@ pub(crate) fn parse_duration_seconds(s: &str) -> Result<i64, String> {
 
 pub(crate) fn agent_public(a: &MintArgs) -> Result<AgentKey, String> {
     match (&a.agent_key, &a.agent_pubkey) {
-        (Some(p), _) => Ok(load_agent_secret(p)
-            .map_err(|e| e.to_string())?
-            .public_key()),
+        (Some(p), _) => Ok(agent_secret_file(p)?.public_key()),
         (None, Some(b64)) => decode_base64(b64)
             .and_then(|b| AgentKey::from_bytes(&b))
             .ok_or_else(|| "--agent-pubkey is not base64 of a valid Ed25519 key".into()),
@@ -118,7 +116,7 @@ pub fn run(a: &MintArgs) -> Result<u8, Failure> {
         |v: &Option<String>, flag: &str| v.clone().ok_or_else(|| format!("{flag} is required"));
     let (principal_secret, principal_key) = match (&a.principal_key, &a.principal_pubkey) {
         (Some(p), _) => {
-            let s = load_principal_secret(p).map_err(|e| e.to_string())?;
+            let s = principal_secret_file(p)?;
             let k = s.public_key();
             (Some(s), k)
         }

@@ -3,7 +3,6 @@
 use crate::cli::input::{passport_value, BodyArg};
 use crate::cli::output::{runtime, Failure};
 use clap::Args;
-use passport_core::keyfile::load_agent_secret;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -54,7 +53,7 @@ pub fn run(a: &RequestArgs) -> Result<u8, Failure> {
     use std::io::Write;
     use tower::{Layer, ServiceExt};
 
-    let agent = load_agent_secret(&a.agent_key).map_err(|e| e.to_string())?;
+    let agent = crate::cli::input::agent_secret_file(&a.agent_key)?;
     let passport = passport_value(a.passport.as_deref(), a.passport_file.as_deref())?;
     let signer = AgentSigner::new(agent, &passport, &a.chain_id).map_err(|e| e.to_string())?;
     let body = a.body.read()?;

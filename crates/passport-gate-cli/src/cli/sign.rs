@@ -3,7 +3,6 @@
 use crate::cli::input::{BodyArg, PassportArg};
 use crate::cli::output::{say, Failure};
 use clap::Args;
-use passport_core::keyfile::load_agent_secret;
 use passport_core::mint::sign_request;
 use std::path::PathBuf;
 
@@ -31,7 +30,7 @@ pub(crate) struct SignArgs {
 }
 
 pub fn run(a: &SignArgs) -> Result<u8, Failure> {
-    let secret = load_agent_secret(&a.agent_key).map_err(|e| e.to_string())?;
+    let secret = crate::cli::input::agent_secret_file(&a.agent_key)?;
     let passport = a.passport.read()?;
     let body = a.body.read()?;
     let sig = sign_request(&secret, &passport, &a.chain_id, &a.method, &a.uri, &body)

@@ -42,6 +42,10 @@ pub fn run(a: &WalletArgs) -> Result<u8, Failure> {
         ..WalletConfig::new(a.listen, &a.chain_id, &a.prefix)
     };
     config.check_listen().map_err(|e| Failure(e, 2))?;
+    // The page shares the gateway's accept loop, which logs (at a bounded rate) the
+    // connections it refuses when its slots are full; without a subscriber those lines
+    // went nowhere.
+    crate::cli::output::init_logging();
     if a.public {
         eprintln!("passport-gate: WARNING: --public: the wallet page answers any host on {}; it holds no secret, but it is meant for this machine's browser", a.listen);
     }

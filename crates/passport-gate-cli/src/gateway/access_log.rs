@@ -111,7 +111,10 @@ impl AccessLog {
             .extensions()
             .get::<AcceptedAgent>()
             .map(|a| a.0.as_str());
-        let mut line = serde_json::json!({
+        // serde_json writes bidi controls, C1 controls and U+2028/9 raw; escaped, an
+        // agent_id cannot make a line read differently from its bytes in a terminal
+        // or viewer (the JSON value is the same).
+        let line = serde_json::json!({
             "time": passport_core::time::Timestamp::now().to_rfc3339(),
             "method": method.as_str(),
             "path": path,
@@ -122,6 +125,7 @@ impl AccessLog {
             "latency_ms": started.elapsed().as_millis() as u64,
         })
         .to_string();
+        let mut line = crate::terminal::escape_controls(&line).into_owned();
         line.push('\n');
         // Counted before it is sent, so the writer never uncounts a line first.
         self.pending.fetch_add(1, Ordering::SeqCst);

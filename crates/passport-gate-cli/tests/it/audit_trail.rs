@@ -160,6 +160,40 @@ async fn a_refused_request_is_audited_with_its_claimed_identity_marked_unverifie
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidi_controls_in_an_agent_id_are_escaped_in_the_audit_and_event_files() {
+    let (up, _go) = openai_upstream().await;
+    let dir = support::serve::workdir("audit-bidi");
+    let plain = dir.join("events.jsonl");
+    let (toml, audit) = audit_toml(up, &dir, &format!("file = {plain:?}\n"));
+    let gw = start("audit-bidi", &toml);
+    let agent_id = "urn:aps:agent:\u{202e}gpj.exe\u{2066}\u{85}";
+    let f = support::live(agent_id);
+    let (status, text) = support::post(gw.listen, URI, &f.headers(URI, BODY), BODY).await;
+    assert_eq!(status, 200, "{text}");
+    let events = audit_events(&audit, 1);
+    assert_eq!(events[0]["agent_id"], agent_id);
+    for file in [&audit, &plain] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut text = String::new();
+        while !text.contains('\n') && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            text = std::fs::read_to_string(file).unwrap_or_default();
+        }
+        assert!(
+            !text.contains(['\u{202e}', '\u{2066}', '\u{85}']),
+            "raw bidi or C1 control in {text:?}"
+        );
+        assert!(
+            text.contains(r"urn:aps:agent:\u202egpj.exe\u2066\u0085"),
+            "{text:?}"
+        );
+    }
+    // The chain still verifies: the hash is over the event, not its spelling.
+    let verify = cli(&["audit", "verify", audit.to_str().unwrap()]);
+    assert!(verify.status.success(), "{verify:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_refusals_false_keeps_refusals_out_of_the_audit_file() {
     let (up, _go) = openai_upstream().await;
     let dir = support::serve::workdir("audit-no-refusals");

@@ -319,3 +319,167 @@ async fn request_with_a_gonka_key_sends_both_signatures_over_the_body_sent() {
     assert!(err.contains("--transfer-address"), "{err}");
     assert_eq!(up.seen().len(), calls);
 }
+
+/// Redis URLs holding a password that the configuration refuses: `#insecure`, a URL
+/// that does not parse, another scheme.
+const REDIS_URLS_WITH_A_PASSWORD: [(&str, &str); 3] = [
+    (
+        "rediss://admin:hunter2-s3cret@127.0.0.1:1/#insecure",
+        "rediss://admin:***@127.0.0.1:1/#insecure",
+    ),
+    (
+        "redis://admin:hunter2-s3cret@127.0.0.1:notaport",
+        "redis://admin:***@127.0.0.1:notaport",
+    ),
+    (
+        "http://:hunter2-s3cret@127.0.0.1:1",
+        "http://:***@127.0.0.1:1",
+    ),
+];
+
+#[test]
+fn a_redis_password_never_appears_in_a_configuration_error() {
+    for (i, (url, shown)) in REDIS_URLS_WITH_A_PASSWORD.iter().enumerate() {
+        let toml =
+            format!("[server]\nupstream = \"http://127.0.0.1:1\"\n[redis]\nurl = \"{url}\"\n");
+        let (code, stderr) = support::serve::refused_config(&format!("redis-password-{i}"), &toml);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+        assert!(stderr.contains(shown), "{shown} missing from {stderr}");
+    }
+}
+
+#[test]
+fn a_redis_password_never_appears_in_a_revoke_error() {
+    for (url, shown) in REDIS_URLS_WITH_A_PASSWORD {
+        let out = run(
+            &["revoke", "--agent-id", "urn:aps:agent:x", "--redis", url],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+        assert!(stderr.contains(shown), "{shown} missing from {stderr}");
+    }
+}
+
+#[test]
+fn mint_refuses_an_expiry_no_passport_can_spell() {
+    let dir = support::serve::workdir("cli-mint-latest");
+    credentials(&dir);
+    let principal = dir.join("principal.json");
+    let agent = dir.join("agent.json");
+    let mint = |issued_at: &str, ttl: &str| {
+        run(
+            &[
+                "mint",
+                "--principal-key",
+                principal.to_str().unwrap(),
+                "--agent-key",
+                agent.to_str().unwrap(),
+                "--agent-id",
+                "urn:aps:agent:cli",
+                "--chain-id",
+                CHAIN,
+                "--issued-at",
+                issued_at,
+                "--ttl",
+                ttl,
+                "--max-ttl-seconds",
+                "18446744073709551615",
+            ],
+            None,
+        )
+    };
+    // The last hour that can be written is still minted.
+    let last = mint("9999-12-31T22:59:59Z", "1h");
+    assert!(last.status.success(), "{:?}", last);
+    // An hour later would need a five-digit year; a ttl near i64::MAX seconds wrapped to
+    // a negative year.
+    for (issued_at, ttl) in [
+        ("9999-12-31T23:30:00Z", "1h"),
+        ("2026-01-01T00:00:00Z", "9223372036854775807"),
+    ] {
+        let out = mint(issued_at, ttl);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(out.stdout.is_empty(), "a passport was written");
+        assert!(
+            stderr.contains("ttl") && stderr.contains("9999-12-31T23:59:59"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_secret_key_file_others_can_read_is_loaded_with_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = support::serve::workdir("cli-key-mode");
+    let (agent, passport_file, _) = credentials(&dir);
+    let principal = dir.join("principal.json");
+    let principal = principal.to_str().unwrap();
+    let mint = || {
+        run(
+            &[
+                "mint",
+                "--principal-key",
+                principal,
+                "--agent-key",
+                &agent,
+                "--agent-id",
+                "urn:aps:agent:cli",
+                "--chain-id",
+                CHAIN,
+                "--ttl",
+                "10m",
+            ],
+            None,
+        )
+    };
+    let sign = || {
+        run(
+            &[
+                "sign",
+                "--agent-key",
+                &agent,
+                "--passport-file",
+                &passport_file,
+                "--chain-id",
+                CHAIN,
+                "--method",
+                "POST",
+                "--uri",
+                URI,
+                "--body",
+                BODY,
+            ],
+            None,
+        )
+    };
+    let out = mint();
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(principal, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = mint();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for (file, mode) in [(principal, "644"), (agent.as_str(), "640")] {
+        assert!(
+            stderr.contains(&format!("{file} has mode {mode}"))
+                && stderr.contains(&format!("chmod 600 {file}")),
+            "{stderr}"
+        );
+    }
+    let out = sign();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{agent} has mode 640")),
+        "{stderr}"
+    );
+}

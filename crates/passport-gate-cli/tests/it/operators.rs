@@ -478,6 +478,40 @@ async fn the_access_log_has_one_json_line_per_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidi_controls_in_an_agent_id_are_escaped_in_the_access_log() {
+    let up = upstream().await;
+    let dir = workdir("access-log-bidi");
+    let log = dir.join("access.jsonl");
+    let toml = config(up.addr, "").replacen(
+        "[server]\n",
+        &format!("[server]\naccess_log = {:?}\n", log.display().to_string()),
+        1,
+    );
+    let gw = start("access-log-bidi", &toml);
+    let agent_id = "urn:aps:agent:\u{202e}gpj.exe\u{2066}\u{85}";
+    let f = passport(0x61, agent_id, None);
+    assert_eq!(post_as(gw.listen, &f).await.status(), 200);
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !text.contains('\n') && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+    }
+    let line = text.lines().next().expect("one access log line");
+    assert!(
+        !line.contains(['\u{202e}', '\u{2066}', '\u{85}']),
+        "raw bidi or C1 control in {line:?}"
+    );
+    assert!(
+        line.contains(r"urn:aps:agent:\u202egpj.exe\u2066\u0085"),
+        "{line:?}"
+    );
+    // Still JSON, with the same value.
+    let value: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(value["agent"], agent_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_access_log_sink_drops_lines_instead_of_holding_requests() {
     let up = upstream().await;
     let toml = config(up.addr, "").replacen(

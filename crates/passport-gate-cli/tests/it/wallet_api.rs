@@ -139,7 +139,7 @@ fn a_request_body_that_never_arrives_is_given_up() {
 }
 
 #[test]
-fn connections_beyond_the_bound_are_closed_at_once() {
+fn connections_beyond_the_bound_are_closed_at_once_and_logged() {
     let page = start_wallet(&[]);
     let held: Vec<TcpStream> = (0..wallet::MAX_CONNECTIONS)
         .map(|_| half_sent(page.addr, b"GET / HTTP/1.1\r\n").unwrap())
@@ -148,6 +148,23 @@ fn connections_beyond_the_bound_are_closed_at_once() {
     std::thread::sleep(Duration::from_millis(300));
     let mut extra = half_sent(page.addr, b"GET / HTTP/1.1\r\n").unwrap();
     assert!(closed_within(&mut extra, Duration::from_secs(2)));
+    // More refusals within the second are counted in the next line, not logged each.
+    for _ in 0..20 {
+        let mut more = half_sent(page.addr, b"GET / HTTP/1.1\r\n").unwrap();
+        assert!(closed_within(&mut more, Duration::from_secs(2)));
+    }
+    let mut refusals = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while let Ok(line) = page
+        .lines
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        if line.contains("connection refused: max_connections open") {
+            refusals.push(line);
+        }
+    }
+    assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    assert!(refusals[0].contains("listener=\"wallet\""), "{refusals:#?}");
     drop(held);
 }
 

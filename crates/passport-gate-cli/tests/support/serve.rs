@@ -502,6 +502,8 @@ pub async fn scripted_upstream(script: Vec<(u16, Duration)>) -> ScriptedUpstream
 pub struct WalletPage {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Its stderr lines after the one naming its address.
+    pub lines: mpsc::Receiver<String>,
 }
 
 impl Drop for WalletPage {
@@ -528,13 +530,14 @@ pub fn start_wallet(extra: &[&str]) -> WalletPage {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let (tx, rx) = mpsc::channel();
     // Owned at once, so that a panic below still kills and reaps the process.
     let mut page = WalletPage {
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        lines: rx,
     };
     let stderr = page.child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
@@ -544,7 +547,8 @@ pub fn start_wallet(extra: &[&str]) -> WalletPage {
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let line = rx
+        let line = page
+            .lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("the wallet page printed its address");
         if let Some(rest) = line.strip_prefix("passport-gate wallet page on http://") {

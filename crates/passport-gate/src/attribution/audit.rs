@@ -178,7 +178,13 @@ impl Sink for AuditFileSink {
             hash: hex::encode(hash),
             event: event.clone(),
         };
-        let mut bytes = serde_json::to_vec(&line).map_err(io::Error::other)?;
+        let text = serde_json::to_string(&line).map_err(io::Error::other)?;
+        // serde_json writes bidi and C1 controls raw; escaped, an agent_id cannot make
+        // the line read differently from its bytes. The hash is over the event's JCS
+        // form, which the escape does not change.
+        let mut bytes = passport_core::inspect::escape_controls(&text)
+            .into_owned()
+            .into_bytes();
         bytes.push(b'\n');
         // One write call per line: a crash leaves at most one incomplete last line.
         self.file.write_all(&bytes)?;

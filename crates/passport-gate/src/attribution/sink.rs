@@ -52,7 +52,11 @@ impl Sink for JsonLinesSink {
     }
 
     fn write(&mut self, event: &AttributionEvent) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, event)?;
+        // Bidi and C1 controls as JSON escapes, as in the audit file: same value, and a
+        // line that reads as its bytes.
+        let text = serde_json::to_string(event)?;
+        self.out
+            .write_all(passport_core::inspect::escape_controls(&text).as_bytes())?;
         self.out.write_all(b"\n")
     }
 

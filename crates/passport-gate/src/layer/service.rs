@@ -349,7 +349,13 @@ where
     // Steps 3 to 10a run before a byte of the body is read: a forged passport costs one
     // signature check and never a buffered body.
     let started = Instant::now();
-    let passport = verifier.check_passport(&headers.passport);
+    // The allowlist is decided inside, before a cold verification takes a token.
+    let passport = verifier.check_passport_allowing(&headers.passport, &|principal| {
+        shared
+            .principals
+            .as_ref()
+            .is_none_or(|list| list.allows(principal))
+    });
     let mut verifying = started.elapsed();
     let passport = passport.inspect_err(|_| {
         shared
@@ -358,13 +364,6 @@ where
             .observe(verifying.as_secs_f64());
     })?;
     let principal = &passport.envelope().principal_address;
-    if shared
-        .principals
-        .as_ref()
-        .is_some_and(|list| !list.allows(principal))
-    {
-        return Err(Rejection::PrincipalNotAllowed);
-    }
     // Requester binding depends only on the passport's principal and an unsigned
     // header, so it runs before the body is read too: with binding on, a principal
     // without a grant (anyone can mint a passport for a key of their own) never makes
