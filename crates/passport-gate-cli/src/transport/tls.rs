@@ -48,6 +48,18 @@ impl std::fmt::Display for TlsFileError {
     }
 }
 
+impl std::error::Error for TlsFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TlsFileError::BadKey(_, e) | TlsFileError::Provider(e) => Some(e),
+            TlsFileError::Unreadable(..)
+            | TlsFileError::NoCertificate(_)
+            | TlsFileError::BadCa(..)
+            | TlsFileError::NoKey(_) => None,
+        }
+    }
+}
+
 /// The crypto provider every TLS configuration of the gateway uses.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
