@@ -278,7 +278,10 @@ pub async fn run() -> Result<u8, String> {
     }
 
     let _ = stop_tx.send(());
-    let report = gateway.await.map_err(|e| e.to_string())??;
+    let report = gateway
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     let written = std::fs::read_to_string(&events).unwrap_or_default();
     println!(
         "\nattribution events written to {} ({} lines):",

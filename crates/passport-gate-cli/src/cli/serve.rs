@@ -115,14 +115,14 @@ pub fn run(a: &ServeArgs) -> Result<u8, Failure> {
         }))
         .map_err(|e| {
             // One line per problem (the failure line itself escapes line breaks).
-            let lines: Vec<&str> = e.lines().collect();
-            if lines.len() > 1 {
-                for l in &lines {
-                    eprintln!("passport-gate: {}", escape_controls(l));
+            let problems = e.problems();
+            if problems.len() > 1 {
+                for p in &problems {
+                    eprintln!("passport-gate: {}", escape_controls(&p.to_string()));
                 }
-                return Failure(format!("{} problem(s) at startup", lines.len()), 1);
+                return Failure(format!("{} problem(s) at startup", problems.len()), 1);
             }
-            Failure(e, 1)
+            Failure(e.to_string(), 1)
         })?;
     eprintln!(
         "passport-gate stopped: {} connection(s) cut at the grace deadline, {} forwarded request(s) cut before their event",

@@ -10,6 +10,7 @@
 
 use super::error::GatewayError;
 use super::settings::AccessLogTarget;
+use super::start_error::StartError;
 use passport_core::verifier::Rejection;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,7 +40,7 @@ impl AccessLog {
         target: &AccessLogTarget,
         capacity: usize,
         dropped: prometheus::IntCounter,
-    ) -> Result<Option<AccessLog>, String> {
+    ) -> Result<Option<AccessLog>, StartError> {
         let sink: Box<dyn Write + Send> = match target {
             AccessLogTarget::Off => return Ok(None),
             AccessLogTarget::Stdout => Box::new(std::io::stdout()),
@@ -48,8 +49,10 @@ impl AccessLog {
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| {
-                        format!("server.access_log: cannot open {}: {e}", path.display())
+                    .map_err(|source| StartError::OpenFile {
+                        key: "server.access_log",
+                        path: path.clone(),
+                        source,
                     })?,
             ),
         };
@@ -75,7 +78,7 @@ impl AccessLog {
                     written_lines.fetch_sub(taken, Ordering::SeqCst);
                 }
             })
-            .map_err(|e| format!("cannot start the access log thread: {e}"))?;
+            .map_err(StartError::AccessLogThread)?;
         Ok(Some(AccessLog {
             lines: tx,
             dropped,

@@ -9,6 +9,7 @@ use super::listener::{ConnectionLimits, Http2Limits};
 use super::metrics::GatewayMetrics;
 use super::routes::RouteTable;
 use super::settings::{AttributionSettings, BindingSettings, GrantSourceSettings, Settings};
+use super::start_error::StartError;
 use super::upstream_auth::UpstreamCredential;
 use super::{proxy, Proxy};
 use crate::transport::tls;
@@ -51,13 +52,11 @@ pub(crate) struct Built {
 
 /// Builds everything once. Problems found while opening files are collected, so that one
 /// run reports every file that cannot be opened (each line naming its key).
-pub(crate) async fn build(config: &Settings) -> Result<Built, String> {
+pub(crate) async fn build(config: &Settings) -> Result<Built, StartError> {
     let registry = Registry::new();
-    let metrics = Metrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
-    let gateway_metrics =
-        GatewayMetrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
-    let transport =
-        tls::TransportMetrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
+    let metrics = Metrics::register(&registry).map_err(StartError::Metrics)?;
+    let gateway_metrics = GatewayMetrics::register(&registry).map_err(StartError::Metrics)?;
+    let transport = tls::TransportMetrics::register(&registry).map_err(StartError::Metrics)?;
 
     let redis_config = config.redis.as_ref().map(|r| &r.client);
     let redis = redis_config.map(|c| Arc::new(Redis::new(c.clone())));
@@ -66,7 +65,7 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, String> {
         .as_ref()
         .map(|r| r.key_prefix.clone())
         .unwrap_or_default();
-    let mut problems: Vec<String> = Vec::new();
+    let mut problems: Vec<StartError> = Vec::new();
     let sinks = sinks(&config.attribution, redis_config)
         .map_err(|list| problems.extend(list))
         .unwrap_or_default();
@@ -79,7 +78,7 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, String> {
                 sinks,
                 metrics.clone(),
             )
-            .map_err(|e| format!("cannot start the attribution thread: {e}"))?,
+            .map_err(StartError::AttributionThread)?,
         )
     };
 
@@ -100,7 +99,7 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, String> {
                 p.prefix.clone(),
                 metrics.principals_reload_failures.clone(),
             )
-            .map_err(|e| format!("principals.allow_file: {e}"))?;
+            .map_err(StartError::PrincipalsFile)?;
         }
         builder = builder.principals(list);
     }
@@ -124,7 +123,7 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, String> {
         let list = Arc::new(list);
         if let Some((path, every)) = &r.file {
             if let Err(e) = list.watch_file(path.clone(), *every) {
-                problems.push(format!("revocation.file: {e}"));
+                problems.push(StartError::RevocationFile(e));
             }
         }
         if let (Some(every), Some(redis)) = (r.redis_poll, &redis) {
@@ -136,11 +135,7 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, String> {
         builder = builder.inference_id_header(name.clone());
     }
     let layer = builder.build().map_err(|errors| {
-        errors
-            .iter()
-            .map(|e| format!("agent_envelope.{e}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        StartError::from_problems(errors.into_iter().map(StartError::Envelope).collect())
     })?;
 
     let access_log = AccessLog::start(
@@ -153,7 +148,7 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, String> {
     .flatten()
     .map(Arc::new);
     if !problems.is_empty() {
-        return Err(problems.join("\n"));
+        return Err(StartError::from_problems(problems));
     }
 
     let limits = |max_connections: usize| ConnectionLimits {
@@ -166,7 +161,7 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, String> {
         .as_ref()
         .map(|a| {
             UpstreamCredential::start(a, gateway_metrics.upstream_auth_reload_failures.clone())
-                .map_err(|e| format!("upstream_auth.token_file: cannot start the watcher: {e}"))
+                .map_err(StartError::UpstreamAuthWatcher)
         })
         .transpose()?;
     let pool = config.upstream_pool;
@@ -195,7 +190,7 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, String> {
                 .as_ref()
                 .map(|(path, roots)| (path.as_path(), roots.clone()));
             let server = tls::server_config(Arc::clone(&t.certificate), client_ca)
-                .map_err(|e| format!("server.tls: {e}"))?;
+                .map_err(StartError::ServerTls)?;
             Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
         }
         None => None,
@@ -238,12 +233,12 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, String> {
 fn binding(
     b: &BindingSettings,
     upstream_tls: &rustls::ClientConfig,
-) -> Result<(Binding, Option<LcdGrantSource>), String> {
+) -> Result<(Binding, Option<LcdGrantSource>), StartError> {
     let (grants, node): (Arc<dyn GrantSource>, _) = match &b.grants {
         GrantSourceSettings::ChainNode(url) => {
             let node = Arc::new(
                 LcdGrantSource::with_tls(url, upstream_tls.clone())
-                    .map_err(|e| format!("binding.chain_node: {e}"))?,
+                    .map_err(StartError::ChainNode)?,
             );
             (node.clone(), Some(node))
         }
@@ -257,7 +252,7 @@ fn binding(
     }
     if let Some(rs) = &b.requester_signature {
         // Checked by the configuration: a requester signature needs a chain node.
-        let accounts = accounts.ok_or("binding.requester_signature: needs binding.chain_node")?;
+        let accounts = accounts.ok_or(StartError::RequesterSignatureWithoutChainNode)?;
         binding = binding.with_requester_signature(RequesterSignature::new(rs.clone(), accounts));
     }
     Ok((binding, node.map(|n| (*n).clone())))
@@ -267,22 +262,23 @@ fn binding(
 fn sinks(
     config: &AttributionSettings,
     redis: Option<&RedisConfig>,
-) -> Result<Vec<Box<dyn Sink>>, Vec<String>> {
+) -> Result<Vec<Box<dyn Sink>>, Vec<StartError>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let mut errors = Vec::new();
     if let Some(audit) = &config.audit_file {
         match AuditFileSink::open(&audit.path, audit.fsync, audit.max_bytes) {
             Ok(sink) => sinks.push(Box::new(sink)),
-            Err(e) => errors.push(format!(
-                "attribution.audit_file: cannot open {}: {e}",
-                audit.path.display()
-            )),
+            Err(source) => errors.push(StartError::OpenFile {
+                key: "attribution.audit_file",
+                path: audit.path.clone(),
+                source,
+            }),
         }
     }
     if let (Some((key, maxlen)), Some(redis)) = (&config.redis_stream, redis) {
         match RedisStreamSink::new(redis.clone(), key, *maxlen) {
             Ok(sink) => sinks.push(Box::new(sink)),
-            Err(e) => errors.push(format!("attribution.redis_stream: {e}")),
+            Err(e) => errors.push(StartError::RedisStream(e)),
         }
     }
     if config.stdout {
@@ -291,10 +287,11 @@ fn sinks(
     if let Some(path) = &config.file {
         match JsonLinesSink::create_file(path) {
             Ok(sink) => sinks.push(Box::new(sink)),
-            Err(e) => errors.push(format!(
-                "attribution.file: cannot open {}: {e}",
-                path.display()
-            )),
+            Err(source) => errors.push(StartError::OpenFile {
+                key: "attribution.file",
+                path: path.clone(),
+                source,
+            }),
         }
     }
     if errors.is_empty() {
@@ -312,7 +309,7 @@ async fn replay_redis(
     config: &RedisConfig,
     accept_forgetful: bool,
     metrics: &Metrics,
-) -> Result<Arc<Redis>, String> {
+) -> Result<Arc<Redis>, StartError> {
     let durability = if accept_forgetful {
         Durability::AcceptForgetful {
             counter: Some(metrics.replay_store_forgetful.clone()),
@@ -323,7 +320,7 @@ async fn replay_redis(
     let redis = Arc::new(Redis::new(config.clone()).with_durability(durability));
     match redis.check().await {
         Ok(()) => Ok(redis),
-        Err(RedisError::Forgetful(e)) => Err(format!("replay.store: {e}")),
+        Err(RedisError::Forgetful(e)) => Err(StartError::ReplayStoreForgetful(e)),
         Err(e) => {
             tracing::warn!(error = %e, "replay store: Redis not reachable at startup; requests are refused until it is");
             Ok(redis)

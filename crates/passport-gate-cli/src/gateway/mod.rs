@@ -15,6 +15,7 @@ mod proxy;
 mod routes;
 mod run;
 pub mod settings;
+pub(crate) mod start_error;
 pub mod upstream_auth;
 
 pub use error::GatewayError;

@@ -2,6 +2,7 @@
 
 use super::dispatch::Dispatch;
 use super::listener::{Acceptor, ProxyProtocols};
+use super::start_error::StartError;
 use super::{access_log, admin, build, Validated};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -42,7 +43,7 @@ pub async fn run(
     config: Validated,
     shutdown: impl Future<Output = ()>,
     on_bound: impl FnOnce(Bound),
-) -> Result<ShutdownReport, String> {
+) -> Result<ShutdownReport, StartError> {
     let build::Built {
         registry,
         metrics,
@@ -63,16 +64,19 @@ pub async fn run(
 
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|e| format!("server.listen: cannot listen on {}: {e}", config.listen))?;
-    let admin_listener = TcpListener::bind(config.admin_listen).await.map_err(|e| {
-        format!(
-            "server.admin_listen: cannot listen on {}: {e}",
-            config.admin_listen
-        )
-    })?;
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(|source| StartError::AdminListen {
+            addr: config.admin_listen,
+            source,
+        })?;
     let bound = Bound {
-        listen: listener.local_addr().map_err(|e| e.to_string())?,
-        admin: admin_listener.local_addr().map_err(|e| e.to_string())?,
+        listen: listener.local_addr().map_err(StartError::LocalAddr)?,
+        admin: admin_listener.local_addr().map_err(StartError::LocalAddr)?,
     };
 
     let mut readiness = admin::Readiness {
