@@ -530,7 +530,7 @@ where
                 Ok(Err(e)) => {
                     let reason = shared.errors.count(&e);
                     tracing::warn!(
-                        error = %crate::transport::tls::error_chain(&e),
+                        error = %passport_gate::error_chain(&e),
                         reason = reason.label(),
                         "upstream request failed"
                     );

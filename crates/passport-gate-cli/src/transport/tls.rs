@@ -285,8 +285,6 @@ fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-pub use passport_gate::error_chain;
-
 /// The transport metrics: upstream failures by [`UpstreamFailure`], TLS handshake
 /// failures by peer (`client` on the listener, `upstream`), certificate reloads.
 #[derive(Clone)]
