@@ -1,6 +1,6 @@
 //! The gateway's TOML configuration: `[server]`, `[agent_envelope]` (the reference's
 //! block), `[routes]`, `[binding]`, `[principals]`, `[forward_identity]`,
-//! `[upstream_auth]` and `[attribution]`. See `passport-gate.example.toml`.
+//! `[upstream_auth]`, `[attribution]` and `[tracing]`. See `passport-gate.example.toml`.
 
 use crate::gateway::settings::Unguarded;
 use passport_core::config::Config;
@@ -45,6 +45,45 @@ pub struct GatewayConfig {
     /// The gateway's own credential towards the upstream; absent means none.
     #[serde(default)]
     pub upstream_auth: Option<UpstreamAuthSection>,
+    /// OpenTelemetry traces; off unless `otlp_endpoint` is set.
+    #[serde(default)]
+    pub tracing: TracingSection,
+}
+
+/// `[tracing]`: one span per request, exported with OTLP over HTTP/protobuf.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingSection {
+    /// The collector's traces URL (`http://collector:4318/v1/traces`); empty: off.
+    pub otlp_endpoint: String,
+    /// The share of traces recorded, 0.0 to 1.0, decided from the trace id.
+    pub sample_ratio: f64,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Time one export request may take.
+    pub export_timeout_ms: u64,
+    /// Time between exports when fewer than a batch of spans wait.
+    pub export_interval_ms: u64,
+    /// Spans waiting for export, at most; beyond, spans are dropped and counted.
+    pub max_queue_spans: u64,
+    /// Spans in one export request, at most.
+    pub max_export_batch_spans: u64,
+}
+
+impl Eq for TracingSection {}
+
+impl Default for TracingSection {
+    fn default() -> Self {
+        TracingSection {
+            otlp_endpoint: String::new(),
+            sample_ratio: 1.0,
+            service_name: "passport-gate".into(),
+            export_timeout_ms: 10_000,
+            export_interval_ms: 5_000,
+            max_queue_spans: 2_048,
+            max_export_batch_spans: 512,
+        }
+    }
 }
 
 /// `upstream_auth.kind`.

@@ -6,7 +6,7 @@ use super::file::*;
 use crate::gateway::settings::{
     AccessLogTarget, AttributionSettings, AuditFile, BindingSettings, GrantSourceSettings, Http2,
     RedisSettings, ReplaySettings, RevocationSettings, Route, ServerTls, Settings as Validated,
-    Upstream, UpstreamPool, UpstreamProbe,
+    TracingSettings, Upstream, UpstreamPool, UpstreamProbe,
 };
 use http::Method;
 use std::collections::HashSet;
@@ -503,6 +503,10 @@ impl GatewayConfig {
             }
             upstream_auth_settings(a, prefix, self.agent_envelope.max_body_size, &mut errors)
         });
+        let tracing = check_tracing(&self.tracing, self.server.upstream_ca_file.as_deref())
+            .map_err(|list| errors.extend(list))
+            .ok()
+            .flatten();
         let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         let s = &self.server;
         match (listen, admin_listen, upstream, identity, upstream_tls) {
@@ -553,6 +557,7 @@ impl GatewayConfig {
                 revocation,
                 attribution,
                 upstream_auth,
+                tracing,
             }),
             _ => Err(errors),
         }
@@ -869,6 +874,132 @@ fn check_chain_node(url: &str) -> Result<(), String> {
 
 /// The requester header when `[binding]` names neither a header nor a fixed requester.
 const DEFAULT_REQUESTER_HEADER: &str = "X-Requester-Address";
+
+/// Checks `[tracing]`; `None` when it is off (no `otlp_endpoint`).
+///
+/// An `https` collector is verified against `server.upstream_ca_file` when set, else the
+/// webpki roots; the upstream's client certificate is never presented to it.
+fn check_tracing(
+    t: &TracingSection,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Option<TracingSettings>, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        errors.push(ConfigError::new(
+            "tracing.sample_ratio",
+            format!("{} is out of range; accepted: 0.0 to 1.0", t.sample_ratio),
+        ));
+    }
+    if t.service_name.is_empty()
+        || t.service_name.len() > 256
+        || t.service_name.chars().any(char::is_control)
+    {
+        errors.push(ConfigError::new(
+            "tracing.service_name",
+            "must be 1 to 256 bytes without control characters",
+        ));
+    }
+    let range = |key: &str, v: u64, lo: u64, hi: u64, errors: &mut Vec<ConfigError>| {
+        if !(lo..=hi).contains(&v) {
+            errors.push(ConfigError::new(
+                format!("tracing.{key}"),
+                format!("{v} is out of range; accepted: {lo} to {hi}"),
+            ));
+        }
+    };
+    range(
+        "export_timeout_ms",
+        t.export_timeout_ms,
+        100,
+        300_000,
+        &mut errors,
+    );
+    range(
+        "export_interval_ms",
+        t.export_interval_ms,
+        100,
+        3_600_000,
+        &mut errors,
+    );
+    range(
+        "max_queue_spans",
+        t.max_queue_spans,
+        1,
+        1_000_000,
+        &mut errors,
+    );
+    range(
+        "max_export_batch_spans",
+        t.max_export_batch_spans,
+        1,
+        t.max_queue_spans.clamp(1, 10_000),
+        &mut errors,
+    );
+    if t.otlp_endpoint.is_empty() {
+        return if errors.is_empty() {
+            Ok(None)
+        } else {
+            Err(errors)
+        };
+    }
+    if !cfg!(feature = "otel") {
+        errors.push(ConfigError::new(
+            "tracing.otlp_endpoint",
+            "this passport-gate was built without the `otel` feature; remove the key or rebuild with it",
+        ));
+    }
+    let endpoint = otlp_endpoint(&t.otlp_endpoint)
+        .map_err(|e| errors.push(ConfigError::new("tracing.otlp_endpoint", e)))
+        .ok();
+    let tls = crate::transport::tls::client_config(&crate::transport::tls::ClientTls {
+        ca_file,
+        client_cert: None,
+    })
+    .map_err(|e| errors.push(ConfigError::new("tracing.otlp_endpoint TLS", e)))
+    .ok();
+    let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    match (endpoint, tls) {
+        (Some(endpoint), Some(tls)) if errors.is_empty() => Ok(Some(TracingSettings {
+            endpoint,
+            tls,
+            sample_ratio: t.sample_ratio,
+            service_name: t.service_name.clone(),
+            export_timeout: Duration::from_millis(t.export_timeout_ms),
+            export_interval: Duration::from_millis(t.export_interval_ms),
+            max_queue_spans: size(t.max_queue_spans),
+            max_export_batch_spans: size(t.max_export_batch_spans),
+        })),
+        _ => Err(errors),
+    }
+}
+
+/// The collector's traces URL: `http` or `https` with a host; a URL without a path gets
+/// OTLP's `/v1/traces` (as `OTEL_EXPORTER_OTLP_ENDPOINT` does), one with a path is used
+/// as written (as `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is).
+fn otlp_endpoint(s: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a URL like http://collector:4318/v1/traces"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(format!(
+            "{s:?} needs a scheme and a host, like http://collector:4318/v1/traces"
+        ));
+    };
+    if !matches!(scheme, "http" | "https") {
+        return Err(format!("{s:?}: the scheme must be http or https"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{s:?}: user information in the URL is not supported"
+        ));
+    }
+    match uri.path() {
+        "" | "/" if uri.query().is_none() => format!("{scheme}://{authority}/v1/traces")
+            .parse()
+            .map_err(|_| format!("{s:?} is not a valid URL")),
+        _ => Ok(uri),
+    }
+}
 
 fn check_probe(
     p: &UpstreamProbeSection,

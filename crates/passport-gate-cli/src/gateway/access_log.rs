@@ -146,7 +146,7 @@ impl AccessLog {
 /// response: `rejected` (a passport check failed), `refused` (the gateway refused it
 /// before any passport check), `upstream_failed` (the upstream could not answer),
 /// `accepted` (a verified passport, forwarded) or `forwarded` (no passport check).
-fn outcome<B>(response: &http::Response<B>) -> (&'static str, Option<&'static str>) {
+pub(super) fn outcome<B>(response: &http::Response<B>) -> (&'static str, Option<&'static str>) {
     let ext = response.extensions();
     if let Some(r) = ext.get::<Rejection>() {
         return ("rejected", Some(r.code()));

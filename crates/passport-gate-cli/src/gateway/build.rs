@@ -48,6 +48,11 @@ pub(crate) struct Built {
     pub h2_limits: Http2Limits,
     pub routes: Arc<RouteTable>,
     pub admission: Arc<Admission>,
+    /// Opens each request's span, when tracing is on.
+    pub tracer: Option<Arc<super::otel::Tracer>>,
+    /// Exports the spans, when tracing is on.
+    #[cfg(feature = "otel")]
+    pub exporter: Option<super::otel::Exporter>,
 }
 
 /// Builds everything once. Problems found while opening files are collected, so that one
@@ -195,6 +200,17 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, StartError> {
         }
         None => None,
     };
+    #[cfg(feature = "otel")]
+    let (tracer, exporter) = match &config.tracing {
+        Some(t) => {
+            let (tracer, exporter) =
+                super::otel::Exporter::start(t, gateway_metrics.traces.clone());
+            (Some(Arc::new(tracer)), Some(exporter))
+        }
+        None => (None, None),
+    };
+    #[cfg(not(feature = "otel"))]
+    let tracer = None;
     let requester = match config.binding.as_ref().map(|b| &b.requester) {
         Some(RequesterSource::Header(h)) => Some(h.clone()),
         _ => None,
@@ -224,6 +240,9 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, StartError> {
             config.passport_required(),
         )),
         admission: Arc::new(Admission::new(requester)),
+        tracer,
+        #[cfg(feature = "otel")]
+        exporter,
     })
 }
 

@@ -3,6 +3,7 @@
 use super::access_log::AccessLog;
 use super::admission::Admission;
 use super::metrics::{GatewayMetrics, Unguarded as UnguardedAction};
+use super::otel::{OpenSpan, TracedBody, Tracer};
 use super::proxy::{Proxy, ProxyBody};
 use super::routes::{Decision, RouteTable};
 use super::GatewayError;
@@ -16,8 +17,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::Service;
 
-/// The response body of the gateway.
-pub type GatewayBody = PassportBody<ProxyBody>;
+/// The response body of the gateway: the answer, carrying the request's span when its
+/// trace is recorded.
+pub type GatewayBody = TracedBody<PassportBody<ProxyBody>>;
 
 /// Per-connection service: admission first (method, path, `Connection`, framing), then
 /// the route decision on the normal path: through the layer, forwarded without a
@@ -30,10 +32,16 @@ pub(super) struct Dispatch {
     pub(super) routes: Arc<RouteTable>,
     pub(super) metrics: GatewayMetrics,
     pub(super) access_log: Option<Arc<AccessLog>>,
+    pub(super) tracer: Option<Arc<Tracer>>,
 }
 
 type DispatchFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<GatewayBody>, Infallible>> + Send>>;
+
+/// The future of the route decision, before the span is attached.
+type RouteFuture = Pin<
+    Box<dyn Future<Output = Result<http::Response<PassportBody<ProxyBody>>, Infallible>> + Send>,
+>;
 
 impl Service<http::Request<Incoming>> for Dispatch {
     type Response = http::Response<GatewayBody>;
@@ -44,27 +52,40 @@ impl Service<http::Request<Incoming>> for Dispatch {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<Incoming>) -> DispatchFuture {
-        let Some(log) = &self.access_log else {
-            return self.route(req);
-        };
-        let log = Arc::clone(log);
+    fn call(&mut self, mut req: http::Request<Incoming>) -> DispatchFuture {
+        if self.access_log.is_none() && self.tracer.is_none() {
+            let answered = self.route(req, None);
+            return Box::pin(
+                async move { answered.await.map(|r| r.map(|b| TracedBody::new(b, None))) },
+            );
+        }
+        let log = self.access_log.clone();
         let started = std::time::Instant::now();
         let method = req.method().clone();
         // The path as received, without the query (which may carry secrets).
-        let path = req.uri().path().to_owned();
-        let answered = self.route(req);
+        let path = log.as_ref().map(|_| req.uri().path().to_owned());
+        let mut span = self.tracer.as_ref().and_then(|t| t.start(&mut req));
+        let answered = self.route(req, span.as_deref_mut());
         Box::pin(async move {
             let response = answered.await?;
-            log.record(&method, &path, &response, started);
-            Ok(response)
+            if let (Some(log), Some(path)) = (log, path) {
+                log.record(&method, &path, &response, started);
+            }
+            if let Some(span) = &mut span {
+                span.respond(&response);
+            }
+            Ok(response.map(|b| TracedBody::new(b, span)))
         })
     }
 }
 
 impl Dispatch {
-    fn route(&mut self, mut req: http::Request<Incoming>) -> DispatchFuture {
-        let answer = |e: GatewayError| -> DispatchFuture {
+    fn route(
+        &mut self,
+        mut req: http::Request<Incoming>,
+        span: Option<&mut OpenSpan>,
+    ) -> RouteFuture {
+        let answer = |e: GatewayError| -> RouteFuture {
             Box::pin(std::future::ready(Ok(e.http_response())))
         };
         let normal = match self.admission.admit(req.method(), req.uri(), req.headers()) {
@@ -75,6 +96,11 @@ impl Dispatch {
             }
         };
         let decision = self.routes.decide(req.method(), &normal);
+        if let Some(span) = span {
+            if let Some(route) = self.routes.configured_route(req.method(), &normal) {
+                span.route(route);
+            }
+        }
         req.extensions_mut().insert(RequestPath(normal));
         let action = match decision {
             Decision::Guard => return Box::pin(self.guarded.call(req)),

@@ -52,6 +52,8 @@ pub struct GatewayMetrics {
     /// Reloads of `upstream_auth.token_file` that were not taken (empty, unreadable,
     /// not a header value): the last good credential stays in force.
     pub upstream_auth_reload_failures: IntCounter,
+    /// The trace exporter's series.
+    pub traces: super::otel::TraceMetrics,
     unguarded_requests: IntCounterVec,
     gateway_refusals: IntCounterVec,
     open_connections: IntGaugeVec,
@@ -98,7 +100,9 @@ impl GatewayMetrics {
             "Reloads of upstream_auth.token_file not taken (empty, unreadable or not a header value); the last good credential stays in force.",
         )?;
         registry.register(Box::new(upstream_auth_reload_failures.clone()))?;
+        let traces = super::otel::TraceMetrics::register(registry)?;
         Ok(GatewayMetrics {
+            traces,
             access_log_dropped,
             upstream_up,
             upstream_auth_reload_failures,

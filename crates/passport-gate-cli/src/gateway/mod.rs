@@ -10,6 +10,7 @@ pub(crate) mod error;
 pub mod identity;
 pub(crate) mod listener;
 pub mod metrics;
+pub mod otel;
 pub mod path;
 mod proxy;
 mod routes;

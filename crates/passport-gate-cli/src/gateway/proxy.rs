@@ -9,6 +9,7 @@
 use super::access_log::AcceptedAgent;
 use super::error::GatewayError;
 use super::identity::IdentityHeaders;
+use super::otel;
 use super::settings::Upstream;
 use super::upstream_auth::UpstreamCredential;
 use bytes::Bytes;
@@ -486,10 +487,30 @@ where
             }
             parts.uri = uri;
             parts.version = shared.version;
+            // With tracing on, the upstream continues the gateway's span; off, a client's
+            // own `traceparent` passes through untouched, as any other header.
+            let traced = otel::traceparent(&parts.extensions).map(|value| {
+                parts.headers.insert(otel::TRACEPARENT, value);
+                parts
+                    .extensions
+                    .get::<otel::TraceContext>()
+                    .is_some_and(|c| c.sampled)
+            });
+            let recorded = traced == Some(true);
             let accepted = parts
                 .extensions
                 .get::<VerifiedAgent>()
                 .map(|a| AcceptedAgent(a.agent_id().to_owned()));
+            let identity = parts
+                .extensions
+                .get::<VerifiedAgent>()
+                .filter(|_| recorded)
+                .map(|a| otel::SpanIdentity {
+                    agent_id: a.agent_id().to_owned(),
+                    principal_address: a.principal_address().to_owned(),
+                    passport_id: hex::encode(a.passport_id()),
+                    model: a.model().to_owned(),
+                });
             // One HTTP/2 client connection carries many streams, each needing its own
             // upstream connection: the descriptors and memory they hold are bounded here,
             // not by `max_connections`.
@@ -516,6 +537,7 @@ where
                 None => body,
             };
             let sent = shared.client.request(Request::from_parts(parts, body));
+            let sending = recorded.then(std::time::Instant::now);
             let mut response = match tokio::time::timeout(shared.response_timeout, sent).await {
                 Ok(Ok(resp)) => {
                     let (mut parts, body) = resp.into_parts();
@@ -550,6 +572,14 @@ where
             };
             if let Some(a) = accepted {
                 response.extensions_mut().insert(a);
+            }
+            if let Some(sending) = sending {
+                response
+                    .extensions_mut()
+                    .insert(otel::UpstreamTiming(sending.elapsed()));
+            }
+            if let Some(identity) = identity {
+                response.extensions_mut().insert(identity);
             }
             Ok(response)
         })

@@ -63,6 +63,20 @@ impl RouteTable {
     }
 }
 
+impl RouteTable {
+    /// The configured route (in `routes.guarded` or `routes.public`) `method` on `normal`
+    /// takes, when it is one: a name of bounded cardinality, unlike the path a client
+    /// sends.
+    pub fn configured_route(&self, method: &Method, normal: &str) -> Option<&str> {
+        let key = route_key(normal);
+        self.guarded
+            .iter()
+            .chain(&self.public)
+            .find(|r| r.method == method && r.path == key)
+            .map(|r| r.path.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,6 +60,9 @@ pub async fn run(
         h2_limits,
         routes,
         admission,
+        tracer,
+        #[cfg(feature = "otel")]
+        exporter,
     } = build::build(&config).await?;
 
     let listener = TcpListener::bind(config.listen)
@@ -140,6 +143,7 @@ pub async fn run(
                     routes: Arc::clone(&routes),
                     metrics: gateway_metrics.clone(),
                     access_log: access_log.clone(),
+                    tracer: tracer.clone(),
                 };
                 let watcher = graceful.watcher();
                 let protocols = Arc::clone(&protocols);
@@ -173,6 +177,10 @@ pub async fn run(
         if left > 0 {
             tracing::warn!(lines = left, "access log: lines not written at shutdown");
         }
+    }
+    #[cfg(feature = "otel")]
+    if let Some(exporter) = exporter {
+        exporter.shutdown().await;
     }
     admin_task.abort();
     let attribution = queue.map(|q| q.shutdown(config.attribution.drain_deadline));

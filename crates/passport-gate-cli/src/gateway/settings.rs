@@ -105,6 +105,8 @@ pub struct Settings {
     pub attribution: AttributionSettings,
     /// The credential the gateway adds towards the upstream, when one is configured.
     pub upstream_auth: Option<UpstreamAuth>,
+    /// OpenTelemetry traces, when on.
+    pub tracing: Option<TracingSettings>,
 }
 
 impl Settings {
@@ -298,4 +300,25 @@ pub enum TokenSource {
     File(PathBuf, Duration),
     /// An environment variable, read once.
     Env(String),
+}
+
+/// `[tracing]`, checked: where spans go and how many.
+#[derive(Clone, Debug)]
+pub struct TracingSettings {
+    /// The collector's OTLP/HTTP traces URL.
+    pub endpoint: http::Uri,
+    /// What an `https` collector is verified against, built once.
+    pub tls: rustls::ClientConfig,
+    /// The share of traces recorded (0.0 to 1.0), decided from the trace id.
+    pub sample_ratio: f64,
+    /// `service.name`.
+    pub service_name: String,
+    /// Time one export request may take.
+    pub export_timeout: Duration,
+    /// Time between exports when fewer than a batch wait.
+    pub export_interval: Duration,
+    /// Spans waiting for export, at most.
+    pub max_queue_spans: usize,
+    /// Spans in one export request, at most.
+    pub max_export_batch_spans: usize,
 }
