@@ -928,11 +928,17 @@ fn check_tracing(
         1_000_000,
         &mut errors,
     );
+    // A batch is taken from the queue: it cannot be larger (judged against a valid queue
+    // only, so that one mistake is one line).
+    let largest_batch = match t.max_queue_spans {
+        0 => 10_000,
+        queue => queue.min(10_000),
+    };
     range(
         "max_export_batch_spans",
         t.max_export_batch_spans,
         1,
-        t.max_queue_spans.clamp(1, 10_000),
+        largest_batch,
         &mut errors,
     );
     if t.otlp_endpoint.is_empty() {
@@ -1396,6 +1402,66 @@ cluster_nodes = ["redis://127.0.0.1:2"]
         assert_eq!(c.server.upstream, "http://127.0.0.1:2");
         assert_eq!(c.agent_envelope.chain_id, "gonka-mainnet");
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn tracing_keys_are_checked_each_naming_its_key() {
+        let validate = |section: &str| {
+            let text =
+                format!("[server]\nupstream = \"http://127.0.0.1:8000\"\n[tracing]\n{section}");
+            GatewayConfig::from_toml(&text).unwrap().validate()
+        };
+        let errors = |section: &str| -> Vec<String> {
+            match validate(section) {
+                Ok(_) => Vec::new(),
+                Err(list) => list.iter().map(ToString::to_string).collect(),
+            }
+        };
+        let on = "otlp_endpoint = \"http://127.0.0.1:4318\"\n";
+        for (section, key) in [
+            (
+                "otlp_endpoint = \"collector:4318\"",
+                "tracing.otlp_endpoint",
+            ),
+            (
+                "otlp_endpoint = \"ftp://collector/\"",
+                "tracing.otlp_endpoint",
+            ),
+            (
+                "otlp_endpoint = \"http://u:p@collector/\"",
+                "tracing.otlp_endpoint",
+            ),
+            ("sample_ratio = 1.5", "tracing.sample_ratio"),
+            ("sample_ratio = -0.1", "tracing.sample_ratio"),
+            ("service_name = \"\"", "tracing.service_name"),
+            ("export_timeout_ms = 0", "tracing.export_timeout_ms"),
+            ("export_interval_ms = 10", "tracing.export_interval_ms"),
+            ("max_queue_spans = 0", "tracing.max_queue_spans"),
+            (
+                "max_queue_spans = 10\nmax_export_batch_spans = 11",
+                "tracing.max_export_batch_spans",
+            ),
+        ] {
+            let on = if section.contains("otlp_endpoint") {
+                ""
+            } else {
+                on
+            };
+            let found = errors(&format!("{on}{section}"));
+            assert_eq!(found.len(), 1, "{section}: {found:?}");
+            assert!(found[0].starts_with(&format!("{key}: ")), "{found:?}");
+        }
+        // Off by default; an endpoint without a path gets OTLP's /v1/traces.
+        assert!(validate("").unwrap().tracing.is_none());
+        let t = validate(on).unwrap().tracing.unwrap();
+        assert_eq!(t.endpoint, "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(t.service_name, "passport-gate");
+        assert_eq!(t.sample_ratio, 1.0);
+        let t = validate("otlp_endpoint = \"https://c.example/otlp/traces\"")
+            .unwrap()
+            .tracing
+            .unwrap();
+        assert_eq!(t.endpoint, "https://c.example/otlp/traces");
     }
 
     #[test]

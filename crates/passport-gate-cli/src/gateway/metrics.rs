@@ -53,6 +53,7 @@ pub struct GatewayMetrics {
     /// not a header value): the last good credential stays in force.
     pub upstream_auth_reload_failures: IntCounter,
     /// The trace exporter's series.
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
     pub traces: super::otel::TraceMetrics,
     unguarded_requests: IntCounterVec,
     gateway_refusals: IntCounterVec,

@@ -105,7 +105,8 @@ pub struct Settings {
     pub attribution: AttributionSettings,
     /// The credential the gateway adds towards the upstream, when one is configured.
     pub upstream_auth: Option<UpstreamAuth>,
-    /// OpenTelemetry traces, when on.
+    /// OpenTelemetry traces, when on (never without the `otel` feature).
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
     pub tracing: Option<TracingSettings>,
 }
 
@@ -303,6 +304,7 @@ pub enum TokenSource {
 }
 
 /// `[tracing]`, checked: where spans go and how many.
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
 #[derive(Clone, Debug)]
 pub struct TracingSettings {
     /// The collector's OTLP/HTTP traces URL.

@@ -173,7 +173,7 @@ impl Export {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| format!("{}", passport_gate::error_chain(&e)))?;
+                .map_err(|e| passport_gate::error_chain(&e))?;
             let status = response.status();
             let _ = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()

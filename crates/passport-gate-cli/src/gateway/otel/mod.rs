@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 const DROP_REASONS: [&str; 3] = ["queue_full", "export_failed", "shutdown"];
 
 /// The exporter's series (registered whether tracing is on or not).
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
 #[derive(Clone, Debug)]
 pub struct TraceMetrics {
     /// Spans the collector accepted (a 2xx answer).
@@ -55,6 +56,7 @@ impl TraceMetrics {
     }
 
     /// The drop counter for one of [`DROP_REASONS`].
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
     fn dropped(&self, reason: &'static str) -> IntCounter {
         self.dropped.with_label_values(&[reason])
     }
