@@ -38,11 +38,6 @@ pub(super) struct Dispatch {
 type DispatchFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<GatewayBody>, Infallible>> + Send>>;
 
-/// The future of the route decision, before the span is attached.
-type RouteFuture = Pin<
-    Box<dyn Future<Output = Result<http::Response<PassportBody<ProxyBody>>, Infallible>> + Send>,
->;
-
 impl Service<http::Request<Incoming>> for Dispatch {
     type Response = http::Response<GatewayBody>;
     type Error = Infallible;
@@ -54,10 +49,7 @@ impl Service<http::Request<Incoming>> for Dispatch {
 
     fn call(&mut self, mut req: http::Request<Incoming>) -> DispatchFuture {
         if self.access_log.is_none() && self.tracer.is_none() {
-            let answered = self.route(req, None);
-            return Box::pin(
-                async move { answered.await.map(|r| r.map(|b| TracedBody::new(b, None))) },
-            );
+            return self.route(req, None);
         }
         let log = self.access_log.clone();
         let started = std::time::Instant::now();
@@ -74,7 +66,7 @@ impl Service<http::Request<Incoming>> for Dispatch {
             if let Some(span) = &mut span {
                 span.respond(&response);
             }
-            Ok(response.map(|b| TracedBody::new(b, span)))
+            Ok(response.map(|b| b.with_span(span)))
         })
     }
 }
@@ -84,9 +76,11 @@ impl Dispatch {
         &mut self,
         mut req: http::Request<Incoming>,
         span: Option<&mut OpenSpan>,
-    ) -> RouteFuture {
-        let answer = |e: GatewayError| -> RouteFuture {
-            Box::pin(std::future::ready(Ok(e.http_response())))
+    ) -> DispatchFuture {
+        let answer = |e: GatewayError| -> DispatchFuture {
+            Box::pin(std::future::ready(Ok(e
+                .http_response()
+                .map(TracedBody::untraced))))
         };
         let normal = match self.admission.admit(req.method(), req.uri(), req.headers()) {
             Ok(normal) => normal,
@@ -103,7 +97,10 @@ impl Dispatch {
         }
         req.extensions_mut().insert(RequestPath(normal));
         let action = match decision {
-            Decision::Guard => return Box::pin(self.guarded.call(req)),
+            Decision::Guard => {
+                let fut = self.guarded.call(req);
+                return Box::pin(async move { fut.await.map(|r| r.map(TracedBody::untraced)) });
+            }
             Decision::Refuse => {
                 self.metrics.unguarded(UnguardedAction::Refused);
                 return answer(GatewayError::RouteNotAllowed);
@@ -117,6 +114,9 @@ impl Dispatch {
         };
         self.metrics.unguarded(action);
         let fut = self.plain.call(req.map(PassportBody::original));
-        Box::pin(async move { fut.await.map(|r| r.map(PassportBody::original)) })
+        Box::pin(async move {
+            fut.await
+                .map(|r| r.map(|b| TracedBody::untraced(PassportBody::original(b))))
+        })
     }
 }

@@ -3,7 +3,7 @@
 as a collector does, and prints one JSON line per span on stdout. A body that does not
 decode is answered 400 and printed as a `decode_error` line, so the test sees it.
 
-Prints `listening <port>` first. Environment: `PG_OTLP_STATUS`, the status to answer
+Prints `{"listening": <port>}` first. Environment: `PG_OTLP_STATUS`, the status to answer
 (default 200), to play a collector that refuses.
 """
 

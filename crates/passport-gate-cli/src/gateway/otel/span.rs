@@ -251,9 +251,17 @@ pin_project! {
 }
 
 impl<B> TracedBody<B> {
-    /// `body`, ending `span` (when any) with it.
-    pub fn new(body: B, span: Option<Box<OpenSpan>>) -> TracedBody<B> {
-        TracedBody { body, span }
+    /// `body`, without a span.
+    pub fn untraced(body: B) -> TracedBody<B> {
+        TracedBody { body, span: None }
+    }
+
+    /// This body, ending `span` (when any) with it.
+    pub fn with_span(self, span: Option<Box<OpenSpan>>) -> TracedBody<B> {
+        TracedBody {
+            body: self.body,
+            span,
+        }
     }
 }
 
