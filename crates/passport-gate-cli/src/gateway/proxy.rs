@@ -489,22 +489,18 @@ where
             parts.version = shared.version;
             // With tracing on, the upstream continues the gateway's span; off, a client's
             // own `traceparent` passes through untouched, as any other header.
-            let traced = otel::traceparent(&parts.extensions).map(|value| {
+            let trace = parts.extensions.get::<otel::TraceContext>().copied();
+            if let Some(value) = trace.and_then(|t| HeaderValue::from_str(&t.traceparent()).ok()) {
                 parts.headers.insert(otel::TRACEPARENT, value);
-                parts
-                    .extensions
-                    .get::<otel::TraceContext>()
-                    .is_some_and(|c| c.sampled)
-            });
-            let recorded = traced == Some(true);
+            }
+            let recorded = trace.is_some_and(|t| t.sampled);
             let accepted = parts
                 .extensions
                 .get::<VerifiedAgent>()
                 .map(|a| AcceptedAgent(a.agent_id().to_owned()));
-            let identity = parts
-                .extensions
-                .get::<VerifiedAgent>()
-                .filter(|_| recorded)
+            let identity = recorded
+                .then(|| parts.extensions.get::<VerifiedAgent>())
+                .flatten()
                 .map(|a| otel::SpanIdentity {
                     agent_id: a.agent_id().to_owned(),
                     principal_address: a.principal_address().to_owned(),

@@ -115,9 +115,3 @@ impl Tracer {
         })
     }
 }
-
-/// The `traceparent` the proxy sends to the upstream for a request, when tracing is on.
-pub fn traceparent(extensions: &http::Extensions) -> Option<http::HeaderValue> {
-    let context = extensions.get::<TraceContext>()?;
-    http::HeaderValue::from_str(&context.traceparent()).ok()
-}
