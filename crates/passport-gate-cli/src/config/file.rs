@@ -70,6 +70,8 @@ pub struct TracingSection {
     pub max_export_batch_spans: u64,
 }
 
+// `sample_ratio` is checked to be within 0.0..=1.0 (never NaN once valid); the file's
+// structs compare as a whole in tests.
 impl Eq for TracingSection {}
 
 impl Default for TracingSection {

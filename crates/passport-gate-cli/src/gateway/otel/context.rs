@@ -47,7 +47,7 @@ pub struct RemoteParent {
 /// The parent named by the request's `traceparent`, or `None` when there is none, more
 /// than one, or it is malformed (W3C Trace Context, section 3.2): a version that is not
 /// two lowercase hex digits or is `ff`, a trace id or parent id not lowercase hex or all
-/// zeros, a version-00 value not exactly 55 bytes. Nothing longer than 55 bytes is read.
+/// zeros, a version-00 value not exactly 55 bytes. At most the first 56 bytes are read.
 pub fn remote_parent(headers: &HeaderMap) -> Option<RemoteParent> {
     let mut values = headers.get_all(TRACEPARENT).iter();
     let value = values.next()?.as_bytes();
