@@ -159,8 +159,13 @@ def _guard(request: Any, *, asynchronous: bool) -> None:
     target differs from the signed one is refused there, before any byte of it is sent.
     (A transport that is not httpcore's calls no trace callback: use such a transport
     with ``follow_redirects=False``.)"""
-    signed = (request.method.encode("ascii"), _origin(request.url), request.url.raw_path)
-    url_text = f"{_origin_text(request.url)}{request.url.raw_path.decode('ascii')}"
+    url = request.url
+    method = request.method.encode("ascii")
+    signed = (method, _origin(url), url.raw_path)
+    # Through a forward proxy (plain http), httpcore sends the absolute URL as the target.
+    absolute = url.raw_scheme + b"://" + url.raw_host
+    absolute += (b":%d" % url.port if url.port is not None else b"") + url.raw_path
+    url_text = f"{_origin_text(url)}{url.raw_path.decode('ascii')}"
     previous = request.extensions.get("trace")
     # A redirect we follow ourselves carries the guard of the request it came from.
     previous = getattr(previous, "_passport_gate_previous", previous)
@@ -169,22 +174,30 @@ def _guard(request: Any, *, asynchronous: bool) -> None:
         if not event.endswith("send_request_headers.started"):
             return
         sent = info.get("request")
-        if sent is None:
+        if sent is None or sent.method == b"CONNECT":
+            # A proxy tunnel's own request carries none of the request's headers.
             return
-        url = sent.url
-        port = url.port
-        default = {b"http": 80, b"https": 443}.get(url.scheme)
-        target = (sent.method, (url.scheme, url.host, None if port == default else port),
-                  url.target)
-        if target != signed:
-            here = f"{url.scheme.decode('ascii')}://{url.host.decode('ascii')}"
+        hop = sent.url
+        port = hop.port
+        default = {b"http": 80, b"https": 443}.get(hop.scheme)
+        if hop.target.startswith(b"/"):
+            here = (sent.method, (hop.scheme, hop.host, None if port == default else port),
+                    hop.target)
+            if here == signed:
+                return
+            text = f"{hop.scheme.decode('ascii')}://{hop.host.decode('ascii')}"
             if port is not None and port != default:
-                here += f":{port}"
-            raise RedirectRefused(
-                f"refusing to send the request signed for {url_text} to "
-                f"{here}{url.target.decode('ascii')} (a redirect the client followed): "
-                "create the client with follow_redirects=False; PassportAuth then follows "
-                "307 and 308 redirects within the signed origin itself, signed anew")
+                text += f":{port}"
+            text += hop.target.decode("ascii", "replace")
+        else:
+            if sent.method == method and hop.target == absolute:
+                return
+            text = hop.target.decode("ascii", "replace")
+        raise RedirectRefused(
+            f"refusing to send the request signed for {url_text} to {text} (a redirect "
+            "the client followed): create the client with follow_redirects=False; "
+            "PassportAuth then follows 307 and 308 redirects within the signed origin "
+            "itself, signed anew")
 
     if asynchronous:
         async def trace(event: str, info: Dict[str, Any]) -> None:

@@ -6,8 +6,10 @@ with a signature for the new URI, which the verifier accepts."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import importlib
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, Iterator, List
 
@@ -62,6 +64,42 @@ class Origin:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class ForwardProxy(Origin):
+    """A plain-http forward proxy on loopback: records each absolute-form request and
+    forwards it with http.client."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        proxy = self
+
+        class Handler(self.server.RequestHandlerClass):  # type: ignore[name-defined,misc]
+            def handle_any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                proxy.received.append({"method": self.command, "target": self.path,
+                                       "headers": dict(self.headers.items()), "body": body})
+                target = urllib.parse.urlsplit(self.path)
+                upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+                path = target.path + (f"?{target.query}" if target.query else "")
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("proxy-connection", "connection")}
+                upstream.request(self.command, path, body=body, headers=headers)
+                answer = upstream.getresponse()
+                content = answer.read()
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("connection", "transfer-encoding", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+                upstream.close()
+
+            do_GET = do_POST = do_PUT = handle_any
+
+        self.server.RequestHandlerClass = Handler
 
 
 @pytest.fixture
@@ -189,4 +227,27 @@ def test_async_client_same_origin_followed_cross_origin_refused(origins, credent
     assert [r["target"] for r in a.received] == ["/v1/start", "/v1/landing", "/v1/away",
                                                  "/v1/away"]
     assert verdict(a.received[1])["ok"] is True
+    assert b.received == []
+
+
+@pytest.mark.parametrize("httpx_name", HTTPX)
+def test_through_a_forward_proxy_the_request_goes_and_a_cross_origin_hop_does_not(
+        origins, credentials, httpx_name):
+    # Through a plain-http proxy the target on the wire is the absolute URL: the check
+    # must let the signed request through and still stop the hop to B.
+    httpx = importlib.import_module(httpx_name)
+    a, b = origins
+    proxy = ForwardProxy()
+    try:
+        a.redirects["/v1/start"] = (307, f"{b.url}/v1/stolen")
+        with httpx.Client(auth=auth(credentials, httpx_name), proxy=proxy.url,
+                          follow_redirects=True) as client:
+            assert client.post(f"{a.url}/v1/ok?q=1", content=BODY).status_code == 200
+            with pytest.raises(RedirectRefused):
+                client.post(f"{a.url}/v1/start", content=BODY)
+    finally:
+        proxy.close()
+    assert [r["target"] for r in proxy.received] == [f"{a.url}/v1/ok?q=1", f"{a.url}/v1/start"]
+    assert [r["target"] for r in a.received] == ["/v1/ok?q=1", "/v1/start"]
+    assert verdict(a.received[0])["ok"] is True
     assert b.received == []
