@@ -119,3 +119,23 @@ test('a redirect loop within the origin stops after 20 hops', async () => {
   await assert.rejects(signedFetch(`${A.url}/v1/loop`, { method: 'POST', body: BODY }), { name: 'PassportGateError', code: 'too_many_redirects' });
   assert.equal(A.received.length, 21);
 });
+
+test('through the npm openai SDK: a redirect to another origin fails, one within is followed', async () => {
+  const { default: OpenAI } = await import('openai');
+  reset();
+  A.redirects.set('/v1/chat/completions', [307, `${B.url}/v1/chat/completions`]);
+  const client = new OpenAI({ baseURL: `${A.url}/v1`, apiKey: 'unused', maxRetries: 0, fetch: signedFetch });
+  const messages = [{ role: 'user', content: 'hello' }];
+  await assert.rejects(client.chat.completions.create({ model: 'm', messages }), (e) => {
+    const refusal = e instanceof pg.PassportGateError ? e : e.cause;
+    assert.ok(refusal instanceof pg.PassportGateError, `${e.name}: ${e.message}`);
+    assert.equal(refusal.code, 'redirect_cross_origin');
+    return true;
+  });
+  assert.deepEqual(B.received, []);
+  A.redirects.set('/v1/chat/completions', [307, '/v2/chat/completions']);
+  await client.chat.completions.create({ model: 'm', messages });
+  assert.deepEqual(A.received.map((r) => r.target), ['/v1/chat/completions', '/v1/chat/completions', '/v2/chat/completions']);
+  assert.equal(verdict(A.received[2]).ok, true);
+  assert.deepEqual(B.received, []);
+});

@@ -251,3 +251,28 @@ def test_through_a_forward_proxy_the_request_goes_and_a_cross_origin_hop_does_no
     assert [r["target"] for r in a.received] == ["/v1/ok?q=1", "/v1/start"]
     assert verdict(a.received[0])["ok"] is True
     assert b.received == []
+
+
+def test_the_openai_sdk_default_client_never_follows_the_passport_elsewhere(origins, credentials):
+    # openai.DefaultHttpxClient follows redirects itself: the hop to B is refused before
+    # it is sent. With follow_redirects=False, PassportAuth follows a same-origin 307.
+    import openai
+
+    a, b = origins
+    a.redirects["/v1/chat/completions"] = (307, f"{b.url}/v1/chat/completions")
+    messages = [{"role": "user", "content": "hello"}]
+    client = openai.OpenAI(base_url=f"{a.url}/v1", api_key="unused", max_retries=0,
+                           http_client=openai.DefaultHttpxClient(auth=auth(credentials, "httpx")))
+    with pytest.raises(RedirectRefused):
+        client.chat.completions.create(model="m", messages=messages)
+    assert b.received == []
+
+    a.redirects["/v1/chat/completions"] = (307, "/v2/chat/completions")
+    client = openai.OpenAI(base_url=f"{a.url}/v1", api_key="unused", max_retries=0,
+                           http_client=openai.DefaultHttpxClient(
+                               auth=auth(credentials, "httpx"), follow_redirects=False))
+    client.chat.completions.create(model="m", messages=messages)
+    assert [r["target"] for r in a.received] == ["/v1/chat/completions"] * 2 + [
+        "/v2/chat/completions"]
+    assert verdict(a.received[-1])["ok"] is True
+    assert b.received == []
