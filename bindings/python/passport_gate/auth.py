@@ -108,7 +108,6 @@ class PassportAuth(*_bases):  # type: ignore[misc]
                 f"refusing to follow the {response.status_code} redirect from "
                 f"{_origin_text(request.url)} to {_origin_text(following.url)}: the passport, "
                 "signature and body are only sent to the origin they were signed for")
-        following.read()
         return following
 
     def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
@@ -119,6 +118,7 @@ class PassportAuth(*_bases):  # type: ignore[misc]
             following = self._follow(request, response)
             if following is None:
                 return
+            following.read()
             request = following
 
     async def async_auth_flow(

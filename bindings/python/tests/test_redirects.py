@@ -276,3 +276,15 @@ def test_the_openai_sdk_default_client_never_follows_the_passport_elsewhere(orig
         "/v2/chat/completions"]
     assert verdict(a.received[-1])["ok"] is True
     assert b.received == []
+
+
+@pytest.mark.parametrize("httpx_name", HTTPX)
+def test_a_same_origin_redirect_loop_stops_at_the_clients_max_redirects(origins, credentials,
+                                                                        httpx_name):
+    httpx = importlib.import_module(httpx_name)
+    a, _ = origins
+    a.redirects["/v1/loop"] = (307, "/v1/loop")
+    with httpx.Client(auth=auth(credentials, httpx_name), max_redirects=5) as client:
+        with pytest.raises(httpx.TooManyRedirects):
+            client.post(f"{a.url}/v1/loop", content=BODY)
+    assert len(a.received) == 6
