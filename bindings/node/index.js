@@ -30,7 +30,8 @@ function refusing(fn) {
   try {
     return fn();
   } catch (e) {
-    if (e instanceof PassportGateError || !(e instanceof Error)) throw e;
+    // Ours as they are: refusals, and TypeErrors for arguments of the wrong type.
+    if (e instanceof PassportGateError || !(e instanceof Error) || e.code === 'invalid_argument') throw e;
     const coded = CODED.exec(e.message);
     if (coded) throw new PassportGateError(coded[2], coded[1]);
     // napi's own argument conversion (a value of the wrong type reached the addon).
@@ -47,7 +48,7 @@ function invalid(message) {
 }
 
 function kind(value) {
-  if (value === null) return 'null';
+  if (value === null || value === undefined) return String(value);
   if (Array.isArray(value)) return 'an array';
   return typeof value === 'object' ? 'an object' : `${typeof value} ${JSON.stringify(String(value)).slice(0, 40)}`;
 }
@@ -110,12 +111,12 @@ class AgentKey {
     return new AgentKey(refusing(() => native.AgentKey.generate()));
   }
   /** The key in the text of a key file (`passport-gate keygen --agent`) or a bare 64-hex-digit secret. */
-  static fromKeyFile(text) {
-    return new AgentKey(refusing(() => native.AgentKey.fromKeyFile(text)));
+  static fromKeyFile(keyText) {
+    return new AgentKey(refusing(() => native.AgentKey.fromKeyFile(text('text', keyText))));
   }
   /** The key in the file at `path`. */
   static load(path) {
-    return new AgentKey(refusing(() => native.AgentKey.load(String(path))));
+    return new AgentKey(refusing(() => native.AgentKey.load(filePath(path))));
   }
   /** The public key, standard base64 (the passport's agent_pubkey). */
   get publicKey() {
@@ -127,7 +128,7 @@ class AgentKey {
   }
   /** Writes the key file at `path` (which must not exist), mode 0600. */
   save(path) {
-    refusing(() => this._inner.save(String(path)));
+    refusing(() => this._inner.save(filePath(path)));
   }
 }
 
@@ -140,12 +141,12 @@ class PrincipalKey {
     return new PrincipalKey(refusing(() => native.PrincipalKey.generate()));
   }
   /** The key in the text of a key file (`keygen --principal`) or a bare 64-hex-digit secret. */
-  static fromKeyFile(text) {
-    return new PrincipalKey(refusing(() => native.PrincipalKey.fromKeyFile(text)));
+  static fromKeyFile(keyText) {
+    return new PrincipalKey(refusing(() => native.PrincipalKey.fromKeyFile(text('text', keyText))));
   }
   /** The key in the file at `path`. */
   static load(path) {
-    return new PrincipalKey(refusing(() => native.PrincipalKey.load(String(path))));
+    return new PrincipalKey(refusing(() => native.PrincipalKey.load(filePath(path))));
   }
   /** The compressed public key, standard base64. */
   get publicKey() {
@@ -153,22 +154,22 @@ class PrincipalKey {
   }
   /** The account address under `prefix`. */
   address(prefix = 'gonka') {
-    return refusing(() => this._inner.address(prefix));
+    return refusing(() => this._inner.address(text('prefix', prefix)));
   }
   /** The key file text, as `keygen --principal` writes it. */
   keyFile(prefix = 'gonka') {
-    return refusing(() => this._inner.keyFile(prefix));
+    return refusing(() => this._inner.keyFile(text('prefix', prefix)));
   }
   /** Writes the key file at `path` (which must not exist), mode 0600. */
   save(path, prefix = 'gonka') {
-    refusing(() => this._inner.save(String(path), prefix));
+    refusing(() => this._inner.save(filePath(path), text('prefix', prefix)));
   }
 }
 
 /** An agent key bound to one passport for one chain: signs many requests. */
 class Signer {
   constructor(agentKey, passport, chainId) {
-    this._inner = refusing(() => new native.Signer(agentKey._inner, passport, chainId));
+    this._inner = refusing(() => new native.Signer(agentArg(agentKey), text('passport', passport), text('chainId', chainId)));
   }
   /** The X-Agent-Passport value. */
   get passport() {
@@ -177,7 +178,7 @@ class Signer {
   /** The X-Agent-Sig value for `method`, `uri` (path and ?query as sent) and `body`. */
   sign(method, uri, body) {
     const b = bytes(body);
-    return refusing(() => this._inner.sign(method, uri, b));
+    return refusing(() => this._inner.sign(text('method', method), text('uri', uri), b));
   }
   /** Both headers. */
   headers(method, uri, body) {
@@ -209,7 +210,9 @@ function mintOptions(o, principalPubkey) {
 
 /** Mints a passport and returns the X-Agent-Passport value (`passport-gate mint`). */
 function mint(principalKey, options) {
-  if (!(principalKey instanceof PrincipalKey)) throw invalid(`principalKey must be a PrincipalKey, not ${kind(principalKey)}`);
+  if (!(principalKey instanceof PrincipalKey)) {
+    throw typeError(`principalKey must be a PrincipalKey (PrincipalKey.generate(), .load(path) or .fromKeyFile(text)), not ${kind(principalKey)}`);
+  }
   const json = mintOptions(options);
   return refusing(() => native.mintJson(principalKey._inner, json));
 }
@@ -222,13 +225,13 @@ function mintUnsigned(principalPubkey, options) {
 
 /** Completes the unsigned envelope with the wallet's base64 ADR-036 signature (`mint --attach-sig`). */
 function attachSignature(envelope, signature, prefix = 'gonka') {
-  const json = typeof envelope === 'string' ? envelope : JSON.stringify(envelope);
-  return refusing(() => native.attachSignature(json, signature, prefix));
+  const json = typeof envelope === 'string' ? envelope : JSON.stringify(envelope ?? null);
+  return refusing(() => native.attachSignature(json, text('signature', signature), text('prefix', prefix)));
 }
 
 /** The passport's envelope, ids, derived address and validity `state` now; signatures unchecked. */
 function inspect(passport, prefix = 'gonka') {
-  return JSON.parse(refusing(() => native.inspectJson(passport, prefix)));
+  return JSON.parse(refusing(() => native.inspectJson(text('passport', passport), text('prefix', prefix))));
 }
 
 /** The gateway verifier's verdict on one request (`passport-gate verify`), for tests and tooling. */
@@ -251,7 +254,7 @@ function verify(o) {
 /** The X-Agent-Sig value for one request. */
 function signRequest(agentKey, passport, chainId, method, uri, body) {
   const b = bytes(body);
-  return refusing(() => native.signRequest(agentKey._inner, passport, chainId, method, uri, b));
+  return refusing(() => native.signRequest(agentArg(agentKey), text('passport', passport), text('chainId', chainId), text('method', method), text('uri', uri), b));
 }
 
 /** Both headers for one request. */
@@ -287,8 +290,20 @@ class GonkaSigner {
 }
 
 function text(name, value) {
-  if (typeof value !== 'string') throw typeError(`${name} must be a string, not ${typeof value}`);
+  if (typeof value !== 'string') throw typeError(`${name} must be a string, not ${kind(value)}`);
   return value;
+}
+
+function filePath(path) {
+  if (path instanceof URL) return fileURLToPath(path);
+  return text('path', path);
+}
+
+function agentArg(agentKey) {
+  if (!(agentKey instanceof AgentKey)) {
+    throw typeError(`agentKey must be an AgentKey (AgentKey.generate(), .load(path) or .fromKeyFile(text)), not ${kind(agentKey)}`);
+  }
+  return agentKey._inner;
 }
 
 function timestamp(value) {

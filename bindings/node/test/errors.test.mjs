@@ -51,7 +51,6 @@ for (const [name, change, code, message] of MINT_CASES) {
 test('mintUnsigned refuses a string for models and a bad principalPubkey', () => {
   refuses(() => pg.mintUnsigned(PRINCIPAL.publicKey, { ...BASE, models: 'm' }), 'invalid_option', 'models must be an array of model names, not a string: models: ["m"]');
   refuses(() => pg.mintUnsigned('AAAA', BASE), 'principal_pubkey_invalid', 'principalPubkey is not base64 of a compressed secp256k1 key');
-  refuses(() => pg.mint('not a key', BASE), 'invalid_option', 'principalKey must be a PrincipalKey, not string "not a key"');
 });
 
 test('verify names its options and never shows JSON positions', () => {
@@ -76,11 +75,26 @@ test('keys, signers and passports refuse with codes', () => {
   refuses(() => pg.transferAddresses({ endpoints: ['nope;x'] }), 'endpoint_url_not_absolute', 'endpoint "nope;x": the URL must be absolute, http:// or https:// ("url;transfer_address")');
 });
 
-test('a value of the wrong type reaching the addon has a code too', () => {
-  assert.throws(() => pg.signRequest(AGENT, 42, 'gonka-test', 'GET', '/', ''), (e) => {
-    assert.ok(e instanceof pg.PassportGateError);
-    assert.equal(e.code, 'invalid_argument');
-    return true;
-  });
-  assert.throws(() => pg.gonkaSign(PRINCIPAL, '', 5), { name: 'TypeError', code: 'invalid_argument' });
+test('arguments of the wrong type throw a TypeError with code invalid_argument, naming the argument', () => {
+  const passport = pg.mint(PRINCIPAL, BASE);
+  const cases = [
+    [() => pg.mint('not a key', BASE), 'principalKey must be a PrincipalKey (PrincipalKey.generate(), .load(path) or .fromKeyFile(text)), not string "not a key"'],
+    [() => pg.signRequest(AGENT, 42, 'gonka-test', 'GET', '/', ''), 'passport must be a string, not number "42"'],
+    [() => pg.signRequest({}, passport, 'gonka-test', 'GET', '/', ''), 'agentKey must be an AgentKey (AgentKey.generate(), .load(path) or .fromKeyFile(text)), not an object'],
+    [() => new pg.Signer(AGENT, passport, undefined), 'chainId must be a string, not undefined'],
+    [() => new pg.Signer(AGENT, passport, 'gonka-test').sign('GET', null, ''), 'uri must be a string, not null'],
+    [() => pg.AgentKey.load(undefined), 'path must be a string, not undefined'],
+    [() => pg.PrincipalKey.fromKeyFile(7), 'text must be a string, not number "7"'],
+    [() => pg.inspect(passport, 5), 'prefix must be a string, not number "5"'],
+    [() => pg.gonkaSign(PRINCIPAL, '', 5), 'timestampNs must be a bigint or a decimal string, not number (a number cannot hold nanoseconds)'],
+  ];
+  for (const [fn, message] of cases) {
+    assert.throws(fn, (e) => {
+      assert.equal(e.name, 'TypeError', e.message);
+      assert.equal(e.code, 'invalid_argument');
+      assert.equal(e.message, message);
+      return true;
+    });
+  }
+  refuses(() => pg.signRequest(AGENT, passport, 'gonka-test', 'POST', '/', 5), 'invalid_argument', 'the body must be a string, a Uint8Array, an ArrayBuffer or a view of one, not number "5"');
 });
