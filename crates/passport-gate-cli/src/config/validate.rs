@@ -147,6 +147,12 @@ impl ServerSection {
                 1,
                 1_000_000,
             ),
+            (
+                "client_stall_timeout_ms",
+                self.client_stall_timeout_ms,
+                100,
+                3_600_000,
+            ),
         ] {
             if !(lo..=hi).contains(&v) {
                 errors.push(ConfigError::new(
@@ -537,6 +543,7 @@ impl GatewayConfig {
                     idle_timeout: Duration::from_millis(s.upstream_pool_idle_timeout_ms),
                     max_requests: size(s.max_upstream_requests),
                 },
+                client_stall_timeout: Duration::from_millis(s.client_stall_timeout_ms),
                 shutdown_grace: Duration::from_secs(s.shutdown_grace_seconds),
                 inference_id_header,
                 envelope: self.agent_envelope.clone(),
