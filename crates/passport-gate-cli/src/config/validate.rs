@@ -1171,7 +1171,7 @@ chain_node = "ftp://x"
 
     #[test]
     fn connection_bounds_are_range_checked() {
-        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nheader_read_timeout_ms = 0\nmax_header_bytes = 100\nmax_connections = 0\nadmin_max_connections = 0\n";
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nheader_read_timeout_ms = 0\nmax_header_bytes = 100\nmax_connections = 0\nadmin_max_connections = 0\nclient_stall_timeout_ms = 99\n";
         let errors = GatewayConfig::from_toml(text)
             .unwrap()
             .validate()
@@ -1184,6 +1184,7 @@ chain_node = "ftp://x"
             "server.max_header_bytes",
             "server.max_connections",
             "server.admin_max_connections",
+            "server.client_stall_timeout_ms",
         ] {
             assert!(
                 errors.iter().any(|e| e.starts_with(key)),

@@ -733,6 +733,50 @@ mod tests {
     }
 
     #[test]
+    fn only_a_plain_host_and_port_is_forwarded() {
+        for ok in [
+            "gw.local",
+            "gw.local:8080",
+            "GW-1.example_x~",
+            "127.0.0.1:1",
+            "[::1]",
+            "[2001:db8::1]:443",
+        ] {
+            assert_eq!(
+                forwardable_host(&HeaderValue::from_static(ok)),
+                Some(ok),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "",
+            "a,b",
+            "a;proto=https",
+            "a b",
+            "\"a\"",
+            "a\\b",
+            "u@a",
+            "a%2e",
+            "a:",
+            "a:123456",
+            "a:8x",
+            ":80",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "[::1]:",
+            "[g::1]",
+            "a:1:2",
+        ] {
+            assert_eq!(
+                forwardable_host(&HeaderValue::from_str(bad).unwrap()),
+                None,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn forwarded_headers_are_appended() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
@@ -747,6 +791,24 @@ mod tests {
             h[header::FORWARDED],
             "for=127.0.0.2;proto=http;host=\"gw.local\""
         );
+        assert_eq!(h["x-real-ip"], "127.0.0.2");
+        assert_eq!(h["true-client-ip"], "127.0.0.2");
+        let mut h = HeaderMap::new();
+        h.append("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        h.append("x-real-ip", HeaderValue::from_static("7.7.7.7"));
+        h.insert("true-client-ip", HeaderValue::from_static("6.6.6.6"));
+        add_forwarded(
+            &mut h,
+            "127.0.0.2:5000".parse().unwrap(),
+            "http",
+            Some(&HeaderValue::from_static("gw.local, for=6.6.6.6")),
+        );
+        assert_eq!(
+            h.get_all("x-real-ip").iter().collect::<Vec<_>>(),
+            ["127.0.0.2"]
+        );
+        assert_eq!(h["true-client-ip"], "127.0.0.2");
+        assert_eq!(h[header::FORWARDED], "for=127.0.0.2;proto=http");
         let mut h = HeaderMap::new();
         add_forwarded(&mut h, "[::1]:5000".parse().unwrap(), "https", None);
         assert_eq!(h[header::FORWARDED], "for=\"[::1]\";proto=https");

@@ -169,6 +169,7 @@ async fn an_h2_upstreams_stream_limit_answers_503_upstream_busy_at_once() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("\"upstream_busy\""), "{body}");
     assert_eq!(retry.as_ref().map(|v| v.to_str().unwrap()), Some("1"));
+    eprintln!("503 upstream_busy past the upstream's stream limit after {waited:?}");
     assert!(waited < Duration::from_millis(1_000), "waited {waited:?}");
     for s in slow {
         assert_eq!(s.await.unwrap().unwrap().status(), 200);
@@ -413,12 +414,17 @@ fn stall_gateway(name: &str, up: SocketAddr) -> (Gateway, std::path::PathBuf) {
 }
 
 /// Whether a request gets through the gateway (its one upstream slot is free) within
-/// `wait`.
+/// `wait`; prints how long it took.
 async fn slot_frees_within(gw: &Gateway, wait: Duration) -> bool {
-    let deadline = Instant::now() + wait;
+    let started = Instant::now();
+    let deadline = started + wait;
     while Instant::now() < deadline {
         let resp = send(gw.listen, "GET", "/v1/models", &[], b"").await;
         if resp.status() == 200 {
+            eprintln!(
+                "upstream slot free {:?} after the client stopped reading",
+                started.elapsed()
+            );
             return true;
         }
         assert_eq!(resp.status(), 503);
