@@ -2,7 +2,9 @@
 //! headers only with an accepted passport, client-sent identity headers dropped and the
 //! verified identity set (section [`super::identity`]), client copies of the upstream
 //! credential dropped and the gateway's own added (section [`super::upstream_auth`]),
-//! `X-Forwarded-For` and `Forwarded` added;
+//! `X-Forwarded-For` and `Forwarded` added, `X-Real-IP` and `True-Client-IP` set to the
+//! peer, request trailers dropped; an HTTP/2 upstream's own stream limit enforced like
+//! `max_upstream_requests`;
 //! the response streamed back as it arrives, with redirects to the upstream's own
 //! address turned into paths on the gateway.
 
@@ -292,7 +294,7 @@ pin_project_lite::pin_project! {
     /// name, including the passport, identity and forwarding headers the gateway
     /// removes from the head (section [`super::identity`]), so none is forwarded (spec
     /// section 7.4); the data frames pass as they are.
-    pub struct WithoutTrailers<B> {
+    struct WithoutTrailers<B> {
         #[pin]
         body: B,
     }
@@ -607,7 +609,9 @@ where
             // queued towards a 504. Concurrent callers may both count each other and
             // refuse; none is admitted past the limit.
             if let Some(limit) = &shared.upstream_streams {
-                let with_upstream = shared.max_requests - shared.in_flight.available_permits();
+                let with_upstream = shared
+                    .max_requests
+                    .saturating_sub(shared.in_flight.available_permits());
                 if with_upstream > limit.get() {
                     drop(permit);
                     return busy();
