@@ -516,16 +516,20 @@ async fn an_h2_stream_with_no_window_is_reset_and_frees_its_upstream_slot() {
     let (up, _) = limited_upstream(100).await;
     let (gw, events_file) = stall_gateway("stall-h2", up);
     let f = support::live("urn:aps:agent:stall-h2");
-    let client = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .http2_initial_stream_window_size(0)
-        .build_http::<Full<Bytes>>();
+    // One connection, so that a later request on it proves the connection survived.
+    let tcp = tokio::net::TcpStream::connect(gw.listen).await.unwrap();
+    let (mut client, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(0)
+        .handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
     let mut req = http::Request::post(format!("http://{}{URI}", gw.listen));
     for (n, v) in f.headers(URI, BODY) {
         req = req.header(n, v);
     }
     let resp = client
-        .request(req.body(Full::new(Bytes::from_static(BODY))).unwrap())
+        .send_request(req.body(Full::new(Bytes::from_static(BODY))).unwrap())
         .await
         .unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
@@ -544,5 +548,15 @@ async fn an_h2_stream_with_no_window_is_reset_and_frees_its_upstream_slot() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["client_stalled"], true, "{:?}", events[0]);
     assert!(gw.metric("passport_gate_client_stalls_total").await >= 1.0);
+    // Only the stream was reset: the connection serves another (bodiless) answer.
+    let head = http::Request::head(format!("http://{}/fast", gw.listen))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(5), client.send_request(head))
+        .await
+        .expect("the connection still answers")
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    assert!(!conn.is_finished());
     drop(resp);
 }
