@@ -18,6 +18,7 @@ mod parity_gateway;
 mod replay_retry;
 mod requester;
 mod tracing;
+mod transport_bounds;
 mod transports;
 mod upstream_auth;
 mod wallet_api;
