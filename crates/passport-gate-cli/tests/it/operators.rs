@@ -601,6 +601,10 @@ async fn access_log_lines_are_bounded_and_refusal_lines_rate_limited() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let longest = text.lines().map(str::len).max().unwrap_or(0);
+    eprintln!(
+        "access log: longest line {longest} bytes for a {}-byte path",
+        long.len()
+    );
     assert!(longest <= 1_400, "a line of {longest} bytes");
     for l in lines.iter().filter(|l| l["outcome"] == "refused") {
         assert_eq!(l["code"], "route_not_allowed", "{l}");
