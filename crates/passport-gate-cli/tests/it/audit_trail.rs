@@ -673,8 +673,10 @@ fn forged_with_controls() -> String {
 /// Every string in an event is bounded, whatever the client sends: a 50,000-byte path
 /// is cut to 1024 bytes in accepted and refused events alike (`path_cut_bytes` says
 /// how much was cut). A flood of refused requests with such paths writes at most
-/// `audit_refusals_per_second` lines a second, each bounded (the byte rate is printed
-/// with `--nocapture`).
+/// `audit_refusals_per_second` lines a second (100), each bounded: the byte rate is
+/// printed with `--nocapture` (SECURITY.md's figure; run alone, the flood outpaces the
+/// rate; that the rest is dropped and counted is
+/// `refusal_events_are_written_at_most_at_their_rate_and_the_rest_counted`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_lines_are_bounded_whatever_the_path_and_the_refusal_byte_rate_with_them() {
     let (up, _go) = openai_upstream().await;
@@ -753,13 +755,13 @@ async fn audit_lines_are_bounded_whatever_the_path_and_the_refusal_byte_rate_wit
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let refusal_lines: Vec<&str> = text.lines().skip(1).collect();
-    assert!(refusal_lines.len() < sent, "no refusal line was dropped");
     let longest = refusal_lines.iter().map(|l| l.len()).max().unwrap();
     let bytes = std::fs::metadata(&audit).unwrap().len() - before;
     let rate = bytes as f64 / elapsed;
     eprintln!(
-        "refusal lines: {} of {sent} requests in {elapsed:.1} s, {bytes} bytes, {:.0} KB/s, longest line {longest} bytes",
+        "refusal lines: {} of {sent} requests ({:.0} a second) in {elapsed:.1} s, {bytes} bytes, {:.0} KB/s, longest line {longest} bytes",
         refusal_lines.len(),
+        sent as f64 / elapsed,
         rate / 1000.0
     );
     for line in &refusal_lines {
