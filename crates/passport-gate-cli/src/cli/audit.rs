@@ -32,9 +32,7 @@ pub(crate) enum AuditCommand {
 }
 
 pub fn run(a: &AuditCommand) -> Result<u8, Failure> {
-    use passport_gate::attribution::audit::{
-        self, verify_files, ChainCheck, ChainStatus, ReportError,
-    };
+    use passport_gate::attribution::audit::{self, verify_files, ChainCheck};
     match a {
         AuditCommand::Verify { files, head } => {
             let r = verify_files(files).map_err(|e| Failure(format!("cannot read: {e}"), 2))?;
@@ -73,39 +71,9 @@ pub fn run(a: &AuditCommand) -> Result<u8, Failure> {
             } else {
                 ChainCheck::Verify
             };
-            let report = audit::report(files, check).map_err(|e| match e {
-                ReportError::Read(e) => Failure(format!("cannot report: {e}"), 2),
-                ReportError::Verify(e) => Failure(format!("cannot read: {e}"), 2),
-                ReportError::Broken(broken) => Failure(
-                    format!("not reporting: the chain is BROKEN at {broken} (see `passport-gate audit verify`; --no-verify reports anyway)"),
-                    1,
-                ),
-            })?;
-            match &report.chain {
-                ChainStatus::Unchained => {
-                    if report.has_events {
-                        eprintln!("WARNING: plain JSON-lines event files have no hash chain: these numbers are NOT verified");
-                    }
-                }
-                ChainStatus::NotChecked => {
-                    eprintln!("WARNING: --no-verify: the hash chain was NOT checked; these numbers may include edited, inserted or reordered lines, and miss deleted ones");
-                }
-                ChainStatus::Verified(r) => {
-                    eprintln!(
-                        "chain verified: {} line(s), head hash {} (compare it with the head kept elsewhere: lines removed from the end are not detected otherwise)",
-                        r.lines, r.head
-                    );
-                    if r.starts_mid_chain {
-                        eprintln!("note: the first line continues an earlier file; give every file from the first to check the whole chain");
-                    }
-                }
-            }
-            if report.incomplete_tails > 0 {
-                eprintln!(
-                    "note: {} incomplete last line(s) (an interrupted write) not counted",
-                    report.incomplete_tails
-                );
-            }
+            let report = audit::report(files, check)
+                .map_err(|e| not_reported(e, "; --no-verify reports anyway"))?;
+            print_chain(&report.chain, report.has_events, report.incomplete_tails);
             let rows = &report.rows;
             let refused = &report.refusals;
             if *json {
@@ -116,35 +84,95 @@ pub fn run(a: &AuditCommand) -> Result<u8, Failure> {
                 return Ok(0);
             }
             say!(
-                "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}  {:>10}  {:>10}  {:>10}",
+                "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}  {:>8}  {:>10}  {:>10}  {:>10}",
                 "day",
                 "principal",
                 "agent",
                 "model",
                 "calls",
+                "no usage",
                 "prompt",
                 "completion",
                 "tokens"
             );
+            let mut missing = std::collections::BTreeMap::<&str, u64>::new();
             for r in rows {
                 say!(
-                    "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}  {:>10}  {:>10}  {:>10}",
+                    "{:<10}  {:<46}  {:<32}  {:<24}  {:>7}  {:>8}  {:>10}  {:>10}  {:>10}",
                     escape_controls(&r.day),
                     escape_controls(&r.principal_address),
                     escape_controls(&r.agent_id),
                     escape_controls(&r.model),
                     r.calls,
+                    r.calls_without_usage,
                     r.prompt_tokens,
                     r.completion_tokens,
                     r.total_tokens
                 );
+                for (why, n) in &r.usage_missing {
+                    *missing.entry(why).or_default() += n;
+                }
             }
             for (code, n) in refused {
                 say!("refused ({}): {n}", escape_controls(code));
+            }
+            for (why, n) in &missing {
+                say!("calls without usage ({why}): {n}, their tokens unknown and not in the sums");
             }
             let calls: u64 = rows.iter().map(|r| r.calls).sum();
             say!("{calls} call(s) in {} event file(s)", files.len());
             Ok(0)
         }
+    }
+}
+
+/// The failure of a report that could not be made (shared with `usage`); `hint` follows
+/// the advice given for a broken chain.
+pub(crate) fn not_reported(
+    e: passport_gate::attribution::audit::ReportError,
+    hint: &str,
+) -> Failure {
+    use passport_gate::attribution::audit::ReportError;
+    match e {
+        ReportError::Read(e) => Failure(format!("cannot report: {e}"), 2),
+        ReportError::Verify(e) => Failure(format!("cannot read: {e}"), 2),
+        ReportError::Broken(broken) => Failure(
+            format!("not reporting: the chain is BROKEN at {broken} (see `passport-gate audit verify`{hint})"),
+            1,
+        ),
+    }
+}
+
+/// Says on stderr what is known of the chain behind a report's numbers (shared with
+/// `usage`).
+pub(crate) fn print_chain(
+    chain: &passport_gate::attribution::audit::ChainStatus,
+    has_events: bool,
+    incomplete_tails: u64,
+) {
+    use passport_gate::attribution::audit::ChainStatus;
+    match chain {
+        ChainStatus::Unchained => {
+            if has_events {
+                eprintln!("WARNING: plain JSON-lines event files have no hash chain: these numbers are NOT verified");
+            }
+        }
+        ChainStatus::NotChecked => {
+            eprintln!("WARNING: --no-verify: the hash chain was NOT checked; these numbers may include edited, inserted or reordered lines, and miss deleted ones");
+        }
+        ChainStatus::Verified(r) => {
+            eprintln!(
+                "chain verified: {} line(s), head hash {} (compare it with the head kept elsewhere: lines removed from the end are not detected otherwise)",
+                r.lines, r.head
+            );
+            if r.starts_mid_chain {
+                eprintln!("note: the first line continues an earlier file; give every file from the first to check the whole chain");
+            }
+        }
+    }
+    if incomplete_tails > 0 {
+        eprintln!(
+            "note: {incomplete_tails} incomplete last line(s) (an interrupted write) not counted"
+        );
     }
 }

@@ -125,7 +125,7 @@ pub fn run(a: &ServeArgs) -> Result<u8, Failure> {
             Failure(e.to_string(), 1)
         })?;
     eprintln!(
-        "passport-gate stopped: {} connection(s) cut at the grace deadline, {} forwarded request(s) cut before their event",
+        "passport-gate stopped: {} connection(s) cut at the grace deadline, {} forwarded request(s) cut with their answer unfinished (events marked cut_at_shutdown)",
         report.connections_cut, report.events_cut
     );
     if let Some(a) = report.attribution {

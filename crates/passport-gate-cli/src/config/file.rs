@@ -299,6 +299,9 @@ pub struct ServerSection {
     pub access_log: String,
     /// Access log lines waiting for a slow sink; beyond it lines are dropped and counted.
     pub access_log_buffer_lines: u64,
+    /// Access log lines about refused requests (outcome `rejected` or `refused`) per
+    /// second, at most; the rest are dropped and counted. 0: no limit.
+    pub access_log_refusals_per_second: u64,
     /// Probe the upstream for `/readyz`; absent means no probe.
     pub upstream_probe: Option<UpstreamProbeSection>,
     // Transports (issue 11): TLS both ways and HTTP/2.
@@ -384,6 +387,7 @@ impl Default for ServerSection {
             admin_max_connections: 64,
             access_log: "off".into(),
             access_log_buffer_lines: 8_192,
+            access_log_refusals_per_second: 100,
             upstream_probe: None,
             upstream_ca_file: None,
             upstream_client_cert_file: None,

@@ -552,6 +552,7 @@ impl GatewayConfig {
                 identity,
                 access_log,
                 access_log_buffer_lines: size(s.access_log_buffer_lines),
+                access_log_refusals_per_second: s.access_log_refusals_per_second,
                 upstream_probe,
                 upstream_tls,
                 server_tls,

@@ -32,7 +32,6 @@ use std::sync::Arc;
 /// What the gateway runs: everything `run` needs besides the listeners.
 pub(crate) struct Built {
     pub registry: Registry,
-    pub metrics: Metrics,
     pub gateway_metrics: GatewayMetrics,
     pub transport: tls::TransportMetrics,
     pub queue: Option<AttributionQueue>,
@@ -141,7 +140,9 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, StartError> {
     let access_log = AccessLog::start(
         &config.access_log,
         config.access_log_buffer_lines,
+        config.access_log_refusals_per_second,
         gateway_metrics.access_log_dropped.clone(),
+        gateway_metrics.access_log_refusals_dropped.clone(),
     )
     .map_err(|e| problems.push(e))
     .ok()
@@ -201,7 +202,6 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, StartError> {
     };
     Ok(Built {
         registry,
-        metrics,
         gateway_metrics,
         transport,
         queue,

@@ -19,9 +19,9 @@ use tower::Layer;
 pub struct ShutdownReport {
     /// Connections still open when the grace period ended (they were cut).
     pub connections_cut: usize,
-    /// Forwarded requests still waiting for the upstream when the grace period ended:
-    /// their events were never written (counted in
-    /// `passport_gate_attribution_events_lost_total`).
+    /// Forwarded requests still being answered (waiting for the upstream's head, or
+    /// streaming its body) when the grace period ended: their answers were cut, and
+    /// their events queued marked `cut_at_shutdown`.
     pub events_cut: usize,
     /// The attribution queue's report, when attribution was on.
     pub attribution: Option<DrainReport>,
@@ -46,7 +46,6 @@ pub async fn run(
 ) -> Result<ShutdownReport, StartError> {
     let build::Built {
         registry,
-        metrics,
         gateway_metrics,
         transport,
         queue,
@@ -164,11 +163,12 @@ pub async fn run(
     };
     // Requests whose client already left are not connections any more, but they were
     // forwarded and still owe an event: wait for them within the same grace period.
+    // What is still running then is cut when the process exits; its events are queued
+    // now, marked, ahead of the queue's drain.
     let events_cut = match tokio::time::timeout_at(grace_ends, layer.forwarded_done()).await {
         Ok(()) => 0,
-        Err(_) => layer.forwarded_in_flight(),
+        Err(_) => layer.cut_forwarded(),
     };
-    metrics.attribution_lost.inc_by(events_cut as u64);
     if let Some(log) = &access_log {
         let left = log.flushed(access_log::SHUTDOWN_FLUSH).await;
         if left > 0 {

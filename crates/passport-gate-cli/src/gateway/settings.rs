@@ -91,6 +91,8 @@ pub struct Settings {
     pub access_log: AccessLogTarget,
     /// Access log lines waiting for a slow sink, at most.
     pub access_log_buffer_lines: usize,
+    /// Access log lines about refused requests per second, at most (0: no limit).
+    pub access_log_refusals_per_second: u64,
     /// The upstream probe behind `/readyz`.
     pub upstream_probe: Option<UpstreamProbe>,
     /// The TLS client configuration for the upstream and the chain node, built once.

@@ -524,9 +524,11 @@ async fn a_slow_access_log_sink_drops_lines_instead_of_holding_requests() {
     std::fs::write(&file, toml).unwrap();
     // Stdout is a pipe nobody reads: once its 64 KiB are full, the writer blocks.
     let gw = start_file("slow-sink", &file, &[], Stdio::piped());
+    // Lines are bounded (paths cut to 1024 bytes), so it takes about 60 of them to
+    // fill the pipe and the writer's buffer.
     let long = format!("/v1/{}", "a".repeat(8_000));
     let started = Instant::now();
-    for _ in 0..60 {
+    for _ in 0..150 {
         let resp = tokio::time::timeout(
             Duration::from_secs(5),
             send(gw.listen, "GET", &long, &[], b""),
@@ -537,7 +539,104 @@ async fn a_slow_access_log_sink_drops_lines_instead_of_holding_requests() {
     }
     assert!(started.elapsed() < Duration::from_secs(30));
     let dropped = gw.metric("passport_gate_access_log_dropped_total").await;
-    assert!(dropped >= 30.0, "dropped {dropped}");
+    assert!(dropped >= 50.0, "dropped {dropped}");
+}
+
+/// Anyone can send refused requests with paths up to `max_header_bytes`: each access
+/// log line is bounded in bytes (the path cut to 1024 bytes, with `path_cut_bytes`),
+/// and lines about refusals are written at most `access_log_refusals_per_second` a
+/// second, the rest counted; lines about other requests are not limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_are_bounded_and_refusal_lines_rate_limited() {
+    let up = upstream().await;
+    let dir = workdir("access-log-bounds");
+    let log = dir.join("access.jsonl");
+    let routes = "\n[routes]\nunguarded = \"refuse\"\npublic = [\"GET /v1/models\"]\n";
+    let toml = config(up.addr, routes).replacen(
+        "[server]\n",
+        &format!(
+            "[server]\naccess_log = {:?}\naccess_log_refusals_per_second = 10\n",
+            log.display().to_string()
+        ),
+        1,
+    );
+    let gw = start("access-log-bounds", &toml);
+    // Not a route (404 route_not_allowed), with a 60,000-byte path.
+    let long = format!("/x/{}", "a".repeat(60_000));
+    const REFUSED: usize = 200;
+    let started = Instant::now();
+    for _ in 0..REFUSED / 20 {
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (addr, path) = (gw.listen, long.clone());
+                tokio::spawn(async move { send(addr, "GET", &path, &[], b"").await.status() })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 404);
+        }
+    }
+    let seconds = started.elapsed().as_secs() as usize + 1;
+    // Past the second of the flood, one more refusal reports the last drops, and a
+    // forwarded request is logged whatever the refusals did.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(send(gw.listen, "GET", &long, &[], b"").await.status(), 404);
+    assert_eq!(
+        send(gw.listen, "GET", "/v1/models", &[], b"")
+            .await
+            .status(),
+        200
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (lines, text) = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.iter().any(|l| l["outcome"] == "forwarded") || Instant::now() > deadline {
+            break (lines, text);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let longest = text.lines().map(str::len).max().unwrap_or(0);
+    eprintln!(
+        "access log: longest line {longest} bytes for a {}-byte path",
+        long.len()
+    );
+    assert!(longest <= 1_400, "a line of {longest} bytes");
+    for l in lines.iter().filter(|l| l["outcome"] == "refused") {
+        assert_eq!(l["code"], "route_not_allowed", "{l}");
+        assert_eq!(l["path"].as_str().unwrap(), &long[..1024], "{l}");
+        assert_eq!(l["path_cut_bytes"], long.len() - 1024, "{l}");
+    }
+    let refused = lines.iter().filter(|l| l["outcome"] == "refused").count();
+    let dropped = gw
+        .metric("passport_gate_access_log_refusals_dropped_total")
+        .await as usize;
+    assert_eq!(
+        refused + dropped,
+        REFUSED + 1,
+        "{refused} written, {dropped} dropped"
+    );
+    assert!(
+        (1..=10 * (seconds + 2)).contains(&refused),
+        "{refused} refusal lines in about {seconds} s"
+    );
+    // Each refusal line written says how many were dropped since the one before it:
+    // together, every dropped line (the last refusal came after the flood's last drop).
+    let told: u64 = lines
+        .iter()
+        .filter_map(|l| l["refusals_dropped_before"].as_u64())
+        .sum();
+    assert_eq!(told as usize, dropped);
+    let forwarded: Vec<_> = lines
+        .iter()
+        .filter(|l| l["outcome"] == "forwarded")
+        .collect();
+    assert_eq!(forwarded.len(), 1, "{forwarded:?}");
+    assert!(forwarded[0].get("path_cut_bytes").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
