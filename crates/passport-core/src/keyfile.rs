@@ -359,7 +359,10 @@ mod tests {
             }
         ));
         let err = err.to_string();
-        assert!(err.contains("not a Principal key"), "{err}");
+        assert!(
+            err.ends_with("holds an agent key (Ed25519), where a principal key (secp256k1) is needed: give the principal key file"),
+            "{err}"
+        );
         let bad = temp("bad.hex", "abc");
         let err = load_agent_secret(&bad).unwrap_err();
         assert!(matches!(err, KeyFileError::SecretNotHex { .. }));
