@@ -74,13 +74,13 @@ pub fn summary() -> Option<String> {
         .iter_mut()
         .map(|(needs, tests)| {
             tests.sort_unstable();
-            format!("{} (need {needs})", tests.join(", "))
+            format!("missing {needs}: {}.", tests.join(", "))
         })
         .collect();
     Some(format!(
-        "SKIPPED {} test(s), which passed without running: {}",
+        "SKIPPED {} test(s), shown as ok but not run: {}",
         skipped.len(),
-        groups.join("; ")
+        groups.join(" ")
     ))
 }
 
