@@ -15,7 +15,8 @@ static SKIPPED: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 /// Checks of tools that have started and not yet decided (see [`summary`]).
 static CHECKING: Mutex<usize> = Mutex::new(0);
 
-fn under_ci() -> bool {
+/// Whether this is CI, where every tool must be there.
+pub fn under_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
 }
 
@@ -84,9 +85,12 @@ pub fn summary() -> Option<String> {
     ))
 }
 
-/// Writes the summary line, if any, to standard error (past the harness's capture).
-pub fn print_summary() {
-    if let Some(line) = summary() {
+/// Writes the summary line, if any, to standard error (past the harness's capture);
+/// whether any test was skipped.
+pub fn print_summary() -> bool {
+    let line = summary();
+    if let Some(line) = &line {
         let _ = writeln!(std::io::stderr(), "\n{line}");
     }
+    line.is_some()
 }
