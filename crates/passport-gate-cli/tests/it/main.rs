@@ -19,6 +19,7 @@ mod parity_gateway;
 mod replay_retry;
 mod request_tls;
 mod requester;
+mod transport_bounds;
 mod transports;
 mod upstream_auth;
 mod wallet_api;
