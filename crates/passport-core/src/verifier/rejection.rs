@@ -311,7 +311,11 @@ impl Rejection {
                 "the beneficiary is longer than 255 bytes or contains control characters"
             }
             Rejection::PrincipalSigInvalid => "the principal signature does not verify",
-            Rejection::AgentSigInvalid => "the agent signature does not verify for this request",
+            // The likeliest causes, all on the signer's side: a signature over other bytes,
+            // or for another chain id than the passport's (the one this gateway checked).
+            Rejection::AgentSigInvalid => {
+                "the agent signature does not verify for this request: sign the method, target and body exactly as sent, with the passport's chain_id as the chain id"
+            }
             Rejection::AllowedModelsEmpty => "the passport allows no model",
             Rejection::ModelNotAllowed => "the passport does not allow the requested model",
             Rejection::PrincipalNotAllowed => "this gateway does not serve the passport's principal",

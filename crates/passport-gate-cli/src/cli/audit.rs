@@ -35,6 +35,18 @@ pub fn run(a: &AuditCommand) -> Result<u8, Failure> {
     use passport_gate::attribution::audit::{self, verify_files, ChainCheck};
     match a {
         AuditCommand::Verify { files, head } => {
+            // A head that no chain can end at is a typo: said before reading anything.
+            if let Some(h) = head {
+                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(Failure(
+                        format!(
+                            "--head \"{}\": expected the 64 hex digits of a head hash, as `audit verify` prints it (\"head hash: ...\")",
+                            escape_controls(h)
+                        ),
+                        2,
+                    ));
+                }
+            }
             let r = verify_files(files).map_err(|e| Failure(format!("cannot read: {e}"), 2))?;
             if r.starts_mid_chain {
                 say!("note: the first line continues an earlier file; give every file from the first to check the whole chain");
@@ -47,17 +59,20 @@ pub fn run(a: &AuditCommand) -> Result<u8, Failure> {
             if r.incomplete_tail {
                 say!("note: the last line is incomplete (an interrupted write); it is not part of the chain");
             }
+            // A mismatch is the verdict: nothing before it may read as "ok".
+            if let Some(h) = head.as_deref().filter(|h| !h.eq_ignore_ascii_case(&r.head)) {
+                say!("HEAD MISMATCH: the files end at head hash {}, not at {h}; lines were removed from the end or the files are not the ones that hash was taken from", r.head);
+                say!("{} line(s) chained correctly up to that head", r.lines);
+                return Ok(1);
+            }
             say!("ok: {} line(s) verified", r.lines);
             say!("head hash: {}", r.head);
-            say!(
-                "lines removed from the end cannot be detected from the files alone: keep the head hash elsewhere and check it with --head"
-            );
-            if let Some(h) = head {
-                if !h.eq_ignore_ascii_case(&r.head) {
-                    say!("HEAD MISMATCH: expected {h}; lines were removed from the end or the files are not the ones that hash was taken from");
-                    return Ok(1);
-                }
+            if head.is_some() {
                 say!("head matches the expected hash");
+            } else {
+                say!(
+                    "lines removed from the end cannot be detected from the files alone: keep the head hash elsewhere and check it with --head"
+                );
             }
             Ok(0)
         }

@@ -264,7 +264,7 @@ impl UpstreamFailure {
 /// (tokio-rustls reports a failed handshake as an `io::Error` holding the rustls
 /// error, and hyper-rustls wraps that in another `io::Error`, whose `source` skips
 /// both).
-fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);
     while let Some(err) = next {
         let mut inner: &(dyn std::error::Error + 'static) = err;

@@ -2,11 +2,24 @@
 //! one binary: redis-server and redis-cli (`redis`), node, chromium and the npm packages
 //! of tests/wallet (`wallet_browser`), the Python virtualenv with the openai SDK of
 //! tests/python (`openai_sdk`). `.ci/run` installs them all. Without them each test is
-//! skipped with a message, except under `CI=true`, where it fails.
+//! skipped, said at once on standard error and again in one line at the end of the run
+//! (`zz_skipped_tests`), except under CI (`CI=true`), where it fails (skip.rs).
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod openai_sdk;
 mod redis;
+mod skip;
 mod wallet_browser;
+
+/// Ends the run with one line naming every skipped test and what it needs. Named to run
+/// last: the harness starts tests in name order (`zz` after every module's tests).
+#[test]
+fn zz_skipped_tests() {
+    let skipped = skip::print_summary();
+    assert!(
+        !(skip::under_ci() && skipped),
+        "under CI no test may be skipped"
+    );
+}
