@@ -217,6 +217,7 @@ fn config() -> VectorConfig {
         binding: None,
         replay_protection: None,
         revoked: None,
+        revocation_set_unread: None,
         mode: None,
         body_read_timeout_ms: None,
         replay_store: None,

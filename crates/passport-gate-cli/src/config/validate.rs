@@ -82,26 +82,28 @@ impl ServerSection {
             .ok();
         let mut server_tls = None;
         if let Some(t) = &self.tls {
-            let certificate =
-                tls::ReloadingCertificate::load(t.cert_file.clone(), t.key_file.clone())
-                    .map_err(|e| errors.push(ConfigError::new("server.tls", e)))
-                    .ok();
-            let client_ca = match &t.client_ca_file {
-                Some(ca) => match tls::roots(ca) {
-                    Ok(roots) => Some(Some((ca.clone(), roots))),
-                    Err(e) => {
-                        errors.push(ConfigError::new("server.tls.client_ca_file", e));
-                        None
-                    }
-                },
-                None => Some(None),
+            let client_auth = match (&t.client_ca_file, &t.client_crl_file) {
+                (Some(ca), crl) => Some(tls::ClientAuthFiles {
+                    ca_file: ca.clone(),
+                    crl_file: crl.clone(),
+                }),
+                (None, Some(_)) => {
+                    errors.push(ConfigError::new(
+                        "server.tls.client_crl_file",
+                        "needs server.tls.client_ca_file",
+                    ));
+                    None
+                }
+                (None, None) => None,
             };
-            if let (Some(certificate), Some(client_ca)) = (certificate, client_ca) {
-                server_tls = Some(ServerTls {
-                    certificate: std::sync::Arc::new(certificate),
-                    client_ca,
-                    reload: Duration::from_millis(t.reload_ms),
-                });
+            match tls::ListenerTls::load(t.cert_file.clone(), t.key_file.clone(), client_auth) {
+                Ok(listener) => {
+                    server_tls = Some(ServerTls {
+                        listener: std::sync::Arc::new(listener),
+                        reload: Duration::from_millis(t.reload_ms),
+                    })
+                }
+                Err(e) => errors.push(ConfigError::new(tls_file_key(&e, t), e)),
             }
             if !(100..=3_600_000).contains(&t.reload_ms) {
                 errors.push(ConfigError::new(
@@ -384,6 +386,35 @@ impl GatewayConfig {
                 ));
             }
         }
+        let a = &self.attribution;
+        if !(512..=1_048_576).contains(&a.redis_stream_max_event_bytes) {
+            errors.push(ConfigError::new(
+                "attribution.redis_stream_max_event_bytes",
+                format!(
+                    "{} is out of range; accepted: 512 to 1048576",
+                    a.redis_stream_max_event_bytes
+                ),
+            ));
+        } else if a.redis_stream_max_bytes
+            < a.redis_stream_max_event_bytes
+                + passport_gate::attribution::StreamBounds::ENTRY_OVERHEAD_BYTES
+        {
+            errors.push(ConfigError::new(
+                "attribution.redis_stream_max_bytes",
+                format!(
+                    "{} is smaller than one entry of redis_stream_max_event_bytes ({}) plus {} bytes",
+                    a.redis_stream_max_bytes,
+                    a.redis_stream_max_event_bytes,
+                    passport_gate::attribution::StreamBounds::ENTRY_OVERHEAD_BYTES
+                ),
+            ));
+        }
+        if a.redis_stream_maxlen == 0 {
+            errors.push(ConfigError::new(
+                "attribution.redis_stream_maxlen",
+                "0 is out of range; accepted: 1 or more",
+            ));
+        }
         let principals = self.principals.as_ref().and_then(|p| {
             allowlist_settings(p, prefix)
                 .map_err(|list| errors.extend(list))
@@ -416,7 +447,9 @@ impl GatewayConfig {
             ));
         }
         let upstream_probe = match (&self.server.upstream_probe, &upstream) {
-            (Some(p), Some(up)) => check_probe(p, up).map_err(|list| errors.extend(list)).ok(),
+            (Some(p), Some(up)) => check_probe(p, &self.server.readiness_ok_statuses, up)
+                .map_err(|list| errors.extend(list))
+                .ok(),
             _ => None,
         };
         let binding = match (&self.binding, requester) {
@@ -457,10 +490,17 @@ impl GatewayConfig {
                 max_bytes: (a.audit_max_bytes > 0).then_some(a.audit_max_bytes),
                 refusals: a.audit_refusals,
             }),
-            redis_stream: a
-                .redis_stream
-                .as_ref()
-                .map(|key| (key.clone(), a.redis_stream_maxlen)),
+            redis_stream: a.redis_stream.as_ref().map(|key| {
+                (
+                    key.clone(),
+                    passport_gate::attribution::StreamBounds {
+                        max_entries: a.redis_stream_maxlen,
+                        max_bytes: a.redis_stream_max_bytes,
+                        max_event_bytes: usize::try_from(a.redis_stream_max_event_bytes)
+                            .unwrap_or(usize::MAX),
+                    },
+                )
+            }),
             refusals_per_second: a.audit_refusals_per_second,
             drain_deadline: Duration::from_millis(a.drain_deadline_ms),
         };
@@ -471,6 +511,7 @@ impl GatewayConfig {
                 .as_ref()
                 .map(|path| (path.clone(), Duration::from_millis(r.reload_ms))),
             redis_poll: r.redis.then(|| Duration::from_millis(r.redis_poll_ms)),
+            accept_forgetful_redis: r.accept_forgetful_redis,
         });
         let replay = ReplaySettings {
             redis: self.replay.store == ReplayStoreKind::Redis
@@ -870,11 +911,40 @@ fn check_chain_node(url: &str) -> Result<(), String> {
 /// The requester header when `[binding]` names neither a header nor a fixed requester.
 const DEFAULT_REQUESTER_HEADER: &str = "X-Requester-Address";
 
+/// The `[server.tls]` key naming the file `e` is about.
+fn tls_file_key(
+    e: &crate::transport::tls::TlsFileError,
+    t: &super::file::ServerTlsSection,
+) -> &'static str {
+    use crate::transport::tls::TlsFileError;
+    let path = match e {
+        TlsFileError::Unreadable(p, _)
+        | TlsFileError::NoCertificate(p)
+        | TlsFileError::NoKey(p)
+        | TlsFileError::NoCrl(p)
+        | TlsFileError::BadKey(p, _)
+        | TlsFileError::BadCa(p, _) => Some(p),
+        TlsFileError::Provider(_) => None,
+    };
+    match path {
+        Some(p) if t.client_crl_file.as_ref() == Some(p) => "server.tls.client_crl_file",
+        Some(p) if t.client_ca_file.as_ref() == Some(p) => "server.tls.client_ca_file",
+        _ => "server.tls",
+    }
+}
+
 fn check_probe(
     p: &UpstreamProbeSection,
+    ok_statuses: &[u16],
     upstream: &Upstream,
 ) -> Result<UpstreamProbe, Vec<ConfigError>> {
     let mut errors = Vec::new();
+    if let Some(bad) = ok_statuses.iter().find(|s| !(100..=599).contains(*s)) {
+        errors.push(ConfigError::new(
+            "server.readiness_ok_statuses",
+            format!("{bad} is not an HTTP status; accepted: 100 to 599"),
+        ));
+    }
     if !p.path.starts_with('/') || p.path.contains(['#', ' ']) {
         errors.push(ConfigError::new(
             "server.upstream_probe.path",
@@ -913,6 +983,7 @@ fn check_probe(
     match uri {
         Ok(uri) if errors.is_empty() => Ok(UpstreamProbe {
             uri,
+            ok_statuses: ok_statuses.to_vec(),
             interval: Duration::from_millis(p.interval_ms),
             timeout: Duration::from_millis(p.timeout_ms),
         }),

@@ -6,7 +6,7 @@
 //! HTTP/2 (ALPN over TLS, prior knowledge over cleartext), with the same bounds.
 
 use super::metrics::ConnectionMetrics;
-use crate::transport::tls::TransportMetrics;
+use crate::transport::tls::{ListenerTls, TransportMetrics};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
@@ -23,7 +23,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_rustls::TlsAcceptor;
 
 /// The bounds one listener applies to each connection.
 #[derive(Clone, Copy, Debug)]
@@ -111,8 +110,8 @@ async fn sniff(stream: &TcpStream) -> Option<Protocol> {
 /// How the proxy listener serves connections: TLS or not, and both HTTP versions with
 /// the listener's bounds.
 pub struct ProxyProtocols {
-    /// The TLS acceptor, when `[server.tls]` is set.
-    pub tls: Option<TlsAcceptor>,
+    /// The listener's TLS, when `[server.tls]` is set.
+    pub tls: Option<Arc<ListenerTls>>,
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     /// Time for the TLS handshake and the first bytes of the first request.
@@ -125,7 +124,7 @@ impl ProxyProtocols {
     pub fn new(
         limits: &ConnectionLimits,
         h2: &Http2Limits,
-        tls: Option<TlsAcceptor>,
+        tls: Option<Arc<ListenerTls>>,
         metrics: TransportMetrics,
     ) -> ProxyProtocols {
         let mut http2 = http2::Builder::new(TokioExecutor::new());
@@ -163,9 +162,10 @@ impl ProxyProtocols {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         match &self.tls {
-            Some(acceptor) => {
+            Some(tls) => {
                 let accepted =
-                    tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await;
+                    tokio::time::timeout(self.handshake_timeout, tls.acceptor().accept(stream))
+                        .await;
                 let tls = match accepted {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {

@@ -10,7 +10,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use passport_core::time::{FixedClock, Timestamp};
-use passport_gate::attribution::{AttributionQueue, RedisStreamSink};
+use passport_gate::attribution::{AttributionQueue, RedisStreamSink, StreamBounds};
 use passport_gate::metrics::Metrics;
 use passport_gate::redis_client::{Redis, RedisConfig, RedisTlsFiles, Reply};
 use passport_gate::replay::RedisReplayStore;
@@ -622,7 +622,17 @@ async fn events_from_two_replicas_land_in_one_stream() {
         let queue = AttributionQueue::start(
             64,
             vec![Box::new(
-                RedisStreamSink::new(redis.config(), "aps:attribution", 1000).unwrap(),
+                RedisStreamSink::new(
+                    redis.config(),
+                    "aps:attribution",
+                    StreamBounds {
+                        max_entries: 1000,
+                        max_bytes: 1 << 30,
+                        max_event_bytes: 4096,
+                    },
+                    passport_gate::metrics::IntCounter::unregistered(),
+                )
+                .unwrap(),
             )],
             Metrics::new(),
         )

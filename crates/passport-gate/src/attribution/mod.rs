@@ -14,7 +14,7 @@ pub mod usage;
 
 pub use audit::{AuditFileSink, FsyncPolicy};
 #[cfg(feature = "redis")]
-pub use sink::RedisStreamSink;
+pub use sink::{bounded_json, RedisStreamSink, StreamBounds};
 pub use sink::{JsonLinesSink, Sink};
 
 use crate::metrics::Metrics;
