@@ -450,12 +450,14 @@ impl RevocationList {
         }
     }
 
+    #[cfg(feature = "redis")]
     fn shared_read_failed(&self, error: String) {
         if let Ok(mut g) = self.shared.last_error.write() {
             *g = Some(error);
         }
     }
 
+    #[cfg(feature = "redis")]
     /// Takes a freshly read shared set. A set that is empty after holding entries is
     /// taken (removing the last entry is how an operator lifts the last revocation) but
     /// logged and counted: a Redis that lost its data looks the same.

@@ -395,19 +395,19 @@ impl GatewayConfig {
                     a.redis_stream_max_event_bytes
                 ),
             ));
-        } else if a.redis_stream_max_bytes
-            < a.redis_stream_max_event_bytes
-                + passport_gate::attribution::StreamBounds::ENTRY_OVERHEAD_BYTES
-        {
-            errors.push(ConfigError::new(
-                "attribution.redis_stream_max_bytes",
-                format!(
-                    "{} is smaller than one entry of redis_stream_max_event_bytes ({}) plus {} bytes",
-                    a.redis_stream_max_bytes,
-                    a.redis_stream_max_event_bytes,
-                    passport_gate::attribution::StreamBounds::ENTRY_OVERHEAD_BYTES
-                ),
-            ));
+        } else {
+            let entry = passport_gate::attribution::StreamBounds::entry_bytes(
+                a.redis_stream_max_event_bytes,
+            );
+            if a.redis_stream_max_bytes < entry {
+                errors.push(ConfigError::new(
+                    "attribution.redis_stream_max_bytes",
+                    format!(
+                        "{} is smaller than one entry of redis_stream_max_event_bytes ({entry} bytes charged: twice the event, plus 256)",
+                        a.redis_stream_max_bytes
+                    ),
+                ));
+            }
         }
         if a.redis_stream_maxlen == 0 {
             errors.push(ConfigError::new(

@@ -1500,7 +1500,7 @@ async fn stream_entries_are_bounded_in_size_and_the_stream_in_bytes() {
         Reply::Array(Some(entries)) => entries,
         other => panic!("{other:?}"),
     };
-    // maxlen = 65536 / (1024 + 64) = 60, trimmed in whole nodes.
+    // maxlen = 65536 / (2 * 1024 + 256) = 28, trimmed in whole nodes.
     assert!(
         !entries.is_empty() && entries.len() < 100,
         "{}",

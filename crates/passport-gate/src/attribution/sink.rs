@@ -81,15 +81,22 @@ pub struct StreamBounds {
 
 #[cfg(feature = "redis")]
 impl StreamBounds {
-    /// Redis memory one entry takes beyond its event's JSON: the entry id, the field
-    /// name, the listpack headers and the node's share of the radix tree. Measured with
-    /// `MEMORY USAGE` on redis-server 7.0 (docs/redis.md), rounded up.
-    pub const ENTRY_OVERHEAD_BYTES: u64 = 64;
+    /// Redis memory charged for one entry of at most `max_event_bytes` of JSON: twice
+    /// that, plus 256. An entry costs its JSON, its id and field name, its node's
+    /// headers and radix-tree share, and the allocator's rounding of the node (a node
+    /// holds at most `stream-node-max-bytes`, 4 KiB by default, so large entries sit one
+    /// or two to a node). Measured on redis-server 7.0 with jemalloc, the worst was 1.38
+    /// times the JSON (2,048-byte events, 2,828 bytes each by `MEMORY USAGE`); twice
+    /// leaves room for other allocators and versions. docs/redis.md has the table and
+    /// the command.
+    pub fn entry_bytes(max_event_bytes: u64) -> u64 {
+        max_event_bytes.saturating_mul(2).saturating_add(256)
+    }
 
     /// The `MAXLEN ~` the stream is trimmed to: the entry bound, or fewer, so that
     /// entries of the largest size fit in the byte bound.
     pub fn maxlen(&self) -> u64 {
-        let per_entry = self.max_event_bytes as u64 + Self::ENTRY_OVERHEAD_BYTES;
+        let per_entry = Self::entry_bytes(self.max_event_bytes as u64);
         self.max_entries.min(self.max_bytes / per_entry).max(1)
     }
 }
