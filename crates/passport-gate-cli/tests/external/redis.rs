@@ -544,14 +544,23 @@ async fn revocation_takes_effect_on_file_change_and_across_replicas_on(kind: Kin
             "aps:revoked".into(),
             Duration::from_millis(50),
         );
-        PassportLayer::builder(Config::for_chain("gonka-mainnet"))
+        let layer = PassportLayer::builder(Config::for_chain("gonka-mainnet"))
             .clock(clock())
-            .revocations(list)
+            .revocations(Arc::clone(&list))
             .build()
-            .unwrap()
+            .unwrap();
+        (layer, list)
     };
-    let a = serve(replica(true)).await;
-    let b = serve(replica(false)).await;
+    let (layer_a, list_a) = replica(true);
+    let (layer_b, list_b) = replica(false);
+    let a = serve(layer_a).await;
+    let b = serve(layer_b).await;
+    // Nothing is judged before the shared set has been read once (spec 7.2).
+    assert!(
+        eventually(Duration::from_secs(5), async || list_a.ready()
+            && list_b.ready())
+        .await
+    );
     let headers = f.headers(URI, BODY);
     assert_eq!(send(a, &headers, BODY).await.0, 200);
     assert_eq!(send(b, &headers, BODY).await.0, 200);
@@ -1333,8 +1342,10 @@ fn short_lived(agent_id: &str, seconds: i64) -> support::Fixture {
 }
 
 /// Fills `redis` with 16 KiB values until it refuses a write at `maxmemory`, then
-/// lowers `maxmemory` 256 KiB below what is used, so that the state holds once the
-/// refused command's query buffer is freed. Returns how many values were written.
+/// lowers `maxmemory` to 1 MiB, well below the data, so that the state holds once the
+/// refused command's query buffer and other transient buffers are freed (`used_memory`
+/// counts the AOF buffer, which the `maxmemory` check leaves out). Returns how many
+/// values were written.
 async fn fill_to_maxmemory(redis: &Redis) -> usize {
     let value = vec![b'x'; 16 * 1024];
     let mut written = 0;
@@ -1346,25 +1357,11 @@ async fn fill_to_maxmemory(redis: &Redis) -> usize {
             Err(e) => panic!("{e}"),
         }
     }
-    let used = used_memory(redis).await;
-    let lower = (used - 256 * 1024).to_string();
     redis
-        .command(&[b"CONFIG", b"SET", b"maxmemory", lower.as_bytes()])
+        .command(&[b"CONFIG", b"SET", b"maxmemory", b"1mb"])
         .await
         .unwrap();
     written
-}
-
-/// `used_memory` from `INFO memory`.
-async fn used_memory(redis: &Redis) -> u64 {
-    let Reply::Bulk(Some(info)) = redis.command(&[b"INFO", b"memory"]).await.unwrap() else {
-        panic!("INFO answered no text")
-    };
-    String::from_utf8_lossy(&info)
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
 }
 
 async fn integer(redis: &Redis, args: &[&[u8]]) -> i64 {
@@ -1392,8 +1389,11 @@ async fn at_maxmemory_the_replay_store_refuses_with_503_and_writes_nothing() {
         "--maxmemory-policy",
         "noeviction",
     ]);
+    // A generous timeout: a slow answer under a loaded machine must not pass for a full
+    // Redis (503 replay_store_unavailable).
     let toml = gateway_with_redis_replay(up.addr, &redis.url(), "")
-        .replace("clock_skew_seconds = 300", "clock_skew_seconds = 1");
+        .replace("clock_skew_seconds = 300", "clock_skew_seconds = 1")
+        .replace("timeout_ms = 500", "timeout_ms = 3000");
     let gw = support::serve::start("replay-maxmemory", &toml);
     let uri = "/v1/completions";
     let body = |n: usize| format!(r#"{{"model":"m","prompt":"{n}"}}"#).into_bytes();
