@@ -17,6 +17,7 @@ mod operators;
 mod parity_gateway;
 mod replay_retry;
 mod requester;
+mod transport_bounds;
 mod transports;
 mod upstream_auth;
 mod wallet_api;
