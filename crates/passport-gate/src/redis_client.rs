@@ -308,7 +308,7 @@ pub enum Durability {
 /// The message for a server whose settings are `problems`: what it can forget and the
 /// settings that fix it (AOF, since RDB snapshots alone are refused), or the key that
 /// accepts the risk.
-pub fn forgetful_message(address: &str, keeps: Keeps, problems: &str) -> String {
+fn forgetful_message(address: &str, keeps: Keeps, problems: &str) -> String {
     format!(
         "Redis at {address} can silently forget {} ({problems}); it needs \
          maxmemory-policy noeviction and AOF persistence (appendonly yes; RDB snapshots \
@@ -649,6 +649,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn the_durability_message_names_appendonly_and_the_key_that_accepts_the_risk() {
+        for (keeps, key) in [
+            (Keeps::REPLAY_RECORDS, "replay.accept_forgetful_redis"),
+            (Keeps::REVOCATIONS, "revocation.accept_forgetful_redis"),
+        ] {
+            let m = forgetful_message("x:6379", keeps, "only RDB snapshots");
+            assert!(m.contains("maxmemory-policy noeviction"), "{m}");
+            assert!(m.contains("appendonly yes"), "{m}");
+            assert!(m.contains("RDB snapshots alone"), "{m}");
+            assert!(!m.contains("AOF or RDB"), "{m}");
+            assert!(m.contains(&format!("{key} = true")), "{m}");
+            assert!(m.contains(keeps.what), "{m}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

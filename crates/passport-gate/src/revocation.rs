@@ -552,11 +552,15 @@ impl RevocationList {
     /// Polls the Redis set `key` every `interval` (on the current tokio runtime). Until
     /// the first poll succeeds the list is not [`ready`](RevocationList::ready); a later
     /// failed poll keeps the previous entries (and is reported by
-    /// [`health`](RevocationList::health)); bad members are reported and counted.
+    /// [`health`](RevocationList::health)); bad members are reported and counted. A
+    /// failed poll is logged at WARN with its cause, as
+    /// [`WarnLimiter`](crate::warn_limit::WarnLimiter) allows with
+    /// [`FAILED_POLL_LOG_EVERY`].
     pub fn watch_redis(self: &Arc<Self>, redis: Arc<Redis>, key: String, interval: Duration) {
         self.await_shared_set();
         let list = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut warn = crate::warn_limit::WarnLimiter::new(FAILED_POLL_LOG_EVERY);
             loop {
                 let Some(l) = list.upgrade() else { return };
                 match redis.smembers(&key).await {
@@ -574,10 +578,18 @@ impl RevocationList {
                         }
                         l.report_bad(&key, &bad);
                         l.shared_read(&key, r);
+                        warn.succeeded();
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "revocation set not refreshed");
-                        l.shared_read_failed(e.to_string());
+                        let cause = e.to_string();
+                        if let Some(held_back) = warn.failed(&cause) {
+                            tracing::warn!(
+                                error = %cause,
+                                failed_polls_not_logged = held_back,
+                                "revocation set not refreshed"
+                            );
+                        }
+                        l.shared_read_failed(cause);
                     }
                 }
                 drop(l);
@@ -586,6 +598,10 @@ impl RevocationList {
         });
     }
 }
+
+/// How often a failing poll of the shared set is logged, at most.
+#[cfg(feature = "redis")]
+pub const FAILED_POLL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 fn read(slot: &RwLock<Arc<Revoked>>) -> Arc<Revoked> {
     slot.read().map(|g| Arc::clone(&g)).unwrap_or_default()

@@ -12,6 +12,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use passport_gate::warn_limit::WarnLimiter;
 use prometheus::Registry;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,34 +62,6 @@ pub(super) struct Readiness {
     pub(super) revocations: Option<Arc<passport_gate::revocation::RevocationList>>,
 }
 
-/// Logs failures at WARN, at most one line per `every`; the lines held back meanwhile
-/// are counted into the next one.
-pub(super) struct WarnLimiter {
-    every: Duration,
-    last: Option<Instant>,
-    held_back: u64,
-}
-
-impl WarnLimiter {
-    pub(super) fn new(every: Duration) -> WarnLimiter {
-        WarnLimiter {
-            every,
-            last: None,
-            held_back: 0,
-        }
-    }
-
-    /// Whether to log now, and how many lines were held back since the last one.
-    fn allow(&mut self) -> Option<u64> {
-        if self.last.is_some_and(|t| t.elapsed() < self.every) {
-            self.held_back += 1;
-            return None;
-        }
-        self.last = Some(Instant::now());
-        Some(std::mem::take(&mut self.held_back))
-    }
-}
-
 /// How often a failing probe is logged, at most.
 const FAILED_PROBE_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -97,7 +70,7 @@ const FAILED_PROBE_LOG_EVERY: Duration = Duration::from_secs(10);
 fn record_probe(what: &str, health: &UpstreamHealth, result: ProbeResult, log: &mut WarnLimiter) {
     let was_healthy = health.last().map(|p| p.healthy);
     if !result.healthy {
-        if let Some(held_back) = log.allow() {
+        if let Some(held_back) = log.failed(&result.detail) {
             tracing::warn!(
                 probe = what,
                 cause = %result.detail,
@@ -105,8 +78,11 @@ fn record_probe(what: &str, health: &UpstreamHealth, result: ProbeResult, log: &
                 "readiness probe failed; /readyz answers 503"
             );
         }
-    } else if was_healthy != Some(true) {
-        tracing::info!(probe = what, detail = %result.detail, "readiness probe succeeded");
+    } else {
+        log.succeeded();
+        if was_healthy != Some(true) {
+            tracing::info!(probe = what, detail = %result.detail, "readiness probe succeeded");
+        }
     }
     health.set(result);
 }
@@ -232,7 +208,7 @@ fn probe_status_ok(status: u16, ok_statuses: &[u16]) -> bool {
 /// Asks the upstream `GET probe.uri` every `probe.interval` (each within
 /// `probe.timeout`) and keeps the result for `/readyz`: healthy when its status counts
 /// ([`probe_status_ok`]). `up` is 1 while healthy, else 0. Every failed probe is logged
-/// at WARN with its cause, at most once per [`FAILED_PROBE_LOG_EVERY`].
+/// at WARN with its cause, as [`WarnLimiter`] allows with [`FAILED_PROBE_LOG_EVERY`].
 pub(super) async fn probe_upstream(
     probe: super::settings::UpstreamProbe,
     tls: rustls::ClientConfig,
