@@ -452,6 +452,12 @@ impl GatewayConfig {
                 ),
             ));
         }
+        if self.server.upstream_probe.is_none() && !self.server.readiness_ok_statuses.is_empty() {
+            errors.push(ConfigError::new(
+                "server.readiness_ok_statuses",
+                "needs a [server.upstream_probe] section (the statuses are the probe's)",
+            ));
+        }
         let upstream_probe = match (&self.server.upstream_probe, &upstream) {
             (Some(p), Some(up)) => check_probe(p, &self.server.readiness_ok_statuses, up)
                 .map_err(|list| errors.extend(list))
@@ -1262,6 +1268,45 @@ chain_node = "ftp://x"
                 "{key}: {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn store_and_readiness_keys_are_checked() {
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nreadiness_ok_statuses = [200]\n[attribution]\nredis_stream_max_event_bytes = 100\nredis_stream_maxlen = 0\n";
+        let errors: Vec<String> = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for key in [
+            "server.readiness_ok_statuses",
+            "attribution.redis_stream_max_event_bytes",
+            "attribution.redis_stream_maxlen",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "{key}: {errors:?}"
+            );
+        }
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\n[attribution]\nredis_stream_max_event_bytes = 4096\nredis_stream_max_bytes = 8000\n";
+        let errors: Vec<String> = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("attribution.redis_stream_max_bytes")),
+            "{errors:?}"
+        );
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nreadiness_ok_statuses = [404]\n[server.upstream_probe]\n[attribution]\nredis_stream_max_event_bytes = 1024\nredis_stream_max_bytes = 65536\n[revocation]\naccept_forgetful_redis = true\n";
+        let v = GatewayConfig::from_toml(text).unwrap().validate().unwrap();
+        assert_eq!(v.upstream_probe.unwrap().ok_statuses, vec![404]);
     }
 
     #[test]
