@@ -14,6 +14,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tower::Layer;
 
+/// How often `/readyz` asks the replay store's Redis.
+const REDIS_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What happened at shutdown.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -59,6 +62,7 @@ pub async fn run(
         h2_limits,
         routes,
         admission,
+        stores,
     } = build::build(&config).await?;
 
     let listener = TcpListener::bind(config.listen)
@@ -81,7 +85,18 @@ pub async fn run(
     let mut readiness = admin::Readiness {
         chain_node: None,
         upstream: None,
+        replay_redis: None,
+        revocations: stores.revocations,
     };
+    if let Some(redis) = stores.replay_redis {
+        let health = Arc::new(admin::UpstreamHealth::default());
+        tokio::spawn(admin::probe_redis(
+            redis,
+            REDIS_PROBE_INTERVAL,
+            Arc::clone(&health),
+        ));
+        readiness.replay_redis = Some(health);
+    }
     if let Some(node) = chain_node {
         let answered = Arc::new(AtomicBool::new(false));
         tokio::spawn(admin::probe_chain_node(node, Arc::clone(&answered)));

@@ -689,6 +689,87 @@ async fn readyz_reports_the_upstream_probe_from_a_cached_result() {
     assert!(failing);
 }
 
+/// An upstream that answers every request with `status` and closes the connection.
+async fn answering(status: u16) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 {status} Whatever\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The state `/readyz` settles in (within 3 s) with a probe of `upstream` and `server`
+/// keys, and the gateway's lines.
+async fn settled_readyz(
+    name: &str,
+    upstream: std::net::SocketAddr,
+    server: &str,
+) -> (u16, String, Vec<String>) {
+    let extra = format!(
+        "{server}\n[server.upstream_probe]\npath = \"/v1/models\"\ninterval_ms = 200\ntimeout_ms = 100\n"
+    );
+    let toml =
+        config(upstream, "").replacen("[agent_envelope]", &format!("{extra}\n[agent_envelope]"), 1);
+    let gw = start(name, &toml);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let resp = send(gw.admin, "GET", "/readyz", &[], b"").await;
+    let status = resp.status().as_u16();
+    let body = text(resp).await;
+    (status, body, gw.drain_lines())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_probe_counts_answers_below_500_or_the_configured_statuses() {
+    // A 404 on the probe path still proves the upstream answers.
+    let not_found = answering(404).await;
+    let (status, body, _) = settled_readyz("probe-404", not_found, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("upstream: ok (GET /v1/models answered 404"),
+        "{body}"
+    );
+    // A 5xx does not; every failed probe is logged at WARN with its cause, rate-limited.
+    let (status, body, lines) = settled_readyz("probe-500", answering(500).await, "").await;
+    assert_eq!(status, 503, "{body}");
+    let warned: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("readiness probe failed"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{lines:#?}");
+    assert!(warned[0].contains("answered 500"), "{}", warned[0]);
+    // Configured statuses replace the default.
+    let (status, body, lines) =
+        settled_readyz("probe-only-200", not_found, "readiness_ok_statuses = [200]").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("answered 404")),
+        "{lines:#?}"
+    );
+    let (code, stderr) = refused_config(
+        "probe-bad-status",
+        &config(not_found, "").replacen(
+            "[agent_envelope]",
+            "readiness_ok_statuses = [2000]\n[server.upstream_probe]\n[agent_envelope]",
+            1,
+        ),
+    );
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("server.readiness_ok_statuses"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_config_as_shipped_serves_the_echo_upstream() {
     let echo = echo();

@@ -16,7 +16,7 @@ pub mod accounting;
 
 pub use audit::{AuditFileSink, FsyncPolicy};
 #[cfg(feature = "redis")]
-pub use sink::RedisStreamSink;
+pub use sink::{bounded_json, RedisStreamSink, StreamBounds};
 pub use sink::{JsonLinesSink, Sink};
 
 use crate::metrics::Metrics;

@@ -415,12 +415,15 @@ where
         .verify_seconds
         .observe(verifying.as_secs_f64());
     let agent = verdict?;
-    if shared
-        .revocations
-        .as_ref()
-        .is_some_and(|l| l.revokes(&agent))
-    {
-        return Err(Rejection::PassportRevoked);
+    if let Some(list) = &shared.revocations {
+        // Fail closed: until a shared set has been read, a revoked passport cannot be
+        // told apart from any other.
+        if !list.ready() {
+            return Err(Rejection::RevocationsUnavailable);
+        }
+        if list.revokes(&agent) {
+            return Err(Rejection::PassportRevoked);
+        }
     }
     if let Some(pending) = &native {
         check_native(shared, pending, &body, agent.verified_at())?;
