@@ -86,7 +86,7 @@ def test_saved_key_files_load_back_and_are_never_overwritten(tmp_path):
         pg.AgentKey.generate().save(path)
     principal = tmp_path / "principal.json"
     pg.PrincipalKey.generate().save(principal)
-    with pytest.raises(pg.PassportGateError, match="not a Agent key"):
+    with pytest.raises(pg.PassportGateError, match=r"where an agent key \(Ed25519\) is needed"):
         pg.AgentKey.load(principal)
 
 

@@ -53,6 +53,10 @@ pub struct VectorConfig {
     /// Revoked identities; absent means none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<passport_gate::revocation::Revoked>,
+    /// A shared revocation set (section 7.2) is configured and has not been read yet;
+    /// default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_set_unread: Option<bool>,
     /// `optional` (default, the reference's behaviour) or `required`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<VectorMode>,

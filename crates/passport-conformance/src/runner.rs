@@ -238,10 +238,15 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
     {
         builder = builder.replay_store(Arc::new(UnavailableReplayStore));
     }
-    if let Some(revoked) = &vector.config.revoked {
-        builder = builder.revocations(Arc::new(passport_gate::revocation::RevocationList::new(
-            revoked.clone(),
-        )));
+    let unread = vector.config.revocation_set_unread == Some(true);
+    if vector.config.revoked.is_some() || unread {
+        let list = passport_gate::revocation::RevocationList::new(
+            vector.config.revoked.clone().unwrap_or_default(),
+        );
+        if unread {
+            list.await_shared_set();
+        }
+        builder = builder.revocations(Arc::new(list));
     }
     if let Some(allowed) = &vector.config.principals_allowed {
         builder = builder.principals(Arc::new(

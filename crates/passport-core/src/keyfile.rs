@@ -17,6 +17,24 @@ pub enum KeyKind {
     Agent,
 }
 
+impl KeyKind {
+    /// "a principal key (secp256k1)" or "an agent key (Ed25519)", for messages.
+    pub const fn described(self) -> &'static str {
+        match self {
+            KeyKind::Principal => "a principal key (secp256k1)",
+            KeyKind::Agent => "an agent key (Ed25519)",
+        }
+    }
+
+    /// "principal" or "agent".
+    pub const fn role(self) -> &'static str {
+        match self {
+            KeyKind::Principal => "principal",
+            KeyKind::Agent => "agent",
+        }
+    }
+}
+
 /// The JSON key file written by `passport-gate keygen`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,7 +129,13 @@ impl fmt::Display for KeyFileError {
                 origin,
                 found,
                 expected,
-            } => write!(f, "{origin} holds a {found:?} key, not a {expected:?} key"),
+            } => write!(
+                f,
+                "{origin} holds {}, where {} is needed: give the {} key file",
+                found.described(),
+                expected.described(),
+                expected.role()
+            ),
             KeyFileError::SecretNotHex { origin } => {
                 write!(f, "{origin}: the secret must be exactly 64 hex digits")
             }
@@ -335,7 +359,10 @@ mod tests {
             }
         ));
         let err = err.to_string();
-        assert!(err.contains("not a Principal key"), "{err}");
+        assert!(
+            err.ends_with("holds an agent key (Ed25519), where a principal key (secp256k1) is needed: give the principal key file"),
+            "{err}"
+        );
         let bad = temp("bad.hex", "abc");
         let err = load_agent_secret(&bad).unwrap_err();
         assert!(matches!(err, KeyFileError::SecretNotHex { .. }));
@@ -382,7 +409,7 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "the key file text holds a Principal key, not a Agent key"
+            "the key file text holds a principal key (secp256k1), where an agent key (Ed25519) is needed: give the agent key file"
         );
     }
 

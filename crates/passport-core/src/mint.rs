@@ -461,6 +461,7 @@ pub struct AgentSigner {
     passport: String,
     envelope_jcs: Vec<u8>,
     chain_id: String,
+    passport_chain_id: String,
 }
 
 impl AgentSigner {
@@ -482,7 +483,15 @@ impl AgentSigner {
             envelope_jcs: envelope.jcs().to_vec(),
             passport,
             chain_id: chain_id.to_owned(),
+            passport_chain_id: envelope.chain_id,
         })
+    }
+
+    /// The passport's `chain_id`. A gateway accepts the passport only on that chain and
+    /// checks request signatures with it, so signing with another chain id makes
+    /// signatures no gateway accepts (`agent_sig_invalid`); tools warn about it.
+    pub fn passport_chain_id(&self) -> &str {
+        &self.passport_chain_id
     }
 
     /// The `X-Agent-Passport` value.

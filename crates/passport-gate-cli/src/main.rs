@@ -54,6 +54,9 @@ enum Command {
     /// Check or summarise hash-chained audit files.
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
+    /// Requests and tokens per principal, agent and period from audit files, for billing
+    /// (the hash chain is checked first; calls without usage are counted apart).
+    Usage(cli::usage::UsageArgs),
     /// Revoke an agent, an agent key, a principal or one passport.
     Revoke(cli::revoke::RevokeArgs),
     /// Serve the page where a principal mints a passport with a browser wallet (Keplr, Leap).
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Demo => cli::demo::run(),
         Command::Echo(a) => cli::echo::run(&a),
         Command::Audit(a) => cli::audit::run(&a),
+        Command::Usage(a) => cli::usage::run(&a),
         Command::Revoke(a) => cli::revoke::run(&a),
         Command::Wallet(a) => cli::wallet::run(&a),
     };

@@ -30,6 +30,7 @@ pub mod redis_client;
 pub mod replay;
 mod request_path;
 pub mod revocation;
+pub mod warn_limit;
 pub mod watch;
 
 pub use layer::{Binding, PassportLayer};

@@ -58,6 +58,9 @@ pub enum RedisError {
     /// The server's settings let it silently forget keys (eviction, no persistence, or
     /// unknown), and the client was told to refuse such a server.
     Forgetful(String),
+    /// The server is at `maxmemory` and refused a command that would have grown its
+    /// memory (`-OOM`, with `maxmemory-policy noeviction`); nothing was written.
+    OutOfMemory(String),
 }
 
 impl fmt::Display for RedisError {
@@ -66,6 +69,7 @@ impl fmt::Display for RedisError {
             RedisError::Unavailable(e) => f.write_str(e),
             RedisError::Server(e) => write!(f, "Redis error: {e}"),
             RedisError::Forgetful(e) => f.write_str(e),
+            RedisError::OutOfMemory(e) => write!(f, "Redis is out of memory: {e}"),
         }
     }
 }
@@ -260,21 +264,57 @@ impl Link {
     }
 }
 
+/// What a client keeps in Redis, for the messages about a server that can forget it:
+/// what is lost, and the configuration key that accepts the risk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keeps {
+    /// What a forgetful server loses (`replay records`, `revocations`).
+    pub what: &'static str,
+    /// The key that accepts such a server.
+    pub accept_key: &'static str,
+}
+
+impl Keeps {
+    /// The replay store's records.
+    pub const REPLAY_RECORDS: Keeps = Keeps {
+        what: "replay records",
+        accept_key: "replay.accept_forgetful_redis",
+    };
+    /// The shared revocation set.
+    pub const REVOCATIONS: Keeps = Keeps {
+        what: "revocations",
+        accept_key: "revocation.accept_forgetful_redis",
+    };
+}
+
 /// Whether a server must prove that it keeps every key until it expires, and what
 /// happens when it cannot.
 #[derive(Clone, Debug, Default)]
 pub enum Durability {
-    /// No check (revocation set, attribution stream: losing them is not a security
-    /// failure).
+    /// No check (the attribution stream: a lost event is not a security failure).
     #[default]
     Unchecked,
     /// A forgetful server is refused (`RedisError::Forgetful`).
-    Required,
+    Required(Keeps),
     /// A forgetful server is used, with a loud warning and a count per connection.
     AcceptForgetful {
+        /// What the client keeps there.
+        keeps: Keeps,
         /// Counted once per forgetful connection.
         counter: Option<crate::metrics::IntCounter>,
     },
+}
+
+/// The message for a server whose settings are `problems`: what it can forget and the
+/// settings that fix it (AOF, since RDB snapshots alone are refused), or the key that
+/// accepts the risk.
+fn forgetful_message(address: &str, keeps: Keeps, problems: &str) -> String {
+    format!(
+        "Redis at {address} can silently forget {} ({problems}); it needs \
+         maxmemory-policy noeviction and AOF persistence (appendonly yes; RDB snapshots \
+         alone lose every write since the last one), or set {} = true to accept the risk",
+        keeps.what, keeps.accept_key
+    )
 }
 
 /// A Redis client: one lazily made connection (multiplexed, or a cluster connection),
@@ -283,6 +323,7 @@ pub struct Redis {
     config: RedisConfig,
     link: tokio::sync::Mutex<Option<Link>>,
     durability: Durability,
+    out_of_memory: Option<crate::metrics::IntCounter>,
 }
 
 impl fmt::Debug for Redis {
@@ -352,7 +393,19 @@ impl Redis {
             config,
             link: tokio::sync::Mutex::new(None),
             durability: Durability::Unchecked,
+            out_of_memory: None,
         }
+    }
+
+    /// Counts every command the server refuses for being at `maxmemory` on `counter`.
+    pub fn count_out_of_memory_on(mut self, counter: crate::metrics::IntCounter) -> Redis {
+        self.out_of_memory = Some(counter);
+        self
+    }
+
+    /// `host:port` of the (first) server, for messages.
+    pub fn address(&self) -> &str {
+        &self.config.address
     }
 
     /// Checks every new connection's settings as `durability` says.
@@ -389,6 +442,7 @@ impl Redis {
         let mut link = self.link().await?;
         match link.query(cmd).await {
             // The crate hands an error reply back as a value.
+            Ok(Value::ServerError(e)) if e.code() == "OOM" => Err(self.out_of_memory(&e)),
             Ok(Value::ServerError(e)) => Err(RedisError::Server(e.to_string())),
             Ok(v) => Ok(Reply::from(v)),
             Err(e) if connection_failed(&e) => {
@@ -399,8 +453,17 @@ impl Redis {
                     self.config.address
                 )))
             }
+            Err(e) if e.code() == Some("OOM") => Err(self.out_of_memory(&e)),
             Err(e) => Err(RedisError::Server(e.to_string())),
         }
+    }
+
+    /// A refusal at `maxmemory`, counted.
+    fn out_of_memory(&self, e: &dyn fmt::Display) -> RedisError {
+        if let Some(c) = &self.out_of_memory {
+            c.inc();
+        }
+        RedisError::OutOfMemory(e.to_string())
     }
 
     /// The live connection, made (and checked) when there is none. Commands that find
@@ -437,10 +500,10 @@ impl Redis {
                 ))
             })?),
         };
-        let counter = match &self.durability {
+        let (keeps, counter) = match &self.durability {
             Durability::Unchecked => return Ok(link),
-            Durability::Required => None,
-            Durability::AcceptForgetful { counter } => Some(counter),
+            Durability::Required(keeps) => (*keeps, None),
+            Durability::AcceptForgetful { keeps, counter } => (*keeps, Some(counter)),
         };
         let problems = forgetful_settings(&mut link).await?;
         if problems.is_empty() {
@@ -448,18 +511,16 @@ impl Redis {
         }
         let problems = problems.join("; ");
         match counter {
-            None => Err(RedisError::Forgetful(format!(
-                "Redis at {address} can silently forget replay records ({problems}); it needs \
-                 maxmemory-policy noeviction and AOF or RDB persistence, or set \
-                 replay.accept_forgetful_redis = true to accept the risk"
+            None => Err(RedisError::Forgetful(forgetful_message(
+                address, keeps, &problems,
             ))),
             Some(counter) => {
                 tracing::warn!(
                     address = %address,
                     problems = %problems,
-                    "USING A REDIS THAT CAN SILENTLY FORGET REPLAY RECORDS \
-                     (replay.accept_forgetful_redis = true): a forgotten record lets that \
-                     request be replayed"
+                    accepted_by = keeps.accept_key,
+                    "USING A REDIS THAT CAN SILENTLY FORGET {}: what it forgets no longer protects",
+                    keeps.what.to_uppercase()
                 );
                 if let Some(c) = counter {
                     c.inc();
@@ -588,6 +649,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn the_durability_message_names_appendonly_and_the_key_that_accepts_the_risk() {
+        for (keeps, key) in [
+            (Keeps::REPLAY_RECORDS, "replay.accept_forgetful_redis"),
+            (Keeps::REVOCATIONS, "revocation.accept_forgetful_redis"),
+        ] {
+            let m = forgetful_message("x:6379", keeps, "only RDB snapshots");
+            assert!(m.contains("maxmemory-policy noeviction"), "{m}");
+            assert!(m.contains("appendonly yes"), "{m}");
+            assert!(m.contains("RDB snapshots alone"), "{m}");
+            assert!(!m.contains("AOF or RDB"), "{m}");
+            assert!(m.contains(&format!("{key} = true")), "{m}");
+            assert!(m.contains(keeps.what), "{m}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -347,6 +348,14 @@ impl Revoked {
                 .contains(&hex::encode(agent.passport_id()))
     }
 
+    /// How many entries the set holds.
+    pub fn len(&self) -> usize {
+        self.agent_ids.len()
+            + self.agent_pubkeys.len()
+            + self.principal_addresses.len()
+            + self.envelope_sha256.len()
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.agent_ids.is_empty()
@@ -363,6 +372,33 @@ pub struct RevocationList {
     from_file: RwLock<Arc<Revoked>>,
     from_redis: RwLock<Arc<Revoked>>,
     bad_lines: Option<crate::metrics::IntCounter>,
+    shared: SharedSet,
+}
+
+/// The state of the shared (Redis) set, when one is expected.
+#[derive(Debug, Default)]
+struct SharedSet {
+    /// A shared set is configured: until it has been read, nothing can be judged.
+    expected: AtomicBool,
+    /// It has been read at least once.
+    read: AtomicBool,
+    /// Why the last poll failed, `None` when it succeeded.
+    last_error: RwLock<Option<String>>,
+    /// Counts polls that found the set empty after it held entries.
+    emptied: Option<crate::metrics::IntCounter>,
+}
+
+/// What `/readyz` says about the revocation list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevocationHealth {
+    /// Every source is read and current (or no shared set is configured).
+    Current,
+    /// The shared set has never been read: passport requests are refused with 503
+    /// `revocations_unavailable`. The reason of the last failed read.
+    NotRead(String),
+    /// The shared set was read, but the last poll failed: the entries last read stay in
+    /// force. The reason.
+    Stale(String),
 }
 
 impl RevocationList {
@@ -378,6 +414,71 @@ impl RevocationList {
     /// `counter`.
     pub fn count_bad_lines_on(&mut self, counter: crate::metrics::IntCounter) {
         self.bad_lines = Some(counter);
+    }
+
+    /// Counts, on `counter`, every poll that finds the shared set empty after it held
+    /// entries (a Redis that lost its data, or an operator who removed the last entry).
+    pub fn count_emptied_set_on(&mut self, counter: crate::metrics::IntCounter) {
+        self.shared.emptied = Some(counter);
+    }
+
+    /// Says that a shared set will be read (by [`RevocationList::watch_redis`]): until
+    /// it has been, [`RevocationList::ready`] is false and the layer refuses every
+    /// passport with 503 `revocations_unavailable`, since a revoked one cannot be told
+    /// apart.
+    pub fn await_shared_set(&self) {
+        self.shared.expected.store(true, Ordering::Release);
+    }
+
+    /// Whether every expected source has been read at least once.
+    pub fn ready(&self) -> bool {
+        !self.shared.expected.load(Ordering::Acquire) || self.shared.read.load(Ordering::Acquire)
+    }
+
+    /// The list's health, for `/readyz`.
+    pub fn health(&self) -> RevocationHealth {
+        let error = self
+            .shared
+            .last_error
+            .read()
+            .map(|e| e.clone())
+            .unwrap_or_else(|_| Some("lock poisoned".into()));
+        match (self.ready(), error) {
+            (false, e) => RevocationHealth::NotRead(e.unwrap_or_else(|| "not read yet".into())),
+            (true, Some(e)) => RevocationHealth::Stale(e),
+            (true, None) => RevocationHealth::Current,
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    fn shared_read_failed(&self, error: String) {
+        if let Ok(mut g) = self.shared.last_error.write() {
+            *g = Some(error);
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    /// Takes a freshly read shared set. A set that is empty after holding entries is
+    /// taken (removing the last entry is how an operator lifts the last revocation) but
+    /// logged and counted: a Redis that lost its data looks the same.
+    fn shared_read(&self, source: &str, r: Revoked) {
+        let before = read(&self.from_redis);
+        if r.is_empty() && !before.is_empty() {
+            tracing::warn!(
+                source,
+                entries_before = before.len(),
+                "the shared revocation set is now empty: every revocation it held is lifted \
+                 (if nobody removed them, the Redis lost its data)"
+            );
+            if let Some(c) = &self.shared.emptied {
+                c.inc();
+            }
+        }
+        RevocationList::set(&self.from_redis, r);
+        if let Ok(mut g) = self.shared.last_error.write() {
+            *g = None;
+        }
+        self.shared.read.store(true, Ordering::Release);
     }
 
     /// Whether the passport of `agent` is revoked.
@@ -448,11 +549,18 @@ impl RevocationList {
     }
 
     #[cfg(feature = "redis")]
-    /// Polls the Redis set `key` every `interval` (on the current tokio runtime). A
-    /// failed poll keeps the previous entries; bad members are reported and counted.
+    /// Polls the Redis set `key` every `interval` (on the current tokio runtime). Until
+    /// the first poll succeeds the list is not [`ready`](RevocationList::ready); a later
+    /// failed poll keeps the previous entries (and is reported by
+    /// [`health`](RevocationList::health)); bad members are reported and counted. A
+    /// failed poll is logged at WARN with its cause, as
+    /// [`WarnLimiter`](crate::warn_limit::WarnLimiter) allows with
+    /// [`FAILED_POLL_LOG_EVERY`].
     pub fn watch_redis(self: &Arc<Self>, redis: Arc<Redis>, key: String, interval: Duration) {
+        self.await_shared_set();
         let list = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut warn = crate::warn_limit::WarnLimiter::new(FAILED_POLL_LOG_EVERY);
             loop {
                 let Some(l) = list.upgrade() else { return };
                 match redis.smembers(&key).await {
@@ -469,9 +577,20 @@ impl RevocationList {
                             }
                         }
                         l.report_bad(&key, &bad);
-                        RevocationList::set(&l.from_redis, r);
+                        l.shared_read(&key, r);
+                        warn.succeeded();
                     }
-                    Err(e) => tracing::warn!(error = %e, "revocation set not refreshed"),
+                    Err(e) => {
+                        let cause = e.to_string();
+                        if let Some(held_back) = warn.failed(&cause) {
+                            tracing::warn!(
+                                error = %cause,
+                                failed_polls_not_logged = held_back,
+                                "revocation set not refreshed"
+                            );
+                        }
+                        l.shared_read_failed(cause);
+                    }
                 }
                 drop(l);
                 tokio::time::sleep(interval).await;
@@ -479,6 +598,10 @@ impl RevocationList {
         });
     }
 }
+
+/// How often a failing poll of the shared set is logged, at most.
+#[cfg(feature = "redis")]
+pub const FAILED_POLL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 fn read(slot: &RwLock<Arc<Revoked>>) -> Arc<Revoked> {
     slot.read().map(|g| Arc::clone(&g)).unwrap_or_default()

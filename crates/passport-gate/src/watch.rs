@@ -6,12 +6,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
+/// A version of a file, as [`stamp`] sees it.
+pub type Stamp = (SystemTime, u64, [i64; 4]);
+
 /// What identifies a version of a file: its modification time and size, and on Unix
 /// its device, inode and change time, so that a file renamed over it (which may carry
 /// the same modification time and size, as `cp -p`, `touch -r` or an unpacked image
 /// leave it) is seen; the change time cannot be set from user space.
 #[cfg(unix)]
-fn stamp(path: &Path) -> Option<(SystemTime, u64, [i64; 4])> {
+pub fn stamp(path: &Path) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     let identity = [
@@ -24,7 +27,8 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64, [i64; 4])> {
 }
 
 #[cfg(not(unix))]
-fn stamp(path: &Path) -> Option<(SystemTime, u64, [i64; 4])> {
+/// What identifies a version of a file: its modification time and size.
+pub fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len(), [0; 4]))
 }

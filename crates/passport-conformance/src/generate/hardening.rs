@@ -242,6 +242,28 @@ pub(super) fn hardening(k: &Keys, out: &mut Vec<Vector>) {
             step(signed(k, &valid, URI, &b), rejected("passport_revoked")),
         ],
     ));
+    // Section 7.2: until a configured shared revocation set has been read, a revoked
+    // passport cannot be told apart, so every passport that verifies is refused with
+    // 503; the revocation step comes after the signatures, so a forgery is still
+    // answered as one.
+    out.push(vector(
+        "revocations-unavailable-until-the-shared-set-is-read",
+        "a shared revocation set is configured and not read yet: a passport that verifies is refused with 503 revocations_unavailable, a forged one with agent_sig_invalid",
+        VectorConfig {
+            revocation_set_unread: Some(true),
+            ..config()
+        },
+        vec![
+            step(
+                signed(k, &valid, URI, &b),
+                rejected("revocations_unavailable"),
+            ),
+            step(
+                with_headers(&encode_base64(&valid), &encode_base64(&[7u8; 64]), &b),
+                rejected("agent_sig_invalid"),
+            ),
+        ],
+    ));
     // One principal cannot fill the replay store: with a quota of one live record, its
     // second new request is refused while another principal's is accepted.
     {

@@ -59,6 +59,7 @@ fn status_of(code: &str) -> u16 {
         | "chain_query_failed"
         | "replay_store_unavailable"
         | "replay_store_full"
+        | "revocations_unavailable"
         | "body_budget_exhausted"
         | "verification_busy" => 503,
         _ => 401,
@@ -217,6 +218,7 @@ fn config() -> VectorConfig {
         binding: None,
         replay_protection: None,
         revoked: None,
+        revocation_set_unread: None,
         mode: None,
         body_read_timeout_ms: None,
         replay_store: None,

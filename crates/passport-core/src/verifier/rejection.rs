@@ -99,6 +99,9 @@ pub enum Rejection {
     PassportRequired,
     /// The passport is on the revocation list.
     PassportRevoked,
+    /// A shared revocation set is configured and has not been read yet, so a revoked
+    /// passport cannot be told apart; retry later.
+    RevocationsUnavailable,
     /// This exact signed request was already accepted while its passport is valid.
     RequestReplayed,
     /// The replay store could not be asked; retry later.
@@ -111,7 +114,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every variant, in verification order.
-    pub const ALL: [Rejection; 46] = [
+    pub const ALL: [Rejection; 47] = [
         Rejection::SigHeaderMismatch,
         Rejection::HeaderMalformed,
         Rejection::PassportTooLarge,
@@ -149,6 +152,7 @@ impl Rejection {
         Rejection::AgentSigInvalid,
         Rejection::AllowedModelsEmpty,
         Rejection::ModelNotAllowed,
+        Rejection::RevocationsUnavailable,
         Rejection::PassportRevoked,
         Rejection::RequesterSigInvalid,
         Rejection::RequesterSigReplayed,
@@ -206,6 +210,7 @@ impl Rejection {
             Rejection::RequesterSigStoreFull => "requester_sig_store_full",
             Rejection::PassportRequired => "passport_required",
             Rejection::PassportRevoked => "passport_revoked",
+            Rejection::RevocationsUnavailable => "revocations_unavailable",
             Rejection::RequestReplayed => "request_replayed",
             Rejection::ReplayStoreUnavailable => "replay_store_unavailable",
             Rejection::ReplayStoreFull => "replay_store_full",
@@ -239,6 +244,7 @@ impl Rejection {
             | Rejection::VerificationBusy
             | Rejection::ReplayStoreUnavailable
             | Rejection::ReplayStoreFull
+            | Rejection::RevocationsUnavailable
             | Rejection::RequesterSigStoreFull => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::VersionUnknown
             | Rejection::AudienceMismatch
@@ -311,7 +317,11 @@ impl Rejection {
                 "the beneficiary is longer than 255 bytes or contains control characters"
             }
             Rejection::PrincipalSigInvalid => "the principal signature does not verify",
-            Rejection::AgentSigInvalid => "the agent signature does not verify for this request",
+            // The likeliest causes, all on the signer's side: a signature over other bytes,
+            // or for another chain id than the passport's (the one this gateway checked).
+            Rejection::AgentSigInvalid => {
+                "the agent signature does not verify for this request: sign the method, target and body exactly as sent, with the passport's chain_id as the chain id"
+            }
             Rejection::AllowedModelsEmpty => "the passport allows no model",
             Rejection::ModelNotAllowed => "the passport does not allow the requested model",
             Rejection::PrincipalNotAllowed => "this gateway does not serve the passport's principal",
@@ -345,6 +355,9 @@ impl Rejection {
             }
             Rejection::PassportRequired => "this endpoint requires an agent passport",
             Rejection::PassportRevoked => "the passport has been revoked",
+            Rejection::RevocationsUnavailable => {
+                "the gateway has not read its revocation list yet; retry later"
+            }
             Rejection::RequestReplayed => {
                 "this signed request was already accepted; sign a new one"
             }
@@ -366,7 +379,8 @@ impl Rejection {
         match self {
             Rejection::ChainQueryFailed
             | Rejection::ReplayStoreUnavailable
-            | Rejection::ReplayStoreFull => Some(5),
+            | Rejection::ReplayStoreFull
+            | Rejection::RevocationsUnavailable => Some(5),
             Rejection::BodyBudgetExhausted
             | Rejection::VerificationBusy
             | Rejection::RequesterSigStoreFull => Some(1),

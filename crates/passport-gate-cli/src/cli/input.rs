@@ -95,3 +95,26 @@ pub(crate) fn principal_secret_file(
     warn_if_readable_by_others(path);
     passport_core::keyfile::load_principal_secret(path).map_err(|e| e.to_string())
 }
+
+/// An agent signer for `passport` and `--chain-id`, warning on stderr when the chain id
+/// is not the passport's: a gateway accepts the passport only on its own chain and
+/// checks the signature with that chain id, so such a request is refused as
+/// `agent_sig_invalid`, a code that cannot say which of the signed values differs.
+pub(crate) fn agent_signer(
+    agent: passport_core::crypto::AgentSecret,
+    passport: &str,
+    chain_id: &str,
+) -> Result<passport_core::mint::AgentSigner, String> {
+    use crate::terminal::escape_controls;
+    let signer = passport_core::mint::AgentSigner::new(agent, passport, chain_id)
+        .map_err(|e| e.to_string())?;
+    if signer.passport_chain_id() != chain_id {
+        eprintln!(
+            "warning: --chain-id \"{}\" is not the passport's chain_id \"{}\": gateways verify the signature with the passport's chain_id and will refuse this request (agent_sig_invalid); sign with --chain-id \"{}\"",
+            escape_controls(chain_id),
+            escape_controls(signer.passport_chain_id()),
+            escape_controls(signer.passport_chain_id()),
+        );
+    }
+    Ok(signer)
+}

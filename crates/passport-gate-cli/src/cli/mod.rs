@@ -14,5 +14,6 @@ pub mod request;
 pub mod revoke;
 pub mod serve;
 pub mod sign;
+pub mod usage;
 pub mod verify;
 pub mod wallet;

@@ -1,4 +1,6 @@
-//! `passport-gate request`: sign and send one request.
+//! `passport-gate request`: sign and send one request, over http or https (the gateway's
+//! TLS listener; a private CA with `--ca-file`, a client certificate with
+//! `--client-cert` and `--client-key`).
 
 use crate::cli::input::{passport_value, BodyArg};
 use crate::cli::output::{runtime, Failure};
@@ -7,7 +9,8 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub(crate) struct RequestArgs {
-    /// The URL, e.g. http://127.0.0.1:8080/v1/chat/completions.
+    /// The URL, e.g. http://127.0.0.1:8080/v1/chat/completions (https:// for a TLS
+    /// listener).
     url: String,
     /// The agent's key file.
     #[arg(long)]
@@ -29,6 +32,18 @@ pub(crate) struct RequestArgs {
     headers: Vec<String>,
     #[command(flatten)]
     body: BodyArg,
+    /// For https: a PEM file of the CA that signed the server's certificate (a private
+    /// CA); without it the webpki roots (Mozilla's list, built in). There is no way to
+    /// skip verification.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// For https to a listener that requires client certificates: the PEM certificate
+    /// chain to present.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Give up when the response head has not arrived within this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout_seconds: u64,
@@ -48,18 +63,21 @@ pub(crate) struct RequestArgs {
 pub fn run(a: &RequestArgs) -> Result<u8, Failure> {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
-    use passport_core::mint::AgentSigner;
     use passport_gate::client::SignerLayer;
     use std::io::Write;
     use tower::{Layer, ServiceExt};
 
+    let uri = target(&a.url)?;
+    let tls = crate::transport::tls::client_config(&crate::transport::tls::ClientTls {
+        ca_file: a.ca_file.as_deref(),
+        client_cert: a.client_cert.as_deref().zip(a.client_key.as_deref()),
+    })
+    .map_err(|e| e.to_string())?;
     let agent = crate::cli::input::agent_secret_file(&a.agent_key)?;
     let passport = passport_value(a.passport.as_deref(), a.passport_file.as_deref())?;
-    let signer = AgentSigner::new(agent, &passport, &a.chain_id).map_err(|e| e.to_string())?;
+    let signer = crate::cli::input::agent_signer(agent, &passport, &a.chain_id)?;
     let body = a.body.read()?;
-    let mut req = http::Request::builder()
-        .method(a.method.as_str())
-        .uri(a.url.as_str());
+    let mut req = http::Request::builder().method(a.method.as_str()).uri(uri);
     let mut has_content_type = false;
     for h in &a.headers {
         let (name, value) = h
@@ -74,7 +92,6 @@ pub fn run(a: &RequestArgs) -> Result<u8, Failure> {
     let req = req
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("bad request: {e}"))?;
-    let https = req.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
     let layer = match &a.gonka_key {
         None => SignerLayer::new(signer),
         Some(key) => {
@@ -92,9 +109,16 @@ pub fn run(a: &RequestArgs) -> Result<u8, Failure> {
         }
     };
     runtime()?.block_on(async move {
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
+        let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
             Resolver(hyper_util::client::legacy::connect::dns::GaiResolver::new()),
         );
+        tcp.enforce_http(false);
+        // HTTP/1.1 or HTTP/2 over TLS as the server picks by ALPN; plain HTTP/1.1.
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(tcp);
         let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build(connector);
@@ -110,7 +134,7 @@ pub fn run(a: &RequestArgs) -> Result<u8, Failure> {
                     1,
                 )
             })?
-            .map_err(|e| Failure(failure_message(&a.url, Reason::of(&e, https), &e), 1))?;
+            .map_err(|e| Failure(failure_message(&a.url, Reason::of(&e), &e), 1))?;
         eprintln!("{:?} {}", resp.version(), resp.status());
         for (name, value) in resp.headers() {
             eprintln!("{name}: {}", value.to_str().unwrap_or("<binary>"));
@@ -145,15 +169,19 @@ enum Reason {
     ConnectionReset,
     /// The host name did not resolve.
     Dns,
-    /// An https URL: this command speaks plain HTTP only.
-    HttpsUnsupported,
+    /// The TLS handshake failed: most often a server certificate signed by a private CA
+    /// that was not given with --ca-file, or issued for another name.
+    Tls,
     /// Anything else.
     Other,
 }
 
 impl Reason {
     /// The reason from the error's types: the first error in the chain that names one.
-    fn of(e: &(dyn std::error::Error + 'static), https: bool) -> Reason {
+    fn of(e: &(dyn std::error::Error + 'static)) -> Reason {
+        if crate::transport::tls::is_tls_error(e) {
+            return Reason::Tls;
+        }
         let mut next = Some(e);
         while let Some(err) = next {
             if let Some(io) = err.downcast_ref::<std::io::Error>() {
@@ -170,12 +198,6 @@ impl Reason {
             }
             if err.downcast_ref::<DnsFailure>().is_some() {
                 return Reason::Dns;
-            }
-            if let Some(client) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
-                // The plain-HTTP connector refuses an https URL before connecting.
-                if https && client.is_connect() {
-                    return Reason::HttpsUnsupported;
-                }
             }
             if err
                 .downcast_ref::<hyper::Error>()
@@ -194,9 +216,43 @@ impl Reason {
             Reason::Timeout => "timeout",
             Reason::ConnectionReset => "connection reset",
             Reason::Dns => "DNS lookup failed",
-            Reason::HttpsUnsupported => "TLS: https is not supported by this command; use http",
+            Reason::Tls => {
+                "TLS handshake failed (a server certificate from a private CA needs --ca-file; the certificate must name the URL's host)"
+            }
             Reason::Other => "error",
         }
+    }
+}
+
+/// The URL to send to: absolute, `http` or `https`, with a host. A URL without a scheme
+/// (`127.0.0.1:8080/v1/...`) is the usual slip; the message shows it written out.
+fn target(url: &str) -> Result<http::Uri, Failure> {
+    let shown = crate::terminal::escape_controls(url);
+    if !url.contains("://") {
+        return Err(Failure(
+            format!("the URL \"{shown}\" has no scheme: write http://{shown} (or https://{shown} for a TLS listener)"),
+            2,
+        ));
+    }
+    let uri: http::Uri = url.parse().map_err(|e| {
+        Failure(
+            format!("the URL \"{shown}\" is not a valid URL ({e}); for example http://127.0.0.1:8080/v1/chat/completions"),
+            2,
+        )
+    })?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(_)) => Ok(uri),
+        (Some("http" | "https"), None) => Err(Failure(
+            format!("the URL \"{shown}\" has no host; for example http://127.0.0.1:8080/v1/chat/completions"),
+            2,
+        )),
+        (scheme, _) => Err(Failure(
+            format!(
+                "the URL \"{shown}\" has the scheme \"{}\"; this command speaks http:// and https://",
+                crate::terminal::escape_controls(scheme.unwrap_or_default())
+            ),
+            2,
+        )),
     }
 }
 
@@ -264,17 +320,21 @@ mod tests {
     #[test]
     fn the_reason_comes_from_the_error_types_in_the_chain() {
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert_eq!(Reason::of(&refused, false), Reason::ConnectionRefused);
+        assert_eq!(Reason::of(&refused), Reason::ConnectionRefused);
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
-        assert_eq!(Reason::of(&reset, true), Reason::ConnectionReset);
+        assert_eq!(Reason::of(&reset), Reason::ConnectionReset);
         let dns = DnsFailure(std::io::Error::other(
             "failed to lookup address information",
         ));
-        assert_eq!(Reason::of(&dns, false), Reason::Dns);
+        assert_eq!(Reason::of(&dns), Reason::Dns);
         let wrapped = std::io::Error::other(DnsFailure(std::io::Error::other("no such host")));
-        assert_eq!(Reason::of(&wrapped, false), Reason::Dns);
+        assert_eq!(Reason::of(&wrapped), Reason::Dns);
         let other = std::io::Error::other("something else");
-        assert_eq!(Reason::of(&other, false), Reason::Other);
+        assert_eq!(Reason::of(&other), Reason::Other);
+        let tls = std::io::Error::other(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert_eq!(Reason::of(&tls), Reason::Tls);
     }
 
     #[test]

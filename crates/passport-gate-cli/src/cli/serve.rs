@@ -64,7 +64,12 @@ pub fn run(a: &ServeArgs) -> Result<u8, Failure> {
     });
     let validated = validated.map_err(|validation_errors| {
         // A section that did not parse was validated at its defaults: its own
-        // validation lines would only repeat the problem.
+        // validation lines would only repeat the problem. Text that is not TOML was not
+        // read at all, so every setting is at its default, and a line about one (such
+        // as `server.upstream: must be set`) would send the reader to a wrong fix.
+        let unread = parse_errors
+            .iter()
+            .any(|e| matches!(e, ConfigError::Syntax(_)));
         let failed: Vec<&str> = parse_errors
             .iter()
             .filter_map(ConfigError::section)
@@ -75,6 +80,7 @@ pub fn run(a: &ServeArgs) -> Result<u8, Failure> {
             .chain(
                 validation_errors
                     .into_iter()
+                    .filter(|_| !unread)
                     .filter(|e| e.section().is_none_or(|s| !failed.contains(&s))),
             )
             .collect();
@@ -125,7 +131,7 @@ pub fn run(a: &ServeArgs) -> Result<u8, Failure> {
             Failure(e.to_string(), 1)
         })?;
     eprintln!(
-        "passport-gate stopped: {} connection(s) cut at the grace deadline, {} forwarded request(s) cut before their event",
+        "passport-gate stopped: {} connection(s) cut at the grace deadline, {} forwarded request(s) cut with their answer unfinished (events marked cut_at_shutdown)",
         report.connections_cut, report.events_cut
     );
     if let Some(a) = report.attribution {

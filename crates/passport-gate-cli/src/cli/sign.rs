@@ -3,7 +3,6 @@
 use crate::cli::input::{BodyArg, PassportArg};
 use crate::cli::output::{say, Failure};
 use clap::Args;
-use passport_core::mint::sign_request;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -33,7 +32,8 @@ pub fn run(a: &SignArgs) -> Result<u8, Failure> {
     let secret = crate::cli::input::agent_secret_file(&a.agent_key)?;
     let passport = a.passport.read()?;
     let body = a.body.read()?;
-    let sig = sign_request(&secret, &passport, &a.chain_id, &a.method, &a.uri, &body)
+    let sig = crate::cli::input::agent_signer(secret, &passport, &a.chain_id)?
+        .sign(&a.method, &a.uri, &body)
         .map_err(|e| e.to_string())?;
     if a.headers {
         say!("X-Agent-Passport: {}", passport.trim());

@@ -293,6 +293,10 @@ pub struct RevocationSection {
     pub redis: bool,
     /// How often the Redis set is polled.
     pub redis_poll_ms: u64,
+    /// Poll a Redis that can silently forget the set (an eviction policy other than
+    /// `noeviction`, no AOF, or `CONFIG` refused) instead of refusing it; logged as a
+    /// warning and counted on every connection (false, default).
+    pub accept_forgetful_redis: bool,
 }
 
 impl Default for RevocationSection {
@@ -302,6 +306,7 @@ impl Default for RevocationSection {
             reload_ms: 1_000,
             redis: false,
             redis_poll_ms: 1_000,
+            accept_forgetful_redis: false,
         }
     }
 }
@@ -340,8 +345,14 @@ pub struct ServerSection {
     pub access_log: String,
     /// Access log lines waiting for a slow sink; beyond it lines are dropped and counted.
     pub access_log_buffer_lines: u64,
+    /// Access log lines about refused requests (outcome `rejected` or `refused`) per
+    /// second, at most; the rest are dropped and counted. 0: no limit.
+    pub access_log_refusals_per_second: u64,
     /// Probe the upstream for `/readyz`; absent means no probe.
     pub upstream_probe: Option<UpstreamProbeSection>,
+    /// The statuses of the upstream probe's answer that count as ready; empty (the
+    /// default) counts every answer below 500.
+    pub readiness_ok_statuses: Vec<u16>,
     // Transports (issue 11): TLS both ways and HTTP/2.
     /// PEM file of the private CA that signs the upstream's (and the `https://` chain
     /// node's) certificate; without it the webpki roots (Mozilla's list) are trusted.
@@ -398,7 +409,11 @@ pub struct ServerTlsSection {
     /// PEM CA file: when set, every client must present a certificate it signs.
     #[serde(default)]
     pub client_ca_file: Option<PathBuf>,
-    /// How often the two files are checked for a change, in milliseconds.
+    /// PEM CRL file of the client CA (needs `client_ca_file`): a client certificate it
+    /// lists is refused.
+    #[serde(default)]
+    pub client_crl_file: Option<PathBuf>,
+    /// How often the files are checked for a change, in milliseconds.
     #[serde(default = "ServerTlsSection::default_reload_ms")]
     pub reload_ms: u64,
 }
@@ -425,7 +440,9 @@ impl Default for ServerSection {
             admin_max_connections: 64,
             access_log: "off".into(),
             access_log_buffer_lines: 8_192,
+            access_log_refusals_per_second: 100,
             upstream_probe: None,
+            readiness_ok_statuses: Vec::new(),
             upstream_ca_file: None,
             upstream_client_cert_file: None,
             upstream_client_key_file: None,
@@ -557,8 +574,14 @@ pub struct AttributionSection {
     pub drain_deadline_ms: u64,
     /// Append events to this Redis stream (needs `[redis]`).
     pub redis_stream: Option<String>,
-    /// Approximate length the stream is trimmed to.
+    /// Approximate length the stream is trimmed to, at most.
     pub redis_stream_maxlen: u64,
+    /// Bytes of Redis memory the stream may take: it is trimmed to fewer entries when
+    /// entries of the largest size would not fit.
+    pub redis_stream_max_bytes: u64,
+    /// The largest stream entry, in bytes of event JSON: a larger event has its long
+    /// strings cut (and is marked `"cut": true`).
+    pub redis_stream_max_event_bytes: u64,
     /// A hash-chained audit file (see `passport-gate audit verify`).
     pub audit_file: Option<PathBuf>,
     /// `always`, `batch` (default) or `never`.
@@ -580,6 +603,8 @@ impl Default for AttributionSection {
             drain_deadline_ms: 5_000,
             redis_stream: None,
             redis_stream_maxlen: 1_000_000,
+            redis_stream_max_bytes: 16 * 1024 * 1024,
+            redis_stream_max_event_bytes: 2_048,
             audit_file: None,
             audit_fsync: passport_gate::attribution::FsyncPolicy::Batch,
             audit_max_bytes: 0,

@@ -82,26 +82,28 @@ impl ServerSection {
             .ok();
         let mut server_tls = None;
         if let Some(t) = &self.tls {
-            let certificate =
-                tls::ReloadingCertificate::load(t.cert_file.clone(), t.key_file.clone())
-                    .map_err(|e| errors.push(ConfigError::new("server.tls", e)))
-                    .ok();
-            let client_ca = match &t.client_ca_file {
-                Some(ca) => match tls::roots(ca) {
-                    Ok(roots) => Some(Some((ca.clone(), roots))),
-                    Err(e) => {
-                        errors.push(ConfigError::new("server.tls.client_ca_file", e));
-                        None
-                    }
-                },
-                None => Some(None),
+            let client_auth = match (&t.client_ca_file, &t.client_crl_file) {
+                (Some(ca), crl) => Some(tls::ClientAuthFiles {
+                    ca_file: ca.clone(),
+                    crl_file: crl.clone(),
+                }),
+                (None, Some(_)) => {
+                    errors.push(ConfigError::new(
+                        "server.tls.client_crl_file",
+                        "needs server.tls.client_ca_file",
+                    ));
+                    None
+                }
+                (None, None) => None,
             };
-            if let (Some(certificate), Some(client_ca)) = (certificate, client_ca) {
-                server_tls = Some(ServerTls {
-                    certificate: std::sync::Arc::new(certificate),
-                    client_ca,
-                    reload: Duration::from_millis(t.reload_ms),
-                });
+            match tls::ListenerTls::load(t.cert_file.clone(), t.key_file.clone(), client_auth) {
+                Ok(listener) => {
+                    server_tls = Some(ServerTls {
+                        listener: std::sync::Arc::new(listener),
+                        reload: Duration::from_millis(t.reload_ms),
+                    })
+                }
+                Err(e) => errors.push(ConfigError::new(tls_file_key(&e, t), e)),
             }
             if !(100..=3_600_000).contains(&t.reload_ms) {
                 errors.push(ConfigError::new(
@@ -390,6 +392,35 @@ impl GatewayConfig {
                 ));
             }
         }
+        let a = &self.attribution;
+        if !(512..=1_048_576).contains(&a.redis_stream_max_event_bytes) {
+            errors.push(ConfigError::new(
+                "attribution.redis_stream_max_event_bytes",
+                format!(
+                    "{} is out of range; accepted: 512 to 1048576",
+                    a.redis_stream_max_event_bytes
+                ),
+            ));
+        } else {
+            let entry = passport_gate::attribution::StreamBounds::entry_bytes(
+                a.redis_stream_max_event_bytes,
+            );
+            if a.redis_stream_max_bytes < entry {
+                errors.push(ConfigError::new(
+                    "attribution.redis_stream_max_bytes",
+                    format!(
+                        "{} is smaller than one entry of redis_stream_max_event_bytes ({entry} bytes charged: twice the event, plus 256)",
+                        a.redis_stream_max_bytes
+                    ),
+                ));
+            }
+        }
+        if a.redis_stream_maxlen == 0 {
+            errors.push(ConfigError::new(
+                "attribution.redis_stream_maxlen",
+                "0 is out of range; accepted: 1 or more",
+            ));
+        }
         let principals = self.principals.as_ref().and_then(|p| {
             allowlist_settings(p, prefix)
                 .map_err(|list| errors.extend(list))
@@ -421,8 +452,16 @@ impl GatewayConfig {
                 ),
             ));
         }
+        if self.server.upstream_probe.is_none() && !self.server.readiness_ok_statuses.is_empty() {
+            errors.push(ConfigError::new(
+                "server.readiness_ok_statuses",
+                "needs a [server.upstream_probe] section (the statuses are the probe's)",
+            ));
+        }
         let upstream_probe = match (&self.server.upstream_probe, &upstream) {
-            (Some(p), Some(up)) => check_probe(p, up).map_err(|list| errors.extend(list)).ok(),
+            (Some(p), Some(up)) => check_probe(p, &self.server.readiness_ok_statuses, up)
+                .map_err(|list| errors.extend(list))
+                .ok(),
             _ => None,
         };
         let binding = match (&self.binding, requester) {
@@ -463,10 +502,17 @@ impl GatewayConfig {
                 max_bytes: (a.audit_max_bytes > 0).then_some(a.audit_max_bytes),
                 refusals: a.audit_refusals,
             }),
-            redis_stream: a
-                .redis_stream
-                .as_ref()
-                .map(|key| (key.clone(), a.redis_stream_maxlen)),
+            redis_stream: a.redis_stream.as_ref().map(|key| {
+                (
+                    key.clone(),
+                    passport_gate::attribution::StreamBounds {
+                        max_entries: a.redis_stream_maxlen,
+                        max_bytes: a.redis_stream_max_bytes,
+                        max_event_bytes: usize::try_from(a.redis_stream_max_event_bytes)
+                            .unwrap_or(usize::MAX),
+                    },
+                )
+            }),
             refusals_per_second: a.audit_refusals_per_second,
             drain_deadline: Duration::from_millis(a.drain_deadline_ms),
         };
@@ -477,6 +523,7 @@ impl GatewayConfig {
                 .as_ref()
                 .map(|path| (path.clone(), Duration::from_millis(r.reload_ms))),
             redis_poll: r.redis.then(|| Duration::from_millis(r.redis_poll_ms)),
+            accept_forgetful_redis: r.accept_forgetful_redis,
         });
         let replay = ReplaySettings {
             redis: self.replay.store == ReplayStoreKind::Redis
@@ -556,6 +603,7 @@ impl GatewayConfig {
                 identity,
                 access_log,
                 access_log_buffer_lines: size(s.access_log_buffer_lines),
+                access_log_refusals_per_second: s.access_log_refusals_per_second,
                 upstream_probe,
                 upstream_tls,
                 server_tls,
@@ -1014,11 +1062,40 @@ fn otlp_endpoint(s: &str) -> Result<http::Uri, String> {
     }
 }
 
+/// The `[server.tls]` key naming the file `e` is about.
+fn tls_file_key(
+    e: &crate::transport::tls::TlsFileError,
+    t: &super::file::ServerTlsSection,
+) -> &'static str {
+    use crate::transport::tls::TlsFileError;
+    let path = match e {
+        TlsFileError::Unreadable(p, _)
+        | TlsFileError::NoCertificate(p)
+        | TlsFileError::NoKey(p)
+        | TlsFileError::NoCrl(p)
+        | TlsFileError::BadKey(p, _)
+        | TlsFileError::BadCa(p, _) => Some(p),
+        TlsFileError::Provider(_) => None,
+    };
+    match path {
+        Some(p) if t.client_crl_file.as_ref() == Some(p) => "server.tls.client_crl_file",
+        Some(p) if t.client_ca_file.as_ref() == Some(p) => "server.tls.client_ca_file",
+        _ => "server.tls",
+    }
+}
+
 fn check_probe(
     p: &UpstreamProbeSection,
+    ok_statuses: &[u16],
     upstream: &Upstream,
 ) -> Result<UpstreamProbe, Vec<ConfigError>> {
     let mut errors = Vec::new();
+    if let Some(bad) = ok_statuses.iter().find(|s| !(100..=599).contains(*s)) {
+        errors.push(ConfigError::new(
+            "server.readiness_ok_statuses",
+            format!("{bad} is not an HTTP status; accepted: 100 to 599"),
+        ));
+    }
     if !p.path.starts_with('/') || p.path.contains(['#', ' ']) {
         errors.push(ConfigError::new(
             "server.upstream_probe.path",
@@ -1057,6 +1134,7 @@ fn check_probe(
     match uri {
         Ok(uri) if errors.is_empty() => Ok(UpstreamProbe {
             uri,
+            ok_statuses: ok_statuses.to_vec(),
             interval: Duration::from_millis(p.interval_ms),
             timeout: Duration::from_millis(p.timeout_ms),
         }),
@@ -1328,6 +1406,45 @@ chain_node = "ftp://x"
                 "{key}: {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn store_and_readiness_keys_are_checked() {
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nreadiness_ok_statuses = [200]\n[attribution]\nredis_stream_max_event_bytes = 100\nredis_stream_maxlen = 0\n";
+        let errors: Vec<String> = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for key in [
+            "server.readiness_ok_statuses",
+            "attribution.redis_stream_max_event_bytes",
+            "attribution.redis_stream_maxlen",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(key)),
+                "{key}: {errors:?}"
+            );
+        }
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\n[attribution]\nredis_stream_max_event_bytes = 4096\nredis_stream_max_bytes = 8000\n";
+        let errors: Vec<String> = GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("attribution.redis_stream_max_bytes")),
+            "{errors:?}"
+        );
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nreadiness_ok_statuses = [404]\n[server.upstream_probe]\n[attribution]\nredis_stream_max_event_bytes = 1024\nredis_stream_max_bytes = 65536\n[revocation]\naccept_forgetful_redis = true\n";
+        let v = GatewayConfig::from_toml(text).unwrap().validate().unwrap();
+        assert_eq!(v.upstream_probe.unwrap().ok_statuses, vec![404]);
     }
 
     #[test]

@@ -7,13 +7,22 @@
 //! and counted in `passport_gate_access_log_dropped_total`, never buffered without
 //! bound. At shutdown, once the connections closed, the queue gets up to
 //! [`SHUTDOWN_FLUSH`] to reach the sink.
+//!
+//! A line is bounded in bytes: the path is cut to
+//! [`MAX_PATH_BYTES`](passport_gate::attribution::MAX_PATH_BYTES) (the line then says
+//! `path_cut_bytes`), and every other field is the gateway's own or bounded by the
+//! verifier. Lines about refused requests, which anyone can cause, are also bounded
+//! in number: at most `server.access_log_refusals_per_second` a second, the rest
+//! counted in `passport_gate_access_log_refusals_dropped_total` and, on the next
+//! refusal line written, in its `refusals_dropped_before`.
 
 use super::error::GatewayError;
 use super::settings::AccessLogTarget;
 use super::start_error::StartError;
 use passport_core::verifier::Rejection;
+use passport_gate::attribution::{cut_to, PerSecond, MAX_PATH_BYTES};
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,6 +39,11 @@ pub struct AcceptedAgent(pub String);
 pub struct AccessLog {
     lines: SyncSender<String>,
     dropped: prometheus::IntCounter,
+    /// Lines about refusals: at most so many a second (none: no limit).
+    refusal_rate: Option<PerSecond>,
+    refusals_dropped: prometheus::IntCounter,
+    /// Refusal lines dropped since the last one written.
+    refusals_dropped_since: AtomicU64,
     /// Lines queued and not yet flushed to the sink.
     pending: Arc<AtomicUsize>,
 }
@@ -39,7 +53,9 @@ impl AccessLog {
     pub fn start(
         target: &AccessLogTarget,
         capacity: usize,
+        refusals_per_second: u64,
         dropped: prometheus::IntCounter,
+        refusals_dropped: prometheus::IntCounter,
     ) -> Result<Option<AccessLog>, StartError> {
         let sink: Box<dyn Write + Send> = match target {
             AccessLogTarget::Off => return Ok(None),
@@ -82,6 +98,9 @@ impl AccessLog {
         Ok(Some(AccessLog {
             lines: tx,
             dropped,
+            refusal_rate: (refusals_per_second > 0).then(|| PerSecond::new(refusals_per_second)),
+            refusals_dropped,
+            refusals_dropped_since: AtomicU64::new(0),
             pending,
         }))
     }
@@ -101,7 +120,8 @@ impl AccessLog {
     }
 
     /// Queues the line of one answered request, or drops and counts it when the queue
-    /// is full.
+    /// is full, or when it is about a refusal and the refusal lines of this second
+    /// are spent.
     pub fn record<B>(
         &self,
         method: &http::Method,
@@ -110,6 +130,19 @@ impl AccessLog {
         started: Instant,
     ) {
         let (outcome, code) = outcome(response);
+        let mut dropped_before = None;
+        if matches!(outcome, "rejected" | "refused") {
+            if let Some(rate) = &self.refusal_rate {
+                if !rate.admit() {
+                    self.refusals_dropped.inc();
+                    self.refusals_dropped_since.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                dropped_before =
+                    Some(self.refusals_dropped_since.swap(0, Ordering::Relaxed)).filter(|n| *n > 0);
+            }
+        }
+        let (path, cut) = cut_to(path, MAX_PATH_BYTES);
         let agent = response
             .extensions()
             .get::<AcceptedAgent>()
@@ -117,7 +150,7 @@ impl AccessLog {
         // serde_json writes bidi controls, C1 controls and U+2028/9 raw; escaped, an
         // agent_id cannot make a line read differently from its bytes in a terminal
         // or viewer (the JSON value is the same).
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "time": passport_core::time::Timestamp::now().to_rfc3339(),
             "method": method.as_str(),
             "path": path,
@@ -126,8 +159,14 @@ impl AccessLog {
             "code": code,
             "agent": agent,
             "latency_ms": started.elapsed().as_millis() as u64,
-        })
-        .to_string();
+        });
+        if cut > 0 {
+            line["path_cut_bytes"] = cut.into();
+        }
+        if let Some(n) = dropped_before {
+            line["refusals_dropped_before"] = n.into();
+        }
+        let line = line.to_string();
         let mut line = crate::terminal::escape_controls(&line).into_owned();
         line.push('\n');
         // Counted before it is sent, so the writer never uncounts a line first.

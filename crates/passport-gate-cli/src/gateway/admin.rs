@@ -1,6 +1,10 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process answers)
-//! and `/readyz` (listening and, when a chain node is configured, the node answered;
-//! with `[server.upstream_probe]`, the upstream's last probe succeeded).
+//! The admin listener: `/metrics` (Prometheus text), `/livez` and `/healthz` (the
+//! process answers; nothing else is checked, so an orchestrator never restarts a
+//! gateway because a store is down) and `/readyz` (the gateway can serve passport
+//! requests: the chain node answered, when one is configured; the replay store's Redis
+//! answers, when the gateway fails closed on it; the shared revocation set has been
+//! read and its last poll succeeded; with `[server.upstream_probe]`, the upstream's
+//! last probe got an answer that counts).
 
 use super::listener::{Acceptor, ConnectionLimits};
 use bytes::Bytes;
@@ -8,6 +12,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use passport_gate::warn_limit::WarnLimiter;
 use prometheus::Registry;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,11 +53,38 @@ impl UpstreamHealth {
     }
 }
 
-/// What `/readyz` reads: the chain node's first answer, and the upstream probe's cached
-/// result when a probe is configured.
+/// What `/readyz` reads: the chain node's first answer, the replay Redis's and the
+/// upstream probe's cached results, and the revocation list's state.
 pub(super) struct Readiness {
     pub(super) chain_node: Option<Arc<AtomicBool>>,
     pub(super) upstream: Option<Arc<UpstreamHealth>>,
+    pub(super) replay_redis: Option<Arc<UpstreamHealth>>,
+    pub(super) revocations: Option<Arc<passport_gate::revocation::RevocationList>>,
+}
+
+/// How often a failing probe is logged, at most.
+const FAILED_PROBE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Records one probe result: a failure is logged at WARN with its cause (rate-limited),
+/// a recovery at INFO.
+fn record_probe(what: &str, health: &UpstreamHealth, result: ProbeResult, log: &mut WarnLimiter) {
+    let was_healthy = health.last().map(|p| p.healthy);
+    if !result.healthy {
+        if let Some(held_back) = log.failed(&result.detail) {
+            tracing::warn!(
+                probe = what,
+                cause = %result.detail,
+                failed_probes_not_logged = held_back,
+                "readiness probe failed; /readyz answers 503"
+            );
+        }
+    } else {
+        log.succeeded();
+        if was_healthy != Some(true) {
+            tracing::info!(probe = what, detail = %result.detail, "readiness probe succeeded");
+        }
+    }
+    health.set(result);
 }
 
 /// `/readyz`: 200 when every configured check passes, else 503; the body has one line
@@ -68,19 +100,38 @@ fn readyz(r: &Readiness) -> Response<Full<Bytes>> {
             lines.push("chain node: waiting for the chain node".to_owned());
         }
     }
-    if let Some(health) = &r.upstream {
+    for (name, health) in [("replay store", &r.replay_redis), ("upstream", &r.upstream)] {
+        let Some(health) = health else { continue };
         match health.last() {
             None => {
                 ready = false;
-                lines.push("upstream: not probed yet".to_owned());
+                lines.push(format!("{name}: not probed yet"));
             }
             Some(p) => {
                 ready &= p.healthy;
                 lines.push(format!(
-                    "upstream: {} ({}, {} ms ago)",
+                    "{name}: {} ({}, {} ms ago)",
                     if p.healthy { "ok" } else { "failing" },
                     p.detail,
                     p.at.elapsed().as_millis()
+                ));
+            }
+        }
+    }
+    if let Some(list) = &r.revocations {
+        use passport_gate::revocation::RevocationHealth;
+        match list.health() {
+            RevocationHealth::Current => lines.push("revocations: read".to_owned()),
+            RevocationHealth::NotRead(e) => {
+                ready = false;
+                lines.push(format!(
+                    "revocations: the shared set has not been read ({e}); passport requests are refused"
+                ));
+            }
+            RevocationHealth::Stale(e) => {
+                ready = false;
+                lines.push(format!(
+                    "revocations: the last poll failed ({e}); the entries read before stay in force"
                 ));
             }
         }
@@ -109,7 +160,7 @@ fn answer(
             "text/plain; version=0.0.4",
             passport_gate::metrics::render(registry),
         ),
-        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/livez" | "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => readyz(ready),
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
@@ -143,10 +194,21 @@ pub(super) async fn serve(
     }
 }
 
+/// Whether the upstream's answer `status` counts as ready: one of `ok_statuses`, or,
+/// when none are configured, any status below 500 (a 404 on the probe path still
+/// proves the upstream is there and answering; a 5xx says it is not serving).
+fn probe_status_ok(status: u16, ok_statuses: &[u16]) -> bool {
+    if ok_statuses.is_empty() {
+        status < 500
+    } else {
+        ok_statuses.contains(&status)
+    }
+}
+
 /// Asks the upstream `GET probe.uri` every `probe.interval` (each within
-/// `probe.timeout`) and keeps the result for `/readyz`: healthy when it answers with a
-/// status from 200 to 399 (as a Kubernetes HTTP probe counts it). `up` is 1 while
-/// healthy, else 0.
+/// `probe.timeout`) and keeps the result for `/readyz`: healthy when its status counts
+/// ([`probe_status_ok`]). `up` is 1 while healthy, else 0. Every failed probe is logged
+/// at WARN with its cause, as [`WarnLimiter`] allows with [`FAILED_PROBE_LOG_EVERY`].
 pub(super) async fn probe_upstream(
     probe: super::settings::UpstreamProbe,
     tls: rustls::ClientConfig,
@@ -170,6 +232,7 @@ pub(super) async fn probe_upstream(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(http2)
             .build(connector);
+    let mut log = WarnLimiter::new(FAILED_PROBE_LOG_EVERY);
     let mut ticks = tokio::time::interval(probe.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -179,7 +242,7 @@ pub(super) async fn probe_upstream(
             Ok(Ok(resp)) => {
                 let status = resp.status();
                 ProbeResult {
-                    healthy: (200..400).contains(&status.as_u16()),
+                    healthy: probe_status_ok(status.as_u16(), &probe.ok_statuses),
                     detail: format!("GET {} answered {}", probe.uri.path(), status.as_u16()),
                     at: Instant::now(),
                 }
@@ -199,11 +262,36 @@ pub(super) async fn probe_upstream(
                 at: Instant::now(),
             },
         };
-        if result.healthy != health.last().is_some_and(|p| p.healthy) {
-            tracing::info!(healthy = result.healthy, detail = %result.detail, "upstream probe");
-        }
         up.set(i64::from(result.healthy));
-        health.set(result);
+        record_probe("upstream", &health, result, &mut log);
+    }
+}
+
+/// Asks the replay store's Redis every `interval` (a `PING`, which also connects and
+/// checks a new connection's durability settings) and keeps the result for `/readyz`.
+pub(super) async fn probe_redis(
+    redis: Arc<passport_gate::redis_client::Redis>,
+    interval: Duration,
+    health: Arc<UpstreamHealth>,
+) {
+    let mut log = WarnLimiter::new(FAILED_PROBE_LOG_EVERY);
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let result = match redis.check().await {
+            Ok(()) => ProbeResult {
+                healthy: true,
+                detail: format!("Redis at {} answered", redis.address()),
+                at: Instant::now(),
+            },
+            Err(e) => ProbeResult {
+                healthy: false,
+                detail: e.to_string(),
+                at: Instant::now(),
+            },
+        };
+        record_probe("replay store", &health, result, &mut log);
     }
 }
 

@@ -23,7 +23,7 @@ use passport_gate::grants::{
 use passport_gate::layer::{Binding, PassportLayer, RequesterSource};
 use passport_gate::metrics::Metrics;
 use passport_gate::principals::PrincipalAllowlist;
-use passport_gate::redis_client::{Durability, Redis, RedisConfig, RedisError};
+use passport_gate::redis_client::{Durability, Keeps, Redis, RedisConfig, RedisError};
 use passport_gate::replay::RedisReplayStore;
 use passport_gate::revocation::RevocationList;
 use prometheus::Registry;
@@ -32,7 +32,6 @@ use std::sync::Arc;
 /// What the gateway runs: everything `run` needs besides the listeners.
 pub(crate) struct Built {
     pub registry: Registry,
-    pub metrics: Metrics,
     pub gateway_metrics: GatewayMetrics,
     pub transport: tls::TransportMetrics,
     pub queue: Option<AttributionQueue>,
@@ -42,7 +41,7 @@ pub(crate) struct Built {
     pub chain_node: Option<LcdGrantSource>,
     pub access_log: Option<Arc<AccessLog>>,
     pub proxy: Proxy<Incoming>,
-    pub listener_tls: Option<tokio_rustls::TlsAcceptor>,
+    pub listener_tls: Option<Arc<tls::ListenerTls>>,
     pub proxy_limits: ConnectionLimits,
     pub admin_limits: ConnectionLimits,
     pub h2_limits: Http2Limits,
@@ -53,6 +52,17 @@ pub(crate) struct Built {
     /// Exports the spans, when tracing is on.
     #[cfg(feature = "otel")]
     pub exporter: Option<super::otel::Exporter>,
+    /// The stores the gateway fails closed on, for `/readyz`.
+    pub stores: StoresHealth,
+}
+
+/// The stores whose unavailability refuses passport requests.
+#[derive(Default)]
+pub(crate) struct StoresHealth {
+    /// The replay store's Redis (with `fail_open = false`).
+    pub replay_redis: Option<Arc<Redis>>,
+    /// The revocation list, when it polls a shared set.
+    pub revocations: Option<Arc<RevocationList>>,
 }
 
 /// Builds everything once. Problems found while opening files are collected, so that one
@@ -64,14 +74,13 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, StartError> {
     let transport = tls::TransportMetrics::register(&registry).map_err(StartError::Metrics)?;
 
     let redis_config = config.redis.as_ref().map(|r| &r.client);
-    let redis = redis_config.map(|c| Arc::new(Redis::new(c.clone())));
     let key_prefix = config
         .redis
         .as_ref()
         .map(|r| r.key_prefix.clone())
         .unwrap_or_default();
     let mut problems: Vec<StartError> = Vec::new();
-    let sinks = sinks(&config.attribution, redis_config)
+    let sinks = sinks(&config.attribution, redis_config, &metrics)
         .map_err(|list| problems.extend(list))
         .unwrap_or_default();
     let queue = if sinks.is_empty() {
@@ -114,8 +123,12 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, StartError> {
             .attribution(q.sender().limit_refusals(a.refusals_per_second))
             .record_refusals(a.audit_file.as_ref().is_some_and(|f| f.refusals));
     }
+    let mut stores = StoresHealth::default();
     if let (true, Some(c)) = (config.replay.redis, redis_config) {
         let store = replay_redis(c, config.replay.accept_forgetful_redis, &metrics).await?;
+        if !config.replay.fail_open {
+            stores.replay_redis = Some(Arc::clone(&store));
+        }
         builder = builder.replay_store(Arc::new(
             RedisReplayStore::new(store, &key_prefix)
                 .records_per_principal(config.envelope.replay_records_per_principal),
@@ -125,14 +138,17 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, StartError> {
     if let Some(r) = &config.revocation {
         let mut list = RevocationList::default();
         list.count_bad_lines_on(metrics.revocation_bad_lines.clone());
+        list.count_emptied_set_on(metrics.revocation_set_emptied.clone());
         let list = Arc::new(list);
         if let Some((path, every)) = &r.file {
             if let Err(e) = list.watch_file(path.clone(), *every) {
                 problems.push(StartError::RevocationFile(e));
             }
         }
-        if let (Some(every), Some(redis)) = (r.redis_poll, &redis) {
-            list.watch_redis(Arc::clone(redis), format!("{key_prefix}revoked"), every);
+        if let (Some(every), Some(c)) = (r.redis_poll, redis_config) {
+            let redis = revocation_redis(c, r.accept_forgetful_redis, &metrics).await?;
+            list.watch_redis(redis, format!("{key_prefix}revoked"), every);
+            stores.revocations = Some(Arc::clone(&list));
         }
         builder = builder.revocations(list);
     }
@@ -146,7 +162,9 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, StartError> {
     let access_log = AccessLog::start(
         &config.access_log,
         config.access_log_buffer_lines,
+        config.access_log_refusals_per_second,
         gateway_metrics.access_log_dropped.clone(),
+        gateway_metrics.access_log_refusals_dropped.clone(),
     )
     .map_err(|e| problems.push(e))
     .ok()
@@ -186,20 +204,11 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, StartError> {
         config.server_tls.is_some(),
         upstream_auth,
     );
-    let listener_tls = match &config.server_tls {
-        Some(t) => {
-            t.certificate
-                .watch(t.reload, transport.certificate_reloads.clone());
-            let client_ca = t
-                .client_ca
-                .as_ref()
-                .map(|(path, roots)| (path.as_path(), roots.clone()));
-            let server = tls::server_config(Arc::clone(&t.certificate), client_ca)
-                .map_err(StartError::ServerTls)?;
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
-        }
-        None => None,
-    };
+    let listener_tls = config.server_tls.as_ref().map(|t| {
+        t.listener
+            .watch(t.reload, transport.certificate_reloads.clone());
+        Arc::clone(&t.listener)
+    });
     #[cfg(feature = "otel")]
     let (tracer, exporter) = match &config.tracing {
         Some(t) => {
@@ -217,7 +226,6 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, StartError> {
     };
     Ok(Built {
         registry,
-        metrics,
         gateway_metrics,
         transport,
         queue,
@@ -243,6 +251,7 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, StartError> {
         tracer,
         #[cfg(feature = "otel")]
         exporter,
+        stores,
     })
 }
 
@@ -281,6 +290,7 @@ fn binding(
 fn sinks(
     config: &AttributionSettings,
     redis: Option<&RedisConfig>,
+    metrics: &Metrics,
 ) -> Result<Vec<Box<dyn Sink>>, Vec<StartError>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let mut errors = Vec::new();
@@ -294,8 +304,13 @@ fn sinks(
             }),
         }
     }
-    if let (Some((key, maxlen)), Some(redis)) = (&config.redis_stream, redis) {
-        match RedisStreamSink::new(redis.clone(), key, *maxlen) {
+    if let (Some((key, bounds)), Some(redis)) = (&config.redis_stream, redis) {
+        match RedisStreamSink::new(
+            redis.clone(),
+            key,
+            *bounds,
+            metrics.redis_out_of_memory_stream.clone(),
+        ) {
             Ok(sink) => sinks.push(Box::new(sink)),
             Err(e) => errors.push(StartError::RedisStream(e)),
         }
@@ -331,17 +346,51 @@ async fn replay_redis(
 ) -> Result<Arc<Redis>, StartError> {
     let durability = if accept_forgetful {
         Durability::AcceptForgetful {
+            keeps: Keeps::REPLAY_RECORDS,
             counter: Some(metrics.replay_store_forgetful.clone()),
         }
     } else {
-        Durability::Required
+        Durability::Required(Keeps::REPLAY_RECORDS)
     };
-    let redis = Arc::new(Redis::new(config.clone()).with_durability(durability));
+    let redis = Arc::new(
+        Redis::new(config.clone())
+            .with_durability(durability)
+            .count_out_of_memory_on(metrics.redis_out_of_memory_replay.clone()),
+    );
     match redis.check().await {
         Ok(()) => Ok(redis),
         Err(RedisError::Forgetful(e)) => Err(StartError::ReplayStoreForgetful(e)),
         Err(e) => {
             tracing::warn!(error = %e, "replay store: Redis not reachable at startup; requests are refused until it is");
+            Ok(redis)
+        }
+    }
+}
+
+/// The revocation poller's own Redis client, checked like the replay store's: a Redis
+/// that can forget the set would lift revocations silently (a restart without
+/// persistence empties it). A forgetful server refuses startup (unless
+/// `accept_forgetful`); an unreachable one is reported, and passport requests are
+/// refused until the set has been read.
+async fn revocation_redis(
+    config: &RedisConfig,
+    accept_forgetful: bool,
+    metrics: &Metrics,
+) -> Result<Arc<Redis>, StartError> {
+    let durability = if accept_forgetful {
+        Durability::AcceptForgetful {
+            keeps: Keeps::REVOCATIONS,
+            counter: Some(metrics.revocation_store_forgetful.clone()),
+        }
+    } else {
+        Durability::Required(Keeps::REVOCATIONS)
+    };
+    let redis = Arc::new(Redis::new(config.clone()).with_durability(durability));
+    match redis.check().await {
+        Ok(()) => Ok(redis),
+        Err(RedisError::Forgetful(e)) => Err(StartError::RevocationStoreForgetful(e)),
+        Err(e) => {
+            tracing::warn!(error = %e, "revocations: Redis not reachable at startup; passport requests are refused until the set has been read");
             Ok(redis)
         }
     }

@@ -7,7 +7,7 @@
 //! cuts an answer whose client reads nothing of it for the client stall timeout.
 
 use super::metrics::ConnectionMetrics;
-use crate::transport::tls::TransportMetrics;
+use crate::transport::tls::{ListenerTls, TransportMetrics};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
@@ -25,7 +25,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_rustls::TlsAcceptor;
 
 /// The bounds one listener applies to each connection.
 #[derive(Clone, Copy, Debug)]
@@ -174,8 +173,8 @@ impl<I: AsyncWrite> AsyncWrite for Rewind<I> {
 /// How the proxy listener serves connections: TLS or not, and both HTTP versions with
 /// the listener's bounds.
 pub struct ProxyProtocols {
-    /// The TLS acceptor, when `[server.tls]` is set.
-    pub tls: Option<TlsAcceptor>,
+    /// The listener's TLS, when `[server.tls]` is set.
+    pub tls: Option<Arc<ListenerTls>>,
     http1: http1::Builder,
     http2: http2::Builder<StreamExecutor>,
     /// Time for the TLS handshake and the first bytes of the first request.
@@ -192,7 +191,7 @@ impl ProxyProtocols {
         limits: &ConnectionLimits,
         h2: &Http2Limits,
         stall_timeout: Duration,
-        tls: Option<TlsAcceptor>,
+        tls: Option<Arc<ListenerTls>>,
         metrics: TransportMetrics,
     ) -> ProxyProtocols {
         let mut http2 = http2::Builder::new(StreamExecutor {
@@ -234,9 +233,10 @@ impl ProxyProtocols {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         match &self.tls {
-            Some(acceptor) => {
+            Some(tls) => {
                 let accepted =
-                    tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await;
+                    tokio::time::timeout(self.handshake_timeout, tls.acceptor().accept(stream))
+                        .await;
                 let tls = match accepted {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {

@@ -47,6 +47,8 @@ pub struct ConnectionMetrics {
 pub struct GatewayMetrics {
     /// Access log lines dropped because the sink was slower than the traffic.
     pub access_log_dropped: IntCounter,
+    /// Access log lines about refusals over `server.access_log_refusals_per_second`.
+    pub access_log_refusals_dropped: IntCounter,
     /// 1 when the last upstream probe succeeded, else 0.
     pub upstream_up: IntGauge,
     /// Reloads of `upstream_auth.token_file` that were not taken (empty, unreadable,
@@ -91,6 +93,11 @@ impl GatewayMetrics {
             "Access log lines dropped because the sink was slower than the traffic.",
         )?;
         registry.register(Box::new(access_log_dropped.clone()))?;
+        let access_log_refusals_dropped = IntCounter::new(
+            "passport_gate_access_log_refusals_dropped_total",
+            "Access log lines about refused requests not written because server.access_log_refusals_per_second was reached.",
+        )?;
+        registry.register(Box::new(access_log_refusals_dropped.clone()))?;
         let upstream_up = IntGauge::new(
             "passport_gate_upstream_up",
             "1 when the last upstream probe succeeded, else 0 (with [server.upstream_probe]).",
@@ -105,6 +112,7 @@ impl GatewayMetrics {
         Ok(GatewayMetrics {
             traces,
             access_log_dropped,
+            access_log_refusals_dropped,
             upstream_up,
             upstream_auth_reload_failures,
             unguarded_requests: vec(

@@ -14,14 +14,17 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tower::Layer;
 
+/// How often `/readyz` asks the replay store's Redis.
+const REDIS_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What happened at shutdown.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
     /// Connections still open when the grace period ended (they were cut).
     pub connections_cut: usize,
-    /// Forwarded requests still waiting for the upstream when the grace period ended:
-    /// their events were never written (counted in
-    /// `passport_gate_attribution_events_lost_total`).
+    /// Forwarded requests still being answered (waiting for the upstream's head, or
+    /// streaming its body) when the grace period ended: their answers were cut, and
+    /// their events queued marked `cut_at_shutdown`.
     pub events_cut: usize,
     /// The attribution queue's report, when attribution was on.
     pub attribution: Option<DrainReport>,
@@ -46,7 +49,6 @@ pub async fn run(
 ) -> Result<ShutdownReport, StartError> {
     let build::Built {
         registry,
-        metrics,
         gateway_metrics,
         transport,
         queue,
@@ -63,6 +65,7 @@ pub async fn run(
         tracer,
         #[cfg(feature = "otel")]
         exporter,
+        stores,
     } = build::build(&config).await?;
 
     let listener = TcpListener::bind(config.listen)
@@ -85,7 +88,18 @@ pub async fn run(
     let mut readiness = admin::Readiness {
         chain_node: None,
         upstream: None,
+        replay_redis: None,
+        revocations: stores.revocations,
     };
+    if let Some(redis) = stores.replay_redis {
+        let health = Arc::new(admin::UpstreamHealth::default());
+        tokio::spawn(admin::probe_redis(
+            redis,
+            REDIS_PROBE_INTERVAL,
+            Arc::clone(&health),
+        ));
+        readiness.replay_redis = Some(health);
+    }
     if let Some(node) = chain_node {
         let answered = Arc::new(AtomicBool::new(false));
         tokio::spawn(admin::probe_chain_node(node, Arc::clone(&answered)));
@@ -168,11 +182,12 @@ pub async fn run(
     };
     // Requests whose client already left are not connections any more, but they were
     // forwarded and still owe an event: wait for them within the same grace period.
+    // What is still running then is cut when the process exits; its events are queued
+    // now, marked, ahead of the queue's drain.
     let events_cut = match tokio::time::timeout_at(grace_ends, layer.forwarded_done()).await {
         Ok(()) => 0,
-        Err(_) => layer.forwarded_in_flight(),
+        Err(_) => layer.cut_forwarded(),
     };
-    metrics.attribution_lost.inc_by(events_cut as u64);
     if let Some(log) = &access_log {
         let left = log.flushed(access_log::SHUTDOWN_FLUSH).await;
         if left > 0 {

@@ -91,6 +91,8 @@ pub struct Settings {
     pub access_log: AccessLogTarget,
     /// Access log lines waiting for a slow sink, at most.
     pub access_log_buffer_lines: usize,
+    /// Access log lines about refused requests per second, at most (0: no limit).
+    pub access_log_refusals_per_second: u64,
     /// The upstream probe behind `/readyz`.
     pub upstream_probe: Option<UpstreamProbe>,
     /// The TLS client configuration for the upstream and the chain node, built once.
@@ -146,12 +148,10 @@ pub struct UpstreamPool {
 /// The proxy listener's TLS.
 #[derive(Clone, Debug)]
 pub struct ServerTls {
-    /// The certificate pair, loaded (and checked) once.
-    pub certificate: Arc<crate::transport::tls::ReloadingCertificate>,
-    /// The client CA (its file and its roots, read once), when clients must present a
-    /// certificate.
-    pub client_ca: Option<(PathBuf, rustls::RootCertStore)>,
-    /// How often the pair is checked for a change.
+    /// The certificate pair, and the client CA and CRL when clients must present a
+    /// certificate, loaded (and checked) once.
+    pub listener: Arc<crate::transport::tls::ListenerTls>,
+    /// How often the files are checked for a change.
     pub reload: Duration,
 }
 
@@ -206,6 +206,8 @@ pub struct RevocationSettings {
     pub file: Option<(PathBuf, Duration)>,
     /// How often the Redis set `<key_prefix>revoked` is polled, when it is.
     pub redis_poll: Option<Duration>,
+    /// Poll a Redis that can forget the set.
+    pub accept_forgetful_redis: bool,
 }
 
 /// Where attribution events go.
@@ -217,8 +219,8 @@ pub struct AttributionSettings {
     pub file: Option<PathBuf>,
     /// The hash-chained audit file.
     pub audit_file: Option<AuditFile>,
-    /// A Redis stream: its key and approximate length.
-    pub redis_stream: Option<(String, u64)>,
+    /// A Redis stream: its key and bounds.
+    pub redis_stream: Option<(String, passport_gate::attribution::StreamBounds)>,
     /// Refusal events a second, at most (0: no limit).
     pub refusals_per_second: u64,
     /// How long the queue may take to drain at shutdown.
@@ -254,6 +256,8 @@ pub enum AccessLogTarget {
 pub struct UpstreamProbe {
     /// The probe's full URI on the upstream.
     pub uri: http::Uri,
+    /// The statuses that count as ready; empty: every status below 500.
+    pub ok_statuses: Vec<u16>,
     /// Time between probes.
     pub interval: Duration,
     /// Time one probe may take.

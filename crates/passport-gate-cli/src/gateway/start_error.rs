@@ -1,7 +1,6 @@
 //! Why the gateway could not start: one variant per reason, each printed as one line
 //! naming the configuration key it comes from.
 
-use crate::transport::tls::TlsFileError;
 use passport_gate::grants::GrantQueryError;
 use std::fmt;
 use std::net::SocketAddr;
@@ -41,14 +40,15 @@ pub enum StartError {
     ReplayStoreForgetful(String),
     /// The watcher of `revocation.file` could not be started.
     RevocationFile(String),
+    /// The revocation set's Redis server can silently forget it and
+    /// `revocation.accept_forgetful_redis` is off.
+    RevocationStoreForgetful(String),
     /// The passport layer refused its `agent_envelope` settings.
     Envelope(passport_gate::ConfigError),
     /// The access log's writer thread could not be started.
     AccessLogThread(std::io::Error),
     /// The watcher of `upstream_auth.token_file` could not be started.
     UpstreamAuthWatcher(std::io::Error),
-    /// The proxy listener's TLS configuration could not be built.
-    ServerTls(TlsFileError),
     /// `server.listen` could not be bound.
     Listen {
         /// The configured address.
@@ -113,12 +113,12 @@ impl fmt::Display for StartError {
             StartError::PrincipalsFile(e) => write!(f, "principals.allow_file: {e}"),
             StartError::ReplayStoreForgetful(e) => write!(f, "replay.store: {e}"),
             StartError::RevocationFile(e) => write!(f, "revocation.file: {e}"),
+            StartError::RevocationStoreForgetful(e) => write!(f, "revocation.redis: {e}"),
             StartError::Envelope(e) => write!(f, "agent_envelope.{e}"),
             StartError::AccessLogThread(e) => write!(f, "cannot start the access log thread: {e}"),
             StartError::UpstreamAuthWatcher(e) => {
                 write!(f, "upstream_auth.token_file: cannot start the watcher: {e}")
             }
-            StartError::ServerTls(e) => write!(f, "server.tls: {e}"),
             StartError::Listen { addr, source } => {
                 write!(f, "server.listen: cannot listen on {addr}: {source}")
             }
@@ -144,11 +144,11 @@ impl std::error::Error for StartError {
             | StartError::AdminListen { source: e, .. } => Some(e),
             StartError::ChainNode(e) => Some(e),
             StartError::Envelope(e) => Some(e),
-            StartError::ServerTls(e) => Some(e),
             StartError::Problems(_)
             | StartError::RequesterSignatureWithoutChainNode
             | StartError::PrincipalsFile(_)
             | StartError::ReplayStoreForgetful(_)
+            | StartError::RevocationStoreForgetful(_)
             | StartError::RevocationFile(_) => None,
         }
     }

@@ -7,13 +7,13 @@
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Why a certificate, key or CA file could not be used.
 #[derive(Debug)]
@@ -24,6 +24,8 @@ pub enum TlsFileError {
     NoCertificate(PathBuf),
     /// The file holds no private key.
     NoKey(PathBuf),
+    /// A CRL file holds no PEM `X509 CRL`.
+    NoCrl(PathBuf),
     /// The key is not one rustls can sign with, or does not match the certificate.
     BadKey(PathBuf, rustls::Error),
     /// A CA file's certificate is not a usable trust anchor, or the verifier could not
@@ -41,6 +43,7 @@ impl std::fmt::Display for TlsFileError {
                 write!(f, "{}: no PEM certificate in the file", p.display())
             }
             TlsFileError::NoKey(p) => write!(f, "{}: no PEM private key in the file", p.display()),
+            TlsFileError::NoCrl(p) => write!(f, "{}: no PEM X509 CRL in the file", p.display()),
             TlsFileError::BadKey(p, e) => write!(f, "{}: unusable private key: {e}", p.display()),
             TlsFileError::BadCa(p, e) => write!(f, "{}: unusable CA: {e}", p.display()),
             TlsFileError::Provider(e) => write!(f, "the TLS provider is unusable: {e}"),
@@ -55,7 +58,8 @@ impl std::error::Error for TlsFileError {
             TlsFileError::Unreadable(..)
             | TlsFileError::NoCertificate(_)
             | TlsFileError::BadCa(..)
-            | TlsFileError::NoKey(_) => None,
+            | TlsFileError::NoKey(_)
+            | TlsFileError::NoCrl(_) => None,
         }
     }
 }
@@ -102,17 +106,11 @@ fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsFileError> 
         .map_err(|e| TlsFileError::BadKey(key.to_owned(), e))
 }
 
-/// The modification times of the two files, to notice a change on disk.
-fn stamps(cert: &Path, key: &Path) -> Option<(SystemTime, SystemTime)> {
-    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    Some((m(cert)?, m(key)?))
-}
-
 /// The listener's certificate, swapped as a whole when the files change: a handshake
 /// takes the certificate current at its start, and connections already open keep the
 /// session they negotiated.
 #[derive(Debug)]
-pub struct ReloadingCertificate {
+struct ReloadingCertificate {
     current: RwLock<Arc<CertifiedKey>>,
     cert_file: PathBuf,
     key_file: PathBuf,
@@ -120,7 +118,7 @@ pub struct ReloadingCertificate {
 
 impl ReloadingCertificate {
     /// Loads the pair; a bad pair refuses startup.
-    pub fn load(cert_file: PathBuf, key_file: PathBuf) -> Result<Self, TlsFileError> {
+    fn load(cert_file: PathBuf, key_file: PathBuf) -> Result<Self, TlsFileError> {
         let key = certified_key(&cert_file, &key_file)?;
         Ok(ReloadingCertificate {
             current: RwLock::new(Arc::new(key)),
@@ -138,38 +136,6 @@ impl ReloadingCertificate {
         }
         Ok(())
     }
-
-    /// Checks the files' modification times every `every` and reloads on a change,
-    /// counting each reload and each failed one.
-    pub fn watch(self: &Arc<Self>, every: Duration, reloads: prometheus::IntCounterVec) {
-        let this = Arc::downgrade(self);
-        let mut seen = stamps(&self.cert_file, &self.key_file);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(this) = this.upgrade() else { return };
-                let now = stamps(&this.cert_file, &this.key_file);
-                if now.is_none() || now == seen {
-                    continue;
-                }
-                match this.reload() {
-                    Ok(()) => {
-                        seen = now;
-                        reloads.with_label_values(&["ok"]).inc();
-                        tracing::info!(cert_file = %this.cert_file.display(), "server.tls: certificate reloaded");
-                    }
-                    Err(e) => {
-                        // Retried on the next tick until the pair loads (the files
-                        // may be replaced one at a time).
-                        reloads.with_label_values(&["failed"]).inc();
-                        tracing::warn!(error = %e, "server.tls: certificate not reloaded; the previous one stays in use");
-                    }
-                }
-            }
-        });
-    }
 }
 
 impl ResolvesServerCert for ReloadingCertificate {
@@ -178,31 +144,168 @@ impl ResolvesServerCert for ReloadingCertificate {
     }
 }
 
+/// The files that decide which client certificates the listener accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientAuthFiles {
+    /// PEM CA file: every client must present a certificate it signs.
+    pub ca_file: PathBuf,
+    /// PEM CRL file(s) of that CA: a certificate listed there is refused.
+    pub crl_file: Option<PathBuf>,
+}
+
+/// The certificate revocation lists in a PEM file (every `X509 CRL` block).
+fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsFileError> {
+    let unreadable =
+        |e: rustls::pki_types::pem::Error| TlsFileError::Unreadable(path.to_owned(), e.to_string());
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(unreadable)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unreadable)?;
+    if crls.is_empty() {
+        return Err(TlsFileError::NoCrl(path.to_owned()));
+    }
+    Ok(crls)
+}
+
+/// The client-certificate verifier for `files`: the CA's roots, and its CRLs when a
+/// CRL file is given (a listed certificate is refused; a certificate whose issuer has
+/// no CRL there is refused too, as rustls does by default).
+fn client_verifier(
+    files: &ClientAuthFiles,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsFileError> {
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&files.ca_file)?), provider());
+    if let Some(crl) = &files.crl_file {
+        builder = builder.with_crls(crls(crl)?);
+    }
+    builder
+        .build()
+        .map_err(|e| TlsFileError::BadCa(files.ca_file.clone(), e.to_string()))
+}
+
 /// ALPN protocols the listener offers, in order of preference.
 pub const LISTENER_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// The listener's TLS configuration: the reloading certificate, ALPN `h2` and
-/// `http/1.1`, and client certificates required and verified against `client_ca`
-/// when one is given (its file, for messages, and its roots, read once by [`roots`]).
-pub fn server_config(
+/// `http/1.1`, and client certificates required and verified by `client_auth`'s CA
+/// (and CRL) when given.
+fn server_config(
     cert: Arc<ReloadingCertificate>,
-    client_ca: Option<(&Path, RootCertStore)>,
+    client_auth: Option<&ClientAuthFiles>,
 ) -> Result<ServerConfig, TlsFileError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsFileError::Provider)?;
-    let builder = match client_ca {
-        Some((path, roots)) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|e| TlsFileError::BadCa(path.to_owned(), e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
+    let builder = match client_auth {
+        Some(files) => builder.with_client_cert_verifier(client_verifier(files)?),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = LISTENER_ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// The listener's TLS: its certificate and key, and the client CA and CRL when clients
+/// must present a certificate, all reloaded from disk without dropping open
+/// connections. Every file is watched by [`passport_gate::watch::stamp`] (inode and
+/// change time as well as modification time and size), so a file renamed over the old
+/// one with the same modification time is seen. A new CA or CRL builds a new server
+/// configuration, which each handshake after it uses.
+#[derive(Debug)]
+pub struct ListenerTls {
+    certificate: Arc<ReloadingCertificate>,
+    client_auth: Option<ClientAuthFiles>,
+    config: RwLock<Arc<ServerConfig>>,
+}
+
+impl ListenerTls {
+    /// Loads every file once; a bad one refuses startup.
+    pub fn load(
+        cert_file: PathBuf,
+        key_file: PathBuf,
+        client_auth: Option<ClientAuthFiles>,
+    ) -> Result<ListenerTls, TlsFileError> {
+        let certificate = Arc::new(ReloadingCertificate::load(cert_file, key_file)?);
+        let config = server_config(Arc::clone(&certificate), client_auth.as_ref())?;
+        Ok(ListenerTls {
+            certificate,
+            client_auth,
+            config: RwLock::new(Arc::new(config)),
+        })
+    }
+
+    /// The acceptor for the next handshake.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let config = match self.config.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        tokio_rustls::TlsAcceptor::from(config)
+    }
+
+    fn files(&self) -> Vec<&Path> {
+        let mut files = vec![
+            self.certificate.cert_file.as_path(),
+            self.certificate.key_file.as_path(),
+        ];
+        if let Some(a) = &self.client_auth {
+            files.push(&a.ca_file);
+            files.extend(a.crl_file.as_deref());
+        }
+        files
+    }
+
+    fn stamps(&self) -> Vec<Option<passport_gate::watch::Stamp>> {
+        self.files()
+            .into_iter()
+            .map(passport_gate::watch::stamp)
+            .collect()
+    }
+
+    /// Loads every file again: the certificate pair, then a configuration with the
+    /// client CA and CRL. On an error the previous ones stay in use.
+    fn reload(&self) -> Result<(), TlsFileError> {
+        self.certificate.reload()?;
+        if self.client_auth.is_some() {
+            let config = server_config(Arc::clone(&self.certificate), self.client_auth.as_ref())?;
+            if let Ok(mut current) = self.config.write() {
+                *current = Arc::new(config);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the files every `every` and reloads on a change, counting each reload and
+    /// each failed one.
+    pub fn watch(self: &Arc<Self>, every: Duration, reloads: prometheus::IntCounterVec) {
+        let this = Arc::downgrade(self);
+        let mut seen = self.stamps();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(this) = this.upgrade() else { return };
+                let now = this.stamps();
+                if now.iter().any(Option::is_none) || now == seen {
+                    continue;
+                }
+                match this.reload() {
+                    Ok(()) => {
+                        seen = now;
+                        reloads.with_label_values(&["ok"]).inc();
+                        tracing::info!(cert_file = %this.certificate.cert_file.display(), "server.tls: certificate, key and client CA reloaded");
+                    }
+                    Err(e) => {
+                        // Retried on the next tick until every file loads (they may be
+                        // replaced one at a time).
+                        reloads.with_label_values(&["failed"]).inc();
+                        tracing::warn!(error = %e, "server.tls: not reloaded; the previous certificate and client CA stay in use");
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// What the upstream (or chain node) client trusts and presents.
@@ -264,7 +367,7 @@ impl UpstreamFailure {
 /// (tokio-rustls reports a failed handshake as an `io::Error` holding the rustls
 /// error, and hyper-rustls wraps that in another `io::Error`, whose `source` skips
 /// both).
-fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);
     while let Some(err) = next {
         let mut inner: &(dyn std::error::Error + 'static) = err;
@@ -316,7 +419,7 @@ impl TransportMetrics {
             )?,
             certificate_reloads: vec(
                 "passport_gate_tls_certificate_reloads_total",
-                "Reloads of the listener certificate from disk, by result (ok, failed)",
+                "Reloads of the listener's TLS files (certificate, key, client CA, CRL) from disk, by result (ok, failed)",
                 "result",
             )?,
             client_stalls: prometheus::IntCounter::new(

@@ -2,7 +2,7 @@
 //! chromium by tests/wallet/wallet.test.mjs with a test Keplr wallet (real ADR-036
 //! signatures), mints a passport; the real `passport-gate serve` then accepts a request
 //! signed with it. Without node, chromium or the npm packages the browser test is skipped
-//! with a message, except under `CI=true`, where it fails.
+//! and named in the run's last line, except under CI, where it fails (see skip.rs).
 
 use passport_core::crypto::AgentSecret;
 use passport_core::mint::AgentSigner;
@@ -85,13 +85,10 @@ fn run_browser_test(envs: &[(&str, &str)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passport_minted_with_a_browser_wallet_is_accepted_by_the_gateway() {
-    let missing = missing_tools();
-    if !missing.is_empty() {
-        let why = format!("the browser test needs: {}", missing.join(", "));
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{why} (.ci/run installs them)");
-        }
-        eprintln!("SKIPPED: {why}");
+    if !crate::skip::requires(|| {
+        let missing = missing_tools();
+        (!missing.is_empty()).then(|| missing.join(", "))
+    }) {
         return;
     }
     // The demo's echo upstream, run by the binary (`passport-gate echo`).

@@ -533,13 +533,16 @@ async fn shutdown_waits_for_the_event_of_a_request_whose_client_left() {
     assert!(
         report
             .iter()
-            .any(|l| l.contains("0 forwarded request(s) cut before their event")),
+            .any(|l| l.contains("0 forwarded request(s) cut with their answer unfinished")),
         "{report:?}"
     );
 }
 
+/// A request still waiting for the upstream's head when the grace period ends gets an
+/// event all the same, marked `cut_at_shutdown` with status 0 (no head came), and the
+/// gateway says it cut one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_reports_the_events_it_had_to_cut() {
+async fn a_request_cut_at_shutdown_before_its_head_gets_an_event_marked_cut() {
     let up = slow_upstream(Duration::from_secs(5)).await;
     let f = support::live("urn:aps:agent:cut-at-shutdown");
     let (g, events) = with_events("shutdown-cut", up, "shutdown_grace_seconds = 1");
@@ -556,10 +559,17 @@ async fn shutdown_reports_the_events_it_had_to_cut() {
     assert!(
         report
             .iter()
-            .any(|l| l.contains("1 forwarded request(s) cut before their event")),
+            .any(|l| l.contains("1 forwarded request(s) cut with their answer unfinished")),
         "{report:?}"
     );
-    assert_eq!(std::fs::read_to_string(&events).unwrap_or_default(), "");
+    let lines = events_in(&events);
+    assert_eq!(lines.len(), 1, "{report:?}");
+    let e = &lines[0];
+    assert_eq!(e["cut_at_shutdown"], true, "{e}");
+    assert_eq!(e["status"], 0, "{e}");
+    assert_eq!(e["usage_missing"], "cut_at_shutdown", "{e}");
+    assert_eq!(e["agent_id"], "urn:aps:agent:cut-at-shutdown");
+    assert!(e["latency_ms"].as_u64().unwrap() >= 900, "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

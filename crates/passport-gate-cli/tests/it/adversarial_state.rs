@@ -556,8 +556,8 @@ fn audit_report_escapes_agent_chosen_strings() {
     assert_no_raw_controls("audit report", &table.stdout);
     assert_eq!(
         String::from_utf8_lossy(&table.stdout).lines().count(),
-        3,
-        "one header, one row, one total"
+        4,
+        "one header, one row, one line of calls without usage, one total"
     );
     let json = run(&["audit", "report", p, "--json"]);
     assert_no_raw_controls("audit report --json", &json.stdout);

@@ -320,6 +320,7 @@ async fn a_client_that_hangs_up_mid_stream_still_gets_its_event() {
     let events = audit_events(&audit, 1);
     assert_eq!(events[0]["agent_id"], "urn:aps:agent:hangup");
     assert!(events[0].get("total_tokens").is_none());
+    assert_eq!(events[0]["usage_missing"], "client_disconnected");
     drop(go);
 }
 
@@ -558,8 +559,10 @@ async fn looking_for_usage_holds_bounded_memory_for_long_streams_and_large_answe
     // to be searched, so they record none.
     assert_eq!(events[2]["total_tokens"], 18);
     assert!(events[3].get("total_tokens").is_none(), "{}", events[3]);
+    assert_eq!(events[3]["usage_missing"], "too_large", "{}", events[3]);
     assert_eq!(events[4]["total_tokens"], 18);
-    assert!(events[5].get("total_tokens").is_none(), "{}", events[5]);
+    assert!(events[4].get("usage_missing").is_none(), "{}", events[4]);
+    assert_eq!(events[5]["usage_missing"], "too_large", "{}", events[5]);
 }
 
 /// Anyone can send forged requests and each refusal is an audit line: at most
@@ -611,4 +614,372 @@ async fn refusal_events_are_written_at_most_at_their_rate_and_the_rest_counted()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The events of an echo upstream's answers: a JSON answer whose usage has no
+/// `total_tokens` (the report sums prompt and completion), and a stream without a usage
+/// chunk (the event says `not_in_stream`, and the report counts the call apart instead
+/// of adding zero tokens silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_says_why_usage_is_missing_and_the_report_counts_those_calls_apart() {
+    let echo = support::serve::echo();
+    let dir = support::serve::workdir("audit-usage-missing");
+    let (toml, audit) = audit_toml(echo.addr, &dir, "");
+    let gw = start("audit-usage-missing", &toml);
+    let f = support::live("urn:aps:agent:usage-missing");
+    let (status, text) = support::post(gw.listen, URI, &f.headers(URI, BODY), BODY).await;
+    assert_eq!(status, 200, "{text}");
+    let stream = br#"{"model":"echo-1","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, text) = support::post(gw.listen, URI, &f.headers(URI, stream), stream).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let events = audit_events(&audit, 2);
+    // "hi" and "echo: hi": one prompt word, two completion words, no total.
+    assert_eq!(
+        (&events[0]["prompt_tokens"], &events[0]["completion_tokens"]),
+        (&1.into(), &2.into())
+    );
+    assert!(events[0].get("total_tokens").is_none(), "{}", events[0]);
+    assert!(events[0].get("usage_missing").is_none(), "{}", events[0]);
+    assert_eq!(events[1]["usage_missing"], "not_in_stream", "{}", events[1]);
+
+    let report = cli(&["audit", "report", audit.to_str().unwrap(), "--json"]);
+    assert!(report.status.success(), "{report:?}");
+    let rows: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let row = &rows[0];
+    assert_eq!(row["calls"], 2, "{rows}");
+    assert_eq!(row["total_tokens"], 3, "{rows}");
+    assert_eq!(
+        (&row["calls_with_usage"], &row["calls_without_usage"]),
+        (&1.into(), &1.into()),
+        "{rows}"
+    );
+    assert_eq!(row["usage_missing"]["not_in_stream"], 1, "{rows}");
+    let table = cli(&["audit", "report", audit.to_str().unwrap()]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("calls without usage (not_in_stream): 1"),
+        "{table}"
+    );
+}
+
+/// A passport header claiming 300 control characters as both agent id and principal
+/// (JSON escapes each to six bytes: the longest lines a claim can make).
+fn forged_with_controls() -> String {
+    let claim = "\u{1}".repeat(300);
+    forged_passport(&claim, &claim)
+}
+
+/// Every string in an event is bounded, whatever the client sends: a 50,000-byte path
+/// is cut to 1024 bytes in accepted and refused events alike (`path_cut_bytes` says
+/// how much was cut). A flood of refused requests with such paths writes at most
+/// `audit_refusals_per_second` lines a second (100), each bounded: the byte rate is
+/// printed with `--nocapture` (SECURITY.md's figure; run alone, the flood outpaces the
+/// rate; that the rest is dropped and counted is
+/// `refusal_events_are_written_at_most_at_their_rate_and_the_rest_counted`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lines_are_bounded_whatever_the_path_and_the_refusal_byte_rate_with_them() {
+    let (up, _go) = openai_upstream().await;
+    let dir = support::serve::workdir("audit-line-bounds");
+    let (toml, audit) = audit_toml(up, &dir, "");
+    let toml = toml.replace(
+        "max_ttl_seconds = 604800\n",
+        "max_ttl_seconds = 604800\nmode = \"required\"\n",
+    );
+    let gw = start("audit-line-bounds", &toml);
+    let f = support::live("urn:aps:agent:long-path");
+    // Long enough, with the forged passport, to nearly fill the 64 KiB request head.
+    let long = format!("/v1/{}", "a".repeat(50_000));
+    // Accepted: signed over the long path (the upstream has no such route: 404).
+    let (status, _) = support::post(gw.listen, &long, &f.headers(&long, BODY), BODY).await;
+    assert_eq!(status, 404);
+    let accepted = audit_events(&audit, 1);
+    assert_eq!(accepted[0]["agent_id"], "urn:aps:agent:long-path");
+    assert_eq!(accepted[0]["path"].as_str().unwrap(), &long[..1024]);
+    assert_eq!(accepted[0]["path_cut_bytes"], long.len() - 1024);
+
+    // Refused, for 3 seconds, from 32 clients each sending one request per connection
+    // as fast as the gateway answers (raw bytes: the debug HTTP client is too slow to
+    // outpace the rate).
+    let mut forged = f.headers(&long, BODY);
+    forged[0].1 = forged_with_controls();
+    let mut wire = format!(
+        "POST {long} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        BODY.len()
+    );
+    for (n, v) in &forged {
+        wire.push_str(&format!("{n}: {v}\r\n"));
+    }
+    wire.push_str("\r\n");
+    let wire = std::sync::Arc::new([wire.as_bytes(), BODY].concat());
+    let before = std::fs::metadata(&audit).unwrap().len();
+    let started = Instant::now();
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let (addr, wire) = (gw.listen, wire.clone());
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut sent = 0usize;
+                while started.elapsed() < Duration::from_secs(3) {
+                    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    c.write_all(&wire).await.unwrap();
+                    let mut answer = Vec::new();
+                    c.read_to_end(&mut answer).await.unwrap();
+                    assert!(
+                        answer.starts_with(b"HTTP/1.1 400 "),
+                        "{}",
+                        String::from_utf8_lossy(&answer)
+                    );
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut sent = 0usize;
+    for c in clients {
+        sent += c.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&audit).unwrap();
+        let refused = text.lines().count() - 1;
+        let dropped = gw
+            .metric("passport_gate_attribution_events_dropped_total")
+            .await as usize;
+        if refused + dropped == sent || Instant::now() > deadline {
+            assert_eq!(refused + dropped, sent);
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let refusal_lines: Vec<&str> = text.lines().skip(1).collect();
+    let longest = refusal_lines.iter().map(|l| l.len()).max().unwrap();
+    let bytes = std::fs::metadata(&audit).unwrap().len() - before;
+    let rate = bytes as f64 / elapsed;
+    eprintln!(
+        "refusal lines: {} of {sent} requests ({:.0} a second) in {elapsed:.1} s, {bytes} bytes, {:.0} KB/s, longest line {longest} bytes",
+        refusal_lines.len(),
+        sent as f64 / elapsed,
+        rate / 1000.0
+    );
+    for line in &refusal_lines {
+        let e: serde_json::Value =
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["event"].clone();
+        assert_eq!(e["code"], "agent_id_too_long", "{e}");
+        assert_eq!(e["path"].as_str().unwrap().len(), 1024);
+        assert_eq!(e["path_cut_bytes"], long.len() - 1024);
+        assert_eq!(
+            e["claimed_agent_id_unverified"].as_str().unwrap().len(),
+            256
+        );
+    }
+    // 256 control characters are 1,536 bytes once escaped, twice, plus a 1,024-byte
+    // path and the rest of the line.
+    assert!(longest <= 4_800, "a refusal line of {longest} bytes");
+    assert!(
+        refusal_lines.len() as f64 <= 100.0 * (elapsed + 2.0),
+        "{} lines in {elapsed:.1} s",
+        refusal_lines.len()
+    );
+    let verify = cli(&["audit", "verify", audit.to_str().unwrap()]);
+    assert!(verify.status.success(), "{verify:?}");
+}
+
+/// SIGTERM while an answer still streams and the upstream outlives the grace period:
+/// the audit file gets the request's event, marked `cut_at_shutdown` with the status
+/// the head carried, and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_at_shutdown_gets_an_audit_event_marked_cut() {
+    let (up, _go) = openai_upstream().await;
+    let dir = support::serve::workdir("audit-shutdown-cut");
+    let (toml, audit) = audit_toml(up, &dir, "");
+    let toml = toml.replace("shutdown_grace_seconds = 10", "shutdown_grace_seconds = 1");
+    let gw = start("audit-shutdown-cut", &toml);
+    let f = support::live("urn:aps:agent:cut-stream");
+    let resp = support::serve::send(
+        gw.listen,
+        "POST",
+        URI,
+        &f.headers(URI, BODY)
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+        BODY,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    // The first chunk arrived; the upstream holds the rest back (10 s) past the grace.
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.data_ref().unwrap().starts_with(b"data: "));
+    let pid = gw.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let events = audit_events(&audit, 1);
+    let e = &events[0];
+    assert_eq!(e["agent_id"], "urn:aps:agent:cut-stream");
+    assert_eq!(e["cut_at_shutdown"], true, "{e}");
+    assert_eq!(e["status"], 200, "{e}");
+    assert_eq!(e["usage_missing"], "cut_at_shutdown", "{e}");
+    drop(body);
+    let verify = cli(&["audit", "verify", audit.to_str().unwrap()]);
+    assert!(verify.status.success(), "{verify:?}");
+}
+
+#[test]
+fn audit_verify_report_and_usage_name_a_missing_file() {
+    let dir = support::serve::workdir("audit-missing-file");
+    let missing = dir.join("nope.jsonl");
+    let m = missing.to_str().unwrap();
+    for args in [
+        vec!["audit", "verify", m],
+        vec!["audit", "report", m],
+        vec!["usage", "--audit-file", m],
+    ] {
+        let out = cli(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{m}: No such file or directory")),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// `passport-gate usage` over an audit file the gateway wrote: requests and tokens per
+/// principal, agent and day, the calls without usage counted apart by reason, refusals
+/// not counted, as a table, CSV and JSON, and nothing over a broken chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_counts_requests_and_tokens_per_principal_agent_and_period() {
+    let (up, go) = openai_upstream().await;
+    let dir = support::serve::workdir("audit-usage-command");
+    let (toml, audit) = audit_toml(up, &dir, "");
+    let gw = start("audit-usage-command", &toml);
+    let alice = support::live_of(0x61, "urn:aps:agent:alice");
+    let bob = support::live_of(0x62, "urn:aps:agent:bob");
+    let json = "/v1/completions";
+    for f in [&alice, &alice, &bob] {
+        let (status, _) = support::post(gw.listen, json, &f.headers(json, BODY), BODY).await;
+        assert_eq!(status, 200);
+    }
+    // Alice's stream whose client hangs up before the usage chunk.
+    let mut head = format!(
+        "POST {URI} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        BODY.len()
+    );
+    for (n, v) in alice.headers(URI, BODY) {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(BODY);
+    let got = support::serve::raw(gw.listen, &request, Duration::from_millis(500));
+    assert_eq!(support::serve::status_of(&got), 200, "{got}");
+    // A refusal: no verified identity, never counted.
+    let bad = bob.headers(json, b"{}");
+    assert_eq!(support::post(gw.listen, json, &bad, BODY).await.0, 401);
+    audit_events(&audit, 5);
+    drop(go);
+    let a = audit.to_str().unwrap();
+
+    let out = cli(&[
+        "usage",
+        "--audit-file",
+        a,
+        "--by",
+        "principal,agent",
+        "--period",
+        "day",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chain verified: 5 line(s)"));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let today = &passport_core::time::Timestamp::now().to_rfc3339()[..10];
+    let row = |agent: &str| {
+        rows.iter()
+            .find(|r| r["agent_id"] == agent)
+            .unwrap_or_else(|| panic!("{agent}: {rows:?}"))
+    };
+    let a_row = row("urn:aps:agent:alice");
+    assert_eq!(a_row["period"], today);
+    assert_eq!(a_row["principal_address"], alice.principal_address.as_str());
+    assert_eq!(
+        (
+            &a_row["requests"],
+            &a_row["requests_with_usage"],
+            &a_row["requests_without_usage"]
+        ),
+        (&3.into(), &2.into(), &1.into()),
+        "{a_row}"
+    );
+    assert_eq!(a_row["usage_missing"]["client_disconnected"], 1, "{a_row}");
+    assert_eq!(a_row["total_tokens"], 16, "{a_row}");
+    assert!(a_row.get("model").is_none(), "{a_row}");
+    let b_row = row("urn:aps:agent:bob");
+    assert_eq!(
+        (&b_row["requests"], &b_row["total_tokens"]),
+        (&1.into(), &8.into())
+    );
+
+    let csv = cli(&[
+        "usage",
+        "--audit-file",
+        a,
+        "--by",
+        "agent",
+        "--period",
+        "all",
+        "--format",
+        "csv",
+    ]);
+    assert!(csv.status.success(), "{csv:?}");
+    let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "period,agent_id,requests,requests_with_usage,requests_without_usage,prompt_tokens,completion_tokens,total_tokens,missing_too_large,missing_not_in_stream,missing_not_in_answer,missing_not_scanned,missing_client_disconnected,missing_upstream_failed,missing_cut_at_shutdown,missing_unrecorded"
+    );
+    assert_eq!(
+        lines[1],
+        "all,urn:aps:agent:alice,3,2,1,6,10,16,0,0,0,0,1,0,0,0"
+    );
+    assert_eq!(
+        lines[2],
+        "all,urn:aps:agent:bob,1,1,0,3,5,8,0,0,0,0,0,0,0,0"
+    );
+
+    let table = cli(&["usage", "--audit-file", a]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table.contains("requests without usage (client_disconnected): 1"),
+        "{table}"
+    );
+
+    let bad_by = cli(&["usage", "--audit-file", a, "--by", "tenant"]);
+    assert_eq!(bad_by.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_by.stderr).contains("--by: unknown `tenant`"));
+
+    // An edited line: nothing is counted.
+    let text = std::fs::read_to_string(&audit).unwrap();
+    std::fs::write(
+        &audit,
+        text.replacen("\"total_tokens\":8", "\"total_tokens\":1", 1),
+    )
+    .unwrap();
+    let broken = cli(&["usage", "--audit-file", a]);
+    assert_eq!(broken.status.code(), Some(1), "{broken:?}");
+    assert!(
+        String::from_utf8_lossy(&broken.stderr).contains("BROKEN at"),
+        "{broken:?}"
+    );
+    assert!(broken.stdout.is_empty());
 }

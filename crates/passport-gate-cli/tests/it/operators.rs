@@ -524,9 +524,11 @@ async fn a_slow_access_log_sink_drops_lines_instead_of_holding_requests() {
     std::fs::write(&file, toml).unwrap();
     // Stdout is a pipe nobody reads: once its 64 KiB are full, the writer blocks.
     let gw = start_file("slow-sink", &file, &[], Stdio::piped());
+    // Lines are bounded (paths cut to 1024 bytes), so it takes about 60 of them to
+    // fill the pipe and the writer's buffer.
     let long = format!("/v1/{}", "a".repeat(8_000));
     let started = Instant::now();
-    for _ in 0..60 {
+    for _ in 0..150 {
         let resp = tokio::time::timeout(
             Duration::from_secs(5),
             send(gw.listen, "GET", &long, &[], b""),
@@ -537,7 +539,104 @@ async fn a_slow_access_log_sink_drops_lines_instead_of_holding_requests() {
     }
     assert!(started.elapsed() < Duration::from_secs(30));
     let dropped = gw.metric("passport_gate_access_log_dropped_total").await;
-    assert!(dropped >= 30.0, "dropped {dropped}");
+    assert!(dropped >= 50.0, "dropped {dropped}");
+}
+
+/// Anyone can send refused requests with paths up to `max_header_bytes`: each access
+/// log line is bounded in bytes (the path cut to 1024 bytes, with `path_cut_bytes`),
+/// and lines about refusals are written at most `access_log_refusals_per_second` a
+/// second, the rest counted; lines about other requests are not limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_are_bounded_and_refusal_lines_rate_limited() {
+    let up = upstream().await;
+    let dir = workdir("access-log-bounds");
+    let log = dir.join("access.jsonl");
+    let routes = "\n[routes]\nunguarded = \"refuse\"\npublic = [\"GET /v1/models\"]\n";
+    let toml = config(up.addr, routes).replacen(
+        "[server]\n",
+        &format!(
+            "[server]\naccess_log = {:?}\naccess_log_refusals_per_second = 10\n",
+            log.display().to_string()
+        ),
+        1,
+    );
+    let gw = start("access-log-bounds", &toml);
+    // Not a route (404 route_not_allowed), with a 60,000-byte path.
+    let long = format!("/x/{}", "a".repeat(60_000));
+    const REFUSED: usize = 200;
+    let started = Instant::now();
+    for _ in 0..REFUSED / 20 {
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (addr, path) = (gw.listen, long.clone());
+                tokio::spawn(async move { send(addr, "GET", &path, &[], b"").await.status() })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 404);
+        }
+    }
+    let seconds = started.elapsed().as_secs() as usize + 1;
+    // Past the second of the flood, one more refusal reports the last drops, and a
+    // forwarded request is logged whatever the refusals did.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(send(gw.listen, "GET", &long, &[], b"").await.status(), 404);
+    assert_eq!(
+        send(gw.listen, "GET", "/v1/models", &[], b"")
+            .await
+            .status(),
+        200
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (lines, text) = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.iter().any(|l| l["outcome"] == "forwarded") || Instant::now() > deadline {
+            break (lines, text);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let longest = text.lines().map(str::len).max().unwrap_or(0);
+    eprintln!(
+        "access log: longest line {longest} bytes for a {}-byte path",
+        long.len()
+    );
+    assert!(longest <= 1_400, "a line of {longest} bytes");
+    for l in lines.iter().filter(|l| l["outcome"] == "refused") {
+        assert_eq!(l["code"], "route_not_allowed", "{l}");
+        assert_eq!(l["path"].as_str().unwrap(), &long[..1024], "{l}");
+        assert_eq!(l["path_cut_bytes"], long.len() - 1024, "{l}");
+    }
+    let refused = lines.iter().filter(|l| l["outcome"] == "refused").count();
+    let dropped = gw
+        .metric("passport_gate_access_log_refusals_dropped_total")
+        .await as usize;
+    assert_eq!(
+        refused + dropped,
+        REFUSED + 1,
+        "{refused} written, {dropped} dropped"
+    );
+    assert!(
+        (1..=10 * (seconds + 2)).contains(&refused),
+        "{refused} refusal lines in about {seconds} s"
+    );
+    // Each refusal line written says how many were dropped since the one before it:
+    // together, every dropped line (the last refusal came after the flood's last drop).
+    let told: u64 = lines
+        .iter()
+        .filter_map(|l| l["refusals_dropped_before"].as_u64())
+        .sum();
+    assert_eq!(told as usize, dropped);
+    let forwarded: Vec<_> = lines
+        .iter()
+        .filter(|l| l["outcome"] == "forwarded")
+        .collect();
+    assert_eq!(forwarded.len(), 1, "{forwarded:?}");
+    assert!(forwarded[0].get("path_cut_bytes").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -588,6 +687,87 @@ async fn readyz_reports_the_upstream_probe_from_a_cached_result() {
     })
     .await;
     assert!(failing);
+}
+
+/// An upstream that answers every request with `status` and closes the connection.
+async fn answering(status: u16) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 {status} Whatever\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The state `/readyz` settles in (within 3 s) with a probe of `upstream` and `server`
+/// keys, and the gateway's lines.
+async fn settled_readyz(
+    name: &str,
+    upstream: std::net::SocketAddr,
+    server: &str,
+) -> (u16, String, Vec<String>) {
+    let extra = format!(
+        "{server}\n[server.upstream_probe]\npath = \"/v1/models\"\ninterval_ms = 200\ntimeout_ms = 100\n"
+    );
+    let toml =
+        config(upstream, "").replacen("[agent_envelope]", &format!("{extra}\n[agent_envelope]"), 1);
+    let gw = start(name, &toml);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let resp = send(gw.admin, "GET", "/readyz", &[], b"").await;
+    let status = resp.status().as_u16();
+    let body = text(resp).await;
+    (status, body, gw.drain_lines())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_probe_counts_answers_below_500_or_the_configured_statuses() {
+    // A 404 on the probe path still proves the upstream answers.
+    let not_found = answering(404).await;
+    let (status, body, _) = settled_readyz("probe-404", not_found, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("upstream: ok (GET /v1/models answered 404"),
+        "{body}"
+    );
+    // A 5xx does not; every failed probe is logged at WARN with its cause, rate-limited.
+    let (status, body, lines) = settled_readyz("probe-500", answering(500).await, "").await;
+    assert_eq!(status, 503, "{body}");
+    let warned: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("readiness probe failed"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{lines:#?}");
+    assert!(warned[0].contains("answered 500"), "{}", warned[0]);
+    // Configured statuses replace the default.
+    let (status, body, lines) =
+        settled_readyz("probe-only-200", not_found, "readiness_ok_statuses = [200]").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("answered 404")),
+        "{lines:#?}"
+    );
+    let (code, stderr) = refused_config(
+        "probe-bad-status",
+        &config(not_found, "").replacen(
+            "[agent_envelope]",
+            "readiness_ok_statuses = [2000]\n[server.upstream_probe]\n[agent_envelope]",
+            1,
+        ),
+    );
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("server.readiness_ok_statuses"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

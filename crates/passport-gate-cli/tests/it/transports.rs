@@ -645,6 +645,233 @@ async fn a_certificate_swapped_on_disk_serves_new_handshakes_and_open_connection
     );
 }
 
+/// Writes `text` to `<name>.new` in `dir`, gives it the modification time of `name`,
+/// and renames it over `name`: a rotation that a watcher of modification times alone
+/// does not see.
+fn rename_over_with_the_same_mtime(dir: &Path, name: &str, text: &str) {
+    let target = dir.join(name);
+    let mtime = std::fs::metadata(&target).unwrap().modified().unwrap();
+    let staged = dir.join(format!("{name}.new"));
+    std::fs::write(&staged, text).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&staged)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::fs::rename(&staged, &target).unwrap();
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().modified().unwrap(),
+        mtime
+    );
+}
+
+/// A leaf for a client, with serial number `serial`, as (certificate PEM, key PEM).
+fn client_leaf(ca: &Ca, serial: u8) -> (String, String) {
+    let mut p = CertificateParams::new(vec!["agent.local".to_owned()]).unwrap();
+    p.serial_number = Some(rcgen::SerialNumber::from(vec![serial]));
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A CRL of `ca` revoking `serials`, as PEM.
+fn crl(ca: &Ca, serials: &[u8]) -> String {
+    rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2026, 1, 1),
+        next_update: rcgen::date_time_ymd(2036, 1, 1),
+        crl_number: rcgen::SerialNumber::from(vec![1]),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|s| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(vec![*s]),
+                revocation_time: rcgen::date_time_ymd(2026, 1, 2),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&ca.cert, &ca.key)
+    .unwrap()
+    .pem()
+    .unwrap()
+}
+
+/// The status of `GET url` on a new connection presenting `client` (trusting
+/// `server_ca`), or `None` when the handshake or the request fails.
+async fn status_as(server_ca: &str, client: &(String, String), url: &str) -> Option<u16> {
+    let tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots(server_ca))
+        .with_client_auth_cert(
+            certs(&client.0),
+            PrivateKeyDer::from_pem_slice(client.1.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build(),
+    );
+    let req = http::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    client.request(req).await.ok().map(|r| r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_renamed_over_with_the_same_mtime_is_reloaded() {
+    let ca = Ca::new("listener ca");
+    let up = upstream().await;
+    let dir = workdir("tls-rename-same-mtime-files");
+    let first = ca.leaf(&["localhost"]);
+    let gw = passport_gateway(
+        "tls-rename-same-mtime",
+        up.addr,
+        &listener_tls(&dir, &first, ""),
+    );
+    let (presented, _) = connect_tls(gw.listen, &ca.pem()).await;
+    assert_eq!(presented, certs(&first.0)[0]);
+
+    let second = ca.leaf(&["localhost"]);
+    rename_over_with_the_same_mtime(&dir, "server.key", &second.1);
+    rename_over_with_the_same_mtime(&dir, "server.pem", &second.0);
+    assert!(
+        eventually(Duration::from_secs(5), async || connect_tls(
+            gw.listen,
+            &ca.pem()
+        )
+        .await
+        .0 == certs(&second.0)[0])
+        .await,
+        "the renamed certificate was never served"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_ca_file_is_reloaded_when_it_changes() {
+    let ca = Ca::new("listener ca");
+    let old_ca = Ca::new("old client ca");
+    let new_ca = Ca::new("new client ca");
+    let up = upstream().await;
+    let dir = workdir("tls-client-ca-reload-files");
+    let client_ca_file = write(&dir, "client-ca.pem", &old_ca.pem());
+    let gw = passport_gateway(
+        "tls-client-ca-reload",
+        up.addr,
+        &listener_tls(
+            &dir,
+            &ca.leaf(&["localhost"]),
+            &format!("client_ca_file = {}\n", toml_path(&client_ca_file)),
+        ),
+    );
+    let url = format!("https://localhost:{}/v1/models", gw.listen.port());
+    let old_client = old_ca.leaf(&["agent.local"]);
+    let new_client = new_ca.leaf(&["agent.local"]);
+    assert_eq!(status_as(&ca.pem(), &old_client, &url).await, Some(200));
+    assert_eq!(status_as(&ca.pem(), &new_client, &url).await, None);
+
+    rename_over_with_the_same_mtime(&dir, "client-ca.pem", &new_ca.pem());
+    assert!(
+        eventually(Duration::from_secs(5), async || status_as(
+            &ca.pem(),
+            &new_client,
+            &url
+        )
+        .await
+            == Some(200))
+        .await,
+        "the new client CA was never used"
+    );
+    assert_eq!(status_as(&ca.pem(), &old_client, &url).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_listed_in_the_crl_file_is_refused_and_the_crl_is_reloaded() {
+    let ca = Ca::new("listener ca");
+    let client_ca = Ca::new("client ca");
+    let up = upstream().await;
+    let dir = workdir("tls-client-crl-files");
+    let client_ca_file = write(&dir, "client-ca.pem", &client_ca.pem());
+    let crl_file = write(&dir, "client.crl", &crl(&client_ca, &[9]));
+    let gw = passport_gateway(
+        "tls-client-crl",
+        up.addr,
+        &listener_tls(
+            &dir,
+            &ca.leaf(&["localhost"]),
+            &format!(
+                "client_ca_file = {}\nclient_crl_file = {}\n",
+                toml_path(&client_ca_file),
+                toml_path(&crl_file)
+            ),
+        ),
+    );
+    let url = format!("https://localhost:{}/v1/models", gw.listen.port());
+    let seven = client_leaf(&client_ca, 7);
+    let eight = client_leaf(&client_ca, 8);
+    let nine = client_leaf(&client_ca, 9);
+    assert_eq!(status_as(&ca.pem(), &seven, &url).await, Some(200));
+    assert_eq!(
+        status_as(&ca.pem(), &nine, &url).await,
+        None,
+        "listed in the CRL"
+    );
+
+    // A new CRL also lists 7.
+    rename_over_with_the_same_mtime(&dir, "client.crl", &crl(&client_ca, &[7, 9]));
+    assert!(
+        eventually(Duration::from_secs(5), async || status_as(
+            &ca.pem(),
+            &seven,
+            &url
+        )
+        .await
+        .is_none())
+        .await,
+        "the new CRL was never used"
+    );
+    assert_eq!(status_as(&ca.pem(), &eight, &url).await, Some(200));
+}
+
+#[test]
+fn a_crl_file_without_a_client_ca_or_without_a_crl_is_a_configuration_error() {
+    let ca = Ca::new("listener ca");
+    let dir = workdir("tls-crl-config-files");
+    let not_a_crl = write(&dir, "not-a.crl", &ca.pem());
+    for (extra, key, problem) in [
+        (
+            format!("client_crl_file = {}\n", toml_path(&not_a_crl)),
+            "server.tls.client_crl_file",
+            "needs server.tls.client_ca_file",
+        ),
+        (
+            format!(
+                "client_ca_file = {}\nclient_crl_file = {}\n",
+                toml_path(&write(&dir, "ca.pem", &ca.pem())),
+                toml_path(&not_a_crl)
+            ),
+            "server.tls.client_crl_file",
+            "no PEM X509 CRL",
+        ),
+    ] {
+        let tls = listener_tls(&dir, &ca.leaf(&["localhost"]), &extra);
+        let base = config("127.0.0.1:9".parse().unwrap(), "");
+        let (server, envelope) = base.split_once("\n[agent_envelope]").unwrap();
+        let (code, stderr) = support::serve::refused_config(
+            "tls-crl-config",
+            &format!("{server}\n{tls}\n[agent_envelope]{envelope}"),
+        );
+        assert_ne!(code, Some(0));
+        assert!(stderr.contains(key) && stderr.contains(problem), "{stderr}");
+    }
+}
+
 /// A cleartext HTTP/2 (prior knowledge) client.
 fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new())

@@ -225,6 +225,12 @@ pub struct ChainReport {
     pub starts_mid_chain: bool,
 }
 
+/// Opens `path` for reading; an error names the file (`nope.jsonl: No such file or
+/// directory`), so that a user given several files knows which one to fix.
+fn open_named(path: &Path) -> io::Result<File> {
+    File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
 /// Checks the chain across `files`, in order.
 pub fn verify_files(files: &[PathBuf]) -> io::Result<ChainReport> {
     let mut report = ChainReport {
@@ -236,7 +242,7 @@ pub fn verify_files(files: &[PathBuf]) -> io::Result<ChainReport> {
     };
     let mut expected: Option<[u8; 32]> = None;
     for (fi, path) in files.iter().enumerate() {
-        let mut reader = BufReader::new(File::open(path)?);
+        let mut reader = BufReader::new(open_named(path)?);
         let mut buf = Vec::new();
         let mut number = 0u64;
         loop {
@@ -325,7 +331,7 @@ pub fn read_events(files: &[PathBuf]) -> io::Result<EventFiles> {
     let mut out = EventFiles::default();
     let mut kind: Option<bool> = None;
     for path in files {
-        let mut reader = BufReader::new(File::open(path)?);
+        let mut reader = BufReader::new(open_named(path)?);
         let mut buf = Vec::new();
         let mut number = 0u64;
         loop {
@@ -385,10 +391,25 @@ pub struct CallCount {
     pub prompt_tokens: u64,
     /// Sum of `completion_tokens`.
     pub completion_tokens: u64,
-    /// Sum of `total_tokens`.
+    /// Sum of `total_tokens` (or, for a call whose upstream omitted it, of its
+    /// `prompt_tokens + completion_tokens`).
     pub total_tokens: u64,
-    /// How many of the calls carried usage (the others count no tokens).
+    /// How many of the calls carried usage.
     pub calls_with_usage: u64,
+    /// How many carried none: their tokens are unknown, not zero, and are not in the
+    /// sums (`usage_missing` says why).
+    pub calls_without_usage: u64,
+    /// The calls without usage by reason (`usage_missing`; `unrecorded` for events
+    /// written before the reason was recorded).
+    pub usage_missing: std::collections::BTreeMap<String, u64>,
+}
+
+/// Why `event` has no usage, as reports name it; `None` when it has some.
+pub fn missing_reason(event: &AttributionEvent) -> Option<&'static str> {
+    if event.has_usage() {
+        return None;
+    }
+    Some(event.usage_missing.map_or("unrecorded", |m| m.as_str()))
 }
 
 /// Counts accepted `events` and sums their tokens by day, principal, agent and model,
@@ -415,10 +436,16 @@ pub fn summarize(events: &[AttributionEvent]) -> Vec<CallCount> {
             completion_tokens: 0,
             total_tokens: 0,
             calls_with_usage: 0,
+            calls_without_usage: 0,
+            usage_missing: Default::default(),
         });
         row.calls += 1;
-        if e.prompt_tokens.is_some() || e.completion_tokens.is_some() || e.total_tokens.is_some() {
-            row.calls_with_usage += 1;
+        match missing_reason(e) {
+            None => row.calls_with_usage += 1,
+            Some(why) => {
+                row.calls_without_usage += 1;
+                *row.usage_missing.entry(why.to_owned()).or_default() += 1;
+            }
         }
         row.prompt_tokens = row
             .prompt_tokens
@@ -426,7 +453,7 @@ pub fn summarize(events: &[AttributionEvent]) -> Vec<CallCount> {
         row.completion_tokens = row
             .completion_tokens
             .saturating_add(e.completion_tokens.unwrap_or(0));
-        row.total_tokens = row.total_tokens.saturating_add(e.total_tokens.unwrap_or(0));
+        row.total_tokens = row.total_tokens.saturating_add(e.tokens());
     }
     counts.into_values().collect()
 }
@@ -512,6 +539,39 @@ mod tests {
             (rows[1].day.as_str(), rows[1].model.as_str(), rows[1].calls),
             ("2026-05-22", "m-odd", 2)
         );
+    }
+
+    #[test]
+    fn the_report_sums_prompt_and_completion_when_total_tokens_is_absent() {
+        let mut e = event(0);
+        (e.prompt_tokens, e.completion_tokens) = (Some(4), Some(7));
+        let mut without = event(2);
+        without.usage_missing = Some(crate::attribution::UsageMissing::NotInStream);
+        let rows = summarize(&[e, without, event(4)]);
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!(
+            (r.prompt_tokens, r.completion_tokens, r.total_tokens),
+            (4, 7, 11)
+        );
+        assert_eq!(
+            (r.calls, r.calls_with_usage, r.calls_without_usage),
+            (3, 1, 2)
+        );
+        assert_eq!(r.usage_missing.get("not_in_stream"), Some(&1));
+        assert_eq!(r.usage_missing.get("unrecorded"), Some(&1));
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let missing = dir("missing").join("nope.jsonl");
+        for e in [
+            verify_files(std::slice::from_ref(&missing)).unwrap_err(),
+            read_events(std::slice::from_ref(&missing)).unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("nope.jsonl: "), "{e}");
+            assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        }
     }
 
     #[test]
@@ -739,6 +799,24 @@ impl std::error::Error for ReportError {}
 /// files are reported only over a verified chain unless `check` is
 /// [`ChainCheck::Skip`]: a broken chain is [`ReportError::Broken`].
 pub fn report(files: &[PathBuf], check: ChainCheck) -> Result<Report, ReportError> {
+    let (chain, read) = load(files, check)?;
+    Ok(Report {
+        chain,
+        has_events: !read.events.is_empty(),
+        incomplete_tails: read.incomplete_tails,
+        rows: summarize(&read.events),
+        refusals: refusals(&read.events),
+    })
+}
+
+/// The events of `files` and what is known of their chain, checked first unless `check`
+/// is [`ChainCheck::Skip`]: every report over audit files ([`report`], the accounting
+/// of [`super::accounting`]) reads them through here, so none counts over a broken
+/// chain.
+pub fn load(
+    files: &[PathBuf],
+    check: ChainCheck,
+) -> Result<(ChainStatus, EventFiles), ReportError> {
     let read = read_events(files).map_err(ReportError::Read)?;
     let chain = if !read.chained {
         ChainStatus::Unchained
@@ -751,11 +829,5 @@ pub fn report(files: &[PathBuf], check: ChainCheck) -> Result<Report, ReportErro
         }
         ChainStatus::Verified(r)
     };
-    Ok(Report {
-        chain,
-        has_events: !read.events.is_empty(),
-        incomplete_tails: read.incomplete_tails,
-        rows: summarize(&read.events),
-        refusals: refusals(&read.events),
-    })
+    Ok((chain, read))
 }

@@ -12,9 +12,11 @@ pub mod audit;
 mod sink;
 pub mod usage;
 
+pub mod accounting;
+
 pub use audit::{AuditFileSink, FsyncPolicy};
 #[cfg(feature = "redis")]
-pub use sink::RedisStreamSink;
+pub use sink::{bounded_json, RedisStreamSink, StreamBounds};
 pub use sink::{JsonLinesSink, Sink};
 
 use crate::metrics::Metrics;
@@ -52,13 +54,79 @@ impl Outcome {
 /// cut at a character boundary): a forged passport must not write large lines.
 pub const MAX_CLAIMED_BYTES: usize = 256;
 
-/// `s` cut to at most [`MAX_CLAIMED_BYTES`] bytes at a character boundary.
-pub fn bounded_claim(s: &str) -> String {
-    let mut end = s.len().min(MAX_CLAIMED_BYTES);
+/// The longest `path` an event keeps, in bytes; a longer one is cut at a character
+/// boundary and the event says how many bytes were cut (`path_cut_bytes`). The path is
+/// whatever the client sent (up to the request-head limit, 64 KiB by default), for
+/// refused requests and, signed by the agent, for accepted ones.
+pub const MAX_PATH_BYTES: usize = 1024;
+
+/// The longest `method` an event keeps, in bytes (an extension method is any token).
+pub const MAX_METHOD_BYTES: usize = 32;
+
+/// `s` cut to at most `max` bytes at a character boundary, and how many bytes were cut.
+pub fn cut_to(s: &str, max: usize) -> (&str, usize) {
+    let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s[..end].to_owned()
+    (&s[..end], s.len() - end)
+}
+
+/// `s` cut to at most [`MAX_CLAIMED_BYTES`] bytes at a character boundary.
+pub fn bounded_claim(s: &str) -> String {
+    cut_to(s, MAX_CLAIMED_BYTES).0.to_owned()
+}
+
+/// A request path as an event records it: cut to [`MAX_PATH_BYTES`], with the number
+/// of bytes cut (`None` when nothing was).
+pub fn bounded_path(path: &str) -> (String, Option<u64>) {
+    let (kept, cut) = cut_to(path, MAX_PATH_BYTES);
+    (kept.to_owned(), (cut > 0).then_some(cut as u64))
+}
+
+/// A request method as an event records it, cut to [`MAX_METHOD_BYTES`].
+pub fn bounded_method(method: &str) -> String {
+    cut_to(method, MAX_METHOD_BYTES).0.to_owned()
+}
+
+/// Why an accepted request's event carries no token usage. Without it a report could
+/// not tell an answer that used no tokens from one whose usage the gateway could not
+/// read, and an agent could hide its usage by choosing how it asks (spec section 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageMissing {
+    /// A JSON answer longer than the bound usage is searched within (256 KiB).
+    TooLarge,
+    /// An event stream that ended without a chunk carrying usage (the client did not
+    /// ask for `stream_options.include_usage`, or the upstream does not send it).
+    NotInStream,
+    /// A JSON answer that ended without a `usage` object (an error answer, a route that
+    /// spends no tokens, or an upstream that does not report usage).
+    NotInAnswer,
+    /// An answer that is neither JSON nor an event stream, or has a content coding:
+    /// not searched.
+    NotScanned,
+    /// The client hung up before the answer's end and no usage had passed.
+    ClientDisconnected,
+    /// The upstream's answer failed before its end and no usage had passed.
+    UpstreamFailed,
+    /// The gateway shut down before the answer ended (see `cut_at_shutdown`).
+    CutAtShutdown,
+}
+
+impl UsageMissing {
+    /// The snake_case name written in events.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            UsageMissing::TooLarge => "too_large",
+            UsageMissing::NotInStream => "not_in_stream",
+            UsageMissing::NotInAnswer => "not_in_answer",
+            UsageMissing::NotScanned => "not_scanned",
+            UsageMissing::ClientDisconnected => "client_disconnected",
+            UsageMissing::UpstreamFailed => "upstream_failed",
+            UsageMissing::CutAtShutdown => "cut_at_shutdown",
+        }
+    }
 }
 
 /// One attribution record (JSON field names as written). The fields from the verified
@@ -111,8 +179,11 @@ pub struct AttributionEvent {
     pub verified_at: String,
     /// The HTTP method.
     pub method: String,
-    /// The request path (no query string).
+    /// The request path (no query string), at most [`MAX_PATH_BYTES`].
     pub path: String,
+    /// How many bytes were cut from the end of `path`; omitted when none were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_cut_bytes: Option<u64>,
     /// The status the inner service answered.
     pub status: u16,
     /// Milliseconds from verification to the inner service's response head.
@@ -152,6 +223,66 @@ pub struct AttributionEvent {
     /// The upstream's OpenAI `usage.total_tokens`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_tokens: Option<u64>,
+    /// Why an accepted request's event has no usage; omitted when it has some, and in
+    /// refusal events (and in events written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_missing: Option<UsageMissing>,
+    /// The gateway shut down while this request was still being answered, after its
+    /// grace period: the answer was cut, and `status` is 0 when no response head had
+    /// come. Omitted when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cut_at_shutdown: bool,
+}
+
+impl AttributionEvent {
+    /// Whether the event carries any token count.
+    pub fn has_usage(&self) -> bool {
+        self.prompt_tokens.is_some()
+            || self.completion_tokens.is_some()
+            || self.total_tokens.is_some()
+    }
+
+    /// The total tokens of the call: `total_tokens`, or when the upstream omitted it
+    /// (some do), `prompt_tokens + completion_tokens`.
+    pub fn tokens(&self) -> u64 {
+        self.total_tokens.unwrap_or_else(|| {
+            self.prompt_tokens
+                .unwrap_or(0)
+                .saturating_add(self.completion_tokens.unwrap_or(0))
+        })
+    }
+}
+
+/// The event of a forwarded request while its answer is under way, queued exactly
+/// once: by the end of the answer, or by a shutdown that cuts it (whichever takes it
+/// first). Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct PendingEvent(Arc<Mutex<Option<AttributionEvent>>>);
+
+impl PendingEvent {
+    /// The pending `event`.
+    pub fn new(event: AttributionEvent) -> PendingEvent {
+        PendingEvent(Arc::new(Mutex::new(Some(event))))
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<AttributionEvent>> {
+        // A panic while the lock was held left a whole event or none: still usable.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Changes the event, unless it was already taken.
+    pub fn update(&self, change: impl FnOnce(&mut AttributionEvent)) {
+        if let Some(event) = self.slot().as_mut() {
+            change(event);
+        }
+    }
+
+    /// Takes the event to queue it; `None` once someone did.
+    pub fn take(&self) -> Option<AttributionEvent> {
+        self.slot().take()
+    }
 }
 
 /// Marks the request whose answer the server cut because its client stopped reading.
@@ -208,20 +339,30 @@ pub struct AttributionSender {
     tx: Sender<AttributionEvent>,
     counters: Arc<Counters>,
     metrics: Metrics,
-    refusal_rate: Option<Arc<RefusalRate>>,
+    refusal_rate: Option<Arc<PerSecond>>,
 }
 
-/// At most `per_second` refusal events in each wall-clock second: anyone can send
-/// forged requests, and each refusal event is a line in the audit file.
+/// At most `per_second` admissions in each wall-clock second: what the audit file and
+/// the gateway's access log allow themselves of lines about refused requests, which
+/// anyone can cause.
 #[derive(Debug)]
-struct RefusalRate {
+pub struct PerSecond {
     per_second: u64,
-    /// The current second (Unix) and the refusals queued in it.
+    /// The current second (Unix) and the admissions in it.
     window: std::sync::Mutex<(u64, u64)>,
 }
 
-impl RefusalRate {
-    fn admit(&self) -> bool {
+impl PerSecond {
+    /// A limit of `per_second` admissions a second.
+    pub fn new(per_second: u64) -> PerSecond {
+        PerSecond {
+            per_second,
+            window: std::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    /// Whether one more is admitted in the current second.
+    pub fn admit(&self) -> bool {
         let second = Timestamp::now().unix_seconds().max(0).unsigned_abs();
         let Ok(mut w) = self.window.lock() else {
             return false;
@@ -261,12 +402,7 @@ impl AttributionSender {
     /// This sender, queueing at most `per_second` refusal events in each second (the
     /// rest dropped and counted); `0` leaves refusals unlimited but for the queue.
     pub fn limit_refusals(mut self, per_second: u64) -> Self {
-        self.refusal_rate = (per_second > 0).then(|| {
-            Arc::new(RefusalRate {
-                per_second,
-                window: std::sync::Mutex::new((0, 0)),
-            })
-        });
+        self.refusal_rate = (per_second > 0).then(|| Arc::new(PerSecond::new(per_second)));
         self
     }
 
@@ -536,6 +672,20 @@ mod tests {
         let cut = bounded_claim(&long);
         assert!(cut.len() <= MAX_CLAIMED_BYTES && cut.len() >= MAX_CLAIMED_BYTES - 1);
         assert!(long.starts_with(&cut));
+    }
+
+    #[test]
+    fn a_long_path_is_cut_within_the_bound_and_says_how_much_was_cut() {
+        assert_eq!(
+            bounded_path("/v1/chat/completions"),
+            ("/v1/chat/completions".into(), None)
+        );
+        let long = format!("/v1/{}", "é".repeat(MAX_PATH_BYTES));
+        let (kept, cut) = bounded_path(&long);
+        assert!(kept.len() <= MAX_PATH_BYTES && kept.len() >= MAX_PATH_BYTES - 1);
+        assert!(long.starts_with(&kept));
+        assert_eq!(cut, Some((long.len() - kept.len()) as u64));
+        assert_eq!(bounded_method(&"X".repeat(100)).len(), MAX_METHOD_BYTES);
     }
 
     /// A sink that blocks until released, then records what it got.

@@ -8,7 +8,7 @@
 //! `data: [DONE]`. The event is queued when the body ends, or when it is dropped (the
 //! client hung up), with whatever usage was seen.
 
-use super::{AttributionEvent, AttributionSender};
+use super::{AttributionSender, PendingEvent, UsageMissing};
 use serde::Deserialize;
 
 /// The largest JSON answer searched for `usage`, in bytes.
@@ -41,8 +41,12 @@ fn usage_of(json: &[u8]) -> Option<TokenUsage> {
 /// What is kept of a response body to find its usage.
 #[derive(Debug)]
 enum Scan {
-    /// Not an answer usage is looked for in (another type, compressed, or too large).
+    /// Not an answer usage is looked for in (another type, or compressed).
     Off,
+    /// A JSON answer that grew past [`MAX_USAGE_JSON_BYTES`]: no longer searched.
+    TooLarge,
+    /// Done: the event was queued.
+    Done,
     /// A JSON answer, copied while it stays within the bound.
     Json(Vec<u8>),
     /// An event stream: its last bytes.
@@ -84,10 +88,10 @@ impl UsageScan {
     /// Takes note of one chunk of the body as it passes.
     pub fn feed(&mut self, data: &[u8]) {
         match &mut self.scan {
-            Scan::Off => {}
+            Scan::Off | Scan::TooLarge | Scan::Done => {}
             Scan::Json(buf) => {
                 if buf.len() + data.len() > MAX_USAGE_JSON_BYTES {
-                    self.scan = Scan::Off;
+                    self.scan = Scan::TooLarge;
                 } else {
                     buf.extend_from_slice(data);
                 }
@@ -111,7 +115,7 @@ impl UsageScan {
     /// carries one.
     pub fn usage(&self) -> Option<TokenUsage> {
         match &self.scan {
-            Scan::Off => None,
+            Scan::Off | Scan::TooLarge | Scan::Done => None,
             Scan::Json(buf) => usage_of(buf),
             Scan::Sse(tail) => tail.split(|b| *b == b'\n').rev().find_map(|line| {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -120,13 +124,37 @@ impl UsageScan {
             }),
         }
     }
+
+    /// Why no usage was found, for a body that ended as `end`. A body that did not
+    /// reach its end says so first: what was not seen might have carried usage.
+    pub fn missing(&self, end: BodyEnd) -> UsageMissing {
+        match (&self.scan, end) {
+            (Scan::TooLarge, _) => UsageMissing::TooLarge,
+            (Scan::Off | Scan::Done, _) => UsageMissing::NotScanned,
+            (_, BodyEnd::Dropped) => UsageMissing::ClientDisconnected,
+            (_, BodyEnd::Failed) => UsageMissing::UpstreamFailed,
+            (Scan::Sse(_), BodyEnd::Complete) => UsageMissing::NotInStream,
+            (Scan::Json(_), BodyEnd::Complete) => UsageMissing::NotInAnswer,
+        }
+    }
+}
+
+/// How a response body ended, for its event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// Read to its end.
+    Complete,
+    /// The upstream's body failed before its end.
+    Failed,
+    /// Dropped before its end: the client hung up (or the connection was cut).
+    Dropped,
 }
 
 /// An accepted request's event, queued once its response body ends or is dropped, with
-/// the usage the body carried.
+/// the usage the body carried, or why it carried none.
 pub struct EventOnEnd {
     sender: AttributionSender,
-    event: Option<AttributionEvent>,
+    event: PendingEvent,
     scan: UsageScan,
     /// Held until the event is queued (the layer's count of forwarded requests whose
     /// event is still to come, which shutdown waits for).
@@ -144,16 +172,17 @@ impl std::fmt::Debug for EventOnEnd {
 }
 
 impl EventOnEnd {
-    /// Queues `event` through `sender` when the body ends; `hold` is dropped then.
+    /// Queues `event` through `sender` when the body ends (unless a shutdown took it
+    /// first); `hold` is dropped then.
     pub fn new(
         sender: AttributionSender,
-        event: AttributionEvent,
+        event: PendingEvent,
         scan: UsageScan,
         hold: Box<dyn Send + Sync>,
     ) -> EventOnEnd {
         EventOnEnd {
             sender,
-            event: Some(event),
+            event,
             scan,
             _hold: hold,
             stall: None,
@@ -167,35 +196,44 @@ impl EventOnEnd {
 
     /// Takes note of one chunk of the body.
     pub fn feed(&mut self, data: &[u8]) {
-        if self.event.is_some() {
-            self.scan.feed(data);
-        }
+        self.scan.feed(data);
     }
 
-    /// Queues the event (once).
-    pub fn finish(&mut self) {
-        if let Some(mut event) = self.event.take() {
-            if let Some(u) = self.scan.usage() {
+    /// Queues the event (once), for a body that ended as `end`.
+    pub fn finish(&mut self, end: BodyEnd) {
+        if matches!(self.scan.scan, Scan::Done) {
+            return;
+        }
+        let usage = self.scan.usage();
+        let missing = self.scan.missing(end);
+        self.scan = UsageScan { scan: Scan::Done };
+        let Some(mut event) = self.event.take() else {
+            return;
+        };
+        match usage.filter(|u| {
+            u.prompt_tokens.is_some() || u.completion_tokens.is_some() || u.total_tokens.is_some()
+        }) {
+            Some(u) => {
                 event.prompt_tokens = u.prompt_tokens;
                 event.completion_tokens = u.completion_tokens;
                 event.total_tokens = u.total_tokens;
             }
-            if self
-                .stall
-                .as_ref()
-                .is_some_and(super::ClientStall::is_marked)
-            {
-                event.client_stalled = true;
-            }
-            self.scan = UsageScan { scan: Scan::Off };
-            self.sender.emit(event);
+            None => event.usage_missing = Some(missing),
         }
+        if self
+            .stall
+            .as_ref()
+            .is_some_and(super::ClientStall::is_marked)
+        {
+            event.client_stalled = true;
+        }
+        self.sender.emit(event);
     }
 }
 
 impl Drop for EventOnEnd {
     fn drop(&mut self) {
-        self.finish();
+        self.finish(BodyEnd::Dropped);
     }
 }
 
@@ -269,6 +307,38 @@ mod tests {
         s.feed(&vec![b'y'; 5 * USAGE_SSE_TAIL_BYTES]);
         let Scan::Sse(tail) = &s.scan else { panic!() };
         assert_eq!(tail.len(), USAGE_SSE_TAIL_BYTES);
+    }
+
+    #[test]
+    fn an_answer_without_usage_says_why() {
+        let fed = |content_type: &str, chunks: &[&[u8]]| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::CONTENT_TYPE, content_type.parse().unwrap());
+            let mut s = UsageScan::for_response(&h);
+            for c in chunks {
+                s.feed(c);
+            }
+            s
+        };
+        let json = fed("application/json", &[br#"{"error":{}}"#]);
+        assert_eq!(json.missing(BodyEnd::Complete), UsageMissing::NotInAnswer);
+        assert_eq!(
+            json.missing(BodyEnd::Dropped),
+            UsageMissing::ClientDisconnected
+        );
+        assert_eq!(json.missing(BodyEnd::Failed), UsageMissing::UpstreamFailed);
+        let sse = fed("text/event-stream", &[b"data: {\"usage\":null}\n\n"]);
+        assert_eq!(sse.missing(BodyEnd::Complete), UsageMissing::NotInStream);
+        assert_eq!(
+            sse.missing(BodyEnd::Dropped),
+            UsageMissing::ClientDisconnected
+        );
+        let big = vec![b' '; MAX_USAGE_JSON_BYTES + 1];
+        let large = fed("application/json", &[&big]);
+        assert_eq!(large.missing(BodyEnd::Complete), UsageMissing::TooLarge);
+        assert_eq!(large.missing(BodyEnd::Dropped), UsageMissing::TooLarge);
+        let text = fed("text/plain", &[b"hello"]);
+        assert_eq!(text.missing(BodyEnd::Complete), UsageMissing::NotScanned);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::attribution::usage::EventOnEnd;
+use crate::attribution::usage::{BodyEnd, EventOnEnd};
 
 pin_project! {
     /// The body handed to the inner service, and the body of the layer's responses.
@@ -61,7 +61,15 @@ impl<B> PassportBody<B> {
         }
     }
 
-    pub(crate) fn metered(body: B, event: Box<EventOnEnd>) -> Self {
+    /// `body`, metered for `event`. A body that is empty from the start is never
+    /// polled (hyper checks `is_end_stream` first), so its event is queued here.
+    pub(crate) fn metered(body: B, mut event: Box<EventOnEnd>) -> Self
+    where
+        B: Body,
+    {
+        if body.is_end_stream() {
+            event.finish(BodyEnd::Complete);
+        }
         PassportBody::Metered { body, event }
     }
 
@@ -89,15 +97,21 @@ where
         match self.project() {
             PassportBodyProj::Original { body } => body.poll_frame(cx),
             PassportBodyProj::Held { body, .. } => body.poll_frame(cx).map_err(never),
-            PassportBodyProj::Metered { body, event } => {
-                let polled = body.poll_frame(cx);
+            PassportBodyProj::Metered { mut body, event } => {
+                let polled = body.as_mut().poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(data) = frame.data_ref() {
                             event.feed(data);
                         }
+                        // hyper stops polling, and drops the body, once it says it
+                        // ended: that is an end, not a client hanging up.
+                        if body.is_end_stream() {
+                            event.finish(BodyEnd::Complete);
+                        }
                     }
-                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => event.finish(),
+                    Poll::Ready(None) => event.finish(BodyEnd::Complete),
+                    Poll::Ready(Some(Err(_))) => event.finish(BodyEnd::Failed),
                     Poll::Pending => {}
                 }
                 polled

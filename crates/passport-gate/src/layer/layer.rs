@@ -1,7 +1,7 @@
 //! [`PassportLayer`] and its builder.
 
 use super::PassportService;
-use crate::attribution::AttributionSender;
+use crate::attribution::{AttributionSender, PendingEvent};
 use crate::grants::{AccountCache, GrantCache, RequesterSignature, START_INFERENCE_MSG};
 use crate::metrics::Metrics;
 use crate::principals::PrincipalAllowlist;
@@ -100,27 +100,45 @@ pub(crate) struct ReplayGuard {
 }
 
 /// Accepted requests whose inner call runs in its own task (attribution on), so that
-/// shutdown can wait for their events.
+/// shutdown can wait for their events, and queue those it cannot wait for.
 #[derive(Debug, Default)]
 pub(crate) struct Forwarding {
     running: std::sync::atomic::AtomicUsize,
     idle: tokio::sync::Notify,
+    /// The event of each call still running, by call number, with when it started.
+    pending: std::sync::Mutex<std::collections::HashMap<u64, (std::time::Instant, PendingEvent)>>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl Forwarding {
-    /// Counts one call; the returned guard uncounts it when dropped.
-    pub(crate) fn start(self: &Arc<Self>) -> ForwardingGuard {
-        self.running
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        ForwardingGuard(Arc::clone(self))
+    /// Counts one call, whose event is `event`; the returned guard uncounts it when
+    /// dropped.
+    pub(crate) fn start(self: &Arc<Self>, event: PendingEvent) -> ForwardingGuard {
+        use std::sync::atomic::Ordering;
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.pending_calls()
+            .insert(id, (std::time::Instant::now(), event));
+        ForwardingGuard(Arc::clone(self), id)
+    }
+
+    fn pending_calls(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, (std::time::Instant, PendingEvent)>>
+    {
+        // Entries are inserted and removed whole: a poisoned map is still consistent.
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// Held by one forwarded call's task.
-pub(crate) struct ForwardingGuard(Arc<Forwarding>);
+/// Held by one forwarded call's task, then by its answer's body.
+pub(crate) struct ForwardingGuard(Arc<Forwarding>, u64);
 
 impl Drop for ForwardingGuard {
     fn drop(&mut self) {
+        self.0.pending_calls().remove(&self.1);
         if self
             .0
             .running
@@ -264,6 +282,41 @@ impl PassportLayer {
             .forwarding
             .running
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Queues the event of every forwarded call still running, marked
+    /// `cut_at_shutdown` (status 0 when no response head came; `usage_missing` when no
+    /// usage was recorded), and returns how many. A gateway calls this once its grace
+    /// period ended, before it drains the attribution queue: the answers are cut when
+    /// the process exits, and each request still gets exactly one event (a call that
+    /// ends later finds its event taken).
+    pub fn cut_forwarded(&self) -> usize {
+        let Some(sender) = &self.shared.attribution else {
+            return 0;
+        };
+        let pending: Vec<_> = self
+            .shared
+            .forwarding
+            .pending_calls()
+            .values()
+            .cloned()
+            .collect();
+        let mut cut = 0;
+        for (started, event) in pending {
+            let Some(mut event) = event.take() else {
+                continue;
+            };
+            event.cut_at_shutdown = true;
+            if event.status == 0 {
+                event.latency_ms = started.elapsed().as_millis() as u64;
+            }
+            if !event.has_usage() {
+                event.usage_missing = Some(crate::attribution::UsageMissing::CutAtShutdown);
+            }
+            sender.emit(event);
+            cut += 1;
+        }
+        cut
     }
 
     /// Completes once no forwarded call is running (their events are queued). A

@@ -4,7 +4,7 @@ use super::body::{PassportBody, ResponseBody};
 use super::future::ResponseFuture;
 use super::layer::Shared;
 use crate::attribution::usage::{EventOnEnd, UsageScan};
-use crate::attribution::{new_event_id, AttributionEvent, EVENT_VERSION};
+use crate::attribution::{new_event_id, AttributionEvent, PendingEvent, EVENT_VERSION};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Request, Response};
@@ -106,11 +106,13 @@ fn record_refusal<B>(shared: &Shared, r: Rejection, req: &Request<B>) {
         .extensions()
         .get::<crate::RequestPath>()
         .map_or_else(|| req.uri().path(), |p| p.0.as_str());
+    let (path, path_cut_bytes) = crate::attribution::bounded_path(path);
     sender.emit_refusal(AttributionEvent {
         v: EVENT_VERSION.to_owned(),
         event_id: new_event_id(),
-        method: crate::attribution::bounded_claim(req.method().as_str()),
-        path: path.to_owned(),
+        method: crate::attribution::bounded_method(req.method().as_str()),
+        path,
+        path_cut_bytes,
         status: r.status().as_u16(),
         outcome: crate::attribution::Outcome::Refused,
         code: Some(r.code().to_owned()),
@@ -164,7 +166,7 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqB: Body<Data = Bytes>,
-    ResB: Send + 'static,
+    ResB: Body + Send + 'static,
 {
     let (mut parts, body) = req.into_parts();
     let accepted = match authorize(&shared, &parts, body).await {
@@ -187,15 +189,21 @@ where
         budget,
         reservation,
     } = accepted;
-    // What the event records, taken only when events are written. The path is the one
-    // the service receives: behind the gateway its normal form (what the route guard
-    // judged), so one route has one spelling in the audit trail.
-    let recorded = shared.attribution.is_some().then(|| {
+    // The event, made only when events are written, and pending until the answer ends
+    // (or a shutdown cuts it). The path is the one the service receives: behind the
+    // gateway its normal form (what the route guard judged), so one route has one
+    // spelling in the audit trail.
+    let pending = shared.attribution.is_some().then(|| {
         let path = parts
             .extensions
             .get::<crate::RequestPath>()
-            .map_or_else(|| parts.uri.path().to_owned(), |p| p.0.clone());
-        (parts.method.clone(), path)
+            .map_or_else(|| parts.uri.path(), |p| p.0.as_str());
+        PendingEvent::new(accepted_event(
+            &agent,
+            requester.clone(),
+            &parts.method,
+            path,
+        ))
     });
     let stall = parts
         .extensions
@@ -208,7 +216,7 @@ where
     let request = Request::from_parts(parts, PassportBody::held_within_budget(body, budget));
     let started = Instant::now();
     let call = inner.call(request).instrument(span);
-    let Some((method, path)) = recorded else {
+    let Some(pending) = pending else {
         let result = call.await;
         if let Ok(response) = &result {
             settle_reservation(&shared, reservation, &agent, response).await;
@@ -221,7 +229,7 @@ where
     // before the response head.
     let (answer, answered) = tokio::sync::oneshot::channel();
     let task_shared = Arc::clone(&shared);
-    let running = shared.forwarding.start();
+    let running = shared.forwarding.start(pending.clone());
     tokio::spawn(async move {
         let result = call.await;
         if let Ok(response) = &result {
@@ -240,18 +248,11 @@ where
             let Some(sender) = &task_shared.attribution else {
                 return response.map(PassportBody::original);
             };
-            let event = event_for(
-                &task_shared,
-                &agent,
-                requester,
-                &method,
-                path,
-                &response,
-                started,
-                client_disconnected,
-            );
+            pending.update(|event| {
+                record_head(&task_shared, event, &response, started, client_disconnected);
+            });
             let scan = UsageScan::for_response(response.headers());
-            let mut on_end = EventOnEnd::new(sender.clone(), event, scan, Box::new(running));
+            let mut on_end = EventOnEnd::new(sender.clone(), pending, scan, Box::new(running));
             if let Some(stall) = stall {
                 on_end.watch_stall(stall);
             }
@@ -297,30 +298,20 @@ fn settle_reservation<B>(
     }
 }
 
-/// The attribution event of a forwarded request, from its response head.
-#[allow(clippy::too_many_arguments)]
-fn event_for<B>(
-    shared: &Shared,
+/// The attribution event of an accepted request, before it is forwarded: what the
+/// verified request says. Its answer's head fills in the rest ([`record_head`]).
+fn accepted_event(
     agent: &VerifiedAgent,
     requester: Option<String>,
     method: &http::Method,
-    path: String,
-    response: &Response<B>,
-    started: Instant,
-    client_disconnected: bool,
+    path: &str,
 ) -> AttributionEvent {
+    let (path, path_cut_bytes) = crate::attribution::bounded_path(path);
     let event_id = new_event_id();
-    let inference_id = shared
-        .inference_id_header
-        .as_ref()
-        .and_then(|h| response.headers().get(h))
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 256)
-        .map_or_else(|| event_id.clone(), str::to_owned);
     AttributionEvent {
         v: EVENT_VERSION.to_owned(),
+        inference_id: event_id.clone(),
         event_id,
-        inference_id,
         chain_id: agent.chain_id().to_owned(),
         model: agent.model().to_owned(),
         agent_id: agent.agent_id().to_owned(),
@@ -332,13 +323,33 @@ fn event_for<B>(
         passport_id: hex::encode(agent.passport_id()),
         passport_expires_at: agent.envelope().scope.expires_at_text.clone(),
         verified_at: agent.verified_at().to_rfc3339(),
-        method: method.as_str().to_owned(),
+        method: crate::attribution::bounded_method(method.as_str()),
         path,
-        status: response.status().as_u16(),
-        latency_ms: started.elapsed().as_millis() as u64,
-        client_disconnected,
+        path_cut_bytes,
         ..Default::default()
     }
+}
+
+/// Fills in what the response head of a forwarded request tells.
+fn record_head<B>(
+    shared: &Shared,
+    event: &mut AttributionEvent,
+    response: &Response<B>,
+    started: Instant,
+    client_disconnected: bool,
+) {
+    if let Some(id) = shared
+        .inference_id_header
+        .as_ref()
+        .and_then(|h| response.headers().get(h))
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+    {
+        id.clone_into(&mut event.inference_id);
+    }
+    event.status = response.status().as_u16();
+    event.latency_ms = started.elapsed().as_millis() as u64;
+    event.client_disconnected = client_disconnected;
 }
 
 /// Steps 1 to 12 for a request that carries passport headers.
@@ -404,12 +415,15 @@ where
         .verify_seconds
         .observe(verifying.as_secs_f64());
     let agent = verdict?;
-    if shared
-        .revocations
-        .as_ref()
-        .is_some_and(|l| l.revokes(&agent))
-    {
-        return Err(Rejection::PassportRevoked);
+    if let Some(list) = &shared.revocations {
+        // Fail closed: until a shared set has been read, a revoked passport cannot be
+        // told apart from any other.
+        if !list.ready() {
+            return Err(Rejection::RevocationsUnavailable);
+        }
+        if list.revokes(&agent) {
+            return Err(Rejection::PassportRevoked);
+        }
     }
     if let Some(pending) = &native {
         check_native(shared, pending, &body, agent.verified_at())?;

@@ -10,7 +10,7 @@ use prometheus::Registry;
 use std::sync::atomic::Ordering;
 
 /// The name and help of every family the collector exports, in order.
-const FAMILIES: [(&str, &str); 19] = [
+const FAMILIES: [(&str, &str); 22] = [
     ("passport_gate_requests_total", "Requests seen by the passport layer, by outcome and rejection code"),
     ("passport_gate_verify_duration_seconds", "Time to verify a passport, body read excluded"),
     ("passport_gate_envelope_cache_hits_total", "Passports found already verified in the envelope cache"),
@@ -30,6 +30,9 @@ const FAMILIES: [(&str, &str); 19] = [
     ("passport_gate_replay_store_forgetful_connections_total", "Replay store connections to a Redis that can silently forget records, used because replay.accept_forgetful_redis = true"),
     ("passport_gate_revocation_bad_lines_total", "Revocation entries that did not parse, counted at each load of the file or the Redis set"),
     ("passport_gate_principals_reload_failures_total", "Changed principal allowlist files that were not taken (unreadable, too large or with a bad line); the last good list stays in force."),
+    ("passport_gate_revocation_set_emptied_total", "Polls that found the shared revocation set empty after it held entries (a Redis that lost its data, or the last entry removed)"),
+    ("passport_gate_revocation_store_forgetful_connections_total", "Revocation poller connections to a Redis that can silently forget the set, used because revocation.accept_forgetful_redis = true"),
+    ("passport_gate_redis_out_of_memory_total", "Redis commands refused at maxmemory, by store (replay: answered 503 replay_store_full; stream: the event is dropped and counted as failed)"),
 ];
 
 struct LayerCollector {
@@ -172,6 +175,16 @@ impl Collector for LayerCollector {
             family(16, COUNTER, plain(&m.replay_store_forgetful)),
             family(17, COUNTER, plain(&m.revocation_bad_lines)),
             family(18, COUNTER, plain(&m.principals_reload_failures)),
+            family(19, COUNTER, plain(&m.revocation_set_emptied)),
+            family(20, COUNTER, plain(&m.revocation_store_forgetful)),
+            family(
+                21,
+                COUNTER,
+                vec![
+                    counter(m.redis_out_of_memory_replay.get(), &[("store", "replay")]),
+                    counter(m.redis_out_of_memory_stream.get(), &[("store", "stream")]),
+                ],
+            ),
         ]
     }
 }

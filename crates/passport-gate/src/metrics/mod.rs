@@ -55,6 +55,15 @@ pub struct Metrics {
     pub replay_store_forgetful: IntCounter,
     /// Revocation file lines (or Redis set members) that did not parse, at each load.
     pub revocation_bad_lines: IntCounter,
+    /// Polls that found the shared revocation set empty after it held entries.
+    pub revocation_set_emptied: IntCounter,
+    /// Connections the revocation poller made to a Redis that can silently forget the
+    /// set, used because `revocation.accept_forgetful_redis = true`.
+    pub revocation_store_forgetful: IntCounter,
+    /// Commands Redis refused at `maxmemory`: the replay store's, the event stream's.
+    pub redis_out_of_memory_replay: IntCounter,
+    /// See `redis_out_of_memory_replay`.
+    pub redis_out_of_memory_stream: IntCounter,
     /// Changed principal allowlist files that were not taken whole.
     pub principals_reload_failures: IntCounter,
 }
@@ -83,6 +92,10 @@ impl Metrics {
             replays_refused: c(),
             replay_store_forgetful: c(),
             revocation_bad_lines: c(),
+            revocation_set_emptied: c(),
+            revocation_store_forgetful: c(),
+            redis_out_of_memory_replay: c(),
+            redis_out_of_memory_stream: c(),
             principals_reload_failures: c(),
         }
     }

@@ -38,7 +38,9 @@ pub enum ReplayError {
     /// persistence, or not saying), and the operator did not accept that. Always
     /// refused, whatever `fail_open` says: a forgetful store is not a slow one.
     Untrusted(String),
-    /// The in-process store holds `capacity` live records and refuses to forget any.
+    /// The store refuses to forget a live record to make room: the in-process store
+    /// holds `capacity` live records, or Redis is at `maxmemory` (with `noeviction`).
+    /// Always refused (503 `replay_store_full`), whatever `fail_open` says.
     Full,
     /// This principal already holds its quota of live records.
     QuotaExceeded,

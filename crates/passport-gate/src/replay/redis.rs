@@ -21,12 +21,19 @@ return 1
 /// KEYS: the record, the principal's sorted set of live records (scored by deadline).
 /// ARGV: now (ms), deadline (ms), TTL (ms), quota, the member.
 /// Returns 1 fresh, 0 replayed, 2 over quota.
+///
+/// The script reads before it writes, and its first write is `SET`, a command Redis
+/// refuses at `maxmemory` (`-OOM`): Redis checks memory only at a script's first write
+/// that would grow it, and lets every later write through, so an earlier write (such
+/// as pruning the expired members first) would let a full Redis grow with every
+/// request. Expired members are therefore counted out by score (`ZCOUNT` above now)
+/// and pruned last.
 const CHECK_AND_RECORD: &str = r#"
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
+if redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf') >= tonumber(ARGV[4]) then return 2 end
 redis.call('SET', KEYS[1], '1', 'PX', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
@@ -130,6 +137,8 @@ impl ReplayStore for RedisReplayStore {
                     "unexpected replay script reply {other:?}"
                 ))),
                 Err(RedisError::Forgetful(e)) => Err(ReplayError::Untrusted(e)),
+                // Nothing was written: refused like a full in-process store.
+                Err(RedisError::OutOfMemory(_)) => Err(ReplayError::Full),
                 Err(e) => Err(ReplayError::Unavailable(e.to_string())),
             }
         })
