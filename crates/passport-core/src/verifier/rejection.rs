@@ -101,6 +101,10 @@ pub enum Rejection {
     PassportRevoked,
     /// This exact signed request was already accepted while its passport is valid.
     RequestReplayed,
+    /// The passport was issued before the gateway started, and the gateway keeps no
+    /// replay records across a restart: a request accepted before it could be accepted
+    /// again. Refused until the passport expires; mint a new one.
+    PassportPredatesStart,
     /// The replay store could not be asked; retry later.
     ReplayStoreUnavailable,
     /// The in-process replay store is full of live records; retry later.
@@ -111,7 +115,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every variant, in verification order.
-    pub const ALL: [Rejection; 46] = [
+    pub const ALL: [Rejection; 47] = [
         Rejection::SigHeaderMismatch,
         Rejection::HeaderMalformed,
         Rejection::PassportTooLarge,
@@ -153,6 +157,7 @@ impl Rejection {
         Rejection::RequesterSigInvalid,
         Rejection::RequesterSigReplayed,
         Rejection::RequesterSigStoreFull,
+        Rejection::PassportPredatesStart,
         Rejection::RequestReplayed,
         Rejection::ReplayStoreUnavailable,
         Rejection::ReplayStoreFull,
@@ -207,6 +212,7 @@ impl Rejection {
             Rejection::PassportRequired => "passport_required",
             Rejection::PassportRevoked => "passport_revoked",
             Rejection::RequestReplayed => "request_replayed",
+            Rejection::PassportPredatesStart => "passport_predates_start",
             Rejection::ReplayStoreUnavailable => "replay_store_unavailable",
             Rejection::ReplayStoreFull => "replay_store_full",
             Rejection::ReplayQuotaExceeded => "replay_quota_exceeded",
@@ -255,6 +261,7 @@ impl Rejection {
             | Rejection::PassportRequired
             | Rejection::PassportRevoked
             | Rejection::RequestReplayed
+            | Rejection::PassportPredatesStart
             | Rejection::RequesterSigMissing
             | Rejection::RequesterSigMalformed
             | Rejection::RequesterTransferAddressMismatch
@@ -350,6 +357,9 @@ impl Rejection {
             }
             Rejection::ReplayStoreUnavailable => {
                 "the replay store could not be reached; retry later"
+            }
+            Rejection::PassportPredatesStart => {
+                "the gateway restarted without its replay records and refuses passports issued before; mint a new one"
             }
             Rejection::ReplayStoreFull => "the replay store is full; retry later",
             Rejection::RequesterAddressInvalid => {

@@ -493,10 +493,13 @@ where
             // One HTTP/2 client connection carries many streams, each needing its own
             // upstream connection: the descriptors and memory they hold are bounded here,
             // not by `max_connections`.
+            // Anyone can fill these slots on purpose: the refusal is marked as shed for
+            // capacity, which releases the replay record only where the operator chose
+            // so (`[replay] release_on_upstream_busy`, spec section 7.1).
             let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
                 let mut resp = GatewayError::UpstreamBusy.http_response();
                 resp.extensions_mut()
-                    .insert(passport_gate::replay::NotForwarded);
+                    .insert(passport_gate::replay::ShedForCapacity);
                 return Ok(resp);
             };
             let body = match credential {
