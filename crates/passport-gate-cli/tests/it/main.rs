@@ -16,6 +16,7 @@ mod gateway_e2e;
 mod operators;
 mod parity_gateway;
 mod replay_retry;
+mod replay_store;
 mod requester;
 mod transports;
 mod upstream_auth;
