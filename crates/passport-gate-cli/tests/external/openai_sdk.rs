@@ -92,10 +92,13 @@ fn the_openai_python_sdk_reads_rejections_and_retries_without_replays() {
     let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let gw = start(
         "openai-sdk",
-        // The script's SDK retries after a 503 and expects that retry through.
-        &format!(
-            "replay_protection = true\n{}",
-            support::serve::replay_disk("openai-sdk", "release_on_retryable = true\n")
+        // The script's SDK retries after a 502 and expects that retry through.
+        &config(
+            upstream,
+            &format!(
+                "replay_protection = true\n{}",
+                support::serve::replay_disk("openai-sdk", "release_on_retryable = true\n")
+            ),
         ),
     );
     let (agent, passport) = credentials(&gw.dir);

@@ -59,14 +59,14 @@ pub enum DiskStoreError {
         /// The database file.
         path: PathBuf,
         /// What redb said.
-        source: redb::DatabaseError,
+        source: Box<redb::DatabaseError>,
     },
     /// Reading the records at startup failed.
     Read {
         /// The database file.
         path: PathBuf,
         /// What redb said.
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     /// A stored record does not decode.
     Corrupt {
@@ -112,8 +112,8 @@ impl fmt::Display for DiskStoreError {
 impl std::error::Error for DiskStoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            DiskStoreError::Open { source, .. } => Some(source),
-            DiskStoreError::Read { source, .. } => Some(source),
+            DiskStoreError::Open { source, .. } => Some(source.as_ref()),
+            DiskStoreError::Read { source, .. } => Some(source.as_ref()),
             DiskStoreError::Thread(e) => Some(e),
             DiskStoreError::NotADirectory { .. } | DiskStoreError::Corrupt { .. } => None,
         }
@@ -205,7 +205,7 @@ impl DiskReplayStore {
         let path = dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|source| DiskStoreError::Open {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let index = load(&db, now.unix_seconds()).map_err(|e| match e {
             LoadError::Redb(source) => DiskStoreError::Read {
@@ -260,13 +260,13 @@ impl DiskReplayStore {
 }
 
 enum LoadError {
-    Redb(redb::Error),
+    Redb(Box<redb::Error>),
     Corrupt(&'static str),
 }
 
 impl<E: Into<redb::Error>> From<E> for LoadError {
     fn from(e: E) -> Self {
-        LoadError::Redb(e.into())
+        LoadError::Redb(Box::new(e.into()))
     }
 }
 
@@ -336,6 +336,8 @@ fn write_loop(db: Database, queue: crossbeam_channel::Receiver<Op>) {
 
 /// One durable transaction: the batch's writes and deletions, and with `sweep_at` the
 /// deletion of records whose deadline passed by then.
+// redb's own error type, large; returned at most once per commit, never per request.
+#[allow(clippy::result_large_err)]
 fn commit(db: &Database, batch: &[Op], sweep_at: Option<i64>) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     {
