@@ -471,6 +471,19 @@ mod tests {
         }))
     }
 
+    /// Opens the store again once the writer thread of the dropped one has let the file
+    /// go (redb refuses a file another handle holds open).
+    fn reopen(d: &Path, now: Timestamp) -> DiskReplayStore {
+        for _ in 0..250 {
+            match DiskReplayStore::open(d, 100, 10, now) {
+                Ok(s) => return s,
+                Err(DiskStoreError::Open { .. }) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("the file stayed held for 5 s");
+    }
+
     #[test]
     fn records_survive_reopening_and_expired_ones_are_not_loaded() {
         let d = dir("reopen");
@@ -479,25 +492,12 @@ mod tests {
         assert_eq!(check(&s, 2, T0), Ok(ReplayVerdict::Fresh));
         block_on(s.release(&[2; 32], "gonka1alice")).unwrap();
         drop(s);
-        // The writer thread holds the file until it has seen the store go.
-        let s = loop {
-            match DiskReplayStore::open(&d, 100, 10, T0) {
-                Ok(s) => break s,
-                Err(DiskStoreError::Open { .. }) => std::thread::sleep(Duration::from_millis(20)),
-                Err(e) => panic!("{e}"),
-            }
-        };
+        let s = reopen(&d, T0);
         assert_eq!(check(&s, 1, T0), Ok(ReplayVerdict::Replayed));
         assert_eq!(check(&s, 2, T0), Ok(ReplayVerdict::Fresh));
         drop(s);
         let later = T0.plus_seconds(61);
-        let s = loop {
-            match DiskReplayStore::open(&d, 100, 10, later) {
-                Ok(s) => break s,
-                Err(DiskStoreError::Open { .. }) => std::thread::sleep(Duration::from_millis(20)),
-                Err(e) => panic!("{e}"),
-            }
-        };
+        let s = reopen(&d, later);
         assert!(s.is_empty(later));
     }
 
