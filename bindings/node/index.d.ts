@@ -2,7 +2,15 @@
 // functions are wrapped there).
 
 /** A key, passport or request that passport-gate refuses; the message is the CLI's. */
-export class PassportGateError extends Error {}
+/**
+ * A key, passport, option or request that passport-gate refuses. `code` is stable and
+ * snake_case (for example `no_expiry`, `invalid_option`, `agent_key_mismatch`,
+ * `redirect_cross_origin`); `message` is one line for people.
+ */
+export class PassportGateError extends Error {
+  readonly name: 'PassportGateError';
+  readonly code: string;
+}
 
 export const PASSPORT_HEADER: 'X-Agent-Passport';
 export const SIGNATURE_HEADER: 'X-Agent-Sig';
@@ -207,5 +215,9 @@ export interface PassportFetchOptions extends TransferOptions {
   fetch?: typeof fetch;
 }
 
-/** A fetch that signs every request (for the openai SDK's `fetch` option). */
+/**
+ * A fetch that signs every request (for the openai SDK's `fetch` option). Redirects
+ * within the origin are signed anew for their new URI; one to another origin throws
+ * PassportGateError with code `redirect_cross_origin`, and nothing is sent there.
+ */
 export function passportFetch(options: PassportFetchOptions): typeof fetch;

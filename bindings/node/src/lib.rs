@@ -9,25 +9,217 @@
 
 use napi::bindgen_prelude::{Error, Result, Status, Uint8Array};
 use napi_derive::napi;
+use passport_core::crypto::AddressError;
 use passport_core::crypto::{AgentSecret, PrincipalKey as PrincipalPublicKey, PrincipalSecret};
 use passport_core::gonka::{
     self, parse_timestamp, verify_native, Endpoint, NativeHeaders, NativeSigner,
     TransferAddresses as Transfers,
 };
+use passport_core::gonka::{EndpointError, NativeSigError};
+use passport_core::keyfile::KeyFileError;
 use passport_core::keyfile::{
     key_file_text, load_agent_secret, load_principal_secret, parse_agent_secret,
     parse_principal_secret, principal_secret_from_hex_or_path, write_key_file, KeyFile,
 };
-use passport_core::mint::{self, AgentSigner, MintOptions, VerifyOptions};
+use passport_core::mint::{self, AgentSigner, MintError, MintOptions, VerifyOptions};
 use passport_core::time::Timestamp;
 use std::path::Path;
 
-fn refused(e: impl std::fmt::Display) -> Error {
-    Error::new(Status::InvalidArg, e.to_string())
+/// A refusal as `index.js` reads it: `[code] message`, the code stable and snake_case,
+/// the message one line in the package's own (camelCase) option names. `index.js` turns
+/// it into a `PassportGateError` with `code` and `message`.
+fn coded(code: &str, message: impl std::fmt::Display) -> Error {
+    Error::new(Status::InvalidArg, format!("[{code}] {message}"))
+}
+
+fn refused(e: impl Coded) -> Error {
+    coded(e.code(), e.message())
 }
 
 fn no_randomness(e: impl std::fmt::Display) -> Error {
-    Error::new(Status::GenericFailure, format!("no randomness: {e}"))
+    Error::new(
+        Status::GenericFailure,
+        format!("[no_randomness] no randomness: {e}"),
+    )
+}
+
+/// The stable code and the Node message of each error the library returns here.
+trait Coded {
+    fn code(&self) -> &'static str;
+    fn message(&self) -> String;
+}
+
+impl Coded for MintError {
+    fn code(&self) -> &'static str {
+        match self {
+            MintError::ChainIdEmpty => "chain_id_empty",
+            MintError::AgentIdEmpty => "agent_id_empty",
+            MintError::ExpiryNotAfterIssue { .. } => "expiry_not_after_issue",
+            MintError::LifetimeTooLong { .. } => "lifetime_too_long",
+            MintError::NeverValid => "never_valid",
+            MintError::BeneficiaryInvalid => "beneficiary_invalid",
+            MintError::Address(_) => "prefix_invalid",
+            MintError::Json(_) => "json",
+            MintError::Envelope(_) => "envelope_invalid",
+            MintError::SecretKeyMismatch => "secret_key_mismatch",
+            MintError::UnsignedNotJson(_) => "envelope_not_json",
+            MintError::UnsignedNotObject => "envelope_not_object",
+            MintError::UnsignedAlreadySigned => "envelope_already_signed",
+            MintError::SignatureNotBase64 => "signature_not_base64",
+            MintError::PrincipalKeyInvalid => "principal_pubkey_invalid",
+            MintError::AddressMismatch { .. } => "principal_address_mismatch",
+            MintError::SignatureInvalid => "signature_invalid",
+            MintError::PassportNotBase64 => "passport_not_base64",
+            MintError::PassportMalformed(_) => "passport_malformed",
+            MintError::AgentKeyMismatch => "agent_key_mismatch",
+            MintError::RequestFieldTooLong => "request_field_too_long",
+            MintError::Time { .. } => "time_invalid",
+            MintError::MintOptions(_) | MintError::VerifyOptions(_) => "invalid_option",
+            MintError::TtlAndExpiry => "ttl_and_expiry",
+            MintError::TtlNotPositive { .. } => "ttl_not_positive",
+            MintError::ExpiryAfterLatest => "expiry_after_latest",
+            MintError::NoExpiry => "no_expiry",
+            MintError::AgentPubkeyInvalid => "agent_pubkey_invalid",
+            MintError::PrincipalPubkeyWithSecret => "principal_pubkey_with_secret",
+            MintError::PrincipalPubkeyInvalid => "principal_pubkey_invalid",
+            MintError::PassportNotJson(_) => "passport_not_json",
+            MintError::EnvelopeMalformed(_) => "passport_malformed",
+            MintError::Config(_) => "config_invalid",
+            MintError::UriNotOriginForm { .. } => "uri_not_origin_form",
+            _ => "refused",
+        }
+    }
+
+    /// The library's message, with the option names of `mint`, `mintUnsigned` and
+    /// `verify` (`ttlSeconds`, not `ttl_seconds` or `--max-ttl-seconds`) and no JSON
+    /// positions.
+    fn message(&self) -> String {
+        match self {
+            MintError::ExpiryNotAfterIssue {
+                issued_at,
+                expires_at,
+            } => format!("expiresAt ({expires_at}) must be after issuedAt ({issued_at})"),
+            MintError::LifetimeTooLong {
+                lifetime_seconds,
+                max_ttl_seconds,
+            } => format!(
+                "the passport would live {lifetime_seconds} s, more than the {max_ttl_seconds} s a verifier accepts (raise maxTtlSeconds only if the gateway's max_ttl_seconds is raised too)"
+            ),
+            MintError::NeverValid => {
+                "notBefore must be before expiresAt, or the passport is never valid".to_owned()
+            }
+            MintError::Time { option, source } => format!("{}: {source}", option_name(option)),
+            MintError::MintOptions(e) | MintError::VerifyOptions(e) => {
+                format!("the options are not valid: {}", without_position(e))
+            }
+            MintError::UnsignedNotJson(e) => {
+                format!("the envelope is not valid JSON: {}", without_position(e))
+            }
+            MintError::PassportNotJson(e) => {
+                format!("the passport is not JSON: {}", without_position(e))
+            }
+            MintError::TtlAndExpiry => "give ttlSeconds or expiresAt, not both".to_owned(),
+            MintError::TtlNotPositive { ttl_seconds } => {
+                format!("ttlSeconds {ttl_seconds}: must be positive")
+            }
+            MintError::NoExpiry => "give ttlSeconds or expiresAt".to_owned(),
+            MintError::ExpiryAfterLatest => format!(
+                "issuedAt + ttlSeconds is after {}, the latest time a passport can hold (a year has four digits): give a shorter ttlSeconds",
+                Timestamp::LATEST
+            ),
+            MintError::AgentPubkeyInvalid => {
+                "agentPubkey is not base64 of a valid Ed25519 key".to_owned()
+            }
+            MintError::PrincipalPubkeyInvalid => {
+                "principalPubkey is not base64 of a compressed secp256k1 key".to_owned()
+            }
+            MintError::UriNotOriginForm { uri } => format!(
+                "uri {uri:?}: expected an origin-form target (/path?query, no scheme, host or #fragment)"
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The `mint`/`verify` option a library option name stands for.
+fn option_name(option: &str) -> &str {
+    match option {
+        "issued_at" => "issuedAt",
+        "expires_at" => "expiresAt",
+        "not_before" => "notBefore",
+        "--now" => "now",
+        other => other,
+    }
+}
+
+/// A serde_json error without its `at line 1 column 57` (a position in JSON the caller
+/// never wrote).
+fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    text.strip_suffix(&suffix).unwrap_or(&text).to_owned()
+}
+
+impl Coded for KeyFileError {
+    fn code(&self) -> &'static str {
+        match self {
+            KeyFileError::Read { .. } => "key_file_unreadable",
+            KeyFileError::NotAKeyFile { .. } => "not_a_key_file",
+            KeyFileError::WrongKind { .. } => "key_file_wrong_kind",
+            KeyFileError::SecretNotHex { .. } => "secret_not_hex",
+            KeyFileError::InvalidSecp256k1 { .. } => "secret_invalid",
+            KeyFileError::NeitherHexNorFile { .. } => "neither_secret_nor_key_file",
+            KeyFileError::Address(_) => "prefix_invalid",
+            KeyFileError::Serialize(_) => "json",
+            KeyFileError::Create { .. } => "key_file_exists_or_uncreatable",
+            KeyFileError::Write { .. } => "key_file_unwritable",
+            _ => "key_file_refused",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            KeyFileError::NotAKeyFile { origin, source } => {
+                format!("{origin} is not a key file: {}", without_position(source))
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl Coded for AddressError {
+    fn code(&self) -> &'static str {
+        "prefix_invalid"
+    }
+
+    fn message(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Coded for EndpointError {
+    fn code(&self) -> &'static str {
+        match self {
+            EndpointError::UrlNotAbsolute { .. } => "endpoint_url_not_absolute",
+            EndpointError::AddressEmpty { .. } => "transfer_address_empty",
+            EndpointError::AddressInvalid { .. } => "transfer_address_invalid",
+            EndpointError::NoEndpointFor { .. } => "no_endpoint_for_url",
+        }
+    }
+
+    fn message(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Coded for NativeSigError {
+    fn code(&self) -> &'static str {
+        NativeSigError::code(self)
+    }
+
+    fn message(&self) -> String {
+        NativeSigError::message(self)
+    }
 }
 
 /// An agent's Ed25519 secret key.
@@ -276,9 +468,10 @@ impl GonkaSigner {
         transfer_address: String,
     ) -> Result<Vec<Vec<String>>> {
         let ts = parse_timestamp(&timestamp_ns).map_err(|_| {
-            refused(format!(
-                "timestampNs {timestamp_ns:?} is not the decimal form of a 64-bit integer"
-            ))
+            coded(
+                "timestamp_invalid",
+                format!("timestampNs {timestamp_ns:?} is not the decimal form of a 64-bit integer"),
+            )
         })?;
         Ok(pairs(self.inner.sign(&body, ts, &transfer_address)))
     }
@@ -370,21 +563,33 @@ pub fn gonka_verify(
 ) -> Result<()> {
     let key = passport_core::crypto::decode_base64(&public_key)
         .and_then(|b| PrincipalPublicKey::from_compressed(&b))
-        .ok_or_else(|| refused("publicKey is not a base64 compressed secp256k1 key"))?;
+        .ok_or_else(|| {
+            coded(
+                "public_key_invalid",
+                "publicKey is not a base64 compressed secp256k1 key",
+            )
+        })?;
     let mut map = http::HeaderMap::new();
     for pair in &headers {
         let [name, value] = pair.as_slice() else {
-            return Err(refused("each header must be a [name, value] pair"));
+            return Err(coded(
+                "header_invalid",
+                "each header must be a [name, value] pair",
+            ));
         };
         let name = http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| refused(format!("{name:?} is not a header name")))?;
-        let value = http::HeaderValue::from_str(value)
-            .map_err(|_| refused(format!("the {name} value is not a header value")))?;
+            .map_err(|_| coded("header_invalid", format!("{name:?} is not a header name")))?;
+        let value = http::HeaderValue::from_str(value).map_err(|_| {
+            coded(
+                "header_invalid",
+                format!("the {name} value is not a header value"),
+            )
+        })?;
         map.append(name, value);
     }
     NativeHeaders::from_headers(&map)
         .and_then(|h| verify_native(&key, &h, &body, &prefix, &node_address))
-        .map_err(|e| refused(format!("{}: {}", e.code(), e.message())))
+        .map_err(refused)
 }
 
 /// Nanoseconds since the epoch, strictly increasing within this process, as decimal.

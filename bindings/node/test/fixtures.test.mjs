@@ -43,11 +43,24 @@ for (const c of F.mint) {
   });
 }
 
+// The CLI's refusals (c.error) in this package's words: its option names (ttlSeconds, not
+// ttl_seconds or --max-ttl-seconds), with a stable code.
+const NODE_REFUSALS = {
+  lifetime_over_max_ttl: ['lifetime_too_long', "the passport would live 3601 s, more than the 3600 s a verifier accepts (raise maxTtlSeconds only if the gateway's max_ttl_seconds is raised too)"],
+  expiry_not_after_issue: ['expiry_not_after_issue', 'expiresAt (2026-05-21T12:00:00Z) must be after issuedAt (2026-05-21T12:00:00Z)'],
+  no_expiry: ['no_expiry', 'give ttlSeconds or expiresAt'],
+  control_character_in_beneficiary: ['beneficiary_invalid', 'the beneficiary must be at most 255 bytes with no control characters'],
+  empty_chain_id: ['chain_id_empty', 'the chain id must not be empty'],
+};
+
 for (const c of F.refusals) {
-  test(`refusal carries the CLI message: ${c.name}`, () => {
+  test(`refusal carries a code and the CLI message in Node's names: ${c.name}`, () => {
+    assert.ok(c.name in NODE_REFUSALS, `add ${c.name} to NODE_REFUSALS (the CLI says: ${c.error})`);
+    const [code, message] = NODE_REFUSALS[c.name];
     assert.throws(() => pg.mint(PRINCIPAL, options(c.options)), (e) => {
       assert.ok(e instanceof pg.PassportGateError);
-      assert.equal(e.message, c.error);
+      assert.equal(e.code, code);
+      assert.equal(e.message, message);
       return true;
     });
   });

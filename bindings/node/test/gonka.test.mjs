@@ -37,7 +37,8 @@ test('the signature is over one SHA-256 of the input, not two', () => {
   pg.gonkaVerify({ publicKey: GONKA.publicKey, headers: h, body: 'hello', nodeAddress: NODE1 });
   assert.throws(() => pg.gonkaVerify({ publicKey: GONKA.publicKey, headers: h, body: 'hello!', nodeAddress: NODE1 }), {
     name: 'PassportGateError',
-    message: /requester_sig_invalid/,
+    code: 'requester_sig_invalid',
+    message: 'the signature does not verify over SHA-256 of hex(SHA-256(body)) || timestamp || transfer address',
   });
 });
 

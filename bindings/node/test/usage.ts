@@ -25,4 +25,9 @@ const gonka = passportFetch({
 const native: NativeHeaders = gonkaSign(principal, 'x', monotonicTimestampNs(), parseEndpoint('https://n/v1').transferAddress ?? '');
 gonkaVerify({ publicKey: principal.publicKey, headers: { ...native }, body: 'x', nodeAddress: '' });
 const e: Error = new PassportGateError('x');
+try {
+  mint(principal, { agentKey, agentId: 'a', chainId: 'c' });
+} catch (err) {
+  if (err instanceof PassportGateError) console.log(err.code satisfies string, err.message);
+}
 console.log(attached, state, both, signer.passport, client, e, gonka);

@@ -75,6 +75,22 @@ def _bytes(body: Body) -> bytes:
     return bytes(body)
 
 
+def _models(models: Optional[Sequence[str]]) -> Optional[list]:
+    # A string is a sequence of one-character strings: minting would allow those models.
+    if models is None:
+        return None
+    if isinstance(models, (str, bytes, bytearray)):
+        raise PassportGateError(
+            f"models must be a list of model names, not a string: models=[{models!r}]")
+    names = list(models)
+    for name in names:
+        if not isinstance(name, str):
+            raise PassportGateError(
+                f"models must be a list of model names (strings), not {type(name).__name__} "
+                f"{name!r}")
+    return names
+
+
 def _mint_options(
     agent_key: Optional[AgentKey],
     agent_pubkey: Optional[str],
@@ -100,7 +116,7 @@ def _mint_options(
         "expires_at": _time(expires_at),
         "not_before": _time(not_before),
         "issued_at": _time(issued_at),
-        "models": list(models) if models is not None else None,
+        "models": _models(models),
         "beneficiary": beneficiary,
         "prefix": prefix,
         "max_ttl_seconds": max_ttl_seconds,
@@ -127,7 +143,8 @@ def mint(
 ) -> str:
     """Mints a passport and returns the ``X-Agent-Passport`` value (``passport-gate mint``).
 
-    ``models=None`` allows every model, ``[]`` none. Refuses what a verifier with
+    ``models`` is a list of model names: ``None`` allows every model, ``[]`` none, and a
+    string is refused (it is not one model). Refuses what a verifier with
     ``max_ttl_seconds`` would reject whatever the time, with the CLI's messages.
     """
     return _mint_json(

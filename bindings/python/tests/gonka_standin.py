@@ -1,7 +1,7 @@
 """A stand-in Gonka API node and a stand-in chain node (REST/LCD), on loopback.
 
 Both are written from the public description of Gonka's native request signature
-(/work/shared/reference/gonka-deployments.md section 2, the README's "Calling a Gonka node
+(/work/shared/reference/gonka-deployments.md section 2, docs/agents.md "Calling a Gonka node
 directly") and NOT from passport-gate's code: the signature is checked with the `ecdsa`
 package from PyPI, the address with hashlib's SHA-256, the RIPEMD-160 below and the
 bech32 encoder below. Nothing here imports passport_gate.

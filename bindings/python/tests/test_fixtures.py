@@ -105,3 +105,22 @@ def test_gonka_native_signatures_match(case):
     # The decimal string is taken as is: no float on the way.
     assert pg.gonka_sign(case["secret_hex"], body, case["timestamp_ns"], case["transfer_address"],
                          prefix=case["prefix"]) == headers
+
+
+@pytest.mark.parametrize("mint", [pg.mint, None], ids=["mint", "mint_unsigned"])
+def test_models_must_be_a_list_not_a_string(mint):
+    # A string is a sequence of one-character strings: minting it would allow "q", "w", ...
+    agent = pg.AgentKey.generate()
+    kwargs = dict(agent_key=agent, agent_id="urn:aps:agent:a", chain_id="gonka-test",
+                  ttl_seconds=60, models="qwen/qwen3-32b")
+    with pytest.raises(pg.PassportGateError) as refused:
+        if mint is None:
+            pg.mint_unsigned(PRINCIPAL.public_key, **kwargs)
+        else:
+            mint(PRINCIPAL, **kwargs)
+    assert str(refused.value) == (
+        "models must be a list of model names, not a string: models=['qwen/qwen3-32b']")
+    with pytest.raises(pg.PassportGateError, match="not int 7"):
+        pg.mint(PRINCIPAL, **dict(kwargs, models=["m", 7]))
+    minted = pg.inspect(pg.mint(PRINCIPAL, **dict(kwargs, models=("qwen/qwen3-32b",))))
+    assert minted["envelope"]["scope"]["allowed_models"] == ["qwen/qwen3-32b"]

@@ -162,7 +162,7 @@ fn bench_verifier(c: &mut Criterion) {
     g.bench_function("floor_k256_verify", |b| {
         b.iter(|| assert!(vk.verify_prehash(black_box(&digest), &sig).is_ok()))
     });
-    // The same signature with libsecp256k1, which the verifier uses (README "Performance").
+    // The same signature with libsecp256k1, which the verifier uses (docs/performance.md).
     let secp = secp256k1::Secp256k1::verification_only();
     let secp_key = secp256k1::PublicKey::from_slice(&vk.to_sec1_bytes()).unwrap();
     let secp_sig = secp256k1::ecdsa::Signature::from_compact(&sig.to_bytes()).unwrap();

@@ -341,6 +341,10 @@ pub struct ServerSection {
     /// Requests with the upstream at once, all clients and protocols together (each
     /// holds an upstream connection until its answer ends); beyond, 503 `upstream_busy`.
     pub max_upstream_requests: u64,
+    /// An answer whose client reads nothing of it for this long (ms) is cut: the
+    /// HTTP/1 connection is closed or the HTTP/2 stream reset, and its upstream
+    /// request released. Waiting for the upstream does not count.
+    pub client_stall_timeout_ms: u64,
     /// `[server.tls]`: serve the proxy listener over TLS.
     pub tls: Option<ServerTlsSection>,
 }
@@ -407,6 +411,7 @@ impl Default for ServerSection {
             upstream_pool_max_idle: 4_096,
             upstream_pool_idle_timeout_ms: 90_000,
             max_upstream_requests: 4_096,
+            client_stall_timeout_ms: 60_000,
             tls: None,
         }
     }

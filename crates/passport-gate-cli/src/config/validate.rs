@@ -147,6 +147,12 @@ impl ServerSection {
                 1,
                 1_000_000,
             ),
+            (
+                "client_stall_timeout_ms",
+                self.client_stall_timeout_ms,
+                100,
+                3_600_000,
+            ),
         ] {
             if !(lo..=hi).contains(&v) {
                 errors.push(ConfigError::new(
@@ -577,6 +583,7 @@ impl GatewayConfig {
                     idle_timeout: Duration::from_millis(s.upstream_pool_idle_timeout_ms),
                     max_requests: size(s.max_upstream_requests),
                 },
+                client_stall_timeout: Duration::from_millis(s.client_stall_timeout_ms),
                 shutdown_grace: Duration::from_secs(s.shutdown_grace_seconds),
                 inference_id_header,
                 envelope: self.agent_envelope.clone(),
@@ -1204,7 +1211,7 @@ chain_node = "ftp://x"
 
     #[test]
     fn connection_bounds_are_range_checked() {
-        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nheader_read_timeout_ms = 0\nmax_header_bytes = 100\nmax_connections = 0\nadmin_max_connections = 0\n";
+        let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nheader_read_timeout_ms = 0\nmax_header_bytes = 100\nmax_connections = 0\nadmin_max_connections = 0\nclient_stall_timeout_ms = 99\n";
         let errors = GatewayConfig::from_toml(text)
             .unwrap()
             .validate()
@@ -1217,6 +1224,7 @@ chain_node = "ftp://x"
             "server.max_header_bytes",
             "server.max_connections",
             "server.admin_max_connections",
+            "server.client_stall_timeout_ms",
         ] {
             assert!(
                 errors.iter().any(|e| e.starts_with(key)),

@@ -23,7 +23,7 @@ pub struct IdentityHeaders {
 
 /// Headers the gateway judges or sets itself: an identity header must not share a name
 /// with one of them.
-const RESERVED: [&str; 7] = [
+const RESERVED: [&str; 9] = [
     "x-agent-passport",
     "x-agent-sig",
     "host",
@@ -31,6 +31,8 @@ const RESERVED: [&str; 7] = [
     "transfer-encoding",
     "x-forwarded-for",
     "forwarded",
+    "x-real-ip",
+    "true-client-ip",
 ];
 
 /// The identity header names as configured, not checked yet.

@@ -3,15 +3,17 @@
 //! timer with a header-read timeout that also bounds the idle wait between keep-alive
 //! requests, a bound on the request head, and an accept loop that backs off on errors
 //! such as EMFILE without flooding the log. The proxy listener speaks HTTP/1.1 and
-//! HTTP/2 (ALPN over TLS, prior knowledge over cleartext), with the same bounds.
+//! HTTP/2 (ALPN over TLS, prior knowledge over cleartext), with the same bounds, and
+//! cuts an answer whose client reads nothing of it for the client stall timeout.
 
 use super::metrics::ConnectionMetrics;
 use crate::transport::tls::TransportMetrics;
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
+use passport_gate::attribution::ClientStall;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -86,25 +88,86 @@ pub enum Protocol {
 /// gateway serves over HTTP/1 starts with it (`PRI` is not a proxied method).
 const PREFACE_START: &[u8] = b"PRI";
 
-/// What a cleartext client speaks, from its first bytes (left unread): HTTP/2 with
-/// prior knowledge (h2c) or HTTP/1. `None` when it closed before sending anything.
-async fn sniff(stream: &TcpStream) -> Option<Protocol> {
-    let mut head = [0u8; 3];
+/// What a cleartext client speaks, from its first bytes: HTTP/2 with prior knowledge
+/// (h2c) or HTTP/1, and the bytes read to decide (served again by [`Rewind`]). `None`
+/// when it closed before deciding. Each read waits for the socket to be readable, so a
+/// client that sends a prefix of the preface and stops costs no CPU while it waits
+/// (within the header-read timeout of the caller).
+async fn sniff(stream: &mut TcpStream) -> Option<(Protocol, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; PREFACE_START.len()];
+    let mut n = 0;
     loop {
-        let n = stream.peek(&mut head).await.ok()?;
-        if n == 0 {
+        let read = stream.read(&mut head[n..]).await.ok()?;
+        if read == 0 {
             return None;
         }
-        if n >= PREFACE_START.len() || head[..n] != PREFACE_START[..n] {
-            return Some(if head[..n] == *PREFACE_START {
-                Protocol::Http2
-            } else {
-                Protocol::Http1
-            });
+        n += read;
+        if head[..n] != PREFACE_START[..n] {
+            return Some((Protocol::Http1, head[..n].to_vec()));
         }
-        // A prefix of the preface so far: wait for more (peek does not consume, so
-        // it would return at once).
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        if n == PREFACE_START.len() {
+            return Some((Protocol::Http2, head.to_vec()));
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream whose first bytes were already read: reads return them first, then
+    /// what follows on `inner`. Writes go to `inner`.
+    struct Rewind<I> {
+        prefix: Vec<u8>,
+        served: usize,
+        #[pin]
+        inner: I,
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for Rewind<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let left = &this.prefix[*this.served..];
+        if left.is_empty() {
+            return this.inner.poll_read(cx, buf);
+        }
+        let n = left.len().min(buf.remaining());
+        buf.put_slice(&left[..n]);
+        *this.served += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
     }
 }
 
@@ -114,21 +177,28 @@ pub struct ProxyProtocols {
     /// The TLS acceptor, when `[server.tls]` is set.
     pub tls: Option<TlsAcceptor>,
     http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
+    http2: http2::Builder<StreamExecutor>,
     /// Time for the TLS handshake and the first bytes of the first request.
     handshake_timeout: Duration,
+    /// `server.client_stall_timeout_ms`.
+    stall_timeout: Duration,
     metrics: TransportMetrics,
 }
 
 impl ProxyProtocols {
-    /// Both protocols with `limits` and `h2`, over TLS when `tls` is given.
+    /// Both protocols with `limits` and `h2`, over TLS when `tls` is given; an answer
+    /// whose client reads nothing of it for `stall_timeout` is cut.
     pub fn new(
         limits: &ConnectionLimits,
         h2: &Http2Limits,
+        stall_timeout: Duration,
         tls: Option<TlsAcceptor>,
         metrics: TransportMetrics,
     ) -> ProxyProtocols {
-        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        let mut http2 = http2::Builder::new(StreamExecutor {
+            stall_timeout,
+            stalls: metrics.client_stalls.clone(),
+        });
         http2
             .timer(TokioTimer::new())
             .max_concurrent_streams(h2.max_concurrent_streams)
@@ -146,6 +216,7 @@ impl ProxyProtocols {
             http1: limits.http1(),
             http2,
             handshake_timeout: limits.header_read_timeout,
+            stall_timeout,
             metrics,
         }
     }
@@ -186,10 +257,16 @@ impl ProxyProtocols {
                 self.serve_as(protocol, tls, service, watcher).await;
             }
             None => {
-                let Ok(Some(protocol)) =
-                    tokio::time::timeout(self.handshake_timeout, sniff(&stream)).await
+                let mut stream = stream;
+                let Ok(Some((protocol, prefix))) =
+                    tokio::time::timeout(self.handshake_timeout, sniff(&mut stream)).await
                 else {
                     return;
+                };
+                let stream = Rewind {
+                    prefix,
+                    served: 0,
+                    inner: stream,
                 };
                 self.serve_as(protocol, stream, service, watcher).await;
             }
@@ -209,15 +286,34 @@ impl ProxyProtocols {
         let io = TokioIo::new(io);
         let ended = match protocol {
             Protocol::Http1 => {
-                watcher
-                    .watch(self.http1.serve_connection(io, service))
+                // One answer at a time: the connection has one watch, and a stalled
+                // answer closes the connection (dropping the answer and its upstream
+                // request).
+                let watch = StallWatch::new(self.stall_timeout);
+                let service = Watched {
+                    inner: service,
+                    streams: None,
+                };
+                let conn = watcher.watch(self.http1.serve_connection(io, service));
+                WATCH
+                    .scope(Arc::clone(&watch), async {
+                        tokio::select! {
+                            ended = conn => ended,
+                            () = watch.stalled() => {
+                                self.metrics.client_stalls.inc();
+                                tracing::debug!("HTTP/1 client read nothing for the client stall timeout: connection closed");
+                                Ok(())
+                            }
+                        }
+                    })
                     .await
             }
             Protocol::Http2 => {
+                // Each stream is watched in its own task (see [`StreamExecutor`]).
                 let streams = Arc::new(OpenStreams::default());
-                let service = Tracked {
+                let service = Watched {
                     inner: service,
-                    streams: Arc::clone(&streams),
+                    streams: Some(Arc::clone(&streams)),
                 };
                 let conn = watcher.watch(self.http2.serve_connection(io, service));
                 tokio::select! {
@@ -283,48 +379,191 @@ impl Drop for StreamGuard {
     }
 }
 
-/// A service that counts its open streams in [`OpenStreams`].
-struct Tracked<S> {
-    inner: S,
-    streams: Arc<OpenStreams>,
+tokio::task_local! {
+    /// The stall watch of the task serving answers: an HTTP/1 connection's, or an
+    /// HTTP/2 stream's (each stream runs in its own task).
+    static WATCH: Arc<StallWatch>;
 }
 
-type TrackedFuture<B, E> =
-    Pin<Box<dyn Future<Output = Result<http::Response<TrackedBody<B>>, E>> + Send>>;
+/// Whether the answer being served waits for its client, and since when. An answer
+/// waits from the moment its head or one of its body frames is handed to hyper until
+/// hyper asks for the next frame: hyper asks only once the client took what it had
+/// (HTTP/1: the socket and a bounded write buffer have room; HTTP/2: the stream has
+/// window). Waiting for the upstream is not waiting for the client.
+pub struct StallWatch {
+    timeout: Duration,
+    state: std::sync::Mutex<WatchState>,
+    started: Notify,
+}
 
-impl<S, B> Service<http::Request<Incoming>> for Tracked<S>
+#[derive(Default)]
+struct WatchState {
+    waiting_since: Option<tokio::time::Instant>,
+    /// The request of the answer being served, marked when it is cut.
+    mark: Option<ClientStall>,
+}
+
+impl StallWatch {
+    fn new(timeout: Duration) -> Arc<StallWatch> {
+        Arc::new(StallWatch {
+            timeout,
+            state: std::sync::Mutex::default(),
+            started: Notify::new(),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, WatchState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An answer's head was handed to hyper.
+    fn answered(&self, mark: ClientStall) {
+        let mut s = self.state();
+        s.mark = Some(mark);
+        s.waiting_since = Some(tokio::time::Instant::now());
+        drop(s);
+        self.started.notify_one();
+    }
+
+    /// hyper asks for the next body frame.
+    fn asked(&self) {
+        self.state().waiting_since = None;
+    }
+
+    /// A body frame was handed to hyper.
+    fn handed(&self) {
+        let mut s = self.state();
+        let was_idle = s.waiting_since.is_none();
+        s.waiting_since = Some(tokio::time::Instant::now());
+        drop(s);
+        if was_idle {
+            self.started.notify_one();
+        }
+    }
+
+    /// The answer is over (its body dropped).
+    fn ended(&self) {
+        let mut s = self.state();
+        s.waiting_since = None;
+        s.mark = None;
+    }
+
+    /// Completes, with the answer's request marked, once an answer has waited for its
+    /// client for the timeout. Wakes once per timeout at most while answers flow.
+    async fn stalled(&self) {
+        loop {
+            let since = self.state().waiting_since;
+            match since {
+                None => self.started.notified().await,
+                Some(t) => {
+                    let deadline = t + self.timeout;
+                    if tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep_until(deadline).await;
+                        continue;
+                    }
+                    if let Some(mark) = &self.state().mark {
+                        mark.mark();
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Runs each HTTP/2 stream in its own task with its own [`StallWatch`]: a stream whose
+/// client gives it no window for the stall timeout is reset (its task dropped, with
+/// its answer and upstream request), and the connection's other streams go on.
+#[derive(Clone)]
+pub struct StreamExecutor {
+    stall_timeout: Duration,
+    stalls: prometheus::IntCounter,
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let watch = StallWatch::new(self.stall_timeout);
+        let stalls = self.stalls.clone();
+        tokio::spawn(WATCH.scope(Arc::clone(&watch), async move {
+            tokio::select! {
+                () = fut => {}
+                () = watch.stalled() => {
+                    stalls.inc();
+                    tracing::debug!("HTTP/2 client gave a stream no window for the client stall timeout: stream reset");
+                }
+            }
+        }));
+    }
+}
+
+/// A service whose answers are watched for stalled clients ([`StallWatch`]) and, under
+/// HTTP/2, counted in [`OpenStreams`].
+struct Watched<S> {
+    inner: S,
+    streams: Option<Arc<OpenStreams>>,
+}
+
+type WatchedFuture<B, E> =
+    Pin<Box<dyn Future<Output = Result<http::Response<WatchedBody<B>>, E>> + Send>>;
+
+impl<S, B> Service<http::Request<Incoming>> for Watched<S>
 where
     S: Service<http::Request<Incoming>, Response = http::Response<B>>,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
-    type Response = http::Response<TrackedBody<B>>;
+    type Response = http::Response<WatchedBody<B>>;
     type Error = S::Error;
-    type Future = TrackedFuture<B, S::Error>;
+    type Future = WatchedFuture<B, S::Error>;
 
-    fn call(&self, req: http::Request<Incoming>) -> Self::Future {
-        let guard = StreamGuard::open(&self.streams);
+    fn call(&self, mut req: http::Request<Incoming>) -> Self::Future {
+        let guard = self.streams.as_ref().map(StreamGuard::open);
+        let mark = ClientStall::default();
+        req.extensions_mut().insert(mark.clone());
         let answer = self.inner.call(req);
         Box::pin(async move {
             let resp = answer.await?;
-            Ok(resp.map(|inner| TrackedBody {
+            // Polled in the task that serves the answer (the connection's, or the
+            // stream's), which has the watch.
+            let watch = WATCH.try_with(Arc::clone).ok().map(|w| {
+                w.answered(mark);
+                WatchGuard(w)
+            });
+            Ok(resp.map(|inner| WatchedBody {
                 inner,
+                watch,
                 _guard: guard,
             }))
         })
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that keeps its stream counted until it is dropped.
-    struct TrackedBody<B> {
-        #[pin]
-        inner: B,
-        _guard: StreamGuard,
+/// Ends the answer on its watch when the body is dropped.
+struct WatchGuard(Arc<StallWatch>);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.ended();
     }
 }
 
-impl<B: Body> Body for TrackedBody<B> {
+pin_project_lite::pin_project! {
+    /// A response body that tells its watch when hyper asks for a frame and when it
+    /// gets one, and keeps its stream counted until it is dropped.
+    struct WatchedBody<B> {
+        #[pin]
+        inner: B,
+        watch: Option<WatchGuard>,
+        _guard: Option<StreamGuard>,
+    }
+}
+
+impl<B: Body> Body for WatchedBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -332,7 +571,15 @@ impl<B: Body> Body for TrackedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        if let Some(w) = this.watch.as_ref() {
+            w.0.asked();
+        }
+        let polled = this.inner.poll_frame(cx);
+        if let (Some(w), Poll::Ready(Some(Ok(_)))) = (this.watch.as_ref(), &polled) {
+            w.0.handed();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

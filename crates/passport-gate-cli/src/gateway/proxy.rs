@@ -2,7 +2,9 @@
 //! headers only with an accepted passport, client-sent identity headers dropped and the
 //! verified identity set (section [`super::identity`]), client copies of the upstream
 //! credential dropped and the gateway's own added (section [`super::upstream_auth`]),
-//! `X-Forwarded-For` and `Forwarded` added;
+//! `X-Forwarded-For` and `Forwarded` added, `X-Real-IP` and `True-Client-IP` set to the
+//! peer, request trailers dropped; an HTTP/2 upstream's own stream limit enforced like
+//! `max_upstream_requests`;
 //! the response streamed back as it arrives, with redirects to the upstream's own
 //! address turned into paths on the gateway.
 
@@ -11,6 +13,7 @@ use super::error::GatewayError;
 use super::identity::IdentityHeaders;
 use super::settings::Upstream;
 use super::upstream_auth::UpstreamCredential;
+use crate::transport::h2_settings::{PeerStreamLimit, ReadSettings};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
@@ -163,7 +166,47 @@ fn hide_upstream_origin(headers: &mut HeaderMap, upstream: &Upstream) {
     }
 }
 
-/// Appends the client to `X-Forwarded-For` and `Forwarded` (RFC 7239).
+/// The client's `Host` as the gateway repeats it in `X-Forwarded-Host` and in the
+/// `host=` of `Forwarded`: only a plain `host[:port]` (a name of letters, digits, `-`,
+/// `.`, `_` and `~`, or a bracketed IPv6 literal, and a port of digits). Anything else
+/// (`,` or `;` that would start another element or parameter, spaces, quotes, user
+/// info, percent-escapes) is not repeated at all: the upstream then sees no
+/// client-chosen host.
+fn forwardable_host(host: &HeaderValue) -> Option<&str> {
+    let h = host.to_str().ok()?;
+    let port = if let Some(rest) = h.strip_prefix('[') {
+        let (literal, after) = rest.split_once(']')?;
+        let ipv6 = |b: u8| b.is_ascii_hexdigit() || b == b':' || b == b'.';
+        if literal.is_empty() || !literal.bytes().all(ipv6) {
+            return None;
+        }
+        match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':')?),
+        }
+    } else {
+        let (name, port) = match h.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (h, None),
+        };
+        let reg_name = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+        if name.is_empty() || !name.bytes().all(reg_name) {
+            return None;
+        }
+        port
+    };
+    let digits = |p: &str| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+    port.is_none_or(digits).then_some(h)
+}
+
+/// Headers through which proxies and CDNs name the client's address. The gateway sets
+/// them to the peer's address, as it appends the peer to `X-Forwarded-For`: a client's
+/// own value never reaches the upstream, which may read them as the truth.
+const CLIENT_IP_HEADERS: [&str; 2] = ["x-real-ip", "true-client-ip"];
+
+/// Appends the client to `X-Forwarded-For` and `Forwarded` (RFC 7239), and sets
+/// `X-Real-IP` and `True-Client-IP` to it. `host` goes into `Forwarded` only when
+/// [`forwardable_host`] accepts it.
 fn add_forwarded(
     headers: &mut HeaderMap,
     peer: SocketAddr,
@@ -178,16 +221,20 @@ fn add_forwarded(
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert("x-forwarded-for", v);
     }
+    for name in CLIENT_IP_HEADERS {
+        headers.remove(name);
+        if let Ok(v) = HeaderValue::from_str(&ip) {
+            headers.insert(name, v);
+        }
+    }
     let node = if peer.is_ipv6() {
         format!("\"[{ip}]\"")
     } else {
         ip
     };
     let mut element = format!("for={node};proto={proto}");
-    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
-        if !h.contains(['"', '\\']) {
-            element.push_str(&format!(";host=\"{h}\""));
-        }
+    if let Some(h) = host.and_then(forwardable_host) {
+        element.push_str(&format!(";host=\"{h}\""));
     }
     let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {element}"),
@@ -242,14 +289,62 @@ where
     Ok(body)
 }
 
+pin_project_lite::pin_project! {
+    /// A request body forwarded without its trailers. A trailer field can carry any
+    /// name, including the passport, identity and forwarding headers the gateway
+    /// removes from the head (section [`super::identity`]), so none is forwarded (spec
+    /// section 7.4); the data frames pass as they are.
+    struct WithoutTrailers<B> {
+        #[pin]
+        body: B,
+    }
+}
+
+impl<B: Body> Body for WithoutTrailers<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let mut body = self.project().body;
+        loop {
+            match std::task::ready!(body.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) if frame.is_trailers() => {
+                    tracing::debug!("request trailers dropped");
+                }
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The upstream connector: TLS or not, each HTTP/2 connection followed for the
+/// upstream's stream limit.
+type Connector = ReadSettings<HttpsConnector<HttpConnector>>;
+
 struct Shared<B> {
-    client: Client<HttpsConnector<HttpConnector>, PassportBody<B>>,
+    client: Client<Connector, WithoutTrailers<PassportBody<B>>>,
     upstream: Upstream,
     response_timeout: Duration,
     identity: IdentityHeaders,
     listener_tls: bool,
     /// Requests with the upstream, at most `server.max_upstream_requests`.
     in_flight: Arc<Semaphore>,
+    /// `server.max_upstream_requests`.
+    max_requests: usize,
+    /// With an HTTP/2 upstream, the streams it accepts at once: hyper sends every
+    /// request on one connection and would queue the excess until the response timeout.
+    upstream_streams: Option<PeerStreamLimit>,
     version: http::Version,
     errors: crate::transport::tls::UpstreamErrors,
     upstream_auth: Option<UpstreamCredential>,
@@ -325,6 +420,11 @@ where
                 http::Version::HTTP_11,
             )
         };
+        let upstream_streams = settings.http2.then(PeerStreamLimit::default);
+        let connector = ReadSettings {
+            inner: connector,
+            limit: upstream_streams.clone(),
+        };
         let mut client = Client::builder(TokioExecutor::new());
         // The read buffer of each upstream connection is bounded: a client that never
         // reads a large answer must hold little more than this (hyper's default lets the
@@ -343,6 +443,8 @@ where
                 identity,
                 listener_tls,
                 in_flight: Arc::new(Semaphore::new(settings.max_requests)),
+                max_requests: settings.max_requests,
+                upstream_streams,
                 version,
                 errors: settings.errors,
                 upstream_auth,
@@ -481,7 +583,7 @@ where
             parts
                 .headers
                 .insert("x-forwarded-proto", HeaderValue::from_static(proto));
-            if let Some(h) = host {
+            if let Some(h) = host.filter(|h| forwardable_host(h).is_some()) {
                 parts.headers.insert("x-forwarded-host", h);
             }
             parts.uri = uri;
@@ -496,12 +598,28 @@ where
             // Anyone can fill these slots on purpose: the refusal is marked as shed for
             // capacity, which releases the replay record only where the operator chose
             // so (`[replay] release_on_upstream_busy`, spec section 7.1).
-            let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
+            let busy = || {
                 let mut resp = GatewayError::UpstreamBusy.http_response();
                 resp.extensions_mut()
                     .insert(passport_gate::replay::ShedForCapacity);
-                return Ok(resp);
+                Ok(resp)
             };
+            let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
+                return busy();
+            };
+            // An HTTP/2 upstream's own stream limit is the bound when it is the smaller:
+            // beyond it the request is refused now (its replay record kept unless the
+            // operator chose otherwise, as above), not queued towards a 504. Concurrent callers may both count each other and
+            // refuse; none is admitted past the limit.
+            if let Some(limit) = &shared.upstream_streams {
+                let with_upstream = shared
+                    .max_requests
+                    .saturating_sub(shared.in_flight.available_permits());
+                if with_upstream > limit.get() {
+                    drop(permit);
+                    return busy();
+                }
+            }
             let body = match credential {
                 Some(auth) => {
                     match with_credential(auth, &mut parts.headers, body, shared.response_timeout)
@@ -518,6 +636,7 @@ where
                 }
                 None => body,
             };
+            let body = WithoutTrailers { body };
             let sent = shared.client.request(Request::from_parts(parts, body));
             let mut response = match tokio::time::timeout(shared.response_timeout, sent).await {
                 Ok(Ok(resp)) => {
@@ -621,6 +740,50 @@ mod tests {
     }
 
     #[test]
+    fn only_a_plain_host_and_port_is_forwarded() {
+        for ok in [
+            "gw.local",
+            "gw.local:8080",
+            "GW-1.example_x~",
+            "127.0.0.1:1",
+            "[::1]",
+            "[2001:db8::1]:443",
+        ] {
+            assert_eq!(
+                forwardable_host(&HeaderValue::from_static(ok)),
+                Some(ok),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "",
+            "a,b",
+            "a;proto=https",
+            "a b",
+            "\"a\"",
+            "a\\b",
+            "u@a",
+            "a%2e",
+            "a:",
+            "a:123456",
+            "a:8x",
+            ":80",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "[::1]:",
+            "[g::1]",
+            "a:1:2",
+        ] {
+            assert_eq!(
+                forwardable_host(&HeaderValue::from_str(bad).unwrap()),
+                None,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn forwarded_headers_are_appended() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
@@ -635,6 +798,24 @@ mod tests {
             h[header::FORWARDED],
             "for=127.0.0.2;proto=http;host=\"gw.local\""
         );
+        assert_eq!(h["x-real-ip"], "127.0.0.2");
+        assert_eq!(h["true-client-ip"], "127.0.0.2");
+        let mut h = HeaderMap::new();
+        h.append("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        h.append("x-real-ip", HeaderValue::from_static("7.7.7.7"));
+        h.insert("true-client-ip", HeaderValue::from_static("6.6.6.6"));
+        add_forwarded(
+            &mut h,
+            "127.0.0.2:5000".parse().unwrap(),
+            "http",
+            Some(&HeaderValue::from_static("gw.local, for=6.6.6.6")),
+        );
+        assert_eq!(
+            h.get_all("x-real-ip").iter().collect::<Vec<_>>(),
+            ["127.0.0.2"]
+        );
+        assert_eq!(h["true-client-ip"], "127.0.0.2");
+        assert_eq!(h[header::FORWARDED], "for=127.0.0.2;proto=http");
         let mut h = HeaderMap::new();
         add_forwarded(&mut h, "[::1]:5000".parse().unwrap(), "https", None);
         assert_eq!(h[header::FORWARDED], "for=\"[::1]\";proto=https");

@@ -114,6 +114,7 @@ pub async fn run(
     let protocols = Arc::new(ProxyProtocols::new(
         &proxy_limits,
         &h2_limits,
+        config.client_stall_timeout,
         listener_tls,
         transport.clone(),
     ));

@@ -73,6 +73,8 @@ pub struct Settings {
     pub response_timeout: Duration,
     /// The upstream connection pool and protocol.
     pub upstream_pool: UpstreamPool,
+    /// `server.client_stall_timeout_ms`.
+    pub client_stall_timeout: Duration,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
     /// The response header carrying the upstream's inference id.

@@ -293,6 +293,8 @@ pub struct TransportMetrics {
     handshake_failures: prometheus::IntCounterVec,
     /// Listener certificate reloads by `result` (`ok`, `failed`).
     pub certificate_reloads: prometheus::IntCounterVec,
+    /// Answers cut because their client stopped reading (`server.client_stall_timeout_ms`).
+    pub client_stalls: prometheus::IntCounter,
 }
 
 impl TransportMetrics {
@@ -317,6 +319,10 @@ impl TransportMetrics {
                 "Reloads of the listener certificate from disk, by result (ok, failed)",
                 "result",
             )?,
+            client_stalls: prometheus::IntCounter::new(
+                "passport_gate_client_stalls_total",
+                "Answers cut because their client read nothing for server.client_stall_timeout_ms (the upstream request was released)",
+            )?,
         };
         for r in ["connect", "tls", "protocol"] {
             m.upstream_errors.with_label_values(&[r]);
@@ -330,6 +336,7 @@ impl TransportMetrics {
         registry.register(Box::new(m.upstream_errors.clone()))?;
         registry.register(Box::new(m.handshake_failures.clone()))?;
         registry.register(Box::new(m.certificate_reloads.clone()))?;
+        registry.register(Box::new(m.client_stalls.clone()))?;
         Ok(m)
     }
 

@@ -18,6 +18,7 @@ mod parity_gateway;
 mod replay_retry;
 mod replay_store;
 mod requester;
+mod transport_bounds;
 mod transports;
 mod upstream_auth;
 mod wallet_api;

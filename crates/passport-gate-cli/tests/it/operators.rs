@@ -646,13 +646,13 @@ async fn the_example_config_as_shipped_serves_the_echo_upstream() {
     assert!(ready);
 }
 
-/// The TOML block under the README's "Devshard sidecar" heading.
+/// The TOML block under the operator guide's "Devshard sidecar" heading (docs/operators.md).
 fn readme_devshard_config() -> String {
-    let readme = include_str!("../../../../README.md");
+    let readme = include_str!("../../../../docs/operators.md");
     let section = readme
-        .split("### Devshard sidecar")
+        .split("## Devshard sidecar")
         .nth(1)
-        .expect("README has a Devshard sidecar section");
+        .expect("docs/operators.md has a Devshard sidecar section");
     section
         .split("```toml\n")
         .nth(1)

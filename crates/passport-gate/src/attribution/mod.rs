@@ -121,6 +121,11 @@ pub struct AttributionEvent {
     /// with `status`. Omitted when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub client_disconnected: bool,
+    /// The answer was cut because its client stopped reading it for the server's
+    /// client stall timeout (the upstream connection was then released). Omitted when
+    /// false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_stalled: bool,
     /// `refused` for a refused request; omitted for an accepted one.
     #[serde(default, skip_serializing_if = "Outcome::is_accepted")]
     pub outcome: Outcome,
@@ -147,6 +152,24 @@ pub struct AttributionEvent {
     /// The upstream's OpenAI `usage.total_tokens`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_tokens: Option<u64>,
+}
+
+/// Marks the request whose answer the server cut because its client stopped reading.
+/// The server puts one in each request's extensions and marks it when it cuts the
+/// answer; the layer's event for that request is then `client_stalled`.
+#[derive(Clone, Debug, Default)]
+pub struct ClientStall(Arc<std::sync::atomic::AtomicBool>);
+
+impl ClientStall {
+    /// Records that the answer was cut for a stalled client.
+    pub fn mark(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether [`ClientStall::mark`] was called.
+    pub fn is_marked(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 /// A fresh 128-bit random identifier in hex.

@@ -131,6 +131,8 @@ pub struct EventOnEnd {
     /// Held until the event is queued (the layer's count of forwarded requests whose
     /// event is still to come, which shutdown waits for).
     _hold: Box<dyn Send + Sync>,
+    /// Marked when the server cut the answer for a stalled client.
+    stall: Option<super::ClientStall>,
 }
 
 impl std::fmt::Debug for EventOnEnd {
@@ -154,7 +156,13 @@ impl EventOnEnd {
             event: Some(event),
             scan,
             _hold: hold,
+            stall: None,
         }
+    }
+
+    /// Marks the event `client_stalled` if `stall` is marked by the time it is queued.
+    pub fn watch_stall(&mut self, stall: super::ClientStall) {
+        self.stall = Some(stall);
     }
 
     /// Takes note of one chunk of the body.
@@ -171,6 +179,13 @@ impl EventOnEnd {
                 event.prompt_tokens = u.prompt_tokens;
                 event.completion_tokens = u.completion_tokens;
                 event.total_tokens = u.total_tokens;
+            }
+            if self
+                .stall
+                .as_ref()
+                .is_some_and(super::ClientStall::is_marked)
+            {
+                event.client_stalled = true;
             }
             self.scan = UsageScan { scan: Scan::Off };
             self.sender.emit(event);

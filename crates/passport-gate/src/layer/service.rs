@@ -197,6 +197,10 @@ where
             .map_or_else(|| parts.uri.path().to_owned(), |p| p.0.clone());
         (parts.method.clone(), path)
     });
+    let stall = parts
+        .extensions
+        .get::<crate::attribution::ClientStall>()
+        .cloned();
     parts.extensions.insert(agent.clone());
     if let Some(r) = &requester {
         parts.extensions.insert(super::BoundRequester(r.clone()));
@@ -247,7 +251,10 @@ where
                 client_disconnected,
             );
             let scan = UsageScan::for_response(response.headers());
-            let on_end = EventOnEnd::new(sender.clone(), event, scan, Box::new(running));
+            let mut on_end = EventOnEnd::new(sender.clone(), event, scan, Box::new(running));
+            if let Some(stall) = stall {
+                on_end.watch_stall(stall);
+            }
             response.map(|b| PassportBody::metered(b, Box::new(on_end)))
         });
         let _ = answer.send(result);
