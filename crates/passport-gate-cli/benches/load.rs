@@ -825,7 +825,7 @@ async fn replay_phase(
             (all, errors)
         }
     };
-    let (_, warmup_errors) = run("warm", 5.0).await;
+    let (warmup, warmup_errors) = run("warm", 5.0).await;
     assert_eq!(warmup_errors, 0, "errors during warm-up");
     let rss_start_kib = rss_kib(gateway.child.id());
     let started = Instant::now();
@@ -850,11 +850,13 @@ async fn replay_phase(
         ReplayPhase::Memory => print_row("replay on, memory store", &figures),
         ReplayPhase::Disk => {
             print_row("replay on, disk store", &figures);
+            // Every request of the warm-up and the run wrote a record (the failures too,
+            // when they failed after their record was written).
+            let records = warmup.len() + all.len() + errors;
             let size = std::fs::metadata(dir.join("replay.redb")).map_or(0, |m| m.len());
             println!(
-                "  disk store: replay.redb {size} bytes after about {} records ({} bytes per record)",
-                all.len() + errors,
-                size / (all.len() + errors).max(1) as u64
+                "  disk store: replay.redb {size} bytes after {records} records, warm-up included ({} bytes per record)",
+                size / records.max(1) as u64
             );
         }
     }
