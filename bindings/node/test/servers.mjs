@@ -88,6 +88,11 @@ chain_id = "${CHAIN}"
 mode = "required"
 replay_protection = true
 
+# Records on disk in the test's directory; the SDK's retry after an upstream 503 goes through.
+[replay]
+data_dir = "${dir}"
+release_on_retryable = true
+
 [attribution]
 file = "${join(dir, 'attribution.jsonl')}"
 `,

@@ -37,9 +37,10 @@ class PassportAuth(*_bases):  # type: ignore[misc]
 
     Retries (the openai SDK's, after a connection error, 429 or 5xx) re-send the same
     method, URI, body and passport, so the signature is the same: the gateway counts them
-    as one request. It does not consume the replay record when the upstream was not
-    reached or answered 429/503 before any body byte, so those retries go through; any
-    other answer burns it (a retry then gets 401 ``request_replayed``). Identical body, URI
+    as one request. With the gateway's ``[replay] release_on_retryable = true`` it does
+    not consume the replay record when the upstream was not reached or answered 429/503
+    before any body byte, so those retries go through; by default, and after any other
+    answer, the record is burnt (a retry then gets 401 ``request_replayed``). Identical body, URI
     and passport are one request: to send the same prompt twice on purpose, give each call
     its own nonce, which the SDK keeps for that call's retries
     (``extra_query={"aps_nonce": uuid.uuid4().hex}``).

@@ -103,6 +103,11 @@ chain_id = "{CHAIN}"
 mode = "required"
 replay_protection = true
 
+# Records on disk in the test's directory; the SDK's retry after an upstream 503 goes through.
+[replay]
+data_dir = "{tmp}"
+release_on_retryable = true
+
 [attribution]
 file = "{tmp / 'attribution.jsonl'}"
 {extra}""")

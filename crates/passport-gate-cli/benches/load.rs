@@ -6,6 +6,10 @@
 //! Also reports the gateway's resident memory after a 5 s warm-up at full concurrency and
 //! at the end of each phase, and counts every answer that is not 200 as an error.
 //!
+//! Two replay phases follow (replay protection on, every request new, signed by the
+//! client as it goes): the in-process store, then the disk store, whose accepted requests
+//! each wait for their group's commit (an fsync); it prints the database size per record.
+//!
 //! A last, separate phase runs with TLS both ways (client to gateway over TLS, gateway to
 //! an `https://` upstream: the echo upstream behind a TLS front), certificates made at
 //! start with rcgen.
@@ -701,6 +705,9 @@ fn main() {
                 with_passports = rps;
             }
         }
+        for store in [ReplayPhase::Memory, ReplayPhase::Disk] {
+            replay_phase(upstream.addr, store, passports, connections, seconds).await;
+        }
         tls_phase(upstream.addr, passports, requests, connections, seconds).await;
         (with_passports, naive)
     });
@@ -728,6 +735,161 @@ fn print_row(name: &str, f: &Figures) {
         f.rss_start_kib,
         f.rss_end_kib
     );
+}
+
+// The replay phases (issue 22 item 3): what each accepted request costs the replay store.
+
+/// Where the replay phase keeps its records.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReplayPhase {
+    /// `[replay] store = "memory"`.
+    Memory,
+    /// `[replay] store = "disk"`: every accepted request waits for its group's commit.
+    Disk,
+}
+
+/// Replay protection on, every request new (a counter in the query, signed by the client
+/// as it goes, the same for both stores), against the in-process store and then the disk
+/// store: the difference is what durability costs an accepted request. The disk phase
+/// also prints the database's size per record written.
+async fn replay_phase(
+    upstream: SocketAddr,
+    store: ReplayPhase,
+    passports: usize,
+    connections: usize,
+    seconds: u64,
+) {
+    let dir = std::env::temp_dir().join(format!("pg-load-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let table = match store {
+        ReplayPhase::Memory => "[replay]\nstore = \"memory\"\n".to_owned(),
+        ReplayPhase::Disk => format!("[replay]\ndata_dir = {:?}\n", dir.display().to_string()),
+    };
+    // Skew 0, and passports minted a second after the start: the memory store refuses
+    // every passport issued before it started.
+    let gateway = start_gateway(
+        upstream,
+        true,
+        100_000,
+        &format!("clock_skew_seconds = 0\nreplay_protection = true\nreplay_cache_capacity = 10000000\nreplay_records_per_principal = 100000000\n{table}"),
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let signers = Arc::new(signers(passports));
+    let url = format!("http://{}", gateway.listen);
+    let client = http_client(connections);
+    let run = |tag: &'static str, seconds: f64| {
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let tasks: Vec<_> = (0..connections)
+            .map(|c| {
+                let (client, signers, url) = (client.clone(), Arc::clone(&signers), url.clone());
+                tokio::spawn(async move {
+                    let body = Bytes::from_static(
+                        br#"{"model":"echo-1","messages":[{"role":"user","content":"say something short"}]}"#,
+                    );
+                    let (mut latencies, mut errors, mut n) = (Vec::new(), 0usize, 0usize);
+                    while Instant::now() < deadline {
+                        let signer = &signers[(c + n) % signers.len()];
+                        let target = format!("{PATH}?n={tag}-{c}-{n}");
+                        n += 1;
+                        let sig = signer.sign("POST", &target, &body).unwrap();
+                        let req = http::Request::post(format!("{url}{target}"))
+                            .header("content-type", "application/json")
+                            .header("x-agent-passport", signer.passport())
+                            .header("x-agent-sig", sig)
+                            .body(Full::new(body.clone()))
+                            .unwrap();
+                        let t = Instant::now();
+                        match client.request(req).await {
+                            Ok(resp) if resp.status() == 200 => {
+                                if resp.into_body().collect().await.is_ok() {
+                                    latencies.push(t.elapsed().as_micros());
+                                } else {
+                                    errors += 1;
+                                }
+                            }
+                            _ => errors += 1,
+                        }
+                    }
+                    (latencies, errors)
+                })
+            })
+            .collect::<Vec<_>>();
+        async move {
+            let (mut all, mut errors) = (Vec::new(), 0);
+            for t in tasks {
+                let (l, e) = t.await.unwrap();
+                all.extend(l);
+                errors += e;
+            }
+            (all, errors)
+        }
+    };
+    let (warmup, warmup_errors) = run("warm", 5.0).await;
+    assert_eq!(warmup_errors, 0, "errors during warm-up");
+    let rss_start_kib = rss_kib(gateway.child.id());
+    let started = Instant::now();
+    let (mut all, errors) = run("run", seconds as f64).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    let figures = Figures {
+        requests: all.len(),
+        errors,
+        seconds: elapsed,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        rss_start_kib,
+        rss_end_kib: rss_kib(gateway.child.id()),
+    };
+    match store {
+        ReplayPhase::Memory => print_row("replay on, memory store", &figures),
+        ReplayPhase::Disk => {
+            print_row("replay on, disk store", &figures);
+            // Every request of the warm-up and the run wrote a record (the failures too,
+            // when they failed after their record was written).
+            let records = warmup.len() + all.len() + errors;
+            let size = std::fs::metadata(dir.join("replay.redb")).map_or(0, |m| m.len());
+            println!(
+                "  disk store: replay.redb {size} bytes after {records} records, warm-up included ({} bytes per record)",
+                size / records.max(1) as u64
+            );
+        }
+    }
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `count` agent signers, each with a passport issued now (valid an hour) by one principal.
+fn signers(count: usize) -> Vec<AgentSigner> {
+    let principal = PrincipalSecret::from_bytes(&[0x95; 32]).unwrap();
+    let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
+    (0..count)
+        .map(|i| {
+            let mut seed = [0x96u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let agent = AgentSecret::from_bytes(&seed);
+            let passport = PassportSpec {
+                chain_id: CHAIN.into(),
+                agent_id: format!("urn:aps:agent:replay-{i}"),
+                agent_key: agent.public_key(),
+                principal_key: principal.public_key(),
+                address_prefix: "gonka".into(),
+                issued_at: now,
+                expires_at: now.plus_seconds(3600),
+                not_before: None,
+                allowed_models: None,
+                beneficiary: None,
+            }
+            .mint(&principal, 3600)
+            .unwrap();
+            AgentSigner::new(agent, &passport, CHAIN).unwrap()
+        })
+        .collect()
 }
 
 // The TLS phase (issue 11).

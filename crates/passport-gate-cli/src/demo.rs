@@ -60,10 +60,17 @@ pub async fn run() -> Result<u8, String> {
     let events =
         std::env::temp_dir().join(format!("passport-gate-demo-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&events);
+    // The replay records of this run only (the disk store, in a fresh directory).
+    let records =
+        std::env::temp_dir().join(format!("passport-gate-demo-{}-replay", std::process::id()));
+    let _ = std::fs::remove_dir_all(&records);
+    std::fs::create_dir_all(&records)
+        .map_err(|e| format!("cannot create {}: {e}", records.display()))?;
     let toml = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{}\"\ninference_id_header = \"x-inference-id\"\nshutdown_grace_seconds = 5\n\n[agent_envelope]\nenabled = true\nchain_id = \"{CHAIN}\"\nreplay_protection = true\n\n[attribution]\nfile = {:?}\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{}\"\ninference_id_header = \"x-inference-id\"\nshutdown_grace_seconds = 5\n\n[agent_envelope]\nenabled = true\nchain_id = \"{CHAIN}\"\nreplay_protection = true\n\n[attribution]\nfile = {:?}\n\n[replay]\ndata_dir = {:?}\n",
         upstream.addr(),
-        events.display().to_string()
+        events.display().to_string(),
+        records.display().to_string()
     );
     let mut config = GatewayConfig::from_toml(&toml)?;
     config.apply(Overrides::default());

@@ -104,14 +104,56 @@ pub(super) fn unexpressed_before(k: &Keys, out: &mut Vec<Vector>) {
         c.replay_store = Some(VectorReplayStore::Bounded(ReplayStoreCapacity {
             capacity: 1,
         }));
-        let other = body("llama-3.1-8b");
+        // Another principal's request: the first principal's own would meet its quota
+        // (at most a tenth of the capacity, at least one record) before the capacity.
+        let mut v = envelope(k);
+        v["principal_address"] = serde_json::json!(Keys::address(&k.other_principal));
+        v["principal_pubkey"]["public_key"] =
+            serde_json::json!(k.other_principal.public_key().to_base64());
+        let theirs = seal(v, &k.other_principal);
         out.push(vector(
             "replay-store-full",
-            "a store holding at most one live record accepts one request, then refuses a new one with replay_store_full rather than forget the first",
+            "a store holding at most one live record accepts one request, then refuses another principal's new one with replay_store_full rather than forget the first",
             c,
             vec![
                 step(signed(k, &valid, URI, &b), ok.clone()),
-                step(signed(k, &valid, URI, &other), rejected("replay_store_full")),
+                step(signed(k, &theirs, URI, &b), rejected("replay_store_full")),
+            ],
+        ));
+        // One principal cannot fill a bounded store: its quota is at most a tenth of the
+        // capacity, whatever replay_records_per_principal says (here the default, 10000).
+        let mut c = config();
+        c.replay_protection = Some(true);
+        c.replay_store = Some(VectorReplayStore::Bounded(ReplayStoreCapacity {
+            capacity: 20,
+        }));
+        let third = body("llama-3.1-8b");
+        let fourth = body("mistral-7b");
+        out.push(vector(
+            "replay-quota-a-tenth-of-the-capacity",
+            "with replay_cache_capacity = 20 and the default replay_records_per_principal, one principal holds at most 2 live records (a tenth of the capacity): its third new request is 429 replay_quota_exceeded, and another principal is still served",
+            c,
+            vec![
+                step(signed(k, &valid, URI, &b), ok.clone()),
+                step(
+                    signed(k, &valid, URI, &third),
+                    accepted(&valid, agent_id, &p_addr, "llama-3.1-8b", None, &third),
+                ),
+                step(
+                    signed(k, &valid, URI, &fourth),
+                    rejected("replay_quota_exceeded"),
+                ),
+                step(
+                    signed(k, &theirs, URI, &b),
+                    accepted(
+                        &theirs,
+                        agent_id,
+                        &Keys::address(&k.other_principal),
+                        MODEL,
+                        None,
+                        &b,
+                    ),
+                ),
             ],
         ));
     }

@@ -104,6 +104,10 @@ pub enum Rejection {
     RevocationsUnavailable,
     /// This exact signed request was already accepted while its passport is valid.
     RequestReplayed,
+    /// The passport was issued before the gateway started, and the gateway keeps no
+    /// replay records across a restart: a request accepted before it could be accepted
+    /// again. Refused until the passport expires; mint a new one.
+    PassportPredatesStart,
     /// The replay store could not be asked; retry later.
     ReplayStoreUnavailable,
     /// The in-process replay store is full of live records; retry later.
@@ -114,7 +118,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every variant, in verification order.
-    pub const ALL: [Rejection; 47] = [
+    pub const ALL: [Rejection; 48] = [
         Rejection::SigHeaderMismatch,
         Rejection::HeaderMalformed,
         Rejection::PassportTooLarge,
@@ -157,6 +161,7 @@ impl Rejection {
         Rejection::RequesterSigInvalid,
         Rejection::RequesterSigReplayed,
         Rejection::RequesterSigStoreFull,
+        Rejection::PassportPredatesStart,
         Rejection::RequestReplayed,
         Rejection::ReplayStoreUnavailable,
         Rejection::ReplayStoreFull,
@@ -212,6 +217,7 @@ impl Rejection {
             Rejection::PassportRevoked => "passport_revoked",
             Rejection::RevocationsUnavailable => "revocations_unavailable",
             Rejection::RequestReplayed => "request_replayed",
+            Rejection::PassportPredatesStart => "passport_predates_start",
             Rejection::ReplayStoreUnavailable => "replay_store_unavailable",
             Rejection::ReplayStoreFull => "replay_store_full",
             Rejection::ReplayQuotaExceeded => "replay_quota_exceeded",
@@ -261,6 +267,7 @@ impl Rejection {
             | Rejection::PassportRequired
             | Rejection::PassportRevoked
             | Rejection::RequestReplayed
+            | Rejection::PassportPredatesStart
             | Rejection::RequesterSigMissing
             | Rejection::RequesterSigMalformed
             | Rejection::RequesterTransferAddressMismatch
@@ -363,6 +370,9 @@ impl Rejection {
             }
             Rejection::ReplayStoreUnavailable => {
                 "the replay store could not be reached; retry later"
+            }
+            Rejection::PassportPredatesStart => {
+                "the gateway restarted without its replay records and refuses passports issued before; mint a new one"
             }
             Rejection::ReplayStoreFull => "the replay store is full; retry later",
             Rejection::RequesterAddressInvalid => {

@@ -260,8 +260,13 @@ impl Default for RedisSection {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplayStoreKind {
-    /// In-process, per replica (bounded by `agent_envelope.replay_cache_capacity`).
+    /// On local disk in `replay.data_dir`, for one gateway: kept across restarts and
+    /// crashes (bounded by `agent_envelope.replay_cache_capacity`).
     #[default]
+    Disk,
+    /// In-process, per replica, forgotten at every restart: passports issued before the
+    /// start are refused until they expire (bounded by
+    /// `agent_envelope.replay_cache_capacity`).
     Memory,
     /// Redis, shared by every replica.
     Redis,
@@ -271,14 +276,25 @@ pub enum ReplayStoreKind {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplaySection {
-    /// `memory` (default) or `redis`.
+    /// `disk` (default), `memory` or `redis`.
     pub store: ReplayStoreKind,
+    /// The directory of the disk store (it must exist; the file `replay.redb` in it is
+    /// created when absent, never replaced).
+    pub data_dir: Option<PathBuf>,
     /// When Redis is unreachable: accept (true) or refuse with 503 (false, default).
     pub fail_open: bool,
     /// Use a Redis that can silently forget records (an eviction policy other than
     /// `noeviction`, no persistence, or `CONFIG` refused) instead of refusing to start;
     /// logged as a warning and counted on every connection (false, default).
     pub accept_forgetful_redis: bool,
+    /// Release a request's record after an answer showing it was not processed (the
+    /// upstream unreachable, or its 429 or 503), so that the same signed request may be
+    /// retried (false, default: a retry is refused `request_replayed`).
+    pub release_on_retryable: bool,
+    /// Also release it after the gateway's own 503 `upstream_busy`, which anyone can
+    /// cause by filling `server.max_upstream_requests` (false, default; needs
+    /// `release_on_retryable`).
+    pub release_on_upstream_busy: bool,
 }
 
 /// `[revocation]`.

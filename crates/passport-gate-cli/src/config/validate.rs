@@ -5,8 +5,8 @@ use super::error::ConfigError;
 use super::file::*;
 use crate::gateway::settings::{
     AccessLogTarget, AttributionSettings, AuditFile, BindingSettings, GrantSourceSettings, Http2,
-    RedisSettings, ReplaySettings, RevocationSettings, Route, ServerTls, Settings as Validated,
-    TracingSettings, Upstream, UpstreamPool, UpstreamProbe,
+    RedisSettings, ReplayBackend, ReplaySettings, RevocationSettings, Route, ServerTls,
+    Settings as Validated, TracingSettings, Upstream, UpstreamPool, UpstreamProbe,
 };
 use http::Method;
 use std::collections::HashSet;
@@ -168,6 +168,36 @@ impl ServerSection {
 }
 
 impl GatewayConfig {
+    /// The `[replay]` keys that depend on each other: the disk store needs its
+    /// directory (never guessed), the directory is for the disk store only, and releasing
+    /// on `upstream_busy` is a widening of `release_on_retryable`.
+    fn check_replay(&self, errors: &mut Vec<ConfigError>) {
+        let r = &self.replay;
+        let on = self.agent_envelope.replay_protection;
+        match (r.store, &r.data_dir) {
+            (ReplayStoreKind::Disk, None) if on => errors.push(ConfigError::new(
+                "replay.data_dir",
+                "required with agent_envelope.replay_protection = true and replay.store = \"disk\" (the default): an existing directory for replay.redb; or set replay.store = \"memory\" (passports issued before each start are then refused until they expire) or \"redis\"",
+            )),
+            (ReplayStoreKind::Disk, Some(d)) if d.as_os_str().is_empty() => errors.push(
+                ConfigError::new("replay.data_dir", "empty; name an existing directory"),
+            ),
+            (ReplayStoreKind::Memory | ReplayStoreKind::Redis, Some(_)) => {
+                errors.push(ConfigError::new(
+                    "replay.data_dir",
+                    "only used with replay.store = \"disk\"",
+                ))
+            }
+            _ => {}
+        }
+        if r.release_on_upstream_busy && !r.release_on_retryable {
+            errors.push(ConfigError::new(
+                "replay.release_on_upstream_busy",
+                "needs replay.release_on_retryable = true",
+            ));
+        }
+    }
+
     /// Checks every setting; returns one line per problem, each naming its key.
     pub fn validate(self) -> Result<Validated, Vec<ConfigError>> {
         let mut errors = Vec::new();
@@ -346,6 +376,7 @@ impl GatewayConfig {
                 ),
             ));
         }
+        self.check_replay(&mut errors);
         let mut redis = None;
         match &self.redis {
             Some(r) => {
@@ -526,10 +557,19 @@ impl GatewayConfig {
             accept_forgetful_redis: r.accept_forgetful_redis,
         });
         let replay = ReplaySettings {
-            redis: self.replay.store == ReplayStoreKind::Redis
-                && self.agent_envelope.replay_protection,
+            backend: match self.replay.store {
+                ReplayStoreKind::Memory => ReplayBackend::Memory,
+                ReplayStoreKind::Redis => ReplayBackend::Redis,
+                ReplayStoreKind::Disk => {
+                    ReplayBackend::Disk(self.replay.data_dir.clone().unwrap_or_default())
+                }
+            },
             accept_forgetful_redis: self.replay.accept_forgetful_redis,
             fail_open: self.replay.fail_open,
+            release: passport_gate::replay::ReleasePolicy {
+                on_retryable: self.replay.release_on_retryable,
+                on_upstream_busy: self.replay.release_on_upstream_busy,
+            },
         };
         let inference_id_header = self
             .server

@@ -8,12 +8,15 @@ use super::admission::Admission;
 use super::listener::{ConnectionLimits, Http2Limits};
 use super::metrics::GatewayMetrics;
 use super::routes::RouteTable;
-use super::settings::{AttributionSettings, BindingSettings, GrantSourceSettings, Settings};
+use super::settings::{
+    AttributionSettings, BindingSettings, GrantSourceSettings, ReplayBackend, Settings,
+};
 use super::start_error::StartError;
 use super::upstream_auth::UpstreamCredential;
 use super::{proxy, Proxy};
 use crate::transport::tls;
 use hyper::body::Incoming;
+use passport_core::time::Timestamp;
 use passport_gate::attribution::{
     AttributionQueue, AuditFileSink, JsonLinesSink, RedisStreamSink, Sink,
 };
@@ -24,7 +27,7 @@ use passport_gate::layer::{Binding, PassportLayer, RequesterSource};
 use passport_gate::metrics::Metrics;
 use passport_gate::principals::PrincipalAllowlist;
 use passport_gate::redis_client::{Durability, Keeps, Redis, RedisConfig, RedisError};
-use passport_gate::replay::RedisReplayStore;
+use passport_gate::replay::{DiskReplayStore, RedisReplayStore};
 use passport_gate::revocation::RevocationList;
 use prometheus::Registry;
 use std::sync::Arc;
@@ -124,17 +127,20 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, StartError> {
             .record_refusals(a.audit_file.as_ref().is_some_and(|f| f.refusals));
     }
     let mut stores = StoresHealth::default();
-    if let (true, Some(c)) = (config.replay.redis, redis_config) {
-        let store = replay_redis(c, config.replay.accept_forgetful_redis, &metrics).await?;
-        if !config.replay.fail_open {
-            stores.replay_redis = Some(Arc::clone(&store));
-        }
-        builder = builder.replay_store(Arc::new(
-            RedisReplayStore::new(store, &key_prefix)
-                .records_per_principal(config.envelope.replay_records_per_principal),
-        ));
+    if config.envelope.replay_protection {
+        builder = replay_store(
+            builder,
+            config,
+            redis_config,
+            &key_prefix,
+            &metrics,
+            &mut stores,
+        )
+        .await?;
     }
-    builder = builder.replay_fail_open(config.replay.fail_open);
+    builder = builder
+        .replay_fail_open(config.replay.fail_open)
+        .replay_release(config.replay.release);
     if let Some(r) = &config.revocation {
         let mut list = RevocationList::default();
         list.count_bad_lines_on(metrics.revocation_bad_lines.clone());
@@ -333,6 +339,57 @@ fn sinks(
     } else {
         Err(errors)
     }
+}
+
+/// The replay store `[replay]` names. The disk store is opened here, once: a directory
+/// that cannot be opened stops the start, naming the path. The in-process store forgets
+/// the records of earlier runs, so passports issued before this start (plus the clock
+/// skew, by which a passport may be ahead of the clock that accepted it) are refused.
+async fn replay_store(
+    builder: passport_gate::layer::PassportLayerBuilder,
+    config: &Settings,
+    redis_config: Option<&RedisConfig>,
+    key_prefix: &str,
+    metrics: &Metrics,
+    stores: &mut StoresHealth,
+) -> Result<passport_gate::layer::PassportLayerBuilder, StartError> {
+    let e = &config.envelope;
+    let capacity = usize::try_from(e.replay_cache_capacity).unwrap_or(usize::MAX);
+    Ok(match (&config.replay.backend, redis_config) {
+        (ReplayBackend::Redis, Some(c)) => {
+            let store = replay_redis(c, config.replay.accept_forgetful_redis, metrics).await?;
+            if !config.replay.fail_open {
+                stores.replay_redis = Some(Arc::clone(&store));
+            }
+            builder.replay_store(Arc::new(
+                RedisReplayStore::new(store, key_prefix)
+                    .records_per_principal(e.replay_records_per_principal),
+            ))
+        }
+        (ReplayBackend::Disk(dir), _) => {
+            let store = DiskReplayStore::open(
+                dir,
+                capacity,
+                e.replay_records_per_principal,
+                Timestamp::now(),
+            )
+            .map_err(StartError::ReplayDataDir)?;
+            tracing::info!(
+                path = %store.path().display(),
+                live_records = store.len(Timestamp::now()),
+                "replay store opened"
+            );
+            builder.replay_store(Arc::new(store))
+        }
+        (ReplayBackend::Memory | ReplayBackend::Redis, _) => {
+            let start = Timestamp::now().plus_seconds(e.clock_skew_seconds as i64);
+            tracing::warn!(
+                refused_until_expiry = %start.to_rfc3339(),
+                "replay store in memory: records of earlier runs are gone, so passports issued until this instant are refused (passport_predates_start)"
+            );
+            builder.replay_refuse_issued_until(start)
+        }
+    })
 }
 
 /// The replay store's own Redis client: every connection it opens first checks that the

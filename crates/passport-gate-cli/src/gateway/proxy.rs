@@ -612,18 +612,21 @@ where
             // One HTTP/2 client connection carries many streams, each needing its own
             // upstream connection: the descriptors and memory they hold are bounded here,
             // not by `max_connections`.
+            // Anyone can fill these slots on purpose: the refusal is marked as shed for
+            // capacity, which releases the replay record only where the operator chose
+            // so (`[replay] release_on_upstream_busy`, spec section 7.1).
             let busy = || {
                 let mut resp = GatewayError::UpstreamBusy.http_response();
                 resp.extensions_mut()
-                    .insert(passport_gate::replay::NotForwarded);
+                    .insert(passport_gate::replay::ShedForCapacity);
                 Ok(resp)
             };
             let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
                 return busy();
             };
             // An HTTP/2 upstream's own stream limit is the bound when it is the smaller:
-            // beyond it the request is refused now (its replay record released), not
-            // queued towards a 504. Concurrent callers may both count each other and
+            // beyond it the request is refused now (its replay record kept unless the
+            // operator chose otherwise, as above), not queued towards a 504. Concurrent callers may both count each other and
             // refuse; none is admitted past the limit.
             if let Some(limit) = &shared.upstream_streams {
                 let with_upstream = shared

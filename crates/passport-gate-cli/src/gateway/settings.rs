@@ -188,15 +188,29 @@ pub struct RedisSettings {
     pub key_prefix: String,
 }
 
+/// Where replay records are kept (with `agent_envelope.replay_protection`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplayBackend {
+    /// In memory, forgotten at a restart: passports issued before the start (plus the
+    /// clock skew) are refused.
+    Memory,
+    /// In `replay.redb` in this existing directory.
+    Disk(PathBuf),
+    /// In the shared Redis.
+    Redis,
+}
+
 /// The replay store.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplaySettings {
-    /// Keep replay records in the shared Redis (otherwise in memory, per replica).
-    pub redis: bool,
+    /// Where records are kept.
+    pub backend: ReplayBackend,
     /// Start with a Redis that can forget records.
     pub accept_forgetful_redis: bool,
-    /// Accept requests while Redis is unreachable.
+    /// Accept requests while the store is unreachable.
     pub fail_open: bool,
+    /// Which answers release a record.
+    pub release: passport_gate::replay::ReleasePolicy,
 }
 
 /// Where revocations come from.

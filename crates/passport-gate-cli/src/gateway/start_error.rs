@@ -38,6 +38,10 @@ pub enum StartError {
     /// The replay store's Redis server can silently forget records and
     /// `replay.accept_forgetful_redis` is off.
     ReplayStoreForgetful(String),
+    /// The disk replay store in `replay.data_dir` could not be opened (missing directory,
+    /// a file that is not a replay database or is damaged, or one another process holds);
+    /// it is never replaced.
+    ReplayDataDir(passport_gate::replay::DiskStoreError),
     /// The watcher of `revocation.file` could not be started.
     RevocationFile(String),
     /// The revocation set's Redis server can silently forget it and
@@ -112,6 +116,7 @@ impl fmt::Display for StartError {
             }
             StartError::PrincipalsFile(e) => write!(f, "principals.allow_file: {e}"),
             StartError::ReplayStoreForgetful(e) => write!(f, "replay.store: {e}"),
+            StartError::ReplayDataDir(e) => write!(f, "replay.data_dir: {e}"),
             StartError::RevocationFile(e) => write!(f, "revocation.file: {e}"),
             StartError::RevocationStoreForgetful(e) => write!(f, "revocation.redis: {e}"),
             StartError::Envelope(e) => write!(f, "agent_envelope.{e}"),
@@ -144,6 +149,7 @@ impl std::error::Error for StartError {
             | StartError::AdminListen { source: e, .. } => Some(e),
             StartError::ChainNode(e) => Some(e),
             StartError::Envelope(e) => Some(e),
+            StartError::ReplayDataDir(e) => Some(e),
             StartError::Problems(_)
             | StartError::RequesterSignatureWithoutChainNode
             | StartError::PrincipalsFile(_)

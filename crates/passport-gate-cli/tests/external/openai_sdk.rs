@@ -91,7 +91,14 @@ fn the_openai_python_sdk_reads_rejections_and_retries_without_replays() {
     let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let gw = start(
         "openai-sdk",
-        &config(upstream, "replay_protection = true\n"),
+        // The script's SDK retries after a 502 and expects that retry through.
+        &config(
+            upstream,
+            &format!(
+                "replay_protection = true\n{}",
+                support::serve::replay_disk("openai-sdk", "release_on_retryable = true\n")
+            ),
+        ),
     );
     let (agent, passport) = credentials(&gw.dir);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_sdk.py");

@@ -1050,11 +1050,15 @@ async fn in_redis_a_503_releases_the_record_and_its_quota_and_a_copy_meanwhile_i
     }
     let redis = RedisServer::start();
     let up = support::serve::scripted_upstream(vec![(503, Duration::from_millis(600))]).await;
-    let toml = gateway_with_redis_replay(up.addr, &redis.url(), "accept_forgetful_redis = true")
-        .replace(
-            "replay_protection = true\n",
-            "replay_protection = true\nreplay_records_per_principal = 1\n",
-        );
+    let toml = gateway_with_redis_replay(
+        up.addr,
+        &redis.url(),
+        "accept_forgetful_redis = true\nrelease_on_retryable = true",
+    )
+    .replace(
+        "replay_protection = true\n",
+        "replay_protection = true\nreplay_records_per_principal = 1\n",
+    );
     let gw = support::serve::start("redis-retry", &toml);
     let replica = support::serve::start("redis-retry-2", &toml);
     let f = support::live("urn:aps:agent:redis-retry");

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::serve::{config, send, start, text, upstream, Gateway, CHAIN};
+use support::serve::{config, replay_disk, send, start, text, upstream, Gateway, CHAIN};
 
 const URI: &str = "/v1/completions";
 
@@ -70,7 +70,10 @@ async fn a_principal_over_its_replay_quota_is_refused_and_others_are_served() {
         "quota",
         &config(
             up.addr,
-            "replay_protection = true\nreplay_records_per_principal = 3\n",
+            &format!(
+                "replay_protection = true\nreplay_records_per_principal = 3\n{}",
+                replay_disk("quota", "")
+            ),
         ),
     );
     let hog = support::live_of(0x61, "urn:aps:agent:hog");

@@ -17,6 +17,7 @@ mod gateway_e2e;
 mod operators;
 mod parity_gateway;
 mod replay_retry;
+mod replay_store;
 mod request_tls;
 mod requester;
 mod tracing;

@@ -1,15 +1,27 @@
-//! Spec section 7.1, retries are not replays, over HTTP through the real binary: the
-//! replay record is reserved when a request is accepted and released only when the
-//! answer shows the request was not processed; a copy sent meanwhile is refused.
+//! Spec section 7.1, retries and replays, over HTTP through the real binary: the replay
+//! record is reserved when a request is accepted; by default no answer releases it (a
+//! released record goes to whoever sends the request first), and with
+//! `[replay] release_on_retryable` only answers showing the request was not processed
+//! do, never the gateway's own `upstream_busy` unless `release_on_upstream_busy` says so.
+//! A copy sent meanwhile is always refused.
 
 use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use support::serve::{config, scripted_upstream, start};
+use support::serve::{config, replay_disk, scripted_upstream, send, start};
 
 const URI: &str = "/v1/chat/completions";
 const BODY: &[u8] = br#"{"model":"echo-1","messages":[{"role":"user","content":"retry me"}]}"#;
+
+/// Replay protection with records released after answers showing the request was not
+/// processed (`release_on_retryable`).
+fn releasing(name: &str) -> String {
+    format!(
+        "replay_protection = true\n{}",
+        replay_disk(name, "release_on_retryable = true\n")
+    )
+}
 
 fn code(text: &str) -> String {
     serde_json::from_str::<serde_json::Value>(text).map_or_else(
@@ -21,7 +33,7 @@ fn code(text: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_sent_while_the_first_is_forwarded_is_refused_and_a_retry_after_503_is_accepted() {
     let up = scripted_upstream(vec![(503, Duration::from_millis(600))]).await;
-    let gw = start("retry-503", &config(up.addr, "replay_protection = true\n"));
+    let gw = start("retry-503", &config(up.addr, &releasing("retry-503")));
     let f = support::live("urn:aps:agent:retry");
     let headers = f.headers(URI, BODY);
     // The copy arrives while the first is held by the upstream: the record is reserved.
@@ -52,7 +64,7 @@ async fn a_retry_after_429_is_accepted_and_after_500_or_504_it_is_a_replay() {
     .await;
     let gw = start(
         "retry-statuses",
-        &config(up.addr, "replay_protection = true\n")
+        &config(up.addr, &releasing("retry-statuses"))
             .replace("response_timeout_ms = 3000", "response_timeout_ms = 500"),
     );
     let f = support::live("urn:aps:agent:retry");
@@ -99,7 +111,7 @@ async fn a_retry_after_the_upstream_was_unreachable_is_accepted() {
     drop(closed);
     let gw = start(
         "retry-unreachable",
-        &config(addr, "replay_protection = true\n"),
+        &config(addr, &releasing("retry-unreachable")),
     );
     let f = support::live("urn:aps:agent:retry");
     let headers = f.headers(URI, BODY);
@@ -126,7 +138,13 @@ async fn of_many_concurrent_copies_exactly_one_is_accepted() {
     let up = scripted_upstream(vec![(200, Duration::from_millis(300))]).await;
     let gw = start(
         "retry-concurrent",
-        &config(up.addr, "replay_protection = true\n"),
+        &config(
+            up.addr,
+            &format!(
+                "replay_protection = true\n{}",
+                replay_disk("retry-concurrent", "")
+            ),
+        ),
     );
     let f = support::live("urn:aps:agent:retry");
     let headers = f.headers(URI, BODY);
@@ -144,4 +162,79 @@ async fn of_many_concurrent_copies_exactly_one_is_accepted() {
     statuses.sort_unstable();
     assert_eq!(statuses, [200, 401, 401, 401, 401, 401, 401, 401]);
     assert_eq!(up.calls.load(Ordering::SeqCst), 1);
+}
+
+/// The default: no answer releases the record. A captured request whose first sending
+/// got an upstream 503 or 429 (load can cause both) cannot be replayed by whoever sends
+/// it next; the client signs a new request instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_an_upstream_503_or_429_keeps_the_record_and_the_copy_is_refused() {
+    let up = scripted_upstream(vec![(503, Duration::ZERO), (429, Duration::ZERO)]).await;
+    let gw = start(
+        "retry-strict",
+        &config(
+            up.addr,
+            &format!(
+                "replay_protection = true\n{}",
+                replay_disk("retry-strict", "")
+            ),
+        ),
+    );
+    let f = support::live("urn:aps:agent:victim");
+    for (n, status) in [(1u8, 503), (2, 429)] {
+        let body =
+            format!(r#"{{"model":"echo-1","messages":[{{"role":"user","content":"{n}"}}]}}"#);
+        let headers = f.headers(URI, body.as_bytes());
+        let first = support::post(gw.listen, URI, &headers, body.as_bytes()).await;
+        assert_eq!(first.0, status, "{first:?}");
+        let copy = support::post(gw.listen, URI, &headers, body.as_bytes()).await;
+        assert_eq!(
+            (copy.0, code(&copy.1).as_str()),
+            (401, "request_replayed"),
+            "after {status}"
+        );
+    }
+    assert_eq!(up.calls.load(Ordering::SeqCst), 2);
+}
+
+/// The gateway's own 503 `upstream_busy` is caused by whoever fills
+/// `max_upstream_requests`: it never releases the record, even with
+/// `release_on_retryable`, unless `release_on_upstream_busy` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_busy_releases_the_record_only_where_the_mode_says_so() {
+    for (name, extra, replay_status) in [
+        ("busy-retryable", "release_on_retryable = true\n", 401),
+        (
+            "busy-released",
+            "release_on_retryable = true\nrelease_on_upstream_busy = true\n",
+            200,
+        ),
+    ] {
+        // The first request holds the only upstream slot for 800 ms.
+        let up = scripted_upstream(vec![(200, Duration::from_millis(800))]).await;
+        let toml = config(
+            up.addr,
+            &format!("replay_protection = true\n{}", replay_disk(name, extra)),
+        )
+        .replace(
+            "[agent_envelope]",
+            "max_upstream_requests = 1\n\n[agent_envelope]",
+        );
+        let gw = start(name, &toml);
+        let listen = gw.listen;
+        let holder = tokio::spawn(async move { send(listen, "GET", "/v1/models", &[], b"").await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let f = support::live("urn:aps:agent:victim");
+        let headers = f.headers(URI, BODY);
+        let shed = support::post(gw.listen, URI, &headers, BODY).await;
+        assert_eq!(
+            (shed.0, code(&shed.1).as_str()),
+            (503, "upstream_busy"),
+            "{name}"
+        );
+        assert_eq!(holder.await.unwrap().status(), 200);
+        // The slot is free again: whoever captured the request now sends it.
+        let replay = support::post(gw.listen, URI, &headers, BODY).await;
+        assert_eq!(replay.0, replay_status, "{name}: {replay:?}");
+    }
 }

@@ -276,6 +276,24 @@ pub fn config(upstream: SocketAddr, extra: &str) -> String {
     )
 }
 
+/// A `[replay]` table with the disk store in a fresh directory named after `name`, plus
+/// `extra` keys of that table; append it after the `[agent_envelope]` keys.
+pub fn replay_disk(name: &str, extra: &str) -> String {
+    let dir = replay_dir(name);
+    format!(
+        "[replay]\ndata_dir = {:?}\n{extra}",
+        dir.display().to_string()
+    )
+}
+
+/// A fresh, empty directory for the disk replay store of test `name`.
+pub fn replay_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pg-replay-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// Sends one request through hyper's client.
 pub async fn send(
     addr: SocketAddr,

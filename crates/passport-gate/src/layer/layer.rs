@@ -5,7 +5,7 @@ use crate::attribution::{AttributionSender, PendingEvent};
 use crate::grants::{AccountCache, GrantCache, RequesterSignature, START_INFERENCE_MSG};
 use crate::metrics::Metrics;
 use crate::principals::PrincipalAllowlist;
-use crate::replay::{MemoryReplayStore, ReplayStore};
+use crate::replay::{MemoryReplayStore, ReleasePolicy, ReplayStore};
 use crate::revocation::RevocationList;
 use http::HeaderName;
 use passport_core::config::{Config, ConfigError, Mode};
@@ -97,6 +97,8 @@ pub(crate) struct ReplayGuard {
     pub(crate) store: Arc<dyn ReplayStore>,
     pub(crate) fail_open: bool,
     pub(crate) clock_skew_seconds: i64,
+    pub(crate) release: ReleasePolicy,
+    pub(crate) issued_after: Option<passport_core::time::Timestamp>,
 }
 
 /// Accepted requests whose inner call runs in its own task (attribution on), so that
@@ -202,6 +204,8 @@ pub struct PassportLayerBuilder {
     metrics: Option<Metrics>,
     replay_store: Option<Arc<dyn ReplayStore>>,
     replay_fail_open: bool,
+    replay_release: ReleasePolicy,
+    replay_issued_after: Option<passport_core::time::Timestamp>,
     revocations: Option<Arc<RevocationList>>,
 }
 
@@ -233,6 +237,8 @@ impl PassportLayer {
             metrics: None,
             replay_store: None,
             replay_fail_open: false,
+            replay_release: ReleasePolicy::default(),
+            replay_issued_after: None,
             revocations: None,
         }
     }
@@ -395,6 +401,23 @@ impl PassportLayerBuilder {
         self
     }
 
+    /// Which answers release a request's replay record so that the same signed request
+    /// may be retried (spec section 7.1). The default releases none.
+    pub fn replay_release(mut self, policy: ReleasePolicy) -> Self {
+        self.replay_release = policy;
+        self
+    }
+
+    /// Refuses, with `passport_predates_start`, every passport issued at or before `t`.
+    /// For a replay store that forgot the records of a previous run (the in-process
+    /// store after a restart): a request accepted then could otherwise be accepted once
+    /// more. Give the start instant plus `clock_skew_seconds` (a passport may be issued
+    /// up to the skew ahead of the clock that accepted it).
+    pub fn replay_refuse_issued_until(mut self, t: passport_core::time::Timestamp) -> Self {
+        self.replay_issued_after = Some(t);
+        self
+    }
+
     /// Refuses passports on this revocation list with `passport_revoked`.
     pub fn revocations(mut self, list: Arc<RevocationList>) -> Self {
         self.revocations = Some(list);
@@ -420,6 +443,8 @@ impl PassportLayerBuilder {
                 ))
             }),
             fail_open: self.replay_fail_open,
+            release: self.replay_release,
+            issued_after: self.replay_issued_after,
             clock_skew_seconds: self.config.clock_skew_seconds as i64,
         });
         Ok(PassportLayer {

@@ -273,8 +273,9 @@ where
 }
 
 /// Releases the replay record of a request whose answer shows it was not processed
-/// (spec section 7.1), before that answer reaches the client, so that the client's retry
-/// of the same signed request is accepted. A failed release keeps the record: the retry
+/// (spec section 7.1), where the layer's [`ReleasePolicy`](crate::replay::ReleasePolicy)
+/// says so, before that answer reaches the client, so that the client's retry of the
+/// same signed request is accepted. A failed release keeps the record: the retry
 /// is then refused, never accepted twice.
 fn settle_reservation<B>(
     shared: &Shared,
@@ -282,9 +283,11 @@ fn settle_reservation<B>(
     agent: &VerifiedAgent,
     response: &Response<B>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let release = reservation
-        .filter(|_| crate::replay::releases_record(response))
-        .zip(shared.replay.as_ref().map(|g| Arc::clone(&g.store)));
+    let release = shared
+        .replay
+        .as_ref()
+        .filter(|g| crate::replay::releases_record(response, g.release))
+        .and_then(|g| reservation.map(|key| (key, Arc::clone(&g.store))));
     let principal = release
         .as_ref()
         .map(|_| agent.principal_address().to_owned());
@@ -637,6 +640,12 @@ async fn check_replay(
 ) -> Result<Option<[u8; 32]>, Rejection> {
     use crate::replay::{ReplayError, ReplayRecord, ReplayVerdict};
     use sha2::Digest;
+    if guard
+        .issued_after
+        .is_some_and(|start| agent.issued_at() <= start)
+    {
+        return Err(Rejection::PassportPredatesStart);
+    }
     let key: [u8; 32] = sha2::Sha256::digest(signature).into();
     let record = ReplayRecord {
         key: &key,

@@ -68,17 +68,63 @@ pub type ReleaseFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ReplayError>
 
 /// A response extension by which the service behind the verifier says that the request
 /// never reached the server that would process it (the gateway could not connect to its
-/// upstream). Such an answer releases the request's replay record.
+/// upstream). With [`ReleasePolicy::on_retryable`], such an answer releases the request's
+/// replay record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NotForwarded;
 
-/// Whether an answer shows that the request was not processed, so that its replay record
-/// is released and the same signed request may be sent again (spec section 7.1): the
-/// service marked it [`NotForwarded`], or it answered 429 or 503 in its response head.
-/// Every other answer, a timeout included, may follow processing and keeps the record.
-pub fn releases_record<B>(response: &http::Response<B>) -> bool {
+/// A response extension by which the service behind the verifier says that it did not
+/// forward the request because its own capacity was taken (the gateway's 503
+/// `upstream_busy`). Anyone able to send requests can take that capacity on purpose, so
+/// such an answer releases the record only with [`ReleasePolicy::on_upstream_busy`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShedForCapacity;
+
+/// Which answers release a request's replay record (spec section 7.1).
+///
+/// Releasing lets an automatic retry of the same signed request through, but a released
+/// record goes to whoever sends the request first: someone who captured it and can cause
+/// the releasing answer (load makes an upstream answer 429 or 503; slow requests fill the
+/// gateway's upstream slots) replays it, gets the answer, and the client's own retry is
+/// refused `request_replayed` while the audit log charges the client. The default
+/// releases nothing: a retry is refused and the client signs a new request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReleasePolicy {
+    /// Release after an answer that shows the request was not processed: the upstream
+    /// could not be reached ([`NotForwarded`]) or answered 429 or 503.
+    pub on_retryable: bool,
+    /// Also release after the gateway's own refusal for lack of upstream capacity
+    /// ([`ShedForCapacity`]); only with `on_retryable`.
+    pub on_upstream_busy: bool,
+}
+
+/// Whether an answer releases the request's replay record under `policy`, so that the
+/// same signed request may be sent again (spec section 7.1). With `on_retryable`: the
+/// service marked it [`NotForwarded`], or the upstream answered 429 or 503 in its
+/// response head; an answer marked [`ShedForCapacity`] (a 503 too) only with
+/// `on_upstream_busy`. Every other answer, a timeout included, may follow processing and
+/// keeps the record.
+pub fn releases_record<B>(response: &http::Response<B>, policy: ReleasePolicy) -> bool {
+    if !policy.on_retryable {
+        return false;
+    }
+    if response.extensions().get::<ShedForCapacity>().is_some() {
+        return policy.on_upstream_busy;
+    }
     response.extensions().get::<NotForwarded>().is_some()
         || matches!(response.status().as_u16(), 429 | 503)
+}
+
+/// The largest share of a bounded store's capacity one principal may hold: its quota is
+/// at most a tenth of the capacity (and at least one record), whatever
+/// `replay_records_per_principal` says, so one passport holder never fills the store.
+pub const PRINCIPAL_SHARE_OF_CAPACITY: u64 = 10;
+
+/// The per-principal quota a bounded store of `capacity` records applies: `configured`,
+/// cut to a tenth of the capacity ([`PRINCIPAL_SHARE_OF_CAPACITY`]), at least one.
+pub fn effective_quota(capacity: usize, configured: u64) -> u64 {
+    let share = (capacity as u64 / PRINCIPAL_SHARE_OF_CAPACITY).max(1);
+    configured.min(share)
 }
 
 pub use passport_core::config::DEFAULT_RECORDS_PER_PRINCIPAL;
@@ -109,23 +155,124 @@ pub trait ReplayStore: Send + Sync + 'static {
     fn release<'a>(&'a self, key: &'a [u8; 32], principal: &'a str) -> ReleaseFuture<'a>;
 }
 
-struct Records {
+/// The live records of a bounded store, in memory: each record's deadline and
+/// principal, the deadlines in order (to purge expired records), and each principal's
+/// count. The in-process store is this alone; the disk store keeps its copy on disk.
+struct Index {
     live: HashMap<[u8; 32], (Timestamp, Arc<str>)>,
     by_expiry: BinaryHeap<Reverse<(Timestamp, [u8; 32])>>,
     per_principal: HashMap<Arc<str>, u64>,
 }
 
-/// An in-process store with a fixed capacity and a per-principal quota.
+impl Index {
+    fn new() -> Index {
+        Index {
+            live: HashMap::new(),
+            by_expiry: BinaryHeap::new(),
+            per_principal: HashMap::new(),
+        }
+    }
+
+    /// Live records held after purging those expired at `now`.
+    fn live_at(&mut self, now: Timestamp) -> usize {
+        self.purge(now);
+        self.live.len()
+    }
+
+    /// The atomic check of [`ReplayStore::check_and_record`] for a store of `capacity`
+    /// records with a per-principal `quota`.
+    fn decide(
+        &mut self,
+        record: &ReplayRecord<'_>,
+        capacity: usize,
+        quota: u64,
+    ) -> Result<ReplayVerdict, ReplayError> {
+        self.purge(record.now);
+        if self.live.contains_key(record.key) {
+            return Ok(ReplayVerdict::Replayed);
+        }
+        let held = self
+            .per_principal
+            .get(record.principal)
+            .copied()
+            .unwrap_or(0);
+        if held >= quota {
+            return Err(ReplayError::QuotaExceeded);
+        }
+        if self.live.len() >= capacity {
+            return Err(ReplayError::Full);
+        }
+        self.insert(*record.key, record.until, record.principal);
+        Ok(ReplayVerdict::Fresh)
+    }
+
+    /// Holds `key` until `until`, counted on `principal`.
+    fn insert(&mut self, key: [u8; 32], until: Timestamp, principal: &str) {
+        self.forget(&key);
+        let principal: Arc<str> = match self.per_principal.get_key_value(principal) {
+            Some((k, _)) => Arc::clone(k),
+            None => Arc::from(principal),
+        };
+        *self
+            .per_principal
+            .entry(Arc::clone(&principal))
+            .or_insert(0) += 1;
+        self.live.insert(key, (until, principal));
+        self.by_expiry.push(Reverse((until, key)));
+    }
+
+    /// Removes `key`'s live record and its count in its principal's quota.
+    fn forget(&mut self, key: &[u8; 32]) {
+        if let Some((_, principal)) = self.live.remove(key) {
+            if let Some(n) = self.per_principal.get_mut(&principal) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_principal.remove(&principal);
+                }
+            }
+        }
+    }
+
+    /// Forgets a released record. Its deadline stays in the heap until it passes; the
+    /// heap is rebuilt once stale entries outnumber live ones, so it stays within twice
+    /// the live records however often requests are released.
+    fn release(&mut self, key: &[u8; 32]) {
+        self.forget(key);
+        if self.by_expiry.len() > 2 * self.live.len() + 64 {
+            self.by_expiry = self
+                .live
+                .iter()
+                .map(|(key, (until, _))| Reverse((*until, *key)))
+                .collect();
+        }
+    }
+
+    fn purge(&mut self, now: Timestamp) {
+        while let Some(Reverse((t, key))) = self.by_expiry.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.by_expiry.pop();
+            if self.live.get(&key).is_some_and(|(until, _)| *until == t) {
+                self.forget(&key);
+            }
+        }
+    }
+}
+
+/// An in-process store with a fixed capacity and a per-principal quota. It forgets every
+/// record when the process ends (see the gateway's disk store for one that does not).
 ///
 /// The rule when full: expired records are purged first; if every record is still
 /// live, the new request is refused with `replay_store_full` (503). A live record is
 /// never evicted, because forgetting it would let that request be replayed. The quota
 /// keeps one passport holder from filling the store for everyone else: its requests
-/// beyond the quota are refused with `replay_quota_exceeded` (429), others go on.
+/// beyond the quota are refused with `replay_quota_exceeded` (429), others go on. The
+/// quota is at most a tenth of the capacity ([`effective_quota`]).
 pub struct MemoryReplayStore {
     capacity: usize,
     per_principal: u64,
-    records: Mutex<Records>,
+    records: Mutex<Index>,
 }
 
 impl fmt::Debug for MemoryReplayStore {
@@ -139,26 +286,25 @@ impl fmt::Debug for MemoryReplayStore {
 
 impl MemoryReplayStore {
     /// A store holding at most `capacity` live records, at most `per_principal` of
-    /// them for one principal.
+    /// them for one principal, and never more than a tenth of the capacity
+    /// ([`effective_quota`]).
     pub fn new(capacity: usize, per_principal: u64) -> MemoryReplayStore {
         MemoryReplayStore {
             capacity,
-            per_principal,
-            records: Mutex::new(Records {
-                live: HashMap::new(),
-                by_expiry: BinaryHeap::new(),
-                per_principal: HashMap::new(),
-            }),
+            per_principal: effective_quota(capacity, per_principal),
+            records: Mutex::new(Index::new()),
         }
+    }
+
+    /// The quota each principal gets in this store.
+    pub fn records_per_principal(&self) -> u64 {
+        self.per_principal
     }
 
     /// Live records held (after purging those expired at `now`).
     pub fn len(&self, now: Timestamp) -> usize {
         match self.records.lock() {
-            Ok(mut r) => {
-                purge(&mut r, now);
-                r.live.len()
-            }
+            Ok(mut r) => r.live_at(now),
             Err(_) => 0,
         }
     }
@@ -169,53 +315,10 @@ impl MemoryReplayStore {
     }
 
     fn decide(&self, record: &ReplayRecord<'_>) -> Result<ReplayVerdict, ReplayError> {
-        let mut r = self
-            .records
+        self.records
             .lock()
-            .map_err(|_| ReplayError::Unavailable("replay store lock poisoned".into()))?;
-        purge(&mut r, record.now);
-        if r.live.contains_key(record.key) {
-            return Ok(ReplayVerdict::Replayed);
-        }
-        let held = r.per_principal.get(record.principal).copied().unwrap_or(0);
-        if held >= self.per_principal {
-            return Err(ReplayError::QuotaExceeded);
-        }
-        if r.live.len() >= self.capacity {
-            return Err(ReplayError::Full);
-        }
-        let principal: Arc<str> = match r.per_principal.get_key_value(record.principal) {
-            Some((k, _)) => Arc::clone(k),
-            None => Arc::from(record.principal),
-        };
-        *r.per_principal.entry(Arc::clone(&principal)).or_insert(0) += 1;
-        r.live.insert(*record.key, (record.until, principal));
-        r.by_expiry.push(Reverse((record.until, *record.key)));
-        Ok(ReplayVerdict::Fresh)
-    }
-}
-
-/// Removes `key`'s live record and its count in its principal's quota.
-fn forget(r: &mut Records, key: &[u8; 32]) {
-    if let Some((_, principal)) = r.live.remove(key) {
-        if let Some(n) = r.per_principal.get_mut(&principal) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                r.per_principal.remove(&principal);
-            }
-        }
-    }
-}
-
-fn purge(r: &mut Records, now: Timestamp) {
-    while let Some(Reverse((t, key))) = r.by_expiry.peek().copied() {
-        if t > now {
-            break;
-        }
-        r.by_expiry.pop();
-        if r.live.get(&key).is_some_and(|(until, _)| *until == t) {
-            forget(r, &key);
-        }
+            .map_err(|_| ReplayError::Unavailable("replay store lock poisoned".into()))?
+            .decide(record, self.capacity, self.per_principal)
     }
 }
 
@@ -228,23 +331,16 @@ impl ReplayStore for MemoryReplayStore {
         let released = self
             .records
             .lock()
-            .map(|mut r| {
-                forget(&mut r, key);
-                // A released record leaves its deadline in the heap until it passes;
-                // rebuilt once stale entries outnumber live ones, so the heap stays
-                // within twice the live records however often requests are released.
-                if r.by_expiry.len() > 2 * r.live.len() + 64 {
-                    r.by_expiry = r
-                        .live
-                        .iter()
-                        .map(|(key, (until, _))| Reverse((*until, *key)))
-                        .collect();
-                }
-            })
+            .map(|mut r| r.release(key))
             .map_err(|_| ReplayError::Unavailable("replay store lock poisoned".into()));
         Box::pin(std::future::ready(released))
     }
 }
+
+#[cfg(feature = "disk")]
+mod disk;
+#[cfg(feature = "disk")]
+pub use disk::{DiskReplayStore, DiskStoreError};
 
 #[cfg(feature = "redis")]
 mod redis;
@@ -258,6 +354,7 @@ mod tests {
     const T0: Timestamp = Timestamp::from_unix_seconds(1_779_364_800);
     const ALICE: &str = "gonka1alice";
     const BOB: &str = "gonka1bob";
+    const CAROL: &str = "gonka1carol";
 
     fn decide(
         s: &MemoryReplayStore,
@@ -276,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_second_sighting_of_a_live_key_is_a_replay() {
-        let s = MemoryReplayStore::new(10, 10);
+        let s = MemoryReplayStore::new(100, 10);
         let until = T0.plus_seconds(60);
         assert_eq!(decide(&s, 1, ALICE, T0, until), Ok(ReplayVerdict::Fresh));
         assert_eq!(
@@ -304,7 +401,7 @@ mod tests {
         decide(&s, 1, ALICE, T0, T0.plus_seconds(60)).unwrap();
         decide(&s, 2, BOB, T0, T0.plus_seconds(30)).unwrap();
         assert_eq!(
-            decide(&s, 3, ALICE, T0, T0.plus_seconds(60)),
+            decide(&s, 3, CAROL, T0, T0.plus_seconds(60)),
             Err(ReplayError::Full)
         );
         // The live records are all still there.
@@ -318,9 +415,28 @@ mod tests {
         );
         // Once one expires, there is room again.
         assert_eq!(
-            decide(&s, 3, ALICE, T0.plus_seconds(31), T0.plus_seconds(60)),
+            decide(&s, 3, CAROL, T0.plus_seconds(31), T0.plus_seconds(60)),
             Ok(ReplayVerdict::Fresh)
         );
+    }
+
+    #[test]
+    fn one_principal_never_holds_more_than_a_tenth_of_the_capacity() {
+        // The configured quota (10,000) is larger than the store: a tenth of it applies.
+        let s = MemoryReplayStore::new(200, 10_000);
+        assert_eq!(s.records_per_principal(), 20);
+        let until = T0.plus_seconds(60);
+        for key in 0..20 {
+            assert_eq!(decide(&s, key, ALICE, T0, until), Ok(ReplayVerdict::Fresh));
+        }
+        assert_eq!(
+            decide(&s, 20, ALICE, T0, until),
+            Err(ReplayError::QuotaExceeded)
+        );
+        assert_eq!(decide(&s, 21, BOB, T0, until), Ok(ReplayVerdict::Fresh));
+        // A smaller configured quota is kept; a tiny store still gives one record each.
+        assert_eq!(MemoryReplayStore::new(200, 3).records_per_principal(), 3);
+        assert_eq!(MemoryReplayStore::new(5, 3).records_per_principal(), 1);
     }
 
     #[test]
@@ -355,16 +471,31 @@ mod tests {
     }
 
     #[test]
-    fn only_not_forwarded_429_and_503_answers_release_the_record() {
+    fn only_not_forwarded_429_and_503_answers_release_the_record_and_only_when_asked() {
         let answer = |status: u16| http::Response::builder().status(status).body(()).unwrap();
+        let retryable = ReleasePolicy {
+            on_retryable: true,
+            on_upstream_busy: false,
+        };
+        let busy_too = ReleasePolicy {
+            on_retryable: true,
+            on_upstream_busy: true,
+        };
         for status in [200, 400, 401, 404, 500, 502, 504] {
-            assert!(!releases_record(&answer(status)), "{status}");
+            assert!(!releases_record(&answer(status), busy_too), "{status}");
         }
-        assert!(releases_record(&answer(429)));
-        assert!(releases_record(&answer(503)));
         let mut unreached = answer(502);
         unreached.extensions_mut().insert(NotForwarded);
-        assert!(releases_record(&unreached));
+        let mut shed = answer(503);
+        shed.extensions_mut().insert(ShedForCapacity);
+        for r in [&answer(429), &answer(503), &unreached] {
+            assert!(releases_record(r, retryable));
+            assert!(!releases_record(r, ReleasePolicy::default()));
+        }
+        // The gateway's own upstream_busy (a 503) only where the mode says so.
+        assert!(!releases_record(&shed, retryable));
+        assert!(releases_record(&shed, busy_too));
+        assert!(!releases_record(&shed, ReleasePolicy::default()));
     }
 
     fn futures_block_on<F: std::future::Future>(f: F) -> F::Output {
