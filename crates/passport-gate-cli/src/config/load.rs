@@ -43,10 +43,11 @@ impl GatewayConfig {
                 "principals" => value.try_into().map(|v| config.principals = Some(v)),
                 "forward_identity" => value.try_into().map(|v| config.forward_identity = v),
                 "upstream_auth" => value.try_into().map(|v| config.upstream_auth = Some(v)),
+                "limits" => value.try_into().map(|v| config.limits = Some(v)),
                 _ => {
                     errors.push(ConfigError::new(
                         key,
-                        "unknown section; expected server, agent_envelope, routes, binding, principals, forward_identity, upstream_auth, attribution, redis, replay or revocation",
+                        "unknown section; expected server, agent_envelope, routes, binding, principals, forward_identity, upstream_auth, limits, attribution, redis, replay or revocation",
                     ));
                     continue;
                 }

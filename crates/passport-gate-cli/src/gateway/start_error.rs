@@ -41,6 +41,11 @@ pub enum StartError {
     ReplayStoreForgetful(String),
     /// The watcher of `revocation.file` could not be started.
     RevocationFile(String),
+    /// The limit store's Redis server can silently forget counters and
+    /// `limits.accept_forgetful_redis` is off.
+    LimitStoreForgetful(String),
+    /// The watcher of `limits.policy_file` could not be started.
+    LimitsPolicyWatcher(std::io::Error),
     /// The passport layer refused its `agent_envelope` settings.
     Envelope(passport_gate::ConfigError),
     /// The access log's writer thread could not be started.
@@ -113,6 +118,10 @@ impl fmt::Display for StartError {
             StartError::PrincipalsFile(e) => write!(f, "principals.allow_file: {e}"),
             StartError::ReplayStoreForgetful(e) => write!(f, "replay.store: {e}"),
             StartError::RevocationFile(e) => write!(f, "revocation.file: {e}"),
+            StartError::LimitStoreForgetful(e) => write!(f, "limits.store: {e}"),
+            StartError::LimitsPolicyWatcher(e) => {
+                write!(f, "limits.policy_file: cannot start the watcher: {e}")
+            }
             StartError::Envelope(e) => write!(f, "agent_envelope.{e}"),
             StartError::AccessLogThread(e) => write!(f, "cannot start the access log thread: {e}"),
             StartError::UpstreamAuthWatcher(e) => {
@@ -138,6 +147,7 @@ impl std::error::Error for StartError {
             | StartError::RedisStream(e)
             | StartError::AccessLogThread(e)
             | StartError::UpstreamAuthWatcher(e)
+            | StartError::LimitsPolicyWatcher(e)
             | StartError::LocalAddr(e)
             | StartError::OpenFile { source: e, .. }
             | StartError::Listen { source: e, .. }
@@ -149,6 +159,7 @@ impl std::error::Error for StartError {
             | StartError::RequesterSignatureWithoutChainNode
             | StartError::PrincipalsFile(_)
             | StartError::ReplayStoreForgetful(_)
+            | StartError::LimitStoreForgetful(_)
             | StartError::RevocationFile(_) => None,
         }
     }

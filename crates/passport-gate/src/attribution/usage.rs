@@ -28,6 +28,17 @@ pub struct TokenUsage {
     pub total_tokens: Option<u64>,
 }
 
+impl TokenUsage {
+    /// The tokens the answer used: `total_tokens`, else prompt plus completion.
+    pub fn total(&self) -> Option<u64> {
+        self.total_tokens.or_else(|| {
+            self.prompt_tokens
+                .zip(self.completion_tokens)
+                .map(|(p, c)| p.saturating_add(c))
+        })
+    }
+}
+
 #[derive(Deserialize)]
 struct WithUsage {
     usage: Option<TokenUsage>,
@@ -122,11 +133,13 @@ impl UsageScan {
     }
 }
 
-/// An accepted request's event, queued once its response body ends or is dropped, with
-/// the usage the body carried.
+/// What happens when an accepted request's answer ends (or is dropped): its event is
+/// queued with the usage the body carried, and its token reservation is settled to that
+/// usage (the whole reservation when none was read).
 pub struct EventOnEnd {
-    sender: AttributionSender,
+    sender: Option<AttributionSender>,
     event: Option<AttributionEvent>,
+    settlement: Option<crate::limits::Settlement>,
     scan: UsageScan,
     /// Held until the event is queued (the layer's count of forwarded requests whose
     /// event is still to come, which shutdown waits for).
@@ -150,30 +163,59 @@ impl EventOnEnd {
         hold: Box<dyn Send + Sync>,
     ) -> EventOnEnd {
         EventOnEnd {
-            sender,
+            sender: Some(sender),
             event: Some(event),
+            settlement: None,
             scan,
             _hold: hold,
         }
     }
 
+    /// Settles nothing but `settlement` when the body ends (no event is written).
+    pub fn settle_only(settlement: crate::limits::Settlement, scan: UsageScan) -> EventOnEnd {
+        EventOnEnd {
+            sender: None,
+            event: None,
+            settlement: Some(settlement),
+            scan,
+            _hold: Box::new(()),
+        }
+    }
+
+    /// Also settles `settlement` when the body ends.
+    pub fn with_settlement(mut self, settlement: Option<crate::limits::Settlement>) -> Self {
+        self.settlement = settlement;
+        self
+    }
+
+    fn pending(&self) -> bool {
+        self.event.is_some() || self.settlement.is_some()
+    }
+
     /// Takes note of one chunk of the body.
     pub fn feed(&mut self, data: &[u8]) {
-        if self.event.is_some() {
+        if self.pending() {
             self.scan.feed(data);
         }
     }
 
-    /// Queues the event (once).
+    /// Queues the event and settles the reservation (once).
     pub fn finish(&mut self) {
-        if let Some(mut event) = self.event.take() {
-            if let Some(u) = self.scan.usage() {
+        if !self.pending() {
+            return;
+        }
+        let usage = self.scan.usage();
+        self.scan = UsageScan { scan: Scan::Off };
+        if let Some(mut settlement) = self.settlement.take() {
+            settlement.settle(usage.and_then(|u| u.total()));
+        }
+        if let (Some(mut event), Some(sender)) = (self.event.take(), &self.sender) {
+            if let Some(u) = usage {
                 event.prompt_tokens = u.prompt_tokens;
                 event.completion_tokens = u.completion_tokens;
                 event.total_tokens = u.total_tokens;
             }
-            self.scan = UsageScan { scan: Scan::Off };
-            self.sender.emit(event);
+            sender.emit(event);
         }
     }
 }

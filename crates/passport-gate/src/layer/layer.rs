@@ -149,6 +149,8 @@ pub(crate) struct Shared {
     pub(crate) record_refusals: bool,
     pub(crate) inference_id_header: Option<HeaderName>,
     pub(crate) metrics: Metrics,
+    /// Limits per principal and per agent, after every passport check.
+    pub(crate) limits: Option<Arc<crate::limits::Limiter>>,
 }
 
 /// Verifies agent passports in front of an inner service. Cheap to clone.
@@ -185,6 +187,7 @@ pub struct PassportLayerBuilder {
     replay_store: Option<Arc<dyn ReplayStore>>,
     replay_fail_open: bool,
     revocations: Option<Arc<RevocationList>>,
+    limits: Option<Arc<crate::limits::Limiter>>,
 }
 
 impl PassportLayer {
@@ -216,6 +219,7 @@ impl PassportLayer {
             replay_store: None,
             replay_fail_open: false,
             revocations: None,
+            limits: None,
         }
     }
 
@@ -243,6 +247,7 @@ impl PassportLayer {
                 record_refusals: false,
                 inference_id_header: None,
                 metrics: Metrics::new(),
+                limits: None,
             }),
         }
     }
@@ -348,6 +353,16 @@ impl PassportLayerBuilder {
         self
     }
 
+    /// Applies `limiter` to every accepted request, after the last passport check
+    /// (replay included): over a limit the request is answered 429 (or 400 for a
+    /// `max_tokens` over the cap) and never reaches the inner service; admitted, its
+    /// answer carries the `x-ratelimit-*` headers and its token reservation is settled
+    /// to the usage its answer carries when it ends.
+    pub fn limits(mut self, limiter: Arc<crate::limits::Limiter>) -> Self {
+        self.limits = Some(limiter);
+        self
+    }
+
     /// Validates the configuration and builds the layer.
     pub fn build(self) -> Result<PassportLayer, Vec<ConfigError>> {
         self.config.validate()?;
@@ -390,6 +405,7 @@ impl PassportLayerBuilder {
                 record_refusals: self.record_refusals,
                 inference_id_header: self.inference_id_header,
                 metrics,
+                limits: self.limits,
             }),
         })
     }

@@ -10,7 +10,7 @@ use prometheus::Registry;
 use std::sync::atomic::Ordering;
 
 /// The name and help of every family the collector exports, in order.
-const FAMILIES: [(&str, &str); 19] = [
+const FAMILIES: [(&str, &str); 26] = [
     ("passport_gate_requests_total", "Requests seen by the passport layer, by outcome and rejection code"),
     ("passport_gate_verify_duration_seconds", "Time to verify a passport, body read excluded"),
     ("passport_gate_envelope_cache_hits_total", "Passports found already verified in the envelope cache"),
@@ -30,6 +30,13 @@ const FAMILIES: [(&str, &str); 19] = [
     ("passport_gate_replay_store_forgetful_connections_total", "Replay store connections to a Redis that can silently forget records, used because replay.accept_forgetful_redis = true"),
     ("passport_gate_revocation_bad_lines_total", "Revocation entries that did not parse, counted at each load of the file or the Redis set"),
     ("passport_gate_principals_reload_failures_total", "Changed principal allowlist files that were not taken (unreadable, too large or with a bad line); the last good list stays in force."),
+    ("passport_gate_limited_requests_total", "Requests refused by the limits, by reason"),
+    ("passport_gate_limit_tokens_reserved_total", "Tokens reserved by admitted requests"),
+    ("passport_gate_limit_tokens_settled_total", "Tokens charged when answers ended: their usage, or the whole reservation when none was readable"),
+    ("passport_gate_limit_usage_missing_total", "Answers without a readable usage, charged their whole reservation"),
+    ("passport_gate_limit_store_failures_total", "Requests judged while the limit store was unreachable, by action (fail_closed or fail_open)"),
+    ("passport_gate_limits_policy_bad_lines_total", "Bad lines of the limits policy file (or unreadable files), counted at each reload"),
+    ("passport_gate_limit_store_forgetful_connections_total", "Limit store connections to a Redis that can silently forget counters, used because limits.accept_forgetful_redis = true"),
 ];
 
 struct LayerCollector {
@@ -172,6 +179,31 @@ impl Collector for LayerCollector {
             family(16, COUNTER, plain(&m.replay_store_forgetful)),
             family(17, COUNTER, plain(&m.revocation_bad_lines)),
             family(18, COUNTER, plain(&m.principals_reload_failures)),
+            family(
+                19,
+                COUNTER,
+                crate::limits::LimitReason::ALL
+                    .iter()
+                    .zip(m.limited.iter())
+                    .map(|(r, c)| counter(c.get(), &[("reason", r.label())]))
+                    .collect(),
+            ),
+            family(20, COUNTER, plain(&m.limit_tokens_reserved)),
+            family(21, COUNTER, plain(&m.limit_tokens_settled)),
+            family(22, COUNTER, plain(&m.limit_usage_missing)),
+            family(
+                23,
+                COUNTER,
+                vec![
+                    counter(
+                        m.limit_store_failures[0].get(),
+                        &[("action", "fail_closed")],
+                    ),
+                    counter(m.limit_store_failures[1].get(), &[("action", "fail_open")]),
+                ],
+            ),
+            family(24, COUNTER, plain(&m.limits_policy_bad_lines)),
+            family(25, COUNTER, plain(&m.limit_store_forgetful)),
         ]
     }
 }
