@@ -13,6 +13,7 @@ mod cli;
 mod cli_inputs;
 mod cold_admission;
 mod gateway_e2e;
+mod limits;
 mod operators;
 mod parity_gateway;
 mod replay_retry;
