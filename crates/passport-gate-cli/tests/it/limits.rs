@@ -76,7 +76,7 @@ fn bad_limits_stop_startup_naming_the_key_the_file_and_the_line() {
     let toml = config(
         up,
         &format!(
-            "[limits]\nstore = \"redis\"\nmax_tokens_cap = 100\ndefault_max_tokens = 200\npolicy_file = \"{}\"\n[limits.principal]\nrequests_per_minute = 2000000\n[limits.agent]\ntokens_per_hour = 1000000000001\n",
+            "[limits]\nstore = \"redis\"\nmax_tokens_cap = 100\ndefault_max_tokens = 200\npolicy_file = \"{}\"\n[limits.principal]\nrequests_per_minute = 2000000000\n[limits.agent]\ntokens_per_hour = 1000000000001\n",
             policy.display()
         ),
     );

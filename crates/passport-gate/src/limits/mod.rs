@@ -74,7 +74,7 @@ pub const QUOTA_KEYS: [&str; 5] = [
 
 /// The largest value each quota key accepts, in the order of [`QUOTA_KEYS`].
 pub const QUOTA_MAX: [u64; 5] = [
-    1_000_000,
+    1_000_000_000,
     1_000_000,
     1_000_000_000_000,
     1_000_000_000_000,
