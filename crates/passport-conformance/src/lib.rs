@@ -81,6 +81,26 @@ pub struct VectorConfig {
     /// default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cold_verifications_per_second: Option<u64>,
+    /// Limits per principal and per agent (section 7.5), in the process; absent means
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<VectorLimits>,
+}
+
+/// `config.limits`: section 7.5's keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorLimits {
+    /// `max_tokens_cap`.
+    pub max_tokens_cap: u64,
+    /// `default_max_tokens`.
+    pub default_max_tokens: u64,
+    /// The principal's limits (absent keys: no limit).
+    #[serde(default)]
+    pub principal: passport_gate::limits::Quota,
+    /// The agent's limits (absent keys: no limit).
+    #[serde(default)]
+    pub agent: passport_gate::limits::Quota,
 }
 
 /// `config.mode`.

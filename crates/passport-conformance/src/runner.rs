@@ -243,6 +243,20 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
             revoked.clone(),
         )));
     }
+    if let Some(l) = &vector.config.limits {
+        use passport_gate::limits::{LimitPolicy, Limiter, MemoryLimitStore, PolicyTable};
+        let policy = LimitPolicy::new(PolicyTable {
+            principal: l.principal,
+            agent: l.agent,
+            ..PolicyTable::default()
+        });
+        builder = builder.limits(Arc::new(Limiter::new(
+            Arc::new(MemoryLimitStore::new()),
+            Arc::new(policy),
+            l.max_tokens_cap,
+            l.default_max_tokens,
+        )));
+    }
     if let Some(allowed) = &vector.config.principals_allowed {
         builder = builder.principals(Arc::new(
             passport_gate::principals::PrincipalAllowlist::new(allowed.iter().cloned().collect()),

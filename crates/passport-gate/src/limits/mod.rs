@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The limits of one principal or one agent. `0` means no limit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Quota {
     /// Requests per minute: a token bucket of this size refilled at this rate.
