@@ -1200,6 +1200,28 @@ chain_node = "ftp://x"
     }
 
     #[test]
+    fn the_example_files_limits_block_is_valid_once_uncommented() {
+        let text = include_str!("../../../../passport-gate.example.toml");
+        let start = text.find("# [limits]\n").unwrap();
+        let end = start + text[start..].find("# The policy file").unwrap();
+        let block: String = text[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(""))
+            // The policy file does not exist here.
+            .filter(|l| !l.starts_with("policy_file"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let toml = format!(
+            "[server]\nupstream = \"http://127.0.0.1:8000\"\n[agent_envelope]\nenabled = true\nchain_id = \"gonka-mainnet\"\n{block}"
+        );
+        let v = GatewayConfig::from_toml(&toml).unwrap().validate().unwrap();
+        let limits = v.limits.unwrap();
+        assert_eq!(limits.max_tokens_cap, 4096);
+        assert_eq!(limits.policy.principal.tokens_per_day, 1_000_000);
+        assert_eq!(limits.policy.agent.requests_per_minute, 30);
+    }
+
+    #[test]
     fn route_entries_must_be_an_uppercase_proxied_method_and_a_normal_path() {
         for (entry, fragment) in [
             ("post /v1/chat/completions", "the method must be one of"),
