@@ -131,6 +131,12 @@ fn check(state: &ScopeState, quota: &Quota, tokens: u64, now_ms: u64) -> Check {
 /// The most states kept before idle ones are forgotten.
 const PRUNE_AT: usize = 100_000;
 
+/// The most principals and agents tracked at once. An agent's state is made by an
+/// admitted request, so a principal's own limits bound how fast it adds agents; beyond
+/// this many (none idle), a request of a principal or agent not yet tracked is refused
+/// `limits_unavailable` rather than let the map grow without bound.
+pub const MAX_TRACKED: usize = 1_000_000;
+
 /// Limits of one replica: every replica has its own budget.
 #[derive(Debug, Default)]
 pub struct MemoryLimitStore {
@@ -154,6 +160,16 @@ impl MemoryLimitStore {
         };
         if scopes.len() >= PRUNE_AT {
             scopes.retain(|_, s| !s.idle(now_ms));
+        }
+        let new_scopes = [ask.principal.0, ask.agent.0]
+            .iter()
+            .filter(|k| !scopes.contains_key(**k))
+            .count();
+        if scopes.len() + new_scopes > MAX_TRACKED {
+            return Verdict::Refused(Limited {
+                reason: LimitReason::StoreUnavailable,
+                retry_after: Some(Duration::from_secs(60)),
+            });
         }
         let scopes_asked = [ask.principal, ask.agent];
         let mut checks = Vec::with_capacity(2);
