@@ -63,6 +63,41 @@ async fn a_limited_request_is_not_a_replay_when_sent_again_and_in_flight_lasts_u
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_names_a_limited_request_and_its_code() {
+    let up = upstream().await;
+    let log = support::serve::workdir("limits-access-log-file").join("access.log");
+    let gw = start(
+        "limits-access-log",
+        &config(
+            up.addr,
+            "[limits]\nmax_tokens_cap = 4\ndefault_max_tokens = 2\n",
+        )
+        .replace(
+            "[agent_envelope]",
+            &format!("access_log = \"{}\"\n\n[agent_envelope]", log.display()),
+        ),
+    );
+    let agent = support::live("urn:aps:agent:limits-log");
+    let over = body(9);
+    let h = agent.headers(URI, &over);
+    let resp = send(gw.listen, "POST", URI, &headers(&h), &over).await;
+    assert_eq!(resp.status(), 400);
+    assert!(text(resp).await.contains("max_tokens_over_cap"));
+    assert!(up.seen().is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let lines = std::fs::read_to_string(&log).unwrap_or_default();
+        if lines.contains(r#""code":"max_tokens_over_cap""#)
+            && lines.contains(r#""outcome":"limited""#)
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{lines}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[test]
 fn bad_limits_stop_startup_naming_the_key_the_file_and_the_line() {
     let dir = support::serve::workdir("limits-policy-files");
