@@ -283,6 +283,9 @@ pub struct Redis {
     config: RedisConfig,
     link: tokio::sync::Mutex<Option<Link>>,
     durability: Durability,
+    /// What the durability check protects and the key that accepts the risk, for its
+    /// messages.
+    stored: (&'static str, &'static str),
 }
 
 impl fmt::Debug for Redis {
@@ -352,7 +355,16 @@ impl Redis {
             config,
             link: tokio::sync::Mutex::new(None),
             durability: Durability::Unchecked,
+            stored: ("replay records", "replay.accept_forgetful_redis"),
         }
+    }
+
+    /// Names what this client stores (`"limit counters"`) and the key that accepts a
+    /// forgetful server (`"limits.accept_forgetful_redis"`) in the durability check's
+    /// messages (default: replay records, `replay.accept_forgetful_redis`).
+    pub fn storing(mut self, what: &'static str, accept_key: &'static str) -> Redis {
+        self.stored = (what, accept_key);
+        self
     }
 
     /// Checks every new connection's settings as `durability` says.
@@ -449,17 +461,20 @@ impl Redis {
         let problems = problems.join("; ");
         match counter {
             None => Err(RedisError::Forgetful(format!(
-                "Redis at {address} can silently forget replay records ({problems}); it needs \
+                "Redis at {address} can silently forget {what} ({problems}); it needs \
                  maxmemory-policy noeviction and AOF or RDB persistence, or set \
-                 replay.accept_forgetful_redis = true to accept the risk"
+                 {accept} = true to accept the risk",
+                what = self.stored.0,
+                accept = self.stored.1,
             ))),
             Some(counter) => {
                 tracing::warn!(
                     address = %address,
                     problems = %problems,
-                    "USING A REDIS THAT CAN SILENTLY FORGET REPLAY RECORDS \
-                     (replay.accept_forgetful_redis = true): a forgotten record lets that \
-                     request be replayed"
+                    stores = self.stored.0,
+                    accepted_by = self.stored.1,
+                    "USING A REDIS THAT CAN SILENTLY FORGET KEYS: a forgotten replay record \
+                     lets that request be replayed, forgotten limit counters give budget back"
                 );
                 if let Some(c) = counter {
                     c.inc();

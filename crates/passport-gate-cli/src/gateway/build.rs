@@ -324,7 +324,11 @@ async fn limiter(
             } else {
                 Durability::Required
             };
-            let redis = Arc::new(Redis::new(c.clone()).with_durability(durability));
+            let redis = Arc::new(
+                Redis::new(c.clone())
+                    .with_durability(durability)
+                    .storing("limit counters", "limits.accept_forgetful_redis"),
+            );
             match redis.check().await {
                 Ok(()) => {}
                 Err(RedisError::Forgetful(e)) => return Err(StartError::LimitStoreForgetful(e)),

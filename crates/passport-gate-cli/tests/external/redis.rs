@@ -1257,7 +1257,9 @@ async fn a_forgetful_redis_is_refused_for_limits_at_startup() {
     let (code, lines) = serve_until_exit("limits-forgetful", &toml);
     assert_ne!(code, Some(0));
     assert!(
-        lines.iter().any(|l| l.contains("limits.store")),
+        lines.iter().any(|l| l.contains("limits.store")
+            && l.contains("limit counters")
+            && l.contains("limits.accept_forgetful_redis")),
         "{lines:?}"
     );
 }

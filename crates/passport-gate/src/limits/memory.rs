@@ -174,7 +174,13 @@ impl MemoryLimitStore {
         let scopes_asked = [ask.principal, ask.agent];
         let mut checks = Vec::with_capacity(2);
         for (key, quota) in scopes_asked {
-            let state = scopes.entry(key.to_owned()).or_default();
+            // Looked up first: a known scope costs no allocation.
+            if !scopes.contains_key(key) {
+                scopes.insert(key.to_owned(), ScopeState::default());
+            }
+            let Some(state) = scopes.get_mut(key) else {
+                continue;
+            };
             state.refill(quota.requests_per_minute, now_ms);
             checks.push(check(state, &quota, ask.tokens, now_ms));
         }
@@ -200,8 +206,12 @@ impl MemoryLimitStore {
             }
         }
         let standing = Standing {
-            requests: Gauge::tightest(checks[0].requests, checks[1].requests),
-            tokens: Gauge::tightest(checks[0].tokens, checks[1].tokens),
+            requests: checks
+                .iter()
+                .fold(None, |g, c| Gauge::tightest(g, c.requests)),
+            tokens: checks
+                .iter()
+                .fold(None, |g, c| Gauge::tightest(g, c.tokens)),
         };
         Verdict::Admitted(
             Ticket {

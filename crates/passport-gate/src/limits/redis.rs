@@ -123,6 +123,16 @@ return 1
 pub struct RedisLimitStore {
     redis: Arc<Redis>,
     prefix: String,
+    /// The SHA-1 of [`ADMIT`] and [`SETTLE`] as the server names them, once learned:
+    /// then each call sends `EVALSHA` and not the whole script.
+    shas: Arc<[std::sync::OnceLock<String>; 2]>,
+}
+
+/// Which script.
+#[derive(Clone, Copy)]
+enum Script {
+    Admit = 0,
+    Settle = 1,
 }
 
 impl RedisLimitStore {
@@ -131,7 +141,45 @@ impl RedisLimitStore {
         RedisLimitStore {
             redis,
             prefix: prefix.to_owned(),
+            shas: Arc::default(),
         }
+    }
+
+    /// Runs `which` by its SHA-1 once known (`EVALSHA`), else whole (`EVAL`, after which
+    /// the SHA-1 is learned with `SCRIPT LOAD`). A node that does not know the script
+    /// (`NOSCRIPT`: restarted, or another Cluster node) gets it whole once.
+    async fn run(
+        &self,
+        which: Script,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+    ) -> Result<Reply, RedisError> {
+        let script = match which {
+            Script::Admit => ADMIT,
+            Script::Settle => SETTLE,
+        };
+        let sha = &self.shas[which as usize];
+        if let Some(known) = sha.get() {
+            let numkeys = keys.len().to_string();
+            let mut all: Vec<&[u8]> = vec![b"EVALSHA", known.as_bytes(), numkeys.as_bytes()];
+            all.extend_from_slice(keys);
+            all.extend_from_slice(args);
+            match self.redis.command(&all).await {
+                Err(RedisError::Server(e)) if e.contains("NOSCRIPT") => {}
+                answer => return answer,
+            }
+        }
+        let answer = self.redis.eval(script, keys, args).await;
+        if answer.is_ok() && sha.get().is_none() {
+            if let Ok(Reply::Bulk(Some(name))) = self
+                .redis
+                .command(&[b"SCRIPT", b"LOAD", script.as_bytes()])
+                .await
+            {
+                let _ = sha.set(String::from_utf8_lossy(&name).into_owned());
+            }
+        }
+        answer
     }
 
     fn keys(&self, principal: &str, agent: &str) -> [String; 4] {
@@ -193,8 +241,7 @@ impl LimitStore for RedisLimitStore {
             let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
             let arg_refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
             let reply = self
-                .redis
-                .eval(ADMIT, &key_refs, &arg_refs)
+                .run(Script::Admit, &key_refs, &arg_refs)
                 .await
                 .map_err(store_error)?;
             let v = integers(reply).ok_or_else(|| {
@@ -253,8 +300,7 @@ impl LimitStore for RedisLimitStore {
             ];
             let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
             let arg_refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-            this.redis
-                .eval(SETTLE, &key_refs, &arg_refs)
+            this.run(Script::Settle, &key_refs, &arg_refs)
                 .await
                 .map(|_| ())
                 .map_err(store_error)
