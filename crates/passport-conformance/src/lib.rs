@@ -67,6 +67,11 @@ pub struct VectorConfig {
     /// store with its default capacity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_store: Option<VectorReplayStore>,
+    /// With `replay_protection: true`: the in-process replay store started at this instant
+    /// (RFC 3339) and holds no record of earlier runs, so passports issued at or before it
+    /// plus `clock_skew_seconds` are refused (section 7.1); absent means no such start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_store_started_at: Option<String>,
     /// Bytes left in the verifier's body budget (`max_buffered_body_bytes`) while the
     /// vector runs, as if other requests held the rest; absent means the whole budget
     /// is free.
@@ -85,6 +90,26 @@ pub struct VectorConfig {
     /// default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cold_verifications_per_second: Option<u64>,
+    /// Limits per principal and per agent (section 7.5), in the process; absent means
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<VectorLimits>,
+}
+
+/// `config.limits`: section 7.5's keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorLimits {
+    /// `max_tokens_cap`.
+    pub max_tokens_cap: u64,
+    /// `default_max_tokens`.
+    pub default_max_tokens: u64,
+    /// The principal's limits (absent keys: no limit).
+    #[serde(default)]
+    pub principal: passport_gate::limits::Quota,
+    /// The agent's limits (absent keys: no limit).
+    #[serde(default)]
+    pub agent: passport_gate::limits::Quota,
 }
 
 /// `config.mode`.

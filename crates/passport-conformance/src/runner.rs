@@ -231,8 +231,22 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
     if vector.config.replay_store.is_some() && !config.replay_protection {
         return Err("config.replay_store needs replay_protection: true".into());
     }
+    let started = match &vector.config.replay_store_started_at {
+        Some(_) if !config.replay_protection => {
+            return Err("config.replay_store_started_at needs replay_protection: true".into())
+        }
+        Some(t) => Some(
+            Timestamp::parse(t)
+                .map_err(|e| format!("config.replay_store_started_at: {e}"))?
+                .plus_seconds(config.clock_skew_seconds as i64),
+        ),
+        None => None,
+    };
     let vector_prefix = config.address_prefix.clone();
     let mut builder = PassportLayer::builder(config).clock(Arc::new(clock));
+    if let Some(t) = started {
+        builder = builder.replay_refuse_issued_until(t);
+    }
     if let Some(VectorReplayStore::State(ReplayStoreState::Unavailable)) =
         vector.config.replay_store
     {
@@ -247,6 +261,20 @@ pub fn layer_for(vector: &Vector, clock: FixedClock) -> Result<PassportLayer, St
             list.await_shared_set();
         }
         builder = builder.revocations(Arc::new(list));
+    }
+    if let Some(l) = &vector.config.limits {
+        use passport_gate::limits::{LimitPolicy, Limiter, MemoryLimitStore, PolicyTable};
+        let policy = LimitPolicy::new(PolicyTable {
+            principal: l.principal,
+            agent: l.agent,
+            ..PolicyTable::default()
+        });
+        builder = builder.limits(Arc::new(Limiter::new(
+            Arc::new(MemoryLimitStore::new()),
+            Arc::new(policy),
+            l.max_tokens_cap,
+            l.default_max_tokens,
+        )));
     }
     if let Some(allowed) = &vector.config.principals_allowed {
         builder = builder.principals(Arc::new(

@@ -10,6 +10,11 @@
 //! client as it goes): the in-process store, then the disk store, whose accepted requests
 //! each wait for their group's commit (an fsync); it prints the database size per record.
 //!
+//! Two phases run with `[limits]` on (issue 20), with passports, every limit configured
+//! and wide enough never to refuse: limits in the process, then in a `redis-server`
+//! started on loopback (skipped with a message when it is not installed). Each prints
+//! its req/s as a share of "enabled, with passports" from the same run.
+//!
 //! A last, separate phase runs with TLS both ways (client to gateway over TLS, gateway to
 //! an `https://` upstream: the echo upstream behind a TLS front), certificates made at
 //! start with rcgen.
@@ -708,6 +713,8 @@ fn main() {
         for store in [ReplayPhase::Memory, ReplayPhase::Disk] {
             replay_phase(upstream.addr, store, passports, connections, seconds).await;
         }
+        limits_phases(upstream.addr, passports, requests, connections, seconds, with_passports)
+            .await;
         tls_phase(upstream.addr, passports, requests, connections, seconds).await;
         (with_passports, naive)
     });
@@ -890,6 +897,82 @@ fn signers(count: usize) -> Vec<AgentSigner> {
             AgentSigner::new(agent, &passport, CHAIN).unwrap()
         })
         .collect()
+}
+
+// The limits phases (issue 20).
+
+/// Every limit on, none ever reached at these rates: the cost of judging and settling.
+const WIDE_LIMITS: &str = "[limits]\n[limits.principal]\nrequests_per_minute = 1000000000\nconcurrent_requests = 1000000\ntokens_per_minute = 1000000000000\ntokens_per_hour = 1000000000000\ntokens_per_day = 1000000000000\n[limits.agent]\nrequests_per_minute = 1000000000\nconcurrent_requests = 1000000\ntokens_per_day = 1000000000000\n";
+
+/// A `redis-server` on a free loopback port, killed when dropped.
+struct RedisProcess(Child, u16);
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_redis() -> Option<RedisProcess> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let redis = RedisProcess(child, port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(redis)
+}
+
+async fn limits_phases(
+    upstream: SocketAddr,
+    passports: usize,
+    requests: usize,
+    connections: usize,
+    seconds: u64,
+    with_passports: f64,
+) {
+    let share = |name: &str, f: &Figures| {
+        let rps = f.requests as f64 / f.seconds;
+        println!(
+            "  {name}: {rps:.0} req/s, {:.1} % of \"enabled, with passports\" ({with_passports:.0} req/s)",
+            100.0 * rps / with_passports
+        );
+    };
+    let prepared = Arc::new(prepare(true, passports, requests));
+    let gateway = start_gateway(upstream, true, 100_000, WIDE_LIMITS);
+    let f = drive(&gateway, Arc::clone(&prepared), connections, seconds).await;
+    drop(gateway);
+    print_row("limits, in process", &f);
+    share("limits, in process", &f);
+    let Some(redis) = start_redis() else {
+        println!("limits, Redis: skipped (redis-server is not installed)");
+        return;
+    };
+    let toml = WIDE_LIMITS.replacen(
+        "[limits]\n",
+        "[limits]\nstore = \"redis\"\naccept_forgetful_redis = true\n",
+        1,
+    ) + &format!("[redis]\nurl = \"redis://127.0.0.1:{}\"\n", redis.1);
+    let gateway = start_gateway(upstream, true, 100_000, &toml);
+    let f = drive(&gateway, prepared, connections, seconds).await;
+    drop(gateway);
+    print_row("limits, Redis (loopback)", &f);
+    share("limits, Redis (loopback)", &f);
 }
 
 // The TLS phase (issue 11).

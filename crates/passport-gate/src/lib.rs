@@ -22,6 +22,7 @@ pub mod attribution;
 pub mod client;
 pub mod grants;
 pub mod layer;
+pub mod limits;
 pub mod metrics;
 pub mod principals;
 pub mod problem;

@@ -285,6 +285,11 @@ impl Keeps {
         what: "revocations",
         accept_key: "revocation.accept_forgetful_redis",
     };
+    /// The limit counters and reservations (`[limits] store = "redis"`).
+    pub const LIMIT_COUNTERS: Keeps = Keeps {
+        what: "limit counters",
+        accept_key: "limits.accept_forgetful_redis",
+    };
 }
 
 /// Whether a server must prove that it keeps every key until it expires, and what

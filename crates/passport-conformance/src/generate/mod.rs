@@ -40,6 +40,8 @@ const AGENT_ID: &str = "urn:aps:agent:conformance-1";
 /// The status each code is answered with, from the spec's error table.
 fn status_of(code: &str) -> u16 {
     match code {
+        "max_tokens_over_cap" => 400,
+        "rate_limit_exceeded" | "insufficient_quota" => 429,
         "sig_header_mismatch" | "header_malformed" | "envelope_malformed" | "body_read_failed" => {
             400
         }
@@ -222,10 +224,12 @@ fn config() -> VectorConfig {
         mode: None,
         body_read_timeout_ms: None,
         replay_store: None,
+        replay_store_started_at: None,
         body_budget_free: None,
         replay_records_per_principal: None,
         principals_allowed: None,
         cold_verifications_per_second: None,
+        limits: None,
     }
 }
 
@@ -340,6 +344,7 @@ pub fn generate() -> Vec<Vector> {
     policy::replay(&k, &mut out);
     policy::allowlist(&k, &mut out);
     policy::revocation(&k, &mut out);
+    policy::limits(&k, &mut out);
     parity::parity(&k, &mut out);
     modes::unexpressed_before(&k, &mut out);
     hardening::hardening(&k, &mut out);

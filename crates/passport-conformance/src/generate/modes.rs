@@ -120,6 +120,28 @@ pub(super) fn unexpressed_before(k: &Keys, out: &mut Vec<Vector>) {
                 step(signed(k, &theirs, URI, &b), rejected("replay_store_full")),
             ],
         ));
+        // The in-process store forgets earlier runs: a passport issued at or before its
+        // start plus the clock skew (30 s by default) may have had requests accepted by an
+        // earlier run, so it is refused until it expires; one issued later is served
+        // (spec section 7.1).
+        let mut c = config();
+        c.replay_protection = Some(true);
+        c.replay_store_started_at = Some("2026-05-21T11:58:30Z".into());
+        let mut later = envelope(k);
+        later["issued_at"] = serde_json::json!("2026-05-21T11:59:20Z");
+        let later = seal(later, &k.principal);
+        out.push(vector(
+            "replay-memory-store-refuses-passports-from-before-its-start",
+            "the in-process store started at 11:58:30 with the default clock_skew_seconds (30): a passport issued at 11:59:00, at start plus skew, is 401 passport_predates_start (an earlier run may have accepted its requests); one issued at 11:59:20 is served",
+            c,
+            vec![
+                step(signed(k, &valid, URI, &b), rejected("passport_predates_start")),
+                step(
+                    signed(k, &later, URI, &b),
+                    accepted(&later, agent_id, &p_addr, MODEL, None, &b),
+                ),
+            ],
+        ));
         // One principal cannot fill a bounded store: its quota is at most a tenth of the
         // capacity, whatever replay_records_per_principal says (here the default, 10000).
         let mut c = config();

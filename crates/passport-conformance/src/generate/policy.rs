@@ -1,4 +1,5 @@
-//! Replay protection, revocation and the principal allowlist (spec sections 7.1 to 7.3).
+//! Replay protection, revocation, the principal allowlist (spec sections 7.1 to 7.3) and
+//! the limits (section 7.5).
 
 use super::{
     accepted, body, config, envelope, rejected, seal, signed, step, vector, Keys, AGENT_ID, MODEL,
@@ -177,4 +178,74 @@ pub(super) fn revocation(k: &Keys, out: &mut Vec<Vector>) {
             )],
         ));
     }
+}
+
+/// The limits (section 7.5) that one request, or two at one instant, can show: the
+/// `max_tokens` cap, the request bucket and a token budget no reservation fits in.
+pub(super) fn limits(k: &Keys, out: &mut Vec<Vector>) {
+    use crate::VectorLimits;
+    use passport_gate::limits::Quota;
+    let p_addr = Keys::address(&k.principal);
+    let valid = seal(envelope(k), &k.principal);
+    let limiting = |principal: Quota, agent: Quota| {
+        let mut c = config();
+        c.limits = Some(VectorLimits {
+            max_tokens_cap: 100,
+            default_max_tokens: 50,
+            principal,
+            agent,
+        });
+        c
+    };
+    let asking = |key: &str, n: u64| {
+        format!(r#"{{"model":"{MODEL}","{key}":{n},"messages":[]}}"#).into_bytes()
+    };
+    for key in ["max_tokens", "max_completion_tokens"] {
+        let at_cap = asking(key, 100);
+        let over = asking(key, 101);
+        out.push(vector(
+            &format!("limits-{}-over-cap", key.replace('_', "-")),
+            &format!("a body whose {key} exceeds max_tokens_cap is refused, not clamped (the body is signed); one at the cap is served"),
+            limiting(Quota::default(), Quota::default()),
+            vec![
+                step(signed(k, &valid, URI, &over), rejected("max_tokens_over_cap")),
+                step(
+                    signed(k, &valid, URI, &at_cap),
+                    accepted(&valid, AGENT_ID, &p_addr, MODEL, None, &at_cap),
+                ),
+            ],
+        ));
+    }
+    let (first, second) = (asking("max_tokens", 1), asking("max_tokens", 2));
+    out.push(vector(
+        "limits-agent-requests-per-minute",
+        "an agent with requests_per_minute = 1 is served once, and its second request within the minute is refused rate_limit_exceeded",
+        limiting(
+            Quota::default(),
+            Quota {
+                requests_per_minute: 1,
+                ..Quota::default()
+            },
+        ),
+        vec![
+            step(
+                signed(k, &valid, URI, &first),
+                accepted(&valid, AGENT_ID, &p_addr, MODEL, None, &first),
+            ),
+            step(signed(k, &valid, URI, &second), rejected("rate_limit_exceeded")),
+        ],
+    ));
+    let b = format!(r#"{{"model":"{MODEL}","messages":[]}}"#).into_bytes();
+    out.push(vector(
+        "limits-principal-token-budget",
+        "a request whose reservation (a quarter of its body bytes, rounded up, plus default_max_tokens when the body names no maximum) exceeds the principal's tokens_per_day is refused insufficient_quota",
+        limiting(
+            Quota {
+                tokens_per_day: 50,
+                ..Quota::default()
+            },
+            Quota::default(),
+        ),
+        vec![step(signed(k, &valid, URI, &b), rejected("insufficient_quota"))],
+    ));
 }

@@ -1,6 +1,6 @@
 //! The gateway's TOML configuration: `[server]`, `[agent_envelope]` (the reference's
 //! block), `[routes]`, `[binding]`, `[principals]`, `[forward_identity]`,
-//! `[upstream_auth]`, `[attribution]` and `[tracing]`. See `passport-gate.example.toml`.
+//! `[upstream_auth]`, `[limits]`, `[attribution]` and `[tracing]`. See `passport-gate.example.toml`.
 
 use crate::gateway::settings::Unguarded;
 use passport_core::config::Config;
@@ -45,6 +45,9 @@ pub struct GatewayConfig {
     /// The gateway's own credential towards the upstream; absent means none.
     #[serde(default)]
     pub upstream_auth: Option<UpstreamAuthSection>,
+    /// Limits per principal and per agent; absent means none.
+    #[serde(default)]
+    pub limits: Option<LimitsSection>,
     /// OpenTelemetry traces; off unless `otlp_endpoint` is set.
     #[serde(default)]
     pub tracing: TracingSection,
@@ -84,6 +87,58 @@ impl Default for TracingSection {
             export_interval_ms: 5_000,
             max_queue_spans: 2_048,
             max_export_batch_spans: 512,
+        }
+    }
+}
+
+/// `limits.store`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitStoreKind {
+    /// In the process: each replica has its own budgets.
+    #[default]
+    Memory,
+    /// In the `[redis]` server: one budget for every replica.
+    Redis,
+}
+
+/// `[limits]`: requests per minute, requests in flight and tokens per window, for every
+/// principal and every agent, with overrides in `policy_file`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// `memory` (default) or `redis` (needs `[redis]`).
+    pub store: LimitStoreKind,
+    /// A body whose `max_tokens` or `max_completion_tokens` is larger is refused.
+    pub max_tokens_cap: u64,
+    /// Reserved when a body names neither.
+    pub default_max_tokens: u64,
+    /// Per-principal and per-agent overrides, reloaded when the file changes.
+    pub policy_file: Option<PathBuf>,
+    /// How often `policy_file` is checked for changes.
+    pub reload_ms: u64,
+    /// When Redis is unreachable: admit (true) or refuse with 503 (false, default).
+    pub fail_open: bool,
+    /// Use a Redis that can silently forget counters (false, default).
+    pub accept_forgetful_redis: bool,
+    /// `[limits.principal]`: defaults for every principal.
+    pub principal: passport_gate::limits::Quota,
+    /// `[limits.agent]`: defaults for every agent.
+    pub agent: passport_gate::limits::Quota,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            store: LimitStoreKind::Memory,
+            max_tokens_cap: 4096,
+            default_max_tokens: 1024,
+            policy_file: None,
+            reload_ms: 1_000,
+            fail_open: false,
+            accept_forgetful_redis: false,
+            principal: Default::default(),
+            agent: Default::default(),
         }
     }
 }

@@ -44,10 +44,11 @@ impl GatewayConfig {
                 "forward_identity" => value.try_into().map(|v| config.forward_identity = v),
                 "upstream_auth" => value.try_into().map(|v| config.upstream_auth = Some(v)),
                 "tracing" => value.try_into().map(|v| config.tracing = v),
+                "limits" => value.try_into().map(|v| config.limits = Some(v)),
                 _ => {
                     errors.push(ConfigError::new(
                         key,
-                        "unknown section; expected server, agent_envelope, routes, binding, principals, forward_identity, upstream_auth, attribution, redis, replay, revocation or tracing",
+                        "unknown section; expected server, agent_envelope, routes, binding, principals, forward_identity, upstream_auth, limits, attribution, redis, replay, revocation or tracing",
                     ));
                     continue;
                 }

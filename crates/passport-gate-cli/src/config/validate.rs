@@ -398,6 +398,16 @@ impl GatewayConfig {
                         "\"redis\" needs a [redis] section",
                     ));
                 }
+                if self
+                    .limits
+                    .as_ref()
+                    .is_some_and(|l| l.store == LimitStoreKind::Redis)
+                {
+                    errors.push(ConfigError::new(
+                        "limits.store",
+                        "\"redis\" needs a [redis] section",
+                    ));
+                }
                 if self.revocation.redis {
                     errors.push(ConfigError::new(
                         "revocation.redis",
@@ -600,6 +610,10 @@ impl GatewayConfig {
             .map_err(|list| errors.extend(list))
             .ok()
             .flatten();
+        let limits = self
+            .limits
+            .as_ref()
+            .and_then(|l| limit_settings(l).map_err(|list| errors.extend(list)).ok());
         let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         let s = &self.server;
         match (listen, admin_listen, upstream, identity, upstream_tls) {
@@ -653,10 +667,83 @@ impl GatewayConfig {
                 attribution,
                 upstream_auth,
                 tracing,
+                limits,
             }),
             _ => Err(errors),
         }
     }
+}
+
+/// Checks `[limits]`: every value in range (naming its key) and the policy file read
+/// whole, every bad line named by the file and its number.
+fn limit_settings(
+    l: &LimitsSection,
+) -> Result<crate::gateway::settings::LimitSettings, Vec<ConfigError>> {
+    use passport_gate::limits::{LimitPolicy, PolicyTable, QUOTA_KEYS, QUOTA_MAX};
+    let mut errors = Vec::new();
+    if !(1..=10_000_000).contains(&l.max_tokens_cap) {
+        errors.push(ConfigError::new(
+            "limits.max_tokens_cap",
+            format!(
+                "{} is out of range; accepted: 1 to 10000000",
+                l.max_tokens_cap
+            ),
+        ));
+    }
+    if l.default_max_tokens == 0 || l.default_max_tokens > l.max_tokens_cap {
+        errors.push(ConfigError::new(
+            "limits.default_max_tokens",
+            format!(
+                "{} is out of range; accepted: 1 to limits.max_tokens_cap ({})",
+                l.default_max_tokens, l.max_tokens_cap
+            ),
+        ));
+    }
+    if !(10..=3_600_000).contains(&l.reload_ms) {
+        errors.push(ConfigError::new(
+            "limits.reload_ms",
+            format!("{} is out of range; accepted: 10 to 3600000", l.reload_ms),
+        ));
+    }
+    for (scope, quota) in [("principal", &l.principal), ("agent", &l.agent)] {
+        for ((key, max), v) in QUOTA_KEYS.iter().zip(QUOTA_MAX).zip(quota.values()) {
+            if v > max {
+                errors.push(ConfigError::new(
+                    format!("limits.{scope}.{key}"),
+                    format!("{v} is out of range; accepted: 0 (no limit) to {max}"),
+                ));
+            }
+        }
+    }
+    let policy = LimitPolicy::new(PolicyTable {
+        principal: l.principal,
+        agent: l.agent,
+        ..PolicyTable::default()
+    });
+    if let Some(path) = &l.policy_file {
+        if let Err(lines) = policy.load_initial(path) {
+            errors.extend(
+                lines
+                    .into_iter()
+                    .map(|line| ConfigError::new("limits.policy_file", line)),
+            );
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(crate::gateway::settings::LimitSettings {
+        policy: (*policy.table()).clone(),
+        policy_file: l
+            .policy_file
+            .as_ref()
+            .map(|p| (p.clone(), Duration::from_millis(l.reload_ms))),
+        redis: l.store == LimitStoreKind::Redis,
+        fail_open: l.fail_open,
+        accept_forgetful_redis: l.accept_forgetful_redis,
+        max_tokens_cap: l.max_tokens_cap,
+        default_max_tokens: l.default_max_tokens,
+    })
 }
 
 /// Header names `upstream_auth.name` may not take: the gateway judges or sets them
@@ -1372,6 +1459,28 @@ chain_node = "ftp://x"
         );
         assert!(v.upstream_probe.is_some());
         assert_eq!(v.upstream.authority.as_str(), "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn the_example_files_limits_block_is_valid_once_uncommented() {
+        let text = include_str!("../../../../passport-gate.example.toml");
+        let start = text.find("# [limits]\n").unwrap();
+        let end = start + text[start..].find("# The policy file").unwrap();
+        let block: String = text[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(""))
+            // The policy file does not exist here.
+            .filter(|l| !l.starts_with("policy_file"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let toml = format!(
+            "[server]\nupstream = \"http://127.0.0.1:8000\"\n[agent_envelope]\nenabled = true\nchain_id = \"gonka-mainnet\"\n{block}"
+        );
+        let v = GatewayConfig::from_toml(&toml).unwrap().validate().unwrap();
+        let limits = v.limits.unwrap();
+        assert_eq!(limits.max_tokens_cap, 4096);
+        assert_eq!(limits.policy.principal.tokens_per_day, 1_000_000);
+        assert_eq!(limits.policy.agent.requests_per_minute, 30);
     }
 
     #[test]

@@ -183,12 +183,16 @@ impl AccessLog {
 
 /// What happened to a request, from the marks the layer and the gateway leave on the
 /// response: `rejected` (a passport check failed), `refused` (the gateway refused it
-/// before any passport check), `upstream_failed` (the upstream could not answer),
+/// before any passport check), `limited` (a verified passport over its limits, never
+/// forwarded), `upstream_failed` (the upstream could not answer),
 /// `accepted` (a verified passport, forwarded) or `forwarded` (no passport check).
 pub(super) fn outcome<B>(response: &http::Response<B>) -> (&'static str, Option<&'static str>) {
     let ext = response.extensions();
     if let Some(r) = ext.get::<Rejection>() {
         return ("rejected", Some(r.code()));
+    }
+    if let Some(l) = ext.get::<passport_gate::limits::Limited>() {
+        return ("limited", Some(l.reason.code()));
     }
     if let Some(e) = ext.get::<GatewayError>() {
         return match e {

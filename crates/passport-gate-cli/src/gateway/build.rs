@@ -9,7 +9,8 @@ use super::listener::{ConnectionLimits, Http2Limits};
 use super::metrics::GatewayMetrics;
 use super::routes::RouteTable;
 use super::settings::{
-    AttributionSettings, BindingSettings, GrantSourceSettings, ReplayBackend, Settings,
+    AttributionSettings, BindingSettings, GrantSourceSettings, LimitSettings, ReplayBackend,
+    Settings,
 };
 use super::start_error::StartError;
 use super::upstream_auth::UpstreamCredential;
@@ -24,6 +25,7 @@ use passport_gate::grants::{
     AccountCache, GrantCache, GrantSource, LcdGrantSource, RequesterSignature, StaticGrants,
 };
 use passport_gate::layer::{Binding, PassportLayer, RequesterSource};
+use passport_gate::limits::{LimitPolicy, LimitStore, Limiter, MemoryLimitStore, RedisLimitStore};
 use passport_gate::metrics::Metrics;
 use passport_gate::principals::PrincipalAllowlist;
 use passport_gate::redis_client::{Durability, Keeps, Redis, RedisConfig, RedisError};
@@ -160,6 +162,9 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, StartError> {
     }
     if let Some(name) = &config.inference_id_header {
         builder = builder.inference_id_header(name.clone());
+    }
+    if let Some(l) = &config.limits {
+        builder = builder.limits(limiter(l, redis_config, &key_prefix, &metrics).await?);
     }
     let layer = builder.build().map_err(|errors| {
         StartError::from_problems(errors.into_iter().map(StartError::Envelope).collect())
@@ -390,6 +395,51 @@ async fn replay_store(
             builder.replay_refuse_issued_until(start)
         }
     })
+}
+
+/// The limiter: its store (in the process, or Redis with the same durability check as
+/// the replay store), the policy and its file watcher.
+async fn limiter(
+    l: &LimitSettings,
+    redis: Option<&RedisConfig>,
+    key_prefix: &str,
+    metrics: &Metrics,
+) -> Result<Arc<Limiter>, StartError> {
+    let store: Arc<dyn LimitStore> = match (l.redis, redis) {
+        (true, Some(c)) => {
+            let durability = if l.accept_forgetful_redis {
+                Durability::AcceptForgetful {
+                    keeps: Keeps::LIMIT_COUNTERS,
+                    counter: Some(metrics.limit_store_forgetful.clone()),
+                }
+            } else {
+                Durability::Required(Keeps::LIMIT_COUNTERS)
+            };
+            let redis = Arc::new(Redis::new(c.clone()).with_durability(durability));
+            match redis.check().await {
+                Ok(()) => {}
+                Err(RedisError::Forgetful(e)) => return Err(StartError::LimitStoreForgetful(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "limit store: Redis not reachable at startup; limited requests are refused until it is");
+                }
+            }
+            Arc::new(RedisLimitStore::new(redis, key_prefix))
+        }
+        _ => Arc::new(MemoryLimitStore::new()),
+    };
+    let policy = Arc::new(LimitPolicy::new(l.policy.clone()));
+    if let Some((path, every)) = &l.policy_file {
+        policy
+            .watch_file(
+                path.clone(),
+                *every,
+                metrics.limits_policy_bad_lines.clone(),
+            )
+            .map_err(StartError::LimitsPolicyWatcher)?;
+    }
+    Ok(Arc::new(
+        Limiter::new(store, policy, l.max_tokens_cap, l.default_max_tokens).fail_open(l.fail_open),
+    ))
 }
 
 /// The replay store's own Redis client: every connection it opens first checks that the

@@ -112,6 +112,28 @@ pub struct Settings {
     /// OpenTelemetry traces, when on (never without the `otel` feature).
     #[cfg_attr(not(feature = "otel"), allow(dead_code))]
     pub tracing: Option<TracingSettings>,
+    /// Limits per principal and per agent, when configured.
+    pub limits: Option<LimitSettings>,
+}
+
+/// The limits, checked: the defaults with the policy file's overrides as read at
+/// startup.
+#[derive(Clone, Debug)]
+pub struct LimitSettings {
+    /// Defaults and overrides.
+    pub policy: passport_gate::limits::PolicyTable,
+    /// The policy file and how often it is checked.
+    pub policy_file: Option<(PathBuf, Duration)>,
+    /// Counters in the shared Redis (otherwise in the process).
+    pub redis: bool,
+    /// Admit while Redis is unreachable.
+    pub fail_open: bool,
+    /// Start with a Redis that can forget counters.
+    pub accept_forgetful_redis: bool,
+    /// `limits.max_tokens_cap`.
+    pub max_tokens_cap: u64,
+    /// `limits.default_max_tokens`.
+    pub default_max_tokens: u64,
 }
 
 impl Settings {

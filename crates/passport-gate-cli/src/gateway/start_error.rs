@@ -47,6 +47,11 @@ pub enum StartError {
     /// The revocation set's Redis server can silently forget it and
     /// `revocation.accept_forgetful_redis` is off.
     RevocationStoreForgetful(String),
+    /// The limit store's Redis server can silently forget counters and
+    /// `limits.accept_forgetful_redis` is off.
+    LimitStoreForgetful(String),
+    /// The watcher of `limits.policy_file` could not be started.
+    LimitsPolicyWatcher(std::io::Error),
     /// The passport layer refused its `agent_envelope` settings.
     Envelope(passport_gate::ConfigError),
     /// The access log's writer thread could not be started.
@@ -119,6 +124,10 @@ impl fmt::Display for StartError {
             StartError::ReplayDataDir(e) => write!(f, "replay.data_dir: {e}"),
             StartError::RevocationFile(e) => write!(f, "revocation.file: {e}"),
             StartError::RevocationStoreForgetful(e) => write!(f, "revocation.redis: {e}"),
+            StartError::LimitStoreForgetful(e) => write!(f, "limits.store: {e}"),
+            StartError::LimitsPolicyWatcher(e) => {
+                write!(f, "limits.policy_file: cannot start the watcher: {e}")
+            }
             StartError::Envelope(e) => write!(f, "agent_envelope.{e}"),
             StartError::AccessLogThread(e) => write!(f, "cannot start the access log thread: {e}"),
             StartError::UpstreamAuthWatcher(e) => {
@@ -143,6 +152,7 @@ impl std::error::Error for StartError {
             | StartError::RedisStream(e)
             | StartError::AccessLogThread(e)
             | StartError::UpstreamAuthWatcher(e)
+            | StartError::LimitsPolicyWatcher(e)
             | StartError::LocalAddr(e)
             | StartError::OpenFile { source: e, .. }
             | StartError::Listen { source: e, .. }
@@ -155,6 +165,7 @@ impl std::error::Error for StartError {
             | StartError::PrincipalsFile(_)
             | StartError::ReplayStoreForgetful(_)
             | StartError::RevocationStoreForgetful(_)
+            | StartError::LimitStoreForgetful(_)
             | StartError::RevocationFile(_) => None,
         }
     }

@@ -83,11 +83,7 @@ fn the_openai_python_sdk_reads_rejections_and_retries_without_replays() {
     };
     // A port nothing listens on yet: the script starts its upstream there after the
     // gateway's first 502.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let gw = start(
         "openai-sdk",
@@ -101,15 +97,30 @@ fn the_openai_python_sdk_reads_rejections_and_retries_without_replays() {
         ),
     );
     let (agent, passport) = credentials(&gw.dir);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_sdk.py");
+    let stdout = run_script(
+        &python,
+        "openai_sdk.py",
+        &[
+            ("PG_GATEWAY", format!("http://{}", gw.listen)),
+            ("PG_UPSTREAM_PORT", port.to_string()),
+            ("PG_AGENT_KEY", agent.display().to_string()),
+            ("PG_PASSPORT_FILE", passport.display().to_string()),
+        ],
+    );
+    assert_eq!(stdout.matches("\nok ").count(), 5, "{stdout}");
+}
+
+/// Runs tests/python/`script` with `env` (and `PG_BIN`, `PG_CHAIN`), within two
+/// minutes; asserts it succeeded and returns what it printed.
+fn run_script(python: &Path, script: &str, env: &[(&str, String)]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
     let mut child = Command::new(python)
         .arg(script)
         .env("PG_BIN", env!("CARGO_BIN_EXE_passport-gate"))
-        .env("PG_GATEWAY", format!("http://{}", gw.listen))
-        .env("PG_UPSTREAM_PORT", port.to_string())
-        .env("PG_AGENT_KEY", &agent)
-        .env("PG_PASSPORT_FILE", &passport)
         .env("PG_CHAIN", CHAIN)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -123,12 +134,63 @@ fn the_openai_python_sdk_reads_rejections_and_retries_without_replays() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("{stdout}");
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stdout.matches("\nok ").count(), 5, "{stdout}");
+    stdout
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The broker mode of docs/broker.md in front of a devshard stand-in (written in
+/// tests/python/limits_sdk.py from devshardctl's documented behaviour), through the
+/// real SDK: 429 `rate_limit_exceeded` and `insufficient_quota` read as `e.code`, the
+/// `x-ratelimit-*` headers, twenty parallel requests within one token budget,
+/// settlement, a stream without usage charged its reservation, `max_tokens` over the
+/// cap, and the upstream only ever seeing the gateway's key.
+#[test]
+fn the_openai_python_sdk_meets_the_limits_in_front_of_a_devshard_stand_in() {
+    let Some(python) = python() else {
+        return;
+    };
+    let port = free_port();
+    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let files = support::serve::workdir("limits-sdk-files");
+    let key_file = files.join("devshard.key");
+    std::fs::write(&key_file, "sk-devshard-operator-key\n").unwrap();
+    let policy = files.join("limits.toml");
+    std::fs::write(&policy, "").unwrap();
+    let extra = format!(
+        "replay_protection = true\n\n[upstream_auth]\nkind = \"bearer\"\ntoken_file = \"{}\"\n\n[limits]\nmax_tokens_cap = 4096\ndefault_max_tokens = 1024\npolicy_file = \"{}\"\nreload_ms = 50\n\n[limits.principal]\nrequests_per_minute = 1000\n",
+        key_file.display(),
+        policy.display()
+    );
+    // Twenty requests signed by as many CLI processes may take seconds on a busy
+    // machine, and the upstream holds the admitted ones until all are judged.
+    let toml = config(upstream, &extra)
+        .replace("response_timeout_ms = 3000", "response_timeout_ms = 60000");
+    let gw = start("limits-sdk", &toml);
+    let stdout = run_script(
+        &python,
+        "limits_sdk.py",
+        &[
+            ("PG_GATEWAY", format!("http://{}", gw.listen)),
+            ("PG_UPSTREAM_PORT", port.to_string()),
+            ("PG_UPSTREAM_KEY", "sk-devshard-operator-key".to_owned()),
+            ("PG_POLICY_FILE", policy.display().to_string()),
+            ("PG_WORKDIR", files.display().to_string()),
+        ],
+    );
+    assert_eq!(stdout.matches("\nok ").count(), 8, "{stdout}");
 }

@@ -164,6 +164,8 @@ struct Deployment {
     config: RedisConfig,
     /// A URL the `revoke --redis` CLI can use (one server, no private CA), if any.
     cli_url: Option<String>,
+    /// The gateway's `[redis]` keys that reach it (one server, or the cluster), if any.
+    redis_toml: Option<String>,
 }
 
 const PASSWORD: &str = "s3cret-for-tests";
@@ -183,6 +185,7 @@ impl Deployment {
                 Deployment {
                     config: s.config(),
                     cli_url: Some(s.url()),
+                    redis_toml: Some(format!("url = \"{}\"\n", s.url())),
                     _servers: vec![s],
                 }
             }
@@ -195,6 +198,7 @@ impl Deployment {
                 Deployment {
                     config: RedisConfig::from_url(&url, timeout).unwrap(),
                     cli_url: Some(url),
+                    redis_toml: None,
                     _servers: vec![s],
                 }
             }
@@ -216,6 +220,7 @@ impl Deployment {
                 Deployment {
                     config: RedisConfig::new(&[&url], false, tls, timeout).unwrap(),
                     cli_url: None,
+                    redis_toml: None,
                     _servers: vec![s],
                 }
             }
@@ -267,11 +272,21 @@ impl Deployment {
                     }
                 }
                 let urls: Vec<String> = nodes.iter().map(|n| format!("redis://{n}")).collect();
+                let redis_toml = format!(
+                    "url = \"{}\"\ncluster = true\ncluster_nodes = [{}]\n",
+                    urls[0],
+                    urls[1..]
+                        .iter()
+                        .map(|u| format!("\"{u}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
                 let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
                 Deployment {
                     config: RedisConfig::new(&urls, true, RedisTlsFiles::default(), timeout)
                         .unwrap(),
                     cli_url: None,
+                    redis_toml: Some(redis_toml),
                     _servers: servers,
                 }
             }
@@ -1535,4 +1550,202 @@ async fn stream_entries_are_bounded_in_size_and_the_stream_in_bytes() {
     )
     .await;
     assert!(bytes <= 65_536, "{bytes} bytes");
+}
+
+/// Two `serve` replicas with `[limits]` on the shared Redis of `redis` in front of
+/// `upstream`, with `limits` added to the `[limits]` table.
+fn limited_replicas(
+    name: &str,
+    upstream: SocketAddr,
+    redis: &Deployment,
+    limits: &str,
+) -> [support::serve::Gateway; 2] {
+    let redis_toml = redis.redis_toml.as_deref().expect("a [redis] section");
+    let toml = support::serve::config(
+        upstream,
+        &format!(
+            "\n[limits]\nstore = \"redis\"\naccept_forgetful_redis = true\n{limits}\n[redis]\n{redis_toml}timeout_ms = 2000\n"
+        ),
+    );
+    [
+        support::serve::start(&format!("{name}-a"), &toml),
+        support::serve::start(&format!("{name}-b"), &toml),
+    ]
+}
+
+/// A chat body asking `max_tokens`, made distinct by `n`.
+fn limited_body(n: usize, max_tokens: u64) -> Vec<u8> {
+    format!(
+        r#"{{"model":"qwen/qwen3-32b","max_tokens":{max_tokens},"messages":[{{"role":"user","content":"request {n:04}"}}]}}"#
+    )
+    .into_bytes()
+}
+
+/// One token budget and one request rate across two replicas: requests sent in turn to
+/// each, and twenty at once across both, never take more than the principal's budget.
+/// The upstream's answers carry no usage, so each keeps its whole reservation.
+async fn one_budget_across_two_gateway_replicas(kind: Kind) {
+    if !redis_available() {
+        return;
+    }
+    let redis = Deployment::start(kind).await;
+    let up = support::serve::upstream().await;
+    let uri = "/v1/completions";
+    let replicas = limited_replicas(
+        &format!("limits-{kind:?}"),
+        up.addr,
+        &redis,
+        "[limits.principal]\ntokens_per_day = 1000\n[limits.agent]\nrequests_per_minute = 30\n",
+    );
+    let addrs = [replicas[0].listen, replicas[1].listen];
+    // The agent's rate: thirty requests per minute, whichever replica they reach.
+    let rated = support::live_of(0x71, "urn:aps:agent:rated");
+    let mut statuses = Vec::new();
+    for n in 0..32 {
+        let body = limited_body(n, 1);
+        let (status, text) =
+            support::post(addrs[n % 2], uri, &rated.headers(uri, &body), &body).await;
+        statuses.push((status, code(&text)));
+    }
+    let ok = statuses.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(ok, 30, "{statuses:?}");
+    assert!(statuses[30..]
+        .iter()
+        .all(|(s, c)| *s == 429 && c == "rate_limit_exceeded"));
+    // The principal's tokens: each request reserves a quarter of its body plus 200.
+    let spender = support::live_of(0x72, "urn:aps:agent:spender");
+    let each = (limited_body(0, 200).len() as u64).div_ceil(4) + 200;
+    let calls_before = up.calls.load(std::sync::atomic::Ordering::SeqCst);
+    let sent: Vec<_> = (0..20)
+        .map(|n| {
+            let body = limited_body(n, 200);
+            let headers = spender.headers(uri, &body);
+            let addr = addrs[n % 2];
+            tokio::spawn(async move { support::post(addr, uri, &headers, &body).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for s in sent {
+        let (status, text) = s.await.unwrap();
+        outcomes.push((status, code(&text)));
+    }
+    let ok = outcomes.iter().filter(|(s, _)| *s == 200).count() as u64;
+    assert_eq!(ok, 1000 / each, "{each} each: {outcomes:?}");
+    assert!(outcomes
+        .iter()
+        .all(|(s, c)| *s == 200 || (*s == 429 && c == "insufficient_quota")));
+    assert_eq!(
+        up.calls.load(std::sync::atomic::Ordering::SeqCst) - calls_before,
+        ok as usize,
+        "a refused request reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_budget_across_two_gateway_replicas_sharing_redis() {
+    one_budget_across_two_gateway_replicas(Kind::Plain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_budget_across_two_gateway_replicas_sharing_a_redis_cluster() {
+    one_budget_across_two_gateway_replicas(Kind::Cluster).await;
+}
+
+/// With the limit store unreachable, a limited request is refused with 503
+/// `limits_unavailable` (never forwarded), unless `limits.fail_open`; both are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_limit_store_fails_closed_unless_told_to_fail_open() {
+    let up = support::serve::upstream().await;
+    let uri = "/v1/completions";
+    let dead = free_port();
+    let agent = support::live_of(0x73, "urn:aps:agent:store");
+    for (fail_open, status, action) in [(false, 503, "fail_closed"), (true, 200, "fail_open")] {
+        let toml = support::serve::config(
+            up.addr,
+            &format!(
+                "\n[limits]\nstore = \"redis\"\nfail_open = {fail_open}\n[limits.principal]\nrequests_per_minute = 10\n[redis]\nurl = \"redis://127.0.0.1:{dead}\"\ntimeout_ms = 200\n"
+            ),
+        );
+        let gw = support::serve::start(&format!("limits-dead-{fail_open}"), &toml);
+        let body = limited_body(usize::from(fail_open), 10);
+        let calls = up.calls.load(std::sync::atomic::Ordering::SeqCst);
+        let (got, text) = support::post(gw.listen, uri, &agent.headers(uri, &body), &body).await;
+        assert_eq!(got, status, "{text}");
+        if !fail_open {
+            assert_eq!(code(&text), "limits_unavailable");
+            assert_eq!(up.calls.load(std::sync::atomic::Ordering::SeqCst), calls);
+        }
+        let sample = format!("passport_gate_limit_store_failures_total{{action=\"{action}\"}}");
+        assert_eq!(gw.metric(&sample).await, 1.0, "{sample}");
+    }
+}
+
+/// The limit store's Redis gets the replay store's durability check: one that can
+/// forget counters refuses startup, naming `limits.store`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgetful_redis_is_refused_for_limits_at_startup() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let toml = support::serve::config(
+        "127.0.0.1:9".parse().unwrap(),
+        &format!(
+            "\n[limits]\nstore = \"redis\"\n[limits.principal]\nrequests_per_minute = 10\n[redis]\nurl = \"{}\"\n",
+            redis.url()
+        ),
+    );
+    let (code, lines) = serve_until_exit("limits-forgetful", &toml);
+    assert_ne!(code, Some(0));
+    assert!(
+        lines.iter().any(|l| l.contains("limits.store")
+            && l.contains("limit counters")
+            && l.contains("limits.accept_forgetful_redis")),
+        "{lines:?}"
+    );
+}
+
+/// In Redis, settlement returns the unused part of a reservation and gives the in-flight
+/// slot back, in one server and in a cluster.
+async fn in_redis_settlement_returns_the_unused_part(kind: Kind) {
+    use passport_gate::limits::{Ask, LimitStore, Quota, RedisLimitStore, Verdict};
+    if !redis_available() {
+        return;
+    }
+    let redis = Deployment::start(kind).await;
+    let store = RedisLimitStore::new(redis.client(), "test:");
+    let quota = Quota {
+        concurrent_requests: 1,
+        tokens_per_day: 1000,
+        ..Quota::default()
+    };
+    let ask = |id| Ask {
+        principal: ("gonka1settle", quota),
+        agent: ("gonka1settle/agent", Quota::default()),
+        tokens: 600,
+        request_id: id,
+    };
+    let Verdict::Admitted(ticket, standing) = store.admit(ask(1)).await.unwrap() else {
+        panic!("refused")
+    };
+    assert_eq!(standing.tokens.map(|g| g.remaining), Some(400));
+    let Verdict::Refused(l) = store.admit(ask(2)).await.unwrap() else {
+        panic!("admitted beyond one in flight")
+    };
+    assert_eq!(l.reason.code(), "rate_limit_exceeded");
+    store.settle(ticket, 100).unwrap().await.unwrap();
+    let Verdict::Admitted(_, standing) = store.admit(ask(3)).await.unwrap() else {
+        panic!("refused after settlement")
+    };
+    assert_eq!(standing.tokens.map(|g| g.remaining), Some(300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_redis_settlement_returns_the_unused_part_of_a_reservation() {
+    in_redis_settlement_returns_the_unused_part(Kind::Plain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_redis_cluster_settlement_returns_the_unused_part_of_a_reservation() {
+    in_redis_settlement_returns_the_unused_part(Kind::Cluster).await;
 }

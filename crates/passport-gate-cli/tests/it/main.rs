@@ -14,6 +14,7 @@ mod cli_inputs;
 mod cli_messages;
 mod cold_admission;
 mod gateway_e2e;
+mod limits;
 mod operators;
 mod parity_gateway;
 mod replay_retry;

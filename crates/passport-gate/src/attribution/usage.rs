@@ -28,6 +28,17 @@ pub struct TokenUsage {
     pub total_tokens: Option<u64>,
 }
 
+impl TokenUsage {
+    /// The tokens the answer used: `total_tokens`, else prompt plus completion.
+    pub fn total(&self) -> Option<u64> {
+        self.total_tokens.or_else(|| {
+            self.prompt_tokens
+                .zip(self.completion_tokens)
+                .map(|(p, c)| p.saturating_add(c))
+        })
+    }
+}
+
 #[derive(Deserialize)]
 struct WithUsage {
     usage: Option<TokenUsage>,
@@ -150,11 +161,13 @@ pub enum BodyEnd {
     Dropped,
 }
 
-/// An accepted request's event, queued once its response body ends or is dropped, with
-/// the usage the body carried, or why it carried none.
+/// What happens when an accepted request's answer ends (or is dropped): its event is
+/// queued with the usage the body carried, or why it carried none, and its token
+/// reservation is settled to that usage (the whole reservation when none was read).
 pub struct EventOnEnd {
-    sender: AttributionSender,
-    event: PendingEvent,
+    sender: Option<AttributionSender>,
+    event: Option<PendingEvent>,
+    settlement: Option<crate::limits::Settlement>,
     scan: UsageScan,
     /// Held until the event is queued (the layer's count of forwarded requests whose
     /// event is still to come, which shutdown waits for).
@@ -181,12 +194,31 @@ impl EventOnEnd {
         hold: Box<dyn Send + Sync>,
     ) -> EventOnEnd {
         EventOnEnd {
-            sender,
-            event,
+            sender: Some(sender),
+            event: Some(event),
+            settlement: None,
             scan,
             _hold: hold,
             stall: None,
         }
+    }
+
+    /// Settles nothing but `settlement` when the body ends (no event is written).
+    pub fn settle_only(settlement: crate::limits::Settlement, scan: UsageScan) -> EventOnEnd {
+        EventOnEnd {
+            sender: None,
+            event: None,
+            settlement: Some(settlement),
+            scan,
+            _hold: Box::new(()),
+            stall: None,
+        }
+    }
+
+    /// Also settles `settlement` when the body ends.
+    pub fn with_settlement(mut self, settlement: Option<crate::limits::Settlement>) -> Self {
+        self.settlement = settlement;
+        self
     }
 
     /// Marks the event `client_stalled` if `stall` is marked by the time it is queued.
@@ -199,7 +231,8 @@ impl EventOnEnd {
         self.scan.feed(data);
     }
 
-    /// Queues the event (once), for a body that ended as `end`.
+    /// Queues the event and settles the reservation (once), for a body that ended as
+    /// `end`.
     pub fn finish(&mut self, end: BodyEnd) {
         if matches!(self.scan.scan, Scan::Done) {
             return;
@@ -207,12 +240,19 @@ impl EventOnEnd {
         let usage = self.scan.usage();
         let missing = self.scan.missing(end);
         self.scan = UsageScan { scan: Scan::Done };
-        let Some(mut event) = self.event.take() else {
+        let usage = usage.filter(|u| {
+            u.prompt_tokens.is_some() || u.completion_tokens.is_some() || u.total_tokens.is_some()
+        });
+        if let Some(mut settlement) = self.settlement.take() {
+            settlement.settle(usage.as_ref().and_then(|u| u.total()));
+        }
+        let (Some(pending), Some(sender)) = (self.event.take(), &self.sender) else {
             return;
         };
-        match usage.filter(|u| {
-            u.prompt_tokens.is_some() || u.completion_tokens.is_some() || u.total_tokens.is_some()
-        }) {
+        let Some(mut event) = pending.take() else {
+            return;
+        };
+        match usage {
             Some(u) => {
                 event.prompt_tokens = u.prompt_tokens;
                 event.completion_tokens = u.completion_tokens;
@@ -227,7 +267,7 @@ impl EventOnEnd {
         {
             event.client_stalled = true;
         }
-        self.sender.emit(event);
+        sender.emit(event);
     }
 }
 

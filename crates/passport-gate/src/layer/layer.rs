@@ -169,6 +169,8 @@ pub(crate) struct Shared {
     pub(crate) record_refusals: bool,
     pub(crate) inference_id_header: Option<HeaderName>,
     pub(crate) metrics: Metrics,
+    /// Limits per principal and per agent, after every passport check.
+    pub(crate) limits: Option<Arc<crate::limits::Limiter>>,
 }
 
 /// Verifies agent passports in front of an inner service. Cheap to clone.
@@ -207,6 +209,7 @@ pub struct PassportLayerBuilder {
     replay_release: ReleasePolicy,
     replay_issued_after: Option<passport_core::time::Timestamp>,
     revocations: Option<Arc<RevocationList>>,
+    limits: Option<Arc<crate::limits::Limiter>>,
 }
 
 impl PassportLayer {
@@ -240,6 +243,7 @@ impl PassportLayer {
             replay_release: ReleasePolicy::default(),
             replay_issued_after: None,
             revocations: None,
+            limits: None,
         }
     }
 
@@ -267,6 +271,7 @@ impl PassportLayer {
                 record_refusals: false,
                 inference_id_header: None,
                 metrics: Metrics::new(),
+                limits: None,
             }),
         }
     }
@@ -424,6 +429,16 @@ impl PassportLayerBuilder {
         self
     }
 
+    /// Applies `limiter` to every accepted request, after the last passport check
+    /// (replay included): over a limit the request is answered 429 (or 400 for a
+    /// `max_tokens` over the cap) and never reaches the inner service; admitted, its
+    /// answer carries the `x-ratelimit-*` headers and its token reservation is settled
+    /// to the usage its answer carries when it ends.
+    pub fn limits(mut self, limiter: Arc<crate::limits::Limiter>) -> Self {
+        self.limits = Some(limiter);
+        self
+    }
+
     /// Validates the configuration and builds the layer.
     pub fn build(self) -> Result<PassportLayer, Vec<ConfigError>> {
         self.config.validate()?;
@@ -468,6 +483,7 @@ impl PassportLayerBuilder {
                 record_refusals: self.record_refusals,
                 inference_id_header: self.inference_id_header,
                 metrics,
+                limits: self.limits,
             }),
         })
     }

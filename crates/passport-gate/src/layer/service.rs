@@ -176,6 +176,37 @@ where
             return Ok(reject(&shared, r));
         }
     };
+    // The limits (spec section 7.6) run after every passport check, the replay record
+    // included: an unauthenticated or replayed request never spends anyone's budget.
+    let admitted = match &shared.limits {
+        None => None,
+        Some(limiter) => {
+            let agent = &accepted.agent;
+            match limiter
+                .admit(
+                    agent.principal_address(),
+                    agent.agent_id(),
+                    &accepted.body,
+                    &shared.metrics,
+                )
+                .await
+            {
+                Ok(admitted) => admitted,
+                Err(limited) => {
+                    // Never processed: a retry of the same signed request is not a replay.
+                    release_replay(&shared, accepted.reservation, agent).await;
+                    tracing::debug!(code = limited.reason.code(), "request limited");
+                    let mut resp = limited.http_response().map(PassportBody::from_full);
+                    resp.extensions_mut().insert(limited);
+                    return Ok(resp);
+                }
+            }
+        }
+    };
+    let (settlement, standing) = match admitted {
+        Some(a) => (Some(a.settlement), Some(a.standing)),
+        None => (None, None),
+    };
     shared.metrics.accepted();
     let span = tracing::info_span!(
         "passport",
@@ -221,7 +252,16 @@ where
         if let Ok(response) = &result {
             settle_reservation(&shared, reservation, &agent, response).await;
         }
-        return result.map(|r| r.map(PassportBody::original));
+        return result.map(|r| {
+            let (r, settlement) = limits_on_answer(r, settlement, standing);
+            match settlement {
+                Some(s) => {
+                    let scan = UsageScan::for_response(r.headers());
+                    r.map(|b| PassportBody::metered(b, Box::new(EventOnEnd::settle_only(s, scan))))
+                }
+                None => r.map(PassportBody::original),
+            }
+        });
     };
     // The call runs in its own task so that a client hanging up (which drops this
     // future) cannot cancel the event of a request that was forwarded: every forwarded
@@ -245,6 +285,7 @@ where
         // The event goes with the body and is queued when the body ends or is dropped
         // (a client that left drops it here), with the token usage the body carried.
         let result = result.map(move |response| {
+            let (response, settlement) = limits_on_answer(response, settlement, standing);
             let Some(sender) = &task_shared.attribution else {
                 return response.map(PassportBody::original);
             };
@@ -252,7 +293,8 @@ where
                 record_head(&task_shared, event, &response, started, client_disconnected);
             });
             let scan = UsageScan::for_response(response.headers());
-            let mut on_end = EventOnEnd::new(sender.clone(), pending, scan, Box::new(running));
+            let mut on_end = EventOnEnd::new(sender.clone(), pending, scan, Box::new(running))
+                .with_settlement(settlement);
             if let Some(stall) = stall {
                 on_end.watch_stall(stall);
             }
@@ -269,6 +311,47 @@ where
             "the request failed inside the gateway",
         )
         .map(PassportBody::from_full)),
+    }
+}
+
+/// The `x-ratelimit-*` headers of an admitted request on its answer, and its
+/// settlement, still to be settled when the answer ends; an answer showing that the
+/// request was not processed (the ones that release a replay record) gives everything
+/// back at once, whatever the replay store's release policy (giving a principal's
+/// budget back lets no one else in; the policy is about who may send the same signed
+/// request again).
+fn limits_on_answer<B>(
+    mut response: Response<B>,
+    settlement: Option<crate::limits::Settlement>,
+    standing: Option<crate::limits::Standing>,
+) -> (Response<B>, Option<crate::limits::Settlement>) {
+    if let Some(s) = standing {
+        s.apply(response.headers_mut());
+    }
+    match settlement {
+        Some(mut s)
+            if crate::replay::releases_record(
+                &response,
+                crate::replay::ReleasePolicy {
+                    on_retryable: true,
+                    on_upstream_busy: true,
+                },
+            ) =>
+        {
+            s.release();
+            (response, None)
+        }
+        other => (response, other),
+    }
+}
+
+/// Releases the replay record `reservation` of a request that was not processed.
+async fn release_replay(shared: &Shared, reservation: Option<[u8; 32]>, agent: &VerifiedAgent) {
+    let (Some(key), Some(guard)) = (reservation, shared.replay.as_ref()) else {
+        return;
+    };
+    if let Err(e) = guard.store.release(&key, agent.principal_address()).await {
+        tracing::warn!(error = %e, "replay record not released; the request stays refused");
     }
 }
 

@@ -10,7 +10,7 @@ use prometheus::Registry;
 use std::sync::atomic::Ordering;
 
 /// The name and help of every family the collector exports, in order.
-const FAMILIES: [(&str, &str); 22] = [
+const FAMILIES: [(&str, &str); 29] = [
     ("passport_gate_requests_total", "Requests seen by the passport layer, by outcome and rejection code"),
     ("passport_gate_verify_duration_seconds", "Time to verify a passport, body read excluded"),
     ("passport_gate_envelope_cache_hits_total", "Passports found already verified in the envelope cache"),
@@ -33,6 +33,13 @@ const FAMILIES: [(&str, &str); 22] = [
     ("passport_gate_revocation_set_emptied_total", "Polls that found the shared revocation set empty after it held entries (a Redis that lost its data, or the last entry removed)"),
     ("passport_gate_revocation_store_forgetful_connections_total", "Revocation poller connections to a Redis that can silently forget the set, used because revocation.accept_forgetful_redis = true"),
     ("passport_gate_redis_out_of_memory_total", "Redis commands refused at maxmemory, by store (replay: answered 503 replay_store_full; stream: the event is dropped and counted as failed)"),
+    ("passport_gate_limited_requests_total", "Requests refused by the limits, by reason"),
+    ("passport_gate_limit_tokens_reserved_total", "Tokens reserved by admitted requests"),
+    ("passport_gate_limit_tokens_settled_total", "Tokens charged when answers ended: their usage, or the whole reservation when none was readable"),
+    ("passport_gate_limit_usage_missing_total", "Answers without a readable usage, charged their whole reservation"),
+    ("passport_gate_limit_store_failures_total", "Requests judged while the limit store was unreachable, by action (fail_closed or fail_open)"),
+    ("passport_gate_limits_policy_bad_lines_total", "Bad lines of the limits policy file (or unreadable files), counted at each reload"),
+    ("passport_gate_limit_store_forgetful_connections_total", "Limit store connections to a Redis that can silently forget counters, used because limits.accept_forgetful_redis = true"),
 ];
 
 struct LayerCollector {
@@ -185,6 +192,31 @@ impl Collector for LayerCollector {
                     counter(m.redis_out_of_memory_stream.get(), &[("store", "stream")]),
                 ],
             ),
+            family(
+                22,
+                COUNTER,
+                crate::limits::LimitReason::ALL
+                    .iter()
+                    .zip(m.limited.iter())
+                    .map(|(r, c)| counter(c.get(), &[("reason", r.label())]))
+                    .collect(),
+            ),
+            family(23, COUNTER, plain(&m.limit_tokens_reserved)),
+            family(24, COUNTER, plain(&m.limit_tokens_settled)),
+            family(25, COUNTER, plain(&m.limit_usage_missing)),
+            family(
+                26,
+                COUNTER,
+                vec![
+                    counter(
+                        m.limit_store_failures[0].get(),
+                        &[("action", "fail_closed")],
+                    ),
+                    counter(m.limit_store_failures[1].get(), &[("action", "fail_open")]),
+                ],
+            ),
+            family(27, COUNTER, plain(&m.limits_policy_bad_lines)),
+            family(28, COUNTER, plain(&m.limit_store_forgetful)),
         ]
     }
 }

@@ -66,6 +66,21 @@ pub struct Metrics {
     pub redis_out_of_memory_stream: IntCounter,
     /// Changed principal allowlist files that were not taken whole.
     pub principals_reload_failures: IntCounter,
+    /// Requests limited, one counter per reason, in the order of `LimitReason::ALL`.
+    limited: [IntCounter; 5],
+    /// Tokens reserved at admission.
+    pub limit_tokens_reserved: IntCounter,
+    /// Tokens charged when answers ended (their usage, or the whole reservation).
+    pub limit_tokens_settled: IntCounter,
+    /// Answers settled without a readable usage, charged their whole reservation.
+    pub limit_usage_missing: IntCounter,
+    /// Requests judged while the limit store was unreachable: failed closed, failed open.
+    limit_store_failures: [IntCounter; 2],
+    /// Bad lines of the limits policy file, counted at each reload.
+    pub limits_policy_bad_lines: IntCounter,
+    /// Limit store connections to a Redis that can silently forget counters, used because
+    /// `limits.accept_forgetful_redis = true`.
+    pub limit_store_forgetful: IntCounter,
 }
 
 impl Metrics {
@@ -97,6 +112,13 @@ impl Metrics {
             redis_out_of_memory_replay: c(),
             redis_out_of_memory_stream: c(),
             principals_reload_failures: c(),
+            limited: [c(), c(), c(), c(), c()],
+            limit_tokens_reserved: c(),
+            limit_tokens_settled: c(),
+            limit_usage_missing: c(),
+            limit_store_failures: [c(), c()],
+            limits_policy_bad_lines: c(),
+            limit_store_forgetful: c(),
         }
     }
 
@@ -135,6 +157,34 @@ impl Metrics {
     /// How many requests were judged with the replay store unreachable, by action.
     pub fn replay_store_failure_count(&self, failed_open: bool) -> u64 {
         self.replay_store_failures[usize::from(failed_open)].get()
+    }
+
+    /// Counts a request limited for `reason`.
+    pub fn limited(&self, reason: crate::limits::LimitReason) {
+        self.limited_counter(reason).inc();
+    }
+
+    /// How many requests were limited for `reason` so far.
+    pub fn limited_count(&self, reason: crate::limits::LimitReason) -> u64 {
+        self.limited_counter(reason).get()
+    }
+
+    fn limited_counter(&self, reason: crate::limits::LimitReason) -> &IntCounter {
+        let i = crate::limits::LimitReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        &self.limited[i]
+    }
+
+    /// Counts a request judged while the limit store was unreachable.
+    pub fn limit_store_failure(&self, failed_open: bool) {
+        self.limit_store_failures[usize::from(failed_open)].inc();
+    }
+
+    /// How many requests were judged with the limit store unreachable, by action.
+    pub fn limit_store_failure_count(&self, failed_open: bool) -> u64 {
+        self.limit_store_failures[usize::from(failed_open)].get()
     }
 
     /// How many requests passed through without a passport so far.
