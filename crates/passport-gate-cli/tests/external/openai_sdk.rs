@@ -172,7 +172,8 @@ fn the_openai_python_sdk_meets_the_limits_in_front_of_a_devshard_stand_in() {
     let policy = files.join("limits.toml");
     std::fs::write(&policy, "").unwrap();
     let extra = format!(
-        "replay_protection = true\n\n[upstream_auth]\nkind = \"bearer\"\ntoken_file = \"{}\"\n\n[limits]\nmax_tokens_cap = 4096\ndefault_max_tokens = 1024\npolicy_file = \"{}\"\nreload_ms = 50\n\n[limits.principal]\nrequests_per_minute = 1000\n",
+        "replay_protection = true\n\n{}\n[upstream_auth]\nkind = \"bearer\"\ntoken_file = \"{}\"\n\n[limits]\nmax_tokens_cap = 4096\ndefault_max_tokens = 1024\npolicy_file = \"{}\"\nreload_ms = 50\n\n[limits.principal]\nrequests_per_minute = 1000\n",
+        support::serve::replay_disk("limits-sdk", ""),
         key_file.display(),
         policy.display()
     );

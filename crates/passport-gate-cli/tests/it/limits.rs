@@ -28,7 +28,10 @@ async fn a_limited_request_is_not_a_replay_when_sent_again_and_in_flight_lasts_u
         "limits-replay",
         &config(
             up.addr,
-            "replay_protection = true\n[limits]\n[limits.agent]\nconcurrent_requests = 1\n",
+            &format!(
+                "replay_protection = true\n{}[limits]\n[limits.agent]\nconcurrent_requests = 1\n",
+                support::serve::replay_disk("limits-replay", "")
+            ),
         ),
     );
     let agent = support::live("urn:aps:agent:limits");
