@@ -2,6 +2,7 @@
 
 use super::access_log::AccessLog;
 use super::admission::Admission;
+use super::auth_failures::AuthFailures;
 use super::metrics::{GatewayMetrics, Unguarded as UnguardedAction};
 use super::proxy::{Proxy, ProxyBody};
 use super::routes::{Decision, RouteTable};
@@ -30,6 +31,8 @@ pub(super) struct Dispatch {
     pub(super) routes: Arc<RouteTable>,
     pub(super) metrics: GatewayMetrics,
     pub(super) access_log: Option<Arc<AccessLog>>,
+    /// This connection's consecutive authentication failures.
+    pub(super) auth_failures: Arc<AuthFailures>,
 }
 
 type DispatchFuture =
@@ -45,18 +48,26 @@ impl Service<http::Request<Incoming>> for Dispatch {
     }
 
     fn call(&mut self, req: http::Request<Incoming>) -> DispatchFuture {
-        let Some(log) = &self.access_log else {
-            return self.route(req);
-        };
-        let log = Arc::clone(log);
-        let started = std::time::Instant::now();
-        let method = req.method().clone();
-        // The path as received, without the query (which may carry secrets).
-        let path = req.uri().path().to_owned();
+        let failures = Arc::clone(&self.auth_failures);
+        let closed = self.metrics.auth_failure_closes.clone();
+        let log = self.access_log.as_ref().map(|log| {
+            (
+                Arc::clone(log),
+                std::time::Instant::now(),
+                req.method().clone(),
+                // The path as received, without the query (which may carry secrets).
+                req.uri().path().to_owned(),
+            )
+        });
         let answered = self.route(req);
         Box::pin(async move {
-            let response = answered.await?;
-            log.record(&method, &path, &response, started);
+            let mut response = answered.await?;
+            if failures.record(&mut response) {
+                closed.inc();
+            }
+            if let Some((log, started, method, path)) = log {
+                log.record(&method, &path, &response, started);
+            }
             Ok(response)
         })
     }

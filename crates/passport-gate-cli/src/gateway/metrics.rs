@@ -52,6 +52,9 @@ pub struct GatewayMetrics {
     /// Reloads of `upstream_auth.token_file` that were not taken (empty, unreadable,
     /// not a header value): the last good credential stays in force.
     pub upstream_auth_reload_failures: IntCounter,
+    /// Proxy connections closed after `server.max_auth_failures_per_connection`
+    /// consecutive authentication failures.
+    pub auth_failure_closes: IntCounter,
     unguarded_requests: IntCounterVec,
     gateway_refusals: IntCounterVec,
     open_connections: IntGaugeVec,
@@ -98,10 +101,16 @@ impl GatewayMetrics {
             "Reloads of upstream_auth.token_file not taken (empty, unreadable or not a header value); the last good credential stays in force.",
         )?;
         registry.register(Box::new(upstream_auth_reload_failures.clone()))?;
+        let auth_failure_closes = IntCounter::new(
+            "passport_gate_auth_failure_closes_total",
+            "Proxy connections closed after server.max_auth_failures_per_connection consecutive authentication failures.",
+        )?;
+        registry.register(Box::new(auth_failure_closes.clone()))?;
         Ok(GatewayMetrics {
             access_log_dropped,
             upstream_up,
             upstream_auth_reload_failures,
+            auth_failure_closes,
             unguarded_requests: vec(
                 "passport_gate_unguarded_requests_total",
                 "Requests forwarded without a passport check (forwarded, public) or refused on an unguarded route",
@@ -170,6 +179,7 @@ mod tests {
             "passport_gate_accept_errors_total{listener=\"proxy\"}",
             "passport_gate_gateway_refusals_total",
             "passport_gate_upstream_auth_reload_failures_total 0",
+            "passport_gate_auth_failure_closes_total 0",
         ] {
             assert!(text.contains(name), "{name} missing");
         }
