@@ -25,7 +25,7 @@
 # Environment: PEERS_ROUNDS (3), PEERS_SECONDS (8), PEERS_CONNECTIONS (32),
 # PEERS_DISTINCT (pre-signed distinct requests; default 400000), PEERS_TLS (1; 0 skips
 # the TLS configurations), PEERS_PORT (39100; uses the next 3 ports too),
-# CARGO_TARGET_DIR (default target). Installs nginx and wrk from Debian when missing
+# CARGO_TARGET_DIR (default target), PEERS_NO_BUILD=1 (use the binaries already built). Installs nginx and wrk from Debian when missing
 # (needs root, as .ci/run).
 set -euo pipefail
 
@@ -51,14 +51,17 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-echo "== building (release)"
-cargo build --release -q -p passport-gate-cli --bin passport-gate --example peers_requests
+if [ "${PEERS_NO_BUILD:-0}" != 1 ]; then
+  echo "== building (release)"
+  cargo build --release -q -p passport-gate-cli --bin passport-gate --example peers_requests
+fi
 GATE=$TARGET/release/passport-gate
 
 WORK=$(mktemp -d /tmp/pg-peers.XXXXXX)
 PIDS=()
+CURRENT=""
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}" $CURRENT; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -221,7 +224,8 @@ run_one() {
   esac
   wait_port "$PROXY_PORT"
   sleep 0.3
-  pids="$main $(pgrep -P "$main" | tr '\n' ' ')"
+  CURRENT=$main
+  pids="$main $(pgrep -P "$main" | tr '\n' ' ' || true)"
   local url="$scheme://localhost:$PROXY_PORT/v1/chat/completions"
   # Warm-up, not measured. It sends the cached request (under replay protection only
   # its first copy is accepted), never one of the distinct ones the measured run sends.

@@ -4,7 +4,7 @@
 //! count; 0 never closes. Over real HTTP/1.1 and h2c, from outside.
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
@@ -46,10 +46,39 @@ fn accepted(uri: &str, f: &support::Fixture) -> http::Request<Full<Bytes>> {
         .unwrap()
 }
 
-fn closes(resp: &http::Response<Incoming>) -> bool {
-    resp.headers()
+/// Sends one request and reads its whole answer: the status, and whether it says
+/// `Connection: close`.
+async fn exchange<S>(tx: &mut S, req: http::Request<Full<Bytes>>) -> (u16, bool)
+where
+    S: Sender,
+{
+    let resp = tx.send(req).await;
+    let close = resp
+        .headers()
         .get("connection")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let status = resp.status().as_u16();
+    resp.into_body().collect().await.unwrap();
+    (status, close)
+}
+
+/// Either HTTP version's request sender.
+trait Sender {
+    async fn send(&mut self, req: http::Request<Full<Bytes>>) -> http::Response<Incoming>;
+}
+
+impl Sender for hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    async fn send(&mut self, req: http::Request<Full<Bytes>>) -> http::Response<Incoming> {
+        self.ready().await.unwrap();
+        self.send_request(req).await.unwrap()
+    }
+}
+
+impl Sender for hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    async fn send(&mut self, req: http::Request<Full<Bytes>>) -> http::Response<Incoming> {
+        self.ready().await.unwrap();
+        self.send_request(req).await.unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,31 +92,25 @@ async fn http1_the_fourth_consecutive_failure_closes_the_connection_and_a_succes
         .unwrap();
     let conn = tokio::spawn(conn);
     for _ in 0..3 {
-        let r = tx.send_request(forged(PATH)).await.unwrap();
-        assert_eq!(r.status(), 400);
-        assert!(!closes(&r));
+        assert_eq!(exchange(&mut tx, forged(PATH)).await, (400, false));
     }
-    let r = tx.send_request(accepted(PATH, &f)).await.unwrap();
     assert_eq!(
-        r.status(),
-        200,
+        exchange(&mut tx, accepted(PATH, &f)).await,
+        (200, false),
         "an accepted request on the same connection"
     );
     for _ in 0..3 {
-        let r = tx.send_request(forged(PATH)).await.unwrap();
-        assert_eq!(r.status(), 400);
-        assert!(
-            !closes(&r),
+        assert_eq!(
+            exchange(&mut tx, forged(PATH)).await,
+            (400, false),
             "the count restarted after the accepted request"
         );
     }
-    let r = tx.send_request(forged(PATH)).await.unwrap();
-    assert_eq!(r.status(), 400);
-    assert!(
-        closes(&r),
+    assert_eq!(
+        exchange(&mut tx, forged(PATH)).await,
+        (400, true),
         "the fourth consecutive failure: Connection: close"
     );
-    drop(r);
     tokio::time::timeout(Duration::from_secs(5), conn)
         .await
         .expect("the gateway closed the connection")
@@ -111,9 +134,7 @@ async fn h2c_the_fourth_consecutive_failure_sends_goaway() {
             .unwrap();
     let conn = tokio::spawn(conn);
     for _ in 0..4 {
-        let r = tx.send_request(forged(&uri)).await.unwrap();
-        assert_eq!(r.status(), 400);
-        assert_eq!(r.version(), http::Version::HTTP_2);
+        assert_eq!(exchange(&mut tx, forged(&uri)).await, (400, false));
     }
     // GOAWAY, then the gateway ends the connection once no stream is open.
     tokio::time::timeout(Duration::from_secs(5), conn)
@@ -148,11 +169,8 @@ async fn zero_never_closes_a_connection_for_failures() {
             .unwrap();
     tokio::spawn(conn2);
     for _ in 0..40 {
-        let r = h1.send_request(forged(PATH)).await.unwrap();
-        assert_eq!(r.status(), 400);
-        assert!(!closes(&r));
-        let r = h2.send_request(forged(&uri)).await.unwrap();
-        assert_eq!(r.status(), 400);
+        assert_eq!(exchange(&mut h1, forged(PATH)).await, (400, false));
+        assert_eq!(exchange(&mut h2, forged(&uri)).await, (400, false));
     }
     assert_eq!(
         gw.metric("passport_gate_auth_failure_closes_total").await,
