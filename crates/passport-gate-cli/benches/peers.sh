@@ -25,7 +25,8 @@
 # Environment: PEERS_ROUNDS (3), PEERS_SECONDS (8), PEERS_CONNECTIONS (32),
 # PEERS_DISTINCT (pre-signed distinct requests; default 400000), PEERS_TLS (1; 0 skips
 # the TLS configurations), PEERS_PORT (39100; uses the next 3 ports too),
-# CARGO_TARGET_DIR (default target), PEERS_NO_BUILD=1 (use the binaries already built). Installs nginx and wrk from Debian when missing
+# CARGO_TARGET_DIR (default target), PEERS_NO_BUILD=1 (use the binaries already built),
+# PEERS_KEEP=1 (keep the work directory: configurations, logs). Installs nginx and wrk from Debian when missing
 # (needs root, as .ci/run).
 set -euo pipefail
 
@@ -63,7 +64,7 @@ CURRENT=""
 cleanup() {
   for p in "${PIDS[@]}" $CURRENT; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  [ "${PEERS_KEEP:-0}" = 1 ] && echo "kept $WORK" || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -164,8 +165,10 @@ chain_id = "gonka-mainnet"'
 nginx_under_test nginx ""
 gate_conf off "" "$ENVELOPE_OFF"
 gate_conf cached "" "$ENVELOPE_ON"
+# One principal sends every request: its replay quota must exceed what one run sends.
 gate_conf replay_audit "" "$ENVELOPE_ON
 replay_protection = true
+replay_records_per_principal = 100000000
 
 [attribution]
 audit_file = \"$WORK/replay_audit/audit.jsonl\""

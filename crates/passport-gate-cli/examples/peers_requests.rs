@@ -113,14 +113,20 @@ end
     )
     .expect("distinct.lua is written");
 
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: OpenSSL (nginx) takes a leaf whose issuer is its own subject for
+    // a self-signed certificate.
+    ca.distinguished_name
+        .push(DnType::CommonName, "passport-gate peers bench CA");
     let ca_key = KeyPair::generate().expect("a CA key");
     let ca = ca.self_signed(&ca_key).expect("the CA signs itself");
     let key = KeyPair::generate().expect("a key");
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("leaf parameters")
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).expect("leaf parameters");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let leaf = leaf
         .signed_by(&key, &ca, &ca_key)
         .expect("the CA signs the leaf");
     for (name, text) in [
