@@ -31,7 +31,8 @@
 //! Settings (environment): `LOAD_SECONDS` per phase (default 10), `LOAD_CONNECTIONS`
 //! (default 32), `LOAD_PASSPORTS` distinct passports (default 64), `LOAD_REQUESTS`
 //! distinct signed requests (default 1024), `LOAD_FORGED` distinct forged passports
-//! (default 4096), `LOAD_FORGER_CONNECTIONS` (default 32), `LOAD_FLOOD_RATE_PERCENT`.
+//! (default 4096), `LOAD_FORGER_CONNECTIONS` (default 32), `LOAD_FLOOD_RATE_PERCENT`,
+//! `LOAD_SERVER_EXTRA` (TOML lines added to `[server]`).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -73,6 +74,9 @@ impl Drop for Gateway {
 }
 
 fn start_gateway(upstream: SocketAddr, enabled: bool, cache: u64, extra: &str) -> Gateway {
+    // `LOAD_SERVER_EXTRA`: TOML lines added to `[server]` of every plain phase, e.g.
+    // `max_auth_failures_per_connection = 0` to compare the flood with and without it.
+    let server_extra = std::env::var("LOAD_SERVER_EXTRA").unwrap_or_default();
     let dir =
         std::env::temp_dir().join(format!("pg-load-{}-{enabled}-{cache}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -80,7 +84,7 @@ fn start_gateway(upstream: SocketAddr, enabled: bool, cache: u64, extra: &str) -
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"\n\n[agent_envelope]\nenabled = {enabled}\nchain_id = \"{CHAIN}\"\nenvelope_cache_capacity = {cache}\n{extra}"
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"\n{server_extra}\n\n[agent_envelope]\nenabled = {enabled}\nchain_id = \"{CHAIN}\"\nenvelope_cache_capacity = {cache}\n{extra}"
         ),
     )
     .unwrap();

@@ -412,6 +412,11 @@ pub struct ServerSection {
     pub max_connections: u64,
     /// The same, for the admin listener.
     pub admin_max_connections: u64,
+    /// Consecutive authentication failures (passport rejections a client causes: 400,
+    /// 401, 403, 409, 431) one connection may have; the answer to the last one closes
+    /// the connection (HTTP/1.1 `Connection: close`, HTTP/2 `GOAWAY`). An accepted
+    /// request resets the count. 0: never closed for this.
+    pub max_auth_failures_per_connection: u32,
     /// `"off"` (default), `"stdout"` or a file path: one JSON line per request.
     pub access_log: String,
     /// Access log lines waiting for a slow sink; beyond it lines are dropped and counted.
@@ -509,6 +514,7 @@ impl Default for ServerSection {
             max_header_bytes: 65_536,
             max_connections: 4_096,
             admin_max_connections: 64,
+            max_auth_failures_per_connection: 16,
             access_log: "off".into(),
             access_log_buffer_lines: 8_192,
             access_log_refusals_per_second: 100,

@@ -634,6 +634,7 @@ impl GatewayConfig {
                 max_header_bytes: size(s.max_header_bytes),
                 max_connections: size(s.max_connections),
                 admin_max_connections: size(s.admin_max_connections),
+                max_auth_failures_per_connection: s.max_auth_failures_per_connection,
                 http2: Http2 {
                     max_concurrent_streams: s.http2_max_concurrent_streams,
                     keep_alive_interval: (s.http2_keep_alive_interval_ms > 0)

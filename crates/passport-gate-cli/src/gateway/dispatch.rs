@@ -2,6 +2,7 @@
 
 use super::access_log::AccessLog;
 use super::admission::Admission;
+use super::auth_failures::AuthFailures;
 use super::metrics::{GatewayMetrics, Unguarded as UnguardedAction};
 use super::otel::{OpenSpan, TracedBody, Tracer};
 use super::proxy::{Proxy, ProxyBody};
@@ -33,6 +34,8 @@ pub(super) struct Dispatch {
     pub(super) metrics: GatewayMetrics,
     pub(super) access_log: Option<Arc<AccessLog>>,
     pub(super) tracer: Option<Arc<Tracer>>,
+    /// This connection's consecutive authentication failures.
+    pub(super) auth_failures: Arc<AuthFailures>,
 }
 
 type DispatchFuture =
@@ -48,19 +51,25 @@ impl Service<http::Request<Incoming>> for Dispatch {
     }
 
     fn call(&mut self, mut req: http::Request<Incoming>) -> DispatchFuture {
-        if self.access_log.is_none() && self.tracer.is_none() {
-            return self.route(req, None);
-        }
-        let log = self.access_log.clone();
-        let started = std::time::Instant::now();
-        let method = req.method().clone();
-        // The path as received, without the query (which may carry secrets).
-        let path = log.as_ref().map(|_| req.uri().path().to_owned());
+        let failures = Arc::clone(&self.auth_failures);
+        let closed = self.metrics.auth_failure_closes.clone();
+        let log = self.access_log.as_ref().map(|log| {
+            (
+                Arc::clone(log),
+                std::time::Instant::now(),
+                req.method().clone(),
+                // The path as received, without the query (which may carry secrets).
+                req.uri().path().to_owned(),
+            )
+        });
         let mut span = self.tracer.as_ref().and_then(|t| t.start(&mut req));
         let answered = self.route(req, span.as_deref_mut());
         Box::pin(async move {
-            let response = answered.await?;
-            if let (Some(log), Some(path)) = (log, path) {
+            let mut response = answered.await?;
+            if failures.record(&mut response) {
+                closed.inc();
+            }
+            if let Some((log, started, method, path)) = log {
                 log.record(&method, &path, &response, started);
             }
             if let Some(span) = &mut span {

@@ -182,6 +182,9 @@ pub struct ProxyProtocols {
     /// `server.client_stall_timeout_ms`.
     stall_timeout: Duration,
     metrics: TransportMetrics,
+    /// True once the gateway shuts down: HTTP/2 connections send `GOAWAY` (HTTP/1 ones
+    /// are closed through the graceful-shutdown watcher).
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl ProxyProtocols {
@@ -217,14 +220,27 @@ impl ProxyProtocols {
             handshake_timeout: limits.header_read_timeout,
             stall_timeout,
             metrics,
+            stopping: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Sends `GOAWAY` on every HTTP/2 connection: the gateway shuts down.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// Serves one accepted connection until it ends: the TLS handshake (ALPN decides
     /// the protocol) or, in cleartext, the first bytes (the preface decides), both
-    /// within the header-read timeout; then HTTP/1 or HTTP/2 under `watcher`.
-    pub async fn serve<S, B>(&self, stream: TcpStream, service: S, watcher: Watcher)
-    where
+    /// within the header-read timeout; then HTTP/1 or HTTP/2 under `watcher`. When
+    /// `closing` completes, an HTTP/2 connection sends `GOAWAY` (an HTTP/1 one is closed
+    /// by the `Connection: close` of the answer that completed it).
+    pub async fn serve<S, B>(
+        &self,
+        stream: TcpStream,
+        service: S,
+        watcher: Watcher,
+        closing: impl Future<Output = ()> + Send,
+    ) where
         S: Service<http::Request<Incoming>, Response = http::Response<B>> + Send + Sync + 'static,
         S::Future: Send + 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -254,7 +270,8 @@ impl ProxyProtocols {
                     Some(b"h2") => Protocol::Http2,
                     _ => Protocol::Http1,
                 };
-                self.serve_as(protocol, tls, service, watcher).await;
+                self.serve_as(protocol, tls, service, watcher, closing)
+                    .await;
             }
             None => {
                 let mut stream = stream;
@@ -268,13 +285,20 @@ impl ProxyProtocols {
                     served: 0,
                     inner: stream,
                 };
-                self.serve_as(protocol, stream, service, watcher).await;
+                self.serve_as(protocol, stream, service, watcher, closing)
+                    .await;
             }
         }
     }
 
-    async fn serve_as<I, S, B>(&self, protocol: Protocol, io: I, service: S, watcher: Watcher)
-    where
+    async fn serve_as<I, S, B>(
+        &self,
+        protocol: Protocol,
+        io: I,
+        service: S,
+        watcher: Watcher,
+        closing: impl Future<Output = ()> + Send,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: Service<http::Request<Incoming>, Response = http::Response<B>> + Send + Sync + 'static,
         S::Future: Send + 'static,
@@ -315,14 +339,34 @@ impl ProxyProtocols {
                     inner: service,
                     streams: Some(Arc::clone(&streams)),
                 };
-                let conn = watcher.watch(self.http2.serve_connection(io, service));
-                tokio::select! {
-                    ended = conn => ended,
-                    () = streams.idle_for(self.handshake_timeout) => {
-                        tracing::debug!("HTTP/2 connection idle for the header-read timeout: closed");
-                        Ok(())
+                // Not `watcher.watch`: `GOAWAY` is also sent when `closing` completes. The
+                // watcher is held until the connection ends, so shutdown still waits for it.
+                let conn = self.http2.serve_connection(io, service);
+                tokio::pin!(conn);
+                let idle = streams.idle_for(self.handshake_timeout);
+                tokio::pin!(idle);
+                tokio::pin!(closing);
+                let mut stopping = self.stopping.subscribe();
+                let mut goaway = false;
+                let ended = loop {
+                    tokio::select! {
+                        ended = conn.as_mut() => break ended,
+                        () = &mut idle => {
+                            tracing::debug!("HTTP/2 connection idle for the header-read timeout: closed");
+                            break Ok(());
+                        }
+                        () = &mut closing, if !goaway => {
+                            conn.as_mut().graceful_shutdown();
+                            goaway = true;
+                        }
+                        _ = stopping.wait_for(|s| *s), if !goaway => {
+                            conn.as_mut().graceful_shutdown();
+                            goaway = true;
+                        }
                     }
-                }
+                };
+                drop(watcher);
+                ended
             }
         };
         if let Err(e) = ended {

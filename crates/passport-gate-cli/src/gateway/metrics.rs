@@ -57,6 +57,9 @@ pub struct GatewayMetrics {
     /// The trace exporter's series.
     #[cfg_attr(not(feature = "otel"), allow(dead_code))]
     pub traces: super::otel::TraceMetrics,
+    /// Proxy connections closed after `server.max_auth_failures_per_connection`
+    /// consecutive authentication failures.
+    pub auth_failure_closes: IntCounter,
     unguarded_requests: IntCounterVec,
     gateway_refusals: IntCounterVec,
     open_connections: IntGaugeVec,
@@ -109,12 +112,18 @@ impl GatewayMetrics {
         )?;
         registry.register(Box::new(upstream_auth_reload_failures.clone()))?;
         let traces = super::otel::TraceMetrics::register(registry)?;
+        let auth_failure_closes = IntCounter::new(
+            "passport_gate_auth_failure_closes_total",
+            "Proxy connections closed after server.max_auth_failures_per_connection consecutive authentication failures.",
+        )?;
+        registry.register(Box::new(auth_failure_closes.clone()))?;
         Ok(GatewayMetrics {
             traces,
             access_log_dropped,
             access_log_refusals_dropped,
             upstream_up,
             upstream_auth_reload_failures,
+            auth_failure_closes,
             unguarded_requests: vec(
                 "passport_gate_unguarded_requests_total",
                 "Requests forwarded without a passport check (forwarded, public) or refused on an unguarded route",
@@ -183,6 +192,7 @@ mod tests {
             "passport_gate_accept_errors_total{listener=\"proxy\"}",
             "passport_gate_gateway_refusals_total",
             "passport_gate_upstream_auth_reload_failures_total 0",
+            "passport_gate_auth_failure_closes_total 0",
         ] {
             assert!(text.contains(name), "{name} missing");
         }

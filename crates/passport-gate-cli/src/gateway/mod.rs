@@ -4,6 +4,7 @@
 pub mod access_log;
 mod admin;
 pub mod admission;
+pub mod auth_failures;
 mod build;
 mod dispatch;
 pub(crate) mod error;

@@ -1,5 +1,6 @@
 //! Running the gateway: bind, serve until shutdown, drain, report.
 
+use super::auth_failures::AuthFailures;
 use super::dispatch::Dispatch;
 use super::listener::{Acceptor, ProxyProtocols};
 use super::start_error::StartError;
@@ -151,6 +152,7 @@ pub async fn run(
             (stream, peer, slot) = acceptor.next() => {
                 let _ = stream.set_nodelay(true);
                 let plain = proxy.for_peer(peer);
+                let auth_failures = Arc::new(AuthFailures::new(config.max_auth_failures_per_connection));
                 let service = Dispatch {
                     guarded: layer.layer(plain.clone()),
                     plain,
@@ -159,12 +161,14 @@ pub async fn run(
                     metrics: gateway_metrics.clone(),
                     access_log: access_log.clone(),
                     tracer: tracer.clone(),
+                    auth_failures: Arc::clone(&auth_failures),
                 };
                 let watcher = graceful.watcher();
                 let protocols = Arc::clone(&protocols);
                 tokio::spawn(async move {
+                    let closing = async move { auth_failures.closing().await };
                     protocols
-                        .serve(stream, TowerToHyperService::new(service), watcher)
+                        .serve(stream, TowerToHyperService::new(service), watcher, closing)
                         .await;
                     drop(slot);
                 });
@@ -173,6 +177,7 @@ pub async fn run(
         }
     }
     drop(acceptor);
+    protocols.stop();
     tracing::info!("shutting down: no new connections, waiting for in-flight requests");
     let open = graceful.count();
     let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;

@@ -65,6 +65,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// Connections the admin listener keeps open at once.
     pub admin_max_connections: usize,
+    /// `server.max_auth_failures_per_connection` (0: off).
+    pub max_auth_failures_per_connection: u32,
     /// HTTP/2 bounds towards clients.
     pub http2: Http2,
     /// Upstream connect timeout.

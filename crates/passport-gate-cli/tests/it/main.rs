@@ -9,6 +9,7 @@ mod adversarial_gateway;
 mod adversarial_layer;
 mod adversarial_state;
 mod audit_trail;
+mod auth_failures;
 mod cli;
 mod cli_inputs;
 mod cli_messages;

@@ -6,7 +6,7 @@
 //! breaks the chain at that line or the next. Rotation renames the full file to
 //! `<name>.<n>` and continues the chain in a fresh file.
 
-use super::{AttributionEvent, Sink};
+use super::{AttributionEvent, Outcome, Sink};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
@@ -37,9 +37,174 @@ struct Line {
     event: AttributionEvent,
 }
 
+/// What [`AuditFileSink`] writes: [`Line`] with the event borrowed (the same fields in
+/// the same order, so the same bytes), not cloned for every line.
+#[derive(Serialize)]
+struct LineRef<'a> {
+    prev_hash: String,
+    hash: String,
+    event: &'a AttributionEvent,
+}
+
+/// The event's fields in JCS order (RFC 8785: keys sorted by UTF-16 code units, which
+/// for these ASCII names is byte order), borrowed, with the event's own omissions. For
+/// this flat record of strings, integers and a bool, serde_json writes exactly the JCS
+/// bytes (the same string escapes, integers in decimal) as long as every integer is at
+/// most 2^53 (JCS writes numbers as IEEE doubles): [`jcs`] checks that, and
+/// `fast_jcs_is_serde_jcs` compares both on every field. The destructuring in [`jcs`]
+/// names every field, so a new field does not compile until it is added here.
+#[derive(Serialize)]
+struct JcsEvent<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    agent_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    beneficiary: &'a Option<String>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    chain_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claimed_agent_id_unverified: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claimed_principal_address_unverified: &'a Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    client_disconnected: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    client_stalled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    cut_at_shutdown: bool,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    envelope_sha256: &'a str,
+    event_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    inference_id: &'a str,
+    latency_ms: u64,
+    method: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    model: &'a str,
+    #[serde(skip_serializing_if = "Outcome::is_accepted")]
+    outcome: Outcome,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    passport_expires_at: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    passport_id: &'a str,
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_cut_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    principal_address: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused_at: &'a Option<String>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    request_body_sha256: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requester_address: &'a Option<String>,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_missing: Option<super::UsageMissing>,
+    v: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    verified_at: &'a str,
+}
+
+/// Integers up to this are written alike by JCS (as doubles) and serde_json.
+const EXACT_INTEGER: u64 = 1 << 53;
+
+/// `JCS(event)`: through [`JcsEvent`] and serde_json (several times faster than
+/// serde_jcs, which buffers and sorts every member at run time), or serde_jcs when an
+/// integer is too large for that to be exact.
+fn jcs(event: &AttributionEvent) -> io::Result<Vec<u8>> {
+    let AttributionEvent {
+        v,
+        event_id,
+        inference_id,
+        chain_id,
+        model,
+        agent_id,
+        principal_address,
+        beneficiary,
+        requester_address,
+        request_body_sha256,
+        envelope_sha256,
+        passport_id,
+        passport_expires_at,
+        verified_at,
+        method,
+        path,
+        path_cut_bytes,
+        status,
+        latency_ms,
+        client_disconnected,
+        client_stalled,
+        outcome,
+        code,
+        refused_at,
+        claimed_agent_id_unverified,
+        claimed_principal_address_unverified,
+        prompt_tokens,
+        completion_tokens,
+        total_tokens,
+        usage_missing,
+        cut_at_shutdown,
+    } = event;
+    let exact = [
+        Some(*latency_ms),
+        *path_cut_bytes,
+        *prompt_tokens,
+        *completion_tokens,
+        *total_tokens,
+    ]
+    .iter()
+    .flatten()
+    .all(|n| *n <= EXACT_INTEGER);
+    if !exact {
+        return serde_jcs::to_vec(event).map_err(io::Error::other);
+    }
+    serde_json::to_vec(&JcsEvent {
+        agent_id,
+        beneficiary,
+        chain_id,
+        claimed_agent_id_unverified,
+        claimed_principal_address_unverified,
+        client_disconnected: *client_disconnected,
+        client_stalled: *client_stalled,
+        code,
+        completion_tokens: *completion_tokens,
+        cut_at_shutdown: *cut_at_shutdown,
+        envelope_sha256,
+        event_id,
+        inference_id,
+        latency_ms: *latency_ms,
+        method,
+        model,
+        outcome: *outcome,
+        passport_expires_at,
+        passport_id,
+        path,
+        path_cut_bytes: *path_cut_bytes,
+        principal_address,
+        prompt_tokens: *prompt_tokens,
+        refused_at,
+        request_body_sha256,
+        requester_address,
+        status: *status,
+        total_tokens: *total_tokens,
+        usage_missing: *usage_missing,
+        v,
+        verified_at,
+    })
+    .map_err(io::Error::other)
+}
+
 /// `SHA-256(prev || JCS(event))`.
 pub fn chain_hash(prev: &[u8; 32], event: &AttributionEvent) -> io::Result<[u8; 32]> {
-    let jcs = serde_jcs::to_vec(event).map_err(io::Error::other)?;
+    let jcs = jcs(event)?;
     let mut h = Sha256::new();
     h.update(prev);
     h.update(&jcs);
@@ -173,18 +338,21 @@ impl Sink for AuditFileSink {
             self.rotate()?;
         }
         let hash = chain_hash(&self.head, event)?;
-        let line = Line {
-            prev_hash: hex::encode(self.head),
-            hash: hex::encode(hash),
-            event: event.clone(),
+        let line = LineRef {
+            prev_hash: super::to_hex(&self.head),
+            hash: super::to_hex(&hash),
+            event,
         };
         let text = serde_json::to_string(&line).map_err(io::Error::other)?;
         // serde_json writes bidi and C1 controls raw; escaped, an agent_id cannot make
         // the line read differently from its bytes. The hash is over the event's JCS
-        // form, which the escape does not change.
-        let mut bytes = passport_core::inspect::escape_controls(&text)
-            .into_owned()
-            .into_bytes();
+        // form, which the escape does not change. (The text is copied only when an
+        // escape changed it.)
+        let escaped = match passport_core::inspect::escape_controls(&text) {
+            std::borrow::Cow::Owned(e) => Some(e),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        let mut bytes = escaped.unwrap_or(text).into_bytes();
         bytes.push(b'\n');
         // One write call per line: a crash leaves at most one incomplete last line.
         self.file.write_all(&bytes)?;
@@ -471,6 +639,95 @@ pub fn refusals(events: &[AttributionEvent]) -> Vec<(String, u64)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fast_jcs_is_serde_jcs() {
+        let text = |i: u32| -> String {
+            // Every ASCII control, quote, backslash, DEL, non-ASCII, bidi and
+            // astral characters, across the fields.
+            let specials = [
+                "\u{0}",
+                "\u{1f}",
+                "\u{8}",
+                "\t",
+                "\n",
+                "\u{c}",
+                "\r",
+                "\"",
+                "\\",
+                "/",
+                "\u{7f}",
+                "\u{80}",
+                "\u{e9}",
+                "\u{2028}",
+                "\u{202e}",
+                "\u{ffff}",
+                "\u{1f600}",
+                "plain",
+            ];
+            specials
+                .iter()
+                .cycle()
+                .skip(i as usize)
+                .take(5)
+                .copied()
+                .collect()
+        };
+        let full = |i: u32, n: u64| AttributionEvent {
+            v: text(i),
+            event_id: text(i + 1),
+            inference_id: text(i + 2),
+            chain_id: text(i + 3),
+            model: text(i + 4),
+            agent_id: text(i + 5),
+            principal_address: text(i + 6),
+            beneficiary: Some(text(i + 7)),
+            requester_address: Some(text(i + 8)),
+            request_body_sha256: text(i + 9),
+            envelope_sha256: text(i + 10),
+            passport_id: text(i + 11),
+            passport_expires_at: text(i + 12),
+            verified_at: text(i + 13),
+            method: text(i + 14),
+            path: text(i + 15),
+            path_cut_bytes: Some(n),
+            status: 499,
+            latency_ms: n,
+            client_disconnected: true,
+            client_stalled: true,
+            outcome: Outcome::Refused,
+            code: Some(text(i + 16)),
+            refused_at: Some(text(i + 17)),
+            claimed_agent_id_unverified: Some(text(i + 18)),
+            claimed_principal_address_unverified: Some(text(i + 19)),
+            prompt_tokens: Some(n / 2),
+            completion_tokens: Some(n / 3),
+            total_tokens: Some(n),
+            usage_missing: Some(super::super::UsageMissing::TooLarge),
+            cut_at_shutdown: true,
+        };
+        let mut events = vec![AttributionEvent::default(), event(1)];
+        for (i, n) in [
+            0,
+            1,
+            999,
+            EXACT_INTEGER - 1,
+            EXACT_INTEGER,
+            EXACT_INTEGER + 1,
+            u64::MAX,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            events.push(full(i as u32, n));
+        }
+        for e in &events {
+            assert_eq!(
+                String::from_utf8(jcs(e).unwrap()).unwrap(),
+                String::from_utf8(serde_jcs::to_vec(e).unwrap()).unwrap()
+            );
+        }
+    }
+
     use super::*;
 
     pub(crate) fn event(n: u64) -> AttributionEvent {

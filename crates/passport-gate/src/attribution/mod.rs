@@ -303,6 +303,18 @@ impl ClientStall {
     }
 }
 
+/// Lowercase hex of `bytes`, as `hex::encode` (which builds the string a char at a
+/// time: several times slower, and called five times per audited request).
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
 /// A fresh 128-bit random identifier in hex.
 pub fn new_event_id() -> String {
     let mut b = [0u8; 16];
@@ -311,7 +323,7 @@ pub fn new_event_id() -> String {
     if passport_core::crypto::random_bytes(&mut b).is_err() {
         b[..16].copy_from_slice(&Timestamp::now().unix_nanos().to_be_bytes());
     }
-    hex::encode(b)
+    to_hex(&b)
 }
 
 /// What the queue did with events, at shutdown.
@@ -581,6 +593,13 @@ fn flush_all(sinks: &mut [Box<dyn Sink>], counters: &Counters, metrics: &Metrics
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn to_hex_is_hex_encode() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(super::to_hex(&bytes), hex::encode(&bytes));
+        assert_eq!(super::to_hex(&[]), "");
+    }
+
     use super::*;
     use std::sync::mpsc;
 

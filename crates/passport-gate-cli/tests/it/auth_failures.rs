@@ -1,0 +1,179 @@
+//! `server.max_auth_failures_per_connection`: after that many consecutive
+//! authentication failures on one connection, the answer to the last one closes it
+//! (HTTP/1.1 `Connection: close`, HTTP/2 `GOAWAY`); an accepted request resets the
+//! count; 0 never closes. Over real HTTP/1.1 and h2c, from outside.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+use crate::support;
+use support::serve::{config, start, upstream, Gateway};
+
+const PATH: &str = "/v1/chat/completions";
+const BODY: &[u8] = br#"{"model":"m","messages":[]}"#;
+
+fn gateway(name: &str, up: SocketAddr, max: u32) -> Gateway {
+    let toml = config(up, "").replacen(
+        "[server]\n",
+        &format!("[server]\nmax_auth_failures_per_connection = {max}\n"),
+        1,
+    );
+    start(name, &toml)
+}
+
+/// A request with a passport that cannot be decoded (400 `header_malformed`).
+fn forged(uri: &str) -> http::Request<Full<Bytes>> {
+    http::Request::post(uri)
+        .header("host", "gw.local")
+        .header("x-agent-passport", "!!not-base64!!")
+        .header("x-agent-sig", "AAAA")
+        .body(Full::new(Bytes::from_static(BODY)))
+        .unwrap()
+}
+
+fn accepted(uri: &str, f: &support::Fixture) -> http::Request<Full<Bytes>> {
+    http::Request::post(uri)
+        .header("host", "gw.local")
+        .header("content-type", "application/json")
+        .header("x-agent-passport", f.passport.clone())
+        .header("x-agent-sig", f.sign(PATH, BODY))
+        .body(Full::new(Bytes::from_static(BODY)))
+        .unwrap()
+}
+
+/// Sends one request and reads its whole answer: the status, and whether it says
+/// `Connection: close`.
+async fn exchange<S>(tx: &mut S, req: http::Request<Full<Bytes>>) -> (u16, bool)
+where
+    S: Sender,
+{
+    let resp = tx.send(req).await;
+    let close = resp
+        .headers()
+        .get("connection")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let status = resp.status().as_u16();
+    resp.into_body().collect().await.unwrap();
+    (status, close)
+}
+
+/// Either HTTP version's request sender.
+trait Sender {
+    async fn send(&mut self, req: http::Request<Full<Bytes>>) -> http::Response<Incoming>;
+}
+
+impl Sender for hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    async fn send(&mut self, req: http::Request<Full<Bytes>>) -> http::Response<Incoming> {
+        self.ready().await.unwrap();
+        self.send_request(req).await.unwrap()
+    }
+}
+
+impl Sender for hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    async fn send(&mut self, req: http::Request<Full<Bytes>>) -> http::Response<Incoming> {
+        self.ready().await.unwrap();
+        self.send_request(req).await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_the_fourth_consecutive_failure_closes_the_connection_and_a_success_resets() {
+    let up = upstream().await;
+    let gw = gateway("authfail-h1", up.addr, 4);
+    let f = support::live("urn:aps:agent:authfail");
+    let tcp = TcpStream::connect(gw.listen).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    for _ in 0..3 {
+        assert_eq!(exchange(&mut tx, forged(PATH)).await, (400, false));
+    }
+    assert_eq!(
+        exchange(&mut tx, accepted(PATH, &f)).await,
+        (200, false),
+        "an accepted request on the same connection"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            exchange(&mut tx, forged(PATH)).await,
+            (400, false),
+            "the count restarted after the accepted request"
+        );
+    }
+    assert_eq!(
+        exchange(&mut tx, forged(PATH)).await,
+        (400, true),
+        "the fourth consecutive failure: Connection: close"
+    );
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the gateway closed the connection")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        gw.metric("passport_gate_auth_failure_closes_total").await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_the_fourth_consecutive_failure_sends_goaway() {
+    let up = upstream().await;
+    let gw = gateway("authfail-h2", up.addr, 4);
+    let uri = format!("http://{}{PATH}", gw.listen);
+    let tcp = TcpStream::connect(gw.listen).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    for _ in 0..4 {
+        assert_eq!(exchange(&mut tx, forged(&uri)).await, (400, false));
+    }
+    // GOAWAY, then the gateway ends the connection once no stream is open.
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the gateway closed the HTTP/2 connection")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tx.send_request(forged(&uri)).await.is_err(),
+        "no new stream on a closed connection"
+    );
+    assert_eq!(
+        gw.metric("passport_gate_auth_failure_closes_total").await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_never_closes_a_connection_for_failures() {
+    let up = upstream().await;
+    let gw = gateway("authfail-off", up.addr, 0);
+    let uri = format!("http://{}{PATH}", gw.listen);
+    let tcp = TcpStream::connect(gw.listen).await.unwrap();
+    let (mut h1, conn1) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn1);
+    let tcp = TcpStream::connect(gw.listen).await.unwrap();
+    let (mut h2, conn2) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn2);
+    for _ in 0..40 {
+        assert_eq!(exchange(&mut h1, forged(PATH)).await, (400, false));
+        assert_eq!(exchange(&mut h2, forged(&uri)).await, (400, false));
+    }
+    assert_eq!(
+        gw.metric("passport_gate_auth_failure_closes_total").await,
+        0.0
+    );
+}
