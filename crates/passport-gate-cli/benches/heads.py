@@ -35,14 +35,14 @@ def status(pid, key):
 
 
 def start(args, env=None):
-    p = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-    return p
+    # Both streams into one pipe: `echo` prints its address on stdout, `serve` on stderr.
+    return subprocess.Popen(args, stderr=subprocess.STDOUT, stdout=subprocess.PIPE, text=True, env=env)
 
 
 def wait_line(p, pattern, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        line = p.stderr.readline()
+        line = p.stdout.readline()
         if not line:
             break
         m = re.search(pattern, line)
