@@ -310,6 +310,26 @@ pub enum Durability {
     },
 }
 
+impl Durability {
+    /// The check for a store that keeps `keeps`: a forgetful server refused, or, when
+    /// the operator accepts the risk (`accept_forgetful`), used with every such
+    /// connection counted on `counter`.
+    pub fn for_store(
+        keeps: Keeps,
+        accept_forgetful: bool,
+        counter: crate::metrics::IntCounter,
+    ) -> Durability {
+        if accept_forgetful {
+            Durability::AcceptForgetful {
+                keeps,
+                counter: Some(counter),
+            }
+        } else {
+            Durability::Required(keeps)
+        }
+    }
+}
+
 /// The message for a server whose settings are `problems`: what it can forget and the
 /// settings that fix it (AOF, since RDB snapshots alone are refused), or the key that
 /// accepts the risk.

@@ -407,14 +407,11 @@ async fn limiter(
 ) -> Result<Arc<Limiter>, StartError> {
     let store: Arc<dyn LimitStore> = match (l.redis, redis) {
         (true, Some(c)) => {
-            let durability = if l.accept_forgetful_redis {
-                Durability::AcceptForgetful {
-                    keeps: Keeps::LIMIT_COUNTERS,
-                    counter: Some(metrics.limit_store_forgetful.clone()),
-                }
-            } else {
-                Durability::Required(Keeps::LIMIT_COUNTERS)
-            };
+            let durability = Durability::for_store(
+                Keeps::LIMIT_COUNTERS,
+                l.accept_forgetful_redis,
+                metrics.limit_store_forgetful.clone(),
+            );
             let redis = Arc::new(Redis::new(c.clone()).with_durability(durability));
             match redis.check().await {
                 Ok(()) => {}
@@ -451,14 +448,11 @@ async fn replay_redis(
     accept_forgetful: bool,
     metrics: &Metrics,
 ) -> Result<Arc<Redis>, StartError> {
-    let durability = if accept_forgetful {
-        Durability::AcceptForgetful {
-            keeps: Keeps::REPLAY_RECORDS,
-            counter: Some(metrics.replay_store_forgetful.clone()),
-        }
-    } else {
-        Durability::Required(Keeps::REPLAY_RECORDS)
-    };
+    let durability = Durability::for_store(
+        Keeps::REPLAY_RECORDS,
+        accept_forgetful,
+        metrics.replay_store_forgetful.clone(),
+    );
     let redis = Arc::new(
         Redis::new(config.clone())
             .with_durability(durability)
@@ -484,14 +478,11 @@ async fn revocation_redis(
     accept_forgetful: bool,
     metrics: &Metrics,
 ) -> Result<Arc<Redis>, StartError> {
-    let durability = if accept_forgetful {
-        Durability::AcceptForgetful {
-            keeps: Keeps::REVOCATIONS,
-            counter: Some(metrics.revocation_store_forgetful.clone()),
-        }
-    } else {
-        Durability::Required(Keeps::REVOCATIONS)
-    };
+    let durability = Durability::for_store(
+        Keeps::REVOCATIONS,
+        accept_forgetful,
+        metrics.revocation_store_forgetful.clone(),
+    );
     let redis = Arc::new(Redis::new(config.clone()).with_durability(durability));
     match redis.check().await {
         Ok(()) => Ok(redis),
