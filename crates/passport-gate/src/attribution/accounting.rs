@@ -3,7 +3,7 @@
 //! apart (never as zero tokens). Read through [`super::audit::load`], so the hash chain
 //! of audit files is checked before anything is counted.
 
-use super::audit::{missing_reason, ChainCheck, ChainStatus, ReportError};
+use super::audit::{ChainCheck, ChainStatus, ReportError, Tally};
 use super::{AttributionEvent, UsageMissing};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -134,21 +134,16 @@ pub fn usage(events: &[AttributionEvent], by: &[GroupBy], period: Period) -> Vec
                 ..Default::default()
             }
         });
-        row.requests += 1;
-        match missing_reason(e) {
-            None => row.requests_with_usage += 1,
-            Some(why) => {
-                row.requests_without_usage += 1;
-                *row.usage_missing.entry(why.to_owned()).or_default() += 1;
-            }
+        Tally {
+            calls: &mut row.requests,
+            with_usage: &mut row.requests_with_usage,
+            without_usage: &mut row.requests_without_usage,
+            usage_missing: &mut row.usage_missing,
+            prompt_tokens: &mut row.prompt_tokens,
+            completion_tokens: &mut row.completion_tokens,
+            total_tokens: &mut row.total_tokens,
         }
-        row.prompt_tokens = row
-            .prompt_tokens
-            .saturating_add(e.prompt_tokens.unwrap_or(0));
-        row.completion_tokens = row
-            .completion_tokens
-            .saturating_add(e.completion_tokens.unwrap_or(0));
-        row.total_tokens = row.total_tokens.saturating_add(e.tokens());
+        .add(e);
     }
     rows.into_values().collect()
 }

@@ -572,6 +572,39 @@ pub struct CallCount {
     pub usage_missing: std::collections::BTreeMap<String, u64>,
 }
 
+/// The counters of one row of a usage table (`audit report` and `usage` name them
+/// differently), and the one way an accepted event is counted into them.
+pub(crate) struct Tally<'a> {
+    pub(crate) calls: &'a mut u64,
+    pub(crate) with_usage: &'a mut u64,
+    pub(crate) without_usage: &'a mut u64,
+    pub(crate) usage_missing: &'a mut std::collections::BTreeMap<String, u64>,
+    pub(crate) prompt_tokens: &'a mut u64,
+    pub(crate) completion_tokens: &'a mut u64,
+    pub(crate) total_tokens: &'a mut u64,
+}
+
+impl Tally<'_> {
+    /// Counts `e`: one call, with usage or without (by reason), and its tokens.
+    pub(crate) fn add(self, e: &AttributionEvent) {
+        *self.calls += 1;
+        match missing_reason(e) {
+            None => *self.with_usage += 1,
+            Some(why) => {
+                *self.without_usage += 1;
+                *self.usage_missing.entry(why.to_owned()).or_default() += 1;
+            }
+        }
+        *self.prompt_tokens = self
+            .prompt_tokens
+            .saturating_add(e.prompt_tokens.unwrap_or(0));
+        *self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(e.completion_tokens.unwrap_or(0));
+        *self.total_tokens = self.total_tokens.saturating_add(e.tokens());
+    }
+}
+
 /// Why `event` has no usage, as reports name it; `None` when it has some.
 pub fn missing_reason(event: &AttributionEvent) -> Option<&'static str> {
     if event.has_usage() {
@@ -607,21 +640,16 @@ pub fn summarize(events: &[AttributionEvent]) -> Vec<CallCount> {
             calls_without_usage: 0,
             usage_missing: Default::default(),
         });
-        row.calls += 1;
-        match missing_reason(e) {
-            None => row.calls_with_usage += 1,
-            Some(why) => {
-                row.calls_without_usage += 1;
-                *row.usage_missing.entry(why.to_owned()).or_default() += 1;
-            }
+        Tally {
+            calls: &mut row.calls,
+            with_usage: &mut row.calls_with_usage,
+            without_usage: &mut row.calls_without_usage,
+            usage_missing: &mut row.usage_missing,
+            prompt_tokens: &mut row.prompt_tokens,
+            completion_tokens: &mut row.completion_tokens,
+            total_tokens: &mut row.total_tokens,
         }
-        row.prompt_tokens = row
-            .prompt_tokens
-            .saturating_add(e.prompt_tokens.unwrap_or(0));
-        row.completion_tokens = row
-            .completion_tokens
-            .saturating_add(e.completion_tokens.unwrap_or(0));
-        row.total_tokens = row.total_tokens.saturating_add(e.tokens());
+        .add(e);
     }
     counts.into_values().collect()
 }
