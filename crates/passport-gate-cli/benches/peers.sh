@@ -9,7 +9,7 @@
 #   off               passport-gate serve, agent_envelope.enabled = false
 #   cached            passport-gate serve, the same passport and signature each time
 #                     (no replay protection, no audit file)
-#   replay_audit      as cached, plus replay protection (memory store) and an audit file;
+#   replay_audit      as cached, plus replay protection (the default disk store) and an audit file;
 #                     each request has a distinct body and signature (wrk cycles through
 #                     pre-signed requests, see examples/peers_requests.rs)
 #   nginx_tls, off_tls, cached_tls
@@ -168,10 +168,16 @@ gate_conf cached "" "$ENVELOPE_ON"
 # One principal sends every request: its replay quota must exceed what one run sends.
 gate_conf replay_audit "" "$ENVELOPE_ON
 replay_protection = true
+replay_cache_capacity = 10000000
 replay_records_per_principal = 100000000
+
+[replay]
+store = \"disk\"
+data_dir = \"$WORK/replay_audit/data\"
 
 [attribution]
 audit_file = \"$WORK/replay_audit/audit.jsonl\""
+mkdir -p "$WORK/replay_audit/data"
 CONFIGS=(nginx off cached replay_audit)
 if [ "$TLS" = 1 ]; then
   nginx_under_test nginx_tls tls
@@ -221,6 +227,9 @@ run_one() {
       ;;
     *)
       rm -f "$WORK/$name/audit.jsonl"*
+      # Each run starts with an empty replay store: the distinct requests are the same
+      # in every round, and a kept record would refuse them as replays.
+      rm -f "$WORK/$name/data/replay.redb"
       PASSPORT_GATE_LOG=warn "$GATE" serve --config "$WORK/$name/gateway.toml" >/dev/null 2>"$WORK/$name/stderr" &
       local main=$!
       ;;
