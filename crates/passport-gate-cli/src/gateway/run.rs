@@ -3,6 +3,7 @@
 use super::auth_failures::AuthFailures;
 use super::dispatch::Dispatch;
 use super::listener::{Acceptor, ProxyProtocols};
+use super::penalty::Penalty;
 use super::start_error::StartError;
 use super::{access_log, admin, build, Validated};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -142,6 +143,7 @@ pub async fn run(
         gateway_metrics.connections("proxy"),
         "proxy",
     );
+    let penalty = Penalty::new(config.auth_failure_penalty).map(Arc::new);
     let graceful = GracefulShutdown::new();
     on_bound(bound);
     tracing::info!(listen = %bound.listen, admin = %bound.admin, "gateway listening");
@@ -150,9 +152,18 @@ pub async fn run(
     loop {
         tokio::select! {
             (stream, peer, slot) = acceptor.next() => {
+                if penalty.as_ref().is_some_and(|p| p.holds(peer.ip())) {
+                    // Closed unread: nothing of the connection is parsed or answered.
+                    gateway_metrics.penalty_refusals.inc();
+                    drop((stream, slot));
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 let plain = proxy.for_peer(peer);
-                let auth_failures = Arc::new(AuthFailures::new(config.max_auth_failures_per_connection));
+                let auth_failures = Arc::new(
+                    AuthFailures::new(config.max_auth_failures_per_connection)
+                        .with_penalty(penalty.as_ref(), peer.ip()),
+                );
                 let service = Dispatch {
                     guarded: layer.layer(plain.clone()),
                     plain,
