@@ -41,7 +41,7 @@ impl Drop for RedisServer {
 
 /// Whether `redis-server` can be run. Without it these tests are skipped and named in the
 /// run's last line on a developer's machine, and fail under CI (see skip.rs).
-fn redis_available() -> bool {
+pub(crate) fn redis_available() -> bool {
     crate::skip::requires(|| {
         let found = Command::new("redis-server")
             .arg("--version")
@@ -146,7 +146,7 @@ impl RedisServer {
 
 /// The ways operators run Redis; the replay and revocation tests run against each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     /// One server, no password.
     Plain,
     /// One server with `requirepass` (as managed Redis has).
@@ -159,13 +159,13 @@ enum Kind {
 }
 
 /// A running deployment and the client settings that reach it.
-struct Deployment {
+pub(crate) struct Deployment {
     _servers: Vec<RedisServer>,
     config: RedisConfig,
     /// A URL the `revoke --redis` CLI can use (one server, no private CA), if any.
     cli_url: Option<String>,
     /// The gateway's `[redis]` keys that reach it (one server, or the cluster), if any.
-    redis_toml: Option<String>,
+    pub(crate) redis_toml: Option<String>,
 }
 
 const PASSWORD: &str = "s3cret-for-tests";
@@ -176,7 +176,7 @@ async fn refuses(redis: &Redis) -> bool {
 }
 
 impl Deployment {
-    async fn start(kind: Kind) -> Deployment {
+    pub(crate) async fn start(kind: Kind) -> Deployment {
         let timeout = Duration::from_millis(500);
         let plain = ["--save", "", "--appendonly", "no"];
         match kind {
