@@ -367,3 +367,63 @@ async fn limits_unavailable_refusals_are_audited_within_the_refusal_rate() {
     let (ok, out) = cli(&["audit", "verify", audit.to_str().unwrap()]);
     assert!(ok, "{out}");
 }
+
+/// A limit refusal line carries the verified identity, so it is bounded like an accepted
+/// event's line, not like a verifier refusal's: the longest a client can make one, with
+/// an `agent_id` and a `model` of 256 control characters (each escaped to six bytes), a
+/// beneficiary of 255 bytes of bidi controls (escaped) and a 50,000-byte path (cut to
+/// 1024), is measured here (SECURITY.md's figure, printed with `--nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_limit_refusal_line_is_bounded() {
+    let up = upstream().await;
+    let audit = support::serve::workdir("limits-audit-longest-file").join("audit.jsonl");
+    let gw = start(
+        "limits-audit-longest",
+        &config(
+            up.addr,
+            &format!(
+                "[limits]\nmax_tokens_cap = 1\ndefault_max_tokens = 1\n\n[attribution]\naudit_file = {audit:?}\n"
+            ),
+        )
+        // Every path is judged (a path of 50,000 bytes is no configured route).
+        .replace(
+            "max_ttl_seconds = 604800\n",
+            "max_ttl_seconds = 604800\nmode = \"required\"\n",
+        ),
+    );
+    let controls = "\u{1}".repeat(256);
+    let beneficiary = "\u{202e}".repeat(85);
+    let agent = support::fixture_of(
+        0x77,
+        &controls,
+        None,
+        Some(&beneficiary),
+        passport_core::time::Timestamp::from_unix_seconds(
+            passport_core::time::Timestamp::now().unix_seconds(),
+        ),
+    );
+    let uri = format!("/v1/{}", "a".repeat(50_000));
+    let body = format!(
+        r#"{{"model":"{}","max_tokens":2,"prompt":"x"}}"#,
+        "\\u0001".repeat(256)
+    )
+    .into_bytes();
+    let (status, text) = support::post(gw.listen, &uri, &agent.headers(&uri, &body), &body).await;
+    assert_eq!(status, 400, "{}", &text[..text.len().min(300)]);
+    assert!(text.contains("max_tokens_over_cap"));
+    let events = audit_events(&audit, 1);
+    let e = &events[0];
+    assert_eq!(e["code"], "max_tokens_over_cap", "{e}");
+    assert_eq!(e["agent_id"].as_str(), Some(controls.as_str()));
+    assert_eq!(e["model"].as_str(), Some(controls.as_str()));
+    assert_eq!(e["beneficiary"].as_str(), Some(beneficiary.as_str()));
+    assert_eq!(e["path_cut_bytes"], uri.len() - 1024);
+    let line = std::fs::read_to_string(&audit).unwrap();
+    let bytes = line.trim_end().len();
+    eprintln!("longest limit refusal line: {bytes} bytes");
+    // 2 x 1,536 escaped bytes, 510 for the beneficiary, the 1,024-byte path, the hashes
+    // and the rest.
+    assert!(bytes <= 6_000, "a limit refusal line of {bytes} bytes");
+    let (ok, out) = cli(&["audit", "verify", audit.to_str().unwrap()]);
+    assert!(ok, "{out}");
+}
