@@ -91,16 +91,28 @@ pub async fn run(
         chain_node: None,
         upstream: None,
         replay_redis: None,
+        limit_redis: None,
         revocations: stores.revocations,
     };
     if let Some(redis) = stores.replay_redis {
         let health = Arc::new(admin::UpstreamHealth::default());
         tokio::spawn(admin::probe_redis(
+            admin::REPLAY_STORE,
             redis,
             REDIS_PROBE_INTERVAL,
             Arc::clone(&health),
         ));
         readiness.replay_redis = Some(health);
+    }
+    if let Some(redis) = stores.limit_redis {
+        let health = Arc::new(admin::UpstreamHealth::default());
+        tokio::spawn(admin::probe_redis(
+            admin::LIMIT_STORE,
+            redis,
+            REDIS_PROBE_INTERVAL,
+            Arc::clone(&health),
+        ));
+        readiness.limit_redis = Some(health);
     }
     if let Some(node) = chain_node {
         let answered = Arc::new(AtomicBool::new(false));
