@@ -235,6 +235,61 @@ pub(super) fn limits(k: &Keys, out: &mut Vec<Vector>) {
             step(signed(k, &valid, URI, &second), rejected("rate_limit_exceeded")),
         ],
     ));
+    // Every copy and spelling of a maximum is judged: a member given twice counts at its
+    // largest (Python and Go keep the last copy, other parsers the first), a string
+    // holding a number counts (pydantic reads `"101"` as 101), and so does the Responses
+    // API's `max_output_tokens`.
+    for (name, what, body) in [
+        (
+            "limits-max-tokens-twice-over-cap",
+            "a body giving max_tokens twice, once over max_tokens_cap, is refused whichever copy is last",
+            format!(r#"{{"model":"{MODEL}","max_tokens":1,"max_tokens":101,"messages":[]}}"#),
+        ),
+        (
+            "limits-max-tokens-string-over-cap",
+            "a body whose max_tokens is a string holding a number over max_tokens_cap is refused",
+            format!(r#"{{"model":"{MODEL}","max_tokens":"101","messages":[]}}"#),
+        ),
+        (
+            "limits-max-output-tokens-over-cap",
+            "a body whose max_output_tokens (the Responses API) exceeds max_tokens_cap is refused",
+            format!(r#"{{"model":"{MODEL}","max_output_tokens":101,"input":"x"}}"#),
+        ),
+    ] {
+        out.push(vector(
+            name,
+            what,
+            limiting(Quota::default(), Quota::default()),
+            vec![step(
+                signed(k, &valid, URI, body.as_bytes()),
+                rejected("max_tokens_over_cap"),
+            )],
+        ));
+    }
+    // `n` completions of `max_tokens` each: 16 + 2 * 100 = 216 fits 300, 16 + 3 * 100
+    // does not.
+    let (two, three) = (
+        format!(r#"{{"model":"{MODEL}","max_tokens":100,"n":2,"messages":[]}}"#).into_bytes(),
+        format!(r#"{{"model":"{MODEL}","max_tokens":100,"n":3,"messages":[]}}"#).into_bytes(),
+    );
+    out.push(vector(
+        "limits-n-completions-reserved",
+        "a body asking n completions reserves n times its max_tokens (plus a quarter of its bytes): n = 3 does not fit a tokens_per_day the same body with n = 2 fits",
+        limiting(
+            Quota {
+                tokens_per_day: 300,
+                ..Quota::default()
+            },
+            Quota::default(),
+        ),
+        vec![
+            step(signed(k, &valid, URI, &three), rejected("insufficient_quota")),
+            step(
+                signed(k, &valid, URI, &two),
+                accepted(&valid, AGENT_ID, &p_addr, MODEL, None, &two),
+            ),
+        ],
+    ));
     let b = format!(r#"{{"model":"{MODEL}","messages":[]}}"#).into_bytes();
     out.push(vector(
         "limits-principal-token-budget",

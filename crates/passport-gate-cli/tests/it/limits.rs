@@ -427,3 +427,70 @@ async fn the_longest_limit_refusal_line_is_bounded() {
     let (ok, out) = cli(&["audit", "verify", audit.to_str().unwrap()]);
     assert!(ok, "{out}");
 }
+
+/// The cap and the reservation judge what the upstream will read, whatever the spelling:
+/// a `max_tokens` given twice (Python's and Go's parsers keep the last copy), a string
+/// holding a number (pydantic, behind vLLM, reads `"100000"` as 100000) and the Responses
+/// API's `max_output_tokens` are refused over the cap; `n` completions reserve `n` times
+/// `max_tokens`. Before, each of these reached the upstream with a reservation of
+/// `default_max_tokens` or one completion, and settlement then charged the upstream's
+/// real usage far past the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_spelling_of_max_tokens_and_every_completion_is_judged() {
+    let up = upstream().await;
+    let gw = start(
+        "limits-spellings",
+        &config(
+            up.addr,
+            "[limits]\nmax_tokens_cap = 100\ndefault_max_tokens = 10\n[limits.principal]\ntokens_per_day = 1000\n",
+        ),
+    );
+    let agent = support::live_of(0x76, "urn:aps:agent:limits-spellings");
+    let uri = "/v1/completions";
+    let over_cap = [
+        r#"{"model":"m","max_tokens":5,"max_tokens":100000,"prompt":"1"}"#,
+        r#"{"model":"m","max_tokens":100000,"max_tokens":5,"prompt":"2"}"#,
+        r#"{"model":"m","max_tokens":"100000","prompt":"3"}"#,
+        r#"{"model":"m","max_completion_tokens":" 5000 ","prompt":"4"}"#,
+        r#"{"model":"m","max_output_tokens":5000,"input":"5"}"#,
+    ];
+    for b in over_cap {
+        let h = agent.headers(uri, b.as_bytes());
+        let resp = send(gw.listen, "POST", uri, &headers(&h), b.as_bytes()).await;
+        let status = resp.status().as_u16();
+        let text = text(resp).await;
+        assert_eq!(status, 400, "{b}: {text}");
+        assert!(
+            text.contains("\"code\":\"max_tokens_over_cap\""),
+            "{b}: {text}"
+        );
+    }
+    // 20 completions of 100 tokens cannot fit a budget of 1,000.
+    let many = br#"{"model":"m","max_tokens":100,"n":20,"prompt":"6"}"#;
+    let h = agent.headers(uri, many);
+    let resp = send(gw.listen, "POST", uri, &headers(&h), many).await;
+    let status = resp.status().as_u16();
+    let text_many = text(resp).await;
+    assert_eq!(status, 429, "{text_many}");
+    assert!(
+        text_many.contains("\"code\":\"insufficient_quota\""),
+        "{text_many}"
+    );
+    assert!(
+        up.seen().is_empty(),
+        "a refused request reached the upstream"
+    );
+    // Two completions of 100 tokens reserve 200 plus the prompt estimate.
+    let two = br#"{"model":"m","max_tokens":100,"best_of":"2","prompt":"7"}"#;
+    let h = agent.headers(uri, two);
+    let resp = send(gw.listen, "POST", uri, &headers(&h), two).await;
+    assert_eq!(resp.status(), 200);
+    let remaining = resp.headers()["x-ratelimit-remaining-tokens"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = text(resp).await;
+    let prompt = (two.len() as u64).div_ceil(4);
+    assert_eq!(remaining, (1000 - prompt - 200).to_string());
+    assert_eq!(up.seen().len(), 1);
+}

@@ -21,8 +21,9 @@
 //! budget across a window boundary; the day window bounds that for the day.
 //!
 //! **Reservations.** A request with a body reserves its prompt estimate (a quarter of
-//! its body bytes, rounded up) plus its `max_tokens` or `max_completion_tokens` (the
-//! larger when both are there; `default_max_tokens` when neither is) on every token
+//! its body bytes, rounded up) plus its largest `max_tokens`, `max_completion_tokens` or
+//! `max_output_tokens` (`default_max_tokens` when none is) times its `n` or `best_of`
+//! (see [`Limiter::reservation`] for the spellings judged) on every token
 //! window of its principal and its agent. When the answer ends the reservation is
 //! settled to the answer's `usage.total_tokens`; without a readable usage the whole
 //! reservation stays charged. A request the inner service never processed (the answers
@@ -143,7 +144,8 @@ pub enum LimitReason {
     ConcurrentRequests,
     /// A token window of the principal or the agent has no room for the reservation.
     Tokens,
-    /// The body's `max_tokens` or `max_completion_tokens` exceeds `max_tokens_cap`.
+    /// The body's `max_tokens`, `max_completion_tokens` or `max_output_tokens` exceeds
+    /// `max_tokens_cap`.
     MaxTokensOverCap,
     /// The shared limit store could not be asked (failed closed).
     StoreUnavailable,
@@ -440,40 +442,38 @@ impl Limiter {
     }
 
     /// The tokens a request with `body` reserves, or why it is refused: its prompt
-    /// estimate (a quarter of its bytes, rounded up) plus its `max_tokens` or
-    /// `max_completion_tokens` (the larger), else `default_max_tokens`. A body without
-    /// bytes reserves nothing. A maximum over `max_tokens_cap` is refused, never
-    /// clamped: the body is signed.
+    /// estimate (a quarter of its bytes, rounded up) plus the most it lets the upstream
+    /// generate, its largest `max_tokens`, `max_completion_tokens` or `max_output_tokens`
+    /// (else `default_max_tokens`) times its largest `n` or `best_of` (the completions
+    /// generated). A body without bytes reserves nothing. A maximum over
+    /// `max_tokens_cap` is refused, never clamped: the body is signed.
+    ///
+    /// Every copy of a member counts (a name given twice counts at its largest: parsers
+    /// disagree on which copy wins, and the upstream must not read a larger one than was
+    /// judged), and so does a string holding a number (pydantic, behind vLLM, reads
+    /// `"4096"` as 4096).
     pub fn reservation(&self, body: &[u8]) -> Result<u64, Limited> {
         if body.is_empty() {
             return Ok(0);
         }
-        #[derive(serde::Deserialize)]
-        struct Asked {
-            max_tokens: Option<serde_json::Value>,
-            max_completion_tokens: Option<serde_json::Value>,
-        }
-        let asked = serde_json::from_slice::<Asked>(body).ok();
-        let mut most: Option<u64> = None;
-        for v in asked
-            .iter()
-            .flat_map(|a| [&a.max_tokens, &a.max_completion_tokens])
-            .flatten()
-        {
-            // Any number counts, whatever its form (`4096.0`, `1e9`): the upstream may
-            // read it as an integer.
-            let Some(n) = v.as_f64() else { continue };
-            if n > self.max_tokens_cap as f64 {
+        let asked = serde_json::from_slice::<Asked>(body).unwrap_or_default();
+        let most = match asked.most {
+            Some(n) if n > self.max_tokens_cap as f64 => {
                 return Err(Limited {
                     reason: LimitReason::MaxTokensOverCap,
                     retry_after: None,
-                });
+                })
             }
-            let n = n.max(0.0).ceil() as u64;
-            most = Some(most.map_or(n, |m| m.max(n)));
-        }
+            // Any number counts, whatever its form (`4096.0`, `1e9`): the upstream may
+            // read it as an integer.
+            Some(n) => n.max(0.0).ceil() as u64,
+            None => self.default_max_tokens,
+        };
+        let choices = asked.choices.map_or(1, |n| (n.ceil() as u64).max(1));
         let prompt = (body.len() as u64).div_ceil(4);
-        Ok(prompt.saturating_add(most.unwrap_or(self.default_max_tokens)))
+        Ok(prompt
+            .saturating_add(most.saturating_mul(choices))
+            .min(MAX_RESERVATION))
     }
 
     /// Admits the request of `agent_id` for `principal` with `body`, or says why not.
@@ -539,6 +539,67 @@ impl Limiter {
                 }
             }
         }
+    }
+}
+
+/// The largest reservation: more than any token window holds ([`QUOTA_MAX`]), so such a
+/// request is refused wherever a token limit is set, and the counters never overflow.
+pub const MAX_RESERVATION: u64 = 10 * QUOTA_MAX[4];
+
+/// What a body asks of the upstream, read from every member of its top-level object
+/// (see [`Limiter::reservation`]); a body that is not a JSON object asks nothing.
+#[derive(Debug, Default, PartialEq)]
+struct Asked {
+    /// The largest `max_tokens`, `max_completion_tokens` or `max_output_tokens`.
+    most: Option<f64>,
+    /// The largest `n` or `best_of`.
+    choices: Option<f64>,
+}
+
+/// A member's value as a count an upstream may read: a JSON number in any form, or a
+/// string holding a finite one.
+fn count(v: &serde_json::Value) -> Option<f64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok().filter(|n| n.is_finite()),
+        _ => None,
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Asked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Asked, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Asked;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Asked, M::Error> {
+                let larger = |slot: &mut Option<f64>, n: f64| {
+                    *slot = Some(slot.map_or(n, |s| s.max(n)));
+                };
+                let mut asked = Asked::default();
+                while let Some(name) = m.next_key::<String>()? {
+                    match name.as_str() {
+                        "max_tokens" | "max_completion_tokens" | "max_output_tokens" => {
+                            if let Some(n) = count(&m.next_value()?) {
+                                larger(&mut asked.most, n);
+                            }
+                        }
+                        "n" | "best_of" => {
+                            if let Some(n) = count(&m.next_value()?) {
+                                larger(&mut asked.choices, n);
+                            }
+                        }
+                        _ => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(asked)
+            }
+        }
+        d.deserialize_map(Members)
     }
 }
 
@@ -671,6 +732,41 @@ mod tests {
             );
         }
         assert!(l.reservation(br#"{"max_tokens":4096}"#).is_ok());
+    }
+
+    #[test]
+    fn every_copy_and_spelling_of_a_maximum_is_judged() {
+        let l = limiter(4096, 1024);
+        for body in [
+            &br#"{"max_tokens":5,"max_tokens":100000}"#[..],
+            br#"{"max_tokens":100000,"max_tokens":5}"#,
+            br#"{"max_tokens":"100000"}"#,
+            br#"{"max_completion_tokens":" 5000 "}"#,
+            br#"{"max_output_tokens":5000}"#,
+            br#"{"max_tokens":5,"max\u005ftokens":5000}"#,
+        ] {
+            assert_eq!(
+                l.reservation(body).map_err(|e| e.reason),
+                Err(LimitReason::MaxTokensOverCap),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn every_completion_asked_for_is_reserved() {
+        let l = limiter(4096, 1024);
+        let body = br#"{"max_tokens":100,"n":10}"#;
+        assert_eq!(l.reservation(body), Ok(7 + 1000));
+        let body = br#"{"max_tokens":100,"n":2,"best_of":"5"}"#;
+        assert_eq!(l.reservation(body), Ok(10 + 500));
+        let body = br#"{"n":3}"#;
+        assert_eq!(l.reservation(body), Ok(2 + 3 * 1024));
+        let body = br#"{"max_tokens":100,"n":0}"#;
+        assert_eq!(l.reservation(body), Ok(6 + 100));
+        let body = br#"{"max_tokens":4096,"n":1e300}"#;
+        assert_eq!(l.reservation(body), Ok(MAX_RESERVATION));
     }
 
     #[test]
