@@ -140,7 +140,32 @@ pub const MAX_TRACKED: usize = 1_000_000;
 /// Limits of one replica: every replica has its own budget.
 #[derive(Debug, Default)]
 pub struct MemoryLimitStore {
-    scopes: Mutex<HashMap<String, ScopeState>>,
+    scopes: Mutex<Scopes>,
+}
+
+/// The states, and when to look for idle ones again.
+#[derive(Debug, Default)]
+struct Scopes {
+    map: HashMap<String, ScopeState>,
+    /// The size at which idle states are looked for next: twice what the last look left
+    /// (at least [`PRUNE_AT`]), so that the looks, each a pass over every state, cost
+    /// O(1) per admission however many states stay busy. (Looking at every admission
+    /// once [`PRUNE_AT`] busy states were there cost 0.84 ms per admission at 100,000
+    /// states, in release, under the lock every admission takes.)
+    prune_at: usize,
+    /// When the last look was (ms); a full table looks again at most once a second.
+    pruned_ms: u64,
+    /// How many looks were made.
+    prunes: u64,
+}
+
+impl Scopes {
+    fn prune(&mut self, now_ms: u64) {
+        self.map.retain(|_, s| !s.idle(now_ms));
+        self.prune_at = self.map.len().saturating_mul(2).max(PRUNE_AT);
+        self.pruned_ms = now_ms;
+        self.prunes += 1;
+    }
 }
 
 impl MemoryLimitStore {
@@ -158,19 +183,27 @@ impl MemoryLimitStore {
                 retry_after: None,
             });
         };
-        if scopes.len() >= PRUNE_AT {
-            scopes.retain(|_, s| !s.idle(now_ms));
+        if scopes.map.len() >= scopes.prune_at.max(PRUNE_AT) {
+            scopes.prune(now_ms);
         }
-        let new_scopes = [ask.principal.0, ask.agent.0]
-            .iter()
-            .filter(|k| !scopes.contains_key(**k))
-            .count();
-        if scopes.len() + new_scopes > MAX_TRACKED {
+        let new_scopes = |scopes: &Scopes| {
+            [ask.principal.0, ask.agent.0]
+                .iter()
+                .filter(|k| !scopes.map.contains_key(**k))
+                .count()
+        };
+        if scopes.map.len() + new_scopes(&scopes) > MAX_TRACKED
+            && now_ms.saturating_sub(scopes.pruned_ms) >= 1000
+        {
+            scopes.prune(now_ms);
+        }
+        if scopes.map.len() + new_scopes(&scopes) > MAX_TRACKED {
             return Verdict::Refused(Limited {
                 reason: LimitReason::StoreUnavailable,
                 retry_after: Some(Duration::from_secs(60)),
             });
         }
+        let scopes = &mut scopes.map;
         let scopes_asked = [ask.principal, ask.agent];
         let mut checks = Vec::with_capacity(2);
         for (key, quota) in scopes_asked {
@@ -232,7 +265,7 @@ impl MemoryLimitStore {
             return;
         };
         for key in [&ticket.principal, &ticket.agent] {
-            let Some(state) = scopes.get_mut(key.as_str()) else {
+            let Some(state) = scopes.map.get_mut(key.as_str()) else {
                 continue;
             };
             if ticket.in_flight {
@@ -390,5 +423,33 @@ mod tests {
         // The refused request took nothing from the principal's bucket.
         assert_eq!(standing.requests.map(|g| g.remaining), Some(9));
         assert_eq!(standing.tokens.map(|g| g.remaining), Some(0));
+    }
+
+    #[test]
+    fn busy_states_past_the_prune_size_are_not_scanned_at_every_admission() {
+        let s = MemoryLimitStore::new();
+        let q = Quota {
+            tokens_per_day: 1_000_000_000,
+            ..Quota::default()
+        };
+        // Every agent charged tokens today: none is idle until the day ends.
+        for i in 0..(PRUNE_AT as u64 + 50_000) {
+            let agent = format!("gonka1p/agent-{i}");
+            let ask = Ask {
+                principal: ("gonka1p", q),
+                agent: (&agent, q),
+                tokens: 1,
+                request_id: i,
+            };
+            let (t, _) = admitted(s.admit_at(&ask, T0));
+            s.settle_now(&t, 1);
+        }
+        let scopes = s.scopes.lock().unwrap();
+        assert_eq!(scopes.map.len(), PRUNE_AT + 50_001);
+        assert_eq!(
+            scopes.prunes, 1,
+            "one pass at PRUNE_AT, the next at twice that"
+        );
+        assert_eq!(scopes.prune_at, 2 * PRUNE_AT);
     }
 }
