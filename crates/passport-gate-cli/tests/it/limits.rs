@@ -108,7 +108,9 @@ fn bad_limits_stop_startup_naming_the_key_the_file_and_the_line() {
     let policy = dir.join("limits.toml");
     std::fs::write(
         &policy,
-        "[principal.\"gonka1x\"]\nrequests_per_minute = 10\ntokens_per_dya = 5\n",
+        // Line 4: a mistyped address (its checksum fails): no passport carries it, so its
+        // override would never apply.
+        "[principal.\"gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27\"]\nrequests_per_minute = 10\ntokens_per_dya = 5\n[principal.\"gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq28\"]\nrequests_per_minute = 1\n",
     )
     .unwrap();
     let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
@@ -127,6 +129,7 @@ fn bad_limits_stop_startup_naming_the_key_the_file_and_the_line() {
         "limits.principal.requests_per_minute",
         "limits.agent.tokens_per_hour",
         "limits.toml: line 3: unknown key \"tokens_per_dya\"",
+        "limits.toml: line 4: \"gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq28\" is not a principal address: not bech32",
     ] {
         assert!(stderr.contains(needle), "{needle} missing: {stderr}");
     }

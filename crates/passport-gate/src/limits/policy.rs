@@ -5,11 +5,11 @@
 //! number and costs no other line:
 //!
 //! ```toml
-//! [principal."gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgp7hzl3j"]
+//! [principal."gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27"]
 //! requests_per_minute = 10
 //! tokens_per_day = 50_000
 //!
-//! [agent."gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgp7hzl3j/urn:aps:agent:batch"]
+//! [agent."gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27/urn:aps:agent:batch"]
 //! concurrent_requests = 2
 //! ```
 //!
@@ -111,10 +111,32 @@ fn header(line: &str) -> Result<(Kind, String), String> {
         .and_then(|n| n.strip_suffix('"'))
         .filter(|n| !n.is_empty() && !n.contains(['"', '\\']))
         .ok_or("the name must be a non-empty quoted string without \" or \\")?;
-    if kind == Kind::Agent && !name.contains('/') {
-        return Err("an agent is named \"<principal address>/<agent_id>\"".into());
-    }
-    Ok((kind, name.to_owned()))
+    let name = match kind {
+        Kind::Principal => principal_name(name)?,
+        Kind::Agent => match name.split_once('/') {
+            Some((principal, id)) if !id.is_empty() => {
+                format!("{}/{id}", principal_name(principal)?)
+            }
+            _ => return Err("an agent is named \"<principal address>/<agent_id>\"".into()),
+        },
+    };
+    Ok((kind, name))
+}
+
+/// A principal's name in the one spelling a passport carries (lowercase bech32, a
+/// 20-byte account), as the allowlist reads it: written all in uppercase, it is
+/// lowercased; mixed case or a checksum error is refused, so that an override never
+/// names a principal it can never apply to.
+fn principal_name(address: &str) -> Result<String, String> {
+    let normal = if address.bytes().any(|b| b.is_ascii_lowercase()) {
+        address.to_owned()
+    } else {
+        address.to_ascii_lowercase()
+    };
+    let prefix = normal.rfind('1').map_or("", |i| &normal[..i]);
+    passport_core::crypto::check_address(prefix, &normal)
+        .map_err(|p| format!("{address:?} is not a principal address: {p}"))?;
+    Ok(normal)
 }
 
 /// A `key = value` line.
@@ -377,7 +399,7 @@ fn read(path: &Path) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    const P: &str = "gonka1p";
+    const P: &str = "gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27";
 
     fn policy() -> LimitPolicy {
         LimitPolicy::new(PolicyTable {
@@ -402,10 +424,10 @@ mod tests {
     fn overrides_replace_the_defaults_key_by_key() {
         let p = policy();
         let errors = p.reload(
-            "# comment\n[principal.\"gonka1p\"]\nrequests_per_minute = 10\n\n[agent.\"gonka1p/a\"]\ntokens_per_day = 5_000 # daily\n",
+            "# comment\n[principal.\"gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27\"]\nrequests_per_minute = 10\n\n[agent.\"gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27/a\"]\ntokens_per_day = 5_000 # daily\n",
         );
         assert_eq!(errors, vec![]);
-        let (pq, aq) = p.quotas(P, "gonka1p/a");
+        let (pq, aq) = p.quotas(P, "gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27/a");
         assert_eq!(pq.requests_per_minute, 10);
         assert_eq!(pq.tokens_per_day, 1000);
         assert_eq!(aq.requests_per_minute, 30);
@@ -415,44 +437,44 @@ mod tests {
     #[test]
     fn a_bad_line_is_named_by_number() {
         let p = policy();
-        let errors = p.reload("[principal.\"gonka1p\"]\nrequests_per_minut = 5\n");
+        let errors = p.reload("[principal.\"gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27\"]\nrequests_per_minut = 5\n");
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, 2);
         assert!(errors[0].problem.contains("requests_per_minut"));
-        let errors = p.reload("[principal.\"gonka1p\"]\n\nrequests_per_minute = lots\n");
+        let errors = p.reload("[principal.\"gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27\"]\n\nrequests_per_minute = lots\n");
         assert_eq!(errors[0].line, 3);
-        let errors = p.reload("[principl.\"gonka1p\"]\n");
+        let errors = p.reload("[principl.\"gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27\"]\n");
         assert_eq!(errors[0].line, 1);
     }
 
     #[test]
     fn a_bad_line_never_widens_the_entry_it_is_in() {
         let p = policy();
-        p.reload("[principal.\"gonka1p\"]\nrequests_per_minute = 10\n");
+        p.reload("[principal.\"gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27\"]\nrequests_per_minute = 10\n");
         // A typo in the key: the entry keeps 10, not the default 60.
-        p.reload("[principal.\"gonka1p\"]\nrequests_per_minut = 100\n");
+        p.reload("[principal.\"gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27\"]\nrequests_per_minut = 100\n");
         assert_eq!(rpm(&p, P), 10);
         // A wider value next to a bad line is not taken either.
-        p.reload("[principal.\"gonka1p\"]\nrequests_per_minute = 100\ntokens_per_dya = 1\n");
+        p.reload("[principal.\"gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27\"]\nrequests_per_minute = 100\ntokens_per_dya = 1\n");
         assert_eq!(rpm(&p, P), 10);
     }
 
     #[test]
     fn a_bad_line_never_blocks_a_tightening() {
         let p = policy();
-        p.reload("[principal.\"gonka1p\"]\nrequests_per_minute = 10\n[principal.\"gonka1q\"]\nrequests_per_minute = 40\n");
+        p.reload("[principal.\"gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27\"]\nrequests_per_minute = 10\n[principal.\"gonka1qgpqyqszqgpqyqszqgpqyqszqgpqyqsznzq9pg\"]\nrequests_per_minute = 40\n");
         p.reload(
-            "[principal.\"gonka1p\"]\nrequests_per_minute = 3\nbogus = 1\n[principal.\"gonka1q\"]\nrequests_per_minute = 5\n",
+            "[principal.\"gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27\"]\nrequests_per_minute = 3\nbogus = 1\n[principal.\"gonka1qgpqyqszqgpqyqszqgpqyqszqgpqyqsznzq9pg\"]\nrequests_per_minute = 5\n",
         );
         assert_eq!(rpm(&p, P), 3);
-        assert_eq!(rpm(&p, "gonka1q"), 5);
+        assert_eq!(rpm(&p, "gonka1qgpqyqszqgpqyqszqgpqyqszqgpqyqsznzq9pg"), 5);
     }
 
     #[test]
     fn a_bad_header_never_widens_the_entry_it_hid() {
         let p = policy();
-        p.reload("[principal.\"gonka1p\"]\nrequests_per_minute = 10\n");
-        p.reload("[principl.\"gonka1p\"]\nrequests_per_minute = 100\n");
+        p.reload("[principal.\"gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27\"]\nrequests_per_minute = 10\n");
+        p.reload("[principl.\"gonka1qyqszqgpqyqszqgpqyqszqgpqyqszqgpzxxq27\"]\nrequests_per_minute = 100\n");
         assert_eq!(rpm(&p, P), 10);
         // Once the file is good again, the entry goes as the file says.
         p.reload("");
@@ -467,5 +489,23 @@ mod tests {
         std::fs::write(&path, "[agent.\"nope\"]\n").unwrap();
         let errors = policy().load_initial(&path).unwrap_err();
         assert!(errors[0].contains("limits.toml: line 1:"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_principal_no_passport_can_carry_is_a_bad_line_and_uppercase_is_lowercased() {
+        let p = LimitPolicy::new(PolicyTable::default());
+        let upper = P.to_uppercase();
+        let mixed = format!("G{}", &P[1..]);
+        let typo = P.replace("zxxq27", "zxxq28");
+        let text = format!(
+            "[principal.\"{mixed}\"]\n[principal.\"{typo}\"]\n[agent.\"{mixed}/a\"]\n[agent.\"{P}/\"]\n[principal.\"{upper}\"]\nrequests_per_minute = 1\n[agent.\"{upper}/urn:A/b\"]\nrequests_per_minute = 2\n"
+        );
+        let errors = p.reload(&text);
+        let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [1, 2, 3, 4], "{errors:?}");
+        assert!(errors[0].problem.contains("not lowercase"), "{errors:?}");
+        assert!(errors[1].problem.contains("checksum"), "{errors:?}");
+        let (pq, aq) = p.quotas(P, &format!("{P}/urn:A/b"));
+        assert_eq!((pq.requests_per_minute, aq.requests_per_minute), (1, 2));
     }
 }
