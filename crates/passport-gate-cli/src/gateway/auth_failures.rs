@@ -18,7 +18,7 @@ use http::header::{HeaderValue, CONNECTION};
 use http::StatusCode;
 use passport_core::verifier::Rejection;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -27,6 +27,8 @@ use tokio::sync::Notify;
 pub struct AuthFailures {
     limit: u32,
     consecutive: AtomicU32,
+    /// Set for good once the limit is reached.
+    reached: AtomicBool,
     close: Notify,
     /// The per-address penalty and this connection's peer, when the penalty is on.
     penalty: Option<(Arc<Penalty>, IpAddr)>,
@@ -51,6 +53,7 @@ impl AuthFailures {
         AuthFailures {
             limit,
             consecutive: AtomicU32::new(0),
+            reached: AtomicBool::new(false),
             close: Notify::new(),
             penalty: None,
         }
@@ -90,11 +93,19 @@ impl AuthFailures {
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
+        self.reached.store(true, Ordering::Relaxed);
         if let Some((penalty, peer)) = &self.penalty {
             penalty.impose(*peer);
         }
         self.close.notify_one();
         true
+    }
+
+    /// Whether this connection reached the limit (for good: a later success does not
+    /// undo it). Requests it still carries (HTTP/2 streams received before the
+    /// `GOAWAY`) are then answered without a passport check.
+    pub fn reached(&self) -> bool {
+        self.reached.load(Ordering::Relaxed)
     }
 
     /// Completes once the connection reached the limit (used to send HTTP/2 `GOAWAY`).
@@ -126,8 +137,15 @@ mod tests {
         assert!(!f.record(&mut forged()));
         assert!(!f.record(&mut forged()));
         let mut third = forged();
+        assert!(!f.reached());
         assert!(f.record(&mut third));
         assert_eq!(third.headers()[CONNECTION], "close");
+        assert!(f.reached());
+        assert!(!f.record(&mut answer(None)));
+        assert!(
+            f.reached(),
+            "a later success does not reopen the connection"
+        );
     }
 
     #[test]

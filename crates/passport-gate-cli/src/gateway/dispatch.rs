@@ -65,7 +65,16 @@ impl Service<http::Request<Incoming>> for Dispatch {
         let mut span = self.tracer.as_ref().and_then(|t| t.start(&mut req));
         let answered = self.route(req, span.as_deref_mut());
         Box::pin(async move {
-            let mut response = answered.await?;
+            // HTTP/2 streams received before the close was decided run after it: once
+            // the connection reached its limit, they cost no passport check.
+            let mut response = if failures.reached() {
+                drop(answered);
+                GatewayError::AuthFailuresExceeded
+                    .http_response()
+                    .map(TracedBody::untraced)
+            } else {
+                answered.await?
+            };
             if failures.record(&mut response) {
                 closed.inc();
             }

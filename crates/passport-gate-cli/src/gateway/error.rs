@@ -37,6 +37,10 @@ pub enum GatewayError {
     /// a public route) is larger than `agent_envelope.max_body_size`, or its client
     /// broke off while sending it.
     BodyTooLarge,
+    /// The connection already reached `server.max_auth_failures_per_connection`: a
+    /// request on it that was received before the close (HTTP/2 streams sent at once)
+    /// is answered without a passport check.
+    AuthFailuresExceeded,
 }
 
 impl GatewayError {
@@ -60,6 +64,7 @@ impl GatewayError {
             GatewayError::ConnectionHeaderInvalid => "connection_header_invalid",
             GatewayError::TransferEncodingUnsupported => "transfer_encoding_unsupported",
             GatewayError::BodyTooLarge => "body_too_large",
+            GatewayError::AuthFailuresExceeded => "auth_failures_exceeded",
         }
     }
 
@@ -75,6 +80,7 @@ impl GatewayError {
             | GatewayError::TransferEncodingUnsupported => StatusCode::BAD_REQUEST,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::AuthFailuresExceeded => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -98,6 +104,9 @@ impl GatewayError {
                 "only Transfer-Encoding: chunked is accepted"
             }
             GatewayError::BodyTooLarge => "the request body is larger than this gateway accepts",
+            GatewayError::AuthFailuresExceeded => {
+                "this connection had too many consecutive authentication failures; open a new one"
+            }
         }
     }
 

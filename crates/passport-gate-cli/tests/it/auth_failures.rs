@@ -285,3 +285,58 @@ async fn without_the_penalty_a_closed_clients_next_connection_is_served() {
         0.0
     );
 }
+
+/// HTTP/2 streams sent at once all reach the gateway before the close is decided: once
+/// the connection reached its limit, the rest are answered 429 `auth_failures_exceeded`
+/// without a passport check, not each given a check of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_streams_sent_at_once_get_no_passport_check_after_the_limit() {
+    let up = upstream().await;
+    let gw = gateway("authfail-h2-burst", up.addr, 4);
+    let uri = format!("http://{}{PATH}", gw.listen);
+    let tcp = TcpStream::connect(gw.listen).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let sends: Vec<_> = (0..100)
+        .map(|_| {
+            let mut tx = tx.clone();
+            let req = forged(&uri);
+            tokio::spawn(async move {
+                let resp = tx.send_request(req).await.ok()?;
+                let status = resp.status().as_u16();
+                let body = resp.into_body().collect().await.ok()?.to_bytes();
+                Some((status, body))
+            })
+        })
+        .collect();
+    let (mut checked, mut cut, mut other) = (0, 0, 0);
+    for send in sends {
+        match send.await.unwrap() {
+            Some((400, _)) => checked += 1,
+            Some((429, body)) => {
+                assert!(
+                    String::from_utf8_lossy(&body).contains("auth_failures_exceeded"),
+                    "{body:?}"
+                );
+                cut += 1;
+            }
+            // A stream the client had not sent yet when GOAWAY arrived.
+            None => other += 1,
+            Some((status, body)) => panic!("unexpected {status}: {body:?}"),
+        }
+    }
+    assert!(
+        checked < 20,
+        "{checked} streams got a passport check (400), {cut} were cut (429), {other} not sent"
+    );
+    assert!(
+        cut + other >= 80,
+        "{checked} checked, {cut} cut, {other} not sent"
+    );
+    assert_eq!(
+        gw.metric("passport_gate_auth_failure_closes_total").await,
+        1.0
+    );
+}
