@@ -420,7 +420,10 @@ async fn limiter(
                     tracing::warn!(error = %e, "limit store: Redis not reachable at startup; limited requests are refused until it is");
                 }
             }
-            Arc::new(RedisLimitStore::new(redis, key_prefix))
+            Arc::new(
+                RedisLimitStore::new(redis, key_prefix)
+                    .count_failed_settlements_on(metrics.limit_settlements_failed.clone()),
+            )
         }
         _ => Arc::new(MemoryLimitStore::new()),
     };
