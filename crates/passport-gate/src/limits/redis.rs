@@ -13,6 +13,9 @@
 //!   `concurrent_requests`: removing it is what makes a settlement count once;
 //! - `<prefix>limits:{<principal>}:a:<agent_id>` and `…:ac:<agent_id>`: the same for
 //!   one agent of that principal (its set only when it limits requests in flight).
+//!   Each lease set also holds the member `~`, scored `+inf` and never counted, so that
+//!   it outlives its last request and its expiry is renewed once a minute, not on every
+//!   admission.
 //!
 //! **One script call per principal at a time, carrying everything waiting.** Each
 //! replica keeps, per principal, a lane: while one call for that principal is under way,
@@ -43,6 +46,7 @@ use super::{
 use crate::metrics::IntCounter;
 use crate::redis_client::{Redis, RedisError, Reply};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -75,8 +79,10 @@ const ROW: usize = 11;
 /// minute, 2 in flight, 3 tokens). The admissions are judged one after another, as
 /// separate calls would judge them. Each hash is read once and written once; a lease set
 /// is counted only when its scope limits requests in flight (members whose lease ended
-/// do not count, and are removed on the scope's first call of a minute); expiries are renewed on a scope's first
-/// admission of a minute, or when its lease set may be new.
+/// do not count, and are removed on the scope's first call of a minute); expiries are
+/// renewed on a scope's first admission of a minute, or when its lease set is new. A
+/// lease set keeps a member `~` scored `+inf` (not counted), so that settling its last
+/// request does not delete it, and `ZADD` says when it is new.
 const STEP: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -156,8 +162,7 @@ for _ = 1, na do
     end
     if x.conc > 0 and not rate then
       if x.live == nil then
-        x.live0 = redis.call('ZCOUNT', zk, now + 1, '+inf')
-        x.live = x.live0 + x.added
+        x.live = redis.call('ZCOUNT', zk, now + 1, '(+inf') + x.added
       end
       if x.live >= x.conc then rate, rms = 2, 1000 end
     end
@@ -225,8 +230,10 @@ for j, x in pairs(sc) do
   end
   if x.rem and j > 1 then redis.call('ZREM', z, unpack(x.rem)) end
   if x.added > 0 then
-    redis.call('ZADD', z, unpack(x.add))
-    if x.fresh or not x.live0 or x.live0 == 0 then redis.call('PEXPIRE', z, lease + 60000) end
+    x.add[2 * x.added + 1] = '+inf'
+    x.add[2 * x.added + 2] = '~'
+    local new = redis.call('ZADD', z, unpack(x.add))
+    if x.fresh or new > x.added then redis.call('PEXPIRE', z, lease + 60000) end
   end
   if x.fresh and (x.added > 0 or x.clean) then redis.call('ZREMRANGEBYSCORE', z, '-inf', now) end
 end
@@ -259,6 +266,8 @@ struct Inner {
     lanes: Mutex<HashMap<String, Lane>>,
     /// Counts settlements given up after their retries.
     failed: Option<IntCounter>,
+    /// Settlements waiting to be retried (out of the lanes meanwhile).
+    retrying: AtomicUsize,
 }
 
 /// What waits for a principal's next script call.
@@ -303,6 +312,7 @@ impl RedisLimitStore {
                 sha: OnceLock::new(),
                 lanes: Mutex::default(),
                 failed: None,
+                retrying: AtomicUsize::new(0),
             }),
         }
     }
@@ -324,7 +334,10 @@ impl RedisLimitStore {
     /// `within`: for a shutdown, and for tests.
     pub async fn flush(&self, within: Duration) {
         let until = tokio::time::Instant::now() + within;
-        while !lock(&self.inner.lanes).is_empty() && tokio::time::Instant::now() < until {
+        let busy = || {
+            !lock(&self.inner.lanes).is_empty() || self.inner.retrying.load(Ordering::SeqCst) > 0
+        };
+        while busy() && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -420,9 +433,13 @@ impl Inner {
         };
         let this = Arc::clone(self);
         let principal = principal.to_owned();
+        self.retrying.fetch_add(later.len(), Ordering::SeqCst);
         tokio::spawn(async move {
             tokio::time::sleep(pause).await;
-            if this.enqueue(&principal, |lane| lane.owed.extend(later)) {
+            let n = later.len();
+            let start = this.enqueue(&principal, |lane| lane.owed.extend(later));
+            this.retrying.fetch_sub(n, Ordering::SeqCst);
+            if start {
                 this.drive(principal).await;
             }
         });
