@@ -74,7 +74,7 @@ pub fn run(a: &UsageArgs) -> Result<u8, Failure> {
 
 fn table(rows: &[UsageRow]) {
     say!(
-        "{:<13}  {:<46}  {:<32}  {:<24}  {:>8}  {:>8}  {:>10}  {:>10}  {:>10}",
+        "{:<13}  {:<46}  {:<32}  {:<24}  {:>8}  {:>8}  {:>10}  {:>10}  {:>10}  {:>8}",
         "period",
         "principal",
         "agent",
@@ -83,13 +83,14 @@ fn table(rows: &[UsageRow]) {
         "no usage",
         "prompt",
         "completion",
-        "tokens"
+        "tokens",
+        "limited"
     );
     let mut missing = std::collections::BTreeMap::<&str, u64>::new();
     for r in rows {
         let or_all = |v: &Option<String>| v.clone().unwrap_or_else(|| "*".into());
         say!(
-            "{:<13}  {:<46}  {:<32}  {:<24}  {:>8}  {:>8}  {:>10}  {:>10}  {:>10}",
+            "{:<13}  {:<46}  {:<32}  {:<24}  {:>8}  {:>8}  {:>10}  {:>10}  {:>10}  {:>8}",
             r.period,
             or_all(&r.principal_address),
             or_all(&r.agent_id),
@@ -98,7 +99,8 @@ fn table(rows: &[UsageRow]) {
             r.requests_without_usage,
             r.prompt_tokens,
             r.completion_tokens,
-            r.total_tokens
+            r.total_tokens,
+            r.requests_limited
         );
         for (why, n) in &r.usage_missing {
             *missing.entry(why).or_default() += n;
@@ -108,5 +110,9 @@ fn table(rows: &[UsageRow]) {
         say!("requests without usage ({why}): {n}, their tokens unknown and not in the sums");
     }
     let requests: u64 = rows.iter().map(|r| r.requests).sum();
+    let limited: u64 = rows.iter().map(|r| r.requests_limited).sum();
+    if limited > 0 {
+        say!("requests refused by the limits: {limited}, never forwarded, in none of the sums");
+    }
     say!("{requests} request(s) in {} row(s)", rows.len());
 }

@@ -417,6 +417,11 @@ pub struct ServerSection {
     /// the connection (HTTP/1.1 `Connection: close`, HTTP/2 `GOAWAY`). An accepted
     /// request resets the count. 0: never closed for this.
     pub max_auth_failures_per_connection: u32,
+    /// Seconds for which an address whose connection was closed for
+    /// `max_auth_failures_per_connection` has its new proxy connections closed at
+    /// accept. 0 (default): off. It shuts out every client sharing that address (one
+    /// NAT, one proxy, one load balancer).
+    pub auth_failure_penalty_seconds: u64,
     /// `"off"` (default), `"stdout"` or a file path: one JSON line per request.
     pub access_log: String,
     /// Access log lines waiting for a slow sink; beyond it lines are dropped and counted.
@@ -515,6 +520,7 @@ impl Default for ServerSection {
             max_connections: 4_096,
             admin_max_connections: 64,
             max_auth_failures_per_connection: 16,
+            auth_failure_penalty_seconds: 0,
             access_log: "off".into(),
             access_log_buffer_lines: 8_192,
             access_log_refusals_per_second: 100,

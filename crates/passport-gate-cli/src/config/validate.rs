@@ -155,6 +155,12 @@ impl ServerSection {
                 100,
                 3_600_000,
             ),
+            (
+                "auth_failure_penalty_seconds",
+                self.auth_failure_penalty_seconds,
+                0,
+                86_400,
+            ),
         ] {
             if !(lo..=hi).contains(&v) {
                 errors.push(ConfigError::new(
@@ -162,6 +168,12 @@ impl ServerSection {
                     format!("{v} is out of range; accepted: {lo} to {hi}"),
                 ));
             }
+        }
+        if self.auth_failure_penalty_seconds > 0 && self.max_auth_failures_per_connection == 0 {
+            errors.push(ConfigError::new(
+                "server.auth_failure_penalty_seconds",
+                "needs server.max_auth_failures_per_connection above 0 (the penalty starts when a connection is closed for it)".to_owned(),
+            ));
         }
         (upstream_tls, server_tls)
     }
@@ -635,6 +647,7 @@ impl GatewayConfig {
                 max_connections: size(s.max_connections),
                 admin_max_connections: size(s.admin_max_connections),
                 max_auth_failures_per_connection: s.max_auth_failures_per_connection,
+                auth_failure_penalty: Duration::from_secs(s.auth_failure_penalty_seconds),
                 http2: Http2 {
                     max_concurrent_streams: s.http2_max_concurrent_streams,
                     keep_alive_interval: (s.http2_keep_alive_interval_ms > 0)
@@ -1556,6 +1569,33 @@ chain_node = "ftp://x"
                 "{key}: {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_address_penalty_is_bounded_and_needs_the_connection_close() {
+        let errors = |extra: &str| -> Vec<String> {
+            let text = format!("[server]\nupstream = \"http://127.0.0.1:1\"\n{extra}");
+            GatewayConfig::from_toml(&text)
+                .unwrap()
+                .validate()
+                .err()
+                .map(|list| list.iter().map(ToString::to_string).collect())
+                .unwrap_or_default()
+        };
+        assert!(errors("auth_failure_penalty_seconds = 60\n").is_empty());
+        let too_long = errors("auth_failure_penalty_seconds = 86401\n");
+        assert!(
+            too_long[0].starts_with("server.auth_failure_penalty_seconds")
+                && too_long[0].contains("out of range"),
+            "{too_long:?}"
+        );
+        let without_close =
+            errors("auth_failure_penalty_seconds = 60\nmax_auth_failures_per_connection = 0\n");
+        assert!(
+            without_close[0].starts_with("server.auth_failure_penalty_seconds")
+                && without_close[0].contains("max_auth_failures_per_connection"),
+            "{without_close:?}"
+        );
     }
 
     #[test]

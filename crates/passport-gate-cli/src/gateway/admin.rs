@@ -2,7 +2,9 @@
 //! process answers; nothing else is checked, so an orchestrator never restarts a
 //! gateway because a store is down) and `/readyz` (the gateway can serve passport
 //! requests: the chain node answered, when one is configured; the replay store's Redis
-//! answers, when the gateway fails closed on it; the shared revocation set has been
+//! and the limit store's Redis answer, when the gateway fails closed on them (with
+//! `fail_open` a request is admitted while its store is down, so the gateway stays
+//! ready); the shared revocation set has been
 //! read and its last poll succeeded; with `[server.upstream_probe]`, the upstream's
 //! last probe got an answer that counts).
 
@@ -53,12 +55,13 @@ impl UpstreamHealth {
     }
 }
 
-/// What `/readyz` reads: the chain node's first answer, the replay Redis's and the
-/// upstream probe's cached results, and the revocation list's state.
+/// What `/readyz` reads: the chain node's first answer, the replay and limit stores'
+/// Redis and the upstream probe's cached results, and the revocation list's state.
 pub(super) struct Readiness {
     pub(super) chain_node: Option<Arc<AtomicBool>>,
     pub(super) upstream: Option<Arc<UpstreamHealth>>,
     pub(super) replay_redis: Option<Arc<UpstreamHealth>>,
+    pub(super) limit_redis: Option<Arc<UpstreamHealth>>,
     pub(super) revocations: Option<Arc<passport_gate::revocation::RevocationList>>,
 }
 
@@ -100,7 +103,11 @@ fn readyz(r: &Readiness) -> Response<Full<Bytes>> {
             lines.push("chain node: waiting for the chain node".to_owned());
         }
     }
-    for (name, health) in [("replay store", &r.replay_redis), ("upstream", &r.upstream)] {
+    for (name, health) in [
+        (REPLAY_STORE, &r.replay_redis),
+        (LIMIT_STORE, &r.limit_redis),
+        ("upstream", &r.upstream),
+    ] {
         let Some(health) = health else { continue };
         match health.last() {
             None => {
@@ -267,9 +274,17 @@ pub(super) async fn probe_upstream(
     }
 }
 
-/// Asks the replay store's Redis every `interval` (a `PING`, which also connects and
-/// checks a new connection's durability settings) and keeps the result for `/readyz`.
+/// The name of the replay store's check in `/readyz` and in the probe's log lines.
+pub(super) const REPLAY_STORE: &str = "replay store";
+
+/// The name of the limit store's check in `/readyz` and in the probe's log lines.
+pub(super) const LIMIT_STORE: &str = "limit store";
+
+/// Asks a store's Redis (`what`: [`REPLAY_STORE`] or [`LIMIT_STORE`]) every `interval`
+/// (a `PING`, which also connects and checks a new connection's durability settings)
+/// and keeps the result for `/readyz`.
 pub(super) async fn probe_redis(
+    what: &'static str,
     redis: Arc<passport_gate::redis_client::Redis>,
     interval: Duration,
     health: Arc<UpstreamHealth>,
@@ -291,7 +306,7 @@ pub(super) async fn probe_redis(
                 at: Instant::now(),
             },
         };
-        record_probe("replay store", &health, result, &mut log);
+        record_probe(what, &health, result, &mut log);
     }
 }
 

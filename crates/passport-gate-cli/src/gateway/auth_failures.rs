@@ -13,10 +13,13 @@
 //! count. The answer to the last failure closes the connection: HTTP/1.1 with
 //! `Connection: close`, HTTP/2 with `GOAWAY` (streams already open finish).
 
+use super::penalty::Penalty;
 use http::header::{HeaderValue, CONNECTION};
 use http::StatusCode;
 use passport_core::verifier::Rejection;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// The consecutive authentication failures of one connection.
@@ -25,6 +28,8 @@ pub struct AuthFailures {
     limit: u32,
     consecutive: AtomicU32,
     close: Notify,
+    /// The per-address penalty and this connection's peer, when the penalty is on.
+    penalty: Option<(Arc<Penalty>, IpAddr)>,
 }
 
 /// Whether a rejection counts as an authentication failure.
@@ -47,12 +52,20 @@ impl AuthFailures {
             limit,
             consecutive: AtomicU32::new(0),
             close: Notify::new(),
+            penalty: None,
         }
+    }
+
+    /// Also puts `peer` under `penalty` when this connection reaches the limit.
+    pub fn with_penalty(mut self, penalty: Option<&Arc<Penalty>>, peer: IpAddr) -> AuthFailures {
+        self.penalty = penalty.map(|p| (Arc::clone(p), peer));
+        self
     }
 
     /// Counts the answer to one request. When it is the failure that reaches the limit,
     /// marks an HTTP/1 answer `Connection: close` (an HTTP/2 one may not carry it),
-    /// wakes [`AuthFailures::closing`] and returns true.
+    /// wakes [`AuthFailures::closing`], puts the peer under the penalty when it is on,
+    /// and returns true.
     pub fn record<B>(&self, response: &mut http::Response<B>) -> bool {
         if self.limit == 0 {
             return false;
@@ -76,6 +89,9 @@ impl AuthFailures {
             response
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some((penalty, peer)) = &self.penalty {
+            penalty.impose(*peer);
         }
         self.close.notify_one();
         true
@@ -121,6 +137,17 @@ mod tests {
         assert!(!f.record(&mut answer(Some(Rejection::ReplayStoreUnavailable))));
         assert!(!f.record(&mut answer(Some(Rejection::ReplayQuotaExceeded))));
         assert!(f.record(&mut answer(Some(Rejection::VerificationBusy))));
+    }
+
+    #[test]
+    fn reaching_the_limit_puts_the_peer_under_the_penalty() {
+        let penalty = Arc::new(Penalty::new(std::time::Duration::from_secs(60)).unwrap());
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        let f = AuthFailures::new(2).with_penalty(Some(&penalty), peer);
+        assert!(!f.record(&mut answer(Some(Rejection::HeaderMalformed))));
+        assert!(!penalty.holds(peer));
+        assert!(f.record(&mut answer(Some(Rejection::HeaderMalformed))));
+        assert!(penalty.holds(peer));
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub(crate) struct StoresHealth {
     pub replay_redis: Option<Arc<Redis>>,
     /// The revocation list, when it polls a shared set.
     pub revocations: Option<Arc<RevocationList>>,
+    /// The limit store's Redis (`[limits] store = "redis"` with `fail_open = false`).
+    pub limit_redis: Option<Arc<Redis>>,
 }
 
 /// Builds everything once. Problems found while opening files are collected, so that one
@@ -164,7 +166,8 @@ pub(crate) async fn build(config: &Settings) -> Result<Built, StartError> {
         builder = builder.inference_id_header(name.clone());
     }
     if let Some(l) = &config.limits {
-        builder = builder.limits(limiter(l, redis_config, &key_prefix, &metrics).await?);
+        builder =
+            builder.limits(limiter(l, redis_config, &key_prefix, &metrics, &mut stores).await?);
     }
     let layer = builder.build().map_err(|errors| {
         StartError::from_problems(errors.into_iter().map(StartError::Envelope).collect())
@@ -398,12 +401,14 @@ async fn replay_store(
 }
 
 /// The limiter: its store (in the process, or Redis with the same durability check as
-/// the replay store), the policy and its file watcher.
+/// the replay store, watched by `/readyz` when limited requests fail closed on it), the
+/// policy and its file watcher.
 async fn limiter(
     l: &LimitSettings,
     redis: Option<&RedisConfig>,
     key_prefix: &str,
     metrics: &Metrics,
+    stores: &mut StoresHealth,
 ) -> Result<Arc<Limiter>, StartError> {
     let store: Arc<dyn LimitStore> = match (l.redis, redis) {
         (true, Some(c)) => {
@@ -419,6 +424,9 @@ async fn limiter(
                 Err(e) => {
                     tracing::warn!(error = %e, "limit store: Redis not reachable at startup; limited requests are refused until it is");
                 }
+            }
+            if !l.fail_open {
+                stores.limit_redis = Some(Arc::clone(&redis));
             }
             Arc::new(
                 RedisLimitStore::new(redis, key_prefix)

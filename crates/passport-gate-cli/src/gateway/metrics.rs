@@ -60,6 +60,9 @@ pub struct GatewayMetrics {
     /// Proxy connections closed after `server.max_auth_failures_per_connection`
     /// consecutive authentication failures.
     pub auth_failure_closes: IntCounter,
+    /// Proxy connections closed at accept because their address was under
+    /// `server.auth_failure_penalty_seconds`.
+    pub penalty_refusals: IntCounter,
     unguarded_requests: IntCounterVec,
     gateway_refusals: IntCounterVec,
     open_connections: IntGaugeVec,
@@ -117,6 +120,11 @@ impl GatewayMetrics {
             "Proxy connections closed after server.max_auth_failures_per_connection consecutive authentication failures.",
         )?;
         registry.register(Box::new(auth_failure_closes.clone()))?;
+        let penalty_refusals = IntCounter::new(
+            "passport_gate_auth_failure_penalty_refusals_total",
+            "Proxy connections closed at accept because their address was under server.auth_failure_penalty_seconds.",
+        )?;
+        registry.register(Box::new(penalty_refusals.clone()))?;
         Ok(GatewayMetrics {
             traces,
             access_log_dropped,
@@ -124,6 +132,7 @@ impl GatewayMetrics {
             upstream_up,
             upstream_auth_reload_failures,
             auth_failure_closes,
+            penalty_refusals,
             unguarded_requests: vec(
                 "passport_gate_unguarded_requests_total",
                 "Requests forwarded without a passport check (forwarded, public) or refused on an unguarded route",
@@ -193,6 +202,7 @@ mod tests {
             "passport_gate_gateway_refusals_total",
             "passport_gate_upstream_auth_reload_failures_total 0",
             "passport_gate_auth_failure_closes_total 0",
+            "passport_gate_auth_failure_penalty_refusals_total 0",
         ] {
             assert!(text.contains(name), "{name} missing");
         }

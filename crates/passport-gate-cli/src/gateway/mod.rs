@@ -13,6 +13,7 @@ pub(crate) mod listener;
 pub mod metrics;
 pub mod otel;
 pub mod path;
+pub mod penalty;
 mod proxy;
 mod routes;
 mod run;

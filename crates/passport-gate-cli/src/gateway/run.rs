@@ -3,6 +3,7 @@
 use super::auth_failures::AuthFailures;
 use super::dispatch::Dispatch;
 use super::listener::{Acceptor, ProxyProtocols};
+use super::penalty::Penalty;
 use super::start_error::StartError;
 use super::{access_log, admin, build, Validated};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -90,16 +91,28 @@ pub async fn run(
         chain_node: None,
         upstream: None,
         replay_redis: None,
+        limit_redis: None,
         revocations: stores.revocations,
     };
     if let Some(redis) = stores.replay_redis {
         let health = Arc::new(admin::UpstreamHealth::default());
         tokio::spawn(admin::probe_redis(
+            admin::REPLAY_STORE,
             redis,
             REDIS_PROBE_INTERVAL,
             Arc::clone(&health),
         ));
         readiness.replay_redis = Some(health);
+    }
+    if let Some(redis) = stores.limit_redis {
+        let health = Arc::new(admin::UpstreamHealth::default());
+        tokio::spawn(admin::probe_redis(
+            admin::LIMIT_STORE,
+            redis,
+            REDIS_PROBE_INTERVAL,
+            Arc::clone(&health),
+        ));
+        readiness.limit_redis = Some(health);
     }
     if let Some(node) = chain_node {
         let answered = Arc::new(AtomicBool::new(false));
@@ -142,6 +155,7 @@ pub async fn run(
         gateway_metrics.connections("proxy"),
         "proxy",
     );
+    let penalty = Penalty::new(config.auth_failure_penalty).map(Arc::new);
     let graceful = GracefulShutdown::new();
     on_bound(bound);
     tracing::info!(listen = %bound.listen, admin = %bound.admin, "gateway listening");
@@ -150,9 +164,18 @@ pub async fn run(
     loop {
         tokio::select! {
             (stream, peer, slot) = acceptor.next() => {
+                if penalty.as_ref().is_some_and(|p| p.holds(peer.ip())) {
+                    // Closed unread: nothing of the connection is parsed or answered.
+                    gateway_metrics.penalty_refusals.inc();
+                    drop((stream, slot));
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 let plain = proxy.for_peer(peer);
-                let auth_failures = Arc::new(AuthFailures::new(config.max_auth_failures_per_connection));
+                let auth_failures = Arc::new(
+                    AuthFailures::new(config.max_auth_failures_per_connection)
+                        .with_penalty(penalty.as_ref(), peer.ip()),
+                );
                 let service = Dispatch {
                     guarded: layer.layer(plain.clone()),
                     plain,

@@ -67,6 +67,8 @@ pub struct Settings {
     pub admin_max_connections: usize,
     /// `server.max_auth_failures_per_connection` (0: off).
     pub max_auth_failures_per_connection: u32,
+    /// `server.auth_failure_penalty_seconds` (zero: off).
+    pub auth_failure_penalty: Duration,
     /// HTTP/2 bounds towards clients.
     pub http2: Http2,
     /// Upstream connect timeout.

@@ -1,6 +1,8 @@
 //! The real `openai` Python SDK (tests/python/openai_sdk.py) against the real gateway:
 //! rejections read as OpenAI errors, and the SDK's automatic retries after a gateway
-//! that could not reach its upstream, or an upstream 503, are accepted, not replays.
+//! that could not reach its upstream, or an upstream 503, are accepted, not replays;
+//! the limits in front of a devshard stand-in (limits_sdk.py), and one budget across two
+//! replicas sharing a Redis or a Redis Cluster (limits_replicas_sdk.py).
 //!
 //! The interpreter is `$PG_PYTHON`, else `target/python-venv/bin/python` (what `.ci/run`
 //! installs), else `python3`. Without the `openai` package the test is skipped and named
@@ -194,4 +196,64 @@ fn the_openai_python_sdk_meets_the_limits_in_front_of_a_devshard_stand_in() {
         ],
     );
     assert_eq!(stdout.matches("\nok ").count(), 8, "{stdout}");
+}
+
+/// Two `serve` replicas with `[limits]` in one shared Redis (`kind`: one server, or a
+/// three-node Redis Cluster), through the real SDK (tests/python/limits_replicas_sdk.py):
+/// requests alternating between the replicas meet one request rate (429
+/// `rate_limit_exceeded` from both once the principal's bucket is empty) and one token
+/// budget (twenty parallel requests, half to each, admitted only as far as the budget
+/// goes; the rest 429 `insufficient_quota`), as `e.status_code` and `e.code` read them.
+/// Without redis-server, or without the SDK, skipped and named, except under CI, where
+/// it fails.
+async fn the_openai_python_sdk_meets_one_budget_across_two_replicas(kind: crate::redis::Kind) {
+    let Some(python) = python() else {
+        return;
+    };
+    if !crate::redis::redis_available() {
+        return;
+    }
+    let redis = crate::redis::Deployment::start(kind).await;
+    let redis_toml = redis.redis_toml.as_deref().expect("a [redis] section");
+    let port = free_port();
+    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let name = format!("limits-replicas-sdk-{kind:?}").to_lowercase();
+    let files = support::serve::workdir(&format!("{name}-files"));
+    let policy = files.join("limits.toml");
+    std::fs::write(&policy, "").unwrap();
+    // The test servers keep nothing on disk: accepted for the test.
+    let extra = format!(
+        "\n[limits]\nstore = \"redis\"\naccept_forgetful_redis = true\npolicy_file = \"{}\"\nreload_ms = 50\n\n[redis]\n{redis_toml}timeout_ms = 2000\n",
+        policy.display()
+    );
+    // Twenty requests signed by as many CLI processes may take seconds on a busy
+    // machine, and the upstream holds the admitted ones until all are judged.
+    let toml = config(upstream, &extra)
+        .replace("response_timeout_ms = 3000", "response_timeout_ms = 60000");
+    let a = start(&format!("{name}-a"), &toml);
+    let b = start(&format!("{name}-b"), &toml);
+    let stdout = run_script(
+        &python,
+        "limits_replicas_sdk.py",
+        &[
+            (
+                "PG_GATEWAYS",
+                format!("http://{},http://{}", a.listen, b.listen),
+            ),
+            ("PG_UPSTREAM_PORT", port.to_string()),
+            ("PG_POLICY_FILE", policy.display().to_string()),
+            ("PG_WORKDIR", files.display().to_string()),
+        ],
+    );
+    assert_eq!(stdout.matches("\nok ").count(), 2, "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_meets_one_budget_across_two_replicas_sharing_redis() {
+    the_openai_python_sdk_meets_one_budget_across_two_replicas(crate::redis::Kind::Plain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_meets_one_budget_across_two_replicas_sharing_a_redis_cluster() {
+    the_openai_python_sdk_meets_one_budget_across_two_replicas(crate::redis::Kind::Cluster).await;
 }

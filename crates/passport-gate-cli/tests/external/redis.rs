@@ -41,7 +41,7 @@ impl Drop for RedisServer {
 
 /// Whether `redis-server` can be run. Without it these tests are skipped and named in the
 /// run's last line on a developer's machine, and fail under CI (see skip.rs).
-fn redis_available() -> bool {
+pub(crate) fn redis_available() -> bool {
     crate::skip::requires(|| {
         let found = Command::new("redis-server")
             .arg("--version")
@@ -146,7 +146,7 @@ impl RedisServer {
 
 /// The ways operators run Redis; the replay and revocation tests run against each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     /// One server, no password.
     Plain,
     /// One server with `requirepass` (as managed Redis has).
@@ -159,13 +159,13 @@ enum Kind {
 }
 
 /// A running deployment and the client settings that reach it.
-struct Deployment {
+pub(crate) struct Deployment {
     _servers: Vec<RedisServer>,
     config: RedisConfig,
     /// A URL the `revoke --redis` CLI can use (one server, no private CA), if any.
     cli_url: Option<String>,
     /// The gateway's `[redis]` keys that reach it (one server, or the cluster), if any.
-    redis_toml: Option<String>,
+    pub(crate) redis_toml: Option<String>,
 }
 
 const PASSWORD: &str = "s3cret-for-tests";
@@ -176,7 +176,7 @@ async fn refuses(redis: &Redis) -> bool {
 }
 
 impl Deployment {
-    async fn start(kind: Kind) -> Deployment {
+    pub(crate) async fn start(kind: Kind) -> Deployment {
         let timeout = Duration::from_millis(500);
         let plain = ["--save", "", "--appendonly", "no"];
         match kind {
@@ -1337,6 +1337,78 @@ async fn readyz_is_not_ready_while_the_replay_redis_is_down_and_ready_when_it_is
         &["--appendonly", "yes"],
     );
     assert!(eventually(Duration::from_secs(5), async || readyz(&gw).await.0 == 200).await);
+}
+
+/// The limit store's Redis is watched by `/readyz` like the replay store's: while it is
+/// down and limits fail closed (every limited request is refused 503
+/// `limits_unavailable`), the gateway is not ready and says which store; once it is back,
+/// ready again. With `limits.fail_open = true` requests are admitted while it is down,
+/// so the gateway stays ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_not_ready_while_the_limit_store_redis_is_down_unless_limits_fail_open() {
+    if !redis_available() {
+        return;
+    }
+    let up = support::serve::upstream().await;
+    let redis = RedisServer::start_with(&["--appendonly", "yes"]);
+    let port = redis.port;
+    let toml = |fail_open: bool| {
+        support::serve::config(
+            up.addr,
+            &format!(
+                "\n[limits]\nstore = \"redis\"\nfail_open = {fail_open}\n[limits.principal]\nrequests_per_minute = 100\n[redis]\nurl = \"{}\"\ntimeout_ms = 300\n",
+                redis.url()
+            ),
+        )
+    };
+    let closed = support::serve::start("readyz-limit-redis", &toml(false));
+    let open = support::serve::start("readyz-limit-redis-open", &toml(true));
+    for gw in [&closed, &open] {
+        assert!(
+            eventually(Duration::from_secs(5), async || readyz(gw).await.0 == 200).await,
+            "{:?}",
+            readyz(gw).await
+        );
+    }
+    assert!(readyz(&closed).await.1.contains("limit store: ok"));
+    // fail_open: nothing to wait for, so no check.
+    assert!(!readyz(&open).await.1.contains("limit store"));
+
+    drop(redis);
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let (status, body) = readyz(&closed).await;
+            status == 503 && body.contains("limit store: failing")
+        })
+        .await,
+        "{:?}",
+        readyz(&closed).await
+    );
+    let agent = support::live_of(0x76, "urn:aps:agent:readyz-limits");
+    let body = limited_body(0, 5);
+    let uri = "/v1/completions";
+    let (status, text) = support::post(closed.listen, uri, &agent.headers(uri, &body), &body).await;
+    assert_eq!((status, code(&text).as_str()), (503, "limits_unavailable"));
+    // The gateway that fails open stays ready, and admits.
+    assert_eq!(readyz(&open).await.0, 200);
+    let (status, text) = support::post(open.listen, uri, &agent.headers(uri, &body), &body).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(closed.drain_lines().iter().any(|l| l.contains("WARN")
+        && l.contains("readiness probe failed")
+        && l.contains("limit store")));
+
+    let _redis = RedisServer::start_on(
+        port,
+        &["--port", &port.to_string()],
+        &["--appendonly", "yes"],
+    );
+    assert!(
+        eventually(Duration::from_secs(5), async || readyz(&closed).await.0
+            == 200)
+        .await,
+        "{:?}",
+        readyz(&closed).await
+    );
 }
 
 /// A passport of the fixture principal and agent, issued now and valid `seconds`.

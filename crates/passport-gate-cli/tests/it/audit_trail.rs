@@ -946,15 +946,15 @@ async fn usage_counts_requests_and_tokens_per_principal_agent_and_period() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "period,agent_id,requests,requests_with_usage,requests_without_usage,prompt_tokens,completion_tokens,total_tokens,missing_too_large,missing_not_in_stream,missing_not_in_answer,missing_not_scanned,missing_client_disconnected,missing_upstream_failed,missing_cut_at_shutdown,missing_unrecorded"
+        "period,agent_id,requests,requests_with_usage,requests_without_usage,prompt_tokens,completion_tokens,total_tokens,missing_too_large,missing_not_in_stream,missing_not_in_answer,missing_not_scanned,missing_client_disconnected,missing_upstream_failed,missing_cut_at_shutdown,missing_unrecorded,requests_limited"
     );
     assert_eq!(
         lines[1],
-        "all,urn:aps:agent:alice,3,2,1,6,10,16,0,0,0,0,1,0,0,0"
+        "all,urn:aps:agent:alice,3,2,1,6,10,16,0,0,0,0,1,0,0,0,0"
     );
     assert_eq!(
         lines[2],
-        "all,urn:aps:agent:bob,1,1,0,3,5,8,0,0,0,0,0,0,0,0"
+        "all,urn:aps:agent:bob,1,1,0,3,5,8,0,0,0,0,0,0,0,0,0"
     );
 
     let table = cli(&["usage", "--audit-file", a]);

@@ -177,3 +177,111 @@ async fn zero_never_closes_a_connection_for_failures() {
         0.0
     );
 }
+
+/// Connects from `source` (any loopback address) to `to`.
+async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Whether the gateway closes `tcp` without answering a request written on it.
+async fn closed_unanswered(mut tcp: TcpStream) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = format!(
+        "POST {PATH} HTTP/1.1\r\nhost: gw.local\r\ncontent-length: {}\r\n\r\n",
+        BODY.len()
+    );
+    // The write may fail on a connection already closed: that is a refusal too.
+    let _ = tcp.write_all(head.as_bytes()).await;
+    let _ = tcp.write_all(BODY).await;
+    let mut answer = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await {
+        Ok(Ok(_)) | Ok(Err(_)) => answer.is_empty(),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_under_the_penalty_is_closed_unread_until_the_penalty_ends() {
+    let up = upstream().await;
+    let toml = config(up.addr, "").replacen(
+        "[server]\n",
+        "[server]\nmax_auth_failures_per_connection = 2\nauth_failure_penalty_seconds = 3\n",
+        1,
+    );
+    let gw = start("authfail-penalty", &toml);
+    let f = support::live("urn:aps:agent:penalty");
+
+    // Before any failure, 127.0.0.1 is served.
+    let tcp = connect_from("127.0.0.1", gw.listen).await;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    assert_eq!(exchange(&mut tx, forged(PATH)).await, (400, false));
+    assert_eq!(exchange(&mut tx, forged(PATH)).await, (400, true));
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the gateway closed the connection")
+        .unwrap()
+        .unwrap();
+    let closed_at = std::time::Instant::now();
+
+    // Now a new connection from the same address is closed unread, even one that
+    // would be accepted; another address is served.
+    assert!(
+        closed_unanswered(connect_from("127.0.0.1", gw.listen).await).await,
+        "a new connection from the penalised address is closed without an answer"
+    );
+    let tcp = connect_from("127.0.0.2", gw.listen).await;
+    let (mut other, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(exchange(&mut other, accepted(PATH, &f)).await, (200, false));
+    assert!(
+        gw.metric("passport_gate_auth_failure_penalty_refusals_total")
+            .await
+            >= 1.0
+    );
+
+    // After the penalty, the address is served again.
+    tokio::time::sleep(Duration::from_millis(3_100).saturating_sub(closed_at.elapsed())).await;
+    let tcp = connect_from("127.0.0.1", gw.listen).await;
+    let (mut again, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(exchange(&mut again, accepted(PATH, &f)).await, (200, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_penalty_a_closed_clients_next_connection_is_served() {
+    let up = upstream().await;
+    let gw = gateway("authfail-nopenalty", up.addr, 2);
+    let f = support::live("urn:aps:agent:nopenalty");
+    let tcp = TcpStream::connect(gw.listen).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    assert_eq!(exchange(&mut tx, forged(PATH)).await, (400, false));
+    assert_eq!(exchange(&mut tx, forged(PATH)).await, (400, true));
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the gateway closed the connection")
+        .unwrap()
+        .unwrap();
+    let tcp = TcpStream::connect(gw.listen).await.unwrap();
+    let (mut again, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(exchange(&mut again, accepted(PATH, &f)).await, (200, false));
+    assert_eq!(
+        gw.metric("passport_gate_auth_failure_penalty_refusals_total")
+            .await,
+        0.0
+    );
+}

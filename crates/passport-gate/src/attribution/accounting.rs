@@ -103,6 +103,10 @@ pub struct UsageRow {
     pub requests_without_usage: u64,
     /// `requests_without_usage` by reason (`usage_missing`, or `unrecorded`).
     pub usage_missing: BTreeMap<String, u64>,
+    /// Requests the limits refused (429 `rate_limit_exceeded` or `insufficient_quota`,
+    /// 400 `max_tokens_over_cap`, 503 `limits_unavailable`): verified, never forwarded,
+    /// so in none of the other counts or sums.
+    pub requests_limited: u64,
     /// Sum of `prompt_tokens`.
     pub prompt_tokens: u64,
     /// Sum of `completion_tokens`.
@@ -112,11 +116,22 @@ pub struct UsageRow {
     pub total_tokens: u64,
 }
 
+/// Whether `event` is a request the limits refused: a refusal that carries a verified
+/// identity (a verifier's refusal never does, spec section 9).
+pub fn is_limited(event: &AttributionEvent) -> bool {
+    !event.outcome.is_accepted() && !event.principal_address.is_empty()
+}
+
 /// Groups the accepted `events` by `by` and `period`, sorted by period then group.
-/// Refusal events carry no verified identity and are never counted.
+/// Requests the limits refused are counted apart in `requests_limited` (never as
+/// requests or tokens); other refusal events carry no verified identity and are never
+/// counted.
 pub fn usage(events: &[AttributionEvent], by: &[GroupBy], period: Period) -> Vec<UsageRow> {
     let mut rows: BTreeMap<(String, [Option<String>; 3]), UsageRow> = BTreeMap::new();
-    for e in events.iter().filter(|e| e.outcome.is_accepted()) {
+    for e in events
+        .iter()
+        .filter(|e| e.outcome.is_accepted() || is_limited(e))
+    {
         let pick = |g: GroupBy, v: &str| by.contains(&g).then(|| v.to_owned());
         let group = [
             pick(GroupBy::Principal, &e.principal_address),
@@ -134,6 +149,10 @@ pub fn usage(events: &[AttributionEvent], by: &[GroupBy], period: Period) -> Vec
                 ..Default::default()
             }
         });
+        if is_limited(e) {
+            row.requests_limited += 1;
+            continue;
+        }
         Tally {
             calls: &mut row.requests,
             with_usage: &mut row.requests_with_usage,
@@ -178,8 +197,8 @@ fn csv_field(s: &str) -> String {
 }
 
 /// `rows` as CSV with a header line: the period, the grouped columns in the order
-/// principal, agent, model, the counts and sums, and one `missing_<reason>` column per
-/// reason of [`MISSING_REASONS`].
+/// principal, agent, model, the counts and sums, one `missing_<reason>` column per
+/// reason of [`MISSING_REASONS`], and `requests_limited`.
 pub fn to_csv(rows: &[UsageRow], by: &[GroupBy]) -> String {
     let mut header = vec!["period".to_owned()];
     for (g, name) in [
@@ -202,6 +221,7 @@ pub fn to_csv(rows: &[UsageRow], by: &[GroupBy]) -> String {
         header.push(name.to_owned());
     }
     header.extend(MISSING_REASONS.iter().map(|r| format!("missing_{r}")));
+    header.push("requests_limited".to_owned());
     let mut out = header.join(",") + "\n";
     for r in rows {
         let mut fields = vec![csv_field(&r.period)];
@@ -230,6 +250,7 @@ pub fn to_csv(rows: &[UsageRow], by: &[GroupBy]) -> String {
                     .to_string(),
             );
         }
+        fields.push(r.requests_limited.to_string());
         out += &fields.join(",");
         out.push('\n');
     }
@@ -281,12 +302,48 @@ mod tests {
     }
 
     #[test]
-    fn refusals_are_never_counted() {
-        let refused = AttributionEvent {
+    fn refusals_are_never_counted_and_limited_requests_are_counted_apart() {
+        let limited = AttributionEvent {
             outcome: super::super::Outcome::Refused,
+            code: Some("insufficient_quota".into()),
+            usage_missing: None,
             ..call("a", "2026-05-21T12:00:00Z", None)
         };
-        assert!(usage(&[refused], &[GroupBy::Agent], Period::Day).is_empty());
+        // A verifier's refusal: only a claimed identity.
+        let refused = AttributionEvent {
+            outcome: super::super::Outcome::Refused,
+            code: Some("agent_sig_invalid".into()),
+            claimed_agent_id_unverified: Some("a".into()),
+            claimed_principal_address_unverified: Some("gonka1p".into()),
+            ..Default::default()
+        };
+        assert!(usage(
+            std::slice::from_ref(&refused),
+            &[GroupBy::Agent],
+            Period::Day
+        )
+        .is_empty());
+        let events = [
+            call("a", "2026-05-21T12:00:00Z", Some((1, 2))),
+            limited.clone(),
+            limited,
+            refused,
+        ];
+        let rows = usage(&events, &[GroupBy::Principal, GroupBy::Agent], Period::Day);
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!(
+            (
+                r.requests,
+                r.requests_without_usage,
+                r.total_tokens,
+                r.requests_limited
+            ),
+            (1, 0, 3, 2)
+        );
+        let csv = to_csv(&rows, &[GroupBy::Agent]);
+        assert!(csv.lines().next().unwrap().ends_with(",requests_limited"));
+        assert!(csv.lines().nth(1).unwrap().ends_with(",2"), "{csv}");
     }
 
     #[test]

@@ -39,7 +39,9 @@ pub enum Outcome {
     /// recorded is one).
     #[default]
     Accepted,
-    /// Refused by the verifier; nothing in the event is verified but the code.
+    /// Refused: by the verifier (nothing in the event is verified but the code), or by
+    /// the limits after every passport check (the event then carries the verified
+    /// identity, spec section 9).
     Refused,
 }
 
@@ -130,7 +132,8 @@ impl UsageMissing {
 }
 
 /// One attribution record (JSON field names as written). The fields from the verified
-/// request are empty, and omitted, in a refusal event.
+/// request are empty, and omitted, in the refusal event of a request the verifier
+/// refused; a request the limits refused was verified first, and its event has them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttributionEvent {

@@ -123,6 +123,46 @@ fn record_refusal<B>(shared: &Shared, r: Rejection, req: &Request<B>) {
     });
 }
 
+/// Queues the refusal event of a request the limits refused (spec sections 7.5 and 9),
+/// when refusals are recorded. The limits run after every passport check, so the event
+/// carries the verified identity of an accepted event (who was refused is known, unlike
+/// a verifier refusal), with `outcome: refused`, the limit's code and status, and no
+/// usage. It goes through the same bound as every refusal event
+/// (`audit_refusals_per_second`, and only while the queue is less than half full): an
+/// agent over its rate can send as fast as it can sign, and its refusals must not crowd
+/// out the events of accepted requests.
+fn record_limited(
+    shared: &Shared,
+    accepted: &Accepted,
+    parts: &Parts,
+    limited: crate::limits::Limited,
+) {
+    let Some(sender) = shared
+        .attribution
+        .as_ref()
+        .filter(|_| shared.record_refusals)
+    else {
+        return;
+    };
+    let path = parts
+        .extensions
+        .get::<crate::RequestPath>()
+        .map_or_else(|| parts.uri.path(), |p| p.0.as_str());
+    let mut event = accepted_event(
+        &accepted.agent,
+        accepted.requester.clone(),
+        &parts.method,
+        path,
+    );
+    // Nothing reached the upstream: there is no inference to name.
+    event.inference_id.clear();
+    event.status = limited.reason.status().as_u16();
+    event.outcome = crate::attribution::Outcome::Refused;
+    event.code = Some(limited.reason.code().to_owned());
+    event.refused_at = Some(passport_core::time::Timestamp::now().to_rfc3339());
+    sender.emit_refusal(event);
+}
+
 /// The `agent_id` and `principal_address` a passport header claims, unverified and
 /// bounded; `None` for what is missing or unreadable.
 fn claimed_identity(headers: &HeaderMap) -> (Option<String>, Option<String>) {
@@ -196,6 +236,7 @@ where
                     // Never processed: a retry of the same signed request is not a replay.
                     release_replay(&shared, accepted.reservation, agent).await;
                     tracing::debug!(code = limited.reason.code(), "request limited");
+                    record_limited(&shared, &accepted, &parts, limited);
                     let mut resp = limited.http_response().map(PassportBody::from_full);
                     resp.extensions_mut().insert(limited);
                     return Ok(resp);
