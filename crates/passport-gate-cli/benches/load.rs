@@ -32,7 +32,11 @@
 //! (default 32), `LOAD_PASSPORTS` distinct passports (default 64), `LOAD_REQUESTS`
 //! distinct signed requests (default 1024), `LOAD_FORGED` distinct forged passports
 //! (default 4096), `LOAD_FORGER_CONNECTIONS` (default 32), `LOAD_FLOOD_RATE_PERCENT`,
-//! `LOAD_SERVER_EXTRA` (TOML lines added to `[server]`).
+//! `LOAD_SERVER_EXTRA` (TOML lines added to `[server]`), `LOAD_PHASES` (a comma-separated
+//! list of the phases to run, default all: `disabled`, `no-passport`, `passports`,
+//! `naive`, `replay`, `limits` (both), `limits-memory`, `limits-redis`, `tls`, `flood`;
+//! e.g. `LOAD_PHASES=passports,limits-redis` measures the Redis limits beside "with
+//! passports" alone).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -156,6 +160,28 @@ fn spawn_gateway(config: &std::path::Path) -> Gateway {
     Gateway { child, listen }
 }
 
+/// Another process whose CPU time the phases report (the limits phase's `redis-server`),
+/// 0 for none.
+static WATCHED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// User plus system CPU time of `pid` in milliseconds (0 when unknown).
+fn cpu_ms(pid: u32) -> u64 {
+    if pid == 0 {
+        return 0;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The fields after the command name (which may hold spaces) in parentheses.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            // USER_HZ is 100 on Linux.
+            Some(ticks * 10)
+        })
+        .unwrap_or(0)
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -263,6 +289,8 @@ fn forged(count: usize) -> Vec<Prepared> {
 }
 
 struct Figures {
+    /// CPU time (ms) over the measured run: the gateway's, and [`WATCHED`]'s.
+    cpu_ms: [u64; 2],
     requests: usize,
     errors: usize,
     seconds: f64,
@@ -356,9 +384,12 @@ async fn drive_with<C: Connect + Clone + Send + Sync + 'static>(
     let (_, warmup_errors) = run_for(client, url, &prepared, connections, 5.0).await;
     assert_eq!(warmup_errors, 0, "errors during warm-up");
     let rss_start_kib = rss_kib(gateway.child.id());
+    let watched = WATCHED.load(std::sync::atomic::Ordering::Relaxed);
+    let cpu_start = [cpu_ms(gateway.child.id()), cpu_ms(watched)];
     let started = Instant::now();
     let (mut all, errors) = run_for(client, url, &prepared, connections, seconds as f64).await;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_end = [cpu_ms(gateway.child.id()), cpu_ms(watched)];
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -366,6 +397,7 @@ async fn drive_with<C: Connect + Clone + Send + Sync + 'static>(
             .unwrap_or(0)
     };
     Figures {
+        cpu_ms: [cpu_end[0] - cpu_start[0], cpu_end[1] - cpu_start[1]],
         requests: all.len(),
         errors,
         seconds,
@@ -672,6 +704,14 @@ fn flood_phase(
     );
 }
 
+/// Whether `LOAD_PHASES` (default: every phase) names any of `names`.
+fn phase_on(names: &[&str]) -> bool {
+    match std::env::var("LOAD_PHASES") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').any(|p| names.contains(&p.trim())),
+        _ => true,
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful.
     if std::env::args().any(|a| a == "--list") {
@@ -695,12 +735,15 @@ fn main() {
         println!("{:<28} {:>10} {:>9} {:>9} {:>7} {:>11} {:>11}", "phase", "req/s", "p50 ms", "p99 ms", "errors", "RSS start", "RSS end");
         let mut with_passports = 0.0;
         let mut naive = 0.0;
-        for (name, enabled, signed, cache) in [
-            ("layer disabled", false, false, 100_000),
-            ("enabled, no passport", true, false, 100_000),
-            ("enabled, with passports", true, true, 100_000),
-            ("naive: no envelope cache", true, true, 0),
+        for (phase, name, enabled, signed, cache) in [
+            ("disabled", "layer disabled", false, false, 100_000),
+            ("no-passport", "enabled, no passport", true, false, 100_000),
+            ("passports", "enabled, with passports", true, true, 100_000),
+            ("naive", "naive: no envelope cache", true, true, 0),
         ] {
+            if !phase_on(&[phase]) {
+                continue;
+            }
             let prepared = Arc::new(prepare(signed, passports, requests));
             // The naive configuration verifies every request in full: unbounded.
             let extra = if cache == 0 { "cold_verifications_per_second = 0\n" } else { "" };
@@ -712,17 +755,38 @@ fn main() {
                 naive = rps;
             } else if signed {
                 with_passports = rps;
+                println!(
+                    "  {name}: CPU per request: gateway {:.1} µs",
+                    f.cpu_ms[0] as f64 * 1000.0 / f.requests.max(1) as f64
+                );
             }
         }
-        for store in [ReplayPhase::Memory, ReplayPhase::Disk] {
-            replay_phase(upstream.addr, store, passports, connections, seconds).await;
+        if phase_on(&["replay"]) {
+            for store in [ReplayPhase::Memory, ReplayPhase::Disk] {
+                replay_phase(upstream.addr, store, passports, connections, seconds).await;
+            }
         }
-        limits_phases(upstream.addr, passports, requests, connections, seconds, with_passports)
-            .await;
-        tls_phase(upstream.addr, passports, requests, connections, seconds).await;
+        let stores = [
+            phase_on(&["limits", "limits-memory"]),
+            phase_on(&["limits", "limits-redis"]),
+        ];
+        limits_phases(
+            upstream.addr,
+            [passports, requests, connections],
+            seconds,
+            with_passports,
+            stores,
+        )
+        .await;
+        if phase_on(&["tls"]) {
+            tls_phase(upstream.addr, passports, requests, connections, seconds).await;
+        }
         (with_passports, naive)
     });
     let (with_passports, naive) = figures;
+    if !phase_on(&["flood"]) {
+        return;
+    }
     let rate = with_passports * env_num("LOAD_FLOOD_RATE_PERCENT", 90) as f64 / 100.0;
     flood_phase(
         upstream_addr,
@@ -849,6 +913,7 @@ async fn replay_phase(
             .unwrap_or(0)
     };
     let figures = Figures {
+        cpu_ms: [0, 0],
         requests: all.len(),
         errors,
         seconds: elapsed,
@@ -942,13 +1007,13 @@ fn start_redis() -> Option<RedisProcess> {
     Some(redis)
 }
 
+/// The limits phases: in the process, then on Redis (`stores` says which of the two run).
 async fn limits_phases(
     upstream: SocketAddr,
-    passports: usize,
-    requests: usize,
-    connections: usize,
+    [passports, requests, connections]: [usize; 3],
     seconds: u64,
     with_passports: f64,
+    stores: [bool; 2],
 ) {
     let share = |name: &str, f: &Figures| {
         let rps = f.requests as f64 / f.seconds;
@@ -956,13 +1021,24 @@ async fn limits_phases(
             "  {name}: {rps:.0} req/s, {:.1} % of \"enabled, with passports\" ({with_passports:.0} req/s)",
             100.0 * rps / with_passports
         );
+        let per = |ms: u64| ms as f64 * 1000.0 / f.requests.max(1) as f64;
+        println!(
+            "  {name}: CPU per request: gateway {:.1} µs, redis-server {:.1} µs",
+            per(f.cpu_ms[0]),
+            per(f.cpu_ms[1])
+        );
     };
     let prepared = Arc::new(prepare(true, passports, requests));
-    let gateway = start_gateway(upstream, true, 100_000, WIDE_LIMITS);
-    let f = drive(&gateway, Arc::clone(&prepared), connections, seconds).await;
-    drop(gateway);
-    print_row("limits, in process", &f);
-    share("limits, in process", &f);
+    if stores[0] {
+        let gateway = start_gateway(upstream, true, 100_000, WIDE_LIMITS);
+        let f = drive(&gateway, Arc::clone(&prepared), connections, seconds).await;
+        drop(gateway);
+        print_row("limits, in process", &f);
+        share("limits, in process", &f);
+    }
+    if !stores[1] {
+        return;
+    }
     let Some(redis) = start_redis() else {
         println!("limits, Redis: skipped (redis-server is not installed)");
         return;
@@ -973,10 +1049,23 @@ async fn limits_phases(
         1,
     ) + &format!("[redis]\nurl = \"redis://127.0.0.1:{}\"\n", redis.1);
     let gateway = start_gateway(upstream, true, 100_000, &toml);
+    WATCHED.store(redis.0.id(), std::sync::atomic::Ordering::Relaxed);
     let f = drive(&gateway, prepared, connections, seconds).await;
+    WATCHED.store(0, std::sync::atomic::Ordering::Relaxed);
     drop(gateway);
     print_row("limits, Redis (loopback)", &f);
     share("limits, Redis (loopback)", &f);
+    // The scripts' calls, warm-up included (`redis-cli` when installed).
+    if let Ok(out) = Command::new("redis-cli")
+        .args(["-p", &redis.1.to_string(), "info", "commandstats"])
+        .output()
+    {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if line.starts_with("cmdstat_eval") {
+                println!("  limits, Redis (loopback): {line}");
+            }
+        }
+    }
 }
 
 // The TLS phase (issue 11).

@@ -428,6 +428,11 @@ impl Redis {
         self
     }
 
+    /// The time allowed for each command, waiting for a connection included.
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
     /// `host:port` of the (first) server, for messages.
     pub fn address(&self) -> &str {
         &self.config.address

@@ -428,7 +428,10 @@ async fn limiter(
             if !l.fail_open {
                 stores.limit_redis = Some(Arc::clone(&redis));
             }
-            Arc::new(RedisLimitStore::new(redis, key_prefix))
+            Arc::new(
+                RedisLimitStore::new(redis, key_prefix)
+                    .count_failed_settlements_on(metrics.limit_settlements_failed.clone()),
+            )
         }
         _ => Arc::new(MemoryLimitStore::new()),
     };

@@ -1805,7 +1805,9 @@ async fn in_redis_settlement_returns_the_unused_part(kind: Kind) {
         panic!("admitted beyond one in flight")
     };
     assert_eq!(l.reason.code(), "rate_limit_exceeded");
-    store.settle(ticket, 100).unwrap().await.unwrap();
+    // Settlements leave the request path: the ticket is queued, then written.
+    assert!(store.settle(ticket, 100).is_none());
+    store.flush(Duration::from_secs(5)).await;
     let Verdict::Admitted(_, standing) = store.admit(ask(3)).await.unwrap() else {
         panic!("refused after settlement")
     };
@@ -1820,4 +1822,131 @@ async fn in_redis_settlement_returns_the_unused_part_of_a_reservation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_redis_cluster_settlement_returns_the_unused_part_of_a_reservation() {
     in_redis_settlement_returns_the_unused_part(Kind::Cluster).await;
+}
+
+/// A settlement written twice (a retry after its reply was lost) counts once, and a
+/// ticket released after another request of the same principal was judged in the same
+/// script call still gives everything back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_sent_twice_counts_once() {
+    use passport_gate::limits::{Ask, LimitStore, Quota, RedisLimitStore, Verdict};
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let store = RedisLimitStore::new(redis.client(), "twice:");
+    let quota = Quota {
+        tokens_per_day: 1000,
+        ..Quota::default()
+    };
+    let ask = |id| Ask {
+        principal: ("gonka1twice", quota),
+        agent: ("gonka1twice/agent", Quota::default()),
+        tokens: 600,
+        request_id: id,
+    };
+    let Verdict::Admitted(ticket, _) = store.admit(ask(1)).await.unwrap() else {
+        panic!("refused")
+    };
+    // Used 100 of 600: 500 come back, once.
+    assert!(store.settle(ticket.clone(), 100).is_none());
+    assert!(store.settle(ticket, 100).is_none());
+    store.flush(Duration::from_secs(5)).await;
+    let Verdict::Admitted(_, standing) = store.admit(ask(2)).await.unwrap() else {
+        panic!("refused after settlement")
+    };
+    assert_eq!(standing.tokens.map(|g| g.remaining), Some(300));
+}
+
+/// Twenty admissions of one principal at once, through one replica's lane (one script
+/// call judging several of them), never take more than the budget, and give it all back
+/// when released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admissions_judged_in_one_call_never_take_more_than_the_budget() {
+    use passport_gate::limits::{Ask, LimitStore, Quota, RedisLimitStore, Verdict};
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let store = Arc::new(RedisLimitStore::new(redis.client(), "lane:"));
+    let quota = Quota {
+        concurrent_requests: 5,
+        tokens_per_day: 1000,
+        ..Quota::default()
+    };
+    let agents: Vec<String> = (0..20).map(|n| format!("gonka1lane/agent-{n}")).collect();
+    let run = |round: u64| {
+        let tasks: Vec<_> = (0..20u64)
+            .map(|n| {
+                let (store, agent) = (Arc::clone(&store), agents[n as usize].clone());
+                tokio::spawn(async move {
+                    store
+                        .admit(Ask {
+                            principal: ("gonka1lane", quota),
+                            agent: (&agent, Quota::default()),
+                            tokens: 150,
+                            request_id: round * 100 + n,
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        async move {
+            let mut tickets = Vec::new();
+            for t in tasks {
+                if let Verdict::Admitted(ticket, _) = t.await.unwrap() {
+                    tickets.push(ticket);
+                }
+            }
+            tickets
+        }
+    };
+    // Five in flight at most, and 6 x 150 tokens fit 1000: five are admitted.
+    let tickets = run(1).await;
+    assert_eq!(tickets.len(), 5, "{tickets:?}");
+    for t in tickets {
+        assert!(store.settle(t, 0).is_none());
+    }
+    store.flush(Duration::from_secs(5)).await;
+    // Released: the slots and the tokens are back.
+    assert_eq!(run(2).await.len(), 5);
+}
+
+/// A settlement that cannot be written (Redis gone) is retried, then counted, never
+/// dropped silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_that_cannot_be_written_is_counted() {
+    use passport_gate::limits::{Ask, LimitStore, Quota, RedisLimitStore, Verdict};
+    use passport_gate::metrics::IntCounter;
+    if !redis_available() {
+        return;
+    }
+    let mut redis = RedisServer::start();
+    let failed = IntCounter::unregistered();
+    let store =
+        RedisLimitStore::new(redis.client(), "gone:").count_failed_settlements_on(failed.clone());
+    let Verdict::Admitted(ticket, _) = store
+        .admit(Ask {
+            principal: (
+                "gonka1gone",
+                Quota {
+                    requests_per_minute: 10,
+                    ..Quota::default()
+                },
+            ),
+            agent: ("gonka1gone/agent", Quota::default()),
+            tokens: 10,
+            request_id: 1,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("refused")
+    };
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    assert!(store.settle(ticket, 5).is_none());
+    store.flush(Duration::from_secs(15)).await;
+    assert_eq!(failed.get(), 1);
 }

@@ -384,7 +384,8 @@ pub trait LimitStore: Send + Sync + 'static {
     fn admit<'a>(&'a self, ask: Ask<'a>) -> AdmitFuture<'a>;
 
     /// Gives back the in-flight slots of `ticket` and settles its reservation to
-    /// `charged` tokens. A store that did it already returns `None`.
+    /// `charged` tokens. A store that did it already, or queued it to be written by a
+    /// task of its own (Redis), returns `None`; otherwise the caller runs the future.
     fn settle(&self, ticket: Ticket, charged: u64) -> Option<SettleFuture>;
 }
 

@@ -10,7 +10,7 @@ use prometheus::Registry;
 use std::sync::atomic::Ordering;
 
 /// The name and help of every family the collector exports, in order.
-const FAMILIES: [(&str, &str); 29] = [
+const FAMILIES: [(&str, &str); 30] = [
     ("passport_gate_requests_total", "Requests seen by the passport layer, by outcome and rejection code"),
     ("passport_gate_verify_duration_seconds", "Time to verify a passport, body read excluded"),
     ("passport_gate_envelope_cache_hits_total", "Passports found already verified in the envelope cache"),
@@ -40,6 +40,7 @@ const FAMILIES: [(&str, &str); 29] = [
     ("passport_gate_limit_store_failures_total", "Requests judged while the limit store was unreachable, by action (fail_closed or fail_open)"),
     ("passport_gate_limits_policy_bad_lines_total", "Bad lines of the limits policy file (or unreadable files), counted at each reload"),
     ("passport_gate_limit_store_forgetful_connections_total", "Limit store connections to a Redis that can silently forget counters, used because limits.accept_forgetful_redis = true"),
+    ("passport_gate_limit_settlements_failed_total", "Settlements the shared limit store could not write after retries: the reservation stays charged, the in-flight slots return at the end of their lease"),
 ];
 
 struct LayerCollector {
@@ -217,6 +218,7 @@ impl Collector for LayerCollector {
             ),
             family(27, COUNTER, plain(&m.limits_policy_bad_lines)),
             family(28, COUNTER, plain(&m.limit_store_forgetful)),
+            family(29, COUNTER, plain(&m.limit_settlements_failed)),
         ]
     }
 }

@@ -81,6 +81,9 @@ pub struct Metrics {
     /// Limit store connections to a Redis that can silently forget counters, used because
     /// `limits.accept_forgetful_redis = true`.
     pub limit_store_forgetful: IntCounter,
+    /// Settlements the shared limit store could not write after its retries: their
+    /// reservation stays charged, their in-flight slots come back at the lease's end.
+    pub limit_settlements_failed: IntCounter,
 }
 
 impl Metrics {
@@ -119,6 +122,7 @@ impl Metrics {
             limit_store_failures: [c(), c()],
             limits_policy_bad_lines: c(),
             limit_store_forgetful: c(),
+            limit_settlements_failed: c(),
         }
     }
 
