@@ -70,6 +70,8 @@ pub(crate) struct StoresHealth {
     pub revocations: Option<Arc<RevocationList>>,
     /// The limit store's Redis (`[limits] store = "redis"` with `fail_open = false`).
     pub limit_redis: Option<Arc<Redis>>,
+    /// The Redis limit store, whose queued settlements are written at shutdown.
+    pub limit_settlements: Option<RedisLimitStore>,
 }
 
 /// Builds everything once. Problems found while opening files are collected, so that one
@@ -428,10 +430,10 @@ async fn limiter(
             if !l.fail_open {
                 stores.limit_redis = Some(Arc::clone(&redis));
             }
-            Arc::new(
-                RedisLimitStore::new(redis, key_prefix)
-                    .count_failed_settlements_on(metrics.limit_settlements_failed.clone()),
-            )
+            let store = RedisLimitStore::new(redis, key_prefix)
+                .count_failed_settlements_on(metrics.limit_settlements_failed.clone());
+            stores.limit_settlements = Some(store.clone());
+            Arc::new(store)
         }
         _ => Arc::new(MemoryLimitStore::new()),
     };

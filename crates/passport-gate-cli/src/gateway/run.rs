@@ -19,6 +19,9 @@ use tower::Layer;
 /// How often `/readyz` asks the replay store's Redis.
 const REDIS_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The least time given to the limit store's queued settlements at shutdown.
+const LIMIT_SETTLEMENT_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What happened at shutdown.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -87,6 +90,7 @@ pub async fn run(
         admin: admin_listener.local_addr().map_err(StartError::LocalAddr)?,
     };
 
+    let limit_settlements = stores.limit_settlements;
     let mut readiness = admin::Readiness {
         chain_node: None,
         upstream: None,
@@ -216,6 +220,20 @@ pub async fn run(
         Ok(()) => 0,
         Err(_) => layer.cut_forwarded(),
     };
+    // Settlements of answers that ended are queued for the limit store's Redis: write
+    // them (a reservation never settled stays charged until its window ends).
+    if let Some(store) = &limit_settlements {
+        let within = grace_ends
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(LIMIT_SETTLEMENT_FLUSH);
+        let left = store.flush(within).await;
+        if left > 0 {
+            tracing::warn!(
+                settlements = left,
+                "limit store: settlements not written at shutdown; their reservations stay charged"
+            );
+        }
+    }
     if let Some(log) = &access_log {
         let left = log.flushed(access_log::SHUTDOWN_FLUSH).await;
         if left > 0 {

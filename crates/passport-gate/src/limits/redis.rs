@@ -331,14 +331,27 @@ impl RedisLimitStore {
     }
 
     /// Waits until every settlement queued so far was written (or given up), at most
-    /// `within`: for a shutdown, and for tests.
-    pub async fn flush(&self, within: Duration) {
+    /// `within`: for a shutdown, and for tests. Returns the settlements still owed then
+    /// (queued or waiting for a retry).
+    pub async fn flush(&self, within: Duration) -> usize {
         let until = tokio::time::Instant::now() + within;
-        let busy = || {
-            !lock(&self.inner.lanes).is_empty() || self.inner.retrying.load(Ordering::SeqCst) > 0
+        // A lane stays in the table while its call is under way, so an empty table
+        // (and nothing waiting for a retry) means every settlement was sent and answered.
+        let owed = || {
+            let lanes = lock(&self.inner.lanes);
+            let queued: usize = lanes.values().map(|lane| lane.owed.len()).sum();
+            let retrying = self.inner.retrying.load(Ordering::SeqCst);
+            let busy = !lanes.is_empty() || retrying > 0;
+            // A lane whose call is under way owes at least that call's settlements.
+            busy.then(|| (queued + retrying).max(1))
         };
-        while busy() && tokio::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        loop {
+            let left = owed();
+            match left {
+                None => return 0,
+                Some(n) if tokio::time::Instant::now() >= until => return n,
+                Some(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
         }
     }
 }
