@@ -32,7 +32,9 @@
 //! (default 32), `LOAD_PASSPORTS` distinct passports (default 64), `LOAD_REQUESTS`
 //! distinct signed requests (default 1024), `LOAD_FORGED` distinct forged passports
 //! (default 4096), `LOAD_FORGER_CONNECTIONS` (default 32), `LOAD_FLOOD_RATE_PERCENT`,
-//! `LOAD_SERVER_EXTRA` (TOML lines added to `[server]`).
+//! `LOAD_SERVER_EXTRA` (TOML lines added to `[server]`), `LOAD_ONLY=flood` (only the
+//! two phases the flood needs, "enabled, with passports" for the cached client's rate and
+//! "naive" for the forger's comparison, then the flood: about a third of the full run).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -685,6 +687,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let flood_only = std::env::var("LOAD_ONLY").as_deref() == Ok("flood");
     let upstream = EchoProcess::start();
     let upstream_addr = upstream.addr;
     let figures = rt.block_on(async {
@@ -701,6 +704,9 @@ fn main() {
             ("enabled, with passports", true, true, 100_000),
             ("naive: no envelope cache", true, true, 0),
         ] {
+            if flood_only && !signed {
+                continue;
+            }
             let prepared = Arc::new(prepare(signed, passports, requests));
             // The naive configuration verifies every request in full: unbounded.
             let extra = if cache == 0 { "cold_verifications_per_second = 0\n" } else { "" };
@@ -713,6 +719,9 @@ fn main() {
             } else if signed {
                 with_passports = rps;
             }
+        }
+        if flood_only {
+            return (with_passports, naive);
         }
         for store in [ReplayPhase::Memory, ReplayPhase::Disk] {
             replay_phase(upstream.addr, store, passports, connections, seconds).await;
