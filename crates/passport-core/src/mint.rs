@@ -445,7 +445,7 @@ pub fn attach_signature(
     }
     if !key.verify_adr036(
         &envelope.principal_address,
-        envelope.signing_document(),
+        &envelope.signing_document(),
         &sig,
     ) {
         return Err(MintError::SignatureInvalid);

@@ -195,7 +195,7 @@ fn bench_verifier(c: &mut Criterion) {
         b.iter(|| {
             passport_core::crypto::adr036_sign_bytes(
                 black_box(&envelope.principal_address),
-                envelope.signing_document(),
+                &envelope.signing_document(),
             )
         })
     });

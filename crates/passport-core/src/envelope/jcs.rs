@@ -59,7 +59,12 @@ fn key_member(k: &KeyMember, out: &mut Vec<u8>) {
 
 /// Appends the JCS form of the received envelope with `principal_sig` replaced by
 /// `principal_sig` (the received value for the agent's form, `""` for the principal's).
-pub(crate) fn write_envelope(w: &WireEnvelope, principal_sig: &str, out: &mut Vec<u8>) {
+/// Returns where the `principal_sig` string (quotes included) is in `out`.
+pub(crate) fn write_envelope(
+    w: &WireEnvelope,
+    principal_sig: &str,
+    out: &mut Vec<u8>,
+) -> std::ops::Range<usize> {
     let mut first = true;
     out.push(b'{');
     member("agent_id", &mut first, out);
@@ -81,7 +86,9 @@ pub(crate) fn write_envelope(w: &WireEnvelope, principal_sig: &str, out: &mut Ve
     member("principal_pubkey", &mut first, out);
     key_member(&w.principal_pubkey, out);
     member("principal_sig", &mut first, out);
+    let sig_start = out.len();
     write_string(principal_sig, out);
+    let sig = sig_start..out.len();
     member("scope", &mut first, out);
     let mut scope_first = true;
     out.push(b'{');
@@ -106,6 +113,7 @@ pub(crate) fn write_envelope(w: &WireEnvelope, principal_sig: &str, out: &mut Ve
     member("v", &mut first, out);
     write_string(&w.v, out);
     out.push(b'}');
+    sig
 }
 
 #[cfg(test)]
@@ -169,7 +177,13 @@ mod tests {
             if let Some(nb) = &not_before { value["scope"]["not_before"] = serde_json::json!(nb); }
             if let Some(b) = &beneficiary { value["beneficiary"] = serde_json::json!(b); }
             let mut ours = Vec::new();
-            write_envelope(&w, &w.principal_sig, &mut ours);
+            let sig = write_envelope(&w, &w.principal_sig, &mut ours);
+            // The signing document is made by splicing `""` over that range (see
+            // `Envelope::signing_document`): the same as writing it with `""`.
+            let mut blank = Vec::new();
+            write_envelope(&w, "", &mut blank);
+            let spliced = [&ours[..sig.start], b"\"\"", &ours[sig.end..]].concat();
+            prop_assert_eq!(spliced, blank);
             prop_assert_eq!(String::from_utf8(ours).unwrap(), serde_jcs::to_string(&value).unwrap());
         }
     }

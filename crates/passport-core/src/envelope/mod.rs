@@ -106,7 +106,10 @@ pub struct Envelope {
     sha256: [u8; 32],
     passport_id: [u8; 32],
     jcs: Vec<u8>,
-    signing_document: Vec<u8>,
+    /// Where the `principal_sig` string is in `jcs`: the signing document is `jcs` with
+    /// it replaced by `""`, made when a signature check needs it (a passport shed
+    /// before that check, and a cached one, never does).
+    sig_in_jcs: std::ops::Range<usize>,
 }
 
 impl fmt::Debug for Envelope {
@@ -301,13 +304,10 @@ impl Envelope {
         };
 
         let mut jcs = Vec::with_capacity(raw.len());
-        jcs::write_envelope(&wire, &wire.principal_sig, &mut jcs);
-        let mut signing_document = Vec::with_capacity(raw.len());
-        jcs::write_envelope(&wire, "", &mut signing_document);
-        // The buffers were sized from the received bytes, which may be padded with white
+        let sig_in_jcs = jcs::write_envelope(&wire, &wire.principal_sig, &mut jcs);
+        // The buffer was sized from the received bytes, which may be padded with white
         // space; the cache charges what is kept.
         jcs.shrink_to_fit();
-        signing_document.shrink_to_fit();
         let passport_id = Sha256::digest(&jcs).into();
 
         Ok(Envelope {
@@ -330,7 +330,7 @@ impl Envelope {
             sha256,
             passport_id,
             jcs,
-            signing_document,
+            sig_in_jcs,
         })
     }
 
@@ -359,7 +359,6 @@ impl Envelope {
             + self.beneficiary.as_ref().map_or(0, String::capacity)
             + models
             + self.jcs.capacity()
-            + self.signing_document.capacity()
     }
 
     /// SHA-256 of the decoded header bytes (not of the canonical form).
@@ -381,9 +380,17 @@ impl Envelope {
     }
 
     /// RFC 8785 form with `principal_sig` set to the empty string: what the principal
-    /// signs (wrapped in ADR-036).
-    pub fn signing_document(&self) -> &[u8] {
-        &self.signing_document
+    /// signs (wrapped in ADR-036). Made from [`Envelope::jcs`] on each call.
+    pub fn signing_document(&self) -> Vec<u8> {
+        let (before, after) = (
+            self.jcs.get(..self.sig_in_jcs.start).unwrap_or_default(),
+            self.jcs.get(self.sig_in_jcs.end..).unwrap_or_default(),
+        );
+        let mut doc = Vec::with_capacity(before.len() + 2 + after.len());
+        doc.extend_from_slice(before);
+        doc.extend_from_slice(b"\"\"");
+        doc.extend_from_slice(after);
+        doc
     }
 }
 

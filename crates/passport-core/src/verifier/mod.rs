@@ -495,6 +495,10 @@ impl Verifier {
         allowed(&envelope)?;
         let _permit = self.cold.try_admit().ok_or(Rejection::VerificationBusy)?;
         let principal_key = check_principal_signature(&envelope, &principal_key)?;
+        // Whether the agent key is a usable point (a decompression, about a tenth of a
+        // signature check) is worked out only now, after the token: it decides nothing
+        // before step 10b, and a passport shed or refused above never needs it.
+        let agent_key = AgentKey::from_wire(&agent_key).ok_or(Rejection::AgentPubkeyMalformed)?;
         Ok(VerifiedEnvelope {
             envelope,
             agent_key,
@@ -573,16 +577,16 @@ impl Verifier {
     }
 }
 
-/// Step 8. Rejects any type but `ed25519` and a key that is not 32 bytes. A 32-byte key
-/// that is not a usable point (off the curve, non-canonical, small order) fails at the
-/// agent signature step instead, where the reference fails it (see
+/// Step 8. Rejects any type but `ed25519` and a key that is not 32 bytes; returns the 32
+/// bytes. A 32-byte key that is not a usable point (off the curve, non-canonical, small
+/// order) fails at the agent signature step instead, where the reference fails it (see
 /// [`AgentKey::from_wire`]).
-fn check_agent_key(e: &Envelope) -> Result<AgentKey, Rejection> {
+fn check_agent_key(e: &Envelope) -> Result<[u8; 32], Rejection> {
     if e.agent_pubkey.key_type != AGENT_KEY_TYPE {
         return Err(Rejection::AgentPubkeyTypeInvalid);
     }
     decode_base64(&e.agent_pubkey.public_key)
-        .and_then(|b| AgentKey::from_wire(&b))
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .ok_or(Rejection::AgentPubkeyMalformed)
 }
 
@@ -601,7 +605,7 @@ fn check_beneficiary(e: &Envelope) -> Result<(), Rejection> {
 fn check_principal_signature(e: &Envelope, key: &[u8; 33]) -> Result<PrincipalKey, Rejection> {
     let key = PrincipalKey::from_compressed(key).ok_or(Rejection::PrincipalSigInvalid)?;
     let sig = decode_base64(&e.principal_sig).ok_or(Rejection::PrincipalSigInvalid)?;
-    if key.verify_adr036(&e.principal_address, e.signing_document(), &sig) {
+    if key.verify_adr036(&e.principal_address, &e.signing_document(), &sig) {
         Ok(key)
     } else {
         Err(Rejection::PrincipalSigInvalid)

@@ -57,10 +57,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &named {
+        headers.remove(name);
+    }
+    remove_named(headers, &HOP_BY_HOP);
+}
+
+/// Removes every header named in `names`. A message carries a few headers (at most
+/// hyper's 100), so one pass comparing names, which hashes nothing, finds whether any
+/// is there; a removal hashes its name even when it finds nothing.
+fn remove_named(headers: &mut HeaderMap, names: &[HeaderName]) {
+    if !headers.keys().any(|k| names.contains(k)) {
+        return;
+    }
+    for name in names {
         headers.remove(name);
     }
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Removes every header whose name contains `_`, as nginx does by default. WSGI and CGI
 /// servers read `x_aps_agent_id` and `x-aps-agent-id` as one variable
@@ -203,7 +220,10 @@ fn forwardable_host(host: &HeaderValue) -> Option<&str> {
 /// Headers through which proxies and CDNs name the client's address. The gateway sets
 /// them to the peer's address, as it appends the peer to `X-Forwarded-For`: a client's
 /// own value never reaches the upstream, which may read them as the truth.
-const CLIENT_IP_HEADERS: [&str; 2] = ["x-real-ip", "true-client-ip"];
+const CLIENT_IP_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("true-client-ip"),
+];
 
 /// Appends the client to `X-Forwarded-For` and `Forwarded` (RFC 7239), and sets
 /// `X-Real-IP` and `True-Client-IP` to it. `host` goes into `Forwarded` only when
@@ -215,17 +235,17 @@ fn add_forwarded(
     host: Option<&HeaderValue>,
 ) {
     let ip = peer.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),
         None => ip.clone(),
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    for name in CLIENT_IP_HEADERS {
-        headers.remove(name);
-        if let Ok(v) = HeaderValue::from_str(&ip) {
-            headers.insert(name, v);
+    remove_named(headers, &CLIENT_IP_HEADERS);
+    if let Ok(v) = HeaderValue::from_str(&ip) {
+        for name in CLIENT_IP_HEADERS {
+            headers.insert(name, v.clone());
         }
     }
     let node = if peer.is_ipv6() {
@@ -580,12 +600,12 @@ where
             // Only the gateway says how and where the client connected: a client's own
             // `X-Forwarded-Host` (kept when it sent no `Host`) or `X-Forwarded-Proto`
             // never reaches the upstream.
-            parts.headers.remove("x-forwarded-host");
+            parts.headers.remove(X_FORWARDED_HOST);
             parts
                 .headers
-                .insert("x-forwarded-proto", HeaderValue::from_static(proto));
+                .insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
             if let Some(h) = host.filter(|h| forwardable_host(h).is_some()) {
-                parts.headers.insert("x-forwarded-host", h);
+                parts.headers.insert(X_FORWARDED_HOST, h);
             }
             parts.uri = uri;
             parts.version = shared.version;
