@@ -15,12 +15,6 @@ use crate::terminal::escape_controls;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// mimalloc instead of the system allocator: a proxied request allocates and frees a few
-/// dozen small blocks (headers, futures, buffers), about 9 % of its instructions with
-/// glibc's malloc (callgrind, docs/performance.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "passport-gate",
