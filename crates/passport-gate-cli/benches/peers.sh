@@ -191,8 +191,15 @@ TCK=$(getconf CLK_TCK)
 ticks() {
   local sum=0 p
   for p in "$@"; do
+    # A process gone since the list was made (an nginx worker replaced) has no stat: its
+    # ticks are lost, so say so rather than stop the run.
+    local stat
+    if ! stat=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || [ -z "$stat" ]; then
+      echo "warning: process $p ended during the run; its CPU is not counted" >&2
+      continue
+    fi
     # Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
-    sum=$((sum + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+    sum=$((sum + $(echo "$stat" | awk '{print $12 + $13}')))
   done
   echo $sum
 }

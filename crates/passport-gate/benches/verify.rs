@@ -278,10 +278,11 @@ fn bench_layer(c: &mut Criterion) {
 }
 
 fn estimate_ns(group: &str, id: &str) -> Option<f64> {
-    // Where criterion writes: $CARGO_TARGET_DIR/criterion, else target/criterion below
-    // the directory cargo runs the bench in (this package's).
+    // Where criterion writes: $CARGO_TARGET_DIR/criterion, else the workspace's
+    // target/criterion (criterion asks cargo for the target directory, which is the
+    // workspace's, two levels above this package).
     let root = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
         std::path::PathBuf::from,
     );
     let path = root
