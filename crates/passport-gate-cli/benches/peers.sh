@@ -25,6 +25,7 @@
 # Environment: PEERS_ROUNDS (3), PEERS_SECONDS (8), PEERS_CONNECTIONS (32),
 # PEERS_DISTINCT (pre-signed distinct requests; default 400000), PEERS_TLS (1; 0 skips
 # the TLS configurations), PEERS_PORT (39100; uses the next 3 ports too),
+# PEERS_GATE_WORKERS (the gateway's [server] worker_threads; default 0, one per core),
 # CARGO_TARGET_DIR (default target), PEERS_NO_BUILD=1 (use the binaries already built),
 # PEERS_KEEP=1 (keep the work directory: configurations, logs). Installs nginx and wrk from Debian when missing
 # (needs root, as .ci/run).
@@ -38,6 +39,7 @@ DISTINCT=${PEERS_DISTINCT:-400000}
 TLS=${PEERS_TLS:-1}
 PORT=${PEERS_PORT:-39100}
 TARGET=${CARGO_TARGET_DIR:-target}
+GATE_WORKERS=${PEERS_GATE_WORKERS:-0}
 PROXY_PORT=$PORT
 FRONT_PORT=$((PORT + 1))
 
@@ -146,6 +148,7 @@ key_file = \"$WORK/key.pem\""
   fi
   cat >"$WORK/$1/gateway.toml" <<EOF
 [server]
+worker_threads = $GATE_WORKERS
 listen = "127.0.0.1:$PROXY_PORT"
 admin_listen = "127.0.0.1:0"
 upstream = "$upstream"

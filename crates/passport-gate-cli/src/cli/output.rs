@@ -27,7 +27,17 @@ pub(crate) fn init_logging() {
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime_with(0)
+}
+
+/// A runtime of `workers` threads (0: tokio's default, one per CPU core, or
+/// `TOKIO_WORKER_THREADS`).
+pub(crate) fn runtime_with(workers: usize) -> Result<tokio::runtime::Runtime, Failure> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    builder
         .enable_all()
         .build()
         .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))

@@ -1,6 +1,6 @@
 //! `passport-gate serve`: the gateway.
 
-use crate::cli::output::{init_logging, runtime, Failure};
+use crate::cli::output::{init_logging, runtime_with, Failure};
 use crate::terminal::escape_controls;
 use clap::Args;
 use std::path::PathBuf;
@@ -112,7 +112,7 @@ pub fn run(a: &ServeArgs) -> Result<u8, Failure> {
     } else {
         "http"
     };
-    let report = runtime()?
+    let report = runtime_with(validated.worker_threads)?
         .block_on(gateway::run(validated, gateway::shutdown_signal(), |b| {
             eprintln!(
                 "passport-gate listening on {scheme}://{} (admin http://{}), upstream {upstream}, {describe}",

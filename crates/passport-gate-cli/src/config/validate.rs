@@ -161,6 +161,7 @@ impl ServerSection {
                 0,
                 86_400,
             ),
+            ("worker_threads", self.worker_threads, 0, 1_024),
         ] {
             if !(lo..=hi).contains(&v) {
                 errors.push(ConfigError::new(
@@ -648,6 +649,7 @@ impl GatewayConfig {
                 admin_max_connections: size(s.admin_max_connections),
                 max_auth_failures_per_connection: s.max_auth_failures_per_connection,
                 auth_failure_penalty: Duration::from_secs(s.auth_failure_penalty_seconds),
+                worker_threads: size(s.worker_threads),
                 http2: Http2 {
                     max_concurrent_streams: s.http2_max_concurrent_streams,
                     keep_alive_interval: (s.http2_keep_alive_interval_ms > 0)
@@ -1583,6 +1585,13 @@ chain_node = "ftp://x"
                 .unwrap_or_default()
         };
         assert!(errors("auth_failure_penalty_seconds = 60\n").is_empty());
+        assert!(errors("worker_threads = 1\n").is_empty());
+        let too_many = errors("worker_threads = 1025\n");
+        assert!(
+            too_many[0].starts_with("server.worker_threads")
+                && too_many[0].contains("out of range"),
+            "{too_many:?}"
+        );
         let too_long = errors("auth_failure_penalty_seconds = 86401\n");
         assert!(
             too_long[0].starts_with("server.auth_failure_penalty_seconds")

@@ -69,6 +69,8 @@ pub struct Settings {
     pub max_auth_failures_per_connection: u32,
     /// `server.auth_failure_penalty_seconds` (zero: off).
     pub auth_failure_penalty: Duration,
+    /// `server.worker_threads` (0: one per CPU core).
+    pub worker_threads: usize,
     /// HTTP/2 bounds towards clients.
     pub http2: Http2,
     /// Upstream connect timeout.

@@ -892,3 +892,32 @@ fn files_that_cannot_be_opened_at_startup_are_reported_together() {
         assert!(stderr.contains(key), "{key} missing from {stderr}");
     }
 }
+
+/// The runtime's worker threads of a running gateway, by their name in `/proc`
+/// (`tokio-rt-worker`, tokio's name for them).
+fn runtime_workers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == "tokio-rt-worker")
+        .count()
+}
+
+/// `server.worker_threads` sets how many threads run requests (0: one per core), and
+/// the gateway still serves with one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_sets_the_number_of_request_threads() {
+    let up = upstream().await;
+    for workers in [1usize, 3] {
+        let toml = config(up.addr, "").replacen(
+            "[server]\n",
+            &format!("[server]\nworker_threads = {workers}\n"),
+            1,
+        );
+        let gw = start(&format!("workers-{workers}"), &toml);
+        let f = passport(1, "urn:aps:agent:workers", None);
+        let resp = post_as(gw.listen, &f).await;
+        assert_eq!(resp.status(), 200, "{}", text(resp).await);
+        assert_eq!(runtime_workers(gw.child.id()), workers);
+    }
+}
