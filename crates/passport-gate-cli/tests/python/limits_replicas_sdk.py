@@ -15,23 +15,19 @@ scenario has its own principal, whose limits come from the policy file written h
 import json
 import math
 import os
-import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import openai
 
-BIN = os.environ["PG_BIN"]
-CHAIN = os.environ["PG_CHAIN"]
+from limits_common import MODEL, Principal, ask, write_policy
+
 GATEWAYS = os.environ["PG_GATEWAYS"].split(",")
 UPSTREAM_PORT = int(os.environ["PG_UPSTREAM_PORT"])
 POLICY_FILE = os.environ["PG_POLICY_FILE"]
-WORKDIR = os.environ["PG_WORKDIR"]
-MODEL = "Qwen/Qwen3-235B-A22B-Instruct-2507-FP8"
 # The rate scenario's principal: four requests a minute (one back every 15 s, far
 # longer than its six requests take).
 RATE = 4
@@ -88,53 +84,6 @@ class Upstream:
 UPSTREAM = Upstream()
 
 
-def cli(*args):
-    return subprocess.run([BIN, *args], capture_output=True, check=True, timeout=30).stdout
-
-
-class Principal:
-    """A principal key, an agent key and a passport for MODEL, made with the CLI."""
-
-    def __init__(self, name):
-        d = os.path.join(WORKDIR, name)
-        os.makedirs(d, exist_ok=True)
-        self.agent_key = os.path.join(d, "agent.json")
-        principal_key = os.path.join(d, "principal.json")
-        self.passport_file = os.path.join(d, "passport.txt")
-        cli("keygen", "--agent", "--out", self.agent_key)
-        cli("keygen", "--principal", "--out", principal_key)
-        with open(principal_key) as f:
-            self.address = json.load(f)["address"]
-        passport = cli("mint", "--principal-key", principal_key, "--agent-key", self.agent_key,
-                       "--agent-id", "urn:aps:agent:" + name, "--chain-id", CHAIN,
-                       "--ttl", "1800", "--model", MODEL)
-        with open(self.passport_file, "wb") as f:
-            f.write(passport)
-        self.sent_bytes = []
-
-    def sign(self, request: httpx.Request):
-        body = request.read()
-        self.sent_bytes.append(len(body))
-        signed = subprocess.run(
-            [BIN, "sign", "--agent-key", self.agent_key, "--passport-file",
-             self.passport_file, "--chain-id", CHAIN, "--method", request.method,
-             "--uri", request.url.raw_path.decode("ascii"), "--body-file", "-", "--headers"],
-            input=body, capture_output=True, check=True, timeout=30).stdout
-        for line in signed.decode().splitlines():
-            name, value = line.split(": ", 1)
-            request.headers[name] = value
-
-    def client(self, gateway):
-        return openai.OpenAI(
-            base_url=gateway + "/v1", api_key="sk-unused", max_retries=0, timeout=60,
-            http_client=httpx.Client(event_hooks={"request": [self.sign]}))
-
-
-def ask(client, text, **extra):
-    return client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": text}], **extra)
-
-
 PRINCIPALS = {}
 
 
@@ -148,17 +97,13 @@ requests_per_minute = {RATE}
 [principal."{PRINCIPALS['budget'].address}"]
 tokens_per_day = {BUDGET}
 """
-    with open(POLICY_FILE + ".new", "w") as f:
-        f.write(policy)
-    os.replace(POLICY_FILE + ".new", POLICY_FILE)
-    # Both replicas check the file every 50 ms.
-    time.sleep(1.0)
+    write_policy(POLICY_FILE, policy)
     UPSTREAM.start()
 
 
 def one_request_rate_across_both_replicas():
     p = PRINCIPALS["rate"]
-    clients = [p.client(g) for g in GATEWAYS]
+    clients = [p.client(g, "sk-unused", 60) for g in GATEWAYS]
     outcomes = []
     started = time.time()
     for i in range(RATE + 2):
@@ -182,7 +127,7 @@ def one_request_rate_across_both_replicas():
 
 def one_token_budget_across_both_replicas():
     p = PRINCIPALS["budget"]
-    clients = [p.client(GATEWAYS[i % 2]) for i in range(PARALLEL)]
+    clients = [p.client(GATEWAYS[i % 2], "sk-unused", 60) for i in range(PARALLEL)]
     outcomes = []
 
     def one(i):

@@ -14,24 +14,20 @@ here, reloaded by the gateway), so that the scenarios do not share budgets.
 import json
 import math
 import os
-import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import openai
 
-BIN = os.environ["PG_BIN"]
+from limits_common import MODEL, Principal, ask, write_policy
+
 GATEWAY = os.environ["PG_GATEWAY"]
 UPSTREAM_PORT = int(os.environ["PG_UPSTREAM_PORT"])
 UPSTREAM_KEY = os.environ["PG_UPSTREAM_KEY"]
 POLICY_FILE = os.environ["PG_POLICY_FILE"]
-WORKDIR = os.environ["PG_WORKDIR"]
-CHAIN = os.environ["PG_CHAIN"]
-MODEL = "Qwen/Qwen3-235B-A22B-Instruct-2507-FP8"
 CLIENT_KEY = "sk-client-must-never-reach-the-upstream"
 PROMPT_TOKENS = 5
 COMPLETION_TOKENS = 7
@@ -113,55 +109,14 @@ class Devshard:
 SHARD = Devshard()
 
 
-def cli(*args):
-    return subprocess.run([BIN, *args], capture_output=True, check=True, timeout=30).stdout
-
-
-class Principal:
-    """A principal key, an agent key and a passport for MODEL, made with the CLI."""
-
-    def __init__(self, name):
-        d = os.path.join(WORKDIR, name)
-        os.makedirs(d, exist_ok=True)
-        self.agent_key = os.path.join(d, "agent.json")
-        principal_key = os.path.join(d, "principal.json")
-        self.passport_file = os.path.join(d, "passport.txt")
-        cli("keygen", "--agent", "--out", self.agent_key)
-        cli("keygen", "--principal", "--out", principal_key)
-        self.address = json.load(open(principal_key))["address"]
-        passport = cli("mint", "--principal-key", principal_key, "--agent-key", self.agent_key,
-                       "--agent-id", "urn:aps:agent:" + name, "--chain-id", CHAIN,
-                       "--ttl", "1800", "--model", MODEL)
-        open(self.passport_file, "wb").write(passport)
-        self.sent_bytes = []
-
-    def sign(self, request: httpx.Request):
-        body = request.read()
-        self.sent_bytes.append(len(body))
-        signed = subprocess.run(
-            [BIN, "sign", "--agent-key", self.agent_key, "--passport-file",
-             self.passport_file, "--chain-id", CHAIN, "--method", request.method,
-             "--uri", request.url.raw_path.decode("ascii"), "--body-file", "-", "--headers"],
-            input=body, capture_output=True, check=True, timeout=30).stdout
-        for line in signed.decode().splitlines():
-            name, value = line.split(": ", 1)
-            request.headers[name] = value
-
-    def client(self):
-        return openai.OpenAI(
-            base_url=GATEWAY + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30,
-            http_client=httpx.Client(event_hooks={"request": [self.sign]}))
+def client(p):
+    return p.client(GATEWAY, CLIENT_KEY, 30)
 
 
 def reservation(body_bytes, max_tokens):
     """What the gateway reserves (docs/broker.md): a quarter of the body, rounded up,
     plus max_tokens."""
     return math.ceil(body_bytes / 4) + max_tokens
-
-
-def ask(client, text, **extra):
-    return client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": text}], **extra)
 
 
 PRINCIPALS = {}
@@ -189,16 +144,12 @@ tokens_per_day = 1000
 [principal."{p['stream']}"]
 tokens_per_day = 1000
 """
-    with open(POLICY_FILE + ".new", "w") as f:
-        f.write(policy)
-    os.replace(POLICY_FILE + ".new", POLICY_FILE)
-    # The gateway checks the file every 50 ms.
-    time.sleep(1.0)
+    write_policy(POLICY_FILE, policy)
     SHARD.start()
 
 
 def over_a_rate_the_sdk_reads_rate_limit_exceeded_with_retry_after():
-    c = PRINCIPALS["rate"].client()
+    c = client(PRINCIPALS["rate"])
     for i in range(2):
         raw = ask(c, f"rate {i}")
         raw.parse()
@@ -216,7 +167,7 @@ def over_a_rate_the_sdk_reads_rate_limit_exceeded_with_retry_after():
 def accepted_answers_carry_the_x_ratelimit_headers():
     # The "rate" principal has both a request and a token limit; its bucket is empty
     # now, so a fresh principal with the default rate (config) shows them.
-    raw = ask(PRINCIPALS["settle"].client(), "headers", max_tokens=10)
+    raw = ask(client(PRINCIPALS["settle"]), "headers", max_tokens=10)
     h = raw.headers
     for name in ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
                  "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
@@ -228,7 +179,7 @@ def accepted_answers_carry_the_x_ratelimit_headers():
 
 
 def over_a_token_budget_the_sdk_reads_insufficient_quota():
-    c = PRINCIPALS["quota"].client()
+    c = client(PRINCIPALS["quota"])
     try:
         ask(c, "quota", max_tokens=2500)
     except openai.RateLimitError as e:
@@ -244,7 +195,7 @@ def over_a_token_budget_the_sdk_reads_insufficient_quota():
 
 def twenty_parallel_requests_never_reserve_more_than_the_budget():
     p = PRINCIPALS["parallel"]
-    clients = [p.client() for _ in range(20)]
+    clients = [client(p) for _ in range(20)]
     outcomes = []
 
     def one(i, c):
@@ -278,7 +229,7 @@ def twenty_parallel_requests_never_reserve_more_than_the_budget():
 
 def settlement_returns_the_unused_part():
     p = PRINCIPALS["settle"]
-    c = p.client()
+    c = client(p)
     # The headers scenario used some of this budget already: read where it stands.
     first = ask(c, "settle one", max_tokens=600)
     first.parse()
@@ -297,7 +248,7 @@ def settlement_returns_the_unused_part():
 
 def a_stream_without_usage_is_charged_its_reservation():
     p = PRINCIPALS["stream"]
-    c = p.client()
+    c = client(p)
     before = ask(c, "stream start", max_tokens=10)
     before.parse()
     left = int(before.headers["x-ratelimit-remaining-tokens"])
@@ -331,7 +282,7 @@ def a_stream_without_usage_is_charged_its_reservation():
 
 
 def max_tokens_over_the_cap_is_refused_with_its_own_code():
-    c = PRINCIPALS["cap"].client()
+    c = client(PRINCIPALS["cap"])
     try:
         ask(c, "cap", max_tokens=5000)
     except openai.BadRequestError as e:
