@@ -62,6 +62,43 @@ where
     (status, close)
 }
 
+type Connection = tokio::task::JoinHandle<Result<(), hyper::Error>>;
+
+/// An HTTP/1.1 client on `tcp`, its connection driven in a task.
+async fn h1(
+    tcp: TcpStream,
+) -> (
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    Connection,
+) {
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    (tx, tokio::spawn(conn))
+}
+
+/// An h2c client on `tcp`, its connection driven in a task.
+async fn h2(
+    tcp: TcpStream,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    Connection,
+) {
+    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    (tx, tokio::spawn(conn))
+}
+
+/// Waits (at most 5 s) for the gateway to end `conn` cleanly.
+async fn closed_by_gateway(conn: Connection, expect: &str) {
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect(expect)
+        .unwrap()
+        .unwrap();
+}
+
 /// Either HTTP version's request sender.
 trait Sender {
     async fn send(&mut self, req: http::Request<Full<Bytes>>) -> http::Response<Incoming>;
@@ -87,10 +124,7 @@ async fn http1_the_fourth_consecutive_failure_closes_the_connection_and_a_succes
     let gw = gateway("authfail-h1", up.addr, 4);
     let f = support::live("urn:aps:agent:authfail");
     let tcp = TcpStream::connect(gw.listen).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut tx, conn) = h1(tcp).await;
     for _ in 0..3 {
         assert_eq!(exchange(&mut tx, forged(PATH)).await, (400, false));
     }
@@ -111,11 +145,7 @@ async fn http1_the_fourth_consecutive_failure_closes_the_connection_and_a_succes
         (400, true),
         "the fourth consecutive failure: Connection: close"
     );
-    tokio::time::timeout(Duration::from_secs(5), conn)
-        .await
-        .expect("the gateway closed the connection")
-        .unwrap()
-        .unwrap();
+    closed_by_gateway(conn, "the gateway closed the connection").await;
     assert_eq!(
         gw.metric("passport_gate_auth_failure_closes_total").await,
         1.0
@@ -128,20 +158,12 @@ async fn h2c_the_fourth_consecutive_failure_sends_goaway() {
     let gw = gateway("authfail-h2", up.addr, 4);
     let uri = format!("http://{}{PATH}", gw.listen);
     let tcp = TcpStream::connect(gw.listen).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut tx, conn) = h2(tcp).await;
     for _ in 0..4 {
         assert_eq!(exchange(&mut tx, forged(&uri)).await, (400, false));
     }
     // GOAWAY, then the gateway ends the connection once no stream is open.
-    tokio::time::timeout(Duration::from_secs(5), conn)
-        .await
-        .expect("the gateway closed the HTTP/2 connection")
-        .unwrap()
-        .unwrap();
+    closed_by_gateway(conn, "the gateway closed the HTTP/2 connection").await;
     assert!(
         tx.send_request(forged(&uri)).await.is_err(),
         "no new stream on a closed connection"
@@ -158,16 +180,9 @@ async fn zero_never_closes_a_connection_for_failures() {
     let gw = gateway("authfail-off", up.addr, 0);
     let uri = format!("http://{}{PATH}", gw.listen);
     let tcp = TcpStream::connect(gw.listen).await.unwrap();
-    let (mut h1, conn1) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn1);
+    let (mut h1, _) = h1(tcp).await;
     let tcp = TcpStream::connect(gw.listen).await.unwrap();
-    let (mut h2, conn2) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn2);
+    let (mut h2, _) = h2(tcp).await;
     for _ in 0..40 {
         assert_eq!(exchange(&mut h1, forged(PATH)).await, (400, false));
         assert_eq!(exchange(&mut h2, forged(&uri)).await, (400, false));
@@ -215,17 +230,10 @@ async fn an_address_under_the_penalty_is_closed_unread_until_the_penalty_ends() 
 
     // Before any failure, 127.0.0.1 is served.
     let tcp = connect_from("127.0.0.1", gw.listen).await;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut tx, conn) = h1(tcp).await;
     assert_eq!(exchange(&mut tx, forged(PATH)).await, (400, false));
     assert_eq!(exchange(&mut tx, forged(PATH)).await, (400, true));
-    tokio::time::timeout(Duration::from_secs(5), conn)
-        .await
-        .expect("the gateway closed the connection")
-        .unwrap()
-        .unwrap();
+    closed_by_gateway(conn, "the gateway closed the connection").await;
     let closed_at = std::time::Instant::now();
 
     // Now a new connection from the same address is closed unread, even one that
@@ -235,10 +243,7 @@ async fn an_address_under_the_penalty_is_closed_unread_until_the_penalty_ends() 
         "a new connection from the penalised address is closed without an answer"
     );
     let tcp = connect_from("127.0.0.2", gw.listen).await;
-    let (mut other, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (mut other, _) = h1(tcp).await;
     assert_eq!(exchange(&mut other, accepted(PATH, &f)).await, (200, false));
     assert!(
         gw.metric("passport_gate_auth_failure_penalty_refusals_total")
@@ -249,10 +254,7 @@ async fn an_address_under_the_penalty_is_closed_unread_until_the_penalty_ends() 
     // After the penalty, the address is served again.
     tokio::time::sleep(Duration::from_millis(3_100).saturating_sub(closed_at.elapsed())).await;
     let tcp = connect_from("127.0.0.1", gw.listen).await;
-    let (mut again, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (mut again, _) = h1(tcp).await;
     assert_eq!(exchange(&mut again, accepted(PATH, &f)).await, (200, false));
 }
 
@@ -262,22 +264,12 @@ async fn without_the_penalty_a_closed_clients_next_connection_is_served() {
     let gw = gateway("authfail-nopenalty", up.addr, 2);
     let f = support::live("urn:aps:agent:nopenalty");
     let tcp = TcpStream::connect(gw.listen).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut tx, conn) = h1(tcp).await;
     assert_eq!(exchange(&mut tx, forged(PATH)).await, (400, false));
     assert_eq!(exchange(&mut tx, forged(PATH)).await, (400, true));
-    tokio::time::timeout(Duration::from_secs(5), conn)
-        .await
-        .expect("the gateway closed the connection")
-        .unwrap()
-        .unwrap();
+    closed_by_gateway(conn, "the gateway closed the connection").await;
     let tcp = TcpStream::connect(gw.listen).await.unwrap();
-    let (mut again, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (mut again, _) = h1(tcp).await;
     assert_eq!(exchange(&mut again, accepted(PATH, &f)).await, (200, false));
     assert_eq!(
         gw.metric("passport_gate_auth_failure_penalty_refusals_total")
@@ -295,10 +287,7 @@ async fn h2c_streams_sent_at_once_get_no_passport_check_after_the_limit() {
     let gw = gateway("authfail-h2-burst", up.addr, 4);
     let uri = format!("http://{}{PATH}", gw.listen);
     let tcp = TcpStream::connect(gw.listen).await.unwrap();
-    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (tx, _) = h2(tcp).await;
     let sends: Vec<_> = (0..100)
         .map(|_| {
             let mut tx = tx.clone();
