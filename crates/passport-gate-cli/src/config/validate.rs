@@ -1402,6 +1402,16 @@ pub(crate) fn allowlist_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The validation errors of `text` (none when it is valid), one line each.
+    fn errors_of(text: &str) -> Vec<String> {
+        GatewayConfig::from_toml(text)
+            .unwrap()
+            .validate()
+            .err()
+            .map(|list| list.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    }
     use crate::config::Overrides;
     use passport_core::config::Config;
 
@@ -1432,13 +1442,7 @@ guarded = ["POST"]
 requester_header = "bad header"
 chain_node = "ftp://x"
 "#;
-        let errors = GatewayConfig::from_toml(text)
-            .unwrap()
-            .validate()
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>();
+        let errors = errors_of(text);
         for key in [
             "server.listen",
             "server.upstream",
@@ -1524,13 +1528,7 @@ chain_node = "ftp://x"
             let text = format!(
                 "[server]\nupstream = \"http://127.0.0.1:1\"\n[routes]\npublic = [{entry:?}]\n"
             );
-            let errors = GatewayConfig::from_toml(&text)
-                .unwrap()
-                .validate()
-                .unwrap_err()
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>();
+            let errors = errors_of(&text);
             assert!(
                 errors
                     .iter()
@@ -1539,26 +1537,14 @@ chain_node = "ftp://x"
             );
         }
         let text = "[server]\nupstream = \"http://127.0.0.1:1\"\n[routes]\npublic = [\"POST /v1/embeddings\"]\n";
-        let errors = GatewayConfig::from_toml(text)
-            .unwrap()
-            .validate()
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>();
+        let errors = errors_of(text);
         assert!(errors[0].contains("also in routes.guarded"), "{errors:?}");
     }
 
     #[test]
     fn connection_bounds_are_range_checked() {
         let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nheader_read_timeout_ms = 0\nmax_header_bytes = 100\nmax_connections = 0\nadmin_max_connections = 0\nclient_stall_timeout_ms = 99\n";
-        let errors = GatewayConfig::from_toml(text)
-            .unwrap()
-            .validate()
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>();
+        let errors = errors_of(text);
         for key in [
             "server.header_read_timeout_ms",
             "server.max_header_bytes",
@@ -1575,14 +1561,10 @@ chain_node = "ftp://x"
 
     #[test]
     fn the_address_penalty_is_bounded_and_needs_the_connection_close() {
-        let errors = |extra: &str| -> Vec<String> {
-            let text = format!("[server]\nupstream = \"http://127.0.0.1:1\"\n{extra}");
-            GatewayConfig::from_toml(&text)
-                .unwrap()
-                .validate()
-                .err()
-                .map(|list| list.iter().map(ToString::to_string).collect())
-                .unwrap_or_default()
+        let errors = |extra: &str| {
+            errors_of(&format!(
+                "[server]\nupstream = \"http://127.0.0.1:1\"\n{extra}"
+            ))
         };
         assert!(errors("auth_failure_penalty_seconds = 60\n").is_empty());
         assert!(errors("worker_threads = 1\n").is_empty());
@@ -1610,13 +1592,7 @@ chain_node = "ftp://x"
     #[test]
     fn store_and_readiness_keys_are_checked() {
         let text = "[server]\nupstream = \"http://127.0.0.1:1\"\nreadiness_ok_statuses = [200]\n[attribution]\nredis_stream_max_event_bytes = 100\nredis_stream_maxlen = 0\n";
-        let errors: Vec<String> = GatewayConfig::from_toml(text)
-            .unwrap()
-            .validate()
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let errors: Vec<String> = errors_of(text);
         for key in [
             "server.readiness_ok_statuses",
             "attribution.redis_stream_max_event_bytes",
@@ -1628,13 +1604,7 @@ chain_node = "ftp://x"
             );
         }
         let text = "[server]\nupstream = \"http://127.0.0.1:1\"\n[attribution]\nredis_stream_max_event_bytes = 4096\nredis_stream_max_bytes = 8000\n";
-        let errors: Vec<String> = GatewayConfig::from_toml(text)
-            .unwrap()
-            .validate()
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let errors: Vec<String> = errors_of(text);
         assert!(
             errors
                 .iter()
@@ -1675,13 +1645,7 @@ reload_ms = 1
 url = "rediss://127.0.0.1:1/#insecure"
 cluster_nodes = ["redis://127.0.0.1:2"]
 "#;
-        let errors = GatewayConfig::from_toml(text)
-            .unwrap()
-            .validate()
-            .unwrap_err()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>();
+        let errors = errors_of(text);
         for needle in [
             "server.upstream_client_cert_file: set together with server.upstream_client_key_file",
             "server.upstream TLS: cannot read /nonexistent/ca.pem",
