@@ -200,30 +200,7 @@ struct Prepared {
 }
 
 fn prepare(signed: bool, passports: usize, requests: usize) -> Vec<Prepared> {
-    let principal = PrincipalSecret::from_bytes(&[0x91; 32]).unwrap();
-    let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
-    let signers: Vec<AgentSigner> = (0..passports)
-        .map(|i| {
-            let mut seed = [0x92u8; 32];
-            seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            let agent = AgentSecret::from_bytes(&seed);
-            let passport = PassportSpec {
-                chain_id: CHAIN.into(),
-                agent_id: format!("urn:aps:agent:load-{i}"),
-                agent_key: agent.public_key(),
-                principal_key: principal.public_key(),
-                address_prefix: "gonka".into(),
-                issued_at: now,
-                expires_at: now.plus_seconds(3600),
-                not_before: None,
-                allowed_models: Some(vec!["echo-1".into()]),
-                beneficiary: None,
-            }
-            .mint(&principal, 3600)
-            .unwrap();
-            AgentSigner::new(agent, &passport, CHAIN).unwrap()
-        })
-        .collect();
+    let signers = signers_of(passports, [0x91, 0x92], "load", Some(vec!["echo-1".into()]));
     (0..requests)
         .map(|i| {
             let body = Bytes::from(format!(
@@ -850,7 +827,7 @@ async fn replay_phase(
         &format!("clock_skew_seconds = 0\nreplay_protection = true\nreplay_cache_capacity = 10000000\nreplay_records_per_principal = 100000000\n{table}"),
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let signers = Arc::new(signers(passports));
+    let signers = Arc::new(signers_of(passports, [0x95, 0x96], "replay", None));
     let url = format!("http://{}", gateway.listen);
     let client = http_client(connections);
     let run = |tag: &'static str, seconds: f64| {
@@ -940,25 +917,32 @@ async fn replay_phase(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `count` agent signers, each with a passport issued now (valid an hour) by one principal.
-fn signers(count: usize) -> Vec<AgentSigner> {
-    let principal = PrincipalSecret::from_bytes(&[0x95; 32]).unwrap();
+/// `count` agent signers (agent ids `urn:aps:agent:<tag>-<i>`), each with a passport
+/// issued now (valid an hour, for `models`) by one principal; `seeds` are the first byte
+/// of the principal's secret and of every agent's.
+fn signers_of(
+    count: usize,
+    [principal_seed, agent_seed]: [u8; 2],
+    tag: &str,
+    models: Option<Vec<String>>,
+) -> Vec<AgentSigner> {
+    let principal = PrincipalSecret::from_bytes(&[principal_seed; 32]).unwrap();
     let now = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds());
     (0..count)
         .map(|i| {
-            let mut seed = [0x96u8; 32];
+            let mut seed = [agent_seed; 32];
             seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
             let agent = AgentSecret::from_bytes(&seed);
             let passport = PassportSpec {
                 chain_id: CHAIN.into(),
-                agent_id: format!("urn:aps:agent:replay-{i}"),
+                agent_id: format!("urn:aps:agent:{tag}-{i}"),
                 agent_key: agent.public_key(),
                 principal_key: principal.public_key(),
                 address_prefix: "gonka".into(),
                 issued_at: now,
                 expires_at: now.plus_seconds(3600),
                 not_before: None,
-                allowed_models: None,
+                allowed_models: models.clone(),
                 beneficiary: None,
             }
             .mint(&principal, 3600)
