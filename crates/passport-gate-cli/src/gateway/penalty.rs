@@ -30,12 +30,9 @@ enum Key {
 }
 
 fn key(ip: IpAddr) -> Key {
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => Key::V4(u32::from(v4)),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => Key::V4(u32::from(v4)),
-            None => Key::V6Net((u128::from(v6) >> 64) as u64),
-        },
+        IpAddr::V6(v6) => Key::V6Net((u128::from(v6) >> 64) as u64),
     }
 }
 
