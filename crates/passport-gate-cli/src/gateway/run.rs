@@ -91,33 +91,28 @@ pub async fn run(
     };
 
     let limit_settlements = stores.limit_settlements;
+    // A store's Redis that requests fail closed on, probed for `/readyz`.
+    let watch = |what: &'static str, redis| {
+        let health = Arc::new(admin::UpstreamHealth::default());
+        tokio::spawn(admin::probe_redis(
+            what,
+            redis,
+            REDIS_PROBE_INTERVAL,
+            Arc::clone(&health),
+        ));
+        health
+    };
     let mut readiness = admin::Readiness {
         chain_node: None,
         upstream: None,
-        replay_redis: None,
-        limit_redis: None,
+        replay_redis: stores
+            .replay_redis
+            .map(|redis| watch(admin::REPLAY_STORE, redis)),
+        limit_redis: stores
+            .limit_redis
+            .map(|redis| watch(admin::LIMIT_STORE, redis)),
         revocations: stores.revocations,
     };
-    if let Some(redis) = stores.replay_redis {
-        let health = Arc::new(admin::UpstreamHealth::default());
-        tokio::spawn(admin::probe_redis(
-            admin::REPLAY_STORE,
-            redis,
-            REDIS_PROBE_INTERVAL,
-            Arc::clone(&health),
-        ));
-        readiness.replay_redis = Some(health);
-    }
-    if let Some(redis) = stores.limit_redis {
-        let health = Arc::new(admin::UpstreamHealth::default());
-        tokio::spawn(admin::probe_redis(
-            admin::LIMIT_STORE,
-            redis,
-            REDIS_PROBE_INTERVAL,
-            Arc::clone(&health),
-        ));
-        readiness.limit_redis = Some(health);
-    }
     if let Some(node) = chain_node {
         let answered = Arc::new(AtomicBool::new(false));
         tokio::spawn(admin::probe_chain_node(node, Arc::clone(&answered)));
