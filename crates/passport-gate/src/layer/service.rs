@@ -83,16 +83,20 @@ where
     }
 }
 
+/// Where refusal events go: the attribution queue, when refusals are recorded.
+fn refusal_sender(shared: &Shared) -> Option<&crate::attribution::AttributionSender> {
+    shared
+        .attribution
+        .as_ref()
+        .filter(|_| shared.record_refusals)
+}
+
 /// Queues the refusal event of a refused request, when refusals are recorded. The
 /// identity it claims is read from the passport header only to be recorded under
 /// `claimed_*_unverified` names, cut to a bound, and never for a header the verifier
 /// refused as malformed or too large.
 fn record_refusal<B>(shared: &Shared, r: Rejection, req: &Request<B>) {
-    let Some(sender) = shared
-        .attribution
-        .as_ref()
-        .filter(|_| shared.record_refusals)
-    else {
+    let Some(sender) = refusal_sender(shared) else {
         return;
     };
     let (agent, principal) = match r {
@@ -137,11 +141,7 @@ fn record_limited(
     parts: &Parts,
     limited: crate::limits::Limited,
 ) {
-    let Some(sender) = shared
-        .attribution
-        .as_ref()
-        .filter(|_| shared.record_refusals)
-    else {
+    let Some(sender) = refusal_sender(shared) else {
         return;
     };
     let path = parts
